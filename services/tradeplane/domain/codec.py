@@ -1,0 +1,46 @@
+"""The one codec for commands, events and snapshots: MessagePack via msgspec."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import msgspec
+
+from tradeplane.domain.model import Command, EventBatch
+
+T = TypeVar("T")
+
+_enc = msgspec.msgpack.Encoder()
+_cmd_dec = msgspec.msgpack.Decoder(Command)
+_batch_dec = msgspec.msgpack.Decoder(EventBatch)
+
+
+class DecodeError(ValueError):
+    """A message on the bus could not be decoded."""
+
+
+def encode(obj: Any) -> bytes:
+    return _enc.encode(obj)
+
+
+def decode_command(data: bytes) -> Command:
+    """Raises DecodeError on a malformed command."""
+    try:
+        return _cmd_dec.decode(data)
+    except msgspec.DecodeError as exc:
+        raise DecodeError(str(exc)) from exc
+
+
+def decode_batch(data: bytes) -> EventBatch:
+    """Raises DecodeError on a malformed event batch."""
+    try:
+        return _batch_dec.decode(data)
+    except msgspec.DecodeError as exc:
+        raise DecodeError(str(exc)) from exc
+
+
+def decode_as(data: bytes, typ: type[T]) -> T:
+    try:
+        return msgspec.msgpack.decode(data, type=typ)
+    except msgspec.DecodeError as exc:
+        raise DecodeError(str(exc)) from exc

@@ -1,0 +1,55 @@
+"""Exact money: every amount is an integer number of *units* (10**-8 of an asset).
+
+Decimal appears only at the edges (parsing API input, formatting API output).
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_DOWN, Decimal, InvalidOperation
+
+UNIT_DECIMALS = 8
+UNITS_PER_COIN = 10**UNIT_DECIMALS
+_QUANT = Decimal(1).scaleb(-UNIT_DECIMALS)
+
+
+class AmountError(ValueError):
+    """An amount could not be parsed or is not representable in units."""
+
+
+def parse_decimal(text: str) -> Decimal:
+    """Parse a decimal string as sent by clients.
+
+    Raises:
+        AmountError: not a finite, non-negative decimal.
+    """
+    try:
+        value = Decimal(text.strip())
+    except (InvalidOperation, AttributeError) as exc:
+        raise AmountError(f"not a decimal: {text!r}") from exc
+    if not value.is_finite() or value < 0:
+        raise AmountError(f"not a finite non-negative decimal: {text!r}")
+    return value
+
+
+def to_units(value: Decimal | str) -> int:
+    """Convert a decimal amount to integer units, exactly.
+
+    Raises:
+        AmountError: the amount has more than 8 decimals or is malformed.
+    """
+    dec = parse_decimal(value) if isinstance(value, str) else value
+    scaled = dec.scaleb(UNIT_DECIMALS)
+    if scaled != scaled.to_integral_value():
+        raise AmountError(f"more than {UNIT_DECIMALS} decimals: {value}")
+    return int(scaled)
+
+
+def from_units(units: int) -> Decimal:
+    return Decimal(units).scaleb(-UNIT_DECIMALS).quantize(_QUANT, rounding=ROUND_DOWN)
+
+
+def fmt_units(units: int) -> str:
+    """Format units as Binance does: a plain decimal string with 8 decimals."""
+    sign = "-" if units < 0 else ""
+    units = abs(units)
+    return f"{sign}{units // UNITS_PER_COIN}.{units % UNITS_PER_COIN:08d}"

@@ -1,0 +1,138 @@
+"""Trading-pair rules and the pure order-entry validation against them (Binance filters)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from tradeplane.domain.money import UNITS_PER_COIN, fmt_units, to_units
+
+
+class PairConfigError(ValueError):
+    """A pair definition is inconsistent (e.g. tick x lot not representable in units)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PairRules:
+    """The rules of one market. All amounts are integer units (10**-8).
+
+    ``tick`` is the price increment in quote units per whole base coin; ``lot`` is the
+    quantity increment in base units. A price of ``p`` ticks and a quantity of ``q`` lots
+    cost ``p * q * notional_per_tick_lot`` quote units, exactly.
+    """
+
+    base: str
+    quote: str
+    tick: int
+    lot: int
+    min_qty: int
+    max_qty: int
+    min_notional: int
+    price_band_bps: int = 2000  # price band around the reference price, in basis points
+    maker_fee_ppm: int = 1000  # 0.1%
+    taker_fee_ppm: int = 1000
+    trading: str = "enabled"  # enabled | halted | cancel-only
+
+    def __post_init__(self) -> None:
+        if self.tick <= 0 or self.lot <= 0:
+            raise PairConfigError("tick and lot must be positive")
+        if (self.tick * self.lot) % UNITS_PER_COIN:
+            raise PairConfigError(
+                f"{self.symbol}: tick x lot ({fmt_units(self.tick)} x {fmt_units(self.lot)}) "
+                "is finer than one quote unit"
+            )
+        if self.min_qty % self.lot or self.max_qty % self.lot or self.min_qty <= 0:
+            raise PairConfigError(f"{self.symbol}: min/max quantity must be multiples of the lot")
+        if not (0 <= self.maker_fee_ppm < 1_000_000 and 0 <= self.taker_fee_ppm < 1_000_000):
+            raise PairConfigError(f"{self.symbol}: fees must be in [0, 1)")
+
+    @property
+    def symbol(self) -> str:
+        """The Binance-style symbol, e.g. ``BTCUSDT``."""
+        return f"{self.base}{self.quote}"
+
+    @property
+    def name(self) -> str:
+        """The human pair name, e.g. ``BTC-USDT`` (used for processes and resources)."""
+        return f"{self.base}-{self.quote}"
+
+    @property
+    def notional_per_tick_lot(self) -> int:
+        return self.tick * self.lot // UNITS_PER_COIN
+
+    def notional(self, price_ticks: int, qty_lots: int) -> int:
+        """Quote units for ``qty_lots`` at ``price_ticks``."""
+        return price_ticks * qty_lots * self.notional_per_tick_lot
+
+    def price_units(self, price_ticks: int) -> int:
+        return price_ticks * self.tick
+
+    def qty_units(self, qty_lots: int) -> int:
+        return qty_lots * self.lot
+
+
+def normalize_symbol(text: str) -> str:
+    """``BTC-USDT``, ``btc/usdt`` and ``BTCUSDT`` all become ``BTCUSDT``."""
+    return text.replace("-", "").replace("/", "").replace("_", "").upper()
+
+
+class FilterError(ValueError):
+    """An order violates one of the pair's filters; ``msg`` is Binance's wording."""
+
+    def __init__(self, msg: str) -> None:
+        super().__init__(msg)
+        self.msg = msg
+
+
+def price_to_ticks(rules: PairRules, price: Decimal) -> int:
+    """Raises FilterError when the price is off the tick grid or not positive."""
+    units = _units_or_filter(price, "PRICE_FILTER")
+    if units <= 0 or units % rules.tick:
+        raise FilterError("Filter failure: PRICE_FILTER")
+    return units // rules.tick
+
+
+def qty_to_lots(rules: PairRules, qty: Decimal) -> int:
+    """Raises FilterError when the quantity is off the lot grid or outside min/max."""
+    units = _units_or_filter(qty, "LOT_SIZE")
+    if units % rules.lot or units < rules.min_qty or units > rules.max_qty:
+        raise FilterError("Filter failure: LOT_SIZE")
+    return units // rules.lot
+
+
+def check_notional(rules: PairRules, notional: int) -> None:
+    if notional < rules.min_notional:
+        raise FilterError("Filter failure: NOTIONAL")
+
+
+def check_price_band(rules: PairRules, price_ticks: int, reference_ticks: int | None) -> None:
+    """PERCENT_PRICE: the limit price must lie within the band around the reference price."""
+    if reference_ticks is None or reference_ticks <= 0:
+        return
+    lo = reference_ticks * (10_000 - rules.price_band_bps)
+    hi = reference_ticks * (10_000 + rules.price_band_bps)
+    if not lo <= price_ticks * 10_000 <= hi:
+        raise FilterError("Filter failure: PERCENT_PRICE")
+
+
+def _units_or_filter(value: Decimal, name: str) -> int:
+    try:
+        return to_units(value)
+    except ValueError as exc:
+        raise FilterError(f"Filter failure: {name}") from exc
+
+
+DEMO_PAIRS: tuple[PairRules, ...] = (
+    PairRules(
+        base="BTC", quote="USDT", tick=to_units("0.01"), lot=to_units("0.00001"),
+        min_qty=to_units("0.00001"), max_qty=to_units("9000"), min_notional=to_units("5"),
+    ),
+    PairRules(
+        base="ETH", quote="USDT", tick=to_units("0.01"), lot=to_units("0.0001"),
+        min_qty=to_units("0.0001"), max_qty=to_units("90000"), min_notional=to_units("5"),
+    ),
+    PairRules(
+        base="ETH", quote="BTC", tick=to_units("0.00001"), lot=to_units("0.001"),
+        min_qty=to_units("0.001"), max_qty=to_units("90000"), min_notional=to_units("0.0001"),
+    ),
+)
