@@ -26,7 +26,8 @@ def encode(obj: Any) -> bytes:
 def decode_command(data: bytes) -> Command:
     """Raises DecodeError on a malformed command."""
     try:
-        return _cmd_dec.decode(data)
+        cmd: Command = _cmd_dec.decode(data)
+        return cmd
     except msgspec.DecodeError as exc:
         raise DecodeError(str(exc)) from exc
 

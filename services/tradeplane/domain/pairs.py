@@ -58,7 +58,7 @@ class PairRules:
 
     @property
     def notional_per_tick_lot(self) -> int:
-        return self.tick * self.lot // UNITS_PER_COIN
+        return int(self.tick * self.lot // UNITS_PER_COIN)
 
     def notional(self, price_ticks: int, qty_lots: int) -> int:
         """Quote units for ``qty_lots`` at ``price_ticks``."""

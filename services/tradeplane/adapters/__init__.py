@@ -1,0 +1,1 @@
+"""Adapters at the edge: the only modules that import nats, asyncpg and redis."""

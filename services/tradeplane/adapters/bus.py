@@ -1,0 +1,276 @@
+"""NATS JetStream adapter: streams, subjects, publishing and consuming for every service.
+
+Streams and subjects (see docs/architecture.md):
+
+* ``CMD_<SYMBOL>`` / ``cmd.<SYMBOL>``: the symbol's command log, written by the gateway with
+  ``Nats-Msg-Id`` = ``o<order id>`` / ``c<cancel id>``; consumed in order by its engine only.
+* ``EVENTS`` / ``evt.<SYMBOL>``: one message per engine batch, ``Nats-Msg-Id`` =
+  ``<SYMBOL>:<first command seq>``; consumed by settlement and market data.
+* core subjects (not persisted): ``settled.<SYMBOL>`` (ledger watermarks),
+  ``md.<SYMBOL>.<stream>`` (market-data stream payloads), ``user.<account>`` (user data).
+* object store ``ENGINE_SNAPSHOTS``: one object per symbol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext, api
+from nats.js.object_store import ObjectStore
+from nats.js.errors import BadRequestError, NotFoundError, ObjectNotFoundError
+
+log = logging.getLogger("tradeplane.bus")
+
+EVENTS_STREAM = "EVENTS"
+SNAPSHOT_BUCKET = "ENGINE_SNAPSHOTS"
+
+
+class BusError(RuntimeError):
+    """The bus refused or timed out an operation."""
+
+
+def command_stream(symbol: str) -> str:
+    return f"CMD_{symbol}"
+
+
+def command_subject(symbol: str) -> str:
+    return f"cmd.{symbol}"
+
+
+def event_subject(symbol: str) -> str:
+    return f"evt.{symbol}"
+
+
+def settled_subject(symbol: str) -> str:
+    return f"settled.{symbol}"
+
+
+def market_subject(symbol: str, stream: str) -> str:
+    return f"md.{symbol}.{stream}"
+
+
+def user_subject(account: int) -> str:
+    return f"user.{account}"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMsg:
+    seq: int
+    data: bytes
+
+
+class Bus:
+    """One NATS connection with its JetStream context."""
+
+    def __init__(self, nc: Client, js: JetStreamContext, replicas: int, dedup_window_s: float):
+        self.nc = nc
+        self.js = js
+        self._replicas = replicas
+        self._dedup = dedup_window_s
+
+    @classmethod
+    async def connect(
+        cls, url: str, *, name: str, replicas: int = 1, dedup_window_s: float = 600.0
+    ) -> Bus:
+        """Raises BusError when the server cannot be reached."""
+        try:
+            nc = await nats.connect(
+                url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+                pending_size=64 * 1024 * 1024,
+            )
+        except Exception as exc:  # nats raises several unrelated types here
+            raise BusError(f"cannot connect to NATS at {url}: {exc}") from exc
+        return cls(nc, nc.jetstream(timeout=10.0), replicas, dedup_window_s)
+
+    async def close(self) -> None:
+        if not self.nc.is_closed:
+            await self.nc.drain()
+
+    # ------------------------------------------------------------------ topology
+    async def ensure_symbol(self, symbol: str) -> None:
+        """Create or update the symbol's command stream (idempotent)."""
+        await self._ensure_stream(
+            api.StreamConfig(
+                name=command_stream(symbol),
+                subjects=[command_subject(symbol)],
+                retention=api.RetentionPolicy.LIMITS,
+                storage=api.StorageType.FILE,
+                num_replicas=self._replicas,
+                duplicate_window=self._dedup,
+                discard=api.DiscardPolicy.OLD,
+            )
+        )
+
+    async def ensure_events(self) -> None:
+        await self._ensure_stream(
+            api.StreamConfig(
+                name=EVENTS_STREAM,
+                subjects=["evt.*"],
+                retention=api.RetentionPolicy.LIMITS,
+                storage=api.StorageType.FILE,
+                num_replicas=self._replicas,
+                duplicate_window=self._dedup,
+                max_msg_size=8 * 1024 * 1024,
+            )
+        )
+
+    async def _ensure_stream(self, cfg: api.StreamConfig) -> None:
+        try:
+            await self.js.add_stream(cfg)
+        except BadRequestError:
+            await self.js.update_stream(cfg)
+
+    # ------------------------------------------------------------------ commands
+    async def publish_command(self, symbol: str, data: bytes, msg_id: str) -> int:
+        """Append a command; returns its stream sequence once JetStream has stored it.
+
+        A duplicate (same ``msg_id`` within the window) returns the original sequence.
+
+        Raises:
+            BusError: not stored (no stream, timeout).
+        """
+        try:
+            ack = await self.js.publish(
+                command_subject(symbol), data, headers={"Nats-Msg-Id": msg_id}, timeout=5.0
+            )
+        except Exception as exc:  # timeouts, no stream, connection loss: all "not stored"
+            raise BusError(f"command not stored on {symbol}: {exc}") from exc
+        return int(ack.seq)
+
+    async def follow_commands(
+        self, symbol: str, start_seq: int, on_msg: Callable[[int, bytes], None]
+    ) -> Callable[[], Awaitable[None]]:
+        """Deliver every command from ``start_seq`` on, in order, to ``on_msg(seq, data)``.
+
+        An ordered push consumer: gap-free, no acks (the engine's progress lives in its
+        snapshots and its last published event batch). Returns an unsubscribe coroutine.
+        """
+
+        async def cb(msg: Msg) -> None:
+            on_msg(msg.metadata.sequence.stream, msg.data)
+
+        sub = await self.js.subscribe(
+            command_subject(symbol),
+            cb=cb,
+            ordered_consumer=True,
+            stream=command_stream(symbol),
+            config=api.ConsumerConfig(
+                deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=max(1, start_seq),
+            ),
+            idle_heartbeat=2.0,
+            pending_msgs_limit=1_000_000,
+        )
+        return sub.unsubscribe
+
+    async def last_command_seq(self, symbol: str) -> int:
+        info = await self.js.stream_info(command_stream(symbol))
+        return int(info.state.last_seq)
+
+    # ------------------------------------------------------------------ events
+    async def publish_events(self, symbol: str, data: bytes, msg_id: str) -> int:
+        """Raises BusError when the batch is not stored."""
+        try:
+            ack = await self.js.publish(
+                event_subject(symbol), data, headers={"Nats-Msg-Id": msg_id}, timeout=10.0
+            )
+        except Exception as exc:
+            raise BusError(f"events not stored for {symbol}: {exc}") from exc
+        return int(ack.seq)
+
+    async def last_event_batch(self, symbol: str) -> bytes | None:
+        try:
+            msg = await self.js.get_last_msg(EVENTS_STREAM, event_subject(symbol))
+        except NotFoundError:
+            return None
+        return bytes(msg.data or b"")
+
+    async def consume_events(
+        self,
+        durable: str,
+        handler: Callable[[list[StoredMsg]], Awaitable[None]],
+        *,
+        batch: int = 500,
+        stop: asyncio.Event,
+    ) -> None:
+        """Pull event batches with a durable consumer; ack only after ``handler`` returns.
+
+        The handler must be idempotent: after a crash the unacked tail is redelivered.
+        """
+        psub = await self.js.pull_subscribe(
+            "evt.*",
+            durable=durable,
+            stream=EVENTS_STREAM,
+            config=api.ConsumerConfig(
+                ack_policy=api.AckPolicy.ALL,
+                max_ack_pending=100_000,
+                ack_wait=60.0,
+                deliver_policy=api.DeliverPolicy.ALL,
+            ),
+        )
+        while not stop.is_set():
+            try:
+                msgs = await psub.fetch(batch, timeout=0.5)
+            except (NatsTimeout, TimeoutError):
+                continue
+            if not msgs:
+                continue
+            stored = [StoredMsg(m.metadata.sequence.stream, m.data) for m in msgs]
+            delay = 0.1
+            while True:
+                # Never skip or reorder: retry the same messages until they apply.
+                try:
+                    await handler(stored)
+                    break
+                except Exception:
+                    log.exception("event handler failed; retrying in %.1fs", delay)
+                    if stop.is_set():
+                        return
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+            await msgs[-1].ack_sync()  # AckPolicy.ALL: acks everything up to here
+
+    # ------------------------------------------------------------------ core pub/sub
+    async def publish(self, subject: str, data: bytes) -> None:
+        await self.nc.publish(subject, data)
+
+    async def subscribe(
+        self, subject: str, handler: Callable[[str, bytes], Awaitable[None]]
+    ) -> Callable[[], Awaitable[None]]:
+        async def cb(msg: Msg) -> None:
+            await handler(msg.subject, msg.data)
+
+        sub = await self.nc.subscribe(subject, cb=cb)
+        return sub.unsubscribe
+
+    # ------------------------------------------------------------------ snapshots
+    async def save_snapshot(self, symbol: str, data: bytes) -> None:
+        store = await self._snapshots()
+        await store.put(symbol, data)
+
+    async def load_snapshot(self, symbol: str) -> bytes | None:
+        store = await self._snapshots()
+        try:
+            res = await store.get(symbol)
+        except (ObjectNotFoundError, NotFoundError):
+            return None
+        return bytes(res.data or b"")
+
+    async def _snapshots(self) -> ObjectStore:
+        try:
+            return await self.js.object_store(SNAPSHOT_BUCKET)
+        except (NotFoundError, BadRequestError, Exception):
+            return await self.js.create_object_store(
+                SNAPSHOT_BUCKET,
+                config=api.ObjectStoreConfig(
+                    bucket=SNAPSHOT_BUCKET, storage=api.StorageType.FILE,
+                    replicas=self._replicas,
+                ),
+            )

@@ -1,0 +1,538 @@
+"""PostgreSQL adapter (asyncpg): migrations, accounts, order entry holds, settlement writes.
+
+The ledger database is the financial source of truth. Ownership: the gateway inserts
+orders (with their hold) and reads; settlement alone updates orders, trades, balances
+after entry; marketdata alone writes klines.
+"""
+
+from __future__ import annotations
+
+import secrets as _stdlib_secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import asyncpg
+
+from tradeplane.domain.ledger import (
+    EXTERNAL_ACCOUNT,
+    OrderState,
+    Posting,
+    Settlement,
+    check_balanced,
+)
+from tradeplane.domain.model import NewOrder, OrderType, Side, Status, TimeInForce
+from tradeplane.domain.pairs import PairRules
+
+Pool = asyncpg.Pool
+Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+
+class DatabaseError(RuntimeError):
+    """The database refused an operation for a reason the caller cannot fix."""
+
+
+class UnknownAccount(DatabaseError):
+    pass
+
+
+class DuplicateClientOrderId(DatabaseError):
+    pass
+
+
+async def create_pool(dsn: str, size: int = 8) -> Pool:
+    """Raises DatabaseError when PostgreSQL cannot be reached."""
+    try:
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=size, command_timeout=30)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise DatabaseError(f"cannot connect to PostgreSQL: {exc}") from exc
+    assert pool is not None
+    return pool
+
+
+async def migrate(pool: Pool) -> list[str]:
+    """Apply pending migrations in order, once, under an advisory lock. Returns applied."""
+    files = sorted(
+        (f for f in resources.files("tradeplane.adapters").joinpath("migrations").iterdir()
+         if f.name.endswith(".sql")),
+        key=lambda f: f.name,
+    )
+    applied: list[str] = []
+    async with pool.acquire() as con, con.transaction():
+        await con.execute("SELECT pg_advisory_xact_lock(7201)")
+        await con.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " name TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        done = {r["name"] for r in await con.fetch("SELECT name FROM schema_migrations")}
+        for f in files:
+            if f.name in done:
+                continue
+            await con.execute(f.read_text())
+            await con.execute("INSERT INTO schema_migrations (name) VALUES ($1)", f.name)
+            applied.append(f.name)
+    return applied
+
+
+# --------------------------------------------------------------------------- pairs
+async def upsert_pair(pool: Pool, r: PairRules) -> None:
+    await pool.execute(
+        """INSERT INTO pairs (symbol, base, quote, tick, lot, min_qty, max_qty, min_notional,
+               price_band_bps, maker_fee_ppm, taker_fee_ppm, trading)
+           VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)
+           ON CONFLICT (symbol) DO UPDATE SET tick=EXCLUDED.tick, lot=EXCLUDED.lot,
+               min_qty=EXCLUDED.min_qty, max_qty=EXCLUDED.max_qty,
+               min_notional=EXCLUDED.min_notional, price_band_bps=EXCLUDED.price_band_bps,
+               maker_fee_ppm=EXCLUDED.maker_fee_ppm, taker_fee_ppm=EXCLUDED.taker_fee_ppm,
+               trading=EXCLUDED.trading""",
+        r.symbol, r.base, r.quote, r.tick, r.lot, r.min_qty, r.max_qty, r.min_notional,
+        r.price_band_bps, r.maker_fee_ppm, r.taker_fee_ppm, r.trading,
+    )
+
+
+async def load_pairs(pool: Pool) -> dict[str, PairRules]:
+    rows = await pool.fetch("SELECT * FROM pairs ORDER BY symbol")
+    return {
+        r["symbol"]: PairRules(
+            base=r["base"], quote=r["quote"], tick=r["tick"], lot=r["lot"],
+            min_qty=r["min_qty"], max_qty=r["max_qty"], min_notional=r["min_notional"],
+            price_band_bps=r["price_band_bps"], maker_fee_ppm=r["maker_fee_ppm"],
+            taker_fee_ppm=r["taker_fee_ppm"], trading=r["trading"],
+        )
+        for r in rows
+    }
+
+
+# --------------------------------------------------------------------------- accounts
+async def create_account(pool: Pool, name: str) -> int:
+    """Create a user account, or return the existing one of that name."""
+    row = await pool.fetchrow(
+        """INSERT INTO accounts (id, name, kind) VALUES (nextval('account_ids'), $1, 'user')
+           ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING id""",
+        name,
+    )
+    assert row is not None
+    return int(row["id"])
+
+
+async def account_id(pool: Pool, name: str) -> int | None:
+    v = await pool.fetchval("SELECT id FROM accounts WHERE name = $1", name)
+    return None if v is None else int(v)
+
+
+async def create_api_key(
+    pool: Pool, account: int, secret_enc: bytes, perms: Sequence[str], api_key: str | None = None
+) -> str:
+    key = api_key or _stdlib_secrets.token_urlsafe(48)[:64]
+    try:
+        await pool.execute(
+            "INSERT INTO api_keys (api_key, account_id, secret_enc, perms) VALUES ($1,$2,$3,$4)",
+            key, account, secret_enc, list(perms),
+        )
+    except asyncpg.ForeignKeyViolationError as exc:
+        raise UnknownAccount(f"no account {account}") from exc
+    return key
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRow:
+    api_key: str
+    account: int
+    secret_enc: bytes
+    perms: frozenset[str]
+
+
+async def get_api_key(pool: Pool, api_key: str) -> ApiKeyRow | None:
+    r = await pool.fetchrow(
+        "SELECT api_key, account_id, secret_enc, perms FROM api_keys"
+        " WHERE api_key = $1 AND revoked_at IS NULL",
+        api_key,
+    )
+    if r is None:
+        return None
+    return ApiKeyRow(r["api_key"], r["account_id"], bytes(r["secret_enc"]), frozenset(r["perms"]))
+
+
+async def credit(pool: Pool, account: int, asset: str, amount: int, ref: str) -> bool:
+    """Credit ``amount`` units from the outside world; idempotent by ``ref``.
+
+    Returns False when ``ref`` was already applied.
+    """
+    if amount <= 0:
+        raise ValueError("credit amount must be positive")
+    tx_ref = f"credit:{ref}"
+    async with pool.acquire() as con, con.transaction():
+        await con.execute("SELECT pg_advisory_xact_lock(hashtext($1))", tx_ref)
+        if await con.fetchval("SELECT 1 FROM postings WHERE tx_ref = $1 LIMIT 1", tx_ref):
+            return False
+        if not await con.fetchval("SELECT 1 FROM accounts WHERE id = $1", account):
+            raise UnknownAccount(f"no account {account}")
+        await _write_postings(
+            con,
+            [
+                (tx_ref, EXTERNAL_ACCOUNT, asset, "x", -amount),
+                (tx_ref, account, asset, "a", amount),
+            ],
+        )
+        await _apply_deltas(con, {(account, asset): (amount, 0)})
+    return True
+
+
+async def balances(pool: Pool, account: int) -> list[tuple[str, int, int]]:
+    rows = await pool.fetch(
+        "SELECT asset, available, locked FROM balances WHERE account_id = $1 ORDER BY asset",
+        account,
+    )
+    return [(r["asset"], r["available"], r["locked"]) for r in rows]
+
+
+# --------------------------------------------------------------------------- order entry
+@dataclass(frozen=True, slots=True)
+class OrderRequest:
+    account: int
+    symbol: str
+    client_order_id: str
+    side: Side
+    type: OrderType
+    tif: TimeInForce
+    price: int
+    qty: int
+    quote_qty: int
+    by_quote: bool
+    hold_asset: str
+    hold: int
+    ts: int
+
+
+_PLACE = """
+WITH h AS (
+    UPDATE balances SET available = available - $11, locked = locked + $11
+    WHERE account_id = $1 AND asset = $10 AND available >= $11
+    RETURNING account_id
+), o AS (
+    INSERT INTO orders (id, account_id, symbol, client_order_id, side, type, tif, price, qty,
+        quote_qty, by_quote, status, hold_asset, hold_amount, hold_remaining, created_ms,
+        updated_ms)
+    SELECT nextval('order_ids'), $1, $2, $3, $4, $5, $6, $7, $8, $9, $12, 0, $10, $11, $11,
+        $13, $13
+    FROM h
+    RETURNING id
+), p AS (
+    INSERT INTO postings (tx_ref, account_id, asset, bucket, amount)
+    SELECT 'hold:' || o.id, $1, $10, b.bucket, b.amount
+    FROM o, (VALUES ('a', -$11::bigint), ('l', $11::bigint)) AS b(bucket, amount)
+)
+SELECT id FROM o
+"""
+
+
+async def place_order(pool: Pool, req: OrderRequest) -> int | None:
+    """Lock the hold and create the order in one statement (atomic).
+
+    Returns the new order id, or None when the available balance is insufficient.
+
+    Raises:
+        DuplicateClientOrderId: the account already used this client order id on the symbol.
+    """
+    if req.hold <= 0:
+        raise ValueError("an order must hold a positive amount")
+    try:
+        v = await pool.fetchval(
+            _PLACE, req.account, req.symbol, req.client_order_id, int(req.side), int(req.type),
+            int(req.tif), req.price, req.qty, req.quote_qty, req.hold_asset, req.hold,
+            req.by_quote, req.ts,
+        )
+    except asyncpg.UniqueViolationError as exc:
+        raise DuplicateClientOrderId(req.client_order_id) from exc
+    return None if v is None else int(v)
+
+
+ORDER_COLUMNS = (
+    "id, account_id, symbol, client_order_id, side, type, tif, price, qty, quote_qty, by_quote,"
+    " status, executed, cum_quote, hold_asset, hold_amount, hold_remaining, created_ms,"
+    " updated_ms"
+)
+
+
+async def get_order(
+    pool: Pool, account: int, symbol: str, order_id: int | None, client_order_id: str | None
+) -> asyncpg.Record | None:
+    if order_id is not None:
+        return await pool.fetchrow(
+            f"SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 AND account_id = $2"
+            " AND symbol = $3",
+            order_id, account, symbol,
+        )
+    return await pool.fetchrow(
+        f"SELECT {ORDER_COLUMNS} FROM orders WHERE client_order_id = $1 AND account_id = $2"
+        " AND symbol = $3",
+        client_order_id, account, symbol,
+    )
+
+
+async def open_orders(pool: Pool, account: int, symbol: str | None) -> list[asyncpg.Record]:
+    if symbol is None:
+        return await pool.fetch(
+            f"SELECT {ORDER_COLUMNS} FROM orders WHERE account_id = $1 AND status IN (0,1,2)"
+            " ORDER BY id",
+            account,
+        )
+    return await pool.fetch(
+        f"SELECT {ORDER_COLUMNS} FROM orders WHERE account_id = $1 AND symbol = $2"
+        " AND status IN (0,1,2) ORDER BY id",
+        account, symbol,
+    )
+
+
+async def all_orders(
+    pool: Pool, account: int, symbol: str, from_id: int | None, start_ms: int | None,
+    end_ms: int | None, limit: int,
+) -> list[asyncpg.Record]:
+    conds = ["account_id = $1", "symbol = $2"]
+    args: list[Any] = [account, symbol]
+    for cond, val in (("id >= ", from_id), ("created_ms >= ", start_ms),
+                      ("created_ms <= ", end_ms)):
+        if val is not None:
+            args.append(val)
+            conds.append(f"{cond}${len(args)}")
+    args.append(limit)
+    order = "ASC" if from_id is not None else "DESC"
+    rows = await pool.fetch(
+        f"SELECT {ORDER_COLUMNS} FROM orders WHERE {' AND '.join(conds)}"
+        f" ORDER BY id {order} LIMIT ${len(args)}",
+        *args,
+    )
+    return sorted(rows, key=lambda r: r["id"])
+
+
+async def order_trades(pool: Pool, symbol: str, order_id: int) -> list[asyncpg.Record]:
+    return await pool.fetch(
+        "SELECT * FROM trades WHERE symbol = $1 AND (buyer_order = $2 OR seller_order = $2)"
+        " ORDER BY trade_id",
+        symbol, order_id,
+    )
+
+
+async def my_trades(
+    pool: Pool, account: int, symbol: str, order_id: int | None, from_id: int | None,
+    start_ms: int | None, end_ms: int | None, limit: int,
+) -> list[asyncpg.Record]:
+    conds = ["symbol = $1", "(buyer_account = $2 OR seller_account = $2)"]
+    args: list[Any] = [symbol, account]
+    if order_id is not None:
+        args.append(order_id)
+        conds.append(f"(buyer_order = ${len(args)} OR seller_order = ${len(args)})")
+    for cond, val in (("trade_id >= ", from_id), ("ts >= ", start_ms), ("ts <= ", end_ms)):
+        if val is not None:
+            args.append(val)
+            conds.append(f"{cond}${len(args)}")
+    args.append(limit)
+    order = "ASC" if from_id is not None else "DESC"
+    rows = await pool.fetch(
+        f"SELECT * FROM trades WHERE {' AND '.join(conds)} ORDER BY trade_id {order}"
+        f" LIMIT ${len(args)}",
+        *args,
+    )
+    return sorted(rows, key=lambda r: r["trade_id"])
+
+
+async def recent_public_trades(
+    pool: Pool, symbol: str, from_id: int | None, limit: int
+) -> list[asyncpg.Record]:
+    if from_id is None:
+        rows = await pool.fetch(
+            "SELECT * FROM trades WHERE symbol = $1 ORDER BY trade_id DESC LIMIT $2",
+            symbol, limit,
+        )
+        return list(reversed(rows))
+    return await pool.fetch(
+        "SELECT * FROM trades WHERE symbol = $1 AND trade_id >= $2 ORDER BY trade_id LIMIT $3",
+        symbol, from_id, limit,
+    )
+
+
+async def pending_orders(pool: Pool, older_than_ms: int, limit: int = 1000) -> list[asyncpg.Record]:
+    """Orders whose command may not have reached the bus (outbox relay)."""
+    return await pool.fetch(
+        f"SELECT {ORDER_COLUMNS} FROM orders WHERE status = 0 AND created_ms < $1"
+        " ORDER BY id LIMIT $2",
+        older_than_ms, limit,
+    )
+
+
+# --------------------------------------------------------------------------- settlement
+async def settlement_cursors(pool: Pool) -> dict[str, int]:
+    rows = await pool.fetch("SELECT symbol, last_seq FROM settlement_cursor")
+    return {r["symbol"]: int(r["last_seq"]) for r in rows}
+
+
+async def load_order_states(
+    con: Conn, ids: Iterable[int]
+) -> dict[int, OrderState]:
+    rows = await con.fetch(
+        "SELECT id, account_id, side, status, executed, cum_quote, hold_asset, hold_remaining,"
+        " updated_ms FROM orders WHERE id = ANY($1::bigint[])",
+        list(ids),
+    )
+    return {
+        r["id"]: OrderState(
+            r["id"], r["account_id"], Side(r["side"]), Status(r["status"]), r["executed"],
+            r["cum_quote"], r["hold_asset"], r["hold_remaining"], r["updated_ms"],
+        )
+        for r in rows
+    }
+
+
+async def write_settlement(
+    con: Conn,
+    settlement: Settlement,
+    orders: Iterable[OrderState],
+    cursors: dict[str, int],
+) -> None:
+    """Write one settled batch; the caller holds the transaction.
+
+    Raises:
+        LedgerError: unbalanced postings (nothing is written).
+    """
+    check_balanced(settlement.postings)
+    dirty = [o for o in orders if o.dirty]
+    if dirty:
+        await con.execute(
+            """UPDATE orders AS o SET status = u.status, executed = u.executed,
+                   cum_quote = u.cum_quote, hold_remaining = u.hold_remaining,
+                   updated_ms = u.updated_ms
+               FROM unnest($1::bigint[], $2::smallint[], $3::bigint[], $4::bigint[],
+                           $5::bigint[], $6::bigint[])
+                    AS u(id, status, executed, cum_quote, hold_remaining, updated_ms)
+               WHERE o.id = u.id""",
+            [o.order_id for o in dirty], [int(o.status) for o in dirty],
+            [o.executed for o in dirty], [o.cum_quote for o in dirty],
+            [o.hold_remaining for o in dirty], [o.updated_ms for o in dirty],
+        )
+    if settlement.trades:
+        await con.copy_records_to_table(
+            "trades",
+            records=[
+                (t.symbol, t.trade_id, t.price, t.qty, t.quote_qty, t.buyer_order,
+                 t.seller_order, t.buyer_account, t.seller_account, t.buyer_is_maker,
+                 t.buyer_fee, t.seller_fee, t.ts)
+                for t in settlement.trades
+            ],
+            columns=["symbol", "trade_id", "price", "qty", "quote_qty", "buyer_order",
+                     "seller_order", "buyer_account", "seller_account", "buyer_is_maker",
+                     "buyer_fee", "seller_fee", "ts"],
+        )
+    await _write_postings(con, settlement.postings)
+    await _apply_deltas(con, settlement.balance_deltas())
+    if cursors:
+        await con.execute(
+            """INSERT INTO settlement_cursor (symbol, last_seq)
+               SELECT * FROM unnest($1::text[], $2::bigint[])
+               ON CONFLICT (symbol) DO UPDATE SET last_seq = EXCLUDED.last_seq""",
+            list(cursors), list(cursors.values()),
+        )
+
+
+async def _write_postings(con: Conn, postings: list[Posting]) -> None:
+    if postings:
+        await con.copy_records_to_table(
+            "postings", records=postings,
+            columns=["tx_ref", "account_id", "asset", "bucket", "amount"],
+        )
+
+
+async def _apply_deltas(
+    con: Conn, deltas: dict[tuple[int, str], tuple[int, int]]
+) -> None:
+    if not deltas:
+        return
+    keys = sorted(deltas)
+    accounts, assets = [k[0] for k in keys], [k[1] for k in keys]
+    # Create missing rows at zero first: an INSERT .. ON CONFLICT would check the CHECK
+    # constraints against the delta itself, which may be negative.
+    await con.execute(
+        """INSERT INTO balances (account_id, asset)
+           SELECT * FROM unnest($1::bigint[], $2::text[])
+           ON CONFLICT (account_id, asset) DO NOTHING""",
+        accounts, assets,
+    )
+    await con.execute(
+        """UPDATE balances AS b SET available = b.available + u.a, locked = b.locked + u.l
+           FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[])
+                AS u(account_id, asset, a, l)
+           WHERE b.account_id = u.account_id AND b.asset = u.asset""",
+        accounts, assets, [deltas[k][0] for k in keys], [deltas[k][1] for k in keys],
+    )
+
+
+# --------------------------------------------------------------------------- invariants
+@dataclass(frozen=True, slots=True)
+class AssetCheck:
+    asset: str
+    balances_total: int  # sum over all accounts, available + locked
+    external_net: int  # credits minus debits from the outside world
+    postings_total: int  # sum of all postings: zero when every transaction balances
+
+    @property
+    def ok(self) -> bool:
+        return self.balances_total == self.external_net and self.postings_total == 0
+
+
+async def check_invariants(pool: Pool) -> tuple[list[AssetCheck], list[str]]:
+    """Per-asset totals and a list of violations (empty = the ledger is sound)."""
+    rows = await pool.fetch(
+        """WITH b AS (SELECT asset, sum(available + locked) AS total FROM balances
+                      GROUP BY asset),
+                p AS (SELECT asset, sum(amount) AS total,
+                             -sum(amount) FILTER (WHERE account_id = 0) AS ext
+                      FROM postings GROUP BY asset)
+           SELECT coalesce(b.asset, p.asset) AS asset, coalesce(b.total, 0) AS bal,
+                  coalesce(p.ext, 0) AS ext, coalesce(p.total, 0) AS post
+           FROM b FULL JOIN p ON b.asset = p.asset ORDER BY 1"""
+    )
+    checks = [AssetCheck(r["asset"], int(r["bal"]), int(r["ext"]), int(r["post"])) for r in rows]
+    problems = [
+        f"{c.asset}: balances {c.balances_total} != external net {c.external_net}"
+        f" (postings sum {c.postings_total})"
+        for c in checks if not c.ok
+    ]
+    per_account = await pool.fetch(
+        """WITH p AS (SELECT account_id, asset, sum(amount) FILTER (WHERE bucket='a') AS a,
+                             sum(amount) FILTER (WHERE bucket='l') AS l
+                      FROM postings WHERE account_id <> 0 GROUP BY account_id, asset)
+           SELECT coalesce(b.account_id, p.account_id) AS account_id,
+                  coalesce(b.asset, p.asset) AS asset
+           FROM balances b FULL JOIN p ON b.account_id = p.account_id AND b.asset = p.asset
+           WHERE coalesce(b.available, 0) <> coalesce(p.a, 0)
+              OR coalesce(b.locked, 0) <> coalesce(p.l, 0)"""
+    )
+    problems += [
+        f"account {r['account_id']} {r['asset']}: balance differs from its postings"
+        for r in per_account
+    ]
+    holds = await pool.fetch(
+        """WITH h AS (SELECT account_id, hold_asset AS asset, sum(hold_remaining) AS held
+                      FROM orders GROUP BY 1, 2)
+           SELECT b.account_id, b.asset FROM balances b
+           LEFT JOIN h ON h.account_id = b.account_id AND h.asset = b.asset
+           WHERE b.locked <> coalesce(h.held, 0)"""
+    )
+    problems += [
+        f"account {r['account_id']} {r['asset']}: locked differs from open order holds"
+        for r in holds
+    ]
+    return checks, problems
+
+
+def new_order_command(r: asyncpg.Record) -> NewOrder:
+    """The engine command for an order row: the gateway and the outbox relay send the same."""
+    return NewOrder(
+        order_id=r["id"], account=r["account_id"], side=Side(r["side"]),
+        type=OrderType(r["type"]), tif=TimeInForce(r["tif"]), price=r["price"], qty=r["qty"],
+        quote_qty=r["quote_qty"], by_quote=r["by_quote"], ts=r["created_ms"],
+    )
+
+
+async def locked_totals(pool: Pool) -> dict[str, int]:
+    rows = await pool.fetch("SELECT asset, sum(locked) AS l FROM balances GROUP BY 1")
+    return {r["asset"]: int(r["l"]) for r in rows}

@@ -1,0 +1,1 @@
+"""Micro-benchmarks of the pure core: ``python -m tradeplane.bench.<name> --help``."""

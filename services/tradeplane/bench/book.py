@@ -1,0 +1,179 @@
+"""Order-book throughput and latency: ``python -m tradeplane.bench.book --ops 1000000``.
+
+The operation mix is generated (seeded) *before* anything is timed, by running it through a
+shadow book so that cancels can name orders that are really live at that point:
+
+* 60 % limit orders, random side, price 2 ticks through to 8 ticks away from a fixed mid
+  on the order's own side (so most rest and some take), 1-10 lots;
+* 30 % cancels of a uniformly chosen live order (a limit order instead if none is live);
+* 10 % market orders, 1-10 lots with a funds cap; one in five is by quote.
+
+Throughput is one timed pass of ``book.process`` over every command on a fresh book, with
+the collector frozen and disabled. Latency is a second pass on another fresh book timing
+*every* command with ``perf_counter_ns``; the median cost of an empty timer pair is
+measured and subtracted, so the percentiles are of ``process`` alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import time
+
+from tradeplane.domain.book import OrderBook
+from tradeplane.domain.model import (
+    Cancel,
+    Command,
+    Done,
+    NewOrder,
+    OrderType,
+    Rested,
+    Side,
+    TimeInForce,
+    Trade,
+)
+from tradeplane.domain.pairs import DEMO_PAIRS
+
+RULES = DEMO_PAIRS[0]
+MID = 10_000_000  # ticks: 100 000.00 USDT
+SYMBOL = RULES.symbol
+
+
+def generate_ops(ops: int, seed: int) -> tuple[list[Command], int]:
+    """The seeded command mix and the number of trades it produces."""
+    rng = random.Random(seed)
+    npl = RULES.notional_per_tick_lot
+    shadow = OrderBook(SYMBOL, npl)
+    live: list[int] = []  # live order ids; index kept in `where` for O(1) removal
+    where: dict[int, int] = {}
+    cmds: list[Command] = []
+    trades = 0
+    next_id = 1
+    for ts in range(1, ops + 1):
+        u = rng.random()
+        cmd: Command
+        if u < 0.3 and live:
+            oid = live[rng.randrange(len(live))]
+            cmd = Cancel(oid, oid % 100, ts)
+        elif u < 0.4:
+            qty = rng.randint(1, 10)
+            side = Side.BUY if rng.random() < 0.5 else Side.SELL
+            if rng.random() < 0.2:
+                quote = rng.randint(1, 10) * MID * npl
+                cmd = NewOrder(next_id, next_id % 100, side, OrderType.MARKET, TimeInForce.GTC,
+                               0, 0, quote, True, ts)
+            else:
+                hold = qty * (MID + 20) * npl if side == Side.BUY else 0
+                cmd = NewOrder(next_id, next_id % 100, side, OrderType.MARKET, TimeInForce.GTC,
+                               0, qty, hold, False, ts)
+            next_id += 1
+        else:
+            side = Side.BUY if rng.random() < 0.5 else Side.SELL
+            away = rng.randint(-2, 8)
+            price = MID - away if side == Side.BUY else MID + away
+            cmd = NewOrder(next_id, next_id % 100, side, OrderType.LIMIT, TimeInForce.GTC,
+                           price, rng.randint(1, 10), 0, False, ts)
+            next_id += 1
+        cmds.append(cmd)
+        for ev in shadow.process(cmd):
+            if type(ev) is Trade:
+                trades += 1
+            elif type(ev) is Rested:
+                where[ev.order_id] = len(live)
+                live.append(ev.order_id)
+            elif type(ev) is Done and ev.order_id in where:
+                i = where.pop(ev.order_id)
+                last = live.pop()
+                if last != ev.order_id:
+                    live[i] = last
+                    where[last] = i
+    return cmds, trades
+
+
+def _timer_overhead_ns(samples: int = 100_000) -> int:
+    clock = time.perf_counter_ns
+    costs = []
+    for _ in range(samples):
+        t0 = clock()
+        costs.append(clock() - t0)
+    costs.sort()
+    return costs[len(costs) // 2]
+
+
+def run_book_bench(ops: int = 1_000_000, seed: int = 42) -> dict[str, float]:
+    """Run the benchmark; returns ops, seconds, ops_per_sec, p50_us, p99_us, p999_us,
+    max_us, trades and timer_overhead_us (already subtracted from the percentiles)."""
+    cmds, trades = generate_ops(ops, seed)
+    npl = RULES.notional_per_tick_lot
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        book = OrderBook(SYMBOL, npl)
+        process = book.process
+        started = time.perf_counter_ns()
+        for cmd in cmds:
+            process(cmd)
+        elapsed = time.perf_counter_ns() - started
+
+        overhead = _timer_overhead_ns()
+        clock = time.perf_counter_ns
+        book = OrderBook(SYMBOL, npl)
+        process = book.process
+        lat = [0] * len(cmds)
+        for i, cmd in enumerate(cmds):
+            t0 = clock()
+            process(cmd)
+            lat[i] = clock() - t0
+    finally:
+        if was_enabled:
+            gc.enable()
+        gc.unfreeze()
+    lat.sort()
+    n = len(lat)
+
+    def pct(p: float) -> float:
+        return max(lat[min(n - 1, int(p * n))] - overhead, 0) / 1000
+
+    return {
+        "ops": float(n),
+        "seconds": elapsed / 1e9,
+        "ops_per_sec": n / (elapsed / 1e9),
+        "p50_us": pct(0.50),
+        "p99_us": pct(0.99),
+        "p999_us": pct(0.999),
+        "max_us": (lat[-1] - overhead) / 1000,
+        "trades": float(trades),
+        "timer_overhead_us": overhead / 1000,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tradeplane.bench.book", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ops", type=int, default=1_000_000, help="commands to process")
+    parser.add_argument("--seed", type=int, default=42, help="seed of the operation mix")
+    args = parser.parse_args(argv)
+    r = run_book_bench(args.ops, args.seed)
+    rows = [
+        ("operations", f"{r['ops']:,.0f}"),
+        ("elapsed", f"{r['seconds']:.3f} s"),
+        ("throughput", f"{r['ops_per_sec']:,.0f} ops/s"),
+        ("latency p50", f"{r['p50_us']:.2f} us"),
+        ("latency p99", f"{r['p99_us']:.2f} us"),
+        ("latency p99.9", f"{r['p999_us']:.2f} us"),
+        ("latency max", f"{r['max_us']:.2f} us"),
+        ("trades", f"{r['trades']:,.0f}"),
+        ("timer overhead", f"{r['timer_overhead_us']:.3f} us (subtracted)"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    print(f"order book bench: {SYMBOL}, seed {args.seed}")
+    for k, v in rows:
+        print(f"  {k:<{width}}  {v:>24}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,310 @@
+"""The ``tradeplane`` command: one subcommand per process, plus admin and dev tools."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import secrets as _stdlib_secrets
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from pydantic import ValidationError
+
+from tradeplane.config import Settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "dev", False):
+        overrides["dev_mode"] = True
+    return Settings(**overrides)
+
+
+def _run_async(fn: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    return asyncio.run(fn())
+
+
+# ----------------------------------------------------------------- processes
+def cmd_gateway(args: argparse.Namespace) -> int:
+    from tradeplane.runner import run_service
+    from tradeplane.services import run_gateway
+
+    s = _settings(args)
+    return run_service("gateway", s, lambda stop: run_gateway(s, stop), metrics=False)
+
+
+def cmd_matching(args: argparse.Namespace) -> int:
+    from tradeplane.runner import run_service
+    from tradeplane.services import run_matching
+
+    s = _settings(args)
+    return run_service("matching", s, lambda stop: run_matching(s, args.symbol, stop))
+
+
+def cmd_settlement(args: argparse.Namespace) -> int:
+    from tradeplane.runner import run_service
+    from tradeplane.services import run_settlement
+
+    s = _settings(args)
+    return run_service("settlement", s, lambda stop: run_settlement(s, stop))
+
+
+def cmd_marketdata(args: argparse.Namespace) -> int:
+    from tradeplane.runner import run_service
+    from tradeplane.services import run_marketdata
+
+    s = _settings(args)
+    return run_service("marketdata", s, lambda stop: run_marketdata(s, stop))
+
+
+def cmd_marketmaker(args: argparse.Namespace) -> int:
+    from tradeplane.demo.marketmaker import run_market_maker
+
+    return _run_async(lambda: run_market_maker(
+        args.url, args.api_key, args.api_secret, args.symbols, args.interval
+    ))
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from tradeplane.platform.local import run_local_platform
+
+    return run_local_platform(
+        data_dir=args.data_dir, http_port=args.port, market_maker=not args.no_market_maker,
+    )
+
+
+# ----------------------------------------------------------------- admin
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from tradeplane.adapters import db
+
+    async def go() -> int:
+        pool = await db.create_pool(_settings(args).database_url, 2)
+        try:
+            applied = await db.migrate(pool)
+        finally:
+            await pool.close()
+        print(json.dumps({"applied": applied}))
+        return 0
+
+    return _run_async(go)
+
+
+def cmd_pair_add(args: argparse.Namespace) -> int:
+    from tradeplane.adapters import db
+    from tradeplane.domain.money import to_units
+    from tradeplane.domain.pairs import DEMO_PAIRS, PairConfigError, PairRules
+
+    async def go() -> int:
+        if args.demo:
+            pairs = list(DEMO_PAIRS)
+        else:
+            base, _, quote = args.symbol.upper().partition("-")
+            if not quote:
+                print("symbol must be BASE-QUOTE, e.g. BTC-USDT", file=sys.stderr)
+                return 2
+            try:
+                pairs = [PairRules(
+                    base=base, quote=quote, tick=to_units(args.tick), lot=to_units(args.lot),
+                    min_qty=to_units(args.min_qty or args.lot), max_qty=to_units(args.max_qty),
+                    min_notional=to_units(args.min_notional),
+                    maker_fee_ppm=args.maker_fee_ppm, taker_fee_ppm=args.taker_fee_ppm,
+                )]
+            except (PairConfigError, ValueError) as exc:
+                print(f"invalid pair: {exc}", file=sys.stderr)
+                return 2
+        pool = await db.create_pool(_settings(args).database_url, 2)
+        try:
+            for p in pairs:
+                await db.upsert_pair(pool, p)
+                print(json.dumps({"pair": p.name, "symbol": p.symbol}))
+        finally:
+            await pool.close()
+        return 0
+
+    return _run_async(go)
+
+
+def cmd_user_create(args: argparse.Namespace) -> int:
+    from tradeplane.adapters import db
+
+    async def go() -> int:
+        pool = await db.create_pool(_settings(args).database_url, 2)
+        try:
+            print(json.dumps({"account": await db.create_account(pool, args.name),
+                              "name": args.name}))
+        finally:
+            await pool.close()
+        return 0
+
+    return _run_async(go)
+
+
+def cmd_key_create(args: argparse.Namespace) -> int:
+    from tradeplane.adapters import db
+    from tradeplane.adapters.cipher import SecretCipher
+
+    perms = [p.strip() for p in args.permissions.split(",") if p.strip()]
+    bad = set(perms) - {"read", "trade", "withdraw"}
+    if bad or not perms:
+        print(f"unknown permissions: {sorted(bad)}", file=sys.stderr)
+        return 2
+
+    async def go() -> int:
+        s = _settings(args)
+        pool = await db.create_pool(s.database_url, 2)
+        try:
+            account = await db.account_id(pool, args.user)
+            if account is None:
+                print(f"no such user: {args.user}", file=sys.stderr)
+                return 2
+            secret = _stdlib_secrets.token_hex(32)
+            cipher = SecretCipher(s.secret_key.get_secret_value())
+            key = await db.create_api_key(pool, account, cipher.encrypt(secret), perms)
+        finally:
+            await pool.close()
+        print(json.dumps({"apiKey": key, "secretKey": secret, "permissions": perms}))
+        return 0
+
+    return _run_async(go)
+
+
+def cmd_credit(args: argparse.Namespace) -> int:
+    from tradeplane.adapters import db
+    from tradeplane.domain.money import AmountError, to_units
+
+    try:
+        units = to_units(args.amount)
+    except AmountError as exc:
+        print(f"invalid amount: {exc}", file=sys.stderr)
+        return 2
+    if units <= 0:
+        print("amount must be positive", file=sys.stderr)
+        return 2
+
+    async def go() -> int:
+        pool = await db.create_pool(_settings(args).database_url, 2)
+        try:
+            account = await db.account_id(pool, args.user)
+            if account is None:
+                print(f"no such user: {args.user}", file=sys.stderr)
+                return 2
+            ref = args.ref or _stdlib_secrets.token_hex(8)
+            applied = await db.credit(pool, account, args.asset.upper(), units, ref)
+        finally:
+            await pool.close()
+        print(json.dumps({"applied": applied, "ref": ref}))
+        return 0
+
+    return _run_async(go)
+
+
+def cmd_check_ledger(args: argparse.Namespace) -> int:
+    from tradeplane.adapters import db
+    from tradeplane.domain.money import fmt_units
+
+    async def go() -> int:
+        pool = await db.create_pool(_settings(args).database_url, 2)
+        try:
+            checks, problems = await db.check_invariants(pool)
+        finally:
+            await pool.close()
+        for c in checks:
+            print(f"{c.asset:8} balances {fmt_units(c.balances_total):>24}  "
+                  f"external net {fmt_units(c.external_net):>24}  {'ok' if c.ok else 'MISMATCH'}")
+        for p in problems:
+            print(f"VIOLATION: {p}")
+        print("ledger OK" if not problems else f"ledger BROKEN ({len(problems)} problems)")
+        return 0 if not problems else 1
+
+    return _run_async(go)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from tradeplane.bench.run import main as bench_main
+
+    return bench_main(args.rest)
+
+
+# ----------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tradeplane", description=__doc__)
+    p.add_argument("--dev", action="store_true",
+                   help="dev mode: allow placeholder secrets (TRADEPLANE_DEV_MODE=1)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("gateway", help="REST + WebSocket API").set_defaults(fn=cmd_gateway)
+    m = sub.add_parser("matching", help="matching engine for one symbol")
+    m.add_argument("--symbol", required=True, help="e.g. BTC-USDT")
+    m.set_defaults(fn=cmd_matching)
+    sub.add_parser("settlement", help="ledger settlement").set_defaults(fn=cmd_settlement)
+    sub.add_parser("marketdata", help="market data").set_defaults(fn=cmd_marketdata)
+
+    mm = sub.add_parser("marketmaker", help="demo market maker (keeps the books alive)")
+    mm.add_argument("--url", default="http://127.0.0.1:8080")
+    mm.add_argument("--api-key", required=True)
+    mm.add_argument("--api-secret", required=True)
+    mm.add_argument("--symbols", nargs="+", default=["BTCUSDT", "ETHUSDT", "ETHBTC"])
+    mm.add_argument("--interval", type=float, default=2.0)
+    mm.set_defaults(fn=cmd_marketmaker)
+
+    up = sub.add_parser("up", help="run the whole platform locally (embedded servers)")
+    up.add_argument("--data-dir", default=".tradeplane", help="where data is kept")
+    up.add_argument("--port", type=int, default=8080, help="gateway port")
+    up.add_argument("--no-market-maker", action="store_true", help="no demo market maker")
+    up.set_defaults(fn=cmd_up)
+
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(fn=cmd_migrate)
+
+    pa = sub.add_parser("pair-add", help="create or update a trading pair")
+    pa.add_argument("--demo", action="store_true", help="the demo pairs")
+    pa.add_argument("--symbol", default="", help="BASE-QUOTE")
+    pa.add_argument("--tick", default="0.01")
+    pa.add_argument("--lot", default="0.0001")
+    pa.add_argument("--min-qty", default="")
+    pa.add_argument("--max-qty", default="10000")
+    pa.add_argument("--min-notional", default="1")
+    pa.add_argument("--maker-fee-ppm", type=int, default=1000)
+    pa.add_argument("--taker-fee-ppm", type=int, default=1000)
+    pa.set_defaults(fn=cmd_pair_add)
+
+    u = sub.add_parser("user-create", help="create a user account")
+    u.add_argument("name")
+    u.set_defaults(fn=cmd_user_create)
+
+    k = sub.add_parser("key-create", help="create an API key for a user")
+    k.add_argument("user")
+    k.add_argument("--permissions", default="read,trade", help="read,trade,withdraw")
+    k.set_defaults(fn=cmd_key_create)
+
+    c = sub.add_parser("credit", help="credit test funds (dev/admin)")
+    c.add_argument("user")
+    c.add_argument("asset")
+    c.add_argument("amount")
+    c.add_argument("--ref", default="", help="idempotency reference")
+    c.set_defaults(fn=cmd_credit)
+
+    sub.add_parser("check-ledger", help="verify ledger invariants").set_defaults(
+        fn=cmd_check_ledger)
+
+    b = sub.add_parser("bench", help="benchmarks (book, end-to-end); prints figures")
+    b.add_argument("rest", nargs=argparse.REMAINDER)
+    b.set_defaults(fn=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        rc: int = args.fn(args)
+    except ValidationError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""Ledger rules: how engine events turn into order states, trades and balanced postings.
+
+Pure functions over plain data; the settlement adapter loads the orders a batch touches,
+calls :func:`settle_batch`, and writes what it returns in one database transaction.
+
+Buckets: ``a`` available, ``l`` locked (held for open orders), ``x`` the external world
+(account 0), whose balance is minus everything ever credited from outside.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from tradeplane.domain.model import (
+    TERMINAL,
+    CancelRejected,
+    Done,
+    Event,
+    Rested,
+    Side,
+    Status,
+    Trade,
+    TradingChanged,
+)
+from tradeplane.domain.pairs import PairRules
+
+EXTERNAL_ACCOUNT = 0
+FEE_ACCOUNT = 1
+PPM = 1_000_000
+
+Posting = tuple[str, int, str, str, int]  # (tx_ref, account, asset, bucket, amount)
+
+
+class LedgerError(RuntimeError):
+    """An event contradicts the ledger (a bug upstream): the batch must not be applied."""
+
+
+@dataclass(slots=True)
+class OrderState:
+    """Settlement's view of one order, loaded from and written back to the orders table."""
+
+    order_id: int
+    account: int
+    side: Side
+    status: Status
+    executed: int  # lots
+    cum_quote: int  # quote units
+    hold_asset: str
+    hold_remaining: int
+    updated_ms: int
+    dirty: bool = False
+
+
+@dataclass(slots=True)
+class TradeRow:
+    symbol: str
+    trade_id: int
+    price: int  # ticks
+    qty: int  # lots
+    quote_qty: int  # quote units
+    buyer_order: int
+    seller_order: int
+    buyer_account: int
+    seller_account: int
+    buyer_is_maker: bool
+    buyer_fee: int  # base units
+    seller_fee: int  # quote units
+    ts: int
+
+
+@dataclass(slots=True)
+class Settlement:
+    postings: list[Posting] = field(default_factory=list)
+    trades: list[TradeRow] = field(default_factory=list)
+    cancel_rejects: list[CancelRejected] = field(default_factory=list)
+    trading: list[TradingChanged] = field(default_factory=list)
+
+    def balance_deltas(self) -> dict[tuple[int, str], tuple[int, int]]:
+        """(account, asset) -> (delta available, delta locked), external account excluded."""
+        acc: dict[tuple[int, str], list[int]] = defaultdict(lambda: [0, 0])
+        for _ref, account, asset, bucket, amount in self.postings:
+            if account == EXTERNAL_ACCOUNT:
+                continue
+            acc[(account, asset)][0 if bucket == "a" else 1] += amount
+        return {k: (v[0], v[1]) for k, v in acc.items() if v[0] or v[1]}
+
+
+def fee(amount: int, rate_ppm: int) -> int:
+    """Fees round down to the unit: the user is never charged above the published rate."""
+    return amount * rate_ppm // PPM
+
+
+def settle_batch(
+    rules: PairRules, events: list[Event], orders: dict[int, OrderState]
+) -> Settlement:
+    """Apply one symbol's events to ``orders`` (mutated, marked dirty) and return postings.
+
+    Raises:
+        LedgerError: an event names an unknown order or spends more than its hold.
+    """
+    out = Settlement()
+    sym = rules.symbol
+    for ev in events:
+        if isinstance(ev, Trade):
+            _trade(rules, sym, ev, orders, out)
+        elif isinstance(ev, Rested):
+            o = _get(orders, ev.order_id)
+            if o.status == Status.PENDING_NEW:
+                o.status = Status.PARTIALLY_FILLED if o.executed else Status.NEW
+            o.updated_ms = ev.ts
+            o.dirty = True
+        elif isinstance(ev, Done):
+            o = _get(orders, ev.order_id)
+            if o.status in TERMINAL:
+                raise LedgerError(f"order {o.order_id} finished twice")
+            o.status = Status(ev.status)
+            o.updated_ms = ev.ts
+            o.dirty = True
+            if o.hold_remaining:
+                ref = f"release:{o.order_id}"
+                out.postings.append((ref, o.account, o.hold_asset, "l", -o.hold_remaining))
+                out.postings.append((ref, o.account, o.hold_asset, "a", o.hold_remaining))
+                o.hold_remaining = 0
+        elif isinstance(ev, CancelRejected):
+            out.cancel_rejects.append(ev)
+        elif isinstance(ev, TradingChanged):
+            out.trading.append(ev)
+    return out
+
+
+def _get(orders: dict[int, OrderState], order_id: int) -> OrderState:
+    try:
+        return orders[order_id]
+    except KeyError:
+        raise LedgerError(f"event for unknown order {order_id}") from None
+
+
+def _trade(
+    rules: PairRules, sym: str, ev: Trade, orders: dict[int, OrderState], out: Settlement
+) -> None:
+    taker = _get(orders, ev.taker_order)
+    maker = _get(orders, ev.maker_order)
+    if ev.taker_side == Side.BUY:
+        buyer, seller, buyer_is_maker = taker, maker, False
+    else:
+        buyer, seller, buyer_is_maker = maker, taker, True
+    base_amt = rules.qty_units(ev.qty)
+    quote_amt = rules.notional(ev.price, ev.qty)
+    buyer_fee = fee(base_amt, rules.maker_fee_ppm if buyer_is_maker else rules.taker_fee_ppm)
+    seller_fee = fee(quote_amt, rules.taker_fee_ppm if buyer_is_maker else rules.maker_fee_ppm)
+    _spend(buyer, quote_amt)
+    _spend(seller, base_amt)
+    ref = f"trade:{sym}:{ev.trade_id}"
+    p = out.postings
+    p.append((ref, seller.account, rules.base, "l", -base_amt))
+    p.append((ref, buyer.account, rules.base, "a", base_amt - buyer_fee))
+    p.append((ref, buyer.account, rules.quote, "l", -quote_amt))
+    p.append((ref, seller.account, rules.quote, "a", quote_amt - seller_fee))
+    if buyer_fee:
+        p.append((ref, FEE_ACCOUNT, rules.base, "a", buyer_fee))
+    if seller_fee:
+        p.append((ref, FEE_ACCOUNT, rules.quote, "a", seller_fee))
+    for o in (taker, maker):
+        o.executed += ev.qty
+        o.cum_quote += quote_amt
+        o.updated_ms = ev.ts
+        o.dirty = True
+        if o.status in (Status.PENDING_NEW, Status.NEW):
+            o.status = Status.PARTIALLY_FILLED
+    out.trades.append(
+        TradeRow(
+            sym, ev.trade_id, ev.price, ev.qty, quote_amt, buyer.order_id, seller.order_id,
+            buyer.account, seller.account, buyer_is_maker, buyer_fee, seller_fee, ev.ts,
+        )
+    )
+
+
+def _spend(o: OrderState, amount: int) -> None:
+    if amount > o.hold_remaining:
+        raise LedgerError(
+            f"order {o.order_id} spends {amount} {o.hold_asset} but holds {o.hold_remaining}"
+        )
+    o.hold_remaining -= amount
+
+
+def check_balanced(postings: list[Posting]) -> None:
+    """Every ledger transaction sums to zero per asset.
+
+    Raises:
+        LedgerError: an unbalanced transaction.
+    """
+    sums: dict[tuple[str, str], int] = defaultdict(int)
+    for ref, _account, asset, _bucket, amount in postings:
+        sums[(ref, asset)] += amount
+    bad = {k: v for k, v in sums.items() if v}
+    if bad:
+        raise LedgerError(f"unbalanced postings: {bad}")

@@ -1,0 +1,1 @@
+"""The public gateway: Binance-spot-compatible REST and WebSocket API (FastAPI)."""

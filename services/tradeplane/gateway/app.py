@@ -1,0 +1,116 @@
+"""The gateway ASGI application and its process entry point."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from tradeplane.adapters import db
+from tradeplane.adapters.bus import Bus
+from tradeplane.adapters.cache import MarketCache
+from tradeplane.adapters.cipher import SecretCipher
+from tradeplane.config import Settings
+from tradeplane.gateway import admin, market, public, streams, trading, userstream
+from tradeplane.gateway.auth import KeyCache
+from tradeplane.gateway.context import GatewayContext
+from tradeplane.gateway.errors import ApiError, api_error_handler
+from tradeplane.gateway.watermarks import Watermarks
+
+log = logging.getLogger("tradeplane.gateway")
+
+
+async def _validation_error(_r: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {}
+    where = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
+    return JSONResponse(
+        {"code": -1102, "msg": f"Mandatory parameter '{where}' was not sent or was malformed: "
+                               f"{first.get('msg', 'invalid')}"},
+        status_code=400,
+    )
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = await db.create_pool(settings.database_url, settings.db_pool_size)
+        bus = await Bus.connect(settings.nats_url, name="gateway",
+                                replicas=settings.stream_replicas,
+                                dedup_window_s=settings.dedup_window_s)
+        cache = await MarketCache.connect(settings.redis_url)
+        c = GatewayContext(settings, pool, bus, cache, await db.load_pairs(pool))
+        for sym in c.pairs:
+            await bus.ensure_symbol(sym)
+        marks = Watermarks(lambda: db.settlement_cursors(pool))
+        unsub = await bus.subscribe("settled.*", marks.on_settled)
+        app.state.ctx = c
+        app.state.keys = KeyCache(SecretCipher(settings.secret_key.get_secret_value()))
+        app.state.watermarks = marks
+        refresher = asyncio.create_task(_refresh_pairs(c))
+        try:
+            yield
+        finally:
+            refresher.cancel()
+            await unsub()
+            await streams.shutdown(app)
+            await cache.close()
+            await bus.close()
+            await pool.close()
+
+    app = FastAPI(
+        title="tradeplane API",
+        version="0.1.0",
+        description="Binance-spot-compatible REST API of tradeplane.",
+        lifespan=lifespan,
+    )
+    app.add_exception_handler(ApiError, api_error_handler)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    for r in (public.router, market.router, trading.router, userstream.router, admin.router,
+              streams.router):
+        app.include_router(r)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+async def _refresh_pairs(c: GatewayContext) -> None:
+    """New pairs and trading-state changes reach the gateway within seconds."""
+    while True:
+        await asyncio.sleep(5.0)
+        try:
+            pairs = await db.load_pairs(c.pool)
+            for sym in set(pairs) - set(c.pairs):
+                await c.bus.ensure_symbol(sym)
+            c.pairs = pairs
+        except Exception as exc:  # keep serving with the pairs we have
+            log.warning("pair refresh failed: %s", exc)
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    config = uvicorn.Config(
+        create_app(settings), host=settings.http_host, port=settings.http_port,
+        log_config=None, access_log=False, lifespan="on", ws_ping_interval=20,
+    )
+    server = uvicorn.Server(config)
+    # uvicorn handles SIGINT/SIGTERM itself (graceful drain); ``stop`` covers the rest.
+    task = asyncio.create_task(server.serve())
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    server.should_exit = True
+    stopper.cancel()
+    await task

@@ -1,0 +1,97 @@
+"""Binance-style API errors: HTTP 4xx with ``{"code": -NNNN, "msg": "..."}``."""
+
+from __future__ import annotations
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+
+
+class ApiError(Exception):
+    """An error answered to the client in Binance's format."""
+
+    def __init__(self, code: int, msg: str, status: int = 400) -> None:
+        super().__init__(msg)
+        self.code = code
+        self.msg = msg
+        self.status = status
+
+
+# The codes and texts clients (ccxt) recognise.
+def unknown_error(msg: str = "An unknown error occurred while processing the request.") -> ApiError:
+    return ApiError(-1000, msg, 500)
+
+
+def bad_symbol() -> ApiError:
+    return ApiError(-1121, "Invalid symbol.")
+
+
+def mandatory(name: str) -> ApiError:
+    return ApiError(
+        -1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed."
+    )
+
+
+def illegal_chars(name: str) -> ApiError:
+    return ApiError(
+        -1100,
+        f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'.",
+    )
+
+
+def bad_param(name: str, value: str) -> ApiError:
+    return ApiError(-1100, f"Illegal characters found in parameter '{name}'; value '{value}'.")
+
+
+def invalid_enum(name: str) -> ApiError:
+    return ApiError(-1116 if name == "type" else -1115 if name == "timeInForce" else -1117,
+                    f"Invalid {name}.")
+
+
+def filter_failure(msg: str) -> ApiError:
+    return ApiError(-1013, msg)
+
+
+def insufficient_balance() -> ApiError:
+    return ApiError(-2010, "Account has insufficient balance for requested action.")
+
+
+def duplicate_order() -> ApiError:
+    return ApiError(-2010, "Duplicate order sent.")
+
+
+def unknown_order_cancel() -> ApiError:
+    return ApiError(-2011, "Unknown order sent.")
+
+
+def no_such_order() -> ApiError:
+    return ApiError(-2013, "Order does not exist.")
+
+
+def timestamp_outside() -> ApiError:
+    return ApiError(-1021, "Timestamp for this request is outside of the recvWindow.")
+
+
+def bad_signature() -> ApiError:
+    return ApiError(-1022, "Signature for this request is not valid.")
+
+
+def bad_api_key() -> ApiError:
+    return ApiError(-2015, "Invalid API-key, IP, or permissions for action.", 401)
+
+
+def unauthorized() -> ApiError:
+    return ApiError(-2014, "API-key format invalid.", 401)
+
+
+def status_unknown() -> ApiError:
+    return ApiError(
+        -1007,
+        "Timeout waiting for response from backend server. Send status unknown;"
+        " execution status unknown.",
+        503,
+    )
+
+
+async def api_error_handler(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return JSONResponse({"code": exc.code, "msg": exc.msg}, status_code=exc.status)

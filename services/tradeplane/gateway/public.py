@@ -1,0 +1,50 @@
+"""Public general endpoints: ping, time, exchangeInfo."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from tradeplane.gateway import errors, views
+from tradeplane.gateway.context import ctx
+
+router = APIRouter(prefix="/api/v3", tags=["general"])
+
+
+@router.get("/ping")
+async def ping() -> dict[str, Any]:
+    return {}
+
+
+@router.get("/time")
+async def server_time() -> dict[str, int]:
+    return {"serverTime": int(time.time() * 1000)}
+
+
+@router.get("/exchangeInfo")
+async def exchange_info(request: Request) -> dict[str, Any]:
+    c = ctx(request)
+    wanted: list[str] | None = None
+    if sym := request.query_params.get("symbol"):
+        wanted = [sym]
+    elif syms := request.query_params.get("symbols"):
+        try:
+            wanted = json.loads(syms)
+        except ValueError:
+            raise errors.bad_param("symbols", syms) from None
+    pairs = [c.pair(s) for s in wanted] if wanted else list(c.pairs.values())
+    return {
+        "timezone": "UTC",
+        "serverTime": int(time.time() * 1000),
+        "rateLimits": [
+            {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
+             "limit": 6000},
+            {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 100},
+            {"rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 1, "limit": 200000},
+        ],
+        "exchangeFilters": [],
+        "symbols": [views.exchange_symbol(p) for p in pairs],
+    }

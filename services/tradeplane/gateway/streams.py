@@ -1,0 +1,306 @@
+"""Binance WebSocket market streams: raw ``/ws`` and ``/ws/<stream>``, combined
+``/stream?streams=a/b``, with live ``SUBSCRIBE`` / ``UNSUBSCRIBE`` / ``LIST_SUBSCRIPTIONS``
+(and the ``combined`` property).
+
+The marketdata service publishes every stream's payloads on ``md.<SYMBOL>.<stream>``. One
+``StreamHub`` per gateway holds ONE NATS subscription per subject, shared by all sockets
+that want it (reference counted), and fans messages out to per-socket bounded queues; a
+socket whose queue overflows is disconnected, as Binance does with slow readers.
+
+``/ws/<listenKey>`` is a user data stream (``userstream``); ccxt also opens ``/ws/<n>``
+(a connection index, not a stream): unknown names in the path are ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from fastapi import APIRouter, FastAPI, WebSocket
+from prometheus_client import Gauge
+from starlette.websockets import WebSocketDisconnect
+
+from tradeplane.adapters.bus import Bus, market_subject
+from tradeplane.domain.pairs import PairRules
+from tradeplane.gateway import userstream
+from tradeplane.gateway.context import GatewayContext
+
+log = logging.getLogger("tradeplane.gateway.streams")
+
+router = APIRouter(tags=["websocket streams"])
+
+WS_CLIENTS = Gauge("tradeplane_ws_clients", "Open WebSocket connections (market and user)")
+
+MAX_STREAMS: Final = 1024  # per connection, as Binance
+QUEUE_LIMIT: Final = 10_000  # frames buffered per connection before it is dropped
+
+#: Stream kinds (after ``<symbol>@``) the marketdata service publishes. The gateway may not
+#: import the marketdata package; a unit test pins this to ``marketdata.state.STREAMS``.
+STREAM_KINDS: Final = frozenset({
+    "trade", "aggTrade", "ticker", "miniTicker", "bookTicker", "depth", "depth@100ms",
+    "kline_1m", "kline_5m", "kline_15m", "kline_1h", "kline_4h", "kline_1d",
+})
+_ALIASES: Final = {"depth@1000ms": "depth"}
+
+
+def stream_subject(name: str, pairs: dict[str, PairRules]) -> str | None:
+    """The NATS subject of a Binance stream name (``btcusdt@depth@100ms``), None if unknown."""
+    symbol, sep, kind = name.partition("@")
+    kind = _ALIASES.get(kind, kind)
+    if not sep or kind not in STREAM_KINDS or symbol.upper() not in pairs:
+        return None
+    return market_subject(symbol.upper(), kind)
+
+
+class _Client:
+    """One socket: its subscriptions (subject -> stream name) and its outgoing queue."""
+
+    def __init__(self, combined: bool) -> None:
+        self.combined = combined
+        self.subs: dict[str, str] = {}
+        self.queue: asyncio.Queue[str] = asyncio.Queue(QUEUE_LIMIT)
+        self.gone = asyncio.Event()  # overflowed, or the hub shut down
+
+    def offer(self, subject: str, text: str) -> None:
+        name = self.subs.get(subject)
+        if name is None:
+            return
+        self.send(f'{{"stream":"{name}","data":{text}}}' if self.combined else text)
+
+    def send(self, text: str) -> None:
+        try:
+            self.queue.put_nowait(text)
+        except asyncio.QueueFull:
+            self.gone.set()
+
+
+@dataclass
+class _Subscription:
+    clients: set[_Client] = field(default_factory=set)
+    unsubscribe: Any = None
+
+
+class StreamHub:
+    """One NATS subscription per market-data subject, shared by every socket."""
+
+    def __init__(self, bus: Bus) -> None:
+        self._bus = bus
+        self._subs: dict[str, _Subscription] = {}
+        self._clients: set[_Client] = set()
+        self._lock = asyncio.Lock()
+
+    @property
+    def subjects(self) -> list[str]:
+        return sorted(self._subs)
+
+    def register(self, client: _Client) -> None:
+        self._clients.add(client)
+
+    async def join(self, subject: str, client: _Client) -> None:
+        async with self._lock:
+            sub = self._subs.get(subject)
+            if sub is None:
+                sub = self._subs[subject] = _Subscription()
+                sub.unsubscribe = await self._bus.subscribe(subject, self._deliver)
+            sub.clients.add(client)
+
+    async def leave(self, subject: str, client: _Client) -> None:
+        async with self._lock:
+            sub = self._subs.get(subject)
+            if sub is None:
+                return
+            sub.clients.discard(client)
+            if not sub.clients:
+                del self._subs[subject]
+                await sub.unsubscribe()
+
+    async def unregister(self, client: _Client) -> None:
+        self._clients.discard(client)
+        for subject in list(client.subs):
+            await self.leave(subject, client)
+        client.subs.clear()
+
+    async def _deliver(self, subject: str, data: bytes) -> None:
+        sub = self._subs.get(subject)
+        if sub is None:
+            return
+        text = data.decode()
+        for client in list(sub.clients):
+            client.offer(subject, text)
+
+    async def close(self) -> None:
+        """Drop every NATS subscription and tell every socket to go away."""
+        async with self._lock:
+            subs, self._subs = self._subs, {}
+            for sub in subs.values():
+                with contextlib.suppress(Exception):  # the connection may be closing
+                    await sub.unsubscribe()
+        for client in self._clients:
+            client.gone.set()
+
+
+def _ctx(websocket: WebSocket) -> GatewayContext:
+    c = websocket.app.state.ctx
+    assert isinstance(c, GatewayContext)
+    return c
+
+
+def _hub(app: Any) -> StreamHub:
+    hub = getattr(app.state, "stream_hub", None)
+    if hub is None:
+        hub = app.state.stream_hub = StreamHub(app.state.ctx.bus)
+    assert isinstance(hub, StreamHub)
+    return hub
+
+
+async def shutdown(app: FastAPI) -> None:
+    """Close the stream hub (called by the gateway before it closes the bus)."""
+    hub = getattr(app.state, "stream_hub", None)
+    if isinstance(hub, StreamHub):
+        await hub.close()
+
+
+# --------------------------------------------------------------------------- endpoints
+@router.websocket("/ws")
+async def raw_root(websocket: WebSocket) -> None:
+    await _serve(websocket, (), combined=False)
+
+
+@router.websocket("/ws/{stream_path:path}")
+async def raw_streams(websocket: WebSocket, stream_path: str) -> None:
+    secret = _ctx(websocket).settings.secret_key.get_secret_value()
+    account = userstream.resolve_listen_key(secret, stream_path)
+    if account is not None:
+        await websocket.accept()
+        WS_CLIENTS.inc()
+        try:
+            await userstream.serve_user_stream(websocket, account)
+        finally:
+            WS_CLIENTS.dec()
+        return
+    await _serve(websocket, stream_path.split("/"), combined=False)
+
+
+@router.websocket("/stream")
+async def combined_streams(websocket: WebSocket) -> None:
+    names = websocket.query_params.get("streams", "")
+    await _serve(websocket, [n for n in names.split("/") if n], combined=True)
+
+
+async def _serve(websocket: WebSocket, names: Iterable[str], *, combined: bool) -> None:
+    c = _ctx(websocket)
+    hub = _hub(websocket.app)
+    await websocket.accept()
+    client = _Client(combined)
+    hub.register(client)
+    WS_CLIENTS.inc()
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        for name in names:
+            subject = stream_subject(name, c.pairs)
+            if subject is not None and len(client.subs) < MAX_STREAMS:
+                client.subs[subject] = name
+                await hub.join(subject, client)
+        tasks = [
+            asyncio.create_task(_pump(websocket, client)),
+            asyncio.create_task(_requests(websocket, client, hub, c)),
+            asyncio.create_task(_wait_gone(client)),
+        ]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if client.gone.is_set():
+            with contextlib.suppress(Exception):  # the peer may be gone already
+                await websocket.close(code=1008)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await hub.unregister(client)
+        WS_CLIENTS.dec()
+
+
+async def _wait_gone(client: _Client) -> None:
+    await client.gone.wait()
+
+
+async def _pump(websocket: WebSocket, client: _Client) -> None:
+    """The only task that sends on the socket: data and replies keep their order."""
+    queue = client.queue
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+        while True:
+            await websocket.send_text(await queue.get())
+
+
+async def _requests(
+    websocket: WebSocket, client: _Client, hub: StreamHub, c: GatewayContext
+) -> None:
+    while True:
+        msg = await websocket.receive()
+        if msg["type"] == "websocket.disconnect":
+            return
+        text = msg.get("text")
+        if text is None and msg.get("bytes") is not None:
+            text = msg["bytes"].decode(errors="replace")
+        if text is None:
+            continue
+        reply = await _handle_request(text, client, hub, c)
+        client.send(json.dumps(reply))
+
+
+def _error(code: int, msg: str, rid: Any) -> dict[str, Any]:
+    return {"error": {"code": code, "msg": msg}, "id": rid}
+
+
+async def _handle_request(
+    text: str, client: _Client, hub: StreamHub, c: GatewayContext
+) -> dict[str, Any]:
+    """One JSON request: ``{"method": ..., "params": [...], "id": N}`` -> Binance's reply."""
+    try:
+        req = json.loads(text)
+    except ValueError as exc:
+        return _error(3, f"Invalid JSON: {exc}", None)
+    if not isinstance(req, dict):
+        return _error(2, "Invalid request: request must be an object", None)
+    rid = req.get("id")
+    if rid is not None and (isinstance(rid, bool) or not isinstance(rid, int | str)):
+        return _error(1, "Invalid value type: expected an integer or a string id", None)
+    method = req.get("method")
+    params = req.get("params", [])
+    if not isinstance(params, list):
+        return _error(1, "Invalid value type: params must be an array", rid)
+    if method in ("SUBSCRIBE", "UNSUBSCRIBE"):
+        wanted: list[tuple[str, str]] = []
+        for name in params:
+            subject = stream_subject(name, c.pairs) if isinstance(name, str) else None
+            if subject is None:
+                return _error(2, f"Invalid request: unknown stream name '{name}'", rid)
+            wanted.append((subject, name))
+        if method == "SUBSCRIBE":
+            new = {s for s, _ in wanted if s not in client.subs}
+            if len(client.subs) + len(new) > MAX_STREAMS:
+                return _error(2, f"Invalid request: more than {MAX_STREAMS} streams", rid)
+            for subject, name in wanted:
+                if subject not in client.subs:
+                    client.subs[subject] = name
+                    await hub.join(subject, client)
+        else:
+            for subject, _ in wanted:
+                if client.subs.pop(subject, None) is not None:
+                    await hub.leave(subject, client)
+        return {"result": None, "id": rid}
+    if method == "LIST_SUBSCRIPTIONS":
+        return {"result": list(client.subs.values()), "id": rid}
+    if method == "SET_PROPERTY":
+        if len(params) == 2 and params[0] == "combined" and isinstance(params[1], bool):
+            client.combined = params[1]
+            return {"result": None, "id": rid}
+        return _error(0, "Unknown property", rid)
+    if method == "GET_PROPERTY":
+        if params == ["combined"]:
+            return {"result": client.combined, "id": rid}
+        return _error(0, "Unknown property", rid)
+    return _error(2, f"Invalid request: unknown method '{method}'", rid)

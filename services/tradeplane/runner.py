@@ -1,0 +1,35 @@
+"""Process plumbing shared by every service: signals to a stop event, then a clean exit."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable
+
+from tradeplane.config import Settings
+from tradeplane.observability import setup
+
+
+def run_service(
+    name: str, settings: Settings, body: Callable[[asyncio.Event], Awaitable[None]],
+    *, metrics: bool = True,
+) -> int:
+    """Run ``body(stop)`` until it returns; SIGINT/SIGTERM set ``stop``."""
+    setup(name, settings.log_level, settings.otlp_endpoint,
+          settings.metrics_port if metrics else 0)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await body(stop)
+
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
+        pass
+    asyncio.run(main())
+    return 0

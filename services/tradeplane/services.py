@@ -1,0 +1,67 @@
+"""Wiring of each long-running process: adapters built from settings, then the service."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tradeplane.adapters import db
+from tradeplane.adapters.bus import Bus
+from tradeplane.adapters.cache import MarketCache
+from tradeplane.config import Settings
+from tradeplane.domain.pairs import normalize_symbol
+from tradeplane.engine.service import Engine
+from tradeplane.gateway.app import serve
+from tradeplane.marketdata.service import MarketDataService
+from tradeplane.settlement.service import Settler
+
+
+class ConfigError(RuntimeError):
+    """The process cannot start with this configuration."""
+
+
+async def _bus(settings: Settings, name: str) -> Bus:
+    return await Bus.connect(settings.nats_url, name=name, replicas=settings.stream_replicas,
+                             dedup_window_s=settings.dedup_window_s)
+
+
+async def run_gateway(settings: Settings, stop: asyncio.Event) -> None:
+    await serve(settings, stop)
+
+
+async def run_matching(settings: Settings, symbol: str, stop: asyncio.Event) -> None:
+    """Raises ConfigError when the symbol is not a configured pair."""
+    symbol = normalize_symbol(symbol)
+    pool = await db.create_pool(settings.database_url, 2)
+    try:
+        pairs = await db.load_pairs(pool)
+    finally:
+        await pool.close()
+    if symbol not in pairs:
+        raise ConfigError(f"unknown symbol {symbol}; configured: {', '.join(sorted(pairs))}")
+    bus = await _bus(settings, f"engine-{symbol}")
+    try:
+        await Engine(bus, pairs[symbol], settings.snapshot_every).run(stop)
+    finally:
+        await bus.close()
+
+
+async def run_settlement(settings: Settings, stop: asyncio.Event) -> None:
+    pool = await db.create_pool(settings.database_url, settings.db_pool_size)
+    bus = await _bus(settings, "settlement")
+    try:
+        await Settler(bus, pool).run(stop)
+    finally:
+        await bus.close()
+        await pool.close()
+
+
+async def run_marketdata(settings: Settings, stop: asyncio.Event) -> None:
+    pool = await db.create_pool(settings.database_url, 4)
+    bus = await _bus(settings, "marketdata")
+    cache = await MarketCache.connect(settings.redis_url)
+    try:
+        await MarketDataService(bus, pool, cache).run(stop)
+    finally:
+        await cache.close()
+        await bus.close()
+        await pool.close()

@@ -1,0 +1,1 @@
+"""The settlement service: applies engine events to the ledger, exactly once."""

@@ -1,0 +1,151 @@
+"""Consumes engine event batches and settles them in PostgreSQL, one transaction per pull.
+
+Idempotent under redelivery: a batch whose ``last_seq`` is at or below the symbol's
+settlement cursor was applied before and is skipped; the cursor moves in the same
+transaction as the postings. After each commit it publishes ``settled.<SYMBOL>`` so the
+gateway can answer with the ledger's (not the engine's) view of an order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from tradeplane.adapters import db
+from tradeplane.adapters.bus import Bus, BusError, StoredMsg, settled_subject
+from tradeplane.domain import codec
+from tradeplane.domain.ledger import OrderState, Settlement, settle_batch
+from tradeplane.domain.model import CancelRejected, Done, EventBatch, Rested, Trade
+from tradeplane.domain.pairs import PairRules
+
+log = logging.getLogger("tradeplane.settlement")
+
+SETTLED_BATCHES = Counter("tradeplane_settlement_batches_total", "Engine batches settled")
+SKIPPED_BATCHES = Counter(
+    "tradeplane_settlement_duplicates_total", "Redelivered engine batches skipped"
+)
+SETTLED_TRADES = Counter("tradeplane_settlement_trades_total", "Trades settled")
+TX_SECONDS = Histogram(
+    "tradeplane_settlement_tx_seconds", "Time of one settlement transaction",
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0, 5.0),
+)
+CURSOR = Gauge("tradeplane_settlement_last_sequence", "Last settled command seq", ["symbol"])
+INVARIANT_OK = Gauge(
+    "tradeplane_ledger_invariant_ok", "1 when every ledger invariant holds, else 0"
+)
+IMBALANCE = Gauge(
+    "tradeplane_ledger_imbalance_units",
+    "Per asset: sum of balances minus external net credits (0 when sound)", ["asset"],
+)
+HELD = Gauge("tradeplane_ledger_locked_units", "Funds held for open orders", ["asset"])
+
+
+class Settler:
+    def __init__(self, bus: Bus, pool: db.Pool) -> None:
+        self.bus = bus
+        self.pool = pool
+        self.pairs: dict[str, PairRules] = {}
+        self.cursors: dict[str, int] = {}
+
+    async def start(self) -> None:
+        await self.bus.ensure_events()
+        self.pairs = await db.load_pairs(self.pool)
+        self.cursors = await db.settlement_cursors(self.pool)
+
+    async def rules(self, symbol: str) -> PairRules:
+        if symbol not in self.pairs:
+            self.pairs = await db.load_pairs(self.pool)
+        return self.pairs[symbol]
+
+    async def handle(self, msgs: list[StoredMsg]) -> None:
+        batches = [codec.decode_batch(m.data) for m in msgs]
+        todo = [b for b in batches if b.last_seq > self.cursors.get(b.symbol, 0)]
+        SKIPPED_BATCHES.inc(len(batches) - len(todo))
+        if todo:
+            await self._apply(todo)
+        marks: dict[str, int] = {}
+        for b in batches:
+            marks[b.symbol] = max(marks.get(b.symbol, 0), b.last_seq)
+        for sym, seq in marks.items():
+            await self.bus.publish(settled_subject(sym), str(seq).encode())
+
+    async def _apply(self, todo: list[EventBatch]) -> None:
+        ids: set[int] = set()
+        for b in todo:
+            for ev in b.events:
+                if isinstance(ev, Trade):
+                    ids.add(ev.taker_order)
+                    ids.add(ev.maker_order)
+                elif isinstance(ev, Rested | Done | CancelRejected):
+                    ids.add(ev.order_id)
+        rules = {b.symbol: await self.rules(b.symbol) for b in todo}
+        started = time.perf_counter()
+        async with self.pool.acquire() as con, con.transaction():
+            orders: dict[int, OrderState] = await db.load_order_states(con, ids)
+            total = Settlement()
+            cursors: dict[str, int] = {}
+            for b in todo:
+                s = settle_batch(rules[b.symbol], b.events, orders)
+                total.postings += s.postings
+                total.trades += s.trades
+                cursors[b.symbol] = b.last_seq
+            await db.write_settlement(con, total, orders.values(), cursors)
+        TX_SECONDS.observe(time.perf_counter() - started)
+        self.cursors.update(cursors)
+        SETTLED_BATCHES.inc(len(todo))
+        SETTLED_TRADES.inc(len(total.trades))
+        for sym, seq in cursors.items():
+            CURSOR.labels(sym).set(seq)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.start()
+        tasks = [
+            asyncio.create_task(self._relay_outbox(stop)),
+            asyncio.create_task(self._watch_invariants(stop)),
+        ]
+        try:
+            await self.bus.consume_events("settlement", self.handle, stop=stop)
+        finally:
+            for t in tasks:
+                t.cancel()
+
+    async def _relay_outbox(self, stop: asyncio.Event, age_ms: int = 3000) -> None:
+        """Re-send commands of orders that are still PENDING_NEW (the gateway may have died
+        between its database commit and the bus ack). De-duplicated by message id on the
+        bus and by order id in the engine, so a re-send never makes a second order."""
+        while not stop.is_set():
+            try:
+                rows = await db.pending_orders(self.pool, int(time.time() * 1000) - age_ms)
+                for r in rows:
+                    cmd = db.new_order_command(r)
+                    await self.bus.publish_command(r["symbol"], codec.encode(cmd), f"o{r['id']}")
+                if rows:
+                    log.info("outbox relayed", extra={"fields": {"orders": len(rows)}})
+            except (BusError, db.DatabaseError, OSError) as exc:
+                log.warning("outbox relay failed: %s", exc)
+            await _sleep_or_stop(stop, 2.0)
+
+    async def _watch_invariants(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self.export_invariants()
+            await _sleep_or_stop(stop, 30.0)
+
+    async def export_invariants(self) -> list[str]:
+        checks, problems = await db.check_invariants(self.pool)
+        for c in checks:
+            IMBALANCE.labels(c.asset).set(c.balances_total - c.external_net)
+        for asset, held in (await db.locked_totals(self.pool)).items():
+            HELD.labels(asset).set(held)
+        INVARIANT_OK.set(0 if problems else 1)
+        for p in problems:
+            log.error("ledger invariant violated: %s", p)
+        return problems
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)

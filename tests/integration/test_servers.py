@@ -1,0 +1,149 @@
+"""The local servers really work: JetStream, PostgreSQL and Redis, and data survives restarts."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import asyncpg
+import nats
+import pytest
+import redis.asyncio as aioredis
+from nats.js.api import ConsumerConfig
+
+from tradeplane.platform.servers import (
+    LocalServers,
+    NatsServer,
+    RedisServer,
+    ServerStartError,
+)
+
+pytestmark = pytest.mark.integration
+
+
+async def test_jetstream_publish_fetch_ack(nats_url: str) -> None:
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        await js.add_stream(name="SMOKE", subjects=["smoke.>"])
+        ack = await js.publish("smoke.one", b"hello")
+        assert (ack.stream, ack.seq) == ("SMOKE", 1)
+
+        sub = await js.pull_subscribe("smoke.>", durable="reader", stream="SMOKE")
+        [msg] = await sub.fetch(1, timeout=5)
+        assert msg.data == b"hello"
+        await msg.ack_sync()
+
+        info = await js.consumer_info("SMOKE", "reader")
+        assert (info.num_pending, info.num_ack_pending) == (0, 0)
+    finally:
+        await nc.close()
+
+
+async def test_nats_accepts_8mb_payloads(nats_url: str) -> None:
+    nc = await nats.connect(nats_url)
+    try:
+        assert nc.max_payload == 8 * 1024 * 1024
+    finally:
+        await nc.close()
+
+
+async def test_postgres_query(pg_url: str) -> None:
+    conn = await asyncpg.connect(pg_url)
+    try:
+        assert await conn.fetchval("SELECT current_database()") == "tradeplane"
+        assert await conn.fetchval("SHOW fsync") == "on"
+        assert await conn.fetchval("SHOW synchronous_commit") == "on"
+        assert await conn.fetchval("SHOW max_connections") == "200"
+        version = await conn.fetchval("SHOW server_version_num")
+        assert int(version) >= 170000
+    finally:
+        await conn.close()
+
+
+async def test_redis_ping_set_get(redis_url: str) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        assert await client.ping()
+        await client.set("smoke", "value")
+        assert await client.get("smoke") == b"value"
+    finally:
+        await client.aclose()
+
+
+async def test_data_survives_restart(tmp_path: Path) -> None:
+    servers = LocalServers(tmp_path)
+    with servers:
+        urls = (servers.nats_url, servers.pg_url, servers.redis_url)
+        await _write_one_of_each(servers)
+
+    with LocalServers(tmp_path) as again:
+        assert (again.nats_url, again.pg_url, again.redis_url) == urls
+        await _read_one_of_each(again)
+
+
+async def _write_one_of_each(servers: LocalServers) -> None:
+    conn = await asyncpg.connect(servers.pg_url)
+    try:
+        await conn.execute("CREATE TABLE kept (id int PRIMARY KEY, note text)")
+        await conn.execute("INSERT INTO kept VALUES (1, 'survives')")
+    finally:
+        await conn.close()
+
+    nc = await nats.connect(servers.nats_url)
+    try:
+        js = nc.jetstream()
+        await js.add_stream(name="KEPT", subjects=["kept.>"])
+        await js.publish("kept.one", b"survives")
+    finally:
+        await nc.close()
+
+    client = aioredis.Redis.from_url(servers.redis_url)
+    try:
+        await client.set("kept", "survives")
+    finally:
+        await client.aclose()
+
+
+async def _read_one_of_each(servers: LocalServers) -> None:
+    conn = await asyncpg.connect(servers.pg_url)
+    try:
+        assert await conn.fetchval("SELECT note FROM kept WHERE id = 1") == "survives"
+    finally:
+        await conn.close()
+
+    nc = await nats.connect(servers.nats_url)
+    try:
+        js = nc.jetstream()
+        sub = await js.pull_subscribe(
+            "kept.>", durable="reader", stream="KEPT", config=ConsumerConfig()
+        )
+        [msg] = await sub.fetch(1, timeout=5)
+        assert (msg.subject, msg.data) == ("kept.one", b"survives")
+        await msg.ack_sync()
+    finally:
+        await nc.close()
+
+    client = aioredis.Redis.from_url(servers.redis_url)
+    try:
+        assert await client.get("kept") == b"survives"
+    finally:
+        await client.aclose()
+
+
+def test_start_failure_reports_log_tail(tmp_path: Path) -> None:
+    server = NatsServer(tmp_path, max_payload="lots", start_timeout=10)
+    expected = r"(?s)nats on port \d+ exited with code 1.*nats\.conf:4"  # the log's tail
+    with pytest.raises(ServerStartError, match=expected):
+        server.start()
+    assert server.pid is None
+
+
+def test_start_refuses_a_busy_port(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        server = RedisServer(tmp_path, port=busy.getsockname()[1])
+        with pytest.raises(ServerStartError, match="already in use"):
+            server.start()
+    assert server.pid is None
