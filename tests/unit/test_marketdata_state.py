@@ -117,10 +117,10 @@ def test_a_client_following_binance_rules_rebuilds_the_book_exactly(
             snap = (s.seq, dict(bids), dict(asks))
         s.apply(batch(seq + 1, seq + n_cmds, levels=[(int(a), b, c) for a, b, c in levels]))
         seq += n_cmds
-        if flush and (d := s.take_depth("100ms", T0)):
-            diffs.append(json.loads(d))
-    if (d := s.take_depth("100ms", T0)) is not None:
-        diffs.append(json.loads(d))
+        if flush and (raw := s.take_depth("100ms", T0)):
+            diffs.append(json.loads(raw))
+    if (raw := s.take_depth("100ms", T0)) is not None:
+        diffs.append(json.loads(raw))
     if snap is None:
         bids, asks = s.book_levels()
         snap = (s.seq, dict(bids), dict(asks))

@@ -14,6 +14,7 @@ Streams and subjects (see docs/architecture.md):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -194,31 +195,47 @@ class Bus:
 
     async def consume_events(
         self,
-        durable: str,
+        name: str,
         handler: Callable[[list[StoredMsg]], Awaitable[None]],
         *,
+        start_seq: int = 1,
         batch: int = 500,
         stop: asyncio.Event,
     ) -> None:
-        """Pull event batches with a durable consumer; ack only after ``handler`` returns.
+        """Deliver EVENTS from stream sequence ``start_seq`` on, strictly in order.
 
-        The handler must be idempotent: after a crash the unacked tail is redelivered.
+        The consumer's position is the caller's: it stores the last stream sequence it
+        applied together with its own writes (exactly-once by construction) and passes
+        ``last + 1`` here after a restart. No acks, so no out-of-order redelivery; a failing
+        handler gets the same messages again until it succeeds.
         """
-        psub = await self.js.pull_subscribe(
-            "evt.*",
-            durable=durable,
-            stream=EVENTS_STREAM,
-            config=api.ConsumerConfig(
-                ack_policy=api.AckPolicy.ALL,
-                max_ack_pending=100_000,
-                ack_wait=60.0,
-                deliver_policy=api.DeliverPolicy.ALL,
-            ),
-        )
+        next_seq = max(1, start_seq)
+        psub: JetStreamContext.PullSubscription | None = None
         while not stop.is_set():
+            if psub is None:
+                psub = await self.js.pull_subscribe(
+                    "evt.*",
+                    durable=None,
+                    stream=EVENTS_STREAM,
+                    config=api.ConsumerConfig(
+                        name=f"{name}-{next_seq}-{id(self) & 0xFFFF:x}",
+                        ack_policy=api.AckPolicy.NONE,
+                        deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+                        opt_start_seq=next_seq,
+                        inactive_threshold=300.0,
+                        max_waiting=1,
+                    ),
+                )
             try:
                 msgs = await psub.fetch(batch, timeout=0.5)
             except (NatsTimeout, TimeoutError):
+                continue
+            except Exception as exc:  # consumer gone (server restart, inactivity): re-create
+                log.warning("event consumer %s lost (%s); re-creating", name, exc)
+                with contextlib.suppress(Exception):
+                    await psub.unsubscribe()
+                psub = None
+                await asyncio.sleep(0.2)
                 continue
             if not msgs:
                 continue
@@ -235,7 +252,10 @@ class Bus:
                         return
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
-            await msgs[-1].ack_sync()  # AckPolicy.ALL: acks everything up to here
+            next_seq = stored[-1].seq + 1
+        if psub is not None:
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()
 
     # ------------------------------------------------------------------ core pub/sub
     async def publish(self, subject: str, data: bytes) -> None:

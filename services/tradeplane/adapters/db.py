@@ -366,6 +366,13 @@ async def settlement_cursors(pool: Pool) -> dict[str, int]:
     return {r["symbol"]: int(r["last_seq"]) for r in rows}
 
 
+async def consumer_position(pool: Pool, consumer: str) -> int:
+    v = await pool.fetchval(
+        "SELECT stream_seq FROM consumer_positions WHERE consumer = $1", consumer
+    )
+    return int(v or 0)
+
+
 async def load_order_states(
     con: Conn, ids: Iterable[int]
 ) -> dict[int, OrderState]:
@@ -388,6 +395,7 @@ async def write_settlement(
     settlement: Settlement,
     orders: Iterable[OrderState],
     cursors: dict[str, int],
+    position: tuple[str, int] | None = None,
 ) -> None:
     """Write one settled batch; the caller holds the transaction.
 
@@ -430,6 +438,12 @@ async def write_settlement(
                SELECT * FROM unnest($1::text[], $2::bigint[])
                ON CONFLICT (symbol) DO UPDATE SET last_seq = EXCLUDED.last_seq""",
             list(cursors), list(cursors.values()),
+        )
+    if position is not None:
+        await con.execute(
+            """INSERT INTO consumer_positions (consumer, stream_seq) VALUES ($1, $2)
+               ON CONFLICT (consumer) DO UPDATE SET stream_seq = EXCLUDED.stream_seq""",
+            *position,
         )
 
 

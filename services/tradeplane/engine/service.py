@@ -93,6 +93,8 @@ class Engine:
         finally:
             stopper.cancel()
             await unsubscribe()
+        # A graceful stop leaves a fresh snapshot: the next start replays nothing.
+        await self.snapshot()
 
     async def step(self) -> None:
         """Process up to MAX_BATCH pending commands and publish their events as one batch."""

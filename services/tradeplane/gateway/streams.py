@@ -96,7 +96,13 @@ class StreamHub:
 
     @property
     def subjects(self) -> list[str]:
+        """The subjects with a NATS subscription now, sorted."""
         return sorted(self._subs)
+
+    def listeners(self, subject: str) -> int:
+        """How many sockets share the subscription to ``subject``."""
+        sub = self._subs.get(subject)
+        return 0 if sub is None else len(sub.clients)
 
     def register(self, client: _Client) -> None:
         self._clients.add(client)
@@ -230,7 +236,7 @@ async def _wait_gone(client: _Client) -> None:
 async def _pump(websocket: WebSocket, client: _Client) -> None:
     """The only task that sends on the socket: data and replies keep their order."""
     queue = client.queue
-    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
         while True:
             await websocket.send_text(await queue.get())
 

@@ -44,6 +44,9 @@ IMBALANCE = Gauge(
 HELD = Gauge("tradeplane_ledger_locked_units", "Funds held for open orders", ["asset"])
 
 
+CONSUMER = "settlement"
+
+
 class Settler:
     def __init__(self, bus: Bus, pool: db.Pool) -> None:
         self.bus = bus
@@ -66,14 +69,14 @@ class Settler:
         todo = [b for b in batches if b.last_seq > self.cursors.get(b.symbol, 0)]
         SKIPPED_BATCHES.inc(len(batches) - len(todo))
         if todo:
-            await self._apply(todo)
+            await self._apply(todo, msgs[-1].seq)
         marks: dict[str, int] = {}
         for b in batches:
             marks[b.symbol] = max(marks.get(b.symbol, 0), b.last_seq)
         for sym, seq in marks.items():
             await self.bus.publish(settled_subject(sym), str(seq).encode())
 
-    async def _apply(self, todo: list[EventBatch]) -> None:
+    async def _apply(self, todo: list[EventBatch], stream_seq: int) -> None:
         ids: set[int] = set()
         for b in todo:
             for ev in b.events:
@@ -89,11 +92,17 @@ class Settler:
             total = Settlement()
             cursors: dict[str, int] = {}
             for b in todo:
+                prev = cursors.get(b.symbol, self.cursors.get(b.symbol))
+                expected = (prev or 0) + 1
+                if prev is not None and b.first_seq > expected:
+                    log.warning("gap in %s events: expected %d, got %d",
+                                b.symbol, expected, b.first_seq)
                 s = settle_batch(rules[b.symbol], b.events, orders)
                 total.postings += s.postings
                 total.trades += s.trades
                 cursors[b.symbol] = b.last_seq
-            await db.write_settlement(con, total, orders.values(), cursors)
+            await db.write_settlement(con, total, orders.values(), cursors,
+                                      (CONSUMER, stream_seq))
         TX_SECONDS.observe(time.perf_counter() - started)
         self.cursors.update(cursors)
         SETTLED_BATCHES.inc(len(todo))
@@ -108,7 +117,8 @@ class Settler:
             asyncio.create_task(self._watch_invariants(stop)),
         ]
         try:
-            await self.bus.consume_events("settlement", self.handle, stop=stop)
+            start = await db.consumer_position(self.pool, CONSUMER) + 1
+            await self.bus.consume_events(CONSUMER, self.handle, start_seq=start, stop=stop)
         finally:
             for t in tasks:
                 t.cancel()

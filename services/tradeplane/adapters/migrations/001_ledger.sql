@@ -107,6 +107,12 @@ CREATE TABLE settlement_cursor (
     last_seq  BIGINT NOT NULL
 );
 
+-- Where each event consumer stands in the EVENTS stream (moved with its own writes).
+CREATE TABLE consumer_positions (
+    consumer    TEXT PRIMARY KEY,
+    stream_seq  BIGINT NOT NULL
+);
+
 -- Market data (owned by the marketdata service).
 CREATE TABLE klines (
     symbol        TEXT NOT NULL,
