@@ -249,6 +249,20 @@ async def test_depth_limit_above_5000_is_truncated_not_refused(env: Env) -> None
         assert len((await depth_at(env, 1, limit=3))["bids"]) == 3
 
 
+async def test_reference_price_is_the_mid_before_the_first_trade_then_the_last_trade(
+    env: Env,
+) -> None:
+    assert await env.cache.reference_price("BTCUSDT") is None
+    async with running(env):
+        await publish(env, 1, 1, levels=[(BUY, 100, 1), (SELL, 104, 1)])
+        await depth_at(env, 1)
+        assert await env.cache.reference_price("BTCUSDT") == 102
+        await publish(env, 2, 2, events=[trade(1, 104, 1, now_ms())], levels=[(SELL, 104, 0)])
+        await depth_at(env, 2)
+        assert await env.cache.reference_price("BTCUSDT") == 104
+        assert await env.cache.best_bid_ask("BTCUSDT") == (100, 1, 0, 0)
+
+
 # --------------------------------------------------------------------------- recovery
 async def test_a_restart_resumes_from_the_snapshot_and_skips_redelivered_batches(
     env: Env,
@@ -389,5 +403,14 @@ async def test_ccxt_pro_watches_the_order_book_through_snapshot_and_diffs(env: E
 
             await eventually(best_bid_moved)
             assert ex.orderbooks["BTC/USDT"]["nonce"] == 4
+
+            watching = asyncio.create_task(ex.watch_trades("BTC/USDT"))
+            hub: streams.StreamHub = env.app.state.stream_hub
+            await eventually(lambda: _true(hub.listeners("md.BTCUSDT.trade") == 1))
+            await publish(env, 5, 5, events=[trade(1, 6_000_000, 2_000, now_ms())],
+                          levels=[(SELL, 6_000_000, 18_000)])
+            seen = await asyncio.wait_for(watching, 10)
+            assert [(t["id"], t["price"], t["amount"], t["side"]) for t in seen] == [
+                ("1", 60000.0, 0.02, "buy")]
         finally:
             await ex.close()

@@ -9,6 +9,7 @@ import pytest
 from tests.support.harness import Platform, eventually, running_platform
 
 from tradeplane.adapters import db
+from tradeplane.adapters.cache import MarketCache
 from tradeplane.domain.money import to_units
 
 pytestmark = pytest.mark.integration
@@ -87,7 +88,7 @@ async def test_market_orders_by_quantity_and_by_quote_release_unused_holds(
         r = await maker.api.signed("POST", "/api/v3/order", symbol="ETHUSDT", side="SELL",
                                    type="LIMIT", timeInForce="GTC", price=price, quantity=qty)
         assert r.status_code == 200, r.text
-    await eventually(lambda: plat_ref_price(plat, "ETHUSDT"))
+    await eventually(lambda: best_ask_published(plat, "ETHUSDT"))
 
     r = await taker.api.signed("POST", "/api/v3/order", symbol="ETHUSDT", side="BUY",
                                type="MARKET", quantity="1.5")
@@ -118,12 +119,11 @@ async def test_market_orders_by_quantity_and_by_quote_release_unused_holds(
     assert problems == []
 
 
-async def plat_ref_price(plat: Platform, symbol: str) -> bool:
-    from tradeplane.adapters.cache import MarketCache
-
+async def best_ask_published(plat: Platform, symbol: str) -> bool:
     cache = await MarketCache.connect(plat.settings.redis_url)
     try:
-        return (await cache.reference_price(symbol)) is not None
+        top = await cache.best_bid_ask(symbol)
+        return top is not None and top[2] > 0
     finally:
         await cache.close()
 
@@ -203,7 +203,7 @@ async def test_bad_orders_get_binance_errors_and_lock_nothing(
 async def test_duplicate_client_order_id_never_makes_two_orders(plat: Platform) -> None:
     t = await plat.trader("dup", {"USDT": "1000"})
     args = {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
-            "price": "10000", "quantity": "0.01", "newClientOrderId": "my-order-1"}
+            "price": "50000", "quantity": "0.002", "newClientOrderId": "my-order-1"}
     first = await t.api.signed("POST", "/api/v3/order", **args)
     assert first.status_code == 200
     again = await t.api.signed("POST", "/api/v3/order", **args)

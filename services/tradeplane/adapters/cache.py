@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import wraps
-from typing import Any, Final, ParamSpec, TypeVar
+from typing import Final, ParamSpec, TypeVar
 
 import msgspec
 from redis.asyncio import Redis
@@ -127,7 +127,9 @@ class MarketCache:
         self._agg_cap = agg_trades_cap
 
     @classmethod
-    async def connect(cls, url: str, **kwargs: Any) -> MarketCache:
+    async def connect(
+        cls, url: str, *, trades_cap: int = TRADES_CAP, agg_trades_cap: int = AGG_TRADES_CAP
+    ) -> MarketCache:
         """Raises CacheError when Redis cannot be reached."""
         client = Redis.from_url(url)
         try:
@@ -135,7 +137,7 @@ class MarketCache:
         except (RedisError, OSError) as exc:
             await client.aclose()
             raise CacheError(f"cannot connect to Redis at {url}: {exc}") from exc
-        return cls(client, **kwargs)
+        return cls(client, trades_cap=trades_cap, agg_trades_cap=agg_trades_cap)
 
     async def close(self) -> None:
         await self._r.aclose()

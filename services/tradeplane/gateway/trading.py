@@ -215,7 +215,7 @@ async def _validate(
                 if qty_d is None else
                 "Param 'quantity' and 'quoteOrderQty' cannot be sent at the same time."
             )
-        ref = await c.cache.reference_price(rules.symbol)
+        ref = await _reference(c, rules, side)
         band_up = 10_000 + rules.price_band_bps
         band_down = 10_000 - rules.price_band_bps
         if qty_d is not None:
@@ -246,6 +246,19 @@ async def _validate(
     except FilterError as exc:
         ORDERS.labels(rules.symbol, "filter").inc()
         raise errors.filter_failure(exc.msg) from None
+
+
+async def _reference(c: GatewayContext, rules: PairRules, side: Side) -> int | None:
+    """The price a market order is sized against: the last trade (or mid), else the best
+    price on the side it will take from."""
+    ref = await c.cache.reference_price(rules.symbol)
+    if ref:
+        return ref
+    top = await c.cache.best_bid_ask(rules.symbol)
+    if top is None:
+        return None
+    bid, _bq, ask, _aq = top
+    return (ask if side == Side.BUY else bid) or None
 
 
 def _units(d: Decimal, name: str) -> int:
