@@ -50,16 +50,19 @@ def setup_logging(service: str, level: str = "INFO") -> None:
 
 
 def setup_tracing(service: str, otlp_endpoint: str) -> None:
-    """Install a tracer provider; spans are exported over OTLP/HTTP only when configured."""
+    """Install the SDK tracer provider exporting over OTLP/HTTP when an endpoint is set.
+
+    Without one, the API's no-op tracer stays: spans in the code cost (almost) nothing.
+    """
+    if not otlp_endpoint:
+        return
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     provider = TracerProvider(resource=Resource.create({"service.name": service}))
-    if otlp_endpoint:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint)))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint)))
     trace.set_tracer_provider(provider)
 
 

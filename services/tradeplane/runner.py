@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 from collections.abc import Awaitable, Callable
 
@@ -19,6 +20,11 @@ def run_service(
           settings.metrics_port if metrics else 0)
 
     async def main() -> None:
+        # Long-lived objects (app, routes, pools, books) leave the collector's view, and
+        # young-generation collections run less often: fewer pauses on the hot path.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 100)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -13,7 +13,6 @@ from pathlib import Path
 import nats
 import pytest
 from nats.js import api
-
 from tests.support.harness import (
     Trader,
     eventually,
@@ -22,6 +21,7 @@ from tests.support.harness import (
     reset_bus_and_cache,
 )
 from tests.support.procs import Processes
+
 from tradeplane.adapters import db
 from tradeplane.adapters.bus import Bus, command_stream
 from tradeplane.adapters.cipher import SecretCipher
@@ -182,7 +182,8 @@ async def test_kill_9_of_engine_and_settlement_loses_nothing_and_doubles_nothing
         replayed = OrderBook(SYMBOL, RULES.notional_per_tick_lot)
         for seq in range(1, last_cmd + 1):
             msg = await bus.js.get_msg(command_stream(SYMBOL), seq)
-            replayed.process(codec.decode_command(msg.data or b""))
+            for cmd in codec.decode_commands(msg.data or b""):
+                replayed.process(cmd)
         assert live.seq == last_cmd
         assert OrderBook.restore(live.book).state_hash() == replayed.state_hash()
 

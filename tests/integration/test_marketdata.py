@@ -19,11 +19,12 @@ import redis.asyncio as aioredis
 import uvicorn
 import websockets
 from fastapi import FastAPI
+from prometheus_client import REGISTRY
 from tests.support.harness import eventually, free_port, fresh_database, reset_bus_and_cache
 
 from tradeplane.adapters import db
 from tradeplane.adapters.bus import Bus
-from tradeplane.adapters.cache import MarketCache
+from tradeplane.adapters.cache import CacheError, MarketCache
 from tradeplane.config import Settings
 from tradeplane.domain import codec
 from tradeplane.domain.model import SCHEMA_VERSION, Event, EventBatch, Side, Trade
@@ -31,6 +32,7 @@ from tradeplane.domain.pairs import DEMO_PAIRS
 from tradeplane.gateway import market, public, streams
 from tradeplane.gateway.context import GatewayContext
 from tradeplane.gateway.errors import ApiError, api_error_handler
+from tradeplane.gateway.references import ReferencePrices
 from tradeplane.marketdata.service import MarketDataService
 
 pytestmark = pytest.mark.integration
@@ -66,7 +68,8 @@ async def env(nats_url: str, pg_url: str, redis_url: str) -> AsyncIterator[Env]:
     app.add_exception_handler(ApiError, api_error_handler)
     for r in (public.router, market.router, streams.router):
         app.include_router(r)
-    app.state.ctx = GatewayContext(settings, pool, bus, cache, await db.load_pairs(pool))
+    app.state.ctx = GatewayContext(settings, pool, bus, cache, ReferencePrices(cache),
+                                   await db.load_pairs(pool))
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test")
     try:
         yield Env(bus, pool, cache, app, http, nats_url, redis_url)
@@ -79,9 +82,9 @@ async def env(nats_url: str, pg_url: str, redis_url: str) -> AsyncIterator[Env]:
 
 
 @contextlib.asynccontextmanager
-async def running(e: Env) -> AsyncIterator[MarketDataService]:
+async def running(e: Env, cache: MarketCache | None = None) -> AsyncIterator[MarketDataService]:
     bus = await Bus.connect(e.nats_url, name="marketdata")
-    svc = MarketDataService(bus, e.pool, e.cache, fast_ms=20, slow_ms=100)
+    svc = MarketDataService(bus, e.pool, cache or e.cache, fast_ms=20, slow_ms=100)
     stop = asyncio.Event()
     task = asyncio.create_task(svc.run(stop))
     try:
@@ -89,9 +92,7 @@ async def running(e: Env) -> AsyncIterator[MarketDataService]:
     finally:
         stop.set()
         await asyncio.wait_for(task, 15)
-        # Not bus.close(): its drain waits 30s on the pull subscription that
-        # Bus.consume_events leaves behind.
-        await bus.nc.close()
+        await bus.close()
 
 
 def now_ms() -> int:
@@ -202,6 +203,7 @@ async def test_many_symbols_are_answered_as_lists_and_an_empty_market_as_zeros(
         await depth_at(env, 3)
         tickers = await get(env, "/api/v3/ticker/24hr", symbols='["BTCUSDT","ETHUSDT"]')
         assert [t["symbol"] for t in tickers] == ["BTCUSDT", "ETHUSDT"]
+        assert list(tickers[1]) == list(eth)  # the gateway's stand-in has the same shape
         assert tickers[1]["firstId"] == -1 and tickers[1]["priceChangePercent"] == "0.000"
         prices = await get(env, "/api/v3/ticker/price")
         assert {p["symbol"] for p in prices} == {p.symbol for p in DEMO_PAIRS}
@@ -281,6 +283,69 @@ async def test_a_restart_resumes_from_the_snapshot_and_skips_redelivered_batches
     aggs = await get(env, "/api/v3/aggTrades", symbol="BTCUSDT")
     assert [a["a"] for a in aggs] == [1, 2, 3]  # the counter came back from the snapshot
     assert (await get(env, "/api/v3/ticker/24hr", symbol="BTCUSDT"))["count"] == 4
+
+
+def duplicates_skipped() -> float:
+    return REGISTRY.get_sample_value("tradeplane_marketdata_duplicates_total") or 0.0
+
+
+async def test_a_restart_consumes_after_the_stored_stream_position(env: Env) -> None:
+    async with running(env):
+        await _market_with_two_trades(env, now_ms())
+        await depth_at(env, 3)
+    assert await env.cache.position() == 2  # two messages in the stream
+    await publish(env, 4, 4, levels=[(BUY, 5_999_000, 0)])
+    skipped = duplicates_skipped()
+    async with running(env) as svc:
+        assert (await depth_at(env, 4))["bids"] == []
+        assert svc.position == 3
+    assert duplicates_skipped() == skipped  # nothing was read twice
+
+
+class FailingWrites(MarketCache):
+    """Refuses the first ``failures`` writes of consumed groups, then works."""
+
+    failures = 1
+
+    async def write(self, updates: Any, *, position: int | None = None) -> None:
+        if position and self.failures:
+            self.failures -= 1
+            raise CacheError("injected failure")
+        await super().write(updates, position=position)
+
+
+async def test_a_group_whose_writes_fail_is_applied_again_not_skipped(env: Env) -> None:
+    flaky = await FailingWrites.connect(env.redis_url)
+    try:
+        async with running(env, flaky):
+            await _market_with_two_trades(env, now_ms())
+            book = await depth_at(env, 3)
+            assert book["asks"] == [["60000.50000000", "0.06000000"]]
+            trades = await get(env, "/api/v3/trades", symbol="BTCUSDT")
+            assert [t["id"] for t in trades] == [1, 2, 3]
+            aggs = await get(env, "/api/v3/aggTrades", symbol="BTCUSDT")
+            assert [a["a"] for a in aggs] == [1, 2]
+        assert flaky.failures == 0
+    finally:
+        await flaky.close()
+
+
+async def test_a_cache_flushed_under_the_running_service_gets_every_state_back(
+    env: Env,
+) -> None:
+    async with running(env):
+        await _market_with_two_trades(env, now_ms())
+        await depth_at(env, 3)
+        r = aioredis.from_url(env.redis_url)
+        await r.flushall()
+        await r.aclose()
+
+        async def written_back() -> bool:
+            return await env.cache.position() == 2 and (
+                await env.cache.load_state("ETHUSDT") is not None)
+
+        await eventually(written_back)
+        assert (await depth_at(env, 3))["bids"] == [["59990.00000000", "0.30000000"]]
 
 
 async def test_a_flushed_cache_is_rebuilt_from_the_event_stream(env: Env) -> None:
@@ -412,5 +477,16 @@ async def test_ccxt_pro_watches_the_order_book_through_snapshot_and_diffs(env: E
             seen = await asyncio.wait_for(watching, 10)
             assert [(t["id"], t["price"], t["amount"], t["side"]) for t in seen] == [
                 ("1", 60000.0, 0.02, "buy")]
+
+            # ccxt's REST side reads the same cache.
+            async def ticker_has_the_trade() -> bool:
+                t = await ex.fetch_ticker("BTC/USDT")
+                return bool(t["last"] == 60000.0 and t["baseVolume"] == 0.02)
+
+            await eventually(ticker_has_the_trade)
+            fetched = await ex.fetch_trades("BTC/USDT")
+            assert [(t["price"], t["amount"]) for t in fetched] == [(60000.0, 0.02)]
+            candles = await ex.fetch_ohlcv("BTC/USDT", "1m")
+            assert [c[1:] for c in candles] == [[60000.0, 60000.0, 60000.0, 60000.0, 0.02]]
         finally:
             await ex.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import contextlib
 import signal
 import subprocess
 import sys
@@ -10,20 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tradeplane.config import Settings
-
-
-def service_env(settings: Settings) -> dict[str, str]:
-    return {
-        **os.environ,
-        "TRADEPLANE_DEV_MODE": "1",
-        "TRADEPLANE_NATS_URL": settings.nats_url,
-        "TRADEPLANE_DATABASE_URL": settings.database_url,
-        "TRADEPLANE_REDIS_URL": settings.redis_url,
-        "TRADEPLANE_HTTP_PORT": str(settings.http_port),
-        "TRADEPLANE_SNAPSHOT_EVERY": str(settings.snapshot_every),
-        "TRADEPLANE_SECRET_KEY": settings.secret_key.get_secret_value(),
-        "TRADEPLANE_ADMIN_TOKEN": settings.admin_token.get_secret_value(),
-    }
+from tradeplane.platform.local import service_env
 
 
 @dataclass
@@ -61,10 +48,8 @@ class Processes:
 
     def stop_all(self) -> None:
         for name in list(self.procs):
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.stop(name)
-            except subprocess.TimeoutExpired:
-                pass
 
     def log(self, name: str) -> str:
         return (self.log_dir / f"{name}.log").read_text(errors="replace")

@@ -12,8 +12,9 @@ Keys per symbol (``md:<SYMBOL>:<name>``):
 * ``top``: last trade and best bid/ask in ticks and lots (``TopOfBook``).
 * ``klines``: hash interval -> the current candle (``KlineRow``, units).
 
-``md:primed`` is set with every write of a resume snapshot: its absence means the cache
-lost (or never had) the marketdata state, which then has to be rebuilt from the events.
+``md:position`` is the EVENTS stream sequence the snapshots include, written in the same
+transaction as them: marketdata resumes consuming after it. Its absence means the cache
+lost (or never had) the market-data state, which is then rebuilt from the first event.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import wraps
-from typing import Final, ParamSpec, TypeVar
+from typing import Final, ParamSpec, Self, TypeVar
 
 import msgspec
 from redis.asyncio import Redis
@@ -29,7 +30,7 @@ from redis.exceptions import RedisError
 
 from tradeplane.adapters.marketstore import KlineRow
 
-PRIMED: Final = "md:primed"
+POSITION: Final = "md:position"
 _NAMES: Final = ("book", "state", "trades", "aggTrades", "ticker", "avgPrice", "top", "klines")
 TRADES_CAP: Final = 1000
 AGG_TRADES_CAP: Final = 1000
@@ -129,7 +130,7 @@ class MarketCache:
     @classmethod
     async def connect(
         cls, url: str, *, trades_cap: int = TRADES_CAP, agg_trades_cap: int = AGG_TRADES_CAP
-    ) -> MarketCache:
+    ) -> Self:
         """Raises CacheError when Redis cannot be reached."""
         client = Redis.from_url(url)
         try:
@@ -144,17 +145,18 @@ class MarketCache:
 
     # ------------------------------------------------------------------ writer side
     @_translated
-    async def write(self, updates: Iterable[SymbolUpdate]) -> None:
-        """Apply the updates of many symbols in one transaction (MULTI/EXEC)."""
+    async def write(
+        self, updates: Iterable[SymbolUpdate], *, position: int | None = None
+    ) -> None:
+        """Apply the updates of many symbols, and the stream ``position`` they bring the
+        snapshots to, in one transaction (MULTI/EXEC)."""
         pipe = self._r.pipeline(transaction=True)
-        snapshots = False
         for u in updates:
             sym = u.symbol
             if u.book is not None:
                 pipe.set(_key(sym, "book"), _enc.encode(u.book))
             if u.state is not None:
                 pipe.set(_key(sym, "state"), u.state)
-                snapshots = True
             if u.trades:
                 pipe.rpush(_key(sym, "trades"), *u.trades)
                 pipe.ltrim(_key(sym, "trades"), -self._trades_cap, -1)
@@ -172,19 +174,21 @@ class MarketCache:
                     _key(sym, "klines"),
                     mapping={iv: _enc.encode(row) for iv, row in u.klines.items()},
                 )
-        if snapshots:
-            pipe.set(PRIMED, b"1")
+        if position is not None:
+            pipe.set(POSITION, str(position))
         await pipe.execute()
 
     @_translated
     async def reset(self, symbols: Sequence[str]) -> None:
-        """Forget the market data of ``symbols`` and the primed mark (before a rebuild)."""
-        await self._r.delete(PRIMED, *(_key(s, n) for s in symbols for n in _NAMES))
+        """Forget the market data of ``symbols`` and the position (before a rebuild)."""
+        await self._r.delete(POSITION, *(_key(s, n) for s in symbols for n in _NAMES))
 
     @_translated
-    async def primed(self) -> bool:
-        """False when the cache holds no marketdata state (never written, or flushed)."""
-        return bool(await self._r.exists(PRIMED))
+    async def position(self) -> int | None:
+        """The EVENTS stream sequence the stored snapshots include; None when the cache
+        holds no market-data state (never written, or flushed)."""
+        raw = await self._r.get(POSITION)
+        return None if raw is None else int(raw)
 
     @_translated
     async def load_state(self, symbol: str) -> tuple[bytes, DepthSnapshot] | None:

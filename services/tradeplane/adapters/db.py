@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets as _stdlib_secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from enum import IntEnum
 from importlib import resources
 from typing import Any
 
@@ -33,10 +34,6 @@ class DatabaseError(RuntimeError):
 
 
 class UnknownAccount(DatabaseError):
-    pass
-
-
-class DuplicateClientOrderId(DatabaseError):
     pass
 
 
@@ -204,47 +201,53 @@ class OrderRequest:
     ts: int
 
 
-_PLACE = """
-WITH h AS (
-    UPDATE balances SET available = available - $11, locked = locked + $11
-    WHERE account_id = $1 AND asset = $10 AND available >= $11
-    RETURNING account_id
-), o AS (
-    INSERT INTO orders (id, account_id, symbol, client_order_id, side, type, tif, price, qty,
-        quote_qty, by_quote, status, hold_asset, hold_amount, hold_remaining, created_ms,
-        updated_ms)
-    SELECT nextval('order_ids'), $1, $2, $3, $4, $5, $6, $7, $8, $9, $12, 0, $10, $11, $11,
-        $13, $13
-    FROM h
-    RETURNING id
-), p AS (
-    INSERT INTO postings (tx_ref, account_id, asset, bucket, amount)
-    SELECT 'hold:' || o.id, $1, $10, b.bucket, b.amount
-    FROM o, (VALUES ('a', -$11::bigint), ('l', $11::bigint)) AS b(bucket, amount)
-)
-SELECT id FROM o
-"""
+class PlaceResult(IntEnum):
+    PLACED = 0
+    INSUFFICIENT = 1
+    DUPLICATE = 2
 
 
-async def place_order(pool: Pool, req: OrderRequest) -> int | None:
-    """Lock the hold and create the order in one statement (atomic).
+async def place_orders(
+    pool: Pool, reqs: Sequence[OrderRequest]
+) -> list[tuple[int | None, PlaceResult]]:
+    """Lock each request's hold and create its order; one round trip, one commit.
 
-    Returns the new order id, or None when the available balance is insufficient.
-
-    Raises:
-        DuplicateClientOrderId: the account already used this client order id on the symbol.
+    Each request stands alone: an insufficient balance or a duplicate client order id
+    leaves nothing behind for that request and does not affect the others.
     """
-    if req.hold <= 0:
+    if any(r.hold <= 0 for r in reqs):
         raise ValueError("an order must hold a positive amount")
-    try:
-        v = await pool.fetchval(
-            _PLACE, req.account, req.symbol, req.client_order_id, int(req.side), int(req.type),
-            int(req.tif), req.price, req.qty, req.quote_qty, req.hold_asset, req.hold,
-            req.by_quote, req.ts,
-        )
-    except asyncpg.UniqueViolationError as exc:
-        raise DuplicateClientOrderId(req.client_order_id) from exc
-    return None if v is None else int(v)
+    # Balance rows are locked in one global order (account, asset) so concurrent batches
+    # (and settlement, which locks the same way) cannot deadlock.
+    order = sorted(range(len(reqs)), key=lambda i: (reqs[i].account, reqs[i].hold_asset))
+    ordered = [reqs[i] for i in order]
+    for attempt in range(5):
+        try:
+            results = await _place_orders(pool, ordered)
+            break
+        except asyncpg.DeadlockDetectedError:
+            if attempt == 4:
+                raise
+    out: list[tuple[int | None, PlaceResult]] = [(None, PlaceResult.INSUFFICIENT)] * len(reqs)
+    for pos, i in enumerate(order):
+        out[i] = results[pos]
+    return out
+
+
+async def _place_orders(
+    pool: Pool, reqs: Sequence[OrderRequest]
+) -> list[tuple[int | None, PlaceResult]]:
+    rows = await pool.fetch(
+        "SELECT order_id, result FROM place_orders($1::bigint[], $2::text[], $3::text[],"
+        " $4::smallint[], $5::smallint[], $6::smallint[], $7::bigint[], $8::bigint[],"
+        " $9::bigint[], $10::boolean[], $11::text[], $12::bigint[], $13::bigint[])",
+        [r.account for r in reqs], [r.symbol for r in reqs],
+        [r.client_order_id for r in reqs], [int(r.side) for r in reqs],
+        [int(r.type) for r in reqs], [int(r.tif) for r in reqs], [r.price for r in reqs],
+        [r.qty for r in reqs], [r.quote_qty for r in reqs], [r.by_quote for r in reqs],
+        [r.hold_asset for r in reqs], [r.hold for r in reqs], [r.ts for r in reqs],
+    )
+    return [(r["order_id"], PlaceResult(r["result"])) for r in rows]
 
 
 ORDER_COLUMNS = (
@@ -462,6 +465,14 @@ async def _apply_deltas(
         return
     keys = sorted(deltas)
     accounts, assets = [k[0] for k in keys], [k[1] for k in keys]
+    # Lock in the global (account, asset) order first, as order entry does: no deadlocks.
+    await con.execute(
+        """SELECT 1 FROM balances b
+           JOIN unnest($1::bigint[], $2::text[]) AS k(account_id, asset)
+             ON b.account_id = k.account_id AND b.asset = k.asset
+           ORDER BY b.account_id, b.asset FOR UPDATE OF b""",
+        accounts, assets,
+    )
     # Create missing rows at zero first: an INSERT .. ON CONFLICT would check the CHECK
     # constraints against the delta itself, which may be negative.
     await con.execute(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from tradeplane.bench import book
+from tradeplane.bench import book, e2e
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,7 +17,5 @@ def main(argv: list[str] | None = None) -> int:
     if args.which in ("all", "book"):
         rc |= book.main(["--ops", str(args.ops), "--seed", str(args.seed)])
     if args.which in ("all", "e2e"):
-        from tradeplane.bench import e2e
-
         rc |= e2e.main(rest)
     return rc

@@ -12,6 +12,7 @@ T = TypeVar("T")
 
 _enc = msgspec.msgpack.Encoder()
 _cmd_dec = msgspec.msgpack.Decoder(Command)
+_cmds_dec = msgspec.msgpack.Decoder(list[Command])
 _batch_dec = msgspec.msgpack.Decoder(EventBatch)
 
 
@@ -28,6 +29,18 @@ def decode_command(data: bytes) -> Command:
     try:
         cmd: Command = _cmd_dec.decode(data)
         return cmd
+    except msgspec.DecodeError as exc:
+        raise DecodeError(str(exc)) from exc
+
+
+def decode_commands(data: bytes) -> list[Command]:
+    """A command-stream message: a list of commands appended together.
+
+    Raises DecodeError on a malformed message.
+    """
+    try:
+        cmds: list[Command] = _cmds_dec.decode(data)
+        return cmds
     except msgspec.DecodeError as exc:
         raise DecodeError(str(exc)) from exc
 

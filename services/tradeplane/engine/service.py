@@ -104,27 +104,29 @@ class Engine:
         first = 0
         ts = 0
         process = self.book.process
+        ncmds = 0
         for seq, data in batch:
             if seq <= self.seq:
                 continue  # the ordered consumer restarted and redelivered
             try:
-                cmd = codec.decode_command(data)
+                cmds = codec.decode_commands(data)
             except codec.DecodeError:
-                log.error("undecodable command skipped", extra={"fields": {"seq": seq}})
+                log.error("undecodable command message skipped", extra={"fields": {"seq": seq}})
                 self.seq = seq
                 continue
-            out = process(cmd)
-            self.seq = seq
-            ts = cmd.ts
-            if seq <= self.published_seq:
-                continue  # replaying what the previous run already published
-            if not first:
+            replay = seq <= self.published_seq  # the previous run already published these
+            if not replay and not first:
                 first = seq
-            events.extend(out)
+            ncmds += len(cmds)
+            for cmd in cmds:
+                out = process(cmd)
+                ts = cmd.ts
+                if not replay:
+                    events.extend(out)
+            self.seq = seq
         levels = self.book.take_dirty_levels()
-        n = len(batch)
-        self._since_snapshot += n
-        COMMANDS.labels(self.symbol).inc(n)
+        self._since_snapshot += ncmds
+        COMMANDS.labels(self.symbol).inc(ncmds)
         if first:
             eb = EventBatch(SCHEMA_VERSION, self.symbol, first, self.seq, ts, events, levels)
             await self.bus.publish_events(

@@ -22,6 +22,8 @@ from tradeplane.gateway import admin, market, public, streams, trading, userstre
 from tradeplane.gateway.auth import KeyCache
 from tradeplane.gateway.context import GatewayContext
 from tradeplane.gateway.errors import ApiError, api_error_handler
+from tradeplane.gateway.orderpath import OrderPath
+from tradeplane.gateway.references import ReferencePrices
 from tradeplane.gateway.watermarks import Watermarks
 
 log = logging.getLogger("tradeplane.gateway")
@@ -46,7 +48,8 @@ def create_app(settings: Settings) -> FastAPI:
                                 replicas=settings.stream_replicas,
                                 dedup_window_s=settings.dedup_window_s)
         cache = await MarketCache.connect(settings.redis_url)
-        c = GatewayContext(settings, pool, bus, cache, await db.load_pairs(pool))
+        c = GatewayContext(settings, pool, bus, cache, ReferencePrices(cache),
+                           await db.load_pairs(pool))
         for sym in c.pairs:
             await bus.ensure_symbol(sym)
         marks = Watermarks(lambda: db.settlement_cursors(pool))
@@ -54,11 +57,16 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.ctx = c
         app.state.keys = KeyCache(SecretCipher(settings.secret_key.get_secret_value()))
         app.state.watermarks = marks
+        app.state.orderpath = OrderPath(pool, bus)
         refresher = asyncio.create_task(_refresh_pairs(c))
+        await c.references.refresh(list(c.pairs))
+        ref_task = asyncio.create_task(c.references.run(lambda: c.pairs))
         try:
             yield
         finally:
             refresher.cancel()
+            ref_task.cancel()
+            await app.state.orderpath.close()
             await unsub()
             await streams.shutdown(app)
             await cache.close()
@@ -70,6 +78,10 @@ def create_app(settings: Settings) -> FastAPI:
         version="0.1.0",
         description="Binance-spot-compatible REST API of tradeplane.",
         lifespan=lifespan,
+        # FastAPI's built-in telemetry costs ~half the CPU of an order request: request
+        # spans only when traces are exported; metrics are ours (/metrics), logs are JSON.
+        telemetry={"tracing": bool(settings.otlp_endpoint), "metrics": False, "logs": False,
+                   "operation_spans": False},
     )
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_error)

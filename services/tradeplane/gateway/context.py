@@ -12,6 +12,7 @@ from tradeplane.adapters.db import Pool
 from tradeplane.config import Settings
 from tradeplane.domain.pairs import PairRules
 from tradeplane.gateway.errors import bad_symbol
+from tradeplane.gateway.references import ReferencePrices
 
 
 @dataclass
@@ -20,6 +21,7 @@ class GatewayContext:
     pool: Pool
     bus: Bus
     cache: MarketCache
+    references: ReferencePrices
     pairs: dict[str, PairRules] = field(default_factory=dict)
 
     def pair(self, symbol: str | None) -> PairRules:

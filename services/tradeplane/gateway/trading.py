@@ -20,7 +20,6 @@ from prometheus_client import Counter, Histogram
 
 from tradeplane.adapters import db
 from tradeplane.adapters.bus import BusError
-from tradeplane.domain import codec
 from tradeplane.domain.model import (
     Cancel,
     CancelAll,
@@ -42,6 +41,7 @@ from tradeplane.domain.pairs import (
 from tradeplane.gateway import errors, views
 from tradeplane.gateway.auth import Caller, signed_read, signed_trade
 from tradeplane.gateway.context import GatewayContext, ctx
+from tradeplane.gateway.orderpath import OrderPath
 
 router = APIRouter(prefix="/api/v3", tags=["trading"])
 tracer = trace.get_tracer("tradeplane.gateway")
@@ -122,17 +122,16 @@ async def new_order(request: Request, caller: Caller = Depends(signed_trade)) ->
     rules = c.pair(p.get("symbol"))
     with tracer.start_as_current_span("order.new", attributes={"symbol": rules.symbol}):
         req = await _validate(c, rules, caller.account, p)
-        try:
-            order_id = await db.place_order(c.pool, req)
-        except db.DuplicateClientOrderId:
+        path: OrderPath = request.app.state.orderpath
+        order_id, result = await path.place(req)
+        if result == db.PlaceResult.DUPLICATE:
             ORDERS.labels(rules.symbol, "duplicate").inc()
-            raise errors.duplicate_order() from None
+            raise errors.duplicate_order()
         if order_id is None:
             ORDERS.labels(rules.symbol, "insufficient").inc()
             raise errors.insufficient_balance()
-        cmd = _command(req, order_id)
         try:
-            seq = await c.bus.publish_command(rules.symbol, codec.encode(cmd), f"o{order_id}")
+            seq = await path.send(rules.symbol, _command(req, order_id))
         except BusError:
             # Stored in the ledger but not (provably) on the bus: the outbox relay re-sends
             # it with the same message id, so it is neither lost nor doubled.
@@ -200,7 +199,7 @@ async def _validate(
             qty = qty_to_lots(rules, qty_d)
             notional = rules.notional(price, qty)
             check_notional(rules, notional)
-            check_price_band(rules, price, await c.cache.reference_price(rules.symbol))
+            check_price_band(rules, price, c.references.band_reference(rules.symbol))
             hold_asset, hold = (
                 (rules.quote, notional) if side == Side.BUY else (rules.base, rules.qty_units(qty))
             )
@@ -215,7 +214,7 @@ async def _validate(
                 if qty_d is None else
                 "Param 'quantity' and 'quoteOrderQty' cannot be sent at the same time."
             )
-        ref = await _reference(c, rules, side)
+        ref = await c.references.market_reference(rules.symbol, side)
         band_up = 10_000 + rules.price_band_bps
         band_down = 10_000 - rules.price_band_bps
         if qty_d is not None:
@@ -246,19 +245,6 @@ async def _validate(
     except FilterError as exc:
         ORDERS.labels(rules.symbol, "filter").inc()
         raise errors.filter_failure(exc.msg) from None
-
-
-async def _reference(c: GatewayContext, rules: PairRules, side: Side) -> int | None:
-    """The price a market order is sized against: the last trade (or mid), else the best
-    price on the side it will take from."""
-    ref = await c.cache.reference_price(rules.symbol)
-    if ref:
-        return ref
-    top = await c.cache.best_bid_ask(rules.symbol)
-    if top is None:
-        return None
-    bid, _bq, ask, _aq = top
-    return (ask if side == Side.BUY else bid) or None
 
 
 def _units(d: Decimal, name: str) -> int:
@@ -295,7 +281,7 @@ async def cancel_order(request: Request, caller: Caller = Depends(signed_trade))
         raise errors.unknown_order_cancel()
     cmd = Cancel(row["id"], caller.account, _now_ms())
     try:
-        seq = await c.bus.publish_command(rules.symbol, codec.encode(cmd), f"c{row['id']}")
+        seq = await request.app.state.orderpath.send(rules.symbol, cmd)
     except BusError:
         raise errors.status_unknown() from None
     await _wait_settled(c, request, rules.symbol, seq)
@@ -327,9 +313,8 @@ async def cancel_open_orders(
     if not before:
         raise errors.unknown_order_cancel()
     cmd = CancelAll(caller.account, _now_ms())
-    msg_id = f"a{caller.account}:{_stdlib_secrets.token_hex(8)}"
     try:
-        seq = await c.bus.publish_command(rules.symbol, codec.encode(cmd), msg_id)
+        seq = await request.app.state.orderpath.send(rules.symbol, cmd)
     except BusError:
         raise errors.status_unknown() from None
     await _wait_settled(c, request, rules.symbol, seq)

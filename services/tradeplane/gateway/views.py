@@ -9,6 +9,7 @@ from tradeplane.domain.model import OrderType, Side, Status, TimeInForce
 from tradeplane.domain.money import fmt_units
 from tradeplane.domain.pairs import PairRules
 
+
 class Row(Protocol):
     """A database row (asyncpg Record) or any mapping with the same keys."""
 

@@ -1,11 +1,15 @@
 """Runs the market-data states against the EVENTS stream; writes Redis and the klines table;
 publishes the Binance stream payloads on core NATS (``md.<SYMBOL>.<stream>``).
 
-Crash-only: after each pulled group the states' snapshots are written to Redis in the same
-transaction as everything the group changed there, and only then is the group acked, so
-a restart resumes from the snapshot and the redelivered tail is skipped by sequence. When
-Redis lost the state (flushed, new instance) the durable consumer is deleted and the whole
-event stream is replayed into fresh states.
+Position beside the writes: after each pulled group, the touched states' snapshots go to
+Redis in one transaction with everything the group changed there and with the EVENTS
+stream sequence they now include (``md:position``); a restart resumes every state from its
+snapshot and consumes from that position + 1. Batches at or below a state's sequence are
+skipped, so a replay never applies anything twice. When Redis holds no position (flushed,
+new instance) every state starts empty and the stream is replayed from its first message.
+
+A group whose writes fail is retried by the bus with the same messages; the states are
+first reloaded from Redis, so the retry re-applies the group instead of skipping it.
 
 Depth diffs leave on timers (100ms and 1000ms). They are taken under the same lock as the
 group writes, so a diff is never published before the Redis book it leads to: a client
@@ -22,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from prometheus_client import Counter, Gauge, Histogram
 
 from tradeplane.adapters import db
-from tradeplane.adapters.bus import EVENTS_STREAM, Bus, StoredMsg, market_subject
+from tradeplane.adapters.bus import Bus, StoredMsg, market_subject
 from tradeplane.adapters.cache import DepthSnapshot, MarketCache, SymbolUpdate, TopOfBook
 from tradeplane.adapters.marketstore import KlineRow, upsert_klines
 from tradeplane.domain import codec
@@ -39,16 +43,19 @@ from tradeplane.marketdata.state import (
 
 log = logging.getLogger("tradeplane.marketdata")
 
-DURABLE = "marketdata"
+CONSUMER = "marketdata"
 
 BATCHES = Counter("tradeplane_marketdata_batches_total", "Engine batches applied", ["symbol"])
 DUPLICATES = Counter(
-    "tradeplane_marketdata_duplicates_total", "Redelivered engine batches skipped"
+    "tradeplane_marketdata_duplicates_total", "Engine batches skipped as already applied"
 )
 TRADES = Counter("tradeplane_marketdata_trades_total", "Trades applied", ["symbol"])
 MESSAGES = Counter("tradeplane_marketdata_messages_total", "Stream payloads published")
 LAST_SEQ = Gauge(
     "tradeplane_marketdata_last_sequence", "Last command sequence applied", ["symbol"]
+)
+POSITION = Gauge(
+    "tradeplane_marketdata_stream_position", "Last EVENTS stream sequence applied and stored"
 )
 LAG = Gauge(
     "tradeplane_marketdata_lag_seconds",
@@ -69,17 +76,19 @@ class MarketDataService:
     (``start``, ``handle``, ``flush_depth``, ``tick``) are what ``run`` drives."""
 
     def __init__(
-        self, bus: Bus, pool: db.Pool, cache: MarketCache, *, durable: str = DURABLE,
+        self, bus: Bus, pool: db.Pool, cache: MarketCache, *, consumer: str = CONSUMER,
         fast_ms: int = 100, slow_ms: int = 1000, now_ms: Callable[[], int] = _wall_ms,
     ) -> None:
         self.bus = bus
         self.pool = pool
         self.cache = cache
-        self.durable = durable
+        self.consumer = consumer
         self.fast_s = fast_ms / 1000
         self.slow_s = slow_ms / 1000
         self.now_ms = now_ms
         self.states: dict[str, MarketState] = {}
+        self.position = 0  # last EVENTS stream sequence applied and stored
+        self._stale = False  # a group failed half-way: memory is ahead of Redis
         self._lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ lifecycle
@@ -87,14 +96,12 @@ class MarketDataService:
         await self.bus.ensure_events()
         await self.start()
         tasks = [
-            asyncio.create_task(self.bus.consume_events(self.durable, self.handle, stop=stop)),
+            asyncio.create_task(self.bus.consume_events(
+                self.consumer, self.handle, start_seq=self.position + 1, stop=stop)),
             asyncio.create_task(self._every(self.fast_s, self._fast, stop)),
             asyncio.create_task(self._every(self.slow_s, self._slow, stop)),
         ]
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for t in done:
-                t.result()  # crash-only: a failed part stops the whole service
             await asyncio.gather(*tasks)
         finally:
             for t in tasks:
@@ -102,32 +109,64 @@ class MarketDataService:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def start(self) -> None:
-        """Load the pairs and resume every state from the cache (or rebuild them all)."""
+        """Load the pairs and resume every state from the cache, or start them all empty
+        (and from the first event) when the cache has no usable state."""
+        async with self._lock:
+            await self._load(rebuild_if_unusable=True)
+
+    async def _load(self, *, rebuild_if_unusable: bool) -> None:
         pairs = await db.load_pairs(self.pool)
-        rebuild = not await self.cache.primed()
+        position = await self.cache.position()
         states: dict[str, MarketState] = {}
-        if not rebuild:
+        if position is not None:
             for sym, rules in pairs.items():
                 try:
                     st = await self._restore(rules)
                 except StateError as exc:
+                    if not rebuild_if_unusable:
+                        raise
                     log.warning("market-data snapshot refused, rebuilding: %s", exc)
-                    rebuild = True
+                    position = None
                     break
                 if st is not None:
                     states[sym] = st
-        if rebuild:
-            log.info("market-data cache empty or unusable: replaying the event stream")
+        if position is None:
+            if not rebuild_if_unusable:
+                raise StateError("the market-data cache was emptied during a recovery")
+            log.info("no market-data state in the cache: replaying the event stream")
             states = {}
             await self.cache.reset(list(pairs))
-            await self._rewind_consumer()
+            position = 0
         fresh = [MarketState(rules) for sym, rules in pairs.items() if sym not in states]
         states.update({st.symbol: st for st in fresh})
         self.states = states
+        self.position = position
         now = self.now_ms()
-        await self._commit([(st, st.take_updates(now)) for st in fresh], snapshot=True)
-        log.info("marketdata started", extra={"fields": {
-            "symbols": len(states), "resumed": len(states) - len(fresh), "rebuild": rebuild}})
+        await self._commit([(st, st.take_updates(now)) for st in fresh], snapshot=True,
+                           position=position)
+        self._stale = False
+        POSITION.set(position)
+        log.info("market-data state loaded", extra={"fields": {
+            "symbols": len(states), "resumed": len(states) - len(fresh),
+            "position": position}})
+
+    async def _recover(self) -> None:
+        """After a failed group, bring memory back to what Redis holds (the retry then
+        applies the group again). If Redis was flushed meanwhile, memory is all that is
+        left: it is written back whole instead."""
+        if await self.cache.position() is None:
+            await self._reprime()
+        else:
+            await self._load(rebuild_if_unusable=False)
+        self._stale = False
+
+    async def _reprime(self) -> None:
+        log.warning("market-data cache was flushed: writing every state back")
+        for st in self.states.values():
+            st.refresh_documents()
+        now = self.now_ms()
+        await self._commit([(st, st.take_updates(now)) for st in self.states.values()],
+                           snapshot=True, position=self.position)
 
     async def _restore(self, rules: PairRules) -> MarketState | None:
         """Raises StateError when the stored snapshot cannot be used."""
@@ -142,14 +181,6 @@ class MarketDataService:
             )
         return st
 
-    async def _rewind_consumer(self) -> None:
-        # The bus adapter has no "reset consumer" yet; deleting the durable makes the
-        # next consume_events() create it again from the first message of the stream.
-        try:
-            await self.bus.js.delete_consumer(EVENTS_STREAM, self.durable)
-        except Exception as exc:  # not found (first start) is the usual case
-            log.debug("no consumer to rewind: %s", exc)
-
     async def _every(
         self, period_s: float, step: Callable[[], Awaitable[None]], stop: asyncio.Event
     ) -> None:
@@ -157,7 +188,10 @@ class MarketDataService:
             try:
                 await asyncio.wait_for(stop.wait(), timeout=period_s)
             except TimeoutError:
-                await step()
+                try:
+                    await step()
+                except Exception:  # the next period tries again; events are unaffected
+                    log.exception("market-data timer step failed")
 
     async def _fast(self) -> None:
         await self.flush_depth("100ms")
@@ -168,33 +202,49 @@ class MarketDataService:
 
     # ------------------------------------------------------------------ steps
     async def handle(self, msgs: list[StoredMsg]) -> None:
-        """Apply one pulled group; idempotent (batches at or below a state's sequence are
-        skipped). Raises when the cache or the database refuses: the group stays unacked."""
+        """Apply one pulled group and store it with its stream position.
+
+        Raises when the cache or the database refuses; the bus then retries the same
+        messages, and the states are reloaded from the cache before they are applied again.
+        """
+        if not msgs:
+            return
         started = time.perf_counter()
         async with self._lock:
-            touched: dict[str, MarketState] = {}
-            wall = time.time()
-            for m in msgs:
-                batch = codec.decode_batch(m.data)
-                st = self.states.get(batch.symbol) or await self._new_symbol(batch.symbol)
-                if st is None:
-                    log.error("event batch for unknown symbol %s skipped", batch.symbol)
-                    continue
-                if not st.apply(batch):
-                    DUPLICATES.inc()
-                    continue
-                touched[st.symbol] = st
-                BATCHES.labels(st.symbol).inc()
-                LAG.labels(st.symbol).set(wall - batch.ts / 1000)
-            if not touched:
-                return
-            now = self.now_ms()
-            changes = [(st, st.take_updates(now)) for st in touched.values()]
-            await self._commit(changes, snapshot=True)
+            if self._stale:
+                await self._recover()
+            try:
+                changes = await self._apply(msgs)
+                await self._commit(changes, snapshot=True, position=msgs[-1].seq)
+            except BaseException:
+                self._stale = True
+                raise
+            self.position = msgs[-1].seq
+            POSITION.set(self.position)
             for st, u in changes:
                 LAST_SEQ.labels(st.symbol).set(st.seq)
                 TRADES.labels(st.symbol).inc(len(u.trades))
         GROUP_SECONDS.observe(time.perf_counter() - started)
+
+    async def _apply(self, msgs: list[StoredMsg]) -> list[tuple[MarketState, Updates]]:
+        touched: dict[str, MarketState] = {}
+        wall = time.time()
+        for m in msgs:
+            if m.seq <= self.position:
+                continue
+            batch = codec.decode_batch(m.data)
+            st = self.states.get(batch.symbol) or await self._new_symbol(batch.symbol)
+            if st is None:
+                log.error("event batch for unknown symbol %s skipped", batch.symbol)
+                continue
+            if not st.apply(batch):
+                DUPLICATES.inc()
+                continue
+            touched[st.symbol] = st
+            BATCHES.labels(st.symbol).inc()
+            LAG.labels(st.symbol).set(wall - batch.ts / 1000)
+        now = self.now_ms()
+        return [(st, st.take_updates(now)) for st in touched.values()]
 
     async def _new_symbol(self, symbol: str) -> MarketState | None:
         pairs = await db.load_pairs(self.pool)
@@ -208,6 +258,8 @@ class MarketDataService:
         """Publish each symbol's pending ``depthUpdate`` of one cadence."""
         stream = DEPTH_FAST if speed == "100ms" else DEPTH_SLOW
         async with self._lock:
+            if self._stale:
+                return  # memory holds changes Redis does not: never announce them
             now = self.now_ms()
             n = 0
             for st in self.states.values():
@@ -221,27 +273,26 @@ class MarketDataService:
         """Once a second: candles closed by time, the 24h window, ``@ticker`` pushes.
 
         Also notices a cache flushed under a running service and writes every state back,
-        so a restart never mistakes a symbol whose snapshot vanished for a new one.
+        so that a restart never mistakes a symbol whose snapshot vanished for a new one.
         """
         async with self._lock:
+            if self._stale:
+                return
+            if await self.cache.position() is None:
+                await self._reprime()
             now = self.now_ms()
-            reprime = not await self.cache.primed()
-            if reprime:
-                log.warning("market-data cache was flushed: writing every state back")
-                for st in self.states.values():
-                    st.refresh_documents()
             changes = [(st, st.tick(now)) for st in self.states.values()]
-            await self._commit(
-                [(st, u) for st, u in changes if reprime or u], snapshot=reprime
-            )
+            await self._commit([(st, u) for st, u in changes if u], snapshot=False,
+                               position=None)
 
     # ------------------------------------------------------------------ storing
     async def _commit(
-        self, changes: list[tuple[MarketState, Updates]], *, snapshot: bool
+        self, changes: list[tuple[MarketState, Updates]], *, snapshot: bool,
+        position: int | None,
     ) -> None:
         """Klines to PostgreSQL, then everything else to Redis in one transaction, then the
         stream payloads. With ``snapshot`` the states' resume snapshots go along."""
-        if not changes:
+        if not changes and position is None:
             return
         rows: list[tuple[str, str, KlineRow]] = []
         writes: list[SymbolUpdate] = []
@@ -265,7 +316,7 @@ class MarketDataService:
                                   top.ask, top.ask_qty)
             writes.append(w)
         await upsert_klines(self.pool, rows)
-        await self.cache.write(writes)
+        await self.cache.write(writes, position=position)
         n = 0
         publish = self.bus.publish
         for st, u in changes:

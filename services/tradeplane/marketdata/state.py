@@ -187,10 +187,18 @@ class L2Book:
             levels.pop(price, None)
 
     def best_bid(self) -> Level:
-        return tuple(self.bids.peekitem(0)) if self.bids else (0, 0)  # type: ignore[return-value]
+        """``(price, qty)`` of the best bid; ``(0, 0)`` when there is none."""
+        if not self.bids:
+            return 0, 0
+        price, qty = self.bids.peekitem(0)
+        return price, qty
 
     def best_ask(self) -> Level:
-        return tuple(self.asks.peekitem(0)) if self.asks else (0, 0)  # type: ignore[return-value]
+        """``(price, qty)`` of the best ask; ``(0, 0)`` when there is none."""
+        if not self.asks:
+            return 0, 0
+        price, qty = self.asks.peekitem(0)
+        return price, qty
 
     def levels(self) -> tuple[list[Level], list[Level]]:
         return list(self.bids.items()), list(self.asks.items())
@@ -456,7 +464,7 @@ class MarketState:
         out, self._pending = self._pending, Updates()
         if self._changed_klines:
             for k in self._changed_klines.values():
-                out.messages.append((KLINE_STREAMS[k.interval], self._kline_payload(k)))
+                out.messages.append((KLINE_STREAMS[k.interval], self._kline_payload(k, self.ts)))
             out.klines = list(self._changed_klines.values())
             self._changed_klines = {}
         if self.window.expire(now_ms // MINUTE_MS):
@@ -492,7 +500,7 @@ class MarketState:
         for k in self.klines.values():
             if not k.closed and now_ms > k.close_time:
                 k.closed = True
-                out.messages.append((KLINE_STREAMS[k.interval], self._kline_payload(k)))
+                out.messages.append((KLINE_STREAMS[k.interval], self._kline_payload(k, now_ms)))
         if self._ticker_dirty:
             self._ticker_dirty = False
             out.messages.append((TICKER, _enc.encode(self.ticker_payload(now_ms))))
@@ -514,10 +522,10 @@ class MarketState:
             return (bid + ask) // 2
         return None
 
-    def _kline_payload(self, k: Kline) -> bytes:
+    def _kline_payload(self, k: Kline, event_ms: int) -> bytes:
         price, qty = self.price, self.qty
         return _enc.encode({
-            "e": "kline", "E": self.ts, "s": self.symbol,
+            "e": "kline", "E": event_ms, "s": self.symbol,
             "k": {
                 "t": k.open_time, "T": k.close_time, "s": self.symbol, "i": k.interval,
                 "f": k.first_id, "L": k.last_id, "o": price(k.open), "c": price(k.close),

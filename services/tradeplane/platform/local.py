@@ -23,6 +23,7 @@ import httpx
 
 from tradeplane.adapters import db
 from tradeplane.adapters.cipher import SecretCipher
+from tradeplane.config import Settings
 from tradeplane.domain.money import to_units
 from tradeplane.domain.pairs import DEMO_PAIRS
 from tradeplane.platform.servers import LocalServers, free_port
@@ -80,6 +81,22 @@ async def _provision(dsn: str, data_dir: Path, master_key: str) -> dict[str, Cre
     return out
 
 
+def service_env(settings: Settings) -> dict[str, str]:
+    """The environment a service process needs to reach the same servers and keys."""
+    return {
+        **os.environ,
+        "TRADEPLANE_DEV_MODE": "1" if settings.dev_mode else "0",
+        "TRADEPLANE_NATS_URL": settings.nats_url,
+        "TRADEPLANE_DATABASE_URL": settings.database_url,
+        "TRADEPLANE_REDIS_URL": settings.redis_url,
+        "TRADEPLANE_HTTP_PORT": str(settings.http_port),
+        "TRADEPLANE_SNAPSHOT_EVERY": str(settings.snapshot_every),
+        "TRADEPLANE_RESPONSE_TIMEOUT_S": str(settings.response_timeout_s),
+        "TRADEPLANE_SECRET_KEY": settings.secret_key.get_secret_value(),
+        "TRADEPLANE_ADMIN_TOKEN": settings.admin_token.get_secret_value(),
+    }
+
+
 def _spawn(
     args: list[str], env: dict[str, str], log_dir: Path, name: str
 ) -> subprocess.Popen[bytes]:
@@ -90,7 +107,7 @@ def _spawn(
     )
 
 
-def _wait_http(url: str, timeout: float) -> bool:
+def wait_http(url: str, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -144,7 +161,7 @@ def run_local_platform(data_dir: str, http_port: int, market_maker: bool) -> int
         start("marketdata", ["marketdata"])
         children["gateway"] = _spawn(["gateway"], env, logs, "gateway")
         base = f"http://127.0.0.1:{http_port}"
-        if not _wait_http(f"{base}/api/v3/ping", 60):
+        if not wait_http(f"{base}/api/v3/ping", 60):
             print(f"tradeplane: the gateway did not come up; see {logs}/gateway.log",
                   file=sys.stderr)
             stop = True

@@ -132,7 +132,9 @@ class Settler:
                 rows = await db.pending_orders(self.pool, int(time.time() * 1000) - age_ms)
                 for r in rows:
                     cmd = db.new_order_command(r)
-                    await self.bus.publish_command(r["symbol"], codec.encode(cmd), f"o{r['id']}")
+                    await self.bus.publish_command(
+                        r["symbol"], codec.encode([cmd]), f"o{r['id']}"
+                    )
                 if rows:
                     log.info("outbox relayed", extra={"fields": {"orders": len(rows)}})
             except (BusError, db.DatabaseError, OSError) as exc:

@@ -129,3 +129,46 @@ CREATE TABLE klines (
     taker_buy_quote_volume BIGINT NOT NULL,
     PRIMARY KEY (symbol, interval, open_time)
 );
+
+-- Order entry for a whole batch of requests in one round trip and one commit. Each
+-- request succeeds or fails on its own: result 0 = placed, 1 = insufficient balance,
+-- 2 = duplicate client order id (nothing of a failed request remains).
+CREATE FUNCTION place_orders(
+    p_account BIGINT[], p_symbol TEXT[], p_client_id TEXT[], p_side SMALLINT[],
+    p_type SMALLINT[], p_tif SMALLINT[], p_price BIGINT[], p_qty BIGINT[],
+    p_quote_qty BIGINT[], p_by_quote BOOLEAN[], p_hold_asset TEXT[], p_hold BIGINT[],
+    p_ts BIGINT[]
+) RETURNS TABLE (order_id BIGINT, result SMALLINT)
+LANGUAGE plpgsql AS $$
+DECLARE
+    i INT;
+    oid BIGINT;
+BEGIN
+    FOR i IN 1 .. coalesce(array_length(p_account, 1), 0) LOOP
+        oid := NULL;
+        UPDATE balances SET available = available - p_hold[i], locked = locked + p_hold[i]
+        WHERE account_id = p_account[i] AND asset = p_hold_asset[i]
+          AND available >= p_hold[i];
+        IF NOT FOUND THEN
+            order_id := NULL; result := 1; RETURN NEXT; CONTINUE;
+        END IF;
+        INSERT INTO orders (id, account_id, symbol, client_order_id, side, type, tif, price,
+            qty, quote_qty, by_quote, status, hold_asset, hold_amount, hold_remaining,
+            created_ms, updated_ms)
+        VALUES (nextval('order_ids'), p_account[i], p_symbol[i], p_client_id[i], p_side[i],
+            p_type[i], p_tif[i], p_price[i], p_qty[i], p_quote_qty[i], p_by_quote[i], 0,
+            p_hold_asset[i], p_hold[i], p_hold[i], p_ts[i], p_ts[i])
+        ON CONFLICT (account_id, symbol, client_order_id) DO NOTHING
+        RETURNING id INTO oid;
+        IF oid IS NULL THEN
+            UPDATE balances SET available = available + p_hold[i], locked = locked - p_hold[i]
+            WHERE account_id = p_account[i] AND asset = p_hold_asset[i];
+            order_id := NULL; result := 2; RETURN NEXT; CONTINUE;
+        END IF;
+        INSERT INTO postings (tx_ref, account_id, asset, bucket, amount) VALUES
+            ('hold:' || oid, p_account[i], p_hold_asset[i], 'a', -p_hold[i]),
+            ('hold:' || oid, p_account[i], p_hold_asset[i], 'l', p_hold[i]);
+        order_id := oid; result := 0; RETURN NEXT;
+    END LOOP;
+END;
+$$;
