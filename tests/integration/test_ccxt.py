@@ -441,6 +441,11 @@ async def test_watch_order_book_stays_consistent_with_rest_through_trades(
     _, maker = await desk.trader("ws-book-maker", {"ETH": "10", "BTC": "1"})
     _, taker = await desk.trader("ws-book-taker", {"ETH": "10", "BTC": "1"})
     await maker.create_order("ETH/BTC", "limit", "buy", 2.0, 0.05)
+
+    async def published() -> bool:  # market data trails settlement by a moment
+        return [0.05, 2.0] in (await maker.fetch_order_book("ETH/BTC"))["bids"]
+
+    await eventually(published)
     async with streaming(plat) as ws:
         first = await asyncio.wait_for(ws.watch_order_book("ETH/BTC"), 10)
         assert [0.05, 2.0] in first["bids"]

@@ -22,6 +22,7 @@ from tradeplane.gateway import admin, market, public, streams, trading, userstre
 from tradeplane.gateway.auth import KeyCache
 from tradeplane.gateway.context import GatewayContext
 from tradeplane.gateway.errors import ApiError, api_error_handler
+from tradeplane.gateway.fastpath import OrderFastPath
 from tradeplane.gateway.orderpath import OrderPath
 from tradeplane.gateway.references import ReferencePrices
 from tradeplane.gateway.watermarks import Watermarks
@@ -115,7 +116,7 @@ async def _refresh_pairs(c: GatewayContext) -> None:
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     config = uvicorn.Config(
-        create_app(settings), host=settings.http_host, port=settings.http_port,
+        OrderFastPath(create_app(settings)), host=settings.http_host, port=settings.http_port,
         log_config=None, access_log=False, lifespan="on", ws_ping_interval=20,
     )
     server = uvicorn.Server(config)

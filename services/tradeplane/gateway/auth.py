@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import Request
@@ -82,18 +83,26 @@ async def api_key_only(request: Request) -> Caller:
 
 
 async def signed(request: Request, permission: str = "read") -> Caller:
-    """Authenticate a SIGNED request.
+    """FastAPI dependency for SIGNED endpoints (see :func:`authenticate`)."""
+    params, raw_query, body = await request_params(request)
+    return await authenticate(
+        request.app.state, request.headers.get("X-MBX-APIKEY", ""), params, raw_query, body,
+        permission,
+    )
+
+
+async def authenticate(
+    state: Any, key: str, params: dict[str, str], raw_query: str, body: str, permission: str
+) -> Caller:
+    """Authenticate a SIGNED request from its parts.
 
     Raises:
         ApiError: -2014/-2015 key missing/invalid, -1102 missing timestamp/signature,
             -1021 timestamp outside recvWindow, -1022 bad signature, -2015 no permission.
     """
-    c = ctx(request)
-    key = request.headers.get("X-MBX-APIKEY", "")
     if not key:
         raise errors.ApiError(-2014, "API-key format invalid.", 401)
-    params, raw_query, body = await request_params(request)
-    found = await request.app.state.keys.get(c.pool, key)
+    found = await state.keys.get(state.ctx.pool, key)
     if found is None:
         raise errors.bad_api_key()
     row, secret = found

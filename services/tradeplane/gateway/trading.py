@@ -116,13 +116,27 @@ async def _wait_settled(c: GatewayContext, request: Request, symbol: str, seq: i
 # --------------------------------------------------------------------------- new order
 @router.post("/order")
 async def new_order(request: Request, caller: Caller = Depends(signed_trade)) -> dict[str, Any]:
+    """Place an order (Binance ``POST /api/v3/order``).
+
+    In a running gateway this path is served by :mod:`tradeplane.gateway.fastpath`, which
+    calls the same :func:`place_new_order` without FastAPI's routing and injection.
+    """
+    return await place_new_order(request.app.state, caller)
+
+
+async def place_new_order(state: Any, caller: Caller) -> dict[str, Any]:
+    """Validate, lock funds, append the command; answer per ``newOrderRespType``.
+
+    Raises:
+        ApiError: every refusal, in Binance's codes.
+    """
     started = time.perf_counter()
-    c = ctx(request)
+    c: GatewayContext = state.ctx
     p = caller.params
     rules = c.pair(p.get("symbol"))
     with tracer.start_as_current_span("order.new", attributes={"symbol": rules.symbol}):
         req = await _validate(c, rules, caller.account, p)
-        path: OrderPath = request.app.state.orderpath
+        path: OrderPath = state.orderpath
         order_id, result = await path.place(req)
         if result == db.PlaceResult.DUPLICATE:
             ORDERS.labels(rules.symbol, "duplicate").inc()
@@ -148,7 +162,8 @@ async def new_order(request: Request, caller: Caller = Depends(signed_trade)) ->
                 "symbol": rules.symbol, "orderId": order_id, "orderListId": -1,
                 "clientOrderId": req.client_order_id, "transactTime": req.ts,
             }
-        await _wait_settled(c, request, rules.symbol, seq)
+        if not await state.watermarks.wait(rules.symbol, seq, c.settings.response_timeout_s):
+            raise errors.status_unknown()
         row = await db.get_order(c.pool, caller.account, rules.symbol, order_id, None)
         assert row is not None
         if row["status"] == Status.REJECTED:
