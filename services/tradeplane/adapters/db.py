@@ -400,6 +400,47 @@ async def load_order_states(
     }
 
 
+async def load_settlement_orders(
+    con: Conn, ids: Iterable[int]
+) -> tuple[dict[int, OrderState], dict[int, asyncpg.Record]]:
+    """The orders a settlement pull touches, in one round trip: the ledger states (which
+    settlement mutates) and the full rows (``ORDER_COLUMNS``) as they were before the pull,
+    which the user data stream reports start from."""
+    rows = await con.fetch(
+        f"SELECT {ORDER_COLUMNS} FROM orders WHERE id = ANY($1::bigint[])", list(ids)
+    )
+    by_id = {r["id"]: r for r in rows}
+    states = {
+        i: OrderState(
+            i, r["account_id"], Side(r["side"]), Status(r["status"]), r["executed"],
+            r["cum_quote"], r["hold_asset"], r["hold_remaining"], r["updated_ms"],
+        )
+        for i, r in by_id.items()
+    }
+    return states, by_id
+
+
+async def balances_of(
+    con: Conn, keys: Iterable[tuple[int, str]]
+) -> dict[int, list[tuple[str, int, int]]]:
+    """``(asset, available, locked)`` of the given (account, asset) pairs, per account,
+    assets sorted; one round trip."""
+    pairs = list(keys)
+    if not pairs:
+        return {}
+    rows = await con.fetch(
+        """SELECT b.account_id, b.asset, b.available, b.locked FROM balances b
+           JOIN unnest($1::bigint[], $2::text[]) AS k(account_id, asset)
+             ON b.account_id = k.account_id AND b.asset = k.asset
+           ORDER BY b.account_id, b.asset""",
+        [k[0] for k in pairs], [k[1] for k in pairs],
+    )
+    out: dict[int, list[tuple[str, int, int]]] = {}
+    for r in rows:
+        out.setdefault(r["account_id"], []).append((r["asset"], r["available"], r["locked"]))
+    return out
+
+
 async def write_settlement(
     con: Conn,
     settlement: Settlement,

@@ -5,13 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 
 from tradeplane.demo.client import ApiClient
 
 log = logging.getLogger("tradeplane.marketmaker")
 
 START_MIDS = {"BTCUSDT": Decimal("60000"), "ETHUSDT": Decimal("3000"), "ETHBTC": Decimal("0.05")}
+
+
+def _snap(x: Decimal, step: Decimal) -> Decimal:
+    """Round down to a whole multiple of ``step`` (tick or lot)."""
+    return (x / step).to_integral_value(rounding=ROUND_DOWN) * step
 
 
 def _grid(filters: list[dict[str, str]]) -> tuple[Decimal, Decimal]:
@@ -34,13 +39,13 @@ async def run_market_maker(
             n += 1
             for sym, mid in list(mids.items()):
                 tick, step = grids[sym]
-                mid = (mid * Decimal(1 + rng.uniform(-0.001, 0.001))).quantize(tick)
+                mid = _snap(mid * Decimal(str(1 + rng.uniform(-0.001, 0.001))), tick)
                 mids[sym] = mid
                 await api.signed("DELETE", "/api/v3/openOrders", symbol=sym)
                 notional = Decimal("200") if sym.endswith("USDT") else Decimal("0.01")
                 for i in range(1, 6):
                     off = tick * i * 10
-                    qty = (notional / mid).quantize(step) or step
+                    qty = _snap(notional / mid, step) or step
                     for side, price in (("BUY", mid - off), ("SELL", mid + off)):
                         r = await api.signed(
                             "POST", "/api/v3/order", symbol=sym, side=side, type="LIMIT",
@@ -54,7 +59,7 @@ async def run_market_maker(
                     await api.signed(
                         "POST", "/api/v3/order", symbol=sym,
                         side=rng.choice(["BUY", "SELL"]), type="MARKET",
-                        quantity=str((notional / mid / 4).quantize(step) or step),
+                        quantity=str(_snap(notional / mid / 4, step) or step),
                         newOrderRespType="ACK",
                     )
             await asyncio.sleep(interval)

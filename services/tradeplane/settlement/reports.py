@@ -82,6 +82,9 @@ class UserUpdates:
 
     reports: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     updated_ms: dict[int, int] = field(default_factory=dict)  # last event time per account
+    #: (account, hold asset) of the orders the engine answered for the first time: their
+    #: hold was taken at entry, so the account's position there is news too.
+    entered: set[tuple[int, str]] = field(default_factory=set)
 
 
 def user_updates(
@@ -111,6 +114,8 @@ def user_updates(
                 row, r, status, row["executed"], row["cum_quote"],
                 status in (Status.NEW, Status.PARTIALLY_FILLED),
             )
+            if status == Status.PENDING_NEW:
+                out.entered.add((row["account_id"], row["hold_asset"]))
         return p
 
     def emit(account: int, doc: dict[str, Any]) -> None:
@@ -159,6 +164,7 @@ def user_updates(
                         p.taker_trades.append(doc)
                     emit(account, doc)
             elif isinstance(ev, Rested):
+                updated[ev.account] = ev.ts
                 p = track(ev.order_id, r)
                 if p is None:
                     continue

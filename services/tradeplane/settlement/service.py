@@ -3,7 +3,8 @@
 Idempotent under redelivery: a batch whose ``last_seq`` is at or below the symbol's
 settlement cursor was applied before and is skipped; the cursor moves in the same
 transaction as the postings. After each commit it publishes ``settled.<SYMBOL>`` so the
-gateway can answer with the ledger's (not the engine's) view of an order.
+gateway can answer with the ledger's (not the engine's) view of an order, and each touched
+account's user data stream updates on ``user.<account>`` (built by ``reports``).
 """
 
 from __future__ import annotations
@@ -12,15 +13,17 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Mapping
 
 from prometheus_client import Counter, Gauge, Histogram
 
 from tradeplane.adapters import db
-from tradeplane.adapters.bus import Bus, BusError, StoredMsg, settled_subject
+from tradeplane.adapters.bus import Bus, BusError, StoredMsg, settled_subject, user_subject
 from tradeplane.domain import codec
 from tradeplane.domain.ledger import OrderState, Settlement, settle_batch
 from tradeplane.domain.model import CancelRejected, Done, EventBatch, Rested, Trade
 from tradeplane.domain.pairs import PairRules
+from tradeplane.settlement import reports
 
 log = logging.getLogger("tradeplane.settlement")
 
@@ -87,28 +90,59 @@ class Settler:
                     ids.add(ev.order_id)
         rules = {b.symbol: await self.rules(b.symbol) for b in todo}
         started = time.perf_counter()
-        async with self.pool.acquire() as con, con.transaction():
-            orders: dict[int, OrderState] = await db.load_order_states(con, ids)
-            total = Settlement()
-            cursors: dict[str, int] = {}
-            for b in todo:
-                prev = cursors.get(b.symbol, self.cursors.get(b.symbol))
-                expected = (prev or 0) + 1
-                if prev is not None and b.first_seq > expected:
-                    log.warning("gap in %s events: expected %d, got %d",
-                                b.symbol, expected, b.first_seq)
-                s = settle_batch(rules[b.symbol], b.events, orders)
-                total.postings += s.postings
-                total.trades += s.trades
-                cursors[b.symbol] = b.last_seq
-            await db.write_settlement(con, total, orders.values(), cursors,
-                                      (CONSUMER, stream_seq))
-        TX_SECONDS.observe(time.perf_counter() - started)
-        self.cursors.update(cursors)
-        SETTLED_BATCHES.inc(len(todo))
-        SETTLED_TRADES.inc(len(total.trades))
-        for sym, seq in cursors.items():
-            CURSOR.labels(sym).set(seq)
+        async with self.pool.acquire() as con:
+            async with con.transaction():
+                orders: dict[int, OrderState]
+                orders, rows = await db.load_settlement_orders(con, ids)
+                total = Settlement()
+                cursors: dict[str, int] = {}
+                for b in todo:
+                    prev = cursors.get(b.symbol, self.cursors.get(b.symbol))
+                    expected = (prev or 0) + 1
+                    if prev is not None and b.first_seq > expected:
+                        log.warning("gap in %s events: expected %d, got %d",
+                                    b.symbol, expected, b.first_seq)
+                    s = settle_batch(rules[b.symbol], b.events, orders)
+                    total.postings += s.postings
+                    total.trades += s.trades
+                    cursors[b.symbol] = b.last_seq
+                await db.write_settlement(con, total, orders.values(), cursors,
+                                          (CONSUMER, stream_seq))
+            TX_SECONDS.observe(time.perf_counter() - started)
+            self.cursors.update(cursors)
+            SETTLED_BATCHES.inc(len(todo))
+            SETTLED_TRADES.inc(len(total.trades))
+            for sym, seq in cursors.items():
+                CURSOR.labels(sym).set(seq)
+            await self._publish_user_updates(con, todo, rules, rows, total)
+
+    async def _publish_user_updates(
+        self, con: db.Conn, todo: list[EventBatch], rules: dict[str, PairRules],
+        rows: Mapping[int, reports.Row], total: Settlement,
+    ) -> None:
+        """After a commit: each account's executionReports, then its outboundAccountPosition
+        (the balances it has now), on ``user.<account>``.
+
+        Best effort, like the core NATS subject it goes to: a failure is logged and never
+        raised, because the transaction is committed and must not be redone for it.
+        """
+        try:
+            now = int(time.time() * 1000)
+            updates = reports.user_updates(todo, rules, rows, now)
+            touched = total.balance_deltas().keys() | updates.entered
+            balances = await db.balances_of(con, touched)
+            for account in updates.reports.keys() | balances.keys():
+                subject = user_subject(account)
+                for doc in updates.reports.get(account, ()):
+                    await self.bus.publish(subject, reports.encode(doc))
+                held = balances.get(account)
+                if held:
+                    position = reports.account_position(
+                        now, updates.updated_ms.get(account, now), held
+                    )
+                    await self.bus.publish(subject, reports.encode(position))
+        except Exception:  # anything: the ledger is already committed
+            log.exception("user data stream publish failed")
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.start()
