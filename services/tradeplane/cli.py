@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import secrets as _stdlib_secrets
 import sys
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -15,10 +17,27 @@ from pydantic import ValidationError
 from tradeplane.config import Settings
 
 
+LOCAL_DATA = Path(".tradeplane")
+
+
 def _settings(args: argparse.Namespace) -> Settings:
+    """Settings from the environment; with none given, those of a local platform
+    (``tradeplane up``) whose data folder is in the current directory."""
     overrides: dict[str, Any] = {}
     if getattr(args, "dev", False):
         overrides["dev_mode"] = True
+    ports = LOCAL_DATA / "ports.json"
+    if "TRADEPLANE_DATABASE_URL" not in os.environ and ports.exists():
+        p = json.loads(ports.read_text())
+        overrides.update(
+            dev_mode=True,
+            database_url=f"postgresql://postgres@127.0.0.1:{p['postgres']}/tradeplane",
+            nats_url=f"nats://127.0.0.1:{p['nats']}",
+            redis_url=f"redis://127.0.0.1:{p['redis']}/0",
+        )
+        key = LOCAL_DATA / "secret.key"
+        if key.exists() and "TRADEPLANE_SECRET_KEY" not in os.environ:
+            overrides["secret_key"] = key.read_text().strip()
     return Settings(**overrides)
 
 
