@@ -16,7 +16,6 @@ from pydantic import ValidationError
 
 from tradeplane.config import Settings
 
-
 LOCAL_DATA = Path(".tradeplane")
 
 
@@ -191,10 +190,10 @@ def cmd_key_create(args: argparse.Namespace) -> int:
 
 def cmd_credit(args: argparse.Namespace) -> int:
     from tradeplane.adapters import db
-    from tradeplane.domain.money import AmountError, to_units
+    from tradeplane.domain.money import AmountError, plain_to_units
 
     try:
-        units = to_units(args.amount)
+        units = plain_to_units(args.amount)
     except AmountError as exc:
         print(f"invalid amount: {exc}", file=sys.stderr)
         return 2

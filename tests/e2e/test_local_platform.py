@@ -14,8 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from tests.support.harness import eventually, free_port
+
 from tradeplane.demo.client import ApiClient
 
 pytestmark = pytest.mark.e2e

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 from tests.support.harness import Platform, eventually, running_platform
 
 from tradeplane.adapters import db
 from tradeplane.adapters.cache import MarketCache
+from tradeplane.demo.client import ApiClient
 from tradeplane.domain.money import to_units
 
 pytestmark = pytest.mark.integration
@@ -242,3 +244,73 @@ async def test_unknown_orders_answer_2011_and_2013(plat: Platform) -> None:
     assert r.json() == {"code": -2013, "msg": "Order does not exist."}
     r = await t.api.signed("DELETE", "/api/v3/openOrders", symbol="BTCUSDT")
     assert r.json()["code"] == -2011
+
+
+async def test_price_band_refuses_limit_prices_far_from_the_last_trade(plat: Platform) -> None:
+    t = await plat.trader("band", {"USDT": "100000", "BTC": "1"})
+    # BTCUSDT last traded at 60000 (first test); the band is +-20%.
+    r = await t.api.signed("POST", "/api/v3/order", symbol="BTCUSDT", side="BUY",
+                           type="LIMIT", timeInForce="GTC", price="40000", quantity="0.01")
+    assert r.json() == {"code": -1013, "msg": "Filter failure: PERCENT_PRICE"}
+    r = await t.api.signed("POST", "/api/v3/order", symbol="BTCUSDT", side="SELL",
+                           type="LIMIT", timeInForce="GTC", price="80000", quantity="0.01")
+    assert r.json() == {"code": -1013, "msg": "Filter failure: PERCENT_PRICE"}
+    assert await plat.balances(t.account) == {"USDT": (to_units("100000"), 0),
+                                              "BTC": (to_units("1"), 0)}
+
+
+async def test_cancel_all_open_orders_releases_every_hold(plat: Platform) -> None:
+    t = await plat.trader("cancel-all", {"USDT": "10000"})
+    for price in ("55000", "55001", "55002"):
+        r = await t.api.signed("POST", "/api/v3/order", symbol="BTCUSDT", side="BUY",
+                               type="LIMIT", timeInForce="GTC", price=price,
+                               quantity="0.01", newOrderRespType="RESULT")
+        assert r.json()["status"] == "NEW"
+    r = await t.api.signed("DELETE", "/api/v3/openOrders", symbol="BTCUSDT")
+    assert r.status_code == 200, r.text
+    assert sorted(o["price"] for o in r.json()) == [
+        "55000.00000000", "55001.00000000", "55002.00000000"]
+    assert all(o["status"] == "CANCELED" for o in r.json())
+    assert await plat.balances(t.account) == {"USDT": (to_units("10000"), 0)}
+    _, problems = await db.check_invariants(plat.pool)
+    assert problems == []
+
+
+async def test_admin_api_creates_users_keys_and_credits_behind_the_admin_token(
+    plat: Platform,
+) -> None:
+    token = plat.settings.admin_token.get_secret_value()
+    async with httpx.AsyncClient(base_url=plat.base_url) as http:
+        r = await http.post("/admin/users", json={"name": "carol"})
+        assert (r.status_code, r.json()["code"]) == (401, -2015)
+        auth = {"Authorization": f"Bearer {token}"}
+        account = (await http.post("/admin/users", json={"name": "carol"},
+                                   headers=auth)).json()["account"]
+        r = await http.post("/admin/api-keys", headers=auth,
+                            json={"account": account, "permissions": ["read"]})
+        key = r.json()
+        assert key["permissions"] == ["read"]
+        r = await http.post("/admin/credit", headers=auth,
+                            json={"account": account, "asset": "USDT", "amount": "12.5",
+                                  "ref": "carol-1"})
+        assert r.json()["applied"] is True
+        again = await http.post("/admin/credit", headers=auth,
+                                json={"account": account, "asset": "USDT", "amount": "12.5",
+                                      "ref": "carol-1"})
+        assert again.json()["applied"] is False  # idempotent by ref
+        bad = await http.post("/admin/credit", headers=auth,
+                              json={"account": account, "asset": "USDT", "amount": "1e3",
+                                    "ref": "carol-2"})
+        assert bad.status_code == 400
+    reader = ApiClient(plat.base_url, key["apiKey"], key["secretKey"])
+    try:
+        r = await reader.signed("GET", "/api/v3/account")
+        assert {b["asset"]: b["free"] for b in r.json()["balances"]} == {"USDT": "12.50000000"}
+        # A read-only key cannot trade.
+        r = await reader.signed("POST", "/api/v3/order", symbol="BTCUSDT", side="BUY",
+                                type="LIMIT", timeInForce="GTC", price="55000",
+                                quantity="0.0001")
+        assert (r.status_code, r.json()["code"]) == (401, -2015)
+    finally:
+        await reader.close()
+    assert await plat.balances(account) == {"USDT": (to_units("12.5"), 0)}

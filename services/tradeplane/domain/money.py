@@ -5,11 +5,13 @@ Decimal appears only at the edges (parsing API input, formatting API output).
 
 from __future__ import annotations
 
+import re
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
 
 UNIT_DECIMALS = 8
 UNITS_PER_COIN = 10**UNIT_DECIMALS
 _QUANT = Decimal(1).scaleb(-UNIT_DECIMALS)
+PLAIN_DECIMAL = re.compile(r"^([0-9]{1,20})(\.[0-9]{1,20})?$")
 
 
 class AmountError(ValueError):
@@ -29,6 +31,17 @@ def parse_decimal(text: str) -> Decimal:
     if not value.is_finite() or value < 0:
         raise AmountError(f"not a finite non-negative decimal: {text!r}")
     return value
+
+
+def plain_to_units(text: str) -> int:
+    """Units from a plain decimal string as Binance accepts it (no sign, no exponent).
+
+    Raises:
+        AmountError: not a plain decimal, or more than 8 decimals.
+    """
+    if not PLAIN_DECIMAL.match(text):
+        raise AmountError(f"not a plain decimal: {text!r}")
+    return to_units(text)
 
 
 def to_units(value: Decimal | str) -> int:

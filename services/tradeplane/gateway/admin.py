@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
 from tradeplane.adapters import db
-from tradeplane.domain.money import AmountError, fmt_units, to_units
+from tradeplane.domain.money import AmountError, fmt_units, plain_to_units
 from tradeplane.gateway import errors
 from tradeplane.gateway.context import ctx
 
@@ -71,7 +71,7 @@ async def issue_api_key(request: Request, account: int, perms: list[str]) -> tup
 @router.post("/credit", dependencies=[Depends(require_admin)])
 async def credit(request: Request, body: CreditReq) -> dict[str, Any]:
     try:
-        units = to_units(body.amount)
+        units = plain_to_units(body.amount)
     except AmountError:
         raise errors.illegal_chars("amount") from None
     if units <= 0:

@@ -29,7 +29,13 @@ from tradeplane.domain.model import (
     Status,
     TimeInForce,
 )
-from tradeplane.domain.money import AmountError, fmt_units, parse_decimal, to_units
+from tradeplane.domain.money import (
+    PLAIN_DECIMAL,
+    AmountError,
+    fmt_units,
+    parse_decimal,
+    to_units,
+)
 from tradeplane.domain.pairs import (
     FilterError,
     PairRules,
@@ -53,7 +59,6 @@ ACK_SECONDS = Histogram(
 )
 
 CLIENT_ID = re.compile(r"^[a-zA-Z0-9\-_]{1,36}$")
-DECIMAL_TEXT = re.compile(r"^([0-9]{1,20})(\.[0-9]{1,20})?$")
 MAX_LIMIT = 1000
 
 
@@ -65,7 +70,7 @@ def _decimal(params: dict[str, str], name: str) -> Decimal | None:
     raw = params.get(name)
     if raw is None or raw == "":
         return None
-    if not DECIMAL_TEXT.match(raw):
+    if not PLAIN_DECIMAL.match(raw):
         raise errors.ApiError(
             -1100,
             f"Illegal characters found in parameter '{name}'; legal range is "
