@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -16,9 +20,20 @@ from tradeplane.platform.servers import LocalServers
 
 
 @pytest.fixture(scope="session")
-def local_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServers]:
-    with LocalServers(tmp_path_factory.mktemp("servers")) as servers:
+def local_servers() -> Iterator[LocalServers]:
+    # Not under pytest's tmp tree: pytest resets its folders to 0700 when another session
+    # starts, which would lock PostgreSQL's unprivileged user out of its data mid-run.
+    with data_folder("tp-servers-") as folder, LocalServers(folder) as servers:
         yield servers
+
+
+@contextlib.contextmanager
+def data_folder(prefix: str) -> Iterator[Path]:
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -34,3 +49,10 @@ def pg_url(local_servers: LocalServers) -> str:
 @pytest.fixture(scope="session")
 def redis_url(local_servers: LocalServers) -> str:
     return local_servers.redis_url
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """A fresh folder for a test's own servers (outside pytest's tmp tree, see above)."""
+    with data_folder("tp-test-") as folder:
+        yield folder

@@ -57,8 +57,8 @@ def _children_gone(data: Path) -> bool:
     return True
 
 
-async def test_up_runs_the_platform_stops_cleanly_and_keeps_data(tmp_path: Path) -> None:
-    data = tmp_path / "tp"
+async def test_up_runs_the_platform_stops_cleanly_and_keeps_data(data_dir: Path) -> None:
+    data = data_dir / "tp"
     port = free_port()
     up = Up(data, port, "--no-market-maker")
     try:
@@ -101,8 +101,8 @@ async def test_up_runs_the_platform_stops_cleanly_and_keeps_data(tmp_path: Path)
         assert up.interrupt() == 0
 
 
-async def test_demo_market_maker_keeps_the_books_alive(tmp_path: Path) -> None:
-    data = tmp_path / "tp"
+async def test_demo_market_maker_keeps_the_books_alive(data_dir: Path) -> None:
+    data = data_dir / "tp"
     port = free_port()
     up = Up(data, port)
     try:

@@ -71,13 +71,13 @@ async def test_redis_ping_set_get(redis_url: str) -> None:
         await client.aclose()
 
 
-async def test_data_survives_restart(tmp_path: Path) -> None:
-    servers = LocalServers(tmp_path)
+async def test_data_survives_restart(data_dir: Path) -> None:
+    servers = LocalServers(data_dir)
     with servers:
         urls = (servers.nats_url, servers.pg_url, servers.redis_url)
         await _write_one_of_each(servers)
 
-    with LocalServers(tmp_path) as again:
+    with LocalServers(data_dir) as again:
         assert (again.nats_url, again.pg_url, again.redis_url) == urls
         await _read_one_of_each(again)
 
