@@ -421,7 +421,7 @@ async def load_settlement_orders(
 
 
 async def balances_of(
-    con: Conn, keys: Iterable[tuple[int, str]]
+    con: Conn | Pool, keys: Iterable[tuple[int, str]]
 ) -> dict[int, list[tuple[str, int, int]]]:
     """``(asset, available, locked)`` of the given (account, asset) pairs, per account,
     assets sorted; one round trip."""

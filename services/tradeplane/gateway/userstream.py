@@ -8,11 +8,13 @@ account's updates on ``user.<account>`` after each commit; the WebSocket relays 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, WebSocket
+from starlette.websockets import WebSocketDisconnect
 
 from tradeplane.adapters.bus import user_subject
 from tradeplane.gateway import errors
@@ -64,15 +66,21 @@ async def serve_user_stream(websocket: WebSocket, account: int) -> None:
     """Relay the account's updates until the client goes away (socket already accepted)."""
     c = websocket.app.state.ctx
     queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=10_000)
+    overflow = asyncio.Event()
 
     async def on_msg(_subject: str, data: bytes) -> None:
-        if not queue.full():
+        try:
             queue.put_nowait(data)
+        except asyncio.QueueFull:
+            # A silently dropped report would leave the client's view of its orders wrong:
+            # disconnect it instead (as Binance does with slow readers); it reconnects.
+            overflow.set()
 
     async def pump() -> None:
-        while True:
-            data = await queue.get()
-            await websocket.send_text(data.decode())
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+            while True:
+                data = await queue.get()
+                await websocket.send_text(data.decode())
 
     async def drain_client() -> None:
         while True:
@@ -81,11 +89,16 @@ async def serve_user_stream(websocket: WebSocket, account: int) -> None:
                 return
 
     unsub = await c.bus.subscribe(user_subject(account), on_msg)
-    tasks = [asyncio.create_task(pump()), asyncio.create_task(drain_client())]
+    tasks = [asyncio.create_task(pump()), asyncio.create_task(drain_client()),
+             asyncio.create_task(overflow.wait())]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if overflow.is_set():
+            with contextlib.suppress(Exception):  # the peer may be gone already
+                await websocket.close(code=1008)
     finally:
         for t in tasks:
             t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await unsub()
 

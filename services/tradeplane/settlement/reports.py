@@ -14,6 +14,9 @@ the ledger rules having mutated anything. Event -> report:
   and not working, as Binance's last fill reads.
 * ``Done(CANCELED | EXPIRED | REJECTED)``: ``x=X=`` that status; ``r`` says why a rejected
   order was refused.
+
+Then one :func:`account_position` per account whose balances the transaction changed, or
+whose order the engine answered for the first time (its hold was taken at entry).
 """
 
 from __future__ import annotations
@@ -40,14 +43,16 @@ from tradeplane.domain.money import fmt_units
 from tradeplane.domain.pairs import PairRules
 
 ZERO: Final = "0.00000000"
-#: Room for the events of one batch in an execution id (``I``): ``first_seq << 20 | index``.
+#: Execution id ``I`` = ``first_seq << 20 | event index``: unique per symbol while a batch
+#: holds under 2**20 events, and below 2**53 (exact in JavaScript) up to 2**33 commands.
 EXEC_ID_SHIFT: Final = 20
 
-_STATUS: Final = {s: s.name for s in Status}
-_SIDES: Final = {s: s.name for s in Side}
-_TYPES: Final = {t: t.name for t in OrderType}
-_TIFS: Final = {t: t.name for t in TimeInForce}
-#: Binance's ``r`` values (user data stream, "Order Reject Reason"); anything else is NONE.
+_STATUS: Final[dict[int, str]] = {s: s.name for s in Status}
+_SIDES: Final[dict[int, str]] = {s: s.name for s in Side}
+_TYPES: Final[dict[int, str]] = {t: t.name for t in OrderType}
+_TIFS: Final[dict[int, str]] = {t: t.name for t in TimeInForce}
+#: Binance's ``r`` values ("Order Reject Reason"; MARKET_CLOSED is from its older list);
+#: anything else is NONE.
 REJECT_REASONS: Final = {
     Reason.WOULD_TAKE: "WOULD_MATCH_IMMEDIATELY",
     Reason.HALTED: "MARKET_CLOSED",
@@ -62,18 +67,34 @@ class Row(Protocol):
     def __getitem__(self, key: str, /) -> Any: ...
 
 
-@dataclass(slots=True)
 class _Progress:
-    """An order as the reports see it so far: advanced event by event."""
+    """An order as the reports see it so far: advanced event by event. The fields that
+    never change are formatted once per order, not once per report."""
 
-    row: Row
-    rules: PairRules
-    status: Status
-    executed: int  # lots
-    cum_quote: int  # quote units
-    working: bool  # has been placed on the book
-    last: dict[str, Any] | None = None  # the order's last TRADE report of this pull
-    taker_trades: list[dict[str, Any]] = field(default_factory=list)
+    __slots__ = ("O", "Q", "S", "buyer", "c", "cum_quote", "executed", "f", "i", "last",
+                 "o", "p", "q", "qty_unit", "status", "taker_trades", "working")
+
+    def __init__(self, row: Row, rules: PairRules) -> None:
+        by_quote = row["by_quote"]
+        side = row["side"]
+        # Name tables are looked up by the stored integers: no enum call per order.
+        self.c: str = row["client_order_id"]
+        self.S = _SIDES[side]
+        self.o = _TYPES[row["type"]]
+        self.f = _TIFS[row["tif"]]
+        self.q = ZERO if by_quote else fmt_units(rules.qty_units(row["qty"]))
+        self.p = fmt_units(rules.price_units(row["price"]))
+        self.i: int = row["id"]
+        self.O: int = row["created_ms"]
+        self.Q = fmt_units(row["quote_qty"]) if by_quote else ZERO
+        self.buyer = side == Side.BUY
+        self.qty_unit = rules.lot
+        self.status: int = row["status"]  # a Status value
+        self.executed: int = row["executed"]  # lots
+        self.cum_quote: int = row["cum_quote"]  # quote units
+        self.working = self.status in (Status.NEW, Status.PARTIALLY_FILLED)  # on the book
+        self.last: dict[str, Any] | None = None  # the order's last TRADE report of this pull
+        self.taker_trades: list[dict[str, Any]] = []
 
 
 @dataclass(slots=True)
@@ -102,6 +123,7 @@ def user_updates(
     out = UserUpdates()
     progress: dict[int, _Progress] = {}
     updated = out.updated_ms
+    reports = out.reports
 
     def track(order_id: int, r: PairRules) -> _Progress | None:
         p = progress.get(order_id)
@@ -109,24 +131,21 @@ def user_updates(
             row = orders.get(order_id)
             if row is None:
                 return None
-            status = Status(row["status"])
-            p = progress[order_id] = _Progress(
-                row, r, status, row["executed"], row["cum_quote"],
-                status in (Status.NEW, Status.PARTIALLY_FILLED),
-            )
-            if status == Status.PENDING_NEW:
+            p = progress[order_id] = _Progress(row, r)
+            if p.status == Status.PENDING_NEW:
                 out.entered.add((row["account_id"], row["hold_asset"]))
         return p
 
     def emit(account: int, doc: dict[str, Any]) -> None:
-        bucket = out.reports.get(account)
+        bucket = reports.get(account)
         if bucket is None:
-            out.reports[account] = [doc]
+            reports[account] = [doc]
         else:
             bucket.append(doc)
 
     for b in batches:
         r = rules[b.symbol]
+        sym = b.symbol
         exec_base = b.first_seq << EXEC_ID_SHIFT
         for i, ev in enumerate(b.events):
             if isinstance(ev, Trade):
@@ -134,10 +153,10 @@ def user_updates(
                 quote_amt = r.notional(ev.price, ev.qty)
                 buyer_is_maker = ev.taker_side == Side.SELL
                 maker_rate, taker_rate = r.maker_fee_ppm, r.taker_fee_ppm
-                fees = {
-                    True: fee(base_amt, maker_rate if buyer_is_maker else taker_rate),
-                    False: fee(quote_amt, taker_rate if buyer_is_maker else maker_rate),
-                }
+                buyer_fee = fee(base_amt, maker_rate if buyer_is_maker else taker_rate)
+                seller_fee = fee(quote_amt, taker_rate if buyer_is_maker else maker_rate)
+                fill = (fmt_units(base_amt), fmt_units(r.price_units(ev.price)),
+                        fmt_units(quote_amt))
                 for oid, account, maker in (
                     (ev.taker_order, ev.taker_account, False),
                     (ev.maker_order, ev.maker_account, True),
@@ -151,12 +170,10 @@ def user_updates(
                     p.status = Status.PARTIALLY_FILLED
                     if maker:
                         p.working = True
-                    buyer = Side(p.row["side"]) == Side.BUY
                     doc = _report(
-                        p, b.symbol, "TRADE", ev.ts, now_ms, exec_base | i, on_book=maker,
-                        last_qty=base_amt, last_price=r.price_units(ev.price),
-                        last_quote=quote_amt, commission=fmt_units(fees[buyer]),
-                        commission_asset=r.base if buyer else r.quote,
+                        p, sym, "TRADE", ev.ts, now_ms, exec_base | i, maker, fill=fill,
+                        commission=fmt_units(buyer_fee if p.buyer else seller_fee),
+                        commission_asset=r.base if p.buyer else r.quote,
                         trade_id=ev.trade_id, maker=maker,
                     )
                     p.last = doc
@@ -171,14 +188,13 @@ def user_updates(
                 if p.status == Status.PENDING_NEW:
                     p.status = Status.NEW
                     p.working = True
-                    emit(ev.account,
-                         _report(p, b.symbol, "NEW", ev.ts, now_ms, exec_base | i, on_book=True))
+                    emit(ev.account, _report(p, sym, "NEW", ev.ts, now_ms, exec_base | i, True))
                 else:
                     # The remainder of a taker rests after its fills: they were working.
                     p.working = True
                     for doc in p.taker_trades:
                         doc["w"] = True
-                        doc["W"] = p.row["created_ms"]
+                        doc["W"] = p.O
                         doc["V"] = doc.pop("V")  # keep Binance's key order
                 p.taker_trades = []
             elif isinstance(ev, Done):
@@ -186,7 +202,7 @@ def user_updates(
                 p = track(ev.order_id, r)
                 if p is None:
                     continue
-                p.status = Status(ev.status)
+                p.status = ev.status
                 if p.status == Status.FILLED:
                     if p.last is not None:
                         p.last["X"] = "FILLED"
@@ -195,44 +211,44 @@ def user_updates(
                     kind = _STATUS[p.status]
                     reason = (REJECT_REASONS.get(ev.reason, "NONE")
                               if p.status == Status.REJECTED else "NONE")
-                    emit(ev.account, _report(p, b.symbol, kind, ev.ts, now_ms, exec_base | i,
-                                             on_book=False, reason=reason))
+                    emit(ev.account, _report(p, sym, kind, ev.ts, now_ms, exec_base | i, False,
+                                             reason=reason))
                 p.taker_trades = []
     return out
 
 
+_NO_FILL: Final = (ZERO, ZERO, ZERO)
+
+
 def _report(
-    p: _Progress, symbol: str, kind: str, ts: int, now_ms: int, exec_id: int, *,
-    on_book: bool, reason: str = "NONE", last_qty: int = 0, last_price: int = 0,
-    last_quote: int = 0, commission: str = "0", commission_asset: str | None = None,
-    trade_id: int = -1, maker: bool = False,
+    p: _Progress, symbol: str, kind: str, ts: int, now_ms: int, exec_id: int, on_book: bool,
+    *, reason: str = "NONE", fill: tuple[str, str, str] = _NO_FILL, commission: str = "0",
+    commission_asset: str | None = None, trade_id: int = -1, maker: bool = False,
 ) -> dict[str, Any]:
-    row, r = p.row, p.rules
-    by_quote = row["by_quote"]
-    client_id = row["client_order_id"]
+    """One executionReport; ``fill`` is (last qty, last price, last quote) as strings."""
     doc: dict[str, Any] = {
         "e": "executionReport",
         "E": now_ms,
         "s": symbol,
-        "c": client_id,
-        "S": _SIDES[Side(row["side"])],
-        "o": _TYPES[OrderType(row["type"])],
-        "f": _TIFS[TimeInForce(row["tif"])],
-        "q": ZERO if by_quote else fmt_units(r.qty_units(row["qty"])),
-        "p": fmt_units(r.price_units(row["price"])),
+        "c": p.c,
+        "S": p.S,
+        "o": p.o,
+        "f": p.f,
+        "q": p.q,
+        "p": p.p,
         "P": ZERO,
         "F": ZERO,
         "g": -1,
         # Binance names the canceled order's client id here (``c`` is the cancel request's
         # own id, which the engine does not carry: we repeat the order's).
-        "C": client_id if kind == "CANCELED" else "",
+        "C": p.c if kind == "CANCELED" else "",
         "x": kind,
         "X": _STATUS[p.status],
         "r": reason,
-        "i": row["id"],
-        "l": fmt_units(last_qty),
-        "z": fmt_units(r.qty_units(p.executed)),
-        "L": fmt_units(last_price),
+        "i": p.i,
+        "l": fill[0],
+        "z": fmt_units(p.executed * p.qty_unit),
+        "L": fill[1],
         "n": commission,
         "N": commission_asset,
         "T": ts,
@@ -241,15 +257,15 @@ def _report(
         "w": on_book,
         "m": maker,
         "M": False,
-        "O": row["created_ms"],
+        "O": p.O,
         "Z": fmt_units(p.cum_quote),
-        "Y": fmt_units(last_quote),
-        "Q": fmt_units(row["quote_qty"]) if by_quote else ZERO,
+        "Y": fill[2],
+        "Q": p.Q,
     }
     if p.working:
         # Binance shows the working time only for orders that have been on the book; ours
         # is the entry time (the engine rests an order within the command that placed it).
-        doc["W"] = row["created_ms"]
+        doc["W"] = p.O
     doc["V"] = "NONE"
     return doc
 

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -50,6 +51,16 @@ HELD = Gauge("tradeplane_ledger_locked_units", "Funds held for open orders", ["a
 CONSUMER = "settlement"
 
 
+@dataclass(frozen=True, slots=True)
+class _Settled:
+    """One committed pull, kept for its user data stream updates."""
+
+    batches: list[EventBatch]
+    rules: dict[str, PairRules]
+    rows: Mapping[int, reports.Row]  # the touched orders as they were before the pull
+    settlement: Settlement
+
+
 class Settler:
     def __init__(self, bus: Bus, pool: db.Pool) -> None:
         self.bus = bus
@@ -71,15 +82,17 @@ class Settler:
         batches = [codec.decode_batch(m.data) for m in msgs]
         todo = [b for b in batches if b.last_seq > self.cursors.get(b.symbol, 0)]
         SKIPPED_BATCHES.inc(len(batches) - len(todo))
-        if todo:
-            await self._apply(todo, msgs[-1].seq)
+        settled = await self._apply(todo, msgs[-1].seq) if todo else None
         marks: dict[str, int] = {}
         for b in batches:
             marks[b.symbol] = max(marks.get(b.symbol, 0), b.last_seq)
         for sym, seq in marks.items():
             await self.bus.publish(settled_subject(sym), str(seq).encode())
+        # After the marks: gateway answers waiting for them never wait for the reports.
+        if settled is not None:
+            await self._publish_user_updates(settled)
 
-    async def _apply(self, todo: list[EventBatch], stream_seq: int) -> None:
+    async def _apply(self, todo: list[EventBatch], stream_seq: int) -> _Settled:
         ids: set[int] = set()
         for b in todo:
             for ev in b.events:
@@ -90,36 +103,32 @@ class Settler:
                     ids.add(ev.order_id)
         rules = {b.symbol: await self.rules(b.symbol) for b in todo}
         started = time.perf_counter()
-        async with self.pool.acquire() as con:
-            async with con.transaction():
-                orders: dict[int, OrderState]
-                orders, rows = await db.load_settlement_orders(con, ids)
-                total = Settlement()
-                cursors: dict[str, int] = {}
-                for b in todo:
-                    prev = cursors.get(b.symbol, self.cursors.get(b.symbol))
-                    expected = (prev or 0) + 1
-                    if prev is not None and b.first_seq > expected:
-                        log.warning("gap in %s events: expected %d, got %d",
-                                    b.symbol, expected, b.first_seq)
-                    s = settle_batch(rules[b.symbol], b.events, orders)
-                    total.postings += s.postings
-                    total.trades += s.trades
-                    cursors[b.symbol] = b.last_seq
-                await db.write_settlement(con, total, orders.values(), cursors,
-                                          (CONSUMER, stream_seq))
-            TX_SECONDS.observe(time.perf_counter() - started)
-            self.cursors.update(cursors)
-            SETTLED_BATCHES.inc(len(todo))
-            SETTLED_TRADES.inc(len(total.trades))
-            for sym, seq in cursors.items():
-                CURSOR.labels(sym).set(seq)
-            await self._publish_user_updates(con, todo, rules, rows, total)
+        async with self.pool.acquire() as con, con.transaction():
+            orders: dict[int, OrderState]
+            orders, rows = await db.load_settlement_orders(con, ids)
+            total = Settlement()
+            cursors: dict[str, int] = {}
+            for b in todo:
+                prev = cursors.get(b.symbol, self.cursors.get(b.symbol))
+                expected = (prev or 0) + 1
+                if prev is not None and b.first_seq > expected:
+                    log.warning("gap in %s events: expected %d, got %d",
+                                b.symbol, expected, b.first_seq)
+                s = settle_batch(rules[b.symbol], b.events, orders)
+                total.postings += s.postings
+                total.trades += s.trades
+                cursors[b.symbol] = b.last_seq
+            await db.write_settlement(con, total, orders.values(), cursors,
+                                      (CONSUMER, stream_seq))
+        TX_SECONDS.observe(time.perf_counter() - started)
+        self.cursors.update(cursors)
+        SETTLED_BATCHES.inc(len(todo))
+        SETTLED_TRADES.inc(len(total.trades))
+        for sym, seq in cursors.items():
+            CURSOR.labels(sym).set(seq)
+        return _Settled(todo, rules, rows, total)
 
-    async def _publish_user_updates(
-        self, con: db.Conn, todo: list[EventBatch], rules: dict[str, PairRules],
-        rows: Mapping[int, reports.Row], total: Settlement,
-    ) -> None:
+    async def _publish_user_updates(self, s: _Settled) -> None:
         """After a commit: each account's executionReports, then its outboundAccountPosition
         (the balances it has now), on ``user.<account>``.
 
@@ -128,9 +137,9 @@ class Settler:
         """
         try:
             now = int(time.time() * 1000)
-            updates = reports.user_updates(todo, rules, rows, now)
-            touched = total.balance_deltas().keys() | updates.entered
-            balances = await db.balances_of(con, touched)
+            updates = reports.user_updates(s.batches, s.rules, s.rows, now)
+            touched = s.settlement.balance_deltas().keys() | updates.entered
+            balances = await db.balances_of(self.pool, touched)
             for account in updates.reports.keys() | balances.keys():
                 subject = user_subject(account)
                 for doc in updates.reports.get(account, ()):
