@@ -3,7 +3,9 @@ fees and order states are exact to the last unit, and bad input locks nothing.""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
+from decimal import Decimal
 
 import httpx
 import pytest
@@ -12,7 +14,9 @@ from tests.support.harness import Platform, eventually, running_platform
 from tradeplane.adapters import db
 from tradeplane.adapters.cache import MarketCache
 from tradeplane.demo.client import ApiClient
+from tradeplane.domain.model import OrderType, Side, TimeInForce
 from tradeplane.domain.money import to_units
+from tradeplane.domain.pairs import DEMO_PAIRS, price_to_ticks, qty_to_lots
 
 pytestmark = pytest.mark.integration
 
@@ -314,3 +318,27 @@ async def test_admin_api_creates_users_keys_and_credits_behind_the_admin_token(
     finally:
         await reader.close()
     assert await plat.balances(account) == {"USDT": (to_units("12.5"), 0)}
+
+
+async def test_outbox_relay_sends_an_order_whose_gateway_died_before_publishing(
+    plat: Platform,
+) -> None:
+    """The funds were locked and the order stored, but the command never reached the bus
+    (gateway killed in between): settlement's relay sends it, exactly once."""
+    t = await plat.trader("orphan", {"USDT": "1000"})
+    rules = next(p for p in DEMO_PAIRS if p.symbol == "BTCUSDT")
+    price, qty = price_to_ticks(rules, Decimal("55000")), qty_to_lots(rules, Decimal("0.01"))
+    req = db.OrderRequest(t.account, "BTCUSDT", "orphan-1", Side.BUY, OrderType.LIMIT,
+                          TimeInForce.GTC, price, qty, 0, False, "USDT",
+                          rules.notional(price, qty), int(time.time() * 1000) - 10_000)
+    [(order_id, result)] = await db.place_orders(plat.pool, [req])
+    assert result == db.PlaceResult.PLACED and order_id is not None
+
+    async def is_open() -> bool:
+        r = await t.api.signed("GET", "/api/v3/order", symbol="BTCUSDT", orderId=order_id)
+        return bool(r.json()["status"] == "NEW")
+
+    await eventually(is_open, timeout=20)
+    opened = (await t.api.signed("GET", "/api/v3/openOrders", symbol="BTCUSDT")).json()
+    assert [o["orderId"] for o in opened] == [order_id]
+    assert await plat.balances(t.account) == {"USDT": (to_units("450"), to_units("550"))}

@@ -201,8 +201,12 @@ class Bus:
         start_seq: int = 1,
         batch: int = 500,
         stop: asyncio.Event,
+        on_idle: Callable[[], None] | None = None,
     ) -> None:
         """Deliver EVENTS from stream sequence ``start_seq`` on, strictly in order.
+
+        ``on_idle`` is called whenever a fetch comes back short (fewer than ``batch``, or
+        nothing): at that moment the consumer has seen everything in the stream.
 
         The consumer's position is the caller's: it stores the last stream sequence it
         applied together with its own writes (exactly-once by construction) and passes
@@ -229,6 +233,8 @@ class Bus:
             try:
                 msgs = await psub.fetch(batch, timeout=0.5)
             except (NatsTimeout, TimeoutError):
+                if on_idle is not None:
+                    on_idle()
                 continue
             except Exception as exc:  # consumer gone (server restart, inactivity): re-create
                 log.warning("event consumer %s lost (%s); re-creating", name, exc)
@@ -239,6 +245,7 @@ class Bus:
                 continue
             if not msgs:
                 continue
+            caught_up = len(msgs) < batch
             stored = [StoredMsg(m.metadata.sequence.stream, m.data) for m in msgs]
             delay = 0.1
             while True:
@@ -253,6 +260,8 @@ class Bus:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
             next_seq = stored[-1].seq + 1
+            if caught_up and on_idle is not None:
+                on_idle()
         if psub is not None:
             with contextlib.suppress(Exception):
                 await psub.unsubscribe()

@@ -67,6 +67,7 @@ class Settler:
         self.pool = pool
         self.pairs: dict[str, PairRules] = {}
         self.cursors: dict[str, int] = {}
+        self.caught_up_ms = 0  # when settlement last had applied everything on the stream
 
     async def start(self) -> None:
         await self.bus.ensure_events()
@@ -161,18 +162,31 @@ class Settler:
         ]
         try:
             start = await db.consumer_position(self.pool, CONSUMER) + 1
-            await self.bus.consume_events(CONSUMER, self.handle, start_seq=start, stop=stop)
+            await self.bus.consume_events(CONSUMER, self.handle, start_seq=start, stop=stop,
+                                          on_idle=self._caught_up)
         finally:
             for t in tasks:
                 t.cancel()
 
+    def _caught_up(self) -> None:
+        self.caught_up_ms = int(time.time() * 1000)
+
     async def _relay_outbox(self, stop: asyncio.Event, age_ms: int = 3000) -> None:
         """Re-send commands of orders that are still PENDING_NEW (the gateway may have died
         between its database commit and the bus ack). De-duplicated by message id on the
-        bus and by order id in the engine, so a re-send never makes a second order."""
+        bus and by order id in the engine, so a re-send never makes a second order.
+
+        Only while settlement is caught up with the event stream, and only for orders older
+        than ``age_ms`` at that moment: an order the engine already processed is then
+        settled (no longer pending), so the engine's bounded memory of finished order ids
+        never has to recognise a re-send from far back.
+        """
         while not stop.is_set():
+            if not self.caught_up_ms:
+                await _sleep_or_stop(stop, 0.5)
+                continue
             try:
-                rows = await db.pending_orders(self.pool, int(time.time() * 1000) - age_ms)
+                rows = await db.pending_orders(self.pool, self.caught_up_ms - age_ms)
                 for r in rows:
                     cmd = db.new_order_command(r)
                     await self.bus.publish_command(
