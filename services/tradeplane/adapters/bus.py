@@ -277,6 +277,7 @@ class Bus:
             await handler(msg.subject, msg.data)
 
         sub = await self.nc.subscribe(subject, cb=cb)
+        await self.nc.flush()  # registered at the server before the caller relies on it
         return sub.unsubscribe
 
     # ------------------------------------------------------------------ snapshots

@@ -142,15 +142,15 @@ def exchange_symbol(rules: PairRules) -> dict[str, Any]:
                 "applyMinToMarket": True,
                 "maxNotional": "9000000000.00000000",
                 "applyMaxToMarket": False,
-                "avgPriceMins": 5,
+                "avgPriceMins": 0,  # market orders are checked at the last price
             },
             {
-                "filterType": "PERCENT_PRICE_BY_SIDE",
-                "bidMultiplierUp": band_up,
-                "bidMultiplierDown": band_down,
-                "askMultiplierUp": band_up,
-                "askMultiplierDown": band_down,
-                "avgPriceMins": 5,
+                # The band we enforce: one for both sides, around the last price (Binance's
+                # avgPriceMins 0), and refusals name it ("Filter failure: PERCENT_PRICE").
+                "filterType": "PERCENT_PRICE",
+                "multiplierUp": band_up,
+                "multiplierDown": band_down,
+                "avgPriceMins": 0,
             },
         ],
         "permissions": ["SPOT"],
