@@ -202,8 +202,13 @@ class Bus:
         batch: int = 500,
         stop: asyncio.Event,
         on_idle: Callable[[], None] | None = None,
+        linger: float = 0.0,
     ) -> None:
         """Deliver EVENTS from stream sequence ``start_seq`` on, strictly in order.
+
+        ``linger`` is the least time between two handler calls: messages arriving meanwhile
+        wait on the server and come in the next, larger pull (less CPU per message at
+        moderate rates, at the cost of up to ``linger`` seconds of latency).
 
         ``on_idle`` is called whenever a fetch comes back short (fewer than ``batch``, or
         nothing): at that moment the consumer has seen everything in the stream.
@@ -215,7 +220,13 @@ class Bus:
         """
         next_seq = max(1, start_seq)
         psub: JetStreamContext.PullSubscription | None = None
+        loop = asyncio.get_running_loop()
+        last_handled = 0.0
         while not stop.is_set():
+            if linger:
+                wait = last_handled + linger - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
             if psub is None:
                 psub = await self.js.pull_subscribe(
                     "evt.*",
@@ -260,6 +271,7 @@ class Bus:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
             next_seq = stored[-1].seq + 1
+            last_handled = loop.time()
             if caught_up and on_idle is not None:
                 on_idle()
         if psub is not None:

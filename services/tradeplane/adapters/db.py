@@ -166,11 +166,16 @@ async def credit(pool: Pool, account: int, asset: str, amount: int, ref: str) ->
         raise ValueError("credit amount must be positive")
     tx_ref = f"credit:{ref}"
     async with pool.acquire() as con, con.transaction():
-        await con.execute("SELECT pg_advisory_xact_lock(hashtext($1))", tx_ref)
-        if await con.fetchval("SELECT 1 FROM postings WHERE tx_ref = $1 LIMIT 1", tx_ref):
+        try:
+            inserted = await con.fetchval(
+                "INSERT INTO credits (ref, account_id, asset, amount) VALUES ($1, $2, $3, $4)"
+                " ON CONFLICT (ref) DO NOTHING RETURNING 1",
+                ref, account, asset, amount,
+            )
+        except asyncpg.ForeignKeyViolationError as exc:
+            raise UnknownAccount(f"no account {account}") from exc
+        if not inserted:
             return False
-        if not await con.fetchval("SELECT 1 FROM accounts WHERE id = $1", account):
-            raise UnknownAccount(f"no account {account}")
         await _write_postings(
             con,
             [

@@ -33,6 +33,8 @@ LAST_SEQ = Gauge("tradeplane_engine_last_sequence", "Last command sequence appli
 OPEN_ORDERS = Gauge("tradeplane_engine_open_orders", "Orders resting on the book", ["symbol"])
 
 MAX_BATCH = 2000
+LINGER_S = 0.001
+LINGER_BELOW = 64
 
 
 class EngineSnapshot(msgspec.Struct, frozen=True):
@@ -89,6 +91,10 @@ class Engine:
                     await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
                     waiter.cancel()
                     continue
+                if len(self._pending) < LINGER_BELOW:
+                    # Let a few more commands arrive: one event batch (one fsynced publish,
+                    # one pull downstream) then covers them all.
+                    await asyncio.sleep(LINGER_S)
                 await self.step()
         finally:
             stopper.cancel()
