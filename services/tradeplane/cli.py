@@ -58,7 +58,9 @@ def cmd_matching(args: argparse.Namespace) -> int:
     from tradeplane.services import run_matching
 
     s = _settings(args)
-    return run_service("matching", s, lambda stop: run_matching(s, args.symbol, stop))
+    return run_service(
+        "matching", s, lambda stop: run_matching(s, args.symbol, stop, args.rules or None)
+    )
 
 
 def cmd_settlement(args: argparse.Namespace) -> int:
@@ -94,6 +96,33 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------- admin
+def cmd_pair_trading(args: argparse.Namespace) -> int:
+    """Halt, resume or set cancel-only without a restart: a SetTrading command on the
+    symbol's log, applied by its engine in order with everything else."""
+    import time
+
+    from tradeplane.adapters.bus import Bus
+    from tradeplane.domain import codec
+    from tradeplane.domain.model import SetTrading, TradingState
+    from tradeplane.domain.pairs import TRADING_STATES, normalize_symbol
+
+    symbol = normalize_symbol(args.symbol)
+
+    async def go() -> int:
+        s = _settings(args)
+        bus = await Bus.connect(s.nats_url, name="cli")
+        try:
+            now = int(time.time() * 1000)
+            cmd = SetTrading(TradingState(TRADING_STATES[args.state]), now)
+            seq = await bus.publish_command(symbol, codec.encode([cmd]), f"t{symbol}:{now}")
+        finally:
+            await bus.close()
+        print(json.dumps({"symbol": symbol, "trading": args.state, "seq": seq}))
+        return 0
+
+    return _run_async(go)
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     from tradeplane.adapters import db
 
@@ -255,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("gateway", help="REST + WebSocket API").set_defaults(fn=cmd_gateway)
     m = sub.add_parser("matching", help="matching engine for one symbol")
     m.add_argument("--symbol", required=True, help="e.g. BTC-USDT")
+    m.add_argument("--rules", default="",
+                   help="TradingPair spec as JSON (the operator's ConfigMap); registers the "
+                        "pair and enforces its trading state")
     m.set_defaults(fn=cmd_matching)
     sub.add_parser("settlement", help="ledger settlement").set_defaults(fn=cmd_settlement)
     sub.add_parser("marketdata", help="market data").set_defaults(fn=cmd_marketdata)
@@ -286,6 +318,11 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--maker-fee-ppm", type=int, default=1000)
     pa.add_argument("--taker-fee-ppm", type=int, default=1000)
     pa.set_defaults(fn=cmd_pair_add)
+
+    pt = sub.add_parser("pair-trading", help="halt / resume / cancel-only a pair, live")
+    pt.add_argument("--symbol", required=True, help="e.g. BTC-USDT")
+    pt.add_argument("--state", required=True, choices=["enabled", "halted", "cancel-only"])
+    pt.set_defaults(fn=cmd_pair_trading)
 
     u = sub.add_parser("user-create", help="create a user account")
     u.add_argument("name")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from pathlib import Path
 
 from tradeplane.adapters import db
 from tradeplane.adapters.bus import Bus
 from tradeplane.adapters.cache import MarketCache
 from tradeplane.config import Settings
-from tradeplane.domain.pairs import normalize_symbol
+from tradeplane.domain.pairs import PairRules, normalize_symbol, rules_from_spec
 from tradeplane.engine.service import Engine
 from tradeplane.gateway.app import serve
 from tradeplane.marketdata.service import MarketDataService
@@ -28,11 +30,29 @@ async def run_gateway(settings: Settings, stop: asyncio.Event) -> None:
     await serve(settings, stop)
 
 
-async def run_matching(settings: Settings, symbol: str, stop: asyncio.Event) -> None:
-    """Raises ConfigError when the symbol is not a configured pair."""
+async def run_matching(
+    settings: Settings, symbol: str, stop: asyncio.Event, rules_file: str | None = None
+) -> None:
+    """Run one symbol's engine. With ``rules_file`` (a TradingPair spec as JSON, as the
+    operator mounts it) the pair is registered or updated from it first.
+
+    Raises:
+        ConfigError: the symbol is not a configured pair, or the rules file is invalid.
+    """
     symbol = normalize_symbol(symbol)
+    rules: PairRules | None = None
+    if rules_file:
+        try:
+            text = await asyncio.to_thread(Path(rules_file).read_text)
+            rules = rules_from_spec(json.loads(text))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"pair rules {rules_file}: {exc}") from exc
+        if rules.symbol != symbol:
+            raise ConfigError(f"rules file is for {rules.symbol}, not {symbol}")
     pool = await db.create_pool(settings.database_url, 2)
     try:
+        if rules is not None:
+            await db.upsert_pair(pool, rules)
         pairs = await db.load_pairs(pool)
     finally:
         await pool.close()
@@ -40,7 +60,9 @@ async def run_matching(settings: Settings, symbol: str, stop: asyncio.Event) -> 
         raise ConfigError(f"unknown symbol {symbol}; configured: {', '.join(sorted(pairs))}")
     bus = await _bus(settings, f"engine-{symbol}")
     try:
-        await Engine(bus, pairs[symbol], settings.snapshot_every).run(stop)
+        engine = Engine(bus, rules or pairs[symbol], settings.snapshot_every,
+                        enforce_trading=rules is not None)
+        await engine.run(stop)
     finally:
         await bus.close()
 

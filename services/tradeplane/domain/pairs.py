@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 
 from tradeplane.domain.money import UNITS_PER_COIN, fmt_units, to_units
 
@@ -122,6 +122,9 @@ def _units_or_filter(value: Decimal, name: str) -> int:
         raise FilterError(f"Filter failure: {name}") from exc
 
 
+TRADING_STATES = {"enabled": 1, "halted": 2, "cancel-only": 3}  # values of TradingState
+
+
 DEMO_PAIRS: tuple[PairRules, ...] = (
     PairRules(
         base="BTC", quote="USDT", tick=to_units("0.01"), lot=to_units("0.00001"),
@@ -136,3 +139,53 @@ DEMO_PAIRS: tuple[PairRules, ...] = (
         min_qty=to_units("0.001"), max_qty=to_units("90000"), min_notional=to_units("0.0001"),
     ),
 )
+
+
+def rules_from_spec(spec: dict[str, object]) -> PairRules:
+    """Pair rules from a ``TradingPair`` spec (the CRD's field names, decimal strings).
+
+    Fields: base, quote, tickSize, lotSize, minQuantity (default lotSize), maxQuantity,
+    minNotional, priceBandPercent (default 20), makerFee, takerFee (fractions, default
+    0.001), trading (enabled | halted | cancel-only, default enabled).
+
+    Raises:
+        PairConfigError: a missing or malformed field, or rules that are not exact.
+    """
+    def text(name: str, default: str | None = None) -> str:
+        value = spec.get(name, default)
+        if value is None:
+            raise PairConfigError(f"spec.{name} is required")
+        return str(value)
+
+    def units(name: str, default: str | None = None) -> int:
+        try:
+            return to_units(text(name, default))
+        except ValueError as exc:
+            raise PairConfigError(f"spec.{name}: {exc}") from None
+
+    def ppm(name: str) -> int:
+        try:
+            fee = Decimal(text(name, "0.001"))
+        except InvalidOperation:
+            raise PairConfigError(f"spec.{name} is not a decimal") from None
+        scaled = fee * 1_000_000
+        if scaled != scaled.to_integral_value() or not 0 <= fee < 1:
+            raise PairConfigError(f"spec.{name} must be in [0, 1) with at most 6 decimals")
+        return int(scaled)
+
+    trading = text("trading", "enabled")
+    if trading not in ("enabled", "halted", "cancel-only"):
+        raise PairConfigError("spec.trading must be enabled, halted or cancel-only")
+    try:
+        band = int(text("priceBandPercent", "20"))
+    except ValueError:
+        raise PairConfigError("spec.priceBandPercent must be an integer") from None
+    if not 1 <= band <= 100:
+        raise PairConfigError("spec.priceBandPercent must be within 1..100")
+    lot = units("lotSize")
+    return PairRules(
+        base=text("base").upper(), quote=text("quote").upper(), tick=units("tickSize"),
+        lot=lot, min_qty=units("minQuantity", text("lotSize")), max_qty=units("maxQuantity"),
+        min_notional=units("minNotional"), price_band_bps=band * 100,
+        maker_fee_ppm=ppm("makerFee"), taker_fee_ppm=ppm("takerFee"), trading=trading,
+    )

@@ -18,8 +18,8 @@ from prometheus_client import Counter, Gauge, Histogram
 from tradeplane.adapters.bus import Bus
 from tradeplane.domain import codec
 from tradeplane.domain.book import BookSnapshot, OrderBook
-from tradeplane.domain.model import SCHEMA_VERSION, Event, EventBatch
-from tradeplane.domain.pairs import PairRules
+from tradeplane.domain.model import SCHEMA_VERSION, Event, EventBatch, SetTrading, TradingState
+from tradeplane.domain.pairs import TRADING_STATES, PairRules
 
 log = logging.getLogger("tradeplane.engine")
 
@@ -45,7 +45,8 @@ class EngineSnapshot(msgspec.Struct, frozen=True):
 
 
 class Engine:
-    def __init__(self, bus: Bus, rules: PairRules, snapshot_every: int = 50_000) -> None:
+    def __init__(self, bus: Bus, rules: PairRules, snapshot_every: int = 50_000,
+                 *, enforce_trading: bool = False) -> None:
         self.bus = bus
         self.rules = rules
         self.symbol = rules.symbol
@@ -56,6 +57,10 @@ class Engine:
         self._pending: list[tuple[int, bytes]] = []
         self._wake = asyncio.Event()
         self._since_snapshot = 0
+        # With a rules file (the operator's ConfigMap) the rules' trading state is the
+        # desired one: after recovery the engine appends a SetTrading to its own log when
+        # the book disagrees, so the change is replayed like any other command.
+        self.enforce_trading = enforce_trading
 
     async def recover(self) -> None:
         """Restore the latest snapshot and learn how far the event stream already goes."""
@@ -82,6 +87,8 @@ class Engine:
     async def run(self, stop: asyncio.Event) -> None:
         await self.recover()
         unsubscribe = await self.bus.follow_commands(self.symbol, self.seq + 1, self._on_msg)
+        if self.enforce_trading:
+            await self._enforce_trading_state()
         stopper = asyncio.ensure_future(stop.wait())
         try:
             while not stop.is_set():
@@ -101,6 +108,23 @@ class Engine:
             await unsubscribe()
         # A graceful stop leaves a fresh snapshot: the next start replays nothing.
         await self.snapshot()
+
+    async def _enforce_trading_state(self) -> None:
+        desired = TradingState(TRADING_STATES[self.rules.trading])
+        last = await self.bus.last_command_seq(self.symbol)
+        # Decide on the state the whole log leads to, not on a half-replayed book.
+        while self.seq < last:
+            if self._pending:
+                await self.step()
+            else:
+                await asyncio.sleep(0.01)
+        if self.book.trading != desired:
+            cmd = SetTrading(desired, int(time.time() * 1000))
+            await self.bus.publish_command(
+                self.symbol, codec.encode([cmd]), f"t{self.symbol}:{last}:{int(desired)}"
+            )
+            log.info("trading state set", extra={"fields": {"symbol": self.symbol,
+                                                             "state": self.rules.trading}})
 
     async def step(self) -> None:
         """Process up to MAX_BATCH pending commands and publish their events as one batch."""

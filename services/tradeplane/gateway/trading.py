@@ -191,7 +191,7 @@ async def _validate(
     side = _enum(p, "side", Side, -1117, "Invalid side.")
     otype = _enum(p, "type", OrderType, -1116, "Invalid orderType.")
     if rules.trading != "enabled":
-        raise errors.ApiError(-2010, "This action is disabled on this symbol.")
+        raise errors.ApiError(-1013, "Market is closed.")
     client_id = p.get("newClientOrderId") or f"tp{_stdlib_secrets.token_hex(10)}"
     if not CLIENT_ID.match(client_id):
         raise errors.ApiError(

@@ -23,10 +23,12 @@ from tradeplane.adapters.bus import Bus, BusError, StoredMsg, settled_subject, u
 from tradeplane.domain import codec
 from tradeplane.domain.ledger import OrderState, Settlement, settle_batch
 from tradeplane.domain.model import CancelRejected, Done, EventBatch, Rested, Trade
-from tradeplane.domain.pairs import PairRules
+from tradeplane.domain.pairs import TRADING_STATES, PairRules
 from tradeplane.settlement import reports
 
 log = logging.getLogger("tradeplane.settlement")
+
+TRADING_NAMES = {v: k for k, v in TRADING_STATES.items()}
 
 SETTLED_BATCHES = Counter("tradeplane_settlement_batches_total", "Engine batches settled")
 SKIPPED_BATCHES = Counter(
@@ -112,6 +114,7 @@ class Settler:
             orders, rows = await db.load_settlement_orders(con, ids)
             total = Settlement()
             cursors: dict[str, int] = {}
+            trading: dict[str, str] = {}  # the engine's trading state becomes the pair's
             for b in todo:
                 prev = cursors.get(b.symbol, self.cursors.get(b.symbol))
                 expected = (prev or 0) + 1
@@ -122,8 +125,12 @@ class Settler:
                 total.postings += s.postings
                 total.trades += s.trades
                 cursors[b.symbol] = b.last_seq
+                for change in s.trading:
+                    trading[b.symbol] = TRADING_NAMES[change.state]
             await db.write_settlement(con, total, orders.values(), cursors,
                                       (CONSUMER, stream_seq))
+            for sym, state in trading.items():
+                await db.set_pair_trading(con, sym, state)
         TX_SECONDS.observe(time.perf_counter() - started)
         self.cursors.update(cursors)
         SETTLED_BATCHES.inc(len(todo))
