@@ -29,7 +29,7 @@ up: venv
 	$(BIN)/tradeplane up
 
 test: venv
-	$(BIN)/ruff check services tests
+	$(BIN)/ruff check services operator tests
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/pytest -q
