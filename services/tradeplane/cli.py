@@ -351,11 +351,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from tradeplane.adapters.bus import BusError
+    from tradeplane.adapters.db import DatabaseError
+    from tradeplane.services import ConfigError
+
     try:
         rc: int = args.fn(args)
-    except ValidationError as exc:
+    except (ValidationError, ConfigError) as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    except (BusError, DatabaseError, OSError) as exc:
+        print(f"tradeplane {args.command}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return rc
