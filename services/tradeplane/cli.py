@@ -15,18 +15,27 @@ from typing import Any
 from pydantic import ValidationError
 
 from tradeplane.config import Settings
+from tradeplane.secretsource import Loaded, SecretSourceError, load_settings
 
 LOCAL_DATA = Path(".tradeplane")
+#: Any of these means "configured": the local platform's ports are then not used.
+_CONFIGURED = ("TRADEPLANE_DATABASE_URL", "TRADEPLANE_DATABASE_URL_FILE",
+               "TRADEPLANE_VAULT_ADDR")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    """Settings from the environment; with none given, those of a local platform
-    (``tradeplane up``) whose data folder is in the current directory."""
+    return _loaded(args).settings
+
+
+def _loaded(args: argparse.Namespace) -> Loaded:
+    """Settings from the environment, Vault or secret files (``secretsource``); with none
+    given, those of a local platform (``tradeplane up``) whose data folder is in the
+    current directory."""
     overrides: dict[str, Any] = {}
     if getattr(args, "dev", False):
         overrides["dev_mode"] = True
     ports = LOCAL_DATA / "ports.json"
-    if "TRADEPLANE_DATABASE_URL" not in os.environ and ports.exists():
+    if not any(os.environ.get(v) for v in _CONFIGURED) and ports.exists():
         p = json.loads(ports.read_text())
         overrides.update(
             dev_mode=True,
@@ -37,7 +46,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         key = LOCAL_DATA / "secret.key"
         if key.exists() and "TRADEPLANE_SECRET_KEY" not in os.environ:
             overrides["secret_key"] = key.read_text().strip()
-    return Settings(**overrides)
+    return load_settings(overrides)
 
 
 def _run_async(fn: Callable[[], Coroutine[Any, Any, int]]) -> int:
@@ -49,17 +58,21 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     from tradeplane.runner import run_service
     from tradeplane.services import run_gateway
 
-    s = _settings(args)
-    return run_service("gateway", s, lambda stop: run_gateway(s, stop), metrics=False)
+    loaded = _loaded(args)
+    s = loaded.settings
+    return run_service("gateway", s, lambda stop: run_gateway(s, stop), metrics=False,
+                       vault=loaded.vault)
 
 
 def cmd_matching(args: argparse.Namespace) -> int:
     from tradeplane.runner import run_service
     from tradeplane.services import run_matching
 
-    s = _settings(args)
+    loaded = _loaded(args)
+    s = loaded.settings
     return run_service(
-        "matching", s, lambda stop: run_matching(s, args.symbol, stop, args.rules or None)
+        "matching", s, lambda stop: run_matching(s, args.symbol, stop, args.rules or None),
+        vault=loaded.vault,
     )
 
 
@@ -67,16 +80,20 @@ def cmd_settlement(args: argparse.Namespace) -> int:
     from tradeplane.runner import run_service
     from tradeplane.services import run_settlement
 
-    s = _settings(args)
-    return run_service("settlement", s, lambda stop: run_settlement(s, stop))
+    loaded = _loaded(args)
+    s = loaded.settings
+    return run_service("settlement", s, lambda stop: run_settlement(s, stop),
+                       vault=loaded.vault)
 
 
 def cmd_marketdata(args: argparse.Namespace) -> int:
     from tradeplane.runner import run_service
     from tradeplane.services import run_marketdata
 
-    s = _settings(args)
-    return run_service("marketdata", s, lambda stop: run_marketdata(s, stop))
+    loaded = _loaded(args)
+    s = loaded.settings
+    return run_service("marketdata", s, lambda stop: run_marketdata(s, stop),
+                       vault=loaded.vault)
 
 
 def cmd_marketmaker(args: argparse.Namespace) -> int:
@@ -357,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         rc: int = args.fn(args)
-    except (ValidationError, ConfigError) as exc:
+    except (ValidationError, ConfigError, SecretSourceError) as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     except (BusError, DatabaseError, OSError) as exc:

@@ -6,16 +6,21 @@ import asyncio
 import gc
 import signal
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from tradeplane.config import Settings
 from tradeplane.observability import setup
 
+if TYPE_CHECKING:
+    from tradeplane.adapters.vault import VaultSession
+
 
 def run_service(
     name: str, settings: Settings, body: Callable[[asyncio.Event], Awaitable[None]],
-    *, metrics: bool = True,
+    *, metrics: bool = True, vault: VaultSession | None = None,
 ) -> int:
-    """Run ``body(stop)`` until it returns; SIGINT/SIGTERM set ``stop``."""
+    """Run ``body(stop)`` until it returns; SIGINT/SIGTERM set ``stop``. With ``vault``
+    (where the secrets came from), its token is kept alive meanwhile."""
     setup(name, settings.log_level, settings.otlp_endpoint,
           settings.metrics_port if metrics else 0)
 
@@ -29,7 +34,12 @@ def run_service(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await body(stop)
+        renewal = asyncio.create_task(vault.keep_alive(stop)) if vault is not None else None
+        try:
+            await body(stop)
+        finally:
+            if renewal is not None:
+                renewal.cancel()
 
     try:
         import uvloop

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import nats
@@ -26,6 +26,8 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext, api
 from nats.js.errors import BadRequestError, NotFoundError, ObjectNotFoundError
 from nats.js.object_store import ObjectStore
+
+from tradeplane.config import redacted
 
 log = logging.getLogger("tradeplane.bus")
 
@@ -61,10 +63,16 @@ def user_subject(account: int) -> str:
     return f"user.{account}"
 
 
+#: Message headers as NATS gives them (None when a message has none).
+Headers = Mapping[str, str] | None
+
+
 @dataclass(frozen=True, slots=True)
 class StoredMsg:
     seq: int
     data: bytes
+    #: Headers stored with the message (``Nats-Msg-Id``, W3C ``traceparent``...).
+    headers: Headers = None
 
 
 class Bus:
@@ -87,7 +95,7 @@ class Bus:
                 pending_size=64 * 1024 * 1024,
             )
         except Exception as exc:  # nats raises several unrelated types here
-            raise BusError(f"cannot connect to NATS at {url}: {exc}") from exc
+            raise BusError(f"cannot connect to NATS at {redacted(url)}: {exc}") from exc
         return cls(nc, nc.jetstream(timeout=10.0), replicas, dedup_window_s)
 
     async def close(self) -> None:
@@ -129,8 +137,11 @@ class Bus:
             await self.js.update_stream(cfg)
 
     # ------------------------------------------------------------------ commands
-    async def publish_command(self, symbol: str, data: bytes, msg_id: str) -> int:
+    async def publish_command(
+        self, symbol: str, data: bytes, msg_id: str, headers: Headers = None
+    ) -> int:
         """Append a command; returns its stream sequence once JetStream has stored it.
+        ``headers`` (e.g. trace context) are stored with it.
 
         A duplicate (same ``msg_id`` within the window) returns the original sequence.
 
@@ -139,7 +150,7 @@ class Bus:
         """
         try:
             ack = await self.js.publish(
-                command_subject(symbol), data, headers={"Nats-Msg-Id": msg_id}, timeout=5.0
+                command_subject(symbol), data, headers=_with_id(msg_id, headers), timeout=5.0
             )
         except Exception as exc:  # timeouts, no stream, connection loss: all "not stored"
             raise BusError(f"command not stored on {symbol}: {exc}") from exc
@@ -153,9 +164,17 @@ class Bus:
         An ordered push consumer: gap-free, no acks (the engine's progress lives in its
         snapshots and its last published event batch). Returns an unsubscribe coroutine.
         """
+        return await self.follow_commands_with_headers(
+            symbol, start_seq, lambda seq, data, _headers: on_msg(seq, data)
+        )
+
+    async def follow_commands_with_headers(
+        self, symbol: str, start_seq: int, on_msg: Callable[[int, bytes, Headers], None]
+    ) -> Callable[[], Awaitable[None]]:
+        """:meth:`follow_commands`, calling ``on_msg(seq, data, headers)``."""
 
         async def cb(msg: Msg) -> None:
-            on_msg(msg.metadata.sequence.stream, msg.data)
+            on_msg(msg.metadata.sequence.stream, msg.data, msg.headers)
 
         sub = await self.js.subscribe(
             command_subject(symbol),
@@ -176,11 +195,17 @@ class Bus:
         return int(info.state.last_seq)
 
     # ------------------------------------------------------------------ events
-    async def publish_events(self, symbol: str, data: bytes, msg_id: str) -> int:
-        """Raises BusError when the batch is not stored."""
+    async def publish_events(
+        self, symbol: str, data: bytes, msg_id: str, headers: Headers = None
+    ) -> int:
+        """Append an event batch (with ``headers``, e.g. trace context).
+
+        Raises:
+            BusError: the batch is not stored.
+        """
         try:
             ack = await self.js.publish(
-                event_subject(symbol), data, headers={"Nats-Msg-Id": msg_id}, timeout=10.0
+                event_subject(symbol), data, headers=_with_id(msg_id, headers), timeout=10.0
             )
         except Exception as exc:
             raise BusError(f"events not stored for {symbol}: {exc}") from exc
@@ -257,7 +282,7 @@ class Bus:
             if not msgs:
                 continue
             caught_up = len(msgs) < batch
-            stored = [StoredMsg(m.metadata.sequence.stream, m.data) for m in msgs]
+            stored = [StoredMsg(m.metadata.sequence.stream, m.data, m.headers) for m in msgs]
             delay = 0.1
             while True:
                 # Never skip or reorder: retry the same messages until they apply.
@@ -316,3 +341,9 @@ class Bus:
                     replicas=self._replicas,
                 ),
             )
+
+
+def _with_id(msg_id: str, headers: Headers) -> dict[str, str]:
+    if not headers:
+        return {"Nats-Msg-Id": msg_id}
+    return {**headers, "Nats-Msg-Id": msg_id}

@@ -29,6 +29,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from tradeplane.adapters.marketstore import KlineRow
+from tradeplane.config import redacted
 
 POSITION: Final = "md:position"
 _NAMES: Final = ("book", "state", "trades", "aggTrades", "ticker", "avgPrice", "top", "klines")
@@ -137,7 +138,7 @@ class MarketCache:
             await client.ping()
         except (RedisError, OSError) as exc:
             await client.aclose()
-            raise CacheError(f"cannot connect to Redis at {url}: {exc}") from exc
+            raise CacheError(f"cannot connect to Redis at {redacted(url)}: {exc}") from exc
         return cls(client, trades_cap=trades_cap, agg_trades_cap=agg_trades_cap)
 
     async def close(self) -> None:

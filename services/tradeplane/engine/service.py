@@ -13,15 +13,19 @@ import logging
 import time
 
 import msgspec
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from prometheus_client import Counter, Gauge, Histogram
 
-from tradeplane.adapters.bus import Bus
+from tradeplane import msgtrace
+from tradeplane.adapters.bus import Bus, Headers
 from tradeplane.domain import codec
 from tradeplane.domain.book import BookSnapshot, OrderBook
 from tradeplane.domain.model import SCHEMA_VERSION, Event, EventBatch, SetTrading, TradingState
 from tradeplane.domain.pairs import TRADING_STATES, PairRules
 
 log = logging.getLogger("tradeplane.engine")
+tracer = trace.get_tracer("tradeplane.engine")
 
 COMMANDS = Counter("tradeplane_engine_commands_total", "Commands processed", ["symbol"])
 BATCHES = Counter("tradeplane_engine_batches_total", "Event batches published", ["symbol"])
@@ -54,7 +58,7 @@ class Engine:
         self.book = OrderBook(self.symbol, rules.notional_per_tick_lot)
         self.seq = 0  # last command sequence applied to the book
         self.published_seq = 0  # last command sequence covered by a published batch
-        self._pending: list[tuple[int, bytes]] = []
+        self._pending: list[tuple[int, bytes, Headers]] = []
         self._wake = asyncio.Event()
         self._since_snapshot = 0
         # With a rules file (the operator's ConfigMap) the rules' trading state is the
@@ -80,13 +84,15 @@ class Engine:
                               "published_seq": self.published_seq}},
         )
 
-    def _on_msg(self, seq: int, data: bytes) -> None:
-        self._pending.append((seq, data))
+    def _on_msg(self, seq: int, data: bytes, headers: Headers = None) -> None:
+        self._pending.append((seq, data, headers))
         self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.recover()
-        unsubscribe = await self.bus.follow_commands(self.symbol, self.seq + 1, self._on_msg)
+        unsubscribe = await self.bus.follow_commands_with_headers(
+            self.symbol, self.seq + 1, self._on_msg
+        )
         if self.enforce_trading:
             await self._enforce_trading_state()
         stopper = asyncio.ensure_future(stop.wait())
@@ -135,40 +141,75 @@ class Engine:
         ts = 0
         process = self.book.process
         ncmds = 0
-        for seq, data in batch:
+        # One span per traced command message (see msgtrace); untraced ones cost a lookup.
+        spans: list[trace.Span] = []
+        traceparent = msgtrace.TRACEPARENT
+        for seq, data, headers in batch:
             if seq <= self.seq:
                 continue  # the ordered consumer restarted and redelivered
-            try:
-                cmds = codec.decode_commands(data)
-            except codec.DecodeError:
-                log.error("undecodable command message skipped", extra={"fields": {"seq": seq}})
-                self.seq = seq
-                continue
             replay = seq <= self.published_seq  # the previous run already published these
-            if not replay and not first:
-                first = seq
-            ncmds += len(cmds)
-            for cmd in cmds:
-                out = process(cmd)
-                ts = cmd.ts
-                if not replay:
-                    events.extend(out)
-            self.seq = seq
+            token = None
+            if headers and traceparent in headers and not replay:
+                span = self._span(seq, headers)
+                spans.append(span)
+                # Current while the message is processed: its log lines carry its trace id.
+                token = otel_context.attach(trace.set_span_in_context(span))
+            try:
+                try:
+                    cmds = codec.decode_commands(data)
+                except codec.DecodeError:
+                    log.error("undecodable command message skipped",
+                              extra={"fields": {"seq": seq}})
+                    self.seq = seq
+                    continue
+                if not replay and not first:
+                    first = seq
+                ncmds += len(cmds)
+                for cmd in cmds:
+                    out = process(cmd)
+                    ts = cmd.ts
+                    if not replay:
+                        events.extend(out)
+                self.seq = seq
+            finally:
+                if token is not None:
+                    otel_context.detach(token)
         levels = self.book.take_dirty_levels()
         self._since_snapshot += ncmds
         COMMANDS.labels(self.symbol).inc(ncmds)
-        if first:
-            eb = EventBatch(SCHEMA_VERSION, self.symbol, first, self.seq, ts, events, levels)
-            await self.bus.publish_events(
-                self.symbol, codec.encode(eb), f"{self.symbol}:{first}"
-            )
-            self.published_seq = self.seq
-            BATCHES.labels(self.symbol).inc()
+        try:
+            if first:
+                eb = EventBatch(SCHEMA_VERSION, self.symbol, first, self.seq, ts, events,
+                                levels)
+                headers_out = (msgtrace.outgoing([sp.get_span_context() for sp in spans])
+                               if spans else None)
+                await self.bus.publish_events(
+                    self.symbol, codec.encode(eb), f"{self.symbol}:{first}", headers_out
+                )
+                self.published_seq = self.seq
+                BATCHES.labels(self.symbol).inc()
+        except Exception as exc:
+            for sp in spans:
+                sp.record_exception(exc)
+                sp.set_status(trace.StatusCode.ERROR)
+            raise
+        finally:
+            # The spans cover matching and the durable publish of the message's events.
+            for sp in spans:
+                sp.end()
         LAST_SEQ.labels(self.symbol).set(self.seq)
         OPEN_ORDERS.labels(self.symbol).set(self.book.open_orders_count)
         BATCH_SECONDS.labels(self.symbol).observe(time.perf_counter() - started)
         if self._since_snapshot >= self.snapshot_every:
             await self.snapshot()
+
+    def _span(self, seq: int, headers: Headers) -> trace.Span:
+        parent, links = msgtrace.incoming((headers,))
+        return tracer.start_span(
+            "engine.process", context=parent, links=links, kind=trace.SpanKind.CONSUMER,
+            attributes={"symbol": self.symbol, "messaging.system": "nats",
+                        "messaging.message.sequence": seq},
+        )
 
     async def snapshot(self) -> None:
         snap = EngineSnapshot(SCHEMA_VERSION, self.symbol, self.seq, self.book.snapshot())

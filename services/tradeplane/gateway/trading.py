@@ -139,10 +139,12 @@ async def place_new_order(state: Any, caller: Caller) -> dict[str, Any]:
     c: GatewayContext = state.ctx
     p = caller.params
     rules = c.pair(p.get("symbol"))
-    with tracer.start_as_current_span("order.new", attributes={"symbol": rules.symbol}):
+    with tracer.start_as_current_span("order.new", attributes={"symbol": rules.symbol}) as span:
         req = await _validate(c, rules, caller.account, p)
         path: OrderPath = state.orderpath
         order_id, result = await path.place(req)
+        if order_id is not None:
+            span.set_attribute("order_id", order_id)
         if result == db.PlaceResult.DUPLICATE:
             ORDERS.labels(rules.symbol, "duplicate").inc()
             raise errors.duplicate_order()

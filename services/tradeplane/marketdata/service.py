@@ -23,8 +23,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from opentelemetry import trace
 from prometheus_client import Counter, Gauge, Histogram
 
+from tradeplane import msgtrace
 from tradeplane.adapters import db
 from tradeplane.adapters.bus import Bus, StoredMsg, market_subject
 from tradeplane.adapters.cache import DepthSnapshot, MarketCache, SymbolUpdate, TopOfBook
@@ -42,6 +44,7 @@ from tradeplane.marketdata.state import (
 )
 
 log = logging.getLogger("tradeplane.marketdata")
+tracer = trace.get_tracer("tradeplane.marketdata")
 
 #: Least time between two applied groups. Depth diffs leave every 100 ms anyway; 20 ms more
 #: on trades and tickers buys several times fewer pulls, Redis writes and publishes.
@@ -214,6 +217,18 @@ class MarketDataService:
         """
         if not msgs:
             return
+        parent, links = msgtrace.incoming(m.headers for m in msgs)
+        if parent is None:
+            await self._handle(msgs)
+            return
+        with tracer.start_as_current_span(
+            "marketdata.apply", context=parent, links=links, kind=trace.SpanKind.CONSUMER,
+            attributes={"messaging.system": "nats", "messaging.batch.message_count": len(msgs),
+                        "messaging.message.sequence": msgs[-1].seq},
+        ):
+            await self._handle(msgs)
+
+    async def _handle(self, msgs: list[StoredMsg]) -> None:
         started = time.perf_counter()
         async with self._lock:
             if self._stale:

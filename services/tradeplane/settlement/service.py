@@ -16,8 +16,10 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from opentelemetry import trace
 from prometheus_client import Counter, Gauge, Histogram
 
+from tradeplane import msgtrace
 from tradeplane.adapters import db
 from tradeplane.adapters.bus import Bus, BusError, StoredMsg, settled_subject, user_subject
 from tradeplane.domain import codec
@@ -27,6 +29,7 @@ from tradeplane.domain.pairs import TRADING_STATES, PairRules
 from tradeplane.settlement import reports
 
 log = logging.getLogger("tradeplane.settlement")
+tracer = trace.get_tracer("tradeplane.settlement")
 
 TRADING_NAMES = {v: k for k, v in TRADING_STATES.items()}
 
@@ -85,6 +88,20 @@ class Settler:
         return self.pairs[symbol]
 
     async def handle(self, msgs: list[StoredMsg]) -> None:
+        """Settle one pull in one transaction, then publish the marks and user updates.
+        Traced batches make it a span: child of the first, linked to the others."""
+        parent, links = msgtrace.incoming(m.headers for m in msgs)
+        if parent is None:
+            await self._handle(msgs)
+            return
+        with tracer.start_as_current_span(
+            "settlement.apply", context=parent, links=links, kind=trace.SpanKind.CONSUMER,
+            attributes={"messaging.system": "nats", "messaging.batch.message_count": len(msgs),
+                        "messaging.message.sequence": msgs[-1].seq},
+        ):
+            await self._handle(msgs)
+
+    async def _handle(self, msgs: list[StoredMsg]) -> None:
         batches = [codec.decode_batch(m.data) for m in msgs]
         todo = [b for b in batches if b.last_seq > self.cursors.get(b.symbol, 0)]
         SKIPPED_BATCHES.inc(len(batches) - len(todo))
@@ -135,6 +152,9 @@ class Settler:
         self.cursors.update(cursors)
         SETTLED_BATCHES.inc(len(todo))
         SETTLED_TRADES.inc(len(total.trades))
+        log.debug("settled", extra={"fields": {"batches": len(todo),
+                                               "trades": len(total.trades),
+                                               "stream_seq": stream_seq}})
         for sym, seq in cursors.items():
             CURSOR.labels(sym).set(seq)
         return _Settled(todo, rules, rows, total)
