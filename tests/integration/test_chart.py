@@ -41,9 +41,8 @@ CRD_GROUPS = ("trading.tradeplane.io/", "monitoring.coreos.com/", "kopf.dev/")
 
 #: Series Prometheus makes itself (not on any /metrics page).
 PROMETHEUS_SERIES = {"up"}
-#: Series an alert needs that the services do not export yet: the engine's trading state
-#: gauge (TradingState value per symbol), asked for in issue 3. A dashboard may use none.
-AWAITED_SERIES = {"tradeplane_engine_trading_state"}
+#: Series an alert may name before a service exports them (none today). Dashboards: none.
+AWAITED_SERIES: set[str] = set()
 
 #: The one pod allowed to run as root: Promtail reads the node's /var/log/pods.
 ROOT_PODS = {f"{FULLNAME}-promtail"}

@@ -35,6 +35,10 @@ BATCH_SECONDS = Histogram(
 )
 LAST_SEQ = Gauge("tradeplane_engine_last_sequence", "Last command sequence applied", ["symbol"])
 OPEN_ORDERS = Gauge("tradeplane_engine_open_orders", "Orders resting on the book", ["symbol"])
+TRADING_STATE = Gauge(
+    "tradeplane_engine_trading_state",
+    "Trading state of the book: 1 enabled, 2 halted, 3 cancel-only", ["symbol"],
+)
 
 MAX_BATCH = 2000
 LINGER_S = 0.001
@@ -199,6 +203,7 @@ class Engine:
                 sp.end()
         LAST_SEQ.labels(self.symbol).set(self.seq)
         OPEN_ORDERS.labels(self.symbol).set(self.book.open_orders_count)
+        TRADING_STATE.labels(self.symbol).set(int(self.book.trading))
         BATCH_SECONDS.labels(self.symbol).observe(time.perf_counter() - started)
         if self._since_snapshot >= self.snapshot_every:
             await self.snapshot()
