@@ -10,12 +10,14 @@ same function either way: :func:`tradeplane.gateway.trading.place_new_order`.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 from urllib.parse import parse_qsl
 
 import msgspec
 from fastapi import FastAPI
-from starlette.types import Receive, Scope, Send
+from prometheus_client import Counter, Histogram
+from starlette.types import Message, Receive, Scope, Send
 
 from tradeplane.gateway.auth import authenticate
 from tradeplane.gateway.errors import ApiError
@@ -27,17 +29,52 @@ MAX_BODY = 64 * 1024
 _json = msgspec.json.Encoder()
 
 
+HTTP_REQUESTS = Counter(
+    "tradeplane_http_requests_total", "HTTP requests by route and status code",
+    ["method", "route", "code"],
+)
+HTTP_SECONDS = Histogram(
+    "tradeplane_http_request_seconds", "HTTP request duration, first byte in to last out",
+    ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
+)
+
+
 class OrderFastPath:
-    """Wraps the FastAPI app; serves ``POST /api/v3/order`` itself."""
+    """Wraps the FastAPI app; serves ``POST /api/v3/order`` itself, and measures every HTTP
+    request (rate, errors, duration per route: the API RED dashboard)."""
 
     def __init__(self, app: FastAPI) -> None:
         self.app = app
+        # Label routes by their template, and anything unknown as "other": bounded labels.
+        self._routes = {getattr(r, "path", "") for r in app.routes} - {""}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (scope["type"] != "http" or scope["method"] != "POST"
-                or scope["path"] != "/api/v3/order"):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()
+        path = scope["path"]
+        route = path if path in self._routes else "other"
+        method = scope["method"]
+        code = 500
+
+        async def measured_send(message: Message) -> None:
+            nonlocal code
+            if message["type"] == "http.response.start":
+                code = message["status"]
+            await send(message)
+
+        try:
+            if method == "POST" and path == "/api/v3/order":
+                await self._order(scope, receive, measured_send)
+            else:
+                await self.app(scope, receive, measured_send)
+        finally:
+            HTTP_REQUESTS.labels(method, route, str(code)).inc()
+            HTTP_SECONDS.labels(method, route).observe(time.perf_counter() - started)
+
+    async def _order(self, scope: Scope, receive: Receive, send: Send) -> None:
         status, doc = await self._handle(scope, receive)
         body = _json.encode(doc)
         await send({
