@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import argparse
 
-from tradeplane.bench import book, e2e
+from tradeplane.bench import book, e2e, engine
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="tradeplane bench")
-    p.add_argument("which", nargs="?", default="all", choices=["all", "book", "e2e"])
+    p.add_argument("which", nargs="?", default="all", choices=["all", "book", "engine", "e2e"])
     p.add_argument("--ops", type=int, default=1_000_000, help="book: operations")
     p.add_argument("--seed", type=int, default=42)
     args, rest = p.parse_known_args(argv)
     rc = 0
     if args.which in ("all", "book"):
         rc |= book.main(["--ops", str(args.ops), "--seed", str(args.seed)])
+    if args.which in ("all", "engine"):
+        rc |= engine.main(rest if args.which == "engine" else [])
     if args.which in ("all", "e2e"):
-        rc |= e2e.main(rest)
+        rc |= e2e.main(rest if args.which == "e2e" else [])
     return rc

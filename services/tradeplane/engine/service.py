@@ -41,6 +41,7 @@ TRADING_STATE = Gauge(
 )
 
 MAX_BATCH = 2000
+MAX_COMMANDS = 20_000
 LINGER_S = 0.001
 LINGER_BELOW = 64
 
@@ -137,8 +138,10 @@ class Engine:
                                                              "state": self.rules.trading}})
 
     async def step(self) -> None:
-        """Process up to MAX_BATCH pending commands and publish their events as one batch."""
-        batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+        """Process pending command messages (up to MAX_BATCH messages or MAX_COMMANDS
+        commands, whichever comes first) and publish their events as one batch."""
+        batch = self._pending[:MAX_BATCH]
+        taken = 0
         started = time.perf_counter()
         events: list[Event] = []
         first = 0
@@ -149,6 +152,9 @@ class Engine:
         spans: list[trace.Span] = []
         traceparent = msgtrace.TRACEPARENT
         for seq, data, headers in batch:
+            if ncmds >= MAX_COMMANDS:
+                break  # keeps the event batch well under the bus's message size limit
+            taken += 1
             if seq <= self.seq:
                 continue  # the ordered consumer restarted and redelivered
             replay = seq <= self.published_seq  # the previous run already published these
@@ -178,6 +184,7 @@ class Engine:
             finally:
                 if token is not None:
                     otel_context.detach(token)
+        del self._pending[:taken]
         levels = self.book.take_dirty_levels()
         self._since_snapshot += ncmds
         COMMANDS.labels(self.symbol).inc(ncmds)
