@@ -91,6 +91,11 @@ class Settings(VaultSettings):
     dedup_window_s: float = Field(
         default=600.0, description="JetStream duplicate window for our streams, seconds."
     )
+    invariant_check_s: float = Field(
+        default=60.0,
+        description="Seconds between full ledger-invariant checks in settlement (each scans "
+        "every posting; the metric tradeplane_ledger_invariant_ok follows it).",
+    )
     snapshot_every: int = Field(
         default=50_000, description="Engine snapshot after this many commands."
     )

@@ -71,7 +71,7 @@ async def run_settlement(settings: Settings, stop: asyncio.Event) -> None:
     pool = await db.create_pool(settings.database_url, settings.db_pool_size)
     bus = await _bus(settings, "settlement")
     try:
-        await Settler(bus, pool).run(stop)
+        await Settler(bus, pool, invariant_check_s=settings.invariant_check_s).run(stop)
     finally:
         await bus.close()
         await pool.close()

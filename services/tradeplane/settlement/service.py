@@ -70,9 +70,10 @@ class _Settled:
 
 
 class Settler:
-    def __init__(self, bus: Bus, pool: db.Pool) -> None:
+    def __init__(self, bus: Bus, pool: db.Pool, *, invariant_check_s: float = 60.0) -> None:
         self.bus = bus
         self.pool = pool
+        self.invariant_check_s = invariant_check_s
         self.pairs: dict[str, PairRules] = {}
         self.cursors: dict[str, int] = {}
         self.caught_up_ms = 0  # when settlement last had applied everything on the stream
@@ -231,7 +232,7 @@ class Settler:
     async def _watch_invariants(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await self.export_invariants()
-            await _sleep_or_stop(stop, 30.0)
+            await _sleep_or_stop(stop, self.invariant_check_s)
 
     async def export_invariants(self) -> list[str]:
         checks, problems = await db.check_invariants(self.pool)
