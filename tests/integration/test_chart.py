@@ -315,10 +315,8 @@ def test_operator_rbac_is_least_privilege() -> None:
 def test_chart_rbac_is_the_operators_own(scenario: str) -> None:
     """The operator declares what it needs (tradeplane_operator.rbac, rendered into
     operator/rbac.yaml): the chart grants exactly that, no more, no less."""
-    try:
-        from tradeplane_operator import rbac
-    except ImportError:  # pragma: no cover - written in parallel
-        pytest.skip("tradeplane_operator.rbac is not written yet")
+    from tradeplane_operator import rbac
+
     values = yaml.safe_load((CHART / "ci" / scenario).read_text()) or {}
     peering = bool(values.get("operator", {}).get("peering", {}).get("enabled"))
     assert operator_grants(render(scenario)) == rule_triples(
