@@ -152,16 +152,20 @@ async def test_orders_trades_and_cancels_stream_binance_reports_and_positions(
         assert r.status_code == 200, r.text
         buy = r.json()
         assert buy["status"] == "FILLED"
-        got = await b_ws.wait_for(2)
+        got = await b_ws.wait_for(3)
         assert [deterministic(m) for m in got] == [
+            # Accepted orders are reported NEW first, even when they fill at once.
+            report(c="b-buy", q="0.20000000", p="60100.00000000", x="NEW", X="NEW",
+                   i=buy["orderId"]),
             report(c="b-buy", q="0.20000000", p="60100.00000000", x="TRADE", X="FILLED",
                    i=buy["orderId"], l="0.20000000", z="0.20000000", L="60000.00000000",
                    n="0.00020000", N="BTC", t=1, Z="12000.00000000", Y="12000.00000000"),
             # Paid 12000 at the maker's price; the 20 USDT of price improvement came back.
             position(("BTC", "0.19980000", ZERO), ("USDT", "88000.00000000", ZERO)),
         ]
-        fill = got[0]
+        fill = got[1]
         assert fill["w"] is False and "W" not in fill and fill["T"] == buy["transactTime"]
+        assert got[0]["I"] != fill["I"]
 
         got = await a_ws.wait_for(4)
         assert [deterministic(m) for m in got[2:]] == [
@@ -179,13 +183,13 @@ async def test_orders_trades_and_cancels_stream_binance_reports_and_positions(
                                  type="LIMIT_MAKER", price="60000.00", quantity="0.1",
                                  newClientOrderId="b-maker", newOrderRespType="RESULT")
         assert r.json() == {"code": -2010, "msg": "Order would immediately match and take."}
-        got = await b_ws.wait_for(4)
-        assert [deterministic(m) for m in got[2:]] == [
+        got = await b_ws.wait_for(5)
+        assert [deterministic(m) for m in got[3:]] == [
             report(c="b-maker", o="LIMIT_MAKER", q="0.10000000", p="60000.00000000",
-                   x="REJECTED", X="REJECTED", r="WOULD_MATCH_IMMEDIATELY", i=got[2]["i"]),
+                   x="REJECTED", X="REJECTED", r="WOULD_MATCH_IMMEDIATELY", i=got[3]["i"]),
             position(("USDT", "88000.00000000", ZERO)),
         ]
-        assert got[2]["i"] > buy["orderId"] and got[2]["w"] is False
+        assert got[3]["i"] > buy["orderId"] and got[3]["w"] is False
 
         r = await alice.api.signed("DELETE", "/api/v3/order", symbol="BTCUSDT",
                                    orderId=sell["orderId"])
@@ -202,7 +206,7 @@ async def test_orders_trades_and_cancels_stream_binance_reports_and_positions(
         # The stream agrees with the ledger.
         assert await plat.balances(alice.account) == {"BTC": (80_000_000, 0),
                                                       "USDT": (1_198_800_000_000, 0)}
-        assert len(a_ws.events) == 6 and len(b_ws.events) == 4
+        assert len(a_ws.events) == 6 and len(b_ws.events) == 5
 
 
 async def test_market_order_by_quote_reports_each_fill_and_ends_filled(plat: Platform) -> None:
@@ -220,7 +224,10 @@ async def test_market_order_by_quote_reports_each_fill_and_ends_filled(plat: Pla
         assert r.status_code == 200, r.text
         doc = r.json()
         assert doc["status"] == "FILLED" and doc["executedQty"] == "0.15000000"
-        got = await t_ws.wait_for(3)
+        got = await t_ws.wait_for(4)
+        assert _pick(got[0], "c o x X z w") == {"c": "t-mkt", "o": "MARKET", "x": "NEW",
+                                                 "X": "NEW", "z": ZERO, "w": False}
+        got = got[1:]
         keys = "c o q p x X l L z Z Y n N m w Q"
         assert [_pick(m, keys) for m in got[:2]] == [
             {"c": "t-mkt", "o": "MARKET", "q": ZERO, "p": ZERO, "x": "TRADE",

@@ -114,19 +114,22 @@ def test_partial_trades_then_filled_carry_fill_commission_and_cumulative_values(
     assert [d["I"] for d in u.reports[100]] == [1 << 20, 2 << 20, 3 << 20]
     assert all(d["W"] == 1000 for d in u.reports[100])  # it was on the book throughout
 
-    taker = u.reports[200]
-    assert len(taker) == 1
-    assert _pick(taker[0], *keys) == (
+    # The taker is reported NEW first, as Binance does, then its fill.
+    new, fill = u.reports[200]
+    assert _pick(new, *keys) == (
+        "NEW", "NEW", ZERO, ZERO, ZERO, ZERO, ZERO, "0", None, -1, False, False, 20)
+    assert _pick(fill, *keys) == (
         "TRADE", "FILLED", "0.20000000", "60000.00000000", "0.20000000", "12000.00000000",
         "12000.00000000", "0.00020000", "BTC", 1, False, False, 20)
-    assert "W" not in taker[0]  # never on the book
-    assert taker[0]["p"] == "60100.00000000" and taker[0]["q"] == "0.20000000"
+    assert new["I"] != fill["I"]  # distinct execution ids
+    assert "W" not in new and "W" not in fill  # never on the book
+    assert fill["p"] == "60100.00000000" and fill["q"] == "0.20000000"
     assert u.updated_ms == {100: 30, 200: 20, 300: 30}
     # First answers from the engine: the holds taken at entry are news for these accounts.
     assert u.entered == {(100, "BTC"), (200, "USDT"), (300, "USDT")}
 
 
-def test_a_taker_that_rests_its_remainder_reports_working_trades_and_no_new() -> None:
+def test_a_taker_that_rests_its_remainder_reports_new_then_working_trades() -> None:
     rows = {4: _row(4, 400, Side.SELL, qty=10_000, status=Status.NEW),
             5: _row(5, 500, Side.BUY, qty=50_000, created=2000)}
     u = user_updates([_batch(9, [
@@ -134,7 +137,8 @@ def test_a_taker_that_rests_its_remainder_reports_working_trades_and_no_new() ->
         Done(4, 400, Status.FILLED, Reason.NONE, 2000),
         Rested(5, 500, Side.BUY, P60000, 40_000, 2000),
     ])], RULES, rows, NOW)
-    [trade] = u.reports[500]
+    new, trade = u.reports[500]
+    assert _pick(new, "x", "X", "z", "w", "W") == ("NEW", "NEW", ZERO, True, 2000)
     assert _pick(trade, "x", "X", "z", "w", "m", "W") == (
         "TRADE", "PARTIALLY_FILLED", "0.10000000", True, False, 2000)
     assert list(trade)[-2:] == ["W", "V"]
@@ -186,9 +190,11 @@ def test_expired_and_rejected_orders_say_why_like_binance() -> None:
         Done(13, 1000, Status.REJECTED, Reason.HALTED, 5),
     ])], RULES, rows, NOW)
     assert [_pick(d, "i", "o", "x", "X", "r", "p", "q", "Q", "w") for d in u.reports[1000]] == [
+        (10, "MARKET", "NEW", "NEW", "NONE", ZERO, "0.10000000", ZERO, False),
         (10, "MARKET", "EXPIRED", "EXPIRED", "NONE", ZERO, "0.10000000", ZERO, False),
         (11, "LIMIT_MAKER", "REJECTED", "REJECTED", "WOULD_MATCH_IMMEDIATELY",
          "60000.00000000", "0.50000000", ZERO, False),
+        (12, "MARKET", "NEW", "NEW", "NONE", ZERO, ZERO, "300.10000000", False),
         (12, "MARKET", "EXPIRED", "EXPIRED", "NONE", ZERO, ZERO, "300.10000000", False),
         (13, "LIMIT", "REJECTED", "REJECTED", "MARKET_CLOSED", "60000.00000000",
          "0.50000000", ZERO, False),

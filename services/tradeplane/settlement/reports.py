@@ -6,7 +6,10 @@ the orders they touch *as loaded before the pull* and the pair rules; it walks t
 order, advancing each order's cumulative quantities itself, so the reports never depend on
 the ledger rules having mutated anything. Event -> report:
 
-* ``Rested`` of a ``PENDING_NEW`` order (it rests without fills): ``x=NEW``.
+* Every order the engine accepted is reported ``x=NEW`` first, as Binance does: at its
+  ``Rested`` when it rests without fills, else just before its first ``TRADE`` or its
+  ``EXPIRED``/``CANCELED`` (an IOC, FOK or market order that could not fill). A rejected
+  order gets only its ``REJECTED``.
 * ``Trade``: one ``x=TRADE`` per side (taker and maker), ``X=PARTIALLY_FILLED``, with the
   fill (``l``, ``L``, ``Y``, ``t``), the commission (``n``, ``N``) and the cumulative
   ``z``/``Z``. A later ``Rested`` of the taker marks its trades as working (``w``, ``W``).
@@ -46,6 +49,7 @@ ZERO: Final = "0.00000000"
 #: Execution id ``I`` = ``first_seq << 20 | event index``: unique per symbol while a batch
 #: holds under 2**20 events, and below 2**53 (exact in JavaScript) up to 2**33 commands.
 EXEC_ID_SHIFT: Final = 20
+NEW_EXEC_BIT: Final = 1 << (EXEC_ID_SHIFT - 1)  # the NEW announced before an event
 
 _STATUS: Final[dict[int, str]] = {s: s.name for s in Status}
 _SIDES: Final[dict[int, str]] = {s: s.name for s in Side}
@@ -143,6 +147,16 @@ def user_updates(
         else:
             bucket.append(doc)
 
+    def announce(p: _Progress, account: int, sym: str, ts: int, exec_id: int) -> None:
+        """Binance reports every accepted order as NEW first, even one that trades or
+        expires at once; ``exec_id`` gets the NEW bit so it never equals the event's."""
+        if p.status != Status.PENDING_NEW:
+            return
+        p.status = Status.NEW
+        doc = _report(p, sym, "NEW", ts, now_ms, exec_id | NEW_EXEC_BIT, False)
+        p.taker_trades.append(doc)  # marked working if the remainder rests
+        emit(account, doc)
+
     for b in batches:
         r = rules[b.symbol]
         sym = b.symbol
@@ -165,6 +179,7 @@ def user_updates(
                     p = track(oid, r)
                     if p is None:
                         continue
+                    announce(p, account, sym, ev.ts, exec_base | i)
                     p.executed += ev.qty
                     p.cum_quote += quote_amt
                     p.status = Status.PARTIALLY_FILLED
@@ -202,6 +217,8 @@ def user_updates(
                 p = track(ev.order_id, r)
                 if p is None:
                     continue
+                if ev.status in (Status.EXPIRED, Status.CANCELED):
+                    announce(p, ev.account, sym, ev.ts, exec_base | i)
                 p.status = ev.status
                 if p.status == Status.FILLED:
                     if p.last is not None:
