@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from tests.support.harness import Platform, running_platform
+from tests.support.k8s_emulator import RunningEmulator, running_emulator
 
 from tradeplane.platform.servers import LocalServers
 
@@ -56,3 +58,22 @@ def data_dir() -> Iterator[Path]:
     """A fresh folder for a test's own servers (outside pytest's tmp tree, see above)."""
     with data_folder("tp-test-") as folder:
         yield folder
+
+
+# --------------------------------------------------------------------------------------
+# The whole platform in-process (tests/support/harness.py), one per test module: each
+# module starts from a fresh database, empty streams and an empty cache.
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+async def plat(nats_url: str, pg_url: str, redis_url: str) -> AsyncIterator[Platform]:
+    async with running_platform(nats_url, pg_url, redis_url) as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def k8s(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningEmulator]:
+    """A Kubernetes API emulator (kmock) with our CRDs, for the operator's tests."""
+    with running_emulator(tmp_path_factory.mktemp("k8s")) as emu:
+        yield emu

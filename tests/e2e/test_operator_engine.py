@@ -12,14 +12,14 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from tests.support.harness import Platform, eventually, free_port, running_platform
-from tests.support.k8s_emulator import RunningEmulator, running_emulator, running_operator
+from tests.support.harness import Platform, eventually, free_port
+from tests.support.k8s_emulator import RunningEmulator, running_operator
 
 from tradeplane.platform.local import service_env
 from tradeplane_operator import children
@@ -36,18 +36,6 @@ SPEC = {
 }
 SECRET_KEYS = ("TRADEPLANE_NATS_URL", "TRADEPLANE_DATABASE_URL", "TRADEPLANE_REDIS_URL",
                "TRADEPLANE_SECRET_KEY", "TRADEPLANE_ADMIN_TOKEN", "TRADEPLANE_DEV_MODE")
-
-
-@pytest.fixture(scope="module")
-async def plat(nats_url: str, pg_url: str, redis_url: str) -> AsyncIterator[Platform]:
-    async with running_platform(nats_url, pg_url, redis_url) as p:
-        yield p
-
-
-@pytest.fixture(scope="module")
-def k8s(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningEmulator]:
-    with running_emulator(tmp_path_factory.mktemp("k8s")) as emu:
-        yield emu
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ import ccxt.async_support as ccxt_async
 import ccxt.pro as ccxtpro
 import httpx
 import pytest
-from tests.support.harness import Platform, Trader, eventually, running_platform
+from tests.support.harness import Platform, Trader, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -103,11 +103,6 @@ class Desk:
             finally:
                 await ex.close()
 
-
-@pytest.fixture(scope="module")
-async def plat(nats_url: str, pg_url: str, redis_url: str) -> AsyncIterator[Platform]:
-    async with running_platform(nats_url, pg_url, redis_url) as p:
-        yield p
 
 
 @pytest.fixture

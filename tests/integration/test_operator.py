@@ -15,7 +15,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +24,8 @@ import kubernetes_validate
 import nats
 import pytest
 from nats.js.errors import NotFoundError
-from tests.support.harness import Platform, eventually, free_port, running_platform
-from tests.support.k8s_emulator import RunningEmulator, running_emulator, running_operator
+from tests.support.harness import Platform, eventually, free_port
+from tests.support.k8s_emulator import RunningEmulator, running_operator
 
 from tradeplane.domain import codec
 from tradeplane.domain.model import SetTrading, TradingState
@@ -42,18 +42,6 @@ NS = "default"
 
 
 # ------------------------------------------------------------------ fixtures
-@pytest.fixture(scope="module")
-async def plat(nats_url: str, pg_url: str, redis_url: str) -> AsyncIterator[Platform]:
-    async with running_platform(nats_url, pg_url, redis_url) as p:
-        yield p
-
-
-@pytest.fixture(scope="module")
-def k8s(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningEmulator]:
-    with running_emulator(tmp_path_factory.mktemp("k8s")) as emu:
-        yield emu
-
-
 @pytest.fixture(scope="module")
 def operator(k8s: RunningEmulator, plat: Platform) -> Iterator[Any]:
     settings = OperatorSettings(

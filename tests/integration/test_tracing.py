@@ -7,11 +7,11 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
-from tests.support.harness import Platform, eventually, running_platform
+from tests.support.harness import Platform, eventually
 from tests.support.tracing import SpanCapture, install_test_tracing
 
 from tradeplane import msgtrace
@@ -20,11 +20,6 @@ from tradeplane.observability import JsonFormatter
 
 pytestmark = pytest.mark.integration
 
-
-@pytest.fixture(scope="module")
-async def plat(nats_url: str, pg_url: str, redis_url: str) -> AsyncIterator[Platform]:
-    async with running_platform(nats_url, pg_url, redis_url) as p:
-        yield p
 
 
 @pytest.fixture

@@ -4,12 +4,11 @@ fees and order states are exact to the last unit, and bad input locks nothing.""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import httpx
 import pytest
-from tests.support.harness import Platform, eventually, running_platform
+from tests.support.harness import Platform, eventually
 
 from tradeplane.adapters import db
 from tradeplane.adapters.cache import MarketCache
@@ -20,11 +19,6 @@ from tradeplane.domain.pairs import DEMO_PAIRS, price_to_ticks, qty_to_lots
 
 pytestmark = pytest.mark.integration
 
-
-@pytest.fixture(scope="module")
-async def plat(nats_url: str, pg_url: str, redis_url: str) -> AsyncIterator[Platform]:
-    async with running_platform(nats_url, pg_url, redis_url) as p:
-        yield p
 
 
 async def test_two_accounts_trade_and_balances_and_fees_are_exact(plat: Platform) -> None:

@@ -7,11 +7,10 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from tests.support.harness import Platform, eventually, running_platform
+from tests.support.harness import Platform, eventually
 
 from tradeplane.adapters.bus import Bus
 from tradeplane.domain import codec
@@ -20,11 +19,6 @@ from tradeplane.services import run_matching
 
 pytestmark = pytest.mark.integration
 
-
-@pytest.fixture(scope="module")
-async def plat(nats_url: str, pg_url: str, redis_url: str) -> AsyncIterator[Platform]:
-    async with running_platform(nats_url, pg_url, redis_url) as p:
-        yield p
 
 
 async def _set_trading(plat: Platform, symbol: str, state: TradingState) -> None:

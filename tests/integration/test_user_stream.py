@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import websockets
-from tests.support.harness import Platform, Trader, eventually, running_platform
+from tests.support.harness import Platform, Trader, eventually
 
 from tradeplane.adapters.bus import Bus, user_subject
 
@@ -22,11 +22,6 @@ pytestmark = pytest.mark.integration
 ZERO = "0.00000000"
 _probes = itertools.count(1)
 
-
-@pytest.fixture(scope="module")
-async def plat(nats_url: str, pg_url: str, redis_url: str) -> AsyncIterator[Platform]:
-    async with running_platform(nats_url, pg_url, redis_url) as p:
-        yield p
 
 
 class UserStream:
