@@ -157,21 +157,14 @@ class Bus:
         return int(ack.seq)
 
     async def follow_commands(
-        self, symbol: str, start_seq: int, on_msg: Callable[[int, bytes], None]
+        self, symbol: str, start_seq: int, on_msg: Callable[[int, bytes, Headers], None]
     ) -> Callable[[], Awaitable[None]]:
-        """Deliver every command from ``start_seq`` on, in order, to ``on_msg(seq, data)``.
+        """Deliver every command message from ``start_seq`` on, in order, to
+        ``on_msg(seq, data, headers)`` (headers carry the trace context).
 
         An ordered push consumer: gap-free, no acks (the engine's progress lives in its
         snapshots and its last published event batch). Returns an unsubscribe coroutine.
         """
-        return await self.follow_commands_with_headers(
-            symbol, start_seq, lambda seq, data, _headers: on_msg(seq, data)
-        )
-
-    async def follow_commands_with_headers(
-        self, symbol: str, start_seq: int, on_msg: Callable[[int, bytes, Headers], None]
-    ) -> Callable[[], Awaitable[None]]:
-        """:meth:`follow_commands`, calling ``on_msg(seq, data, headers)``."""
 
         async def cb(msg: Msg) -> None:
             on_msg(msg.metadata.sequence.stream, msg.data, msg.headers)

@@ -216,6 +216,12 @@ class OrderRequest:
     hold: int
     ts: int
 
+    def command(self, order_id: int) -> NewOrder:
+        """The engine command for this order once it has its id (the only mapping: the
+        gateway and the outbox relay send exactly the same command)."""
+        return NewOrder(order_id, self.account, self.side, self.type, self.tif, self.price,
+                        self.qty, self.quote_qty, self.by_quote, self.ts)
+
 
 class PlaceResult(IntEnum):
     PLACED = 0
@@ -303,25 +309,36 @@ async def open_orders(pool: Pool, account: int, symbol: str | None) -> list[asyn
     )
 
 
-async def all_orders(
-    pool: Pool, account: int, symbol: str, from_id: int | None, start_ms: int | None,
-    end_ms: int | None, limit: int,
+async def _history(
+    pool: Pool, select: str, key: str, conds: list[str], args: list[Any],
+    ranges: tuple[tuple[str, int | None], ...], from_id: int | None, limit: int,
 ) -> list[asyncpg.Record]:
-    conds = ["account_id = $1", "symbol = $2"]
-    args: list[Any] = [account, symbol]
-    for cond, val in (("id >= ", from_id), ("created_ms >= ", start_ms),
-                      ("created_ms <= ", end_ms)):
+    """Binance history semantics: with ``fromId`` the ``limit`` rows from there on, else the
+    newest ``limit`` rows; optional ``col >= / <=`` bounds; always returned oldest first."""
+    conds, args = list(conds), list(args)
+    for cond, val in ranges:
         if val is not None:
             args.append(val)
             conds.append(f"{cond}${len(args)}")
     args.append(limit)
     order = "ASC" if from_id is not None else "DESC"
     rows = await pool.fetch(
-        f"SELECT {ORDER_COLUMNS} FROM orders WHERE {' AND '.join(conds)}"
-        f" ORDER BY id {order} LIMIT ${len(args)}",
+        f"{select} WHERE {' AND '.join(conds)} ORDER BY {key} {order} LIMIT ${len(args)}",
         *args,
     )
-    return sorted(rows, key=lambda r: r["id"])
+    return sorted(rows, key=lambda r: r[key])
+
+
+async def all_orders(
+    pool: Pool, account: int, symbol: str, from_id: int | None, start_ms: int | None,
+    end_ms: int | None, limit: int,
+) -> list[asyncpg.Record]:
+    return await _history(
+        pool, f"SELECT {ORDER_COLUMNS} FROM orders", "id",
+        ["account_id = $1", "symbol = $2"], [account, symbol],
+        (("id >= ", from_id), ("created_ms >= ", start_ms), ("created_ms <= ", end_ms)),
+        from_id, limit,
+    )
 
 
 async def order_trades(pool: Pool, symbol: str, order_id: int) -> list[asyncpg.Record]:
@@ -341,18 +358,10 @@ async def my_trades(
     if order_id is not None:
         args.append(order_id)
         conds.append(f"(buyer_order = ${len(args)} OR seller_order = ${len(args)})")
-    for cond, val in (("trade_id >= ", from_id), ("ts >= ", start_ms), ("ts <= ", end_ms)):
-        if val is not None:
-            args.append(val)
-            conds.append(f"{cond}${len(args)}")
-    args.append(limit)
-    order = "ASC" if from_id is not None else "DESC"
-    rows = await pool.fetch(
-        f"SELECT * FROM trades WHERE {' AND '.join(conds)} ORDER BY trade_id {order}"
-        f" LIMIT ${len(args)}",
-        *args,
+    return await _history(
+        pool, "SELECT * FROM trades", "trade_id", conds, args,
+        (("trade_id >= ", from_id), ("ts >= ", start_ms), ("ts <= ", end_ms)), from_id, limit,
     )
-    return sorted(rows, key=lambda r: r["trade_id"])
 
 
 async def recent_public_trades(
@@ -390,23 +399,6 @@ async def consumer_position(pool: Pool, consumer: str) -> int:
         "SELECT stream_seq FROM consumer_positions WHERE consumer = $1", consumer
     )
     return int(v or 0)
-
-
-async def load_order_states(
-    con: Conn, ids: Iterable[int]
-) -> dict[int, OrderState]:
-    rows = await con.fetch(
-        "SELECT id, account_id, side, status, executed, cum_quote, hold_asset, hold_remaining,"
-        " updated_ms FROM orders WHERE id = ANY($1::bigint[])",
-        list(ids),
-    )
-    return {
-        r["id"]: OrderState(
-            r["id"], r["account_id"], Side(r["side"]), Status(r["status"]), r["executed"],
-            r["cum_quote"], r["hold_asset"], r["hold_remaining"], r["updated_ms"],
-        )
-        for r in rows
-    }
 
 
 async def load_settlement_orders(
@@ -607,12 +599,13 @@ async def check_invariants(pool: Pool) -> tuple[list[AssetCheck], list[str]]:
 
 
 def new_order_command(r: asyncpg.Record) -> NewOrder:
-    """The engine command for an order row: the gateway and the outbox relay send the same."""
-    return NewOrder(
-        order_id=r["id"], account=r["account_id"], side=Side(r["side"]),
-        type=OrderType(r["type"]), tif=TimeInForce(r["tif"]), price=r["price"], qty=r["qty"],
-        quote_qty=r["quote_qty"], by_quote=r["by_quote"], ts=r["created_ms"],
+    """The engine command for a stored order (the outbox relay re-sends it)."""
+    req = OrderRequest(
+        r["account_id"], r["symbol"], r["client_order_id"], Side(r["side"]),
+        OrderType(r["type"]), TimeInForce(r["tif"]), r["price"], r["qty"], r["quote_qty"],
+        r["by_quote"], r["hold_asset"], r["hold_amount"], r["created_ms"],
     )
+    return req.command(r["id"])
 
 
 async def locked_totals(pool: Pool) -> dict[str, int]:

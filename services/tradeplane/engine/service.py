@@ -95,7 +95,7 @@ class Engine:
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.recover()
-        unsubscribe = await self.bus.follow_commands_with_headers(
+        unsubscribe = await self.bus.follow_commands(
             self.symbol, self.seq + 1, self._on_msg
         )
         if self.enforce_trading:

@@ -23,7 +23,6 @@ from tradeplane.adapters.bus import BusError
 from tradeplane.domain.model import (
     Cancel,
     CancelAll,
-    NewOrder,
     OrderType,
     Side,
     Status,
@@ -113,8 +112,14 @@ def _enum(params: dict[str, str], name: str, enum: Any, code: int, text: str) ->
         raise errors.ApiError(code, text) from None
 
 
-async def _wait_settled(c: GatewayContext, request: Request, symbol: str, seq: int) -> None:
-    if not await request.app.state.watermarks.wait(symbol, seq, c.settings.response_timeout_s):
+async def _wait_settled(state: Any, symbol: str, seq: int) -> None:
+    """Wait until the ledger has applied command message ``seq`` (read-your-writes).
+
+    Raises:
+        ApiError: -1007 when it has not within the response timeout.
+    """
+    timeout = state.ctx.settings.response_timeout_s
+    if not await state.watermarks.wait(symbol, seq, timeout):
         raise errors.status_unknown()
 
 
@@ -152,7 +157,7 @@ async def place_new_order(state: Any, caller: Caller) -> dict[str, Any]:
             ORDERS.labels(rules.symbol, "insufficient").inc()
             raise errors.insufficient_balance()
         try:
-            seq = await path.send(rules.symbol, _command(req, order_id))
+            seq = await path.send(rules.symbol, req.command(order_id))
         except BusError:
             # Stored in the ledger but not (provably) on the bus: the outbox relay re-sends
             # it with the same message id, so it is neither lost nor doubled.
@@ -169,8 +174,7 @@ async def place_new_order(state: Any, caller: Caller) -> dict[str, Any]:
                 "symbol": rules.symbol, "orderId": order_id, "orderListId": -1,
                 "clientOrderId": req.client_order_id, "transactTime": req.ts,
             }
-        if not await state.watermarks.wait(rules.symbol, seq, c.settings.response_timeout_s):
-            raise errors.status_unknown()
+        await _wait_settled(state, rules.symbol, seq)
         row = await db.get_order(c.pool, caller.account, rules.symbol, order_id, None)
         assert row is not None
         if row["status"] == Status.REJECTED:
@@ -179,11 +183,6 @@ async def place_new_order(state: Any, caller: Caller) -> dict[str, Any]:
         if resp_type == "FULL":
             fills = list(await db.order_trades(c.pool, rules.symbol, order_id))
         return views.order_result(row, rules, fills)
-
-
-def _command(req: db.OrderRequest, order_id: int) -> NewOrder:
-    return NewOrder(order_id, req.account, req.side, req.type, req.tif, req.price, req.qty,
-                    req.quote_qty, req.by_quote, req.ts)
 
 
 async def _validate(
@@ -306,7 +305,7 @@ async def cancel_order(request: Request, caller: Caller = Depends(signed_trade))
         seq = await request.app.state.orderpath.send(rules.symbol, cmd)
     except BusError:
         raise errors.status_unknown() from None
-    await _wait_settled(c, request, rules.symbol, seq)
+    await _wait_settled(request.app.state, rules.symbol, seq)
     row = await db.get_order(c.pool, caller.account, rules.symbol, row["id"], None)
     assert row is not None
     if row["status"] != Status.CANCELED:
@@ -339,7 +338,7 @@ async def cancel_open_orders(
         seq = await request.app.state.orderpath.send(rules.symbol, cmd)
     except BusError:
         raise errors.status_unknown() from None
-    await _wait_settled(c, request, rules.symbol, seq)
+    await _wait_settled(request.app.state, rules.symbol, seq)
     out = []
     for r in before:
         row = await db.get_order(c.pool, caller.account, rules.symbol, r["id"], None)
