@@ -9,10 +9,24 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 from tests.support.harness import Platform, running_platform
 from tests.support.k8s_emulator import RunningEmulator, running_emulator
 
 from tradeplane.platform.servers import LocalServers
+
+# --------------------------------------------------------------------------------------
+# Property-test budgets. CI runs the fixed, derandomized "ci" budget; a deeper random
+# search is one flag away: pytest tests/unit/test_book_properties.py --hypothesis-profile=long
+# --------------------------------------------------------------------------------------
+_PROPERTY_SETTINGS = {
+    "database": None,
+    "deadline": None,
+    "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large],
+}
+settings.register_profile("ci", max_examples=250, derandomize=True, **_PROPERTY_SETTINGS)
+settings.register_profile("long", max_examples=5_000, **_PROPERTY_SETTINGS)
+settings.load_profile("ci")
 
 # --------------------------------------------------------------------------------------
 # Local servers: real NATS (JetStream), PostgreSQL and Redis from the pip wheels.

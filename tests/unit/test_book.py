@@ -86,7 +86,7 @@ def test_non_crossing_limit_order_rests_and_sets_the_best_price() -> None:
     assert b.process(ask) == [rested(ask)]
     assert (b.best_bid(), b.best_ask()) == (99, 101)
     assert b.open_orders_count == 2
-    assert b.order(1) == RestingOrder(1, 1, BUY, 99, 5)
+    assert b.order(1) == RestingOrder(1, 1, BUY, 99, 5, qty=5)
     assert b.order(3) is None
 
 
@@ -121,7 +121,7 @@ def test_orders_at_one_price_fill_in_arrival_order() -> None:
         trade(3, 100, 1, taker, 3, 3),
         done(4, Status.FILLED, account=9),
     ]
-    assert b.order(3) == RestingOrder(3, 3, BUY, 100, 1)
+    assert b.order(3) == RestingOrder(3, 3, BUY, 100, 1, qty=2)
 
 
 def test_partially_filled_maker_keeps_its_place_in_the_queue() -> None:
@@ -146,7 +146,7 @@ def test_taker_remainder_rests_at_its_limit_after_partial_fill() -> None:
         trade(1, 100, 2, taker, 1), done(1, Status.FILLED), rested(taker, 3),
     ]
     assert b.depth(5) == ([(101, 3)], [])
-    assert b.order(2) == RestingOrder(2, 2, BUY, 101, 3)
+    assert b.order(2) == RestingOrder(2, 2, BUY, 101, 3, qty=5)
 
 
 def test_trade_price_is_the_makers_price_not_the_takers_limit() -> None:
@@ -297,7 +297,7 @@ def test_market_buy_stops_at_its_funds_cap_with_cap_reached() -> None:
     assert b.process(taker) == [trade(1, 100, 2, taker, 1), done(1, Status.FILLED),
                                 trade(2, 200, 1, taker, 2),
                                 done(3, Status.EXPIRED, Reason.CAP_REACHED, account=2)]
-    assert b.order(2) == RestingOrder(2, 1, SELL, 200, 4)
+    assert b.order(2) == RestingOrder(2, 1, SELL, 200, 4, qty=5)
 
 
 def test_market_by_quantity_whose_cap_is_spent_exactly_reports_cap_reached() -> None:
