@@ -12,6 +12,12 @@ Throughput is one timed pass of ``book.process`` over every command on a fresh b
 the collector frozen and disabled. Latency is a second pass on another fresh book timing
 *every* command with ``perf_counter_ns``; the median cost of an empty timer pair is
 measured and subtracted, so the percentiles are of ``process`` alone.
+
+Then the same commands go through the order-book packages a Python user could pick instead
+(liquibook, cython-orderbook, pyorderbook; ``bench/compare.py`` says how, and where their
+semantics differ) and a table prints their ops/s, our ratio to each and whether each made
+the same trades as our book. ``--no-compare`` skips it; ``--compare-ops N`` limits it to
+the first N operations.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import gc
 import random
 import time
 
+from tradeplane.bench import compare
 from tradeplane.domain.book import OrderBook
 from tradeplane.domain.model import (
     Cancel,
@@ -155,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ops", type=int, default=1_000_000, help="commands to process")
     parser.add_argument("--seed", type=int, default=42, help="seed of the operation mix")
+    parser.add_argument("--no-compare", action="store_true",
+                        help="skip the same workload through other order-book packages")
+    parser.add_argument("--compare-ops", type=int, default=0, metavar="N",
+                        help="compare on the first N operations only (default: all --ops)")
     args = parser.parse_args(argv)
     r = run_book_bench(args.ops, args.seed)
     rows = [
@@ -171,8 +182,20 @@ def main(argv: list[str] | None = None) -> int:
     width = max(len(k) for k, _ in rows)
     print(f"order book bench: {SYMBOL}, seed {args.seed}")
     for k, v in rows:
-        print(f"  {k:<{width}}  {v:>24}")
+        print(f"  {k:<{width}}  {v:>24}", flush=True)
+    if not args.no_compare:
+        _print_comparison(args.ops, args.compare_ops, args.seed)
     return 0
+
+
+def _print_comparison(ops: int, compare_ops: int, seed: int) -> None:
+    """The same commands (or their first ``compare_ops``) through other order books."""
+    n = min(compare_ops, ops) if compare_ops > 0 else ops
+    cmds, _ = generate_ops(n, seed)  # the first n commands of the ops-long mix
+    workload, ours, others = compare.compare(cmds, RULES.notional_per_tick_lot, SYMBOL)
+    print()
+    for line in compare.format_report(workload, ours, others, ops):
+        print(line)
 
 
 if __name__ == "__main__":

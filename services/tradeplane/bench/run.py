@@ -15,7 +15,8 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = p.parse_known_args(argv)
     rc = 0
     if args.which in ("all", "book"):
-        rc |= book.main(["--ops", str(args.ops), "--seed", str(args.seed)])
+        rc |= book.main(["--ops", str(args.ops), "--seed", str(args.seed),
+                         *(rest if args.which == "book" else [])])
     if args.which in ("all", "engine"):
         rc |= engine.main(rest if args.which == "engine" else [])
     if args.which in ("all", "e2e"):
