@@ -309,6 +309,13 @@ def tradingpair_crd() -> Schema:
                 "halted: nothing. Applied to the running engine without a restart.",
                 enum=("enabled", "halted", "cancel-only"), default="enabled",
             ),
+            "selfTradePreventionMode": _str(
+                "Self-trade prevention for orders that name none (Binance's "
+                "defaultSelfTradePreventionMode): NONE lets an account trade with itself; "
+                "EXPIRE_TAKER, EXPIRE_MAKER, EXPIRE_BOTH expire the incoming order, the "
+                "resting one or both instead.",
+                enum=("NONE", "EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH"), default="NONE",
+            ),
             "engine": _obj(
                 "Overrides for this pair's matching engine (one replica, never two writers).",
                 {"image": _image("matching engine"), "resources": _resources("engine")},

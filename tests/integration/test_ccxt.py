@@ -446,6 +446,44 @@ async def test_fetch_my_trades_reports_side_role_price_and_fee(desk: Desk) -> No
     assert await maker.fetch_my_trades("ETH/BTC") == []
 
 
+async def test_a_stop_loss_limit_from_a_stop_price_param_triggers_and_fills(
+    desk: Desk,
+) -> None:
+    _, stopper = await desk.trader("ccxt-stop", {"ETH": "1"})
+    _, bidder = await desk.trader("ccxt-stop-bid", {"USDT": "10000"})
+    _, seller = await desk.trader("ccxt-stop-sell", {"ETH": "1"})
+    # ccxt turns a limit order with a stopPrice into Binance's STOP_LOSS_LIMIT.
+    stop = await stopper.create_order("ETH/USDT", "limit", "sell", 0.5, 2800.0,
+                                      {"stopPrice": 2850.0})
+    assert (stop["status"], stop["triggerPrice"], stop["price"]) == ("open", 2850.0, 2800.0)
+    assert stop["info"]["type"] == "STOP_LOSS_LIMIT"
+    assert (await stopper.fetch_balance())["ETH"]["used"] == 0.5
+    await bidder.create_order("ETH/USDT", "limit", "buy", 0.6, 2840.0)
+    await seller.create_order("ETH/USDT", "limit", "sell", 0.1, 2840.0)  # trades at 2840
+    got = await stopper.fetch_order(stop["id"], "ETH/USDT")
+    assert (got["status"], got["filled"], got["average"], got["triggerPrice"]) == (
+        "closed", 0.5, 2840.0, 2850.0)
+    bal = await stopper.fetch_balance()
+    assert (bal["ETH"]["total"], bal["USDT"]["free"]) == (0.5, 1420.0 - 1.42)
+
+
+async def test_a_good_till_date_limit_order_expires_at_its_date(desk: Desk) -> None:
+    _, ex = await desk.trader("ccxt-gtd", {"USDT": "1000"})
+    good_till = ex.milliseconds() + 1500
+    order = await ex.create_order("ETH/USDT", "limit", "buy", 0.1, 2500.0,
+                                  {"timeInForce": "GTD", "goodTillDate": good_till})
+    assert (order["status"], order["timeInForce"]) == ("open", "GTD")
+    assert order["info"]["goodTillDate"] == good_till
+    assert (await ex.fetch_balance())["USDT"]["used"] == 250.0
+
+    async def expired() -> bool:
+        got = await ex.fetch_order(order["id"], "ETH/USDT")
+        return bool(got["status"] == "expired")
+
+    await eventually(expired)
+    assert (await ex.fetch_balance())["USDT"] == {"free": 1000.0, "used": 0.0, "total": 1000.0}
+
+
 # --------------------------------------------------------------------------- streams
 @contextlib.asynccontextmanager
 async def streaming(plat: Platform) -> AsyncIterator[ObservedBinance]:

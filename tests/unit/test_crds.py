@@ -29,7 +29,7 @@ CRDS: dict[str, Schema] = {crd["spec"]["names"]["kind"]: crd for crd in crd_sour
 # The shared contract; the operator, the chart and rules_from_spec build on these names.
 TRADINGPAIR_SPEC = {
     "base", "quote", "tickSize", "lotSize", "minQuantity", "maxQuantity", "minNotional",
-    "priceBandPercent", "makerFee", "takerFee", "trading", "engine",
+    "priceBandPercent", "makerFee", "takerFee", "trading", "engine", "selfTradePreventionMode",
 }
 TRADINGPAIR_REQUIRED = {"base", "quote", "tickSize", "lotSize", "maxQuantity", "minNotional"}
 TRADINGPAIR_STATUS = {"observedGeneration", "symbol", "conditions", "engine"}

@@ -11,6 +11,8 @@ from tradeplane.domain.book import OrderBook
 from tradeplane.domain.ledger import OrderState, settle_batch
 from tradeplane.domain.model import (
     SCHEMA_VERSION,
+    Accepted,
+    Amended,
     Cancel,
     Done,
     Event,
@@ -21,8 +23,10 @@ from tradeplane.domain.model import (
     Rested,
     Side,
     Status,
+    StpMode,
     TimeInForce,
     Trade,
+    Triggered,
 )
 from tradeplane.domain.money import to_units
 from tradeplane.domain.pairs import DEMO_PAIRS
@@ -47,7 +51,9 @@ BINANCE_KEYS = ["e", "E", "s", "c", "S", "o", "f", "q", "p", "P", "F", "g", "C",
 def _row(oid: int, account: int, side: Side, *, price: int = P60000, qty: int = 50_000,
          otype: OrderType = OrderType.LIMIT, tif: TimeInForce = TimeInForce.GTC,
          status: Status = Status.PENDING_NEW, executed: int = 0, cum_quote: int = 0,
-         quote_qty: int = 0, by_quote: bool = False, created: int = 1000) -> dict[str, Any]:
+         quote_qty: int = 0, by_quote: bool = False, created: int = 1000,
+         stop_price: int = 0, iceberg_qty: int = 0, stp: StpMode = StpMode.NONE,
+         list_id: int = 0) -> dict[str, Any]:
     hold_asset = BTCUSDT.quote if side == Side.BUY else BTCUSDT.base
     hold = (quote_qty or BTCUSDT.notional(price, qty)) if side == Side.BUY else (
         BTCUSDT.qty_units(qty))
@@ -57,7 +63,9 @@ def _row(oid: int, account: int, side: Side, *, price: int = P60000, qty: int = 
         "quote_qty": quote_qty, "by_quote": by_quote, "status": status, "executed": executed,
         "cum_quote": cum_quote, "hold_asset": hold_asset, "hold_amount": hold,
         "hold_remaining": hold - (cum_quote if side == Side.BUY else BTCUSDT.qty_units(executed)),
-        "created_ms": created, "updated_ms": created,
+        "created_ms": created, "updated_ms": created, "stop_price": stop_price,
+        "iceberg_qty": iceberg_qty, "stp": stp, "good_till": 0, "working_ms": 0,
+        "order_list_id": list_id, "reason": 0,
     }
 
 
@@ -275,3 +283,70 @@ def test_account_position_lists_free_and_locked_as_decimal_strings() -> None:
         '{"a":"BTC","f":"0.50000000","l":"0.30000000"},'
         '{"a":"USDT","f":"11988.00000000","l":"0.00000000"}]}'
     )
+
+
+def test_a_stop_order_reports_new_when_accepted_and_new_working_when_triggered() -> None:
+    rows = {20: _row(20, 2000, Side.SELL, otype=OrderType.STOP_LOSS_LIMIT, price=5_900_000,
+                     qty=10_000, stop_price=5_950_000),
+            21: _row(21, 2100, Side.BUY, qty=10_000, price=5_900_000, status=Status.NEW)}
+    u = user_updates([
+        _batch(1, [Accepted(20, 2000, 1001)]),
+        _batch(2, [Triggered(20, 2000, 5_950_000, 1500),
+                   Trade(3, 5_900_000, 10_000, 20, 2000, Side.SELL, 21, 2100, 1500),
+                   Done(21, 2100, Status.FILLED, Reason.NONE, 1500),
+                   Done(20, 2000, Status.FILLED, Reason.NONE, 1500)]),
+    ], RULES, rows, NOW)
+    accepted, triggered, fill = u.reports[2000]
+    keys = ("x", "X", "o", "P", "w", "T")
+    assert _pick(accepted, *keys) == ("NEW", "NEW", "STOP_LOSS_LIMIT", "59500.00000000",
+                                      False, 1001)
+    assert "W" not in accepted  # not working until triggered
+    assert _pick(triggered, *keys) == ("NEW", "NEW", "STOP_LOSS_LIMIT", "59500.00000000",
+                                       True, 1500)
+    assert triggered["W"] == 1500
+    assert _pick(fill, "x", "X", "z") == ("TRADE", "FILLED", "0.10000000")
+
+
+def test_amend_reports_replaced_with_the_new_quantity() -> None:
+    rows = {22: _row(22, 2200, Side.BUY, qty=50_000, status=Status.NEW, iceberg_qty=10_000)}
+    u = user_updates([_batch(3, [Amended(22, 2200, 30_000, 20_000, 77)])], RULES, rows, NOW)
+    [doc] = u.reports[2200]
+    assert _pick(doc, "x", "X", "q", "F", "w", "W", "T") == (
+        "REPLACED", "NEW", "0.30000000", "0.10000000", True, 1000, 77)
+
+
+def test_an_amend_to_the_executed_quantity_reports_replaced_filled() -> None:
+    rows = {23: _row(23, 2300, Side.SELL, qty=50_000, status=Status.PARTIALLY_FILLED,
+                     executed=20_000, cum_quote=to_units("12000"))}
+    u = user_updates([_batch(4, [Amended(23, 2300, 20_000, 30_000, 80),
+                                 Done(23, 2300, Status.FILLED, Reason.NONE, 80)])],
+                     RULES, rows, NOW)
+    [doc] = u.reports[2300]
+    assert _pick(doc, "x", "X", "q", "z", "w") == (
+        "REPLACED", "FILLED", "0.20000000", "0.20000000", False)
+
+
+def test_self_trade_prevention_and_gtd_expiry_report_like_binance() -> None:
+    rows = {24: _row(24, 2400, Side.SELL, qty=10_000, stp=StpMode.EXPIRE_TAKER),
+            25: _row(25, 2500, Side.BUY, qty=10_000, status=Status.NEW,
+                     tif=TimeInForce.GTD)}
+    u = user_updates([_batch(5, [
+        Done(24, 2400, Status.EXPIRED_IN_MATCH, Reason.SELF_TRADE, 90),
+        Done(25, 2500, Status.EXPIRED, Reason.GTD_EXPIRED, 91),
+    ])], RULES, rows, NOW)
+    new, prevented = u.reports[2400]
+    assert _pick(new, "x", "X") == ("NEW", "NEW")  # accepted, then expired in the match
+    assert _pick(prevented, "x", "X", "V", "A", "B") == (
+        "TRADE_PREVENTION", "EXPIRED_IN_MATCH", "EXPIRE_TAKER", "0.10000000", "0.10000000")
+    [expired] = u.reports[2500]
+    assert _pick(expired, "x", "X", "f") == ("EXPIRED", "EXPIRED", "GTD")
+
+
+def test_oco_legs_name_their_order_list() -> None:
+    rows = {26: _row(26, 2600, Side.SELL, otype=OrderType.LIMIT_MAKER, list_id=4),
+            27: _row(27, 2600, Side.SELL, otype=OrderType.STOP_LOSS, price=0,
+                     stop_price=5_000_000, list_id=4)}
+    u = user_updates([_batch(6, [Rested(26, 2600, Side.SELL, P60000, 50_000, 5),
+                                 Accepted(27, 2600, 5)])], RULES, rows, NOW)
+    assert [_pick(d, "i", "x", "g", "w") for d in u.reports[2600]] == [
+        (26, "NEW", 4, True), (27, "NEW", 4, False)]

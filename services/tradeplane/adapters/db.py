@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets as _stdlib_secrets
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import IntEnum
 from importlib import resources
 from typing import Any
@@ -23,7 +23,17 @@ from tradeplane.domain.ledger import (
     Settlement,
     check_balanced,
 )
-from tradeplane.domain.model import NewOrder, OrderType, Side, Status, TimeInForce
+from tradeplane.domain.model import (
+    Command,
+    NewOrder,
+    NewOrderList,
+    OrderType,
+    Reason,
+    Side,
+    Status,
+    StpMode,
+    TimeInForce,
+)
 from tradeplane.domain.pairs import PairRules
 
 Pool = asyncpg.Pool
@@ -82,15 +92,15 @@ async def migrate(pool: Pool) -> list[str]:
 async def upsert_pair(pool: Pool, r: PairRules) -> None:
     await pool.execute(
         """INSERT INTO pairs (symbol, base, quote, tick, lot, min_qty, max_qty, min_notional,
-               price_band_bps, maker_fee_ppm, taker_fee_ppm, trading)
-           VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)
+               price_band_bps, maker_fee_ppm, taker_fee_ppm, trading, default_stp)
+           VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)
            ON CONFLICT (symbol) DO UPDATE SET tick=EXCLUDED.tick, lot=EXCLUDED.lot,
                min_qty=EXCLUDED.min_qty, max_qty=EXCLUDED.max_qty,
                min_notional=EXCLUDED.min_notional, price_band_bps=EXCLUDED.price_band_bps,
                maker_fee_ppm=EXCLUDED.maker_fee_ppm, taker_fee_ppm=EXCLUDED.taker_fee_ppm,
-               trading=EXCLUDED.trading""",
+               trading=EXCLUDED.trading, default_stp=EXCLUDED.default_stp""",
         r.symbol, r.base, r.quote, r.tick, r.lot, r.min_qty, r.max_qty, r.min_notional,
-        r.price_band_bps, r.maker_fee_ppm, r.taker_fee_ppm, r.trading,
+        r.price_band_bps, r.maker_fee_ppm, r.taker_fee_ppm, r.trading, r.default_stp,
     )
 
 
@@ -106,6 +116,7 @@ async def load_pairs(pool: Pool) -> dict[str, PairRules]:
             min_qty=r["min_qty"], max_qty=r["max_qty"], min_notional=r["min_notional"],
             price_band_bps=r["price_band_bps"], maker_fee_ppm=r["maker_fee_ppm"],
             taker_fee_ppm=r["taker_fee_ppm"], trading=r["trading"],
+            default_stp=r["default_stp"],
         )
         for r in rows
     }
@@ -215,12 +226,41 @@ class OrderRequest:
     hold_asset: str
     hold: int
     ts: int
+    stop_price: int = 0  # ticks
+    iceberg_qty: int = 0  # visible lots
+    stp: StpMode = StpMode.NONE
+    good_till: int = 0  # ms
+    list_id: int = 0  # its order list, once it has one
 
     def command(self, order_id: int) -> NewOrder:
         """The engine command for this order once it has its id (the only mapping: the
         gateway and the outbox relay send exactly the same command)."""
         return NewOrder(order_id, self.account, self.side, self.type, self.tif, self.price,
-                        self.qty, self.quote_qty, self.by_quote, self.ts)
+                        self.qty, self.quote_qty, self.by_quote, self.ts, self.stop_price,
+                        self.iceberg_qty, self.stp, self.good_till, self.list_id)
+
+
+@dataclass(frozen=True, slots=True)
+class ListRequest:
+    """An OCO list: two legs (same account, symbol, side) and ONE hold for both, taken on
+    the first leg (``hold`` = the larger cost of the two legs, in ``hold_asset``)."""
+
+    account: int
+    symbol: str
+    list_client_order_id: str
+    legs: tuple[OrderRequest, OrderRequest]
+    hold_asset: str
+    hold: int
+    ts: int
+
+    def command(self, list_id: int, order_ids: Sequence[int]) -> NewOrderList:
+        """The engine command for the list (gateway and outbox relay alike)."""
+        return NewOrderList(
+            list_id, self.account,
+            [replace(leg, list_id=list_id).command(oid)
+             for leg, oid in zip(self.legs, order_ids, strict=True)],
+            self.ts,
+        )
 
 
 class PlaceResult(IntEnum):
@@ -262,20 +302,52 @@ async def _place_orders(
     rows = await pool.fetch(
         "SELECT order_id, result FROM place_orders($1::bigint[], $2::text[], $3::text[],"
         " $4::smallint[], $5::smallint[], $6::smallint[], $7::bigint[], $8::bigint[],"
-        " $9::bigint[], $10::boolean[], $11::text[], $12::bigint[], $13::bigint[])",
+        " $9::bigint[], $10::boolean[], $11::text[], $12::bigint[], $13::bigint[],"
+        " $14::bigint[], $15::bigint[], $16::smallint[], $17::bigint[])",
         [r.account for r in reqs], [r.symbol for r in reqs],
         [r.client_order_id for r in reqs], [int(r.side) for r in reqs],
         [int(r.type) for r in reqs], [int(r.tif) for r in reqs], [r.price for r in reqs],
         [r.qty for r in reqs], [r.quote_qty for r in reqs], [r.by_quote for r in reqs],
         [r.hold_asset for r in reqs], [r.hold for r in reqs], [r.ts for r in reqs],
+        [r.stop_price for r in reqs], [r.iceberg_qty for r in reqs],
+        [int(r.stp) for r in reqs], [r.good_till for r in reqs],
     )
     return [(r["order_id"], PlaceResult(r["result"])) for r in rows]
+
+
+async def place_order_list(
+    pool: Pool, req: ListRequest
+) -> tuple[int | None, list[int], PlaceResult]:
+    """Lock the list's one hold and create the list and its two orders, all or nothing.
+
+    Returns ``(list id, order ids, PLACED)``, or ``(None, [], INSUFFICIENT | DUPLICATE)``
+    (a duplicate list or order client id) with nothing left behind.
+    """
+    if req.hold <= 0:
+        raise ValueError("an order list must hold a positive amount")
+    legs = req.legs
+    row = await pool.fetchrow(
+        "SELECT list_id, order_ids, result FROM place_order_list($1, $2, $3, $4, $5, $6,"
+        " $7::text[], $8, $9::smallint[], $10::smallint[], $11::bigint[], $12::bigint[],"
+        " $13::bigint[], $14::bigint[], $15::bigint[], $16)",
+        req.account, req.symbol, req.list_client_order_id, req.hold_asset, req.hold, req.ts,
+        [leg.client_order_id for leg in legs], int(legs[0].side),
+        [int(leg.type) for leg in legs], [int(leg.tif) for leg in legs],
+        [leg.price for leg in legs], [leg.qty for leg in legs],
+        [leg.quote_qty for leg in legs], [leg.stop_price for leg in legs],
+        [leg.iceberg_qty for leg in legs], int(legs[0].stp),
+    )
+    assert row is not None
+    result = PlaceResult(row["result"])
+    if result != PlaceResult.PLACED:
+        return None, [], result
+    return int(row["list_id"]), [int(i) for i in row["order_ids"]], result
 
 
 ORDER_COLUMNS = (
     "id, account_id, symbol, client_order_id, side, type, tif, price, qty, quote_qty, by_quote,"
     " status, executed, cum_quote, hold_asset, hold_amount, hold_remaining, created_ms,"
-    " updated_ms"
+    " updated_ms, stop_price, iceberg_qty, stp, good_till, working_ms, order_list_id, reason"
 )
 
 
@@ -307,6 +379,71 @@ async def open_orders(pool: Pool, account: int, symbol: str | None) -> list[asyn
         " AND status IN (0,1,2) ORDER BY id",
         account, symbol,
     )
+
+
+async def rename_order(
+    pool: Pool, order_id: int, old_client_id: str, new_client_id: str
+) -> bool:
+    """Give an open order a new client order id (an amend does; Binance semantics).
+
+    Returns False when another order of the account and symbol has that id, or the order
+    is no longer open under ``old_client_id``.
+    """
+    try:
+        done = await pool.fetchval(
+            "UPDATE orders SET client_order_id = $3 WHERE id = $1 AND client_order_id = $2"
+            " RETURNING 1",
+            order_id, old_client_id, new_client_id,
+        )
+    except asyncpg.UniqueViolationError:
+        return False
+    return bool(done)
+
+
+# --------------------------------------------------------------------------- order lists
+LIST_COLUMNS = (
+    "id, account_id, symbol, list_client_order_id, contingency, status, created_ms, updated_ms"
+)
+
+
+async def get_order_list(
+    pool: Pool, account: int, list_id: int | None, list_client_id: str | None,
+    symbol: str | None = None,
+) -> asyncpg.Record | None:
+    """An order list of the account by id or by its client id (optionally on a symbol)."""
+    key, value = ("id", list_id) if list_id is not None else ("list_client_order_id",
+                                                              list_client_id)
+    if symbol is None:
+        return await pool.fetchrow(
+            f"SELECT {LIST_COLUMNS} FROM order_lists WHERE {key} = $1 AND account_id = $2",
+            value, account,
+        )
+    return await pool.fetchrow(
+        f"SELECT {LIST_COLUMNS} FROM order_lists WHERE {key} = $1 AND account_id = $2"
+        " AND symbol = $3",
+        value, account, symbol,
+    )
+
+
+async def open_order_lists(pool: Pool, account: int) -> list[asyncpg.Record]:
+    return await pool.fetch(
+        f"SELECT {LIST_COLUMNS} FROM order_lists WHERE account_id = $1"
+        " AND status = 'EXECUTING' ORDER BY id",
+        account,
+    )
+
+
+async def list_orders(pool: Pool, list_ids: Sequence[int]) -> dict[int, list[asyncpg.Record]]:
+    """The orders of each list (in leg order), in one round trip."""
+    rows = await pool.fetch(
+        f"SELECT {ORDER_COLUMNS} FROM orders WHERE order_list_id <> 0"
+        " AND order_list_id = ANY($1::bigint[]) ORDER BY id",
+        list(list_ids),
+    )
+    out: dict[int, list[asyncpg.Record]] = {}
+    for r in rows:
+        out.setdefault(r["order_list_id"], []).append(r)
+    return out
 
 
 async def _history(
@@ -380,10 +517,17 @@ async def recent_public_trades(
 
 
 async def pending_orders(pool: Pool, older_than_ms: int, limit: int = 1000) -> list[asyncpg.Record]:
-    """Orders whose command may not have reached the bus (outbox relay)."""
+    """Orders whose command may not have reached the bus (outbox relay). Both legs of a
+    list come together (a list is placed as one)."""
     return await pool.fetch(
-        f"SELECT {ORDER_COLUMNS} FROM orders WHERE status = 0 AND created_ms < $1"
-        " ORDER BY id LIMIT $2",
+        f"""WITH p AS (SELECT id, order_list_id FROM orders
+                       WHERE status = 0 AND created_ms < $1 ORDER BY id LIMIT $2)
+            SELECT {ORDER_COLUMNS} FROM orders WHERE id IN (SELECT id FROM p)
+            UNION ALL
+            SELECT {ORDER_COLUMNS} FROM orders
+            WHERE status = 0 AND order_list_id <> 0 AND id NOT IN (SELECT id FROM p)
+              AND order_list_id IN (SELECT order_list_id FROM p WHERE order_list_id <> 0)
+            ORDER BY id""",
         older_than_ms, limit,
     )
 
@@ -404,20 +548,36 @@ async def consumer_position(pool: Pool, consumer: str) -> int:
 async def load_settlement_orders(
     con: Conn, ids: Iterable[int]
 ) -> tuple[dict[int, OrderState], dict[int, asyncpg.Record]]:
-    """The orders a settlement pull touches, in one round trip: the ledger states (which
-    settlement mutates) and the full rows (``ORDER_COLUMNS``) as they were before the pull,
-    which the user data stream reports start from."""
+    """The orders a settlement pull touches and the other legs of their order lists, in
+    one round trip: the ledger states (which settlement mutates) and the full rows
+    (``ORDER_COLUMNS``) as they were before the pull, which the user data stream reports
+    start from."""
     rows = await con.fetch(
-        f"SELECT {ORDER_COLUMNS} FROM orders WHERE id = ANY($1::bigint[])", list(ids)
+        # "order_list_id <> 0" on both sides lets the partial index orders_list serve it.
+        f"""SELECT {ORDER_COLUMNS} FROM orders WHERE id = ANY($1::bigint[])
+            UNION ALL
+            SELECT {ORDER_COLUMNS} FROM orders
+            WHERE order_list_id <> 0 AND NOT (id = ANY($1::bigint[])) AND order_list_id IN (
+                SELECT order_list_id FROM orders
+                WHERE id = ANY($1::bigint[]) AND order_list_id <> 0)""",
+        list(ids),
     )
     by_id = {r["id"]: r for r in rows}
-    states = {
-        i: OrderState(
+    legs: dict[int, list[int]] = {}
+    for r in rows:
+        if r["order_list_id"]:
+            legs.setdefault(r["order_list_id"], []).append(r["id"])
+    states = {}
+    for i, r in by_id.items():
+        lid = r["order_list_id"]
+        partner = next((j for j in legs.get(lid, ()) if j != i), 0) if lid else 0
+        states[i] = OrderState(
             i, r["account_id"], Side(r["side"]), Status(r["status"]), r["executed"],
             r["cum_quote"], r["hold_asset"], r["hold_remaining"], r["updated_ms"],
+            type=OrderType(r["type"]), price=r["price"], qty=r["qty"],
+            quote_qty=r["quote_qty"], working_ms=r["working_ms"], reason=Reason(r["reason"]),
+            partner=partner, list_id=lid,
         )
-        for i, r in by_id.items()
-    }
     return states, by_id
 
 
@@ -460,15 +620,37 @@ async def write_settlement(
         await con.execute(
             """UPDATE orders AS o SET status = u.status, executed = u.executed,
                    cum_quote = u.cum_quote, hold_remaining = u.hold_remaining,
-                   updated_ms = u.updated_ms
+                   updated_ms = u.updated_ms, qty = u.qty, working_ms = u.working_ms,
+                   reason = u.reason
                FROM unnest($1::bigint[], $2::smallint[], $3::bigint[], $4::bigint[],
-                           $5::bigint[], $6::bigint[])
-                    AS u(id, status, executed, cum_quote, hold_remaining, updated_ms)
+                           $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[],
+                           $9::smallint[])
+                    AS u(id, status, executed, cum_quote, hold_remaining, updated_ms, qty,
+                         working_ms, reason)
                WHERE o.id = u.id""",
             [o.order_id for o in dirty], [int(o.status) for o in dirty],
             [o.executed for o in dirty], [o.cum_quote for o in dirty],
             [o.hold_remaining for o in dirty], [o.updated_ms for o in dirty],
+            [o.qty for o in dirty], [o.working_ms for o in dirty],
+            [int(o.reason) for o in dirty],
         )
+        lists = sorted({o.list_id for o in dirty if o.list_id})
+        if lists:
+            # listOrderStatus follows its legs: REJECT when the engine refused the list,
+            # ALL_DONE once both legs ended.
+            await con.execute(
+                """UPDATE order_lists AS l SET status = s.status, updated_ms = s.updated_ms
+                   FROM (SELECT order_list_id,
+                                CASE WHEN bool_and(status = 5) THEN 'REJECT'
+                                     WHEN bool_and(status IN (3, 4, 5, 6, 7)) THEN 'ALL_DONE'
+                                     ELSE 'EXECUTING' END AS status,
+                                max(updated_ms) AS updated_ms
+                         FROM orders
+                         WHERE order_list_id <> 0 AND order_list_id = ANY($1::bigint[])
+                         GROUP BY order_list_id) AS s
+                   WHERE l.id = s.order_list_id AND l.status <> s.status""",
+                lists,
+            )
     if settlement.trades:
         await con.copy_records_to_table(
             "trades",
@@ -598,14 +780,38 @@ async def check_invariants(pool: Pool) -> tuple[list[AssetCheck], list[str]]:
     return checks, problems
 
 
-def new_order_command(r: asyncpg.Record) -> NewOrder:
-    """The engine command for a stored order (the outbox relay re-sends it)."""
-    req = OrderRequest(
+def _stored_request(r: asyncpg.Record) -> OrderRequest:
+    return OrderRequest(
         r["account_id"], r["symbol"], r["client_order_id"], Side(r["side"]),
         OrderType(r["type"]), TimeInForce(r["tif"]), r["price"], r["qty"], r["quote_qty"],
-        r["by_quote"], r["hold_asset"], r["hold_amount"], r["created_ms"],
+        r["by_quote"], r["hold_asset"], r["hold_amount"], r["created_ms"], r["stop_price"],
+        r["iceberg_qty"], StpMode(r["stp"]), r["good_till"], r["order_list_id"],
     )
-    return req.command(r["id"])
+
+
+def new_order_command(r: asyncpg.Record) -> NewOrder:
+    """The engine command for a stored order (the outbox relay re-sends it)."""
+    return _stored_request(r).command(r["id"])
+
+
+def relay_commands(rows: Sequence[asyncpg.Record]) -> list[tuple[str, str, Command]]:
+    """``(symbol, message id, command)`` for stored pending orders: a ``NewOrder`` per
+    order, and ONE ``NewOrderList`` per order list (for its legs, in leg order), each
+    with the same message id however often it is re-sent."""
+    out: list[tuple[str, str, Command]] = []
+    lists: dict[int, list[asyncpg.Record]] = {}
+    for r in rows:
+        if r["order_list_id"]:
+            lists.setdefault(r["order_list_id"], []).append(r)
+        else:
+            out.append((r["symbol"], f"o{r['id']}", new_order_command(r)))
+    for list_id, legs in lists.items():
+        legs.sort(key=lambda r: r["id"])
+        first = legs[0]
+        cmd = NewOrderList(list_id, first["account_id"], [new_order_command(r) for r in legs],
+                           first["created_ms"])
+        out.append((first["symbol"], f"l{list_id}", cmd))
+    return out
 
 
 async def locked_totals(pool: Pool) -> dict[str, int]:

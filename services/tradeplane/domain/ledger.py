@@ -13,15 +13,22 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from tradeplane.domain.model import (
+    MARKET_LIKE,
     TERMINAL,
+    Accepted,
+    Amended,
+    AmendRejected,
     CancelRejected,
     Done,
     Event,
+    OrderType,
+    Reason,
     Rested,
     Side,
     Status,
     Trade,
     TradingChanged,
+    Triggered,
 )
 from tradeplane.domain.pairs import PairRules
 
@@ -50,6 +57,17 @@ class OrderState:
     hold_remaining: int
     updated_ms: int
     dirty: bool = False
+    # What the order-control rules need (amend releases, OCO holds, stop triggers):
+    type: OrderType = OrderType.LIMIT
+    price: int = 0  # ticks
+    qty: int = 0  # lots, the original quantity (an amend lowers it)
+    quote_qty: int = 0  # quote units: the funds cap of a market-like BUY
+    working_ms: int = 0  # when a stop order triggered; 0 = not (yet)
+    reason: Reason = Reason.NONE  # why it ended
+    #: The other order of its OCO list (0 = none). The list's one hold sits on one leg at a
+    #: time: a leg that ends while the partner lives hands its hold to the partner.
+    partner: int = 0
+    list_id: int = 0  # its order list, 0 = none
 
 
 @dataclass(slots=True)
@@ -74,6 +92,7 @@ class Settlement:
     postings: list[Posting] = field(default_factory=list)
     trades: list[TradeRow] = field(default_factory=list)
     cancel_rejects: list[CancelRejected] = field(default_factory=list)
+    amend_rejects: list[AmendRejected] = field(default_factory=list)
     trading: list[TradingChanged] = field(default_factory=list)
 
     def balance_deltas(self) -> dict[tuple[int, str], tuple[int, int]]:
@@ -96,8 +115,12 @@ def settle_batch(
 ) -> Settlement:
     """Apply one symbol's events to ``orders`` (mutated, marked dirty) and return postings.
 
+    Order lists: ``orders`` must hold both legs of every list an event names (see
+    ``OrderState.partner``).
+
     Raises:
-        LedgerError: an event names an unknown order or spends more than its hold.
+        LedgerError: an event names an unknown order, spends or releases more than its
+            hold, or ends or amends an order that has ended.
     """
     out = Settlement()
     sym = rules.symbol
@@ -115,18 +138,97 @@ def settle_batch(
             if o.status in TERMINAL:
                 raise LedgerError(f"order {o.order_id} finished twice")
             o.status = Status(ev.status)
+            o.reason = Reason(ev.reason)
             o.updated_ms = ev.ts
             o.dirty = True
             if o.hold_remaining:
-                ref = f"release:{o.order_id}"
-                out.postings.append((ref, o.account, o.hold_asset, "l", -o.hold_remaining))
-                out.postings.append((ref, o.account, o.hold_asset, "a", o.hold_remaining))
-                o.hold_remaining = 0
+                partner = _live_partner(o, orders)
+                if partner is not None:
+                    # One hold for the list, in one locked bucket: it changes hands with
+                    # no posting and is released when the last leg ends.
+                    partner.hold_remaining += o.hold_remaining
+                    partner.dirty = True
+                    o.hold_remaining = 0
+                else:
+                    _release(o, o.hold_remaining, out)
+        elif isinstance(ev, Accepted):
+            o = _get(orders, ev.order_id)
+            if o.status == Status.PENDING_NEW:
+                o.status = Status.NEW
+            o.updated_ms = ev.ts
+            o.dirty = True
+        elif isinstance(ev, Triggered):
+            o = _get(orders, ev.order_id)
+            o.working_ms = ev.ts
+            o.updated_ms = ev.ts
+            o.dirty = True
+        elif isinstance(ev, Amended):
+            _amend(rules, ev, orders, out)
+        elif isinstance(ev, AmendRejected):
+            out.amend_rejects.append(ev)
         elif isinstance(ev, CancelRejected):
             out.cancel_rejects.append(ev)
         elif isinstance(ev, TradingChanged):
             out.trading.append(ev)
     return out
+
+
+def _release(o: OrderState, amount: int, out: Settlement, kind: str = "release") -> None:
+    """Move ``amount`` of the order's hold from locked back to available."""
+    if amount > o.hold_remaining:
+        raise LedgerError(
+            f"order {o.order_id} releases {amount} {o.hold_asset} but holds {o.hold_remaining}"
+        )
+    if amount:
+        ref = f"{kind}:{o.order_id}"
+        out.postings.append((ref, o.account, o.hold_asset, "l", -amount))
+        out.postings.append((ref, o.account, o.hold_asset, "a", amount))
+        o.hold_remaining -= amount
+
+
+def _live_partner(o: OrderState, orders: dict[int, OrderState]) -> OrderState | None:
+    """The order's OCO partner when that one has not ended (its hold may go there)."""
+    if not o.partner:
+        return None
+    p = _get(orders, o.partner)
+    return None if p.status in TERMINAL else p
+
+
+def list_leg_cost(rules: PairRules, o: OrderState) -> int:
+    """What an unexecuted leg of a list can cost at most, in its hold asset: the quantity
+    for a SELL, the limit notional for a limit-priced BUY, the funds cap of a market-like
+    BUY (a STOP_LOSS / TAKE_PROFIT). A list holds the larger cost of its two legs."""
+    if o.side == Side.SELL:
+        return rules.qty_units(o.qty)
+    if o.type in MARKET_LIKE:
+        return o.quote_qty
+    return rules.notional(o.price, o.qty)
+
+
+def _amend(
+    rules: PairRules, ev: Amended, orders: dict[int, OrderState], out: Settlement
+) -> None:
+    """The order's quantity is now ``new_qty``: release the hold of the ``reduced`` lots
+    (their limit notional for a BUY, their base units for a SELL). In a live OCO list the
+    list still holds the larger cost of its two legs, so only what exceeds it is freed."""
+    o = _get(orders, ev.order_id)
+    if o.status in TERMINAL:
+        raise LedgerError(f"order {o.order_id} amended after it ended")
+    o.qty = ev.new_qty
+    o.updated_ms = ev.ts
+    o.dirty = True
+    partner = _live_partner(o, orders)
+    if partner is not None:
+        holder = o if o.hold_remaining else partner
+        total = o.hold_remaining + partner.hold_remaining
+        need = max(list_leg_cost(rules, o), list_leg_cost(rules, partner))
+        _release(holder, max(0, total - need), out, "amend")
+        holder.dirty = True
+        return
+    if o.side == Side.SELL:
+        _release(o, rules.qty_units(ev.reduced), out, "amend")
+    else:
+        _release(o, rules.notional(o.price, ev.reduced), out, "amend")
 
 
 def _get(orders: dict[int, OrderState], order_id: int) -> OrderState:

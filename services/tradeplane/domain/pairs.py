@@ -7,6 +7,11 @@ from decimal import Decimal, InvalidOperation
 
 from tradeplane.domain.money import UNITS_PER_COIN, fmt_units, to_units
 
+#: The self-trade prevention modes (``model.StpMode`` names), each allowed on every pair.
+STP_MODES: tuple[str, ...] = ("NONE", "EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH")
+#: ICEBERG_PARTS: an iceberg shows at least 1/10 of its quantity at a time.
+ICEBERG_PARTS = 10
+
 
 class PairConfigError(ValueError):
     """A pair definition is inconsistent (e.g. tick x lot not representable in units)."""
@@ -32,6 +37,9 @@ class PairRules:
     maker_fee_ppm: int = 1000  # 0.1%
     taker_fee_ppm: int = 1000
     trading: str = "enabled"  # enabled | halted | cancel-only
+    #: Self-trade prevention for orders that name none: NONE | EXPIRE_TAKER |
+    #: EXPIRE_MAKER | EXPIRE_BOTH (Binance's defaultSelfTradePreventionMode).
+    default_stp: str = "NONE"
 
     def __post_init__(self) -> None:
         if self.tick <= 0 or self.lot <= 0:
@@ -45,6 +53,10 @@ class PairRules:
             raise PairConfigError(f"{self.symbol}: min/max quantity must be multiples of the lot")
         if not (0 <= self.maker_fee_ppm < 1_000_000 and 0 <= self.taker_fee_ppm < 1_000_000):
             raise PairConfigError(f"{self.symbol}: fees must be in [0, 1)")
+        if self.default_stp not in STP_MODES:
+            raise PairConfigError(
+                f"{self.symbol}: self-trade prevention mode must be one of {', '.join(STP_MODES)}"
+            )
 
     @property
     def symbol(self) -> str:
@@ -115,6 +127,19 @@ def check_price_band(rules: PairRules, price_ticks: int, reference_ticks: int | 
         raise FilterError("Filter failure: PERCENT_PRICE")
 
 
+def check_iceberg(qty_lots: int, iceberg_lots: int) -> None:
+    """ICEBERG_PARTS: the order may split into at most ``ICEBERG_PARTS`` visible parts."""
+    if -(-qty_lots // iceberg_lots) > ICEBERG_PARTS:
+        raise FilterError("Filter failure: ICEBERG_PARTS")
+
+
+def stop_market_cap(rules: PairRules, stop_ticks: int, qty_lots: int) -> int:
+    """The funds a STOP_LOSS / TAKE_PROFIT BUY holds (and may spend) once triggered: its
+    quantity at the top of the price band above the stop price, rounded up to a unit."""
+    band_up = 10_000 + rules.price_band_bps
+    return -(-rules.notional(stop_ticks, qty_lots) * band_up // 10_000)
+
+
 def _units_or_filter(value: Decimal, name: str) -> int:
     try:
         return to_units(value)
@@ -146,7 +171,9 @@ def rules_from_spec(spec: dict[str, object]) -> PairRules:
 
     Fields: base, quote, tickSize, lotSize, minQuantity (default lotSize), maxQuantity,
     minNotional, priceBandPercent (default 20), makerFee, takerFee (fractions, default
-    0.001), trading (enabled | halted | cancel-only, default enabled).
+    0.001), trading (enabled | halted | cancel-only, default enabled),
+    selfTradePreventionMode (NONE | EXPIRE_TAKER | EXPIRE_MAKER | EXPIRE_BOTH, default
+    NONE).
 
     Raises:
         PairConfigError: a missing or malformed field, or rules that are not exact.
@@ -182,10 +209,16 @@ def rules_from_spec(spec: dict[str, object]) -> PairRules:
         raise PairConfigError("spec.priceBandPercent must be an integer") from None
     if not 1 <= band <= 100:
         raise PairConfigError("spec.priceBandPercent must be within 1..100")
+    stp = text("selfTradePreventionMode", "NONE")
+    if stp not in STP_MODES:
+        raise PairConfigError(
+            f"spec.selfTradePreventionMode must be one of {', '.join(STP_MODES)}"
+        )
     lot = units("lotSize")
     return PairRules(
         base=text("base").upper(), quote=text("quote").upper(), tick=units("tickSize"),
         lot=lot, min_qty=units("minQuantity", text("lotSize")), max_qty=units("maxQuantity"),
         min_notional=units("minNotional"), price_band_bps=band * 100,
         maker_fee_ppm=ppm("makerFee"), taker_fee_ppm=ppm("takerFee"), trading=trading,
+        default_stp=stp,
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
+from tradeplane.domain.model import Reason
+
 
 class ApiError(Exception):
     """An error answered to the client in Binance's format."""
@@ -47,8 +49,26 @@ def invalid_enum(name: str) -> ApiError:
                     f"Invalid {name}.")
 
 
+def not_required(name: str) -> ApiError:
+    return ApiError(-1106, f"Parameter '{name}' sent when not required.")
+
+
 def filter_failure(msg: str) -> ApiError:
     return ApiError(-1013, msg)
+
+
+#: Why the engine refused an order, in Binance's -2010 wording.
+_ENGINE_REJECTIONS = {
+    Reason.WOULD_TAKE: "Order would immediately match and take.",
+    Reason.WOULD_TRIGGER: "Order would trigger immediately.",
+    Reason.HALTED: "Market is closed.",
+    Reason.BAD_LIST: "The relationship of the prices for the orders is not correct.",
+}
+
+
+def engine_rejection(reason: Reason) -> ApiError:
+    """-2010 for an order the engine refused, naming why."""
+    return ApiError(-2010, _ENGINE_REJECTIONS.get(reason, "NEW_ORDER_REJECTED"))
 
 
 def insufficient_balance() -> ApiError:

@@ -1,4 +1,6 @@
-"""Signed trading endpoints: order entry (funds locked first), cancel, queries, account.
+"""Signed trading endpoints: order entry (funds locked first) with Binance's order controls
+(stop orders, icebergs, self-trade prevention, GTD), amend, OCO order lists, cancel,
+queries, account.
 
 The order path: validate against the pair's filters -> one PostgreSQL statement locks the
 funds and creates the order -> the command is appended to the symbol's JetStream stream
@@ -11,6 +13,7 @@ from __future__ import annotations
 import re
 import secrets as _stdlib_secrets
 import time
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -21,11 +24,16 @@ from prometheus_client import Counter, Histogram
 from tradeplane.adapters import db
 from tradeplane.adapters.bus import BusError
 from tradeplane.domain.model import (
+    STOP_TYPES,
+    TERMINAL,
+    Amend,
     Cancel,
     CancelAll,
     OrderType,
+    Reason,
     Side,
     Status,
+    StpMode,
     TimeInForce,
 )
 from tradeplane.domain.money import (
@@ -38,10 +46,12 @@ from tradeplane.domain.money import (
 from tradeplane.domain.pairs import (
     FilterError,
     PairRules,
+    check_iceberg,
     check_notional,
     check_price_band,
     price_to_ticks,
     qty_to_lots,
+    stop_market_cap,
 )
 from tradeplane.gateway import errors, views
 from tradeplane.gateway.auth import Caller, signed_read, signed_trade
@@ -178,7 +188,7 @@ async def place_new_order(state: Any, caller: Caller) -> dict[str, Any]:
         row = await db.get_order(c.pool, caller.account, rules.symbol, order_id, None)
         assert row is not None
         if row["status"] == Status.REJECTED:
-            raise errors.ApiError(-2010, "Order would immediately match and take.")
+            raise errors.engine_rejection(Reason(row["reason"]))
         fills = None
         if resp_type == "FULL":
             fills = list(await db.order_trades(c.pool, rules.symbol, order_id))
@@ -193,79 +203,191 @@ async def _validate(
     otype = _enum(p, "type", OrderType, -1116, "Invalid orderType.")
     if rules.trading != "enabled":
         raise errors.ApiError(-1013, "Market is closed.")
-    client_id = p.get("newClientOrderId") or f"tp{_stdlib_secrets.token_hex(10)}"
-    if not CLIENT_ID.match(client_id):
-        raise errors.ApiError(
-            -1100, "Illegal characters found in parameter 'newClientOrderId'; "
-            "legal range is '^[a-zA-Z0-9-_]{1,36}$'."
-        )
-    price_d = _decimal(p, "price")
-    qty_d = _decimal(p, "quantity")
-    quote_d = _decimal(p, "quoteOrderQty")
+    client_id = _client_id(p, "newClientOrderId")
+    stp = _stp(p, rules)
     ts = _now_ms()
     try:
-        if otype in (OrderType.LIMIT, OrderType.LIMIT_MAKER):
-            tif = TimeInForce.GTC
-            if otype == OrderType.LIMIT:
-                tif = _enum(p, "timeInForce", TimeInForce, -1115, "Invalid timeInForce.")
-            elif p.get("timeInForce"):
-                raise errors.ApiError(-1106, "Parameter 'timeInForce' sent when not required.")
-            if price_d is None:
-                raise errors.mandatory("price")
+        if otype != OrderType.MARKET:
+            qty_d = _decimal(p, "quantity")
             if qty_d is None:
                 raise errors.mandatory("quantity")
-            if quote_d is not None:
-                raise errors.ApiError(-1106, "Parameter 'quoteOrderQty' sent when not required.")
-            price = price_to_ticks(rules, price_d)
-            qty = qty_to_lots(rules, qty_d)
-            notional = rules.notional(price, qty)
-            check_notional(rules, notional)
-            check_price_band(rules, price, c.references.band_reference(rules.symbol))
-            hold_asset, hold = (
-                (rules.quote, notional) if side == Side.BUY else (rules.base, rules.qty_units(qty))
+            if p.get("quoteOrderQty"):
+                raise errors.not_required("quoteOrderQty")
+            leg = _controlled_order(c, rules, p, LegParams(), otype, side,
+                                    qty_to_lots(rules, qty_d), ts)
+            return db.OrderRequest(
+                account, rules.symbol, client_id, side, otype, leg.tif, leg.price, leg.qty,
+                leg.quote_qty, False, leg.hold_asset, leg.hold, ts, leg.stop_price,
+                leg.iceberg_qty, stp, leg.good_till,
             )
-            return db.OrderRequest(account, rules.symbol, client_id, side, otype, tif, price,
-                                   qty, 0, False, hold_asset, hold, ts)
-        # MARKET
-        if price_d is not None:
-            raise errors.ApiError(-1106, "Parameter 'price' sent when not required.")
-        if (qty_d is None) == (quote_d is None):
-            raise errors.ApiError(
-                -1102, "Param 'quantity' or 'quoteOrderQty' must be sent, but both were empty/null!"
-                if qty_d is None else
-                "Param 'quantity' and 'quoteOrderQty' cannot be sent at the same time."
-            )
-        ref = await c.references.market_reference(rules.symbol, side)
-        band_up = 10_000 + rules.price_band_bps
-        band_down = 10_000 - rules.price_band_bps
-        if qty_d is not None:
-            qty = qty_to_lots(rules, qty_d)
-            if side == Side.SELL:
-                return db.OrderRequest(account, rules.symbol, client_id, side, otype,
-                                       TimeInForce.GTC, 0, qty, 0, False, rules.base,
-                                       rules.qty_units(qty), ts)
-            if ref:
-                check_notional(rules, rules.notional(ref, qty))
-            # Hold what the quantity could cost at the top of the price band; the engine
-            # stops before spending more, and settlement releases what is left.
-            cap = rules.notional(ref * band_up // 10_000 + 1, qty) if ref else 1
-            return db.OrderRequest(account, rules.symbol, client_id, side, otype,
-                                   TimeInForce.GTC, 0, qty, cap, False, rules.quote, cap, ts)
-        assert quote_d is not None
-        quote_units = _units(quote_d, "quoteOrderQty")
-        check_notional(rules, quote_units)
-        if side == Side.BUY:
-            return db.OrderRequest(account, rules.symbol, client_id, side, otype,
-                                   TimeInForce.GTC, 0, 0, quote_units, True, rules.quote,
-                                   quote_units, ts)
-        # SELL for a quote amount: hold enough base to get it at the bottom of the band.
-        low = max(1, (ref or 1) * band_down // 10_000)
-        lots = min(-(-quote_units // rules.notional(low, 1)), rules.max_qty // rules.lot)
-        return db.OrderRequest(account, rules.symbol, client_id, side, otype, TimeInForce.GTC,
-                               0, lots, quote_units, True, rules.base, rules.qty_units(lots), ts)
+        for name in ("stopPrice", "icebergQty", "goodTillDate"):
+            if p.get(name):
+                raise errors.not_required(name)
+        return await _market_order(c, rules, account, p, side, client_id, stp, ts)
     except FilterError as exc:
         ORDERS.labels(rules.symbol, "filter").inc()
         raise errors.filter_failure(exc.msg) from None
+
+
+async def _market_order(
+    c: GatewayContext, rules: PairRules, account: int, p: dict[str, str], side: Side,
+    client_id: str, stp: StpMode, ts: int,
+) -> db.OrderRequest:
+    otype = OrderType.MARKET
+    if p.get("price"):
+        raise errors.not_required("price")
+    qty_d = _decimal(p, "quantity")
+    quote_d = _decimal(p, "quoteOrderQty")
+    if (qty_d is None) == (quote_d is None):
+        raise errors.ApiError(
+            -1102, "Param 'quantity' or 'quoteOrderQty' must be sent, but both were empty/null!"
+            if qty_d is None else
+            "Param 'quantity' and 'quoteOrderQty' cannot be sent at the same time."
+        )
+    ref = await c.references.market_reference(rules.symbol, side)
+    band_up = 10_000 + rules.price_band_bps
+    band_down = 10_000 - rules.price_band_bps
+    gtc = TimeInForce.GTC
+    if qty_d is not None:
+        qty = qty_to_lots(rules, qty_d)
+        if side == Side.SELL:
+            return db.OrderRequest(account, rules.symbol, client_id, side, otype, gtc, 0, qty,
+                                   0, False, rules.base, rules.qty_units(qty), ts, stp=stp)
+        if ref:
+            check_notional(rules, rules.notional(ref, qty))
+        # Hold what the quantity could cost at the top of the price band; the engine
+        # stops before spending more, and settlement releases what is left.
+        cap = rules.notional(ref * band_up // 10_000 + 1, qty) if ref else 1
+        return db.OrderRequest(account, rules.symbol, client_id, side, otype, gtc, 0, qty,
+                               cap, False, rules.quote, cap, ts, stp=stp)
+    assert quote_d is not None
+    quote_units = _units(quote_d, "quoteOrderQty")
+    check_notional(rules, quote_units)
+    if side == Side.BUY:
+        return db.OrderRequest(account, rules.symbol, client_id, side, otype, gtc, 0, 0,
+                               quote_units, True, rules.quote, quote_units, ts, stp=stp)
+    # SELL for a quote amount: hold enough base to get it at the bottom of the band.
+    low = max(1, (ref or 1) * band_down // 10_000)
+    lots = min(-(-quote_units // rules.notional(low, 1)), rules.max_qty // rules.lot)
+    return db.OrderRequest(account, rules.symbol, client_id, side, otype, gtc, 0, lots,
+                           quote_units, True, rules.base, rules.qty_units(lots), ts, stp=stp)
+
+
+@dataclass(frozen=True, slots=True)
+class LegParams:
+    """The parameter names of one order's controls: plain for POST /api/v3/order, with
+    the leg's prefix (``abovePrice``, ``belowStopPrice``...) for an OCO list."""
+
+    price: str = "price"
+    stop_price: str = "stopPrice"
+    tif: str = "timeInForce"
+    iceberg: str = "icebergQty"
+    good_till: str = "goodTillDate"
+
+    @classmethod
+    def prefixed(cls, prefix: str) -> LegParams:
+        return cls(f"{prefix}Price", f"{prefix}StopPrice", f"{prefix}TimeInForce",
+                   f"{prefix}IcebergQty", f"{prefix}GoodTillDate")
+
+
+@dataclass(frozen=True, slots=True)
+class _Leg:
+    tif: TimeInForce
+    price: int
+    qty: int
+    quote_qty: int
+    stop_price: int
+    iceberg_qty: int
+    good_till: int
+    hold_asset: str
+    hold: int  # what the order can cost at most, in hold_asset
+
+
+#: Order types with a limit price (an iceberg, GTD and a time in force apply to these).
+LIMIT_PRICED = frozenset({OrderType.LIMIT, OrderType.LIMIT_MAKER, OrderType.STOP_LOSS_LIMIT,
+                          OrderType.TAKE_PROFIT_LIMIT})
+
+
+def _controlled_order(
+    c: GatewayContext, rules: PairRules, p: dict[str, str], names: LegParams,
+    otype: OrderType, side: Side, qty: int, ts: int,
+) -> _Leg:
+    """A LIMIT, LIMIT_MAKER or stop order's controls and hold, validated as Binance does.
+
+    Raises:
+        ApiError: a parameter missing, malformed or not allowed with the type.
+        FilterError: a filter refuses the price, stop price or iceberg quantity.
+    """
+    limit_priced = otype in LIMIT_PRICED
+    price_d = _decimal(p, names.price)
+    stop_d = _decimal(p, names.stop_price)
+    if limit_priced and price_d is None:
+        raise errors.mandatory(names.price)
+    if not limit_priced and price_d is not None:
+        raise errors.not_required(names.price)
+    if otype in STOP_TYPES and stop_d is None:
+        raise errors.mandatory(names.stop_price)
+    if otype not in STOP_TYPES and stop_d is not None:
+        raise errors.not_required(names.stop_price)
+    tif = TimeInForce.GTC
+    if otype in (OrderType.LIMIT, OrderType.STOP_LOSS_LIMIT, OrderType.TAKE_PROFIT_LIMIT):
+        tif = _enum(p, names.tif, TimeInForce, -1115, "Invalid timeInForce.")
+    elif p.get(names.tif):
+        raise errors.not_required(names.tif)
+    good_till = _int(p, names.good_till)
+    if tif == TimeInForce.GTD:
+        if good_till is None:
+            raise errors.mandatory(names.good_till)
+        if good_till <= ts:
+            raise errors.ApiError(
+                -1130, f"Data sent for parameter '{names.good_till}' is not valid.")
+    elif good_till is not None:
+        raise errors.not_required(names.good_till)
+    iceberg_d = _decimal(p, names.iceberg)
+    iceberg = 0
+    if iceberg_d is not None and iceberg_d != 0:
+        if not limit_priced:
+            raise errors.not_required(names.iceberg)
+        if tif != TimeInForce.GTC:
+            raise errors.ApiError(-1014, "Unsupported order combination.")
+        iceberg = qty_to_lots(rules, iceberg_d)
+        if iceberg >= qty:
+            raise errors.ApiError(-2010, "IcebergQty exceeds QTY.")
+        check_iceberg(qty, iceberg)
+    price = price_to_ticks(rules, price_d) if price_d is not None else 0
+    stop = price_to_ticks(rules, stop_d) if stop_d is not None else 0
+    if limit_priced:
+        notional = rules.notional(price, qty)
+        check_notional(rules, notional)
+        check_price_band(rules, price, c.references.band_reference(rules.symbol))
+        hold = notional if side == Side.BUY else rules.qty_units(qty)
+        quote_qty = 0
+    else:  # STOP_LOSS / TAKE_PROFIT: a market order by quantity once triggered
+        check_notional(rules, rules.notional(stop, qty))
+        quote_qty = stop_market_cap(rules, stop, qty) if side == Side.BUY else 0
+        hold = quote_qty if side == Side.BUY else rules.qty_units(qty)
+    hold_asset = rules.quote if side == Side.BUY else rules.base
+    return _Leg(tif, price, qty, quote_qty, stop, iceberg, good_till or 0, hold_asset, hold)
+
+
+def _client_id(p: dict[str, str], name: str, prefix: str = "tp") -> str:
+    client_id = p.get(name) or f"{prefix}{_stdlib_secrets.token_hex(10)}"
+    if not CLIENT_ID.match(client_id):
+        raise errors.ApiError(
+            -1100, f"Illegal characters found in parameter '{name}'; "
+            "legal range is '^[a-zA-Z0-9-_]{1,36}$'."
+        )
+    return client_id
+
+
+def _stp(p: dict[str, str], rules: PairRules) -> StpMode:
+    raw = p.get("selfTradePreventionMode") or rules.default_stp
+    try:
+        return StpMode[raw.upper()]
+    except KeyError:
+        raise errors.ApiError(
+            -1130, "Data sent for parameter 'selfTradePreventionMode' is not valid."
+        ) from None
 
 
 def _units(d: Decimal, name: str) -> int:
@@ -314,13 +436,11 @@ async def cancel_order(request: Request, caller: Caller = Depends(signed_trade))
 
 
 def _cancel_json(row: Any, rules: PairRules, new_client_id: str | None) -> dict[str, Any]:
-    doc = views.order_json(row, rules)
-    for k in ("time", "updateTime", "isWorking", "stopPrice", "icebergQty", "workingTime",
-              "origQuoteOrderQty"):
+    doc = views.order_report(row, rules)
+    for k in ("workingTime", "origQuoteOrderQty"):
         doc.pop(k)
     doc["origClientOrderId"] = row["client_order_id"]
     doc["clientOrderId"] = new_client_id or f"tpc{_stdlib_secrets.token_hex(8)}"
-    doc["transactTime"] = row["updated_ms"]
     return doc
 
 
@@ -415,3 +535,282 @@ async def account(request: Request, caller: Caller = Depends(signed_read)) -> di
         "preventSor": False, "updateTime": _now_ms(), "accountType": "SPOT",
         "balances": bal, "permissions": ["SPOT"], "uid": caller.account,
     }
+
+
+# --------------------------------------------------------------------------- amend
+AMENDABLE = frozenset({OrderType.LIMIT, OrderType.LIMIT_MAKER, OrderType.STOP_LOSS_LIMIT,
+                       OrderType.TAKE_PROFIT_LIMIT})
+
+
+@router.put("/order/amend/keepPriority")
+async def amend_keep_priority(
+    request: Request, caller: Caller = Depends(signed_trade)
+) -> dict[str, Any]:
+    """Reduce an open order's quantity without losing its place in the queue (Binance
+    ``PUT /api/v3/order/amend/keepPriority``). The order gets ``newClientOrderId`` (or a
+    random one), as on Binance; settlement releases the hold of the removed lots.
+
+    Raises:
+        ApiError: -2013 unknown or finished order, -2038 an amend that is not a reduction
+            or that the engine refused, -1013 a quantity off the lot grid.
+    """
+    c = ctx(request)
+    p = caller.params
+    rules = c.pair(p.get("symbol"))
+    new_qty_d = _decimal(p, "newQty")
+    if new_qty_d is None:
+        raise errors.mandatory("newQty")
+    row = await _find_order(c, caller, rules)
+    if row is None or Status(row["status"]) in TERMINAL:
+        raise errors.no_such_order()
+    try:
+        new_qty = qty_to_lots(rules, new_qty_d)
+    except FilterError as exc:
+        raise errors.filter_failure(exc.msg) from None
+    if new_qty > row["qty"]:
+        raise errors.ApiError(-2038, "Order amend (quantity increase) is not supported.")
+    if new_qty == row["qty"]:
+        raise errors.ApiError(-2038, "The requested action would change no state; rejecting")
+    if OrderType(row["type"]) not in AMENDABLE:
+        raise errors.ApiError(-2038, "Unsupported order combination")
+    if rules.trading == "halted":
+        raise errors.ApiError(-2038, "Market is closed.")
+    old_cid = row["client_order_id"]
+    new_cid = _client_id(p, "newClientOrderId")
+    renamed = new_cid != old_cid
+    if renamed and not await db.rename_order(c.pool, row["id"], old_cid, new_cid):
+        raise errors.ApiError(-2038, "Duplicate order sent.")
+    try:
+        seq = await request.app.state.orderpath.send(
+            rules.symbol, Amend(row["id"], caller.account, new_qty, _now_ms()))
+    except BusError:
+        raise errors.status_unknown() from None
+    await _wait_settled(request.app.state, rules.symbol, seq)
+    after = await db.get_order(c.pool, caller.account, rules.symbol, row["id"], None)
+    assert after is not None
+    if after["qty"] != new_qty:  # the engine refused it (AmendRejected): nothing changed
+        if renamed:
+            await db.rename_order(c.pool, row["id"], new_cid, old_cid)
+        if Status(after["status"]) in TERMINAL:
+            raise errors.no_such_order()
+        raise errors.ApiError(-2038, "Order amend is not supported for this symbol."
+                              if rules.trading != "halted" else "Market is closed.")
+    doc: dict[str, Any] = {
+        "transactTime": after["updated_ms"],
+        # The command's position in the symbol's log: unique and increasing per symbol.
+        "executionId": seq,
+        "amendedOrder": views.amended_order_json(after, rules, old_cid),
+    }
+    if after["order_list_id"]:
+        lst = await db.get_order_list(c.pool, caller.account, after["order_list_id"], None)
+        assert lst is not None
+        legs = (await db.list_orders(c.pool, [lst["id"]]))[lst["id"]]
+        doc["listStatus"] = views.order_list_json(lst, legs)
+        for k in ("listStatusType", "transactionTime"):
+            doc["listStatus"].pop(k)
+    return doc
+
+
+# --------------------------------------------------------------------------- order lists
+OCO_TYPES = frozenset({OrderType.LIMIT_MAKER, OrderType.STOP_LOSS, OrderType.STOP_LOSS_LIMIT,
+                       OrderType.TAKE_PROFIT, OrderType.TAKE_PROFIT_LIMIT})
+_LOSS = frozenset({OrderType.STOP_LOSS, OrderType.STOP_LOSS_LIMIT})
+_PROFIT = frozenset({OrderType.TAKE_PROFIT, OrderType.TAKE_PROFIT_LIMIT})
+
+
+def _oco_placement(side: Side, above: OrderType, below: OrderType) -> None:
+    """Binance's OCO leg rules: a SELL takes profit (or rests a LIMIT_MAKER) above and
+    stops the loss below; a BUY the mirror image.
+
+    Raises:
+        ApiError: -1168, -1165/-1166, -1196/-1197, -1198/-1199 in Binance's wording.
+    """
+    if above == below == OrderType.LIMIT_MAKER:
+        raise errors.ApiError(-1168, "At least one OCO order must be contingent.")
+    if side == Side.SELL:
+        if below == OrderType.LIMIT_MAKER:
+            raise errors.ApiError(-1166, "A limit order in a sell OCO must be above.")
+        if above in _LOSS:
+            raise errors.ApiError(-1197, "A stop loss order in a sell OCO must be below.")
+        if below in _PROFIT:
+            raise errors.ApiError(-1199, "A take profit order in a sell OCO must be above.")
+    else:
+        if above == OrderType.LIMIT_MAKER:
+            raise errors.ApiError(-1165, "A limit order in a buy OCO must be below.")
+        if below in _LOSS:
+            raise errors.ApiError(-1196, "A stop loss order in a buy OCO must be above.")
+        if above in _PROFIT:
+            raise errors.ApiError(-1198, "A take profit order in a buy OCO must be below.")
+
+
+def _oco_type(p: dict[str, str], name: str) -> OrderType:
+    otype: OrderType = _enum(p, name, OrderType, -1116, "Invalid orderType.")
+    if otype not in OCO_TYPES:
+        raise errors.ApiError(-1158, "Order type not supported in OCO.")
+    return otype
+
+
+def _level(leg: _Leg, otype: OrderType) -> int:
+    """Where a leg sits on the price axis: a stop's trigger, a LIMIT_MAKER's price."""
+    return leg.stop_price if otype in STOP_TYPES else leg.price
+
+
+@router.post("/orderList/oco")
+async def new_oco(request: Request, caller: Caller = Depends(signed_trade)) -> dict[str, Any]:
+    """Place an OCO pair (Binance ``POST /api/v3/orderList/oco``): an above and a below
+    order of one side and quantity, of which at most one executes. One hold covers both:
+    the quantity for a SELL, the dearer leg for a BUY.
+
+    Raises:
+        ApiError: every refusal, in Binance's codes.
+    """
+    c = ctx(request)
+    p = caller.params
+    rules = c.pair(p.get("symbol"))
+    side: Side = _enum(p, "side", Side, -1117, "Invalid side.")
+    above_t = _oco_type(p, "aboveType")
+    below_t = _oco_type(p, "belowType")
+    _oco_placement(side, above_t, below_t)
+    if rules.trading != "enabled":
+        raise errors.ApiError(-1013, "Market is closed.")
+    list_cid = _client_id(p, "listClientOrderId", "tpl")
+    above_cid = _client_id(p, "aboveClientOrderId")
+    below_cid = _client_id(p, "belowClientOrderId")
+    stp = _stp(p, rules)
+    qty_d = _decimal(p, "quantity")
+    if qty_d is None:
+        raise errors.mandatory("quantity")
+    ts = _now_ms()
+    try:
+        qty = qty_to_lots(rules, qty_d)
+        above = _controlled_order(c, rules, p, LegParams.prefixed("above"), above_t, side,
+                                  qty, ts)
+        below = _controlled_order(c, rules, p, LegParams.prefixed("below"), below_t, side,
+                                  qty, ts)
+    except FilterError as exc:
+        ORDERS.labels(rules.symbol, "filter").inc()
+        raise errors.filter_failure(exc.msg) from None
+    if TimeInForce.GTD in (above.tif, below.tif):
+        raise errors.ApiError(-1014, "Unsupported order combination.")
+    if _level(above, above_t) <= _level(below, below_t):
+        raise errors.ApiError(
+            -2010, "The relationship of the prices for the orders is not correct.")
+    legs = tuple(
+        db.OrderRequest(caller.account, rules.symbol, cid, side, t, leg.tif, leg.price,
+                        leg.qty, leg.quote_qty, False, leg.hold_asset, leg.hold, ts,
+                        leg.stop_price, leg.iceberg_qty, stp)
+        for cid, t, leg in ((above_cid, above_t, above), (below_cid, below_t, below))
+    )
+    req = db.ListRequest(caller.account, rules.symbol, list_cid, (legs[0], legs[1]),
+                         above.hold_asset, max(above.hold, below.hold), ts)
+    list_id, order_ids, result = await db.place_order_list(c.pool, req)
+    if result == db.PlaceResult.DUPLICATE:
+        raise errors.duplicate_order()
+    if list_id is None:
+        raise errors.insufficient_balance()
+    try:
+        seq = await request.app.state.orderpath.send(rules.symbol,
+                                                     req.command(list_id, order_ids))
+    except BusError:
+        raise errors.status_unknown() from None  # the outbox relay sends it
+    resp_type = (p.get("newOrderRespType") or "RESULT").upper()
+    lst = await db.get_order_list(c.pool, caller.account, list_id, None)
+    assert lst is not None
+    if resp_type == "ACK":
+        doc = views.order_list_json(lst, _pending_legs(req, order_ids))
+        doc["orderReports"] = [
+            {"symbol": rules.symbol, "orderId": oid, "orderListId": list_id,
+             "clientOrderId": leg.client_order_id, "transactTime": ts}
+            for leg, oid in zip(req.legs, order_ids, strict=True)
+        ]
+        return doc
+    await _wait_settled(request.app.state, rules.symbol, seq)
+    lst = await db.get_order_list(c.pool, caller.account, list_id, None)
+    assert lst is not None
+    rows = (await db.list_orders(c.pool, [list_id]))[list_id]
+    if lst["status"] == "REJECT":
+        refused = [r for r in rows if r["reason"] != Reason.BAD_LIST] or rows
+        raise errors.engine_rejection(Reason(refused[0]["reason"]))
+    doc = views.order_list_json(lst, rows)
+    doc["orderReports"] = [views.order_report(r, rules) for r in rows]
+    if resp_type == "FULL":
+        for report, r in zip(doc["orderReports"], rows, strict=True):
+            trades = await db.order_trades(c.pool, rules.symbol, r["id"])
+            report["fills"] = [views.fill_json(t, r["id"], rules) for t in trades]
+    return doc
+
+
+def _pending_legs(req: db.ListRequest, order_ids: list[int]) -> list[dict[str, Any]]:
+    return [{"symbol": req.symbol, "id": oid, "client_order_id": leg.client_order_id}
+            for leg, oid in zip(req.legs, order_ids, strict=True)]
+
+
+async def _find_list(c: GatewayContext, caller: Caller, client_param: str,
+                     symbol: str | None = None) -> Any:
+    p = caller.params
+    list_id = _int(p, "orderListId")
+    list_cid = p.get(client_param)
+    if list_id is None and not list_cid:
+        raise errors.ApiError(
+            -1102,
+            f"Param '{client_param}' or 'orderListId' must be sent, but both were empty/null!",
+        )
+    return await db.get_order_list(c.pool, caller.account, list_id, list_cid, symbol)
+
+
+@router.get("/orderList")
+async def query_order_list(
+    request: Request, caller: Caller = Depends(signed_read)
+) -> dict[str, Any]:
+    c = ctx(request)
+    lst = await _find_list(c, caller, "origClientOrderId")
+    if lst is None:
+        raise errors.ApiError(-2013, "Order list does not exist.")
+    legs = (await db.list_orders(c.pool, [lst["id"]]))[lst["id"]]
+    return views.order_list_json(lst, legs)
+
+
+@router.get("/openOrderList")
+async def query_open_order_lists(
+    request: Request, caller: Caller = Depends(signed_read)
+) -> list[dict[str, Any]]:
+    c = ctx(request)
+    lists = await db.open_order_lists(c.pool, caller.account)
+    legs = await db.list_orders(c.pool, [lst["id"] for lst in lists])
+    return [views.order_list_json(lst, legs[lst["id"]]) for lst in lists]
+
+
+@router.delete("/orderList")
+async def cancel_order_list(
+    request: Request, caller: Caller = Depends(signed_trade)
+) -> dict[str, Any]:
+    """Cancel an OCO list (Binance ``DELETE /api/v3/orderList``): the engine cancels both
+    legs when either is canceled.
+
+    Raises:
+        ApiError: -2011 an unknown or finished list.
+    """
+    c = ctx(request)
+    rules = c.pair(caller.params.get("symbol"))
+    lst = await _find_list(c, caller, "listClientOrderId", rules.symbol)
+    if lst is None or lst["status"] != "EXECUTING":
+        raise errors.ApiError(-2011, "Unknown order list sent.")
+    legs = (await db.list_orders(c.pool, [lst["id"]]))[lst["id"]]
+    live = [r for r in legs if Status(r["status"]) not in TERMINAL]
+    if not live:
+        raise errors.ApiError(-2011, "Unknown order list sent.")
+    try:
+        seq = await request.app.state.orderpath.send(
+            rules.symbol, Cancel(live[0]["id"], caller.account, _now_ms()))
+    except BusError:
+        raise errors.status_unknown() from None
+    await _wait_settled(request.app.state, rules.symbol, seq)
+    lst = await db.get_order_list(c.pool, caller.account, lst["id"], None)
+    assert lst is not None
+    legs = (await db.list_orders(c.pool, [lst["id"]]))[lst["id"]]
+    if not any(r["status"] == Status.CANCELED for r in legs):
+        raise errors.ApiError(-2011, "Unknown order list sent.")
+    doc = views.order_list_json(lst, legs, time_ms=lst["updated_ms"])
+    new_cid = caller.params.get("newClientOrderId")
+    doc["orderReports"] = [_cancel_json(r, rules, new_cid) for r in legs]
+    return doc

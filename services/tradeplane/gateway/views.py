@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from tradeplane.domain.model import OrderType, Side, Status, TimeInForce
+from tradeplane.domain.model import STOP_TYPES, OrderType, Side, Status, StpMode, TimeInForce
 from tradeplane.domain.money import fmt_units
-from tradeplane.domain.pairs import PairRules
+from tradeplane.domain.pairs import ICEBERG_PARTS, STP_MODES, PairRules
 
 
 class Row(Protocol):
@@ -19,33 +19,98 @@ STATUS = {s: s.name for s in Status}
 TYPES = {t: t.name for t in OrderType}
 SIDES = {s: s.name for s in Side}
 TIFS = {t: t.name for t in TimeInForce}
+STP_NAMES = {m: m.name for m in StpMode}
 ZERO = "0.00000000"
 
 
+def working_time(r: Row) -> int:
+    """Binance's workingTime: when the order went on the book; a stop order works only
+    once triggered (-1 until then)."""
+    if OrderType(r["type"]) in STOP_TYPES:
+        return int(r["working_ms"]) or -1
+    return int(r["created_ms"])
+
+
 def order_json(r: Row, rules: PairRules) -> dict[str, Any]:
+    """GET /api/v3/order and the order lists' shape of an order."""
     otype = OrderType(r["type"])
-    return {
+    status = Status(r["status"])
+    doc = {
         "symbol": r["symbol"],
         "orderId": r["id"],
-        "orderListId": -1,
+        "orderListId": r["order_list_id"] or -1,
         "clientOrderId": r["client_order_id"],
         "price": fmt_units(rules.price_units(r["price"])),
         "origQty": fmt_units(rules.qty_units(r["qty"])) if not r["by_quote"] else ZERO,
         "executedQty": fmt_units(rules.qty_units(r["executed"])),
         "cummulativeQuoteQty": fmt_units(r["cum_quote"]),
-        "status": STATUS[Status(r["status"])],
+        "status": STATUS[status],
         "timeInForce": TIFS[TimeInForce(r["tif"])],
         "type": TYPES[otype],
         "side": SIDES[Side(r["side"])],
-        "stopPrice": ZERO,
-        "icebergQty": ZERO,
+        "stopPrice": fmt_units(rules.price_units(r["stop_price"])),
+        "icebergQty": fmt_units(rules.qty_units(r["iceberg_qty"])),
         "time": r["created_ms"],
         "updateTime": r["updated_ms"],
-        "isWorking": Status(r["status"]) in (Status.NEW, Status.PARTIALLY_FILLED),
-        "workingTime": r["created_ms"],
+        "isWorking": status in (Status.NEW, Status.PARTIALLY_FILLED) and working_time(r) > 0,
+        "workingTime": working_time(r),
         "origQuoteOrderQty": fmt_units(r["quote_qty"]) if r["by_quote"] else ZERO,
-        "selfTradePreventionMode": "NONE",
+        "selfTradePreventionMode": STP_NAMES[StpMode(r["stp"])],
     }
+    _conditional(doc, r, rules)
+    return doc
+
+
+def _conditional(doc: dict[str, Any], r: Row, rules: PairRules) -> None:
+    """Binance's conditional fields: ``goodTillDate`` of a GTD order, the quantity that
+    self-trade prevention expired."""
+    if r["tif"] == TimeInForce.GTD:
+        doc["goodTillDate"] = r["good_till"]
+    if r["status"] == Status.EXPIRED_IN_MATCH:
+        doc["preventedQuantity"] = fmt_units(rules.qty_units(r["qty"] - r["executed"]))
+
+
+def order_report(r: Row, rules: PairRules) -> dict[str, Any]:
+    """An order as POST /api/v3/order (RESULT), cancels and order lists report it:
+    ``stopPrice`` only for stop orders, ``icebergQty`` only for icebergs."""
+    doc = order_json(r, rules)
+    for k in ("time", "updateTime", "isWorking"):
+        doc.pop(k)
+    if OrderType(r["type"]) not in STOP_TYPES:
+        doc.pop("stopPrice")
+    if not r["iceberg_qty"]:
+        doc.pop("icebergQty")
+    doc["transactTime"] = r["updated_ms"]
+    return doc
+
+
+def amended_order_json(r: Row, rules: PairRules, orig_client_id: str) -> dict[str, Any]:
+    """The ``amendedOrder`` of PUT /api/v3/order/amend/keepPriority (Binance's shape:
+    ``qty``, ``cumulativeQuoteQty``)."""
+    doc: dict[str, Any] = {
+        "symbol": r["symbol"],
+        "orderId": r["id"],
+        "orderListId": r["order_list_id"] or -1,
+        "origClientOrderId": orig_client_id,
+        "clientOrderId": r["client_order_id"],
+        "price": fmt_units(rules.price_units(r["price"])),
+        "qty": fmt_units(rules.qty_units(r["qty"])),
+        "executedQty": fmt_units(rules.qty_units(r["executed"])),
+        "preventedQty": ZERO,
+        "quoteOrderQty": ZERO,
+        "cumulativeQuoteQty": fmt_units(r["cum_quote"]),
+        "status": STATUS[Status(r["status"])],
+        "timeInForce": TIFS[TimeInForce(r["tif"])],
+        "type": TYPES[OrderType(r["type"])],
+        "side": SIDES[Side(r["side"])],
+        "workingTime": working_time(r),
+        "selfTradePreventionMode": STP_NAMES[StpMode(r["stp"])],
+    }
+    if r["iceberg_qty"]:
+        doc["icebergQty"] = fmt_units(rules.qty_units(r["iceberg_qty"]))
+    if OrderType(r["type"]) in STOP_TYPES:
+        doc["stopPrice"] = fmt_units(rules.price_units(r["stop_price"]))
+    return doc
 
 
 def fill_json(t: Row, order_id: int, rules: PairRules) -> dict[str, Any]:
@@ -61,13 +126,28 @@ def fill_json(t: Row, order_id: int, rules: PairRules) -> dict[str, Any]:
 
 def order_result(r: Row, rules: PairRules, fills: Sequence[Row] | None) -> dict[str, Any]:
     """POST /api/v3/order answer for RESULT (fills None) and FULL."""
-    doc = order_json(r, rules)
-    for k in ("time", "updateTime", "isWorking", "stopPrice", "icebergQty"):
-        doc.pop(k)
-    doc["transactTime"] = r["updated_ms"]
+    doc = order_report(r, rules)
     if fills is not None:
         doc["fills"] = [fill_json(t, r["id"], rules) for t in fills]
     return doc
+
+
+LIST_STATUS_TYPE = {"EXECUTING": "EXEC_STARTED", "ALL_DONE": "ALL_DONE", "REJECT": "RESPONSE"}
+
+
+def order_list_json(lst: Row, legs: Sequence[Row], *, time_ms: int | None = None) -> dict[str, Any]:
+    """An order list as GET /api/v3/orderList answers it."""
+    return {
+        "orderListId": lst["id"],
+        "contingencyType": lst["contingency"],
+        "listStatusType": LIST_STATUS_TYPE[lst["status"]],
+        "listOrderStatus": lst["status"],
+        "listClientOrderId": lst["list_client_order_id"],
+        "transactionTime": lst["created_ms"] if time_ms is None else time_ms,
+        "symbol": lst["symbol"],
+        "orders": [{"symbol": o["symbol"], "orderId": o["id"],
+                    "clientOrderId": o["client_order_id"]} for o in legs],
+    }
 
 
 def my_trade_json(t: Row, account: int, rules: PairRules) -> list[dict[str, Any]]:
@@ -108,13 +188,15 @@ def exchange_symbol(rules: PairRules) -> dict[str, Any]:
         "quoteAssetPrecision": 8,
         "baseCommissionPrecision": 8,
         "quoteCommissionPrecision": 8,
-        "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET"],
-        "icebergAllowed": False,
-        "ocoAllowed": False,
+        "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS", "STOP_LOSS_LIMIT",
+                       "TAKE_PROFIT", "TAKE_PROFIT_LIMIT"],
+        "icebergAllowed": True,
+        "ocoAllowed": True,
         "otoAllowed": False,
         "quoteOrderQtyMarketAllowed": True,
         "allowTrailingStop": False,
         "cancelReplaceAllowed": False,
+        "amendAllowed": True,
         "isSpotTradingAllowed": True,
         "isMarginTradingAllowed": False,
         "filters": [
@@ -124,6 +206,7 @@ def exchange_symbol(rules: PairRules) -> dict[str, Any]:
                 "maxPrice": fmt_units(rules.tick * 10**10),
                 "tickSize": fmt_units(rules.tick),
             },
+            {"filterType": "ICEBERG_PARTS", "limit": ICEBERG_PARTS},
             {
                 "filterType": "LOT_SIZE",
                 "minQty": fmt_units(rules.min_qty),
@@ -155,6 +238,6 @@ def exchange_symbol(rules: PairRules) -> dict[str, Any]:
         ],
         "permissions": ["SPOT"],
         "permissionSets": [["SPOT"]],
-        "defaultSelfTradePreventionMode": "NONE",
-        "allowedSelfTradePreventionModes": ["NONE"],
+        "defaultSelfTradePreventionMode": rules.default_stp,
+        "allowedSelfTradePreventionModes": list(STP_MODES),
     }

@@ -16,7 +16,15 @@ the ledger rules having mutated anything. Event -> report:
 * ``Done(FILLED)``: no report of its own; the order's last ``TRADE`` becomes ``X=FILLED``
   and not working, as Binance's last fill reads.
 * ``Done(CANCELED | EXPIRED | REJECTED)``: ``x=X=`` that status; ``r`` says why a rejected
-  order was refused.
+  order was refused. A GTD expiry and the other leg of an OCO list that executed are
+  ``EXPIRED`` too.
+* ``Done(EXPIRED_IN_MATCH)`` (self-trade prevention): ``x=TRADE_PREVENTION``,
+  ``X=EXPIRED_IN_MATCH``, with the prevented quantity in ``A`` and ``B``.
+* ``Accepted`` (a stop order now waits for its trigger): ``x=NEW``, not working.
+* ``Triggered``: ``x=NEW`` again, now working (``w`` true, ``W`` the trigger time): the
+  report Binance sends when a stop order goes to work; its fills follow as ``TRADE``.
+* ``Amended``: ``x=REPLACED`` with the new quantity ``q`` (and, when the amend left
+  nothing to fill, ``X=FILLED``).
 
 Then one :func:`account_position` per account whose balances the transaction changed, or
 whose order the engine answered for the first time (its hold was taken at entry).
@@ -32,6 +40,9 @@ import msgspec
 
 from tradeplane.domain.ledger import fee
 from tradeplane.domain.model import (
+    STOP_TYPES,
+    Accepted,
+    Amended,
     Done,
     EventBatch,
     OrderType,
@@ -39,8 +50,10 @@ from tradeplane.domain.model import (
     Rested,
     Side,
     Status,
+    StpMode,
     TimeInForce,
     Trade,
+    Triggered,
 )
 from tradeplane.domain.money import fmt_units
 from tradeplane.domain.pairs import PairRules
@@ -55,10 +68,12 @@ _STATUS: Final[dict[int, str]] = {s: s.name for s in Status}
 _SIDES: Final[dict[int, str]] = {s: s.name for s in Side}
 _TYPES: Final[dict[int, str]] = {t: t.name for t in OrderType}
 _TIFS: Final[dict[int, str]] = {t: t.name for t in TimeInForce}
+_STP: Final[dict[int, str]] = {m: m.name for m in StpMode}
 #: Binance's ``r`` values ("Order Reject Reason"; MARKET_CLOSED is from its older list);
 #: anything else is NONE.
 REJECT_REASONS: Final = {
     Reason.WOULD_TAKE: "WOULD_MATCH_IMMEDIATELY",
+    Reason.WOULD_TRIGGER: "STOP_PRICE_WOULD_TRIGGER_IMMEDIATELY",
     Reason.HALTED: "MARKET_CLOSED",
 }
 
@@ -75,8 +90,9 @@ class _Progress:
     """An order as the reports see it so far: advanced event by event. The fields that
     never change are formatted once per order, not once per report."""
 
-    __slots__ = ("O", "Q", "S", "buyer", "c", "cum_quote", "executed", "f", "i", "last",
-                 "o", "p", "q", "qty_unit", "status", "taker_trades", "working")
+    __slots__ = ("F", "O", "P", "Q", "S", "V", "W", "buyer", "c", "cum_quote", "executed",
+                 "f", "g", "i", "last", "o", "p", "q", "qty", "qty_unit", "status",
+                 "taker_trades", "working")
 
     def __init__(self, row: Row, rules: PairRules) -> None:
         by_quote = row["by_quote"]
@@ -96,7 +112,15 @@ class _Progress:
         self.status: int = row["status"]  # a Status value
         self.executed: int = row["executed"]  # lots
         self.cum_quote: int = row["cum_quote"]  # quote units
-        self.working = self.status in (Status.NEW, Status.PARTIALLY_FILLED)  # on the book
+        self.P = fmt_units(rules.price_units(row["stop_price"]))
+        self.F = fmt_units(rules.qty_units(row["iceberg_qty"]))
+        self.g: int = row["order_list_id"] or -1
+        self.V = _STP[row["stp"]]
+        self.qty: int = row["qty"]  # lots
+        # When it went to work: at entry, or a stop order when it triggered (0 = not yet).
+        self.W: int = row["working_ms"] if row["type"] in STOP_TYPES else self.O
+        self.working = (self.status in (Status.NEW, Status.PARTIALLY_FILLED)  # on the book
+                        and self.W > 0)
         self.last: dict[str, Any] | None = None  # the order's last TRADE report of this pull
         self.taker_trades: list[dict[str, Any]] = []
 
@@ -209,7 +233,7 @@ def user_updates(
                     p.working = True
                     for doc in p.taker_trades:
                         doc["w"] = True
-                        doc["W"] = p.O
+                        doc["W"] = p.W
                         doc["V"] = doc.pop("V")  # keep Binance's key order
                 p.taker_trades = []
             elif isinstance(ev, Done):
@@ -217,13 +241,20 @@ def user_updates(
                 p = track(ev.order_id, r)
                 if p is None:
                     continue
-                if ev.status in (Status.EXPIRED, Status.CANCELED):
+                if ev.status in (Status.EXPIRED, Status.CANCELED, Status.EXPIRED_IN_MATCH):
                     announce(p, ev.account, sym, ev.ts, exec_base | i)
                 p.status = ev.status
                 if p.status == Status.FILLED:
                     if p.last is not None:
                         p.last["X"] = "FILLED"
                         p.last["w"] = False
+                elif p.status == Status.EXPIRED_IN_MATCH:
+                    prevented = fmt_units((p.qty - p.executed) * p.qty_unit)
+                    doc = _report(p, sym, "TRADE_PREVENTION", ev.ts, now_ms, exec_base | i,
+                                  False)
+                    doc["A"] = prevented
+                    doc["B"] = prevented
+                    emit(ev.account, doc)
                 else:
                     kind = _STATUS[p.status]
                     reason = (REJECT_REASONS.get(ev.reason, "NONE")
@@ -231,6 +262,31 @@ def user_updates(
                     emit(ev.account, _report(p, sym, kind, ev.ts, now_ms, exec_base | i, False,
                                              reason=reason))
                 p.taker_trades = []
+            elif isinstance(ev, Accepted):
+                updated[ev.account] = ev.ts
+                p = track(ev.order_id, r)
+                if p is None or p.status != Status.PENDING_NEW:
+                    continue
+                p.status = Status.NEW
+                emit(ev.account, _report(p, sym, "NEW", ev.ts, now_ms, exec_base | i, False))
+            elif isinstance(ev, Triggered):
+                updated[ev.account] = ev.ts
+                p = track(ev.order_id, r)
+                if p is None:
+                    continue
+                p.W = ev.ts
+                p.working = True
+                emit(ev.account, _report(p, sym, "NEW", ev.ts, now_ms, exec_base | i, True))
+            elif isinstance(ev, Amended):
+                updated[ev.account] = ev.ts
+                p = track(ev.order_id, r)
+                if p is None:
+                    continue
+                p.qty = ev.new_qty
+                p.q = fmt_units(ev.new_qty * p.qty_unit)
+                doc = _report(p, sym, "REPLACED", ev.ts, now_ms, exec_base | i, p.working)
+                p.last = doc  # an amend down to the executed quantity fills the order
+                emit(ev.account, doc)
     return out
 
 
@@ -253,9 +309,9 @@ def _report(
         "f": p.f,
         "q": p.q,
         "p": p.p,
-        "P": ZERO,
-        "F": ZERO,
-        "g": -1,
+        "P": p.P,
+        "F": p.F,
+        "g": p.g,
         # Binance names the canceled order's client id here (``c`` is the cancel request's
         # own id, which the engine does not carry: we repeat the order's).
         "C": p.c if kind == "CANCELED" else "",
@@ -281,9 +337,10 @@ def _report(
     }
     if p.working:
         # Binance shows the working time only for orders that have been on the book; ours
-        # is the entry time (the engine rests an order within the command that placed it).
-        doc["W"] = p.O
-    doc["V"] = "NONE"
+        # is the entry time (the engine rests an order within the command that placed it),
+        # a stop order's its trigger time.
+        doc["W"] = p.W
+    doc["V"] = p.V
     return doc
 
 

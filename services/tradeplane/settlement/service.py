@@ -24,7 +24,17 @@ from tradeplane.adapters import db
 from tradeplane.adapters.bus import Bus, BusError, StoredMsg, settled_subject, user_subject
 from tradeplane.domain import codec
 from tradeplane.domain.ledger import OrderState, Settlement, settle_batch
-from tradeplane.domain.model import CancelRejected, Done, EventBatch, Rested, Trade
+from tradeplane.domain.model import (
+    Accepted,
+    Amended,
+    AmendRejected,
+    CancelRejected,
+    Done,
+    EventBatch,
+    Rested,
+    Trade,
+    Triggered,
+)
 from tradeplane.domain.pairs import TRADING_STATES, PairRules
 from tradeplane.settlement import reports
 
@@ -123,7 +133,8 @@ class Settler:
                 if isinstance(ev, Trade):
                     ids.add(ev.taker_order)
                     ids.add(ev.maker_order)
-                elif isinstance(ev, Rested | Done | CancelRejected):
+                elif isinstance(ev, Rested | Done | CancelRejected | Accepted | Triggered
+                                | Amended | AmendRejected):
                     ids.add(ev.order_id)
         rules = {b.symbol: await self.rules(b.symbol) for b in todo}
         started = time.perf_counter()
@@ -142,6 +153,7 @@ class Settler:
                 s = settle_batch(rules[b.symbol], b.events, orders)
                 total.postings += s.postings
                 total.trades += s.trades
+                total.amend_rejects += s.amend_rejects
                 cursors[b.symbol] = b.last_seq
                 for change in s.trading:
                     trading[b.symbol] = TRADING_NAMES[change.state]
@@ -218,11 +230,8 @@ class Settler:
                 continue
             try:
                 rows = await db.pending_orders(self.pool, self.caught_up_ms - age_ms)
-                for r in rows:
-                    cmd = db.new_order_command(r)
-                    await self.bus.publish_command(
-                        r["symbol"], codec.encode([cmd]), f"o{r['id']}"
-                    )
+                for symbol, msg_id, cmd in db.relay_commands(rows):
+                    await self.bus.publish_command(symbol, codec.encode([cmd]), msg_id)
                 if rows:
                     log.info("outbox relayed", extra={"fields": {"orders": len(rows)}})
             except (BusError, db.DatabaseError, OSError) as exc:
