@@ -198,21 +198,18 @@ class _Ext:
         self.peer: _Order | _Stop | None = None  # the live other leg of the list
 
 
-class _Order:
-    __slots__ = ("account", "ext", "level", "order_id", "price", "qty", "remaining", "side")
+class _Order(msgspec.Struct):
+    """A resting order. A msgspec Struct rather than a ``__slots__`` class: it is built
+    in C, without a Python ``__init__`` frame, on every order that rests."""
 
-    def __init__(
-        self, order_id: int, account: int, side: Side, price: int, remaining: int,
-        level: _Level, qty: int, ext: _Ext | None,
-    ) -> None:
-        self.order_id = order_id
-        self.account = account
-        self.side = side
-        self.price = price
-        self.remaining = remaining  # visible lots; 0 once filled or canceled: a dead entry
-        self.level = level
-        self.qty = qty  # original quantity (as amended)
-        self.ext = ext
+    order_id: int
+    account: int
+    side: Side
+    price: int
+    remaining: int  # visible lots; 0 once filled or canceled: a dead queue entry
+    level: _Level
+    qty: int  # original quantity (as amended)
+    ext: _Ext | None
 
 
 class _Stop:
@@ -490,7 +487,27 @@ class OrderBook:
             self._remember(oid)
             events.append(Done(oid, cmd.account, _EXPIRED, _R_NO_LIQUIDITY, cmd.ts))
             return
-        self._rest(cmd, qty, None, events)
+        if cmd.iceberg_qty or tif == _GTD:
+            self._rest(cmd, qty, None, events)
+            return
+        # A plain order rests: _rest inlined, this is most of the traffic.
+        own = self._asks if opp is self._bids else self._bids
+        level = own.levels.get(price)
+        if level is None:
+            level = own.add_level(price)
+        acct = cmd.account
+        o = _Order(oid, acct, side, price, qty, level, cmd.qty, None)
+        level.queue.append(o)
+        level.total += qty
+        level.live += 1
+        own.dirty.add(price)
+        self._orders[oid] = o
+        ids = self._by_account.get(acct)
+        if ids is None:
+            self._by_account[acct] = {oid}
+        else:
+            ids.add(oid)
+        events.append(Rested(oid, acct, side, price, qty, cmd.ts))
 
     def _rest(self, cmd: NewOrder, qty: int, ext: _Ext | None, events: list[Event]) -> _Order:
         """Put ``qty`` lots of ``cmd`` on its side of the book (``ext``: a list leg's)."""
@@ -876,6 +893,9 @@ class OrderBook:
         o = self._orders.get(oid) or self._stops.get(oid)
         if o is None or o.account != acct:
             return [CancelRejected(oid, acct, _R_UNKNOWN, cmd.ts)]
+        if o.ext is None and type(o) is _Order:
+            self._finish_order(o)
+            return [Done(oid, acct, _CANCELED, _R_NONE, cmd.ts)]
         events: list[Event] = []
         self._cancel_one(o, cmd.ts, events)
         return events
@@ -979,31 +999,45 @@ class OrderBook:
     def _finish(self, o: _Order | _Stop) -> None:
         """Take a live order off the book, or a stop out of waiting, and remember it as
         finished; the caller reports how it ended."""
-        oid = o.order_id
         if type(o) is _Stop:
+            oid = o.order_id
             del self._stops[oid]
             (self._stops_up if o.up else self._stops_down).discard(o.key)
+            self._drop_account_id(o.account, oid)
+            self._remember(oid)
         else:
             assert type(o) is _Order
-            level = o.level
-            book_side = level.book_side
-            level.total -= o.remaining
-            level.live -= 1
-            o.remaining = 0
-            if o.ext is not None:
-                o.ext.hidden = 0
-            del self._orders[oid]
-            book_side.dirty.add(level.price)
-            if not level.live:
-                book_side.drop_level(level)
-            else:
-                q = level.queue
-                if q[0] is o:
-                    q.popleft()
-                elif len(q) > 2 * level.live + _COMPACT_SLACK:
-                    level.queue = deque(x for x in q if x.remaining)
-        self._drop_account_id(o.account, oid)
-        self._remember(oid)
+            self._finish_order(o)
+
+    def _finish_order(self, o: _Order) -> None:
+        """``_finish`` for a resting order (inlined helpers: cancels are 30% of traffic)."""
+        oid = o.order_id
+        level = o.level
+        book_side = level.book_side
+        level.total -= o.remaining
+        level.live -= 1
+        o.remaining = 0
+        if o.ext is not None:
+            o.ext.hidden = 0
+        del self._orders[oid]
+        book_side.dirty.add(level.price)
+        if not level.live:
+            book_side.drop_level(level)
+        else:
+            q = level.queue
+            if q[0] is o:
+                q.popleft()
+            elif len(q) > 2 * level.live + _COMPACT_SLACK:
+                level.queue = deque(x for x in q if x.remaining)
+        ids = self._by_account[o.account]
+        ids.discard(oid)
+        if not ids:
+            del self._by_account[o.account]
+        recent = self._recent
+        if len(recent) == self._recent_limit:
+            self._recent_set.discard(recent[0])  # the append below evicts it
+        recent.append(oid)
+        self._recent_set.add(oid)
 
     def _drop_account_id(self, acct: int, oid: int) -> None:
         ids = self._by_account[acct]
