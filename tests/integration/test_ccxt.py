@@ -484,6 +484,45 @@ async def test_a_good_till_date_limit_order_expires_at_its_date(desk: Desk) -> N
     assert (await ex.fetch_balance())["USDT"] == {"free": 1000.0, "used": 0.0, "total": 1000.0}
 
 
+async def test_iceberg_and_self_trade_prevention_pass_through_create_order_params(
+    desk: Desk,
+) -> None:
+    _, ex = await desk.trader("ccxt-ice", {"ETH": "2", "USDT": "10000"})
+    ice = await ex.create_order("ETH/USDT", "limit", "sell", 1.0, 3100.0,
+                                {"icebergQty": 0.25})
+    assert (ice["status"], ice["info"]["icebergQty"]) == ("open", "0.25000000")
+    book = await ex.fetch_order_book("ETH/USDT")
+    assert [3100.0, 0.25] in book["asks"]  # only the visible part shows
+    # The same account buying into its own iceberg with EXPIRE_TAKER trades nothing.
+    taker = await ex.create_order("ETH/USDT", "limit", "buy", 0.1, 3100.0,
+                                  {"selfTradePreventionMode": "EXPIRE_TAKER"})
+    got = await ex.fetch_order(taker["id"], "ETH/USDT")
+    assert (got["status"], got["filled"], got["info"]["status"]) == (
+        "expired", 0.0, "EXPIRED_IN_MATCH")
+    assert (await ex.fetch_balance())["USDT"] == {"free": 10000.0, "used": 0.0,
+                                                  "total": 10000.0}
+
+
+async def test_an_oco_through_ccxts_binance_api_places_two_legs_and_cancels_as_one(
+    desk: Desk,
+) -> None:
+    _, ex = await desk.trader("ccxt-oco", {"ETH": "1"})
+    market = ex.market("ETH/USDT")
+    placed = await ex.private_post_orderlist_oco({
+        "symbol": market["id"], "side": "SELL", "quantity": "0.5",
+        "aboveType": "LIMIT_MAKER", "abovePrice": "3500",
+        "belowType": "STOP_LOSS_LIMIT", "belowStopPrice": "2500", "belowPrice": "2490",
+        "belowTimeInForce": "GTC",
+    })
+    assert placed["contingencyType"] == "OCO" and len(placed["orders"]) == 2
+    opened = await ex.fetch_open_orders("ETH/USDT")
+    assert sorted(o["info"]["type"] for o in opened) == ["LIMIT_MAKER", "STOP_LOSS_LIMIT"]
+    assert (await ex.fetch_balance())["ETH"]["used"] == 0.5  # one hold for the list
+    await ex.cancel_order(opened[0]["id"], "ETH/USDT")
+    assert await ex.fetch_open_orders("ETH/USDT") == []
+    assert (await ex.fetch_balance())["ETH"] == {"free": 1.0, "used": 0.0, "total": 1.0}
+
+
 # --------------------------------------------------------------------------- streams
 @contextlib.asynccontextmanager
 async def streaming(plat: Platform) -> AsyncIterator[ObservedBinance]:
