@@ -1,0 +1,1 @@
+"""Custody: deposit watchers, withdrawals and reconciliation against chain nodes."""
