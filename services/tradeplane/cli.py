@@ -71,7 +71,9 @@ def cmd_matching(args: argparse.Namespace) -> int:
     loaded = _loaded(args)
     s = loaded.settings
     return run_service(
-        "matching", s, lambda stop: run_matching(s, args.symbol, stop, args.rules or None),
+        "matching", s,
+        lambda stop: run_matching(s, args.symbol, stop, args.rules or None,
+                                  standby=args.standby),
         vault=loaded.vault,
     )
 
@@ -304,6 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--rules", default="",
                    help="TradingPair spec as JSON (the operator's ConfigMap); registers the "
                         "pair and enforces its trading state")
+    m.add_argument("--standby", action="store_true",
+                   help="hot standby: one of several replicas of the symbol's engine; it "
+                        "follows the log read-only and writes only while it holds the "
+                        "symbol's lease (ENGINE_LEASES)")
     m.set_defaults(fn=cmd_matching)
     sub.add_parser("settlement", help="ledger settlement").set_defaults(fn=cmd_settlement)
     sub.add_parser("marketdata", help="market data").set_defaults(fn=cmd_marketdata)

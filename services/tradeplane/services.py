@@ -31,10 +31,13 @@ async def run_gateway(settings: Settings, stop: asyncio.Event) -> None:
 
 
 async def run_matching(
-    settings: Settings, symbol: str, stop: asyncio.Event, rules_file: str | None = None
+    settings: Settings, symbol: str, stop: asyncio.Event, rules_file: str | None = None,
+    *, standby: bool = False,
 ) -> None:
     """Run one symbol's engine. With ``rules_file`` (a TradingPair spec as JSON, as the
-    operator mounts it) the pair is registered or updated from it first.
+    operator mounts it) the pair is registered or updated from it first. With ``standby``
+    it is one of several replicas that write only while holding the symbol's lease
+    (docs/architecture.md, "Engine clock and hot standby").
 
     Raises:
         ConfigError: the symbol is not a configured pair, or the rules file is invalid.
@@ -61,7 +64,7 @@ async def run_matching(
     bus = await _bus(settings, f"engine-{symbol}")
     try:
         engine = Engine(bus, rules or pairs[symbol], settings.snapshot_every,
-                        enforce_trading=rules is not None)
+                        enforce_trading=rules is not None, lease=standby)
         await engine.run(stop)
     finally:
         await bus.close()

@@ -9,6 +9,8 @@ Streams and subjects (see docs/architecture.md):
 * core subjects (not persisted): ``settled.<SYMBOL>`` (ledger watermarks),
   ``md.<SYMBOL>.<stream>`` (market-data stream payloads), ``user.<account>`` (user data).
 * object store ``ENGINE_SNAPSHOTS``: one object per symbol.
+* key-value bucket ``ENGINE_LEASES``: key = symbol, value = the writing engine's lease
+  (hot standby); entries expire ``ttl`` seconds after their last write (server clock).
 """
 
 from __future__ import annotations
@@ -24,7 +26,14 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext, api
-from nats.js.errors import BadRequestError, NotFoundError, ObjectNotFoundError
+from nats.js.errors import (
+    APIError,
+    BadRequestError,
+    KeyWrongLastSequenceError,
+    NotFoundError,
+    ObjectNotFoundError,
+)
+from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
 from tradeplane.config import redacted
@@ -33,10 +42,22 @@ log = logging.getLogger("tradeplane.bus")
 
 EVENTS_STREAM = "EVENTS"
 SNAPSHOT_BUCKET = "ENGINE_SNAPSHOTS"
+LEASE_BUCKET = "ENGINE_LEASES"
+#: JetStream's error code for a failed ``Nats-Expected-Last-Subject-Sequence`` check.
+_WRONG_LAST_SEQUENCE = 10071
 
 
 class BusError(RuntimeError):
     """The bus refused or timed out an operation."""
+
+
+class Fenced(BusError):
+    """Someone else appended to the subject since the sequence the writer expected: the
+    writer is not the only one and must stop."""
+
+
+class LeaseTaken(BusError):
+    """The lease is held by someone else, or changed since the caller last wrote it."""
 
 
 def command_stream(symbol: str) -> str:
@@ -83,6 +104,7 @@ class Bus:
         self.js = js
         self._replicas = replicas
         self._dedup = dedup_window_s
+        self._leases: KeyValue | None = None
 
     @classmethod
     async def connect(
@@ -204,6 +226,37 @@ class Bus:
             raise BusError(f"events not stored for {symbol}: {exc}") from exc
         return int(ack.seq)
 
+    async def publish_events_fenced(
+        self, symbol: str, data: bytes, msg_id: str, expect_last: int, headers: Headers = None
+    ) -> int:
+        """Append an event batch only if the symbol's last message in EVENTS is still at
+        stream sequence ``expect_last`` (0: none yet), i.e. nobody else wrote since; returns
+        the batch's stream sequence (the next ``expect_last``).
+
+        Raises:
+            Fenced: another writer appended in between (nothing was stored).
+            BusError: the batch is not stored.
+        """
+        hdrs = _with_id(msg_id, headers)
+        hdrs["Nats-Expected-Last-Subject-Sequence"] = str(expect_last)
+        try:
+            ack = await self.js.publish(event_subject(symbol), data, headers=hdrs, timeout=10.0)
+        except APIError as exc:
+            if exc.err_code == _WRONG_LAST_SEQUENCE:
+                raise Fenced(f"events of {symbol} were appended by another writer") from exc
+            raise BusError(f"events not stored for {symbol}: {exc}") from exc
+        except Exception as exc:
+            raise BusError(f"events not stored for {symbol}: {exc}") from exc
+        return int(ack.seq)
+
+    async def last_event(self, symbol: str) -> StoredMsg | None:
+        """The symbol's last event batch with its EVENTS stream sequence, or None."""
+        try:
+            msg = await self.js.get_last_msg(EVENTS_STREAM, event_subject(symbol))
+        except NotFoundError:
+            return None
+        return StoredMsg(int(msg.seq or 0), bytes(msg.data or b""), msg.headers)
+
     async def last_event_batch(self, symbol: str) -> bytes | None:
         try:
             msg = await self.js.get_last_msg(EVENTS_STREAM, event_subject(symbol))
@@ -309,6 +362,79 @@ class Bus:
         sub = await self.nc.subscribe(subject, cb=cb)
         await self.nc.flush()  # registered at the server before the caller relies on it
         return sub.unsubscribe
+
+    # ------------------------------------------------------------------ leases
+    async def ensure_leases(self, ttl_s: float) -> None:
+        """Open (or create) the lease bucket; its entries expire ``ttl_s`` seconds after
+        their last write, by the server's clock (so holders' clocks never need to agree).
+
+        Raises:
+            BusError: the bucket cannot be opened or created.
+        """
+        if self._leases is not None:
+            return
+        try:
+            try:
+                self._leases = await self.js.key_value(LEASE_BUCKET)
+            except NotFoundError:
+                self._leases = await self.js.create_key_value(api.KeyValueConfig(
+                    bucket=LEASE_BUCKET, history=1, ttl=ttl_s, storage=api.StorageType.FILE,
+                    replicas=self._replicas,
+                ))
+        except Exception as exc:
+            raise BusError(f"lease bucket unavailable: {exc}") from exc
+
+    async def lease_acquire(self, symbol: str, value: bytes) -> int | None:
+        """Take the symbol's lease if nobody holds it (never written, released or
+        expired); returns its revision, or None while someone else holds it.
+
+        Raises:
+            BusError: the bus did not answer.
+        """
+        kv = self._lease_bucket()
+        try:
+            return int(await kv.create(symbol, value))
+        except KeyWrongLastSequenceError:
+            return None
+        except Exception as exc:
+            raise BusError(f"lease of {symbol}: {exc}") from exc
+
+    async def lease_renew(self, symbol: str, value: bytes, revision: int) -> int:
+        """Rewrite the lease held at ``revision`` (compare-and-set); returns the new revision.
+
+        Raises:
+            LeaseTaken: it expired or someone else wrote it since.
+            BusError: the bus did not answer (the caller cannot know whether it still
+                holds the lease).
+        """
+        kv = self._lease_bucket()
+        try:
+            return int(await kv.update(symbol, value, last=revision))
+        except KeyWrongLastSequenceError as exc:
+            raise LeaseTaken(f"lease of {symbol} lost") from exc
+        except Exception as exc:
+            raise BusError(f"lease of {symbol}: {exc}") from exc
+
+    async def lease_release(self, symbol: str, revision: int) -> None:
+        """Give the lease held at ``revision`` up now (a standby need not wait for its
+        expiry); a lease that moved on meanwhile is left alone.
+
+        Raises:
+            BusError: the bus did not answer.
+        """
+        kv = self._lease_bucket()
+        try:
+            await kv.delete(symbol, last=revision)
+        except APIError as exc:
+            if exc.err_code != _WRONG_LAST_SEQUENCE:
+                raise BusError(f"lease of {symbol}: {exc}") from exc
+        except Exception as exc:
+            raise BusError(f"lease of {symbol}: {exc}") from exc
+
+    def _lease_bucket(self) -> KeyValue:
+        if self._leases is None:
+            raise BusError("lease bucket not opened (ensure_leases)")
+        return self._leases
 
     # ------------------------------------------------------------------ snapshots
     async def save_snapshot(self, symbol: str, data: bytes) -> None:

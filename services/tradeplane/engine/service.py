@@ -4,12 +4,30 @@ Crash-only: the engine's position is (latest snapshot, last published event batc
 start it restores the snapshot, re-processes commands the previous run already published
 events for *without publishing*, and continues from there, so the event stream never holds
 a batch twice and replay after any crash gives the same book.
+
+Every event batch is appended with the EVENTS sequence of the symbol's previous batch as
+the expected last one (``Bus.publish_events_fenced``): a second writer for the symbol,
+however it came about, is refused by the stream instead of duplicating batches.
+
+The clock: GTD orders expire only through ``Tick`` commands, which the engine appends to
+its own command log when the book's earliest good-till comes (wall clock), so a replay of
+the log expires exactly the same orders at the same place.
+
+Hot standby (``lease=True``): several replicas may run; the one holding the symbol's lease
+(``ENGINE_LEASES`` bucket, renewed every second, gone 3 s after the last renewal) writes,
+the others follow the log read-only, applying only what the writer has already published,
+and take the lease over when it expires. A writer that cannot renew stops publishing at
+once and exits (``NotWriter``) to restart as a standby.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import secrets
+import socket
 import time
 
 import msgspec
@@ -18,10 +36,17 @@ from opentelemetry import trace
 from prometheus_client import Counter, Gauge, Histogram
 
 from tradeplane import msgtrace
-from tradeplane.adapters.bus import Bus, Headers
+from tradeplane.adapters.bus import Bus, BusError, Fenced, Headers
 from tradeplane.domain import codec
 from tradeplane.domain.book import BookSnapshot, OrderBook
-from tradeplane.domain.model import SCHEMA_VERSION, Event, EventBatch, SetTrading, TradingState
+from tradeplane.domain.model import (
+    SCHEMA_VERSION,
+    Event,
+    EventBatch,
+    SetTrading,
+    Tick,
+    TradingState,
+)
 from tradeplane.domain.pairs import TRADING_STATES, PairRules
 
 log = logging.getLogger("tradeplane.engine")
@@ -35,15 +60,57 @@ BATCH_SECONDS = Histogram(
 )
 LAST_SEQ = Gauge("tradeplane_engine_last_sequence", "Last command sequence applied", ["symbol"])
 OPEN_ORDERS = Gauge("tradeplane_engine_open_orders", "Orders resting on the book", ["symbol"])
+TICKS = Counter(
+    "tradeplane_engine_ticks_total", "Clock ticks (Tick commands) appended to the command log",
+    ["symbol"],
+)
+WRITER = Gauge(
+    "tradeplane_engine_writer",
+    "1 while this engine writes the symbol's events, 0 while it is a standby", ["symbol"],
+)
 TRADING_STATE = Gauge(
     "tradeplane_engine_trading_state",
     "Trading state of the book: 1 enabled, 2 halted, 3 cancel-only", ["symbol"],
 )
 
+#: Event batch header naming the engine that wrote it (with ``lease``).
+WRITER_HEADER = "Tp-Writer"
 MAX_BATCH = 2000
 MAX_COMMANDS = 20_000
 LINGER_S = 0.001
 LINGER_BELOW = 64
+#: Least time between two clock ticks: a burst of expiries costs one Tick per interval.
+TICK_MIN_INTERVAL_MS = 50
+#: The lease bucket's TTL: a lease not renewed for this long is gone (server clock).
+LEASE_TTL_S = 3.0
+LEASE_RENEW_S = 1.0
+#: A writer trusts its lease until this long after it *sent* its last successful renewal:
+#: strictly before the server can expire it (LEASE_TTL_S after it stored that renewal).
+LEASE_TRUST_S = LEASE_TTL_S - LEASE_RENEW_S
+#: How often a standby tries the lease and catches up with what the writer published.
+STANDBY_POLL_S = 0.25
+
+
+class NotWriter(BusError):
+    """This engine is not, or no longer surely, the symbol's only writer: its lease renewal
+    was refused or unanswered, or another engine's batch is in EVENTS. Its book may be
+    ahead of the events, so it must not go on: the process exits (status 1), and restarts
+    (as a standby, with a lease) from the snapshot and the log."""
+
+
+class LeaseRecord(msgspec.Struct, frozen=True):
+    """The value of a lease (JSON, for people reading the bucket): the bucket's TTL, not
+    ``expires_ms``, is what ends it."""
+
+    holder: str
+    expires_ms: int
+
+
+class _BatchHead(msgspec.Struct):
+    """The part of an encoded ``EventBatch`` a standby needs (the events are skipped)."""
+
+    first_seq: int
+    last_seq: int
 
 
 class EngineSnapshot(msgspec.Struct, frozen=True):
@@ -54,8 +121,15 @@ class EngineSnapshot(msgspec.Struct, frozen=True):
 
 
 class Engine:
+    """One symbol's matching engine.
+
+    ``lease=True`` makes it one of several replicas (hot standby, see the module
+    docstring); ``holder`` names it in the lease (default: host, pid and a random tag).
+    """
+
     def __init__(self, bus: Bus, rules: PairRules, snapshot_every: int = 50_000,
-                 *, enforce_trading: bool = False) -> None:
+                 *, enforce_trading: bool = False, lease: bool = False,
+                 holder: str = "") -> None:
         self.bus = bus
         self.rules = rules
         self.symbol = rules.symbol
@@ -70,6 +144,21 @@ class Engine:
         # desired one: after recovery the engine appends a SetTrading to its own log when
         # the book disagrees, so the change is replayed like any other command.
         self.enforce_trading = enforce_trading
+        # The clock (GTD expiry): a Tick is appended to the log when the book's earliest
+        # good-till is due. Only once caught up (``_live_from``): a replaying engine must
+        # not add to the log what the previous run may already have added.
+        self._live_from = 0
+        self._tick_due: int | None = None  # wall-clock ms of the next Tick to append
+        self._tick_seq = 0  # stream sequence of the last Tick appended
+        self._tick_inflight = False
+        self._last_tick_ms = 0
+        self._clock_wake = asyncio.Event()
+        self._evt_seq = 0  # EVENTS stream sequence of the symbol's last batch
+        self.lease = lease
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self._lease_rev = 0  # revision of the lease this engine holds (0: none)
+        self._lease_until: float | None = None  # monotonic; None: no lease in use
+        self._lease_lost: BaseException | None = None
 
     async def recover(self) -> None:
         """Restore the latest snapshot and learn how far the event stream already goes."""
@@ -80,29 +169,52 @@ class Engine:
             snap = codec.decode_as(raw, EngineSnapshot)
             self.book = OrderBook.restore(snap.book)
             self.seq = snap.seq
-        last = await self.bus.last_event_batch(self.symbol)
-        if last:
-            self.published_seq = codec.decode_batch(last).last_seq
+        await self._learn_published()
+        self._live_from = max(self.published_seq, await self.bus.last_command_seq(self.symbol))
         log.info(
             "engine recovered",
             extra={"fields": {"symbol": self.symbol, "snapshot_seq": self.seq,
                               "published_seq": self.published_seq}},
         )
 
+    async def _learn_published(self) -> None:
+        """Read the symbol's last event batch: how far the published events go, and the
+        EVENTS sequence the next batch must follow."""
+        last = await self.bus.last_event(self.symbol)
+        if last is not None:
+            self.published_seq = codec.decode_as(last.data, _BatchHead).last_seq
+            self._evt_seq = last.seq
+
     def _on_msg(self, seq: int, data: bytes, headers: Headers = None) -> None:
         self._pending.append((seq, data, headers))
         self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Recover, then (with ``lease``, once holding it) process the log until ``stop``.
+
+        Raises:
+            NotWriter: with ``lease``, this engine stopped being the writer.
+            BusError: the bus failed (crash-only: restart and recover).
+        """
         await self.recover()
         unsubscribe = await self.bus.follow_commands(
             self.symbol, self.seq + 1, self._on_msg
         )
-        if self.enforce_trading:
-            await self._enforce_trading_state()
         stopper = asyncio.ensure_future(stop.wait())
+        helpers: list[asyncio.Future[None]] = []
         try:
+            if self.lease:
+                if not await self._standby(stop):
+                    return  # stopped while standby: the writer owns snapshots
+                helpers.append(asyncio.ensure_future(self._renew_lease()))
+            WRITER.labels(self.symbol).set(1)
+            if self.enforce_trading:
+                await self._enforce_trading_state()
+            helpers.append(asyncio.ensure_future(self._clock()))
+            self._arm_clock()
             while not stop.is_set():
+                if self._lease_lost is not None:
+                    raise NotWriter(f"{self.symbol}: lease lost ({self._lease_lost})")
                 if not self._pending:
                     self._wake.clear()
                     waiter = asyncio.ensure_future(self._wake.wait())
@@ -116,9 +228,105 @@ class Engine:
                 await self.step()
         finally:
             stopper.cancel()
+            for helper in helpers:
+                helper.cancel()
+            WRITER.labels(self.symbol).set(0)
             await unsubscribe()
+        if self._lease_lost is not None:  # stopped just as the lease went: not ours to save
+            raise NotWriter(f"{self.symbol}: lease lost ({self._lease_lost})")
         # A graceful stop leaves a fresh snapshot: the next start replays nothing.
         await self.snapshot()
+        if self._lease_rev:
+            # Hand over now rather than after the TTL.
+            await self.bus.lease_release(self.symbol, self._lease_rev)
+            self._lease_rev = 0
+
+    # ------------------------------------------------------------------ hot standby
+    async def _standby(self, stop: asyncio.Event) -> bool:
+        """Follow the log read-only until this engine holds the symbol's lease; False
+        when stopped first.
+
+        Raises:
+            BusError: the bus failed.
+        """
+        await self.bus.ensure_leases(LEASE_TTL_S)
+        WRITER.labels(self.symbol).set(0)
+        log.info("engine standing by", extra={"fields": {"symbol": self.symbol,
+                                                          "holder": self.holder}})
+        while True:
+            sent = time.monotonic()
+            rev = await self.bus.lease_acquire(self.symbol, self._lease_record())
+            if rev is not None:
+                break
+            await self._follow_published()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), STANDBY_POLL_S)
+            if stop.is_set():
+                return False
+        self._lease_rev = rev
+        self._lease_until = sent + LEASE_TRUST_S
+        # Read after taking the lease: the previous writer's last batch. Everything up to
+        # it is replayed without publishing (step), and the first batch follows it.
+        await self._learn_published()
+        self._live_from = max(self.published_seq, await self.bus.last_command_seq(self.symbol))
+        log.info("engine took the lease", extra={"fields": {
+            "symbol": self.symbol, "holder": self.holder, "published_seq": self.published_seq,
+            "seq": self.seq}})
+        return True
+
+    async def _follow_published(self) -> None:
+        """Standby: apply the pending commands the writer has published events for."""
+        await self._learn_published()
+        while self._pending and self._pending[0][0] <= self.published_seq:
+            self._replay_published()
+            await asyncio.sleep(0)  # a long backlog must not starve the loop
+        LAST_SEQ.labels(self.symbol).set(self.seq)
+        OPEN_ORDERS.labels(self.symbol).set(self.book.open_orders_count)
+        TRADING_STATE.labels(self.symbol).set(int(self.book.trading))
+
+    def _replay_published(self) -> None:
+        taken = 0
+        process = self.book.process
+        for seq, data, _ in self._pending[:MAX_BATCH]:
+            if seq > self.published_seq:
+                break
+            taken += 1
+            if seq <= self.seq:
+                continue
+            try:
+                cmds = codec.decode_commands(data)
+            except codec.DecodeError:
+                cmds = []  # the writer skipped it too
+            for cmd in cmds:
+                process(cmd)
+            self.seq = seq
+        del self._pending[:taken]
+        # The writer published these levels already; the set must not grow meanwhile.
+        self.book.take_dirty_levels()
+
+    async def _renew_lease(self) -> None:
+        while True:
+            await asyncio.sleep(LEASE_RENEW_S)
+            sent = time.monotonic()
+            try:
+                self._lease_rev = await self.bus.lease_renew(
+                    self.symbol, self._lease_record(), self._lease_rev
+                )
+            except BusError as exc:
+                # Refused (expired, taken) or unanswered: either way this engine can no
+                # longer be sure it is the only writer.
+                self._lease_until = 0.0
+                self._lease_rev = 0
+                self._lease_lost = exc
+                self._wake.set()
+                log.error("lease renewal failed; no longer writing",
+                          extra={"fields": {"symbol": self.symbol, "error": str(exc)}})
+                return
+            self._lease_until = sent + LEASE_TRUST_S
+
+    def _lease_record(self) -> bytes:
+        expires = int((time.time() + LEASE_TTL_S) * 1000)
+        return msgspec.json.encode(LeaseRecord(self.holder, expires))
 
     async def _enforce_trading_state(self) -> None:
         desired = TradingState(TRADING_STATES[self.rules.trading])
@@ -190,13 +398,21 @@ class Engine:
         COMMANDS.labels(self.symbol).inc(ncmds)
         try:
             if first:
+                if self._lease_until is not None and time.monotonic() >= self._lease_until:
+                    raise NotWriter(f"{self.symbol}: lease not renewed in time")
                 eb = EventBatch(SCHEMA_VERSION, self.symbol, first, self.seq, ts, events,
                                 levels)
                 headers_out = (msgtrace.outgoing([sp.get_span_context() for sp in spans])
                                if spans else None)
-                await self.bus.publish_events(
-                    self.symbol, codec.encode(eb), f"{self.symbol}:{first}", headers_out
-                )
+                if self.lease:
+                    headers_out = {**(headers_out or {}), WRITER_HEADER: self.holder}
+                try:
+                    self._evt_seq = await self.bus.publish_events_fenced(
+                        self.symbol, codec.encode(eb), f"{self.symbol}:{first}",
+                        self._evt_seq, headers_out,
+                    )
+                except Fenced as exc:
+                    raise NotWriter(f"{self.symbol}: another engine wrote events") from exc
                 self.published_seq = self.seq
                 BATCHES.labels(self.symbol).inc()
         except Exception as exc:
@@ -212,8 +428,58 @@ class Engine:
         OPEN_ORDERS.labels(self.symbol).set(self.book.open_orders_count)
         TRADING_STATE.labels(self.symbol).set(int(self.book.trading))
         BATCH_SECONDS.labels(self.symbol).observe(time.perf_counter() - started)
+        self._arm_clock()
         if self._since_snapshot >= self.snapshot_every:
             await self.snapshot()
+
+    # ------------------------------------------------------------------ clock
+    def _arm_clock(self) -> None:
+        """Point the clock at the book's earliest pending expiry (after every step)."""
+        if self.seq < self._live_from or self._tick_inflight or self.seq < self._tick_seq:
+            return  # replaying, or our last Tick is not applied yet: it may change the answer
+        expiry = self.book.next_expiry()
+        due = (None if expiry is None
+               else max(expiry, self._last_tick_ms + TICK_MIN_INTERVAL_MS))
+        if due != self._tick_due:
+            self._tick_due = due
+            self._clock_wake.set()
+
+    async def _clock(self) -> None:
+        """Append ``Tick(ts)`` to the command log when ``_tick_due`` (wall-clock ms) comes.
+
+        The book only ever sees time through the log, so a replay expires exactly the
+        same orders at the same place in the command sequence.
+        """
+        while True:
+            due = self._tick_due
+            if due is None:
+                self._clock_wake.clear()
+                await self._clock_wake.wait()
+                continue
+            wait_s = due / 1000 - time.time()
+            if wait_s > 0:
+                self._clock_wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._clock_wake.wait(), wait_s)
+                continue
+            self._tick_due = None
+            now = int(time.time() * 1000)
+            ts = max(now, due)
+            self._tick_inflight = True
+            try:
+                self._tick_seq = await self.bus.publish_command(
+                    self.symbol, codec.encode([Tick(ts)]), f"k{self.symbol}:{ts}"
+                )
+                TICKS.labels(self.symbol).inc()
+            except BusError as exc:
+                log.warning("clock tick not appended; retrying",
+                            extra={"fields": {"symbol": self.symbol, "error": str(exc)}})
+                await asyncio.sleep(1.0)
+            finally:
+                self._tick_inflight = False
+                self._last_tick_ms = now
+            # The Tick may already have been applied while its ack was on the way.
+            self._arm_clock()
 
     def _span(self, seq: int, headers: Headers) -> trace.Span:
         parent, links = msgtrace.incoming((headers,))
