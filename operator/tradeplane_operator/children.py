@@ -193,14 +193,27 @@ def desired_children(
         "data": {"pair.json": canonical_json(rules_document(spec))},
     }
     pod_labels = dict(lbls)
+    standby = engine.get("standby") is True
+    args = ["matching", "--symbol", pair_name, "--rules", RULES_FILE]
+    if standby:
+        # Two replicas behind a lease (ENGINE_LEASES): whichever holds it writes, the other
+        # follows read-only; the event stream refuses a second writer anyway. A new pod
+        # starts as a standby, so rolling one pod at a time is safe.
+        replicas = 2
+        strategy: dict[str, Any] = {"type": "RollingUpdate",
+                                    "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+        args.append("--standby")
+    else:
+        # One writer per symbol: a single replica, and Recreate so a rollout stops the old
+        # engine before the new one starts (RollingUpdate would overlap them).
+        replicas = 1
+        strategy = {"type": "Recreate"}
     deployment: Manifest = {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": _meta(engine_name(name), namespace, lbls, owner),
         "spec": {
-            # One writer per symbol: a single replica, and Recreate so a rollout stops the
-            # old engine before the new one starts (RollingUpdate would overlap them).
-            "replicas": 1,
-            "strategy": {"type": "Recreate"},
+            "replicas": replicas,
+            "strategy": strategy,
             "revisionHistoryLimit": 3,
             "selector": {"matchLabels": selector(name, app)},
             "template": {
@@ -219,7 +232,7 @@ def desired_children(
                         "image": str(engine.get("image") or settings.engine_image),
                         "imagePullPolicy": settings.image_pull_policy,
                         "command": ["tradeplane"],
-                        "args": ["matching", "--symbol", pair_name, "--rules", RULES_FILE],
+                        "args": args,
                         "env": [
                             {"name": "TRADEPLANE_METRICS_PORT", "value": str(port)},
                             # Vault's Kubernetes auth (when the Secret sets
@@ -266,11 +279,23 @@ def desired_children(
     # pod and the ReplicaSet starts its replacement while the old engine is still in its
     # grace period: two writers on one symbol. So voluntary evictions are refused; to move an
     # engine, halt the pair and delete the pod deliberately (see operator/README.md).
+    # With a standby the lease, not the pod count, keeps one writer: one pod may go.
     pdb: Manifest = {
         "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
         "metadata": _meta(engine_name(name), namespace, lbls, owner),
-        "spec": {"maxUnavailable": 0, "selector": {"matchLabels": selector(name, app)}},
+        "spec": {"maxUnavailable": 1 if standby else 0,
+                 "selector": {"matchLabels": selector(name, app)}},
     }
+    if standby:
+        # Writer and standby on different nodes when the cluster has them.
+        pod_spec = deployment["spec"]["template"]["spec"]
+        pod_spec["affinity"] = {"podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [{
+                "weight": 100,
+                "podAffinityTerm": {"labelSelector": {"matchLabels": selector(name, app)},
+                                    "topologyKey": "kubernetes.io/hostname"},
+            }],
+        }}
     out = [config, deployment, service, pdb]
     if service_monitor:
         out.append({

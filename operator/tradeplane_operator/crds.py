@@ -317,8 +317,17 @@ def tradingpair_crd() -> Schema:
                 enum=("NONE", "EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH"), default="NONE",
             ),
             "engine": _obj(
-                "Overrides for this pair's matching engine (one replica, never two writers).",
-                {"image": _image("matching engine"), "resources": _resources("engine")},
+                "Overrides for this pair's matching engine (never two writers).",
+                {
+                    "image": _image("matching engine"),
+                    "resources": _resources("engine"),
+                    "standby": _bool(
+                        "Run a hot standby: two replicas of which the one holding the "
+                        "symbol's lease writes and the other follows the log read-only and "
+                        "takes over within seconds. Off: one replica, Recreate.",
+                        default=False,
+                    ),
+                },
             ),
         },
         required=("base", "quote", "tickSize", "lotSize", "maxQuantity", "minNotional"),

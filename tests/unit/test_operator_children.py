@@ -132,6 +132,27 @@ def test_pod_is_hardened() -> None:
             assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
 
 
+def test_standby_runs_two_lease_holding_replicas_rolled_one_at_a_time() -> None:
+    spec = copy.deepcopy(SPEC)
+    spec["engine"]["standby"] = True
+    m = pair(spec)
+    dep = m["Deployment"]["spec"]
+    assert dep["replicas"] == 2
+    assert dep["strategy"] == {"type": "RollingUpdate",
+                               "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    (c,) = dep["template"]["spec"]["containers"]
+    assert c["args"][-1] == "--standby"
+    anti = dep["template"]["spec"]["affinity"]["podAntiAffinity"]
+    term = anti["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
+    assert term["labelSelector"]["matchLabels"] == dep["selector"]["matchLabels"]
+    # The lease keeps one writer, so one of the two pods may be evicted.
+    assert m["PodDisruptionBudget"]["spec"]["maxUnavailable"] == 1
+    # standby is not a rule: the engine's pair.json and config hash ignore it.
+    assert m["ConfigMap"]["data"] == pair()["ConfigMap"]["data"]
+    for version in K8S_VERSIONS:
+        kubernetes_validate.validate(m["Deployment"], version, strict=True)
+
+
 def test_pdb_refuses_voluntary_evictions() -> None:
     pdb = pair()["PodDisruptionBudget"]
     assert pdb["spec"]["maxUnavailable"] == 0
