@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+from tests.support.chains import LitecoinNode, MoneroNodes, running_litecoind, running_monero
 from tests.support.harness import Platform, running_platform
 from tests.support.k8s_emulator import RunningEmulator, running_emulator
 
@@ -91,3 +92,26 @@ def k8s(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningEmulator]:
     """A Kubernetes API emulator (kmock) with our CRDs, for the operator's tests."""
     with running_emulator(tmp_path_factory.mktemp("k8s")) as emu:
         yield emu
+
+
+# --------------------------------------------------------------------------------------
+# Regtest chain nodes (tests/support/chains.py) from Debian's litecoind and monero
+# packages, once per session and only when requested. A missing binary fails the test
+# with the package to install. Tests share the nodes: use your own wallet
+# (litecoin_node.create_wallet()) or account (monero_nodes.create_account()) and fresh
+# exchange account ids, and undo any reorg you make (reconsiderblock).
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def litecoin_node() -> Iterator[LitecoinNode]:
+    """litecoind -regtest: wallets ``hot`` (the exchange's) and ``payer`` (mined to)."""
+    with data_folder("tp-ltc-") as folder, running_litecoind(folder) as node:
+        yield node
+
+
+@pytest.fixture(scope="session")
+def monero_nodes() -> Iterator[MoneroNodes]:
+    """monerod --regtest and two monero-wallet-rpc: ``hot`` (the exchange's) and ``payer``."""
+    with data_folder("tp-xmr-") as folder, running_monero(folder) as nodes:
+        yield nodes
