@@ -1,0 +1,371 @@
+"""Binance's wallet endpoints (``/sapi/v1/capital/...``) and the withdrawal admin endpoints.
+
+The gateway never talks to a chain node: deposit addresses and address validation come
+from the wallet's watcher by NATS request/reply (``wallet.<NAME>.address``,
+``wallet.<NAME>.validate``; see ``wallets/service.py``); deposits and withdrawals are
+read from PostgreSQL. A withdrawal request locks its amount plus the wallet's fee in the
+same transaction that creates it (``wallets_db.request_withdrawal``); every refusal
+happens before, or rolls it back: nothing stays locked.
+
+Which wallet serves a coin: the ``wallets`` row whose asset is the coin (the API's
+``network`` is the coin itself, as Binance names native networks; the chain name or the
+wallet name are accepted too).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+
+from tradeplane.adapters import db, wallets_db
+from tradeplane.adapters.bus import BusError, request, wallet_request_subject
+from tradeplane.adapters.wallets_db import DepositRow, RequestResult, WithdrawalRow
+from tradeplane.domain.custody import (
+    API_WITHDRAW_STATUSES,
+    DEPOSIT_API_STATUS,
+    WalletSpec,
+    WalletSpecError,
+    WithdrawalStatus,
+)
+from tradeplane.domain.money import PLAIN_DECIMAL, AmountError, fmt_units, to_units
+from tradeplane.gateway import errors
+from tradeplane.gateway.admin import require_admin
+from tradeplane.gateway.auth import Caller, signed_read, signed_withdraw
+from tradeplane.gateway.context import GatewayContext, ctx
+
+capital = APIRouter(prefix="/sapi/v1/capital", tags=["wallet"])
+admin_router = APIRouter(prefix="/admin", tags=["admin"])
+#: Both, for the app to include.
+router = APIRouter()
+
+#: How long the gateway waits for a watcher's answer (address, validation).
+WATCHER_TIMEOUT_S = 5.0
+MAX_HISTORY = 1000
+NINETY_DAYS_MS = 90 * 24 * 3600 * 1000
+CLIENT_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
+ADDRESS = re.compile(r"^[A-Za-z0-9]{1,128}$")
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+# --------------------------------------------------------------------------- helpers
+def unknown_coin() -> errors.ApiError:
+    return errors.ApiError(-4018, "We don't have this asset.")
+
+
+def backend_unavailable() -> errors.ApiError:
+    return errors.ApiError(-1001, "Internal error; unable to process your request. Please "
+                                  "try again.", 503)
+
+
+async def wallet_for(c: GatewayContext, coin: str | None, network: str | None) -> WalletSpec:
+    """The wallet serving ``coin`` on ``network``.
+
+    Raises:
+        ApiError: -1102 no coin, -4018 unknown coin, -4019 not on that network.
+    """
+    if not coin:
+        raise errors.mandatory("coin")
+    try:
+        found = await wallets_db.wallets(c.pool, coin.upper())
+    except WalletSpecError:
+        raise backend_unavailable() from None
+    if not found:
+        raise unknown_coin()
+    for spec in found:
+        if spec.accepts_network(network):
+            return spec
+    raise errors.ApiError(-4019, "Current asset is not open for withdrawal.")
+
+
+async def ask_watcher(c: GatewayContext, spec: WalletSpec, what: str,
+                      doc: dict[str, Any]) -> dict[str, Any]:
+    """Ask the wallet's watcher (NATS request/reply).
+
+    Raises:
+        ApiError: -1001 (503) when the watcher does not answer or answers an error.
+    """
+    try:
+        raw = await request(c.bus, wallet_request_subject(spec.name, what),
+                            json.dumps(doc).encode(), WATCHER_TIMEOUT_S)
+        answer = json.loads(raw)
+    except (BusError, ValueError):
+        raise backend_unavailable() from None
+    if not isinstance(answer, dict) or "error" in answer:
+        raise backend_unavailable()
+    return answer
+
+
+def _int(params: dict[str, str], name: str) -> int | None:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit() or len(raw) > 20:
+        raise errors.illegal_chars(name)
+    return int(raw)
+
+
+def _window(params: dict[str, str]) -> tuple[int, int]:
+    """Binance's history window: at most 90 days, the last 90 by default."""
+    start, end = _int(params, "startTime"), _int(params, "endTime")
+    if end is None:
+        end = _now_ms() if start is None else start + NINETY_DAYS_MS
+    if start is None:
+        start = end - NINETY_DAYS_MS
+    if not 0 <= end - start <= NINETY_DAYS_MS:
+        raise errors.ApiError(-4047, "Time interval must be within 0-90 days")
+    return start, end
+
+
+def _paging(params: dict[str, str]) -> tuple[int, int]:
+    offset = _int(params, "offset") or 0
+    limit = _int(params, "limit")
+    if limit is None:
+        limit = MAX_HISTORY
+    if not 1 <= limit <= MAX_HISTORY:
+        raise errors.ApiError(
+            -1100, f"Illegal characters found in parameter 'limit'; legal range is "
+                   f"'1-{MAX_HISTORY}'.")
+    return offset, limit
+
+
+def _time_text(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+async def _specs(c: GatewayContext) -> dict[str, WalletSpec]:
+    try:
+        return {s.name: s for s in await wallets_db.wallets(c.pool)}
+    except WalletSpecError:
+        raise backend_unavailable() from None
+
+
+def deposit_json(d: DepositRow, spec: WalletSpec | None) -> dict[str, Any]:
+    required = spec.confirmations if spec else 0
+    doc: dict[str, Any] = {
+        "id": str(d.id), "amount": fmt_units(d.amount), "coin": d.asset,
+        "network": spec.network_code if spec else d.asset,
+        "status": DEPOSIT_API_STATUS.get(d.status, 0), "address": d.address,
+        "addressTag": "", "txId": d.txid, "insertTime": d.created_ms, "transferType": 0,
+        "confirmTimes": f"{d.confirmations}/{required}", "unlockConfirm": required,
+        "walletType": 0,
+    }
+    if d.credited_ms is not None:
+        doc["completeTime"] = d.credited_ms
+    return doc
+
+
+def withdrawal_json(w: WithdrawalRow, spec: WalletSpec | None) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "id": str(w.id), "amount": fmt_units(w.amount), "transactionFee": fmt_units(w.fee),
+        "coin": w.asset, "status": _API_STATUS[w.status], "address": w.address,
+        "addressTag": "", "txId": w.txid or "", "applyTime": _time_text(w.created_ms),
+        "network": spec.network_code if spec else w.asset, "transferType": 0,
+        "info": w.info, "confirmNo": w.confirmations, "walletType": 0, "txKey": "",
+    }
+    if w.client_id is not None:
+        doc["withdrawOrderId"] = w.client_id
+    if w.completed_ms is not None:
+        doc["completeTime"] = _time_text(w.completed_ms)
+    return doc
+
+
+_API_STATUS = {s: code for code, states in API_WITHDRAW_STATUSES.items() for s in states}
+
+
+# --------------------------------------------------------------------------- deposits
+@capital.get("/deposit/address")
+async def deposit_address(request: Request, caller: Caller = Depends(signed_read)
+                          ) -> dict[str, Any]:
+    """The caller's deposit address for ``coin`` (created by the watcher on first use)."""
+    c = ctx(request)
+    p = caller.params
+    spec = await wallet_for(c, p.get("coin"), p.get("network"))
+    address = await wallets_db.deposit_address(c.pool, spec.name, caller.account)
+    if address is None:
+        answer = await ask_watcher(c, spec, "address", {"account": caller.account})
+        address = str(answer["address"])
+    return {"address": address, "coin": spec.asset, "tag": "", "url": ""}
+
+
+@capital.get("/deposit/hisrec")
+async def deposit_history(request: Request, caller: Caller = Depends(signed_read)
+                          ) -> list[dict[str, Any]]:
+    c = ctx(request)
+    p = caller.params
+    status = _int(p, "status")
+    statuses = None if status is None else [
+        s.value for s, code in DEPOSIT_API_STATUS.items() if code == status]
+    start, end = _window(p)
+    offset, limit = _paging(p)
+    rows = await wallets_db.deposit_history(
+        c.pool, caller.account, asset=(p.get("coin") or "").upper() or None,
+        statuses=statuses, start_ms=start, end_ms=end, offset=offset, limit=limit,
+        txid=p.get("txId") or None)
+    specs = await _specs(c)
+    return [deposit_json(d, specs.get(d.wallet)) for d in rows]
+
+
+# --------------------------------------------------------------------------- withdrawals
+@capital.post("/withdraw/apply")
+async def withdraw_apply(request: Request, caller: Caller = Depends(signed_withdraw)
+                         ) -> dict[str, str]:
+    """Request a withdrawal: amount + fee locked now; sent by the wallet's watcher (after
+    an admin's approval above the wallet's threshold)."""
+    c = ctx(request)
+    p = caller.params
+    spec = await wallet_for(c, p.get("coin"), p.get("network"))
+    address = p.get("address") or ""
+    if not address:
+        raise errors.mandatory("address")
+    raw_amount = p.get("amount") or ""
+    if not raw_amount:
+        raise errors.mandatory("amount")
+    if not PLAIN_DECIMAL.match(raw_amount):
+        raise errors.illegal_chars("amount")
+    try:
+        amount = to_units(raw_amount)
+    except AmountError:
+        raise errors.ApiError(-4021, f"Asset withdrawal must be an {fmt_units(1)} multiple "
+                                     f"of {fmt_units(1)}.") from None
+    if amount < spec.withdraw_min:
+        raise errors.ApiError(
+            -4022, f"Not less than the minimum pick-up quantity {fmt_units(spec.withdraw_min)}.")
+    client_id = p.get("withdrawOrderId") or None
+    if client_id is not None and not CLIENT_ID.match(client_id):
+        raise errors.bad_param("withdrawOrderId", client_id)
+    if not ADDRESS.match(address):
+        raise errors.ApiError(-4033, "Illegal address.")
+    if not await wallets_db.whitelisted(c.pool, caller.account, spec.asset, address,
+                                        required=spec.whitelist_required):
+        raise errors.ApiError(-4035, "This address is not on the whitelist. Please join and "
+                                     "try again.")
+    free = {a: f for a, f, _l in await db.balances(c.pool, caller.account)}.get(spec.asset, 0)
+    if free < amount + spec.withdraw_fee:
+        raise insufficient()
+    answer = await ask_watcher(c, spec, "validate", {"address": address})
+    if not answer.get("valid"):
+        raise errors.ApiError(-4033, "Illegal address.")
+    result, wid = await wallets_db.request_withdrawal(c.pool, spec, caller.account, address,
+                                                      amount, client_id, _now_ms())
+    if result == RequestResult.INSUFFICIENT:
+        raise insufficient()
+    if result == RequestResult.CONFLICT:
+        raise errors.ApiError(-4001, "Invalid operation: withdrawOrderId already used for "
+                                     "another withdrawal.")
+    return {"id": str(wid)}
+
+
+def insufficient() -> errors.ApiError:
+    return errors.ApiError(-4026, "You have insufficient balance.")
+
+
+@capital.get("/withdraw/history")
+async def withdraw_history(request: Request, caller: Caller = Depends(signed_read)
+                           ) -> list[dict[str, Any]]:
+    c = ctx(request)
+    p = caller.params
+    status = _int(p, "status")
+    statuses = None if status is None else [s.value for s in
+                                            API_WITHDRAW_STATUSES.get(status, [])]
+    ids: list[int] | None = None
+    if p.get("idList"):
+        try:
+            ids = [int(x) for x in p["idList"].split(",")]
+        except ValueError:
+            raise errors.illegal_chars("idList") from None
+    start, end = _window(p)
+    offset, limit = _paging(p)
+    rows = await wallets_db.withdraw_history(
+        c.pool, caller.account, asset=(p.get("coin") or "").upper() or None,
+        statuses=statuses, client_id=p.get("withdrawOrderId") or None, ids=ids,
+        start_ms=start, end_ms=end, offset=offset, limit=limit)
+    specs = await _specs(c)
+    return [withdrawal_json(w, specs.get(w.wallet)) for w in rows]
+
+
+# --------------------------------------------------------------------------- admin
+def admin_json(w: WithdrawalRow) -> dict[str, Any]:
+    return {"id": w.id, "wallet": w.wallet, "account": w.account, "asset": w.asset,
+            "address": w.address, "amount": fmt_units(w.amount), "fee": fmt_units(w.fee),
+            "status": w.status.value, "txid": w.txid, "confirmations": w.confirmations,
+            "networkFee": None if w.network_fee is None else fmt_units(w.network_fee),
+            "info": w.info, "withdrawOrderId": w.client_id, "createdMs": w.created_ms,
+            "updatedMs": w.updated_ms}
+
+
+async def _not_movable(c: GatewayContext, wid: int) -> errors.ApiError:
+    w = await wallets_db.withdrawal(c.pool, wid)
+    if w is None:
+        return errors.ApiError(-4029, "The withdrawal record does not exist.", 404)
+    return errors.ApiError(-4001, f"Invalid operation: withdrawal {wid} is {w.status.value}.")
+
+
+@admin_router.get("/withdrawals", dependencies=[Depends(require_admin)])
+async def list_withdrawals(request: Request, status: str | None = None, limit: int = 100
+                           ) -> list[dict[str, Any]]:
+    try:
+        wanted = None if not status else WithdrawalStatus(status.upper())
+    except ValueError:
+        raise errors.bad_param("status", status or "") from None
+    rows = await wallets_db.all_withdrawals(ctx(request).pool, wanted, max(1, min(limit, 1000)))
+    return [admin_json(w) for w in rows]
+
+
+@admin_router.post("/withdrawals/{wid}/approve", dependencies=[Depends(require_admin)])
+async def approve_withdrawal(request: Request, wid: int) -> dict[str, Any]:
+    c = ctx(request)
+    w = await wallets_db.approve(c.pool, wid, _now_ms())
+    if w is None:
+        raise await _not_movable(c, wid)
+    return admin_json(w)
+
+
+class Rejection(BaseModel):
+    reason: str = Field(default="rejected by an administrator", max_length=256)
+
+
+@admin_router.post("/withdrawals/{wid}/reject", dependencies=[Depends(require_admin)])
+async def reject_withdrawal(request: Request, wid: int, body: Rejection | None = None
+                            ) -> dict[str, Any]:
+    """Refuse a withdrawal not yet being sent (PENDING or APPROVED); its hold goes back."""
+    c = ctx(request)
+    w = await wallets_db.reject(c.pool, wid, (body or Rejection()).reason, _now_ms())
+    if w is None:
+        raise await _not_movable(c, wid)
+    return admin_json(w)
+
+
+class WhitelistEntry(BaseModel):
+    account: int
+    asset: str = Field(pattern=r"^[A-Z0-9]{2,10}$")
+    address: str = Field(pattern=ADDRESS.pattern)
+
+
+@admin_router.post("/withdraw-whitelist", dependencies=[Depends(require_admin)])
+async def whitelist_add(request: Request, body: WhitelistEntry) -> dict[str, Any]:
+    try:
+        added = await wallets_db.whitelist_add(ctx(request).pool, body.account, body.asset,
+                                               body.address)
+    except db.UnknownAccount:
+        raise errors.ApiError(-1100, f"Unknown account {body.account}.") from None
+    return {"added": added, **body.model_dump()}
+
+
+@admin_router.delete("/withdraw-whitelist", dependencies=[Depends(require_admin)])
+async def whitelist_remove(request: Request, body: WhitelistEntry) -> dict[str, Any]:
+    removed = await wallets_db.whitelist_remove(ctx(request).pool, body.account, body.asset,
+                                                body.address)
+    return {"removed": removed, **body.model_dump()}
+
+
+router.include_router(capital)
+router.include_router(admin_router)

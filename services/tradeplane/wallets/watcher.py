@@ -1,0 +1,177 @@
+"""The deposit watcher: scans its wallet's chain, follows each deposit to its credit, and
+announces every state change on the bus.
+
+One step (every ``wallet_scan_interval_s``):
+
+1. ``incoming_since(cursor, horizon)``: payments to our deposit addresses since the
+   persisted cursor, everything within the last ``horizon`` blocks reported again;
+2. each payment, and each followed deposit it did not report (asking the node whether its
+   block is still on the main chain), goes through the state machine
+   (``wallets/deposits.py``); all changes and the new cursor are written in ONE
+   transaction, so a restart continues where the deposits are (never from genesis);
+3. every CONFIRMED deposit is credited, each in one transaction with its move to
+   CREDITED (exactly once: the state, and the credit's reference
+   ``deposit:<chain>:<txid>:<idx>``);
+4. state changes not yet announced are published on ``wallet.<NAME>`` (stream WALLETS,
+   ``Nats-Msg-Id`` = ``<chain>:<txid>:<idx>:<state>``), then marked announced (an outbox:
+   after a crash the latest state is announced, intermediate ones may be skipped).
+
+A credited deposit whose block leaves the main chain is never debited silently: an ERROR
+log, the counter ``tradeplane_wallet_reorg_after_credit_total`` and a row in
+``wallet_adjustments`` (resolved when the payment is confirmed again on the new chain).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+
+from prometheus_client import Counter, Gauge
+
+from tradeplane.adapters import wallets_db
+from tradeplane.adapters.bus import Bus, BusError, publish_wallet_event
+from tradeplane.adapters.db import Pool
+from tradeplane.adapters.wallets_db import DepositChange, DepositRow, WithdrawalRow
+from tradeplane.domain.custody import DEPOSIT_API_STATUS, WalletSpec
+from tradeplane.domain.money import fmt_units
+from tradeplane.wallets import deposits
+from tradeplane.wallets.chain import ChainAdapter
+
+log = logging.getLogger("tradeplane.wallets.watcher")
+
+LAST_HEIGHT = Gauge("tradeplane_wallet_last_scanned_height",
+                    "Chain tip height at the wallet's last completed scan", ["wallet"])
+PENDING = Gauge("tradeplane_wallet_pending_deposits",
+                "Deposits seen but not credited yet (PENDING or CONFIRMED)", ["wallet"])
+CREDITED = Counter("tradeplane_wallet_deposits_credited_total",
+                   "Deposits credited to the ledger", ["wallet"])
+REORG_AFTER_CREDIT = Counter(
+    "tradeplane_wallet_reorg_after_credit_total",
+    "Credited deposits whose block left the main chain (each one an adjustment to review)",
+    ["wallet"],
+)
+SCAN_ERRORS = Counter("tradeplane_wallet_scan_errors_total", "Failed scan steps", ["wallet"])
+
+
+class DepositWatcher:
+    """Follows one wallet's deposits; see the module docstring."""
+
+    def __init__(self, spec: WalletSpec, chain: ChainAdapter, pool: Pool, bus: Bus | None, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.spec = spec
+        self.chain = chain
+        self.pool = pool
+        self.bus = bus
+        self._clock = clock
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    async def run(self, stop: asyncio.Event, interval_s: float) -> None:
+        """Scan until ``stop``; a failing step (node or database away) is logged and
+        retried at the next interval."""
+        while not stop.is_set():
+            try:
+                await self.step()
+            except Exception:
+                SCAN_ERRORS.labels(self.spec.name).inc()
+                log.exception("deposit scan of %s failed; retrying", self.spec.name)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval_s)
+
+    async def step(self) -> None:
+        """One scan, its credits and its announcements.
+
+        Raises:
+            ChainError, DatabaseError, asyncpg errors: nothing half-done stays (the scan's
+                writes are one transaction; each credit is one transaction).
+        """
+        spec = self.spec
+        saved = await wallets_db.load_cursor(self.pool, spec.name)
+        tip = await self.chain.tip()
+        scan = await self.chain.incoming_since(None if saved is None else saved[0],
+                                               spec.horizon)
+        owners = await wallets_db.address_owners(self.pool, spec.name,
+                                                 (i.address for i in scan.incoming))
+        # A conflicted payment (negative confirmations) counts as not reported.
+        seen = {(i.txid, i.index): i for i in scan.incoming
+                if i.address in owners and i.confirmations >= 0}
+        follow = await wallets_db.deposits_to_follow(
+            self.pool, spec.name, spec.chain, list(seen), tip.height - spec.horizon + 1)
+        changes: list[DepositChange] = []
+        for key, inc in seen.items():
+            ch = deposits.observed(follow.get(key), inc, owners[inc.address],
+                                   spec.confirmations)
+            if ch is not None:
+                changes.append(ch)
+        for key, dep in follow.items():
+            if key in seen:
+                continue
+            on_chain = dep.block_hash is not None and await self.chain.in_main_chain(
+                dep.block_hash)
+            ch = deposits.missing(dep, in_main_chain=on_chain)
+            if ch is not None:
+                changes.append(ch)
+        opened = await wallets_db.apply_scan(self.pool, spec, changes, scan.cursor, tip.height,
+                                             self._now_ms())
+        for adj in opened:
+            REORG_AFTER_CREDIT.labels(spec.name).inc()
+            log.error(
+                "wallet %s: credited deposit left the main chain; adjustment %d recorded, "
+                "no balance was changed: %s", spec.name, adj.id, adj.detail,
+                extra={"fields": {"wallet": spec.name, "adjustment": adj.id,
+                                  "deposit": adj.deposit_id, "account": adj.account,
+                                  "asset": adj.asset, "amount_units": adj.amount}},
+            )
+        await self.announce()
+        for dep in await wallets_db.deposits_due(self.pool, spec.name):
+            if await wallets_db.credit_deposit(self.pool, dep.id, self._now_ms()):
+                CREDITED.labels(spec.name).inc()
+                log.info("wallet %s: deposit %s:%d credited %s %s to account %d", spec.name,
+                         dep.txid, dep.index, fmt_units(dep.amount), dep.asset, dep.account)
+        await self.announce()
+        LAST_HEIGHT.labels(spec.name).set(tip.height)
+        PENDING.labels(spec.name).set(await wallets_db.pending_deposits(self.pool, spec.name))
+
+    async def announce(self) -> None:
+        """Publish deposit and withdrawal states not yet announced (the outbox)."""
+        if self.bus is None:
+            return
+        spec = self.spec
+        try:
+            for dep in await wallets_db.unpublished_deposits(self.pool, spec.name):
+                await publish_wallet_event(
+                    self.bus, spec.name, deposit_event(spec, dep),
+                    f"{dep.chain}:{dep.txid}:{dep.index}:{dep.status.value}")
+                await wallets_db.mark_deposit_published(self.pool, dep.id, dep.status)
+            for w in await wallets_db.unpublished_withdrawals(self.pool, spec.name):
+                await publish_wallet_event(self.bus, spec.name, withdrawal_event(spec, w),
+                                           f"wd:{spec.name}:{w.id}:{w.status.value}")
+                await wallets_db.mark_withdrawal_published(self.pool, w.id, w.status)
+        except BusError as exc:  # announced later: the outbox keeps them
+            log.warning("wallet %s: events not published yet: %s", spec.name, exc)
+
+
+def deposit_event(spec: WalletSpec, dep: DepositRow) -> bytes:
+    return json.dumps({
+        "e": "deposit", "wallet": spec.name, "chain": dep.chain, "asset": dep.asset,
+        "txid": dep.txid, "index": dep.index, "address": dep.address, "account": dep.account,
+        "amount": fmt_units(dep.amount), "units": dep.amount, "status": dep.status.value,
+        "apiStatus": DEPOSIT_API_STATUS.get(dep.status), "confirmations": dep.confirmations,
+        "required": spec.confirmations, "blockHash": dep.block_hash, "height": dep.height,
+        "ts": dep.updated_ms,
+    }).encode()
+
+
+def withdrawal_event(spec: WalletSpec, w: WithdrawalRow) -> bytes:
+    return json.dumps({
+        "e": "withdrawal", "wallet": spec.name, "chain": spec.chain, "asset": w.asset,
+        "id": w.id, "account": w.account, "address": w.address,
+        "amount": fmt_units(w.amount), "units": w.amount, "fee": fmt_units(w.fee),
+        "status": w.status.value, "txid": w.txid, "confirmations": w.confirmations,
+        "ts": w.updated_ms,
+    }).encode()

@@ -1,0 +1,247 @@
+"""The withdrawal processor: sends approved withdrawals exactly once and completes them
+at the wallet's confirmation count. It runs inside the wallet-watcher process (the only
+one that talks to the node).
+
+Requests are made by the gateway (``wallets_db.request_withdrawal``: the amount plus the
+fee locked in the same transaction; PENDING above the approval threshold, else APPROVED).
+Each pass here, in this order:
+
+1. PROCESSING (a send may have been made before a crash): ``find_sent(intent)`` -> txid:
+   ON_CHAIN; nothing: send again (same intent) — or FAILED, funds released, once the node
+   has refused ``max_attempts`` sends;
+2. APPROVED: hot-wallet limits first (``balance - amount < minBalance``: stays APPROVED,
+   alert), and the fee estimate (above the charged fee: stays APPROVED); then the intent is
+   written (APPROVED -> PROCESSING, committed) BEFORE ``send(address, amount, intent)``,
+   and the txid recorded after (ON_CHAIN);
+3. ON_CHAIN: ``outgoing(txid)``; at the wallet's confirmation count COMPLETED, the hold
+   leaves the ledger in the same transaction: user locked -(amount + fee), external
+   +(amount + network fee actually paid), fee account +(fee - network fee).
+
+What a failed send means: the node unreachable (``ChainUnavailable``): unknown whether it
+went out -> stays PROCESSING, settled by ``find_sent`` next pass; invalid address:
+certainly not sent -> FAILED; the hot wallet cannot pay: not sent -> back to APPROVED
+(alert); any other node error: not sent, counted, retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from enum import Enum
+
+from prometheus_client import Counter, Gauge
+
+from tradeplane.adapters import wallets_db
+from tradeplane.adapters.db import Pool
+from tradeplane.adapters.wallets_db import WithdrawalRow
+from tradeplane.domain.custody import WalletSpec, WithdrawalStatus
+from tradeplane.domain.money import fmt_units
+from tradeplane.wallets.chain import (
+    ChainAdapter,
+    ChainError,
+    ChainUnavailable,
+    InsufficientFunds,
+    InvalidAddress,
+)
+
+log = logging.getLogger("tradeplane.wallets.withdrawals")
+
+WITHDRAWALS = Counter("tradeplane_wallet_withdrawals_total",
+                      "Withdrawals reaching a state", ["wallet", "state"])
+HOT_BALANCE = Gauge("tradeplane_wallet_hot_balance_units",
+                    "The hot wallet's confirmed on-chain balance", ["wallet", "asset"])
+HOT_LOW = Gauge("tradeplane_wallet_hot_wallet_low",
+                "1 while approved withdrawals wait because the hot wallet would fall below "
+                "its minBalance (or cannot pay)", ["wallet"])
+HOT_HIGH = Gauge("tradeplane_wallet_hot_wallet_high",
+                 "1 while the hot wallet holds more than its maxBalance", ["wallet"])
+FEE_TOO_LOW = Gauge("tradeplane_wallet_withdraw_fee_below_network",
+                    "1 while the network fee estimate exceeds the charged withdrawal fee "
+                    "(approved withdrawals wait)", ["wallet"])
+PROCESSOR_ERRORS = Counter("tradeplane_wallet_withdraw_errors_total",
+                           "Failed withdrawal processor passes", ["wallet"])
+
+
+class Sent(Enum):
+    YES = "yes"  # sent and recorded (ON_CHAIN)
+    NO = "no"  # not sent (FAILED, or left PROCESSING for the next pass)
+    SHORT = "short"  # the hot wallet could not pay it: back to APPROVED
+
+
+class WithdrawalProcessor:
+    """Sends and completes one wallet's withdrawals; see the module docstring."""
+
+    def __init__(self, spec: WalletSpec, chain: ChainAdapter, pool: Pool, *,
+                 max_attempts: int = 5, clock: Callable[[], float] = time.time) -> None:
+        self.spec = spec
+        self.chain = chain
+        self.pool = pool
+        self.max_attempts = max_attempts
+        self._clock = clock
+        self._told: set[tuple[int, str]] = set()  # (withdrawal, why it waits) already logged
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    async def run(self, stop: asyncio.Event, interval_s: float,
+                  after_pass: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Pass every ``interval_s`` until ``stop``, then ``after_pass()`` (the watcher
+        announces the states it changed); failures are logged and retried."""
+        while not stop.is_set():
+            try:
+                await self.step()
+                if after_pass is not None:
+                    await after_pass()
+            except Exception:
+                PROCESSOR_ERRORS.labels(self.spec.name).inc()
+                log.exception("withdrawal pass of %s failed; retrying", self.spec.name)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval_s)
+
+    async def step(self) -> None:
+        """One pass: recover PROCESSING, send APPROVED, follow ON_CHAIN."""
+        name = self.spec.name
+        for w in await wallets_db.withdrawals_in(self.pool, name, [WithdrawalStatus.PROCESSING]):
+            await self._recover(w)
+        approved = await wallets_db.withdrawals_in(self.pool, name, [WithdrawalStatus.APPROVED])
+        if approved:
+            await self._send_approved(approved)
+        else:  # nothing waits (any more): no alert
+            HOT_LOW.labels(name).set(0)
+            FEE_TOO_LOW.labels(name).set(0)
+        for w in await wallets_db.withdrawals_in(self.pool, name, [WithdrawalStatus.ON_CHAIN]):
+            await self._follow(w)
+
+    # ------------------------------------------------------------------ sending
+    async def _send_approved(self, approved: list[WithdrawalRow]) -> None:
+        balance = await self.chain.balance()
+        self._watch_balance(balance)
+        estimate_cache: dict[int, int] = {}
+        low = fee_low = False
+        for w in approved:
+            if balance - w.amount < self.spec.hot_min:
+                low = True
+                self._once(w.id, "low", logging.ERROR,
+                           "wallet %s: withdrawal %d of %s %s waits: the hot wallet (%s) would "
+                           "fall below its minBalance %s", self.spec.name, w.id,
+                           fmt_units(w.amount), w.asset, fmt_units(balance),
+                           fmt_units(self.spec.hot_min))
+                continue
+            if w.amount not in estimate_cache:
+                estimate_cache[w.amount] = await self.chain.estimate_fee(w.amount)
+            if estimate_cache[w.amount] > w.fee:
+                fee_low = True
+                self._once(w.id, "fee", logging.WARNING,
+                           "wallet %s: withdrawal %d waits: network fee estimate %s above the "
+                           "charged fee %s", self.spec.name, w.id,
+                           fmt_units(estimate_cache[w.amount]), fmt_units(w.fee))
+                continue
+            started = await wallets_db.start_processing(self.pool, w.id, self._now_ms())
+            if started is None:  # rejected meanwhile
+                continue
+            sent = await self._send(started)
+            if sent is Sent.YES:
+                balance -= w.amount
+            low = low or sent is Sent.SHORT
+        HOT_LOW.labels(self.spec.name).set(1 if low else 0)
+        FEE_TOO_LOW.labels(self.spec.name).set(1 if fee_low else 0)
+
+    async def _send(self, w: WithdrawalRow) -> Sent:
+        """Send a PROCESSING withdrawal (its intent is durable) and record its txid."""
+        now = self._now_ms
+        try:
+            txid = await self.chain.send(w.address, w.amount, w.intent)
+        except InvalidAddress as exc:
+            await self._fail(w, f"invalid address: {exc}")
+            return Sent.NO
+        except InsufficientFunds as exc:
+            await wallets_db.back_to_approved(self.pool, w.id, f"hot wallet: {exc}", now())
+            log.error("wallet %s: the hot wallet cannot pay withdrawal %d (%s %s): %s",
+                      self.spec.name, w.id, fmt_units(w.amount), w.asset, exc)
+            return Sent.SHORT
+        except ChainUnavailable as exc:
+            # Unknown whether the node made it: find_sent decides on the next pass.
+            await wallets_db.note_attempt(self.pool, w.id, f"node unavailable: {exc}", now(),
+                                          count=False)
+            log.warning("wallet %s: send of withdrawal %d unconfirmed (%s); will look it up",
+                        self.spec.name, w.id, exc)
+            return Sent.NO
+        except ChainError as exc:
+            await wallets_db.note_attempt(self.pool, w.id, f"node refused: {exc}", now(),
+                                          count=True)
+            log.warning("wallet %s: node refused withdrawal %d: %s", self.spec.name, w.id, exc)
+            return Sent.NO
+        if await wallets_db.record_sent(self.pool, w.id, txid, now()):
+            WITHDRAWALS.labels(self.spec.name, WithdrawalStatus.ON_CHAIN.value).inc()
+            log.info("wallet %s: withdrawal %d sent: %s %s to %s, tx %s", self.spec.name, w.id,
+                     fmt_units(w.amount), w.asset, w.address, txid)
+        return Sent.YES
+
+    async def _recover(self, w: WithdrawalRow) -> None:
+        """A PROCESSING withdrawal: did the send happen (before a crash, or unanswered)?"""
+        txid = await self.chain.find_sent(w.intent)
+        if txid is not None:
+            if await wallets_db.record_sent(self.pool, w.id, txid, self._now_ms()):
+                WITHDRAWALS.labels(self.spec.name, WithdrawalStatus.ON_CHAIN.value).inc()
+                log.info("wallet %s: withdrawal %d had been sent (tx %s); recorded",
+                         self.spec.name, w.id, txid)
+            return
+        if w.attempts >= self.max_attempts:
+            await self._fail(w, f"not sent after {w.attempts} attempts: {w.info}")
+            return
+        balance = await self.chain.balance()
+        if balance - w.amount < self.spec.hot_min:
+            await wallets_db.back_to_approved(self.pool, w.id, "hot wallet below minBalance",
+                                              self._now_ms())
+            return
+        if await self._send(w) is Sent.SHORT:
+            HOT_LOW.labels(self.spec.name).set(1)
+
+    async def _fail(self, w: WithdrawalRow, info: str) -> None:
+        if await wallets_db.fail(self.pool, w.id, info, self._now_ms()) is not None:
+            WITHDRAWALS.labels(self.spec.name, WithdrawalStatus.FAILED.value).inc()
+            log.error("wallet %s: withdrawal %d FAILED, %s %s released to account %d: %s",
+                      self.spec.name, w.id, fmt_units(w.hold), w.asset, w.account, info)
+
+    # ------------------------------------------------------------------ confirming
+    async def _follow(self, w: WithdrawalRow) -> None:
+        assert w.txid is not None
+        out = await self.chain.outgoing(w.txid)
+        if out is None:
+            log.error("wallet %s: the node does not know withdrawal %d's tx %s any more; "
+                      "it stays ON_CHAIN for an operator", self.spec.name, w.id, w.txid)
+            return
+        now = self._now_ms()
+        if out.confirmations < self.spec.confirmations:
+            await wallets_db.update_on_chain(self.pool, w.id, max(out.confirmations, 0),
+                                             out.fee, now)
+            return
+        try:
+            done = await wallets_db.complete(self.pool, w.id, out.confirmations, out.fee, now)
+        except wallets_db.FeeShortfall:
+            log.error("wallet %s: withdrawal %d paid a network fee of %s above its charged "
+                      "fee %s and the fee account cannot cover it; it stays ON_CHAIN",
+                      self.spec.name, w.id, fmt_units(out.fee), fmt_units(w.fee))
+            return
+        if done is not None:
+            WITHDRAWALS.labels(self.spec.name, WithdrawalStatus.COMPLETED.value).inc()
+            log.info("wallet %s: withdrawal %d completed (%d confirmations, network fee %s)",
+                     self.spec.name, w.id, out.confirmations, fmt_units(out.fee))
+
+    def _once(self, wid: int, why: str, level: int, msg: str, *args: object) -> None:
+        """Log why a withdrawal waits once, not on every pass (the gauge stays up)."""
+        if (wid, why) not in self._told:
+            self._told.add((wid, why))
+            log.log(level, msg, *args)
+
+    def _watch_balance(self, balance: int) -> None:
+        HOT_BALANCE.labels(self.spec.name, self.spec.asset).set(balance)
+        high = bool(self.spec.hot_max) and balance > self.spec.hot_max
+        HOT_HIGH.labels(self.spec.name).set(1 if high else 0)
+        if high:
+            log.warning("wallet %s: hot wallet holds %s, above its maxBalance %s (sweeping "
+                        "to cold storage is not automated)", self.spec.name,
+                        fmt_units(balance), fmt_units(self.spec.hot_max))
