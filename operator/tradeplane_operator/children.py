@@ -337,8 +337,8 @@ def wallet_children(
 ) -> list[Manifest]:
     """A Wallet's watcher Deployment and its ConfigMap.
 
-    The watcher process (``tradeplane wallet-watcher``) is not built yet; the Deployment is
-    what it will run as. Its node credentials come from Vault (path ``spec.rpc.vaultPath``,
+    The watcher process is ``tradeplane wallet-watcher`` (``tradeplane.wallets``): it
+    reads the spec from the mounted ConfigMap. Its node credentials come from Vault (path ``spec.rpc.vaultPath``,
     Kubernetes auth with the annotated role and a projected service-account token), never
     from the ConfigMap.
 

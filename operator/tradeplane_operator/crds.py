@@ -407,8 +407,32 @@ def wallet_crd() -> Schema:
                         "tradeplane/wallets/litecoin-regtest.",
                         pattern=VAULT_PATH_PATTERN, max_length=512,
                     ),
+                    "wallet": _str(
+                        "bitcoind-style nodes: the wallet to use (RPC path /wallet/<name>).",
+                        min_length=1, max_length=128,
+                    ),
+                    "daemonUrl": _str(
+                        "monero: monerod's RPC URL (reorg checks); url is monero-wallet-rpc.",
+                        pattern=RPC_URL_PATTERN, max_length=2048,
+                    ),
+                    "accountIndex": _int(
+                        "monero: the wallet account whose subaddresses are deposit "
+                        "addresses.", minimum=0,
+                    ),
                 },
                 required=("url", "vaultPath"),
+            ),
+            "withdrawals": _obj(
+                "Withdrawal rules, in the asset.",
+                {
+                    "fee": _decimal("Fee charged per withdrawal (covers the network fee)."),
+                    "min": _decimal("Smallest amount a withdrawal may request.",
+                                    positive=True),
+                    "approvalThreshold": _decimal(
+                        "Withdrawals above this amount wait for an admin's approval."),
+                    "whitelistRequired": _bool(
+                        "Only addresses on the user's whitelist may be paid.", default=False),
+                },
             ),
             "confirmations": _int(
                 "Confirmations before a deposit is credited.", minimum=1
@@ -448,7 +472,7 @@ def wallet_crd() -> Schema:
                 "!has(self.family) || (self.chain == 'monero') == (self.family == 'monero')",
                 "family must be monero exactly when chain is monero",
                 ".family",
-            )
+            ),
         ],
     )
     status = _obj(

@@ -41,8 +41,10 @@ CRD_GROUPS = ("trading.tradeplane.io/", "monitoring.coreos.com/", "kopf.dev/")
 
 #: Series Prometheus makes itself (not on any /metrics page).
 PROMETHEUS_SERIES = {"up"}
-#: Series an alert may name before a service exports them (none today). Dashboards: none.
-AWAITED_SERIES: set[str] = set()
+#: Series an alert may name although the test platform does not export them: the wallet
+#: watcher's (it needs a chain node; tests/integration/test_wallets.py runs it).
+AWAITED_SERIES: set[str] = {"tradeplane_wallet_reconciliation_ok",
+                            "tradeplane_wallet_reorg_after_credit_total"}
 
 #: The one pod allowed to run as root: Promtail reads the node's /var/log/pods.
 ROOT_PODS = {f"{FULLNAME}-promtail"}
@@ -563,6 +565,8 @@ def test_alerts_fire_when_they_should(tmp_path: Path) -> None:
                  "values": "100+0x10"},
                 {"series": 'tradeplane_engine_trading_state{symbol="ETHBTC"}',
                  "values": "1 2 2 2"},
+                {"series": 'tradeplane_wallet_reconciliation_ok{wallet="ltc", asset="LTC"}',
+                 "values": "1 0 0 0 0 0 0 0"},
             ],
             "alert_rule_test": [
                 {"eval_time": "1m", "alertname": "TradeplaneLedgerImbalance", "exp_alerts": []},
@@ -578,6 +582,13 @@ def test_alerts_fire_when_they_should(tmp_path: Path) -> None:
                     {"exp_labels": {"severity": "warning", "symbol": "BTCUSDT"},
                      "exp_annotations": _annotations(
                          "TradeplaneSettlementLag", {"symbol": "BTCUSDT"}, "4900")}]},
+                {"eval_time": "5m", "alertname": "TradeplaneWalletLiabilitiesExceedHoldings",
+                 "exp_alerts": []},
+                {"eval_time": "7m", "alertname": "TradeplaneWalletLiabilitiesExceedHoldings",
+                 "exp_alerts": [
+                     {"exp_labels": {"severity": "critical", "wallet": "ltc", "asset": "LTC"},
+                      "exp_annotations": _annotations(
+                          "TradeplaneWalletLiabilitiesExceedHoldings", {"wallet": "ltc"})}]},
                 {"eval_time": "3m", "alertname": "TradeplanePairHalted", "exp_alerts": [
                     {"exp_labels": {"severity": "warning", "symbol": "ETHBTC"},
                      "exp_annotations": _annotations(

@@ -35,7 +35,7 @@ TRADINGPAIR_REQUIRED = {"base", "quote", "tickSize", "lotSize", "maxQuantity", "
 TRADINGPAIR_STATUS = {"observedGeneration", "symbol", "conditions", "engine"}
 WALLET_SPEC = {
     "chain", "family", "network", "asset", "rpc", "confirmations", "hotWallet", "sweep",
-    "watcher",
+    "watcher", "withdrawals",
 }
 WALLET_STATUS = {
     "observedGeneration", "conditions", "watcherReady", "lastScannedBlock", "pendingDeposits",
@@ -210,7 +210,8 @@ def test_contract_fields() -> None:
     wallet = openapi_schema("Wallet")["properties"]
     assert set(wallet["spec"]["properties"]) == WALLET_SPEC
     assert set(wallet["status"]["properties"]) == WALLET_STATUS
-    assert set(wallet["spec"]["properties"]["rpc"]["properties"]) == {"url", "vaultPath"}
+    assert set(wallet["spec"]["properties"]["rpc"]["properties"]) == {
+        "url", "vaultPath", "wallet", "daemonUrl", "accountIndex"}
 
 
 @pytest.mark.parametrize(
@@ -300,6 +301,7 @@ EXPECTED_RULES = {
     ("Wallet", ".spec.sweep"): [
         "!self.enabled || (has(self.address) && has(self.threshold))"
     ],
+    ("Wallet", ".spec.withdrawals.min"): ["self.matches('[1-9]')"],
 }
 
 
