@@ -338,9 +338,9 @@ def wallet_children(
     """A Wallet's watcher Deployment and its ConfigMap.
 
     The watcher process is ``tradeplane wallet-watcher`` (``tradeplane.wallets``): it
-    reads the spec from the mounted ConfigMap. Its node credentials come from Vault (path ``spec.rpc.vaultPath``,
-    Kubernetes auth with the annotated role and a projected service-account token), never
-    from the ConfigMap.
+    reads the spec from the mounted ConfigMap. Its node credentials come from Vault (path
+    ``spec.rpc.vaultPath``, Kubernetes auth with the annotated role and a projected
+    service-account token), never from the ConfigMap.
 
     Raises:
         InvalidSpec: the spec misses the fields the watcher needs.

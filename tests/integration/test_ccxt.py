@@ -484,17 +484,25 @@ async def test_a_good_till_date_limit_order_expires_at_its_date(desk: Desk) -> N
     assert (await ex.fetch_balance())["USDT"] == {"free": 1000.0, "used": 0.0, "total": 1000.0}
 
 
+async def near_last_price(ex: Any, factor: float) -> float:
+    """A price ``factor`` times ETH/USDT's last trade (3000 before any), on the tick grid:
+    inside the PERCENT_PRICE band whatever the other tests traded at."""
+    last = (await ex.fetch_ticker("ETH/USDT"))["last"] or 3000.0
+    return round(last * factor, 2)
+
+
 async def test_iceberg_and_self_trade_prevention_pass_through_create_order_params(
     desk: Desk,
 ) -> None:
     _, ex = await desk.trader("ccxt-ice", {"ETH": "2", "USDT": "10000"})
-    ice = await ex.create_order("ETH/USDT", "limit", "sell", 1.0, 3100.0,
+    price = await near_last_price(ex, 1.05)
+    ice = await ex.create_order("ETH/USDT", "limit", "sell", 1.0, price,
                                 {"icebergQty": 0.25})
     assert (ice["status"], ice["info"]["icebergQty"]) == ("open", "0.25000000")
     book = await ex.fetch_order_book("ETH/USDT")
-    assert [3100.0, 0.25] in book["asks"]  # only the visible part shows
+    assert [price, 0.25] in book["asks"]  # only the visible part shows
     # The same account buying into its own iceberg with EXPIRE_TAKER trades nothing.
-    taker = await ex.create_order("ETH/USDT", "limit", "buy", 0.1, 3100.0,
+    taker = await ex.create_order("ETH/USDT", "limit", "buy", 0.1, price,
                                   {"selfTradePreventionMode": "EXPIRE_TAKER"})
     got = await ex.fetch_order(taker["id"], "ETH/USDT")
     assert (got["status"], got["filled"], got["info"]["status"]) == (
@@ -508,11 +516,12 @@ async def test_an_oco_through_ccxts_binance_api_places_two_legs_and_cancels_as_o
 ) -> None:
     _, ex = await desk.trader("ccxt-oco", {"ETH": "1"})
     market = ex.market("ETH/USDT")
+    above, stop, below = [await near_last_price(ex, f) for f in (1.1, 0.9, 0.89)]
     placed = await ex.private_post_orderlist_oco({
         "symbol": market["id"], "side": "SELL", "quantity": "0.5",
-        "aboveType": "LIMIT_MAKER", "abovePrice": "3500",
-        "belowType": "STOP_LOSS_LIMIT", "belowStopPrice": "2500", "belowPrice": "2490",
-        "belowTimeInForce": "GTC",
+        "aboveType": "LIMIT_MAKER", "abovePrice": f"{above:.2f}",
+        "belowType": "STOP_LOSS_LIMIT", "belowStopPrice": f"{stop:.2f}",
+        "belowPrice": f"{below:.2f}", "belowTimeInForce": "GTC",
     })
     assert placed["contingencyType"] == "OCO" and len(placed["orders"]) == 2
     opened = await ex.fetch_open_orders("ETH/USDT")
