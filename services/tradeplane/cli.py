@@ -98,6 +98,25 @@ def cmd_marketdata(args: argparse.Namespace) -> int:
                        vault=loaded.vault)
 
 
+def cmd_wallet_watcher(args: argparse.Namespace) -> int:
+    from tradeplane.runner import run_service
+    from tradeplane.wallets.service import run_wallet_watcher
+    from tradeplane.wallets.settings import WalletConfigError, load_wallet_settings
+
+    loaded = _loaded(args)
+    s = loaded.settings
+    ws = load_wallet_settings()
+    try:
+        return run_service(
+            "wallet-watcher", s,
+            lambda stop: run_wallet_watcher(s, ws, args.wallet, stop, loaded.vault),
+            vault=loaded.vault,
+        )
+    except WalletConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
 def cmd_marketmaker(args: argparse.Namespace) -> int:
     from tradeplane.demo.marketmaker import run_market_maker
 
@@ -207,14 +226,32 @@ def cmd_user_create(args: argparse.Namespace) -> int:
     return _run_async(go)
 
 
-def cmd_key_create(args: argparse.Namespace) -> int:
-    from tradeplane.adapters import db
-    from tradeplane.adapters.cipher import SecretCipher
+def _cli_actor() -> tuple[str, str]:
+    """Who the audit log names for a CLI action: whoever holds the database credentials
+    holds every power, hence SuperAdmin."""
+    import getpass
 
-    perms = [p.strip() for p in args.permissions.split(",") if p.strip()]
-    bad = set(perms) - {"read", "trade", "withdraw"}
-    if bad or not perms:
-        print(f"unknown permissions: {sorted(bad)}", file=sys.stderr)
+    return f"cli:{getpass.getuser()}", "SuperAdmin"
+
+
+def cmd_key_create(args: argparse.Namespace) -> int:
+    """An API key for a user (HMAC: the secret is printed once; ED25519: the user's
+    public key is registered, there is no secret)."""
+    from tradeplane.adapters import accounts_db, db
+    from tradeplane.adapters.cipher import SecretCipher
+    from tradeplane.gateway import apikeys
+    from tradeplane.gateway.errors import ApiError
+
+    try:
+        spec = apikeys.KeySpec(
+            permissions=[p.strip() for p in args.permissions.split(",") if p.strip()],
+            keyType=args.type,
+            publicKey=Path(args.public_key_file).read_text() if args.public_key_file else "",
+            ipAllowList=[a.strip() for a in args.ip_allow.split(",") if a.strip()],
+            expiresInDays=args.expires_days, label=args.label,
+        )
+    except (ValidationError, OSError) as exc:
+        print(f"invalid key: {exc}", file=sys.stderr)
         return 2
 
     async def go() -> int:
@@ -225,12 +262,77 @@ def cmd_key_create(args: argparse.Namespace) -> int:
             if account is None:
                 print(f"no such user: {args.user}", file=sys.stderr)
                 return 2
-            secret = _stdlib_secrets.token_hex(32)
             cipher = SecretCipher(s.secret_key.get_secret_value())
-            key = await db.create_api_key(pool, account, cipher.encrypt(secret), perms)
+            actor, role = _cli_actor()
+            async with pool.acquire() as con, con.transaction():
+                rec, secret = await apikeys.issue(con, cipher, account, spec)
+                await accounts_db.append_audit(con, accounts_db.AuditEntry(
+                    actor, role, "apikey.create", f"apikey:{rec.api_key}", None,
+                    apikeys.key_json(rec), "cli"))
+        except ApiError as exc:
+            print(f"invalid key: {exc.msg}", file=sys.stderr)
+            return 2
         finally:
             await pool.close()
-        print(json.dumps({"apiKey": key, "secretKey": secret, "permissions": perms}))
+        print(json.dumps(apikeys.created_json(rec, secret)))
+        return 0
+
+    return _run_async(go)
+
+
+def cmd_key_revoke(args: argparse.Namespace) -> int:
+    """Revoke an API key (gateways stop accepting it within their key cache's TTL, at
+    once when revoked through the API)."""
+    from tradeplane.adapters import accounts_db, db
+    from tradeplane.gateway import apikeys
+
+    async def go() -> int:
+        pool = await db.create_pool(_settings(args).database_url, 2)
+        try:
+            actor, role = _cli_actor()
+            async with pool.acquire() as con, con.transaction():
+                rec = await accounts_db.revoke_key(con, args.api_key)
+                if rec is None:
+                    print("no such live API key", file=sys.stderr)
+                    return 2
+                before = apikeys.key_json(rec)
+                await accounts_db.append_audit(con, accounts_db.AuditEntry(
+                    actor, role, "apikey.revoke", f"apikey:{args.api_key}", before,
+                    {**before, "revoked": True}, "cli"))
+        finally:
+            await pool.close()
+        print(json.dumps({"apiKey": args.api_key, "revoked": True}))
+        return 0
+
+    return _run_async(go)
+
+
+def cmd_admin_create(args: argparse.Namespace) -> int:
+    """An admin identity with a role; its bearer token is printed once (stored hashed)."""
+    from tradeplane.adapters import accounts_db, db
+    from tradeplane.gateway import rbac
+
+    if args.name == rbac.BOOTSTRAP:
+        print(f"{rbac.BOOTSTRAP} is the TRADEPLANE_ADMIN_TOKEN identity", file=sys.stderr)
+        return 2
+
+    async def go() -> int:
+        pool = await db.create_pool(_settings(args).database_url, 2)
+        token = rbac.new_admin_token()
+        try:
+            actor, role = _cli_actor()
+            async with pool.acquire() as con, con.transaction():
+                await accounts_db.create_admin(con, args.name, args.role,
+                                               rbac.token_hash(token))
+                await accounts_db.append_audit(con, accounts_db.AuditEntry(
+                    actor, role, "admin.create", f"admin:{args.name}", None,
+                    {"name": args.name, "role": args.role}, "cli"))
+        except accounts_db.NameTaken:
+            print(f"an admin named {args.name} exists", file=sys.stderr)
+            return 2
+        finally:
+            await pool.close()
+        print(json.dumps({"name": args.name, "role": args.role, "token": token}))
         return 0
 
     return _run_async(go)
@@ -287,6 +389,132 @@ def cmd_check_ledger(args: argparse.Namespace) -> int:
     return _run_async(go)
 
 
+def cmd_wallet_add(args: argparse.Namespace) -> int:
+    """Register (or update) a wallet locally, as the operator does from a Wallet resource."""
+    from tradeplane.adapters import db, wallets_db
+    from tradeplane.domain.custody import WalletSpecError, wallet_from_spec
+
+    rpc: dict[str, Any] = {"url": args.rpc_url}
+    for key, value in (("vaultPath", args.vault_path), ("wallet", args.rpc_wallet),
+                       ("daemonUrl", args.daemon_url)):
+        if value:
+            rpc[key] = value
+    if args.account_index:
+        rpc["accountIndex"] = args.account_index
+    doc: dict[str, Any] = {
+        "chain": args.chain, "network": args.network, "asset": args.asset.upper(), "rpc": rpc,
+        "confirmations": args.confirmations,
+        "hotWallet": {"minBalance": args.hot_min,
+                      **({"maxBalance": args.hot_max} if args.hot_max else {})},
+        "withdrawals": {"fee": args.withdraw_fee, "min": args.withdraw_min,
+                        "approvalThreshold": args.approval_threshold,
+                        "whitelistRequired": args.whitelist_required},
+    }
+    try:
+        spec = wallet_from_spec(args.name, doc)
+    except WalletSpecError as exc:
+        print(f"invalid wallet: {exc}", file=sys.stderr)
+        return 2
+
+    async def go() -> int:
+        pool = await db.create_pool(_settings(args).database_url, 2)
+        try:
+            await wallets_db.upsert_wallet(pool, spec)
+        finally:
+            await pool.close()
+        print(json.dumps({"wallet": spec.name, "spec": spec.to_spec()}))
+        return 0
+
+    return _run_async(go)
+
+
+def cmd_check_wallets(args: argparse.Namespace) -> int:
+    """Each wallet's reconciliation (the watcher's last, or ``--live`` now against the
+    node), open reorganisation adjustments and custody's ledger invariants."""
+    from tradeplane.adapters import db, wallets_db
+    from tradeplane.domain.money import fmt_units
+
+    async def go() -> int:
+        loaded = _loaded(args)
+        pool = await db.create_pool(loaded.settings.database_url, 2)
+        bad = 0
+        try:
+            if args.live:
+                bad += await _reconcile_live(args, loaded, pool)
+            else:
+                rows = [r for r in await wallets_db.reconciliations(pool)
+                        if not args.wallet or r["wallet"] == args.wallet]
+                if not rows:
+                    print("no reconciliation recorded yet (is the wallet-watcher running? "
+                          "--live asks the node now)")
+                for r in rows:
+                    print(f"{r['wallet']:16} {r['asset']:6} holdings "
+                          f"{fmt_units(r['holdings']):>22} liabilities "
+                          f"{fmt_units(r['liabilities']):>22} difference "
+                          f"{fmt_units(r['difference']):>22}  "
+                          f"{'ok' if r['ok'] else 'SHORTFALL'}  "
+                          f"at {r['checked_at']:%Y-%m-%d %H:%M:%S}")
+                    bad += 0 if r["ok"] else 1
+            for a in await wallets_db.open_adjustments(pool, args.wallet or None):
+                print(f"OPEN ADJUSTMENT {a['id']}: {a['wallet']} {a['kind']}: {a['detail']}")
+                bad += 1
+            for p in await wallets_db.custody_problems(pool):
+                print(f"VIOLATION: {p}")
+                bad += 1
+        finally:
+            await pool.close()
+        print("wallets OK" if not bad else f"wallets NEED ATTENTION ({bad})")
+        return 0 if not bad else 1
+
+    return _run_async(go)
+
+
+async def _reconcile_live(args: argparse.Namespace, loaded: Loaded, pool: Any) -> int:
+    from tradeplane.adapters import wallets_db
+    from tradeplane.wallets.reconcile import reconcile
+    from tradeplane.wallets.service import connect_chain
+    from tradeplane.wallets.settings import load_wallet_settings, node_login
+
+    ws = load_wallet_settings()
+    bad = 0
+    for spec in await wallets_db.wallets(pool):
+        if args.wallet and spec.name != args.wallet:
+            continue
+        chain = connect_chain(spec, await node_login(spec, ws, loaded.vault))
+        try:
+            r = await reconcile(spec, chain, pool)
+        finally:
+            await chain.close()
+        print(r.describe())
+        bad += 0 if r.ok else 1
+    return bad
+
+
+def cmd_withdraw_whitelist(args: argparse.Namespace) -> int:
+    from tradeplane.adapters import db, wallets_db
+
+    async def go() -> int:
+        pool = await db.create_pool(_settings(args).database_url, 2)
+        try:
+            account = await db.account_id(pool, args.user)
+            if account is None:
+                print(f"no such user: {args.user}", file=sys.stderr)
+                return 2
+            asset = args.asset.upper()
+            if args.remove:
+                done = await wallets_db.whitelist_remove(pool, account, asset, args.address)
+            else:
+                done = await wallets_db.whitelist_add(pool, account, asset, args.address)
+            listed = await wallets_db.whitelist(pool, account)
+        finally:
+            await pool.close()
+        print(json.dumps({"account": account, "changed": done,
+                          "whitelist": [{"asset": a, "address": ad} for a, ad in listed]}))
+        return 0
+
+    return _run_async(go)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from tradeplane.bench.run import main as bench_main
 
@@ -313,6 +541,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(fn=cmd_matching)
     sub.add_parser("settlement", help="ledger settlement").set_defaults(fn=cmd_settlement)
     sub.add_parser("marketdata", help="market data").set_defaults(fn=cmd_marketdata)
+
+    ww = sub.add_parser("wallet-watcher",
+                        help="one wallet's deposit watcher, withdrawals and reconciliation")
+    ww.add_argument("--wallet", required=True, help="the Wallet's name")
+    ww.set_defaults(fn=cmd_wallet_watcher)
 
     mm = sub.add_parser("marketmaker", help="demo market maker (keeps the books alive)")
     mm.add_argument("--url", default="http://127.0.0.1:8080")
@@ -354,7 +587,22 @@ def build_parser() -> argparse.ArgumentParser:
     k = sub.add_parser("key-create", help="create an API key for a user")
     k.add_argument("user")
     k.add_argument("--permissions", default="read,trade", help="read,trade,withdraw")
+    k.add_argument("--type", default="HMAC_SHA256", choices=["HMAC_SHA256", "ED25519"])
+    k.add_argument("--public-key-file", default="", help="ED25519: the user's public key (PEM)")
+    k.add_argument("--ip-allow", default="", help="addresses/CIDRs, comma-separated")
+    k.add_argument("--expires-days", type=int, default=None, help="default: never")
+    k.add_argument("--label", default="")
     k.set_defaults(fn=cmd_key_create)
+
+    kr = sub.add_parser("key-revoke", help="revoke an API key")
+    kr.add_argument("api_key")
+    kr.set_defaults(fn=cmd_key_revoke)
+
+    ad = sub.add_parser("admin-create", help="create an admin identity (prints its token once)")
+    ad.add_argument("name")
+    ad.add_argument("--role", required=True,
+                    choices=["SuperAdmin", "Operator", "Support", "Auditor"])
+    ad.set_defaults(fn=cmd_admin_create)
 
     c = sub.add_parser("credit", help="credit test funds (dev/admin)")
     c.add_argument("user")
@@ -365,6 +613,45 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("check-ledger", help="verify ledger invariants").set_defaults(
         fn=cmd_check_ledger)
+
+    wa = sub.add_parser("wallet-add", help="register or update a wallet (a Wallet spec)")
+    wa.add_argument("name", help="wallet name (a DNS label, e.g. litecoin-regtest)")
+    wa.add_argument("--chain", required=True, choices=["bitcoin", "litecoin", "monero"])
+    wa.add_argument("--asset", required=True, help="asset credited, e.g. LTC")
+    wa.add_argument("--network", default="regtest", choices=["mainnet", "testnet", "regtest"])
+    wa.add_argument("--rpc-url", required=True,
+                    help="node RPC URL (bitcoind: may end in /wallet/<name>; monero: "
+                         "monero-wallet-rpc)")
+    wa.add_argument("--rpc-wallet", default="", help="bitcoind wallet name")
+    wa.add_argument("--daemon-url", default="", help="monerod RPC URL (monero)")
+    wa.add_argument("--account-index", type=int, default=0, help="Monero wallet account")
+    wa.add_argument("--vault-path", default="", help="Vault KV path of the node's login")
+    wa.add_argument("--confirmations", type=int, required=True)
+    wa.add_argument("--hot-min", default="0", help="never send below this balance")
+    wa.add_argument("--hot-max", default="", help="alert above this balance")
+    wa.add_argument("--withdraw-fee", default="0.001")
+    wa.add_argument("--withdraw-min", default="0.002")
+    wa.add_argument("--approval-threshold", default="10",
+                    help="withdrawals above this amount wait for an admin")
+    wa.add_argument("--whitelist-required", action="store_true",
+                    help="withdrawals only to whitelisted addresses")
+    wa.set_defaults(fn=cmd_wallet_add)
+
+    cw = sub.add_parser("check-wallets",
+                        help="wallet reconciliation, open adjustments, custody invariants")
+    cw.add_argument("--wallet", default="", help="only this wallet")
+    cw.add_argument("--live", action="store_true",
+                    help="ask the node now (needs its credentials) instead of printing the "
+                         "watcher's last reconciliation")
+    cw.set_defaults(fn=cmd_check_wallets)
+
+    wl = sub.add_parser("withdraw-whitelist",
+                        help="add (or --remove) a user's withdrawal address")
+    wl.add_argument("user")
+    wl.add_argument("asset")
+    wl.add_argument("address")
+    wl.add_argument("--remove", action="store_true")
+    wl.set_defaults(fn=cmd_withdraw_whitelist)
 
     b = sub.add_parser("bench", help="benchmarks (book, end-to-end); prints figures")
     b.add_argument("rest", nargs=argparse.REMAINDER)

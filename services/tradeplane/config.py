@@ -16,7 +16,8 @@ DEV_PLACEHOLDER = "dev-only-change-me"
 
 #: Fields that may hold credentials: filled from Vault when it is configured, or read from
 #: the file named by ``TRADEPLANE_<NAME>_FILE`` (see :mod:`tradeplane.secretsource`).
-SECRET_FIELDS = ("database_url", "nats_url", "redis_url", "secret_key", "admin_token")
+SECRET_FIELDS = ("database_url", "nats_url", "redis_url", "secret_key", "admin_token",
+                 "jwt_secret")
 
 
 class VaultSettings(BaseSettings):
@@ -107,9 +108,111 @@ class Settings(VaultSettings):
         default=10.0, description="How long the gateway waits for the engine+ledger to apply."
     )
 
+    # ---------------------------------------------------------------- accounts, security
+    jwt_secret: SecretStr = Field(
+        default=SecretStr(""),
+        description="HMAC key (HS256) that signs user access tokens (JWT); from Vault or "
+        "TRADEPLANE_JWT_SECRET(_FILE). Empty = a key derived from secret_key (HKDF, its "
+        "own label). Rotating it ends every access token at once.",
+    )
+    access_token_ttl_s: int = Field(
+        default=900, gt=0, description="Lifetime of a user access token (JWT), seconds."
+    )
+    refresh_token_ttl_s: int = Field(
+        default=30 * 86400, gt=0,
+        description="Lifetime of a refresh token, seconds (each refresh issues a new one).",
+    )
+    email_token_ttl_s: int = Field(
+        default=86400, gt=0, description="Lifetime of an email verification token, seconds."
+    )
+    mail_outbox: str = Field(
+        default="", description="Folder that receives outgoing mail as JSON files (local "
+        "and tests); empty = no transport, messages are dropped with a warning.",
+    )
+    argon2_time_cost: int = Field(default=3, ge=1, description="argon2id passes (passwords).")
+    argon2_memory_kib: int = Field(
+        default=65536, ge=1024,
+        description="argon2id memory per password hash, KiB (RFC 9106 low-memory profile: "
+        "64 MiB; at least 19 MiB outside dev mode, OWASP's minimum).",
+    )
+    argon2_parallelism: int = Field(default=4, ge=1, description="argon2id lanes.")
+    login_max_failures: int = Field(
+        default=10, gt=0,
+        description="Failed logins per email (and per client address) within "
+        "login_failure_window_s before further attempts get HTTP 429.",
+    )
+    login_failure_window_s: int = Field(default=900, gt=0, description="See login_max_failures.")
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses/CIDRs of reverse proxies whose X-Forwarded-For names the "
+        "client (JSON list). Empty = the connection's peer is the client.",
+    )
+    rate_limits: bool = Field(
+        default=True, description="Enforce request-weight and order-count limits (Redis)."
+    )
+    rate_limit_sync_ms: int = Field(
+        default=1000, ge=0,
+        description="Gateways count requests in-process and add them to the shared Redis "
+        "counters every this many ms, sooner once a counter gathered a tenth of its limit "
+        "(exact per replica; replicas may overshoot a limit by what the others admitted "
+        "since their last sync). 0 = charge Redis on every request (exact across replicas, "
+        "one round trip and ~0.15 ms of gateway CPU per request).",
+    )
+    ip_weight_per_minute: int = Field(
+        default=1_000_000, gt=0,
+        description="Request weight per client address per minute (Binance: 6000). The "
+        "default is generous so benchmarks from one address do not trip it.",
+    )
+    key_weight_per_minute: int = Field(
+        default=1_000_000, gt=0, description="Request weight per API key per minute."
+    )
+    orders_per_10s: int = Field(
+        default=100_000, gt=0, description="Orders per API key per 10 seconds (Binance: 100)."
+    )
+    orders_per_day: int = Field(
+        default=10_000_000, gt=0, description="Orders per API key per day (Binance: 200000)."
+    )
+    ban_after_429s: int = Field(
+        default=5, gt=0,
+        description="HTTP 429 answers to one address/key within ban_window_s after which "
+        "it is banned (HTTP 418).",
+    )
+    ban_window_s: int = Field(default=60, gt=0, description="See ban_after_429s.")
+    ban_base_s: int = Field(
+        default=120, gt=0, description="First ban's length; each further ban doubles it."
+    )
+    ban_max_s: int = Field(default=3 * 86400, gt=0, description="Longest ban.")
+    max_body_bytes: int = Field(
+        default=64 * 1024, gt=0, description="Largest request body; larger gets HTTP 413."
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins allowed to call the API from a browser (JSON list); empty = "
+        "CORS off (no Access-Control-* headers).",
+    )
+    hsts_max_age_s: int = Field(
+        default=63_072_000, description="Strict-Transport-Security max-age on HTTPS answers."
+    )
+    pair_control: Literal["local", "kubernetes"] = Field(
+        default="local",
+        description="How admin halts/resumes pairs: local = SetTrading on the symbol's "
+        "command log and the pairs table; kubernetes = patch the TradingPair's "
+        "spec.trading and let the operator apply it.",
+    )
+    kube_namespace: str = Field(
+        default="", description="Namespace of the TradingPair resources (kubernetes pair "
+        "control); empty = the pod's own namespace.",
+    )
+
     @model_validator(mode="after")
     def _no_placeholders_in_production(self) -> Settings:
         if not self.dev_mode:
+            if self.jwt_secret.get_secret_value() == DEV_PLACEHOLDER:
+                raise ValueError("TRADEPLANE_JWT_SECRET must not be the placeholder outside "
+                                 "dev mode")
+            if self.argon2_memory_kib < 19456:
+                raise ValueError("TRADEPLANE_ARGON2_MEMORY_KIB must be at least 19456 outside "
+                                 "dev mode")
             for name in ("admin_token", "secret_key"):
                 if getattr(self, name).get_secret_value() == DEV_PLACEHOLDER:
                     raise ValueError(

@@ -466,3 +466,101 @@ def _with_id(msg_id: str, headers: Headers) -> dict[str, str]:
     if not headers:
         return {"Nats-Msg-Id": msg_id}
     return {**headers, "Nats-Msg-Id": msg_id}
+
+
+# ---------------------------------------------------------------------- custody (wallets)
+# Stream ``WALLETS`` / subject ``wallet.<NAME>``: deposit and withdrawal state changes of
+# one wallet, ``Nats-Msg-Id`` = ``<chain>:<txid>:<idx>:<state>`` (deposits) or
+# ``wd:<wallet>:<id>:<state>`` (withdrawals). Core request/reply ``wallet.<NAME>.<what>``
+# (not captured by the stream: one token more) reaches the wallet's watcher, the only
+# process that talks to the chain.
+WALLETS_STREAM = "WALLETS"
+
+
+def wallet_subject(wallet: str) -> str:
+    return f"wallet.{wallet}"
+
+
+def wallet_request_subject(wallet: str, what: str) -> str:
+    return f"wallet.{wallet}.{what}"
+
+
+async def ensure_wallet_stream(bus: Bus) -> None:
+    """Create or update the WALLETS stream (idempotent).
+
+    Raises:
+        BusError: the stream cannot be created.
+    """
+    try:
+        await bus._ensure_stream(api.StreamConfig(
+            name=WALLETS_STREAM, subjects=["wallet.*"], retention=api.RetentionPolicy.LIMITS,
+            storage=api.StorageType.FILE, num_replicas=bus._replicas,
+            duplicate_window=bus._dedup,
+        ))
+    except Exception as exc:
+        raise BusError(f"stream {WALLETS_STREAM} unavailable: {exc}") from exc
+
+
+async def publish_wallet_event(bus: Bus, wallet: str, data: bytes, msg_id: str) -> int:
+    """Append a wallet event; a duplicate ``msg_id`` within the window is stored once.
+
+    Raises:
+        BusError: not stored.
+    """
+    try:
+        ack = await bus.js.publish(wallet_subject(wallet), data, headers={"Nats-Msg-Id": msg_id},
+                                   timeout=5.0)
+    except Exception as exc:
+        raise BusError(f"wallet event not stored for {wallet}: {exc}") from exc
+    return int(ack.seq)
+
+
+async def wallet_events(bus: Bus, wallet: str) -> list[StoredMsg]:
+    """Every stored event of ``wallet``, in order (audits and tests; not for hot paths)."""
+    out: list[StoredMsg] = []
+    try:
+        info = await bus.js.stream_info(WALLETS_STREAM)
+    except NotFoundError:
+        return out
+    seq, last = 1, int(info.state.last_seq)
+    while seq <= last:
+        try:
+            msg = await bus.js.get_msg(WALLETS_STREAM, seq, next=True,
+                                       subject=wallet_subject(wallet))
+        except NotFoundError:
+            break
+        out.append(StoredMsg(int(msg.seq or 0), bytes(msg.data or b""), msg.headers))
+        seq = int(msg.seq or 0) + 1
+    return out
+
+
+async def request(bus: Bus, subject: str, data: bytes, timeout: float) -> bytes:
+    """Core NATS request/reply.
+
+    Raises:
+        BusError: no responder, or no answer within ``timeout`` seconds.
+    """
+    try:
+        msg = await bus.nc.request(subject, data, timeout=timeout)
+    except Exception as exc:  # NoRespondersError, TimeoutError, connection loss
+        raise BusError(f"no answer on {subject}: {type(exc).__name__}") from exc
+    return bytes(msg.data)
+
+
+async def serve_requests(
+    bus: Bus, subject: str, handler: Callable[[bytes], Awaitable[bytes]]
+) -> Callable[[], Awaitable[None]]:
+    """Answer requests on ``subject`` with ``handler(data)``; returns an unsubscribe
+    coroutine. One queue group per subject: replicas would share the work."""
+
+    async def cb(msg: Msg) -> None:
+        try:
+            reply = await handler(msg.data)
+        except Exception:
+            log.exception("request handler for %s failed", subject)
+            return
+        await msg.respond(reply)
+
+    sub = await bus.nc.subscribe(subject, queue=subject, cb=cb)
+    await bus.nc.flush()
+    return sub.unsubscribe

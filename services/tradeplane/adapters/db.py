@@ -177,29 +177,55 @@ async def credit(pool: Pool, account: int, asset: str, amount: int, ref: str) ->
 
     Returns False when ``ref`` was already applied.
     """
+    async with pool.acquire() as con, con.transaction():
+        return await credit_in(con, account, asset, amount, ref)
+
+
+async def credit_in(con: Conn, account: int, asset: str, amount: int, ref: str) -> bool:
+    """:func:`credit` inside the caller's transaction (a deposit is credited together
+    with its state change). Returns False when ``ref`` was already applied."""
     if amount <= 0:
         raise ValueError("credit amount must be positive")
     tx_ref = f"credit:{ref}"
-    async with pool.acquire() as con, con.transaction():
-        try:
-            inserted = await con.fetchval(
-                "INSERT INTO credits (ref, account_id, asset, amount) VALUES ($1, $2, $3, $4)"
-                " ON CONFLICT (ref) DO NOTHING RETURNING 1",
-                ref, account, asset, amount,
-            )
-        except asyncpg.ForeignKeyViolationError as exc:
-            raise UnknownAccount(f"no account {account}") from exc
-        if not inserted:
-            return False
-        await _write_postings(
-            con,
-            [
-                (tx_ref, EXTERNAL_ACCOUNT, asset, "x", -amount),
-                (tx_ref, account, asset, "a", amount),
-            ],
+    try:
+        inserted = await con.fetchval(
+            "INSERT INTO credits (ref, account_id, asset, amount) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (ref) DO NOTHING RETURNING 1",
+            ref, account, asset, amount,
         )
-        await _apply_deltas(con, {(account, asset): (amount, 0)})
+    except asyncpg.ForeignKeyViolationError as exc:
+        raise UnknownAccount(f"no account {account}") from exc
+    if not inserted:
+        return False
+    await _write_postings(
+        con,
+        [
+            (tx_ref, EXTERNAL_ACCOUNT, asset, "x", -amount),
+            (tx_ref, account, asset, "a", amount),
+        ],
+    )
+    await _apply_deltas(con, {(account, asset): (amount, 0)})
     return True
+
+
+async def apply_postings(con: Conn, postings: list[Posting]) -> None:
+    """Write balanced postings and move the balances they name, in the caller's
+    transaction (rows locked in the global (account, asset) order).
+
+    Raises:
+        LedgerError: unbalanced postings (nothing is written).
+        asyncpg.CheckViolationError: a balance would go negative (the caller's
+            transaction must be rolled back).
+    """
+    check_balanced(postings)
+    deltas: dict[tuple[int, str], tuple[int, int]] = {}
+    for _ref, account, asset, bucket, amount in postings:
+        if account == EXTERNAL_ACCOUNT:
+            continue
+        a, lk = deltas.get((account, asset), (0, 0))
+        deltas[(account, asset)] = (a + amount, lk) if bucket == "a" else (a, lk + amount)
+    await _write_postings(con, postings)
+    await _apply_deltas(con, {k: v for k, v in deltas.items() if v != (0, 0)})
 
 
 async def balances(pool: Pool, account: int) -> list[tuple[str, int, int]]:
@@ -766,15 +792,22 @@ async def check_invariants(pool: Pool) -> tuple[list[AssetCheck], list[str]]:
         f"account {r['account_id']} {r['asset']}: balance differs from its postings"
         for r in per_account
     ]
+    # Locked funds are held by open orders and by open withdrawals (migration 003).
     holds = await pool.fetch(
-        """WITH h AS (SELECT account_id, hold_asset AS asset, sum(hold_remaining) AS held
-                      FROM orders GROUP BY 1, 2)
+        """WITH h AS (SELECT account_id, asset, sum(held) AS held FROM (
+                          SELECT account_id, hold_asset AS asset, hold_remaining AS held
+                          FROM orders
+                          UNION ALL
+                          SELECT account_id, asset, hold FROM withdrawals
+                          WHERE status IN ('PENDING', 'APPROVED', 'PROCESSING', 'ON_CHAIN')
+                      ) AS x GROUP BY 1, 2)
            SELECT b.account_id, b.asset FROM balances b
            LEFT JOIN h ON h.account_id = b.account_id AND h.asset = b.asset
            WHERE b.locked <> coalesce(h.held, 0)"""
     )
     problems += [
-        f"account {r['account_id']} {r['asset']}: locked differs from open order holds"
+        f"account {r['account_id']} {r['asset']}: locked differs from open order and"
+        " withdrawal holds"
         for r in holds
     ]
     return checks, problems

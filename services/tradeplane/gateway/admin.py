@@ -1,18 +1,33 @@
-"""Admin endpoints (bearer admin token): users, API keys, test-fund credits."""
+"""Admin endpoints: accounts and users (lookup, freeze), API keys, test-fund credits, pair
+trading states and fees, the global kill switch, admin identities and the audit log.
+
+Every endpoint is guarded by one action of the permission matrix
+(:data:`tradeplane.domain.access.PERMISSION_MATRIX`, checked in
+:mod:`tradeplane.gateway.rbac`), and every change it makes is recorded once in the
+append-only audit log, in the same transaction as the change where the change is a
+database write. Reads are not recorded.
+"""
 
 from __future__ import annotations
 
-import hmac
-import secrets as _stdlib_secrets
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Path as FPath
 from pydantic import BaseModel, Field
 
-from tradeplane.adapters import db
+from tradeplane.adapters import accounts_db, db
+from tradeplane.adapters.bus import BusError
+from tradeplane.adapters.kube_pairs import KubePairError
+from tradeplane.domain.access import AdminAction as A
+from tradeplane.domain.access import Role
 from tradeplane.domain.money import AmountError, fmt_units, plain_to_units
-from tradeplane.gateway import errors
+from tradeplane.gateway import apikeys, errors, rbac
+from tradeplane.gateway.apikeys import KeySpec
 from tradeplane.gateway.context import ctx
+from tradeplane.gateway.control import KILL_SWITCH, Controls
+from tradeplane.gateway.inputs import KEY_ID, PLAIN_TEXT, SYMBOL
+from tradeplane.gateway.rbac import AdminIdentity, admin_action
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -20,21 +35,138 @@ PERMISSIONS = frozenset({"read", "trade", "withdraw"})
 
 
 async def require_admin(request: Request) -> None:
-    expected = ctx(request).settings.admin_token.get_secret_value()
-    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    if not given or not hmac.compare_digest(given.encode(), expected.encode()):
-        raise errors.ApiError(-2015, "Invalid admin token.", 401)
+    """Any admin identity (kept for endpoints not yet mapped to an action)."""
+    await rbac.identify(request)
 
 
+def _controls(request: Request) -> Controls:
+    c = request.app.state.controls
+    assert isinstance(c, Controls)
+    return c
+
+
+# --------------------------------------------------------------------------- accounts
 class NewUser(BaseModel):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@\-]+$")
 
 
-class NewKey(BaseModel):
+@router.post("/users")
+async def create_user(
+    request: Request, body: NewUser, who: AdminIdentity = Depends(admin_action(A.ACCOUNT_CREATE))
+) -> dict[str, Any]:
+    pool = ctx(request).pool
+    existing = await db.account_id(pool, body.name)
+    account = await db.create_account(pool, body.name)
+    if existing is None:
+        await rbac.audit(pool, who, A.ACCOUNT_CREATE, f"account:{account}", None,
+                         {"account": account, "name": body.name})
+    return {"account": account, "name": body.name}
+
+
+async def _account(request: Request, account: int) -> dict[str, Any]:
+    doc = await accounts_db.account_doc(ctx(request).pool, account)
+    if doc is None:
+        raise errors.ApiError(-1100, f"Unknown account {account}.", 404)
+    return doc
+
+
+@router.get("/users")
+async def find_user(
+    request: Request, email: str = Query(min_length=3, max_length=320, pattern=PLAIN_TEXT),
+    who: AdminIdentity = Depends(admin_action(A.USER_READ)),
+) -> dict[str, Any]:
+    account = await accounts_db.account_of_email(ctx(request).pool, email)
+    if account is None:
+        raise errors.ApiError(-1100, "No user with that email.", 404)
+    return await _account(request, account)
+
+
+@router.get("/users/{account}")
+async def get_user(
+    request: Request, account: int, who: AdminIdentity = Depends(admin_action(A.USER_READ))
+) -> dict[str, Any]:
+    doc = await _account(request, account)
+    keys = await accounts_db.list_keys(ctx(request).pool, account)
+    return {**doc, "apiKeys": [apikeys.key_json(k) for k in keys]}
+
+
+class FreezeReq(BaseModel):
+    reason: str = Field(min_length=1, max_length=256, pattern=PLAIN_TEXT)
+
+
+async def _set_frozen(request: Request, who: AdminIdentity, action: A, account: int,
+                      reason: str | None) -> dict[str, Any]:
+    async with ctx(request).pool.acquire() as con, con.transaction():
+        before = await accounts_db.account_doc(con, account)
+        if before is None or before["kind"] != "user":
+            raise errors.ApiError(-1100, f"Unknown user account {account}.", 404)
+        if before["frozen"] == (reason is not None):
+            return before  # nothing changes: nothing to record
+        await accounts_db.set_frozen(con, account, reason)
+        after = await accounts_db.account_doc(con, account)
+        await rbac.audit(con, who, action, f"account:{account}", before, after)
+    await _controls(request).account_changed(account)
+    assert after is not None
+    return after
+
+
+@router.post("/users/{account}/freeze")
+async def freeze(
+    request: Request, account: int, body: FreezeReq,
+    who: AdminIdentity = Depends(admin_action(A.USER_FREEZE)),
+) -> dict[str, Any]:
+    """A frozen account's keys may still read, but neither trade nor withdraw."""
+    return await _set_frozen(request, who, A.USER_FREEZE, account, body.reason)
+
+
+@router.post("/users/{account}/unfreeze")
+async def unfreeze(
+    request: Request, account: int, who: AdminIdentity = Depends(admin_action(A.USER_UNFREEZE))
+) -> dict[str, Any]:
+    return await _set_frozen(request, who, A.USER_UNFREEZE, account, None)
+
+
+# --------------------------------------------------------------------------- API keys
+class NewKey(KeySpec):
     account: int
-    permissions: list[str] = Field(default_factory=lambda: ["read", "trade"])
 
 
+@router.post("/api-keys")
+async def create_key(
+    request: Request, body: NewKey, who: AdminIdentity = Depends(admin_action(A.APIKEY_CREATE))
+) -> dict[str, Any]:
+    """A key for any account; the secret is in this answer only."""
+    async with ctx(request).pool.acquire() as con, con.transaction():
+        rec, secret = await apikeys.issue(con, request.app.state.keys.cipher, body.account, body)
+        await rbac.audit(con, who, A.APIKEY_CREATE, f"apikey:{rec.api_key}", None,
+                         apikeys.key_json(rec))
+    return apikeys.created_json(rec, secret)
+
+
+@router.get("/api-keys")
+async def list_keys(
+    request: Request, account: int, who: AdminIdentity = Depends(admin_action(A.APIKEY_READ))
+) -> list[dict[str, Any]]:
+    return [apikeys.key_json(k) for k in await accounts_db.list_keys(ctx(request).pool, account)]
+
+
+@router.delete("/api-keys/{api_key}")
+async def revoke_key(
+    request: Request, api_key: str = FPath(pattern=KEY_ID),
+    who: AdminIdentity = Depends(admin_action(A.APIKEY_REVOKE)),
+) -> dict[str, Any]:
+    async with ctx(request).pool.acquire() as con, con.transaction():
+        rec = await accounts_db.revoke_key(con, api_key)
+        if rec is None:
+            raise errors.ApiError(-2015, "No such live API key.", 404)
+        before = apikeys.key_json(rec)
+        after = {**before, "revoked": True}
+        await rbac.audit(con, who, A.APIKEY_REVOKE, f"apikey:{api_key}", before, after)
+    await _controls(request).key_changed(api_key)
+    return after
+
+
+# --------------------------------------------------------------------------- funds
 class CreditReq(BaseModel):
     account: int
     asset: str = Field(pattern=r"^[A-Z0-9]{2,10}$")
@@ -42,43 +174,198 @@ class CreditReq(BaseModel):
     ref: str = Field(min_length=1, max_length=128)
 
 
-@router.post("/users", dependencies=[Depends(require_admin)])
-async def create_user(request: Request, body: NewUser) -> dict[str, Any]:
-    account = await db.create_account(ctx(request).pool, body.name)
-    return {"account": account, "name": body.name}
-
-
-@router.post("/api-keys", dependencies=[Depends(require_admin)])
-async def create_key(request: Request, body: NewKey) -> dict[str, Any]:
-    bad = set(body.permissions) - PERMISSIONS
-    if bad or not body.permissions:
-        raise errors.ApiError(-1100, f"Unknown permissions: {sorted(bad)}")
-    key, secret = await issue_api_key(request, body.account, body.permissions)
-    return {"apiKey": key, "secretKey": secret, "permissions": sorted(body.permissions)}
-
-
-async def issue_api_key(request: Request, account: int, perms: list[str]) -> tuple[str, str]:
-    secret = _stdlib_secrets.token_hex(32)
-    try:
-        key = await db.create_api_key(
-            ctx(request).pool, account, request.app.state.keys.cipher.encrypt(secret), perms
-        )
-    except db.UnknownAccount:
-        raise errors.ApiError(-1100, f"Unknown account {account}.") from None
-    return key, secret
-
-
-@router.post("/credit", dependencies=[Depends(require_admin)])
-async def credit(request: Request, body: CreditReq) -> dict[str, Any]:
+@router.post("/credit")
+async def credit(
+    request: Request, body: CreditReq, who: AdminIdentity = Depends(admin_action(A.ACCOUNT_CREDIT))
+) -> dict[str, Any]:
+    """Credit funds from the outside world; idempotent by ``ref`` (recorded once)."""
     try:
         units = plain_to_units(body.amount)
     except AmountError:
         raise errors.illegal_chars("amount") from None
     if units <= 0:
         raise errors.ApiError(-1100, "amount must be positive")
+    doc = {"account": body.account, "asset": body.asset, "amount": fmt_units(units),
+           "ref": body.ref}
     try:
-        applied = await db.credit(ctx(request).pool, body.account, body.asset, units, body.ref)
+        async with ctx(request).pool.acquire() as con, con.transaction():
+            applied = await db.credit_in(con, body.account, body.asset, units, body.ref)
+            if applied:
+                await rbac.audit(con, who, A.ACCOUNT_CREDIT, f"account:{body.account}", None,
+                                 doc)
     except db.UnknownAccount:
         raise errors.ApiError(-1100, f"Unknown account {body.account}.") from None
     return {"applied": applied, "account": body.account, "asset": body.asset,
             "amount": fmt_units(units)}
+
+
+# --------------------------------------------------------------------------- pairs
+class TradingReq(BaseModel):
+    trading: Literal["enabled", "halted", "cancel-only"]
+
+
+class FeesReq(BaseModel):
+    makerFeePpm: int = Field(ge=0, lt=1_000_000)
+    takerFeePpm: int = Field(ge=0, lt=1_000_000)
+
+
+async def _pair(con: db.Conn, symbol: str) -> dict[str, Any]:
+    doc = await accounts_db.pair_doc(con, symbol.upper(), lock=True)
+    if doc is None:
+        raise errors.bad_symbol()
+    return doc
+
+
+@router.put("/pairs/{symbol}/trading")
+async def set_trading(
+    request: Request, body: TradingReq, symbol: str = FPath(pattern=SYMBOL),
+    who: AdminIdentity = Depends(admin_action(A.PAIR_TRADING)),
+) -> dict[str, Any]:
+    """Halt, resume or set cancel-only, live. While the kill switch is on, this sets the
+    state the pair returns to when it is lifted."""
+    controls = _controls(request)
+    async with ctx(request).pool.acquire() as con, con.transaction():
+        before = await _pair(con, symbol)
+        kill = await accounts_db.get_flag(con, KILL_SWITCH)
+        if kill and kill.get("on"):
+            # Halted by the kill switch: this becomes the state the pair resumes to.
+            before = {**before, "trading": kill["pairs"].get(before["symbol"], "enabled")}
+            kill["pairs"][before["symbol"]] = body.trading
+            await accounts_db.set_flag(con, KILL_SWITCH, kill)
+        else:
+            try:
+                await controls.pairs.set_trading(before["symbol"], body.trading)
+            except (BusError, KubePairError) as exc:
+                raise errors.ApiError(-1000, f"Could not reach the engine: {exc}", 503) from None
+            await accounts_db.set_pair_trading(con, before["symbol"], body.trading)
+        after = {**before, "trading": body.trading}
+        await rbac.audit(con, who, A.PAIR_TRADING, f"pair:{before['symbol']}", before, after)
+    await controls.pairs_changed()
+    return after
+
+
+@router.put("/pairs/{symbol}/fees")
+async def set_fees(
+    request: Request, body: FeesReq, symbol: str = FPath(pattern=SYMBOL),
+    who: AdminIdentity = Depends(admin_action(A.PAIR_FEES)),
+) -> dict[str, Any]:
+    """New maker/taker fees (parts per million of the traded amount). Settlement reloads
+    the pair on ``control.pairs``: trades it settles after that pay the new fees."""
+    controls = _controls(request)
+    async with ctx(request).pool.acquire() as con, con.transaction():
+        before = await _pair(con, symbol)
+        try:
+            await controls.pairs.set_fees(before["symbol"], body.makerFeePpm, body.takerFeePpm)
+        except KubePairError as exc:
+            raise errors.ApiError(-1000, f"Could not update the TradingPair: {exc}", 503) \
+                from None
+        await accounts_db.set_pair_fees(con, before["symbol"], body.makerFeePpm,
+                                        body.takerFeePpm)
+        after = {**before, "makerFeePpm": body.makerFeePpm, "takerFeePpm": body.takerFeePpm}
+        await rbac.audit(con, who, A.PAIR_FEES, f"pair:{before['symbol']}", before, after)
+    await controls.pairs_changed()
+    return after
+
+
+# --------------------------------------------------------------------------- kill switch
+class KillReq(BaseModel):
+    reason: str = Field(default="", max_length=256, pattern=PLAIN_TEXT)
+
+
+@router.get("/kill-switch")
+async def kill_switch_state(
+    request: Request, who: AdminIdentity = Depends(admin_action(A.KILL_SWITCH_READ))
+) -> dict[str, Any]:
+    flag = await accounts_db.get_flag(ctx(request).pool, KILL_SWITCH)
+    return flag or {"on": False}
+
+
+@router.post("/kill-switch")
+async def kill_switch_on(
+    request: Request, body: KillReq, who: AdminIdentity = Depends(admin_action(A.KILL_SWITCH))
+) -> dict[str, Any]:
+    """Halt every symbol at once: gateways refuse trading (-1013) from now on, and every
+    engine gets SetTrading(HALTED). Each pair's state is kept in the flag, to be restored
+    when the switch is lifted. Calling it again re-sends the halts (nothing recorded)."""
+    pool = ctx(request).pool
+    async with pool.acquire() as con, con.transaction():
+        before = await accounts_db.get_flag(con, KILL_SWITCH)
+        if before and before.get("on"):
+            after = before
+        else:
+            after = {"on": True, "by": who.name, "reason": body.reason,
+                     "pairs": await accounts_db.pair_states(con)}
+            await accounts_db.set_flag(con, KILL_SWITCH, after)
+            await rbac.audit(con, who, A.KILL_SWITCH, "platform", before or {"on": False},
+                             after)
+    try:
+        symbols = await _controls(request).kill(sorted(after["pairs"]))
+    except BusError as exc:
+        raise errors.ApiError(-1000, f"Gateways stopped trading; some engines were not "
+                                     f"reached ({exc}); call again.", 503) from None
+    return {**after, "symbols": symbols}
+
+
+@router.delete("/kill-switch")
+async def kill_switch_off(
+    request: Request, who: AdminIdentity = Depends(admin_action(A.KILL_SWITCH))
+) -> dict[str, Any]:
+    """Resume: every engine back to the state its pair had when the switch was thrown (or
+    was given since), then the gateways."""
+    pool = ctx(request).pool
+    async with pool.acquire() as con, con.transaction():
+        before = await accounts_db.get_flag(con, KILL_SWITCH)
+        states = await accounts_db.pair_states(con)
+        if before and before.get("on"):
+            states.update(before.get("pairs", {}))
+            for symbol, state in states.items():
+                await accounts_db.set_pair_trading(con, symbol, state)
+            await accounts_db.set_flag(con, KILL_SWITCH, None)
+            await rbac.audit(con, who, A.KILL_SWITCH, "platform", before, {"on": False})
+    try:
+        await _controls(request).revive(states)
+    except BusError as exc:
+        raise errors.ApiError(-1000, f"Some engines were not reached ({exc}); call again.",
+                              503) from None
+    return {"on": False, "pairs": states}
+
+
+# --------------------------------------------------------------------------- admins, audit
+class NewAdmin(BaseModel):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@\-]+$")
+    role: Role
+
+
+@router.post("/admins")
+async def create_admin(
+    request: Request, body: NewAdmin, who: AdminIdentity = Depends(admin_action(A.ADMIN_CREATE))
+) -> dict[str, Any]:
+    """A new admin identity; its token is in this answer only (stored hashed)."""
+    if body.name == rbac.BOOTSTRAP:
+        raise errors.ApiError(-1100, "That name is reserved.")
+    token = rbac.new_admin_token()
+    pool = ctx(request).pool
+    async with pool.acquire() as con, con.transaction():
+        try:
+            await accounts_db.create_admin(con, body.name, str(body.role),
+                                           rbac.token_hash(token))
+        except accounts_db.NameTaken:
+            raise errors.ApiError(-1100, "An admin of that name exists.") from None
+        await rbac.audit(con, who, A.ADMIN_CREATE, f"admin:{body.name}", None,
+                         {"name": body.name, "role": str(body.role)})
+    return {"name": body.name, "role": str(body.role), "token": token}
+
+
+@router.get("/audit")
+async def audit_log(
+    request: Request, fromId: int = Query(default=1, ge=1),
+    limit: int = Query(default=100, ge=1, le=1000),
+    action: str | None = Query(default=None, max_length=64, pattern=PLAIN_TEXT),
+    actor: str | None = Query(default=None, max_length=128, pattern=PLAIN_TEXT),
+    target: str | None = Query(default=None, max_length=256, pattern=PLAIN_TEXT),
+    who: AdminIdentity = Depends(admin_action(A.AUDIT_READ)),
+) -> list[dict[str, Any]]:
+    """The audit log, oldest first from ``fromId``. Read-only: no API changes it, and the
+    database refuses UPDATE/DELETE/TRUNCATE on it."""
+    return await accounts_db.audit_entries(ctx(request).pool, from_id=fromId, limit=limit,
+                                           action=action, actor=actor, target=target)

@@ -18,13 +18,14 @@ from tradeplane.adapters.bus import Bus
 from tradeplane.adapters.cache import MarketCache
 from tradeplane.adapters.cipher import SecretCipher
 from tradeplane.config import Settings
-from tradeplane.gateway import admin, market, public, streams, trading, userstream
+from tradeplane.gateway import admin, market, public, streams, trading, users, userstream, wallet
 from tradeplane.gateway.auth import KeyCache
 from tradeplane.gateway.context import GatewayContext
 from tradeplane.gateway.errors import ApiError, api_error_handler
 from tradeplane.gateway.fastpath import OrderFastPath
 from tradeplane.gateway.orderpath import OrderPath
 from tradeplane.gateway.references import ReferencePrices
+from tradeplane.gateway.security import start_security
 from tradeplane.gateway.watermarks import Watermarks
 
 log = logging.getLogger("tradeplane.gateway")
@@ -57,6 +58,7 @@ def create_app(settings: Settings) -> FastAPI:
         unsub = await bus.subscribe("settled.*", marks.on_settled)
         app.state.ctx = c
         app.state.keys = KeyCache(SecretCipher(settings.secret_key.get_secret_value()))
+        close_security = await start_security(app, settings, c)
         app.state.watermarks = marks
         app.state.orderpath = OrderPath(pool, bus)
         refresher = asyncio.create_task(_refresh_pairs(c))
@@ -67,6 +69,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             refresher.cancel()
             ref_task.cancel()
+            await close_security()
             await app.state.orderpath.close()
             await unsub()
             await streams.shutdown(app)
@@ -87,8 +90,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_error)
     for r in (public.router, market.router, trading.router, userstream.router, admin.router,
-              streams.router):
+              streams.router, wallet.router):
         app.include_router(r)
+    app.include_router(users.router)
+    app.state.settings = settings  # the guard (security.py) reads its limits from it
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
@@ -118,6 +123,9 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     config = uvicorn.Config(
         OrderFastPath(create_app(settings)), host=settings.http_host, port=settings.http_port,
         log_config=None, access_log=False, lifespan="on", ws_ping_interval=20,
+        # X-Forwarded-* is the guard's to read, from configured proxies only (security.py);
+        # uvicorn would believe it from 127.0.0.1.
+        proxy_headers=False,
     )
     server = uvicorn.Server(config)
     # uvicorn handles SIGINT/SIGTERM itself (graceful drain); ``stop`` covers the rest.

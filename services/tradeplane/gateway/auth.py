@@ -1,5 +1,8 @@
-"""Signed-endpoint security exactly as Binance spot: ``X-MBX-APIKEY`` + HMAC-SHA256 signature
-of the query string concatenated with the form body, ``timestamp`` and ``recvWindow``."""
+"""Signed-endpoint security as Binance spot: ``X-MBX-APIKEY`` plus a signature of the query
+string concatenated with the form body (HMAC-SHA256 hex, or Ed25519 base64 for keys whose
+owner registered an Ed25519 public key), ``timestamp`` and ``recvWindow``; then the key's
+restrictions (permissions, IP allow-list, expiry, frozen account), the rate limits of
+the key, and the global kill switch for trading."""
 
 from __future__ import annotations
 
@@ -10,13 +13,20 @@ from urllib.parse import parse_qsl
 
 from fastapi import Request
 
-from tradeplane.adapters import db
+from tradeplane.adapters import accounts_db, db
 from tradeplane.adapters.cipher import CipherError, SecretCipher
-from tradeplane.domain.signing import strip_signature, verify
+from tradeplane.domain.access import KeyPolicy, KeyRefusal, KeyType, key_refusal, parse_networks
+from tradeplane.domain.signatures import verify
+from tradeplane.domain.signing import strip_signature
 from tradeplane.gateway import errors
 from tradeplane.gateway.context import ctx
+from tradeplane.gateway.inputs import KEY_ID_RE
+from tradeplane.gateway.ratelimit import METER, Meter
 
 MAX_RECV_WINDOW = 60_000
+#: How long a key's row is trusted without asking PostgreSQL again. Revocation, freezing
+#: and expiry reach every gateway at once over ``control.gateway`` (and the expiry is
+#: checked on every request); the TTL bounds what a lost control message can delay.
 KEY_CACHE_SECONDS = 30.0
 
 
@@ -26,30 +36,63 @@ class Caller:
     api_key: str
     perms: frozenset[str]
     params: dict[str, str]
+    ip: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyEntry:
+    record: accounts_db.KeyRecord
+    key_type: KeyType
+    material: str | bytes  # the HMAC secret, or the Ed25519 public key
+    policy: KeyPolicy
 
 
 class KeyCache:
-    """API keys with their decrypted secrets, for a short time (revocation takes <= TTL)."""
+    """API keys ready to verify (decrypted secret, parsed allow-list), for a short time."""
 
     def __init__(self, cipher: SecretCipher) -> None:
         self.cipher = cipher
-        self._entries: dict[str, tuple[float, db.ApiKeyRow, str]] = {}
+        self._entries: dict[str, tuple[float, KeyEntry]] = {}
 
-    async def get(self, pool: db.Pool, api_key: str) -> tuple[db.ApiKeyRow, str] | None:
+    async def lookup(self, pool: db.Pool, api_key: str) -> KeyEntry | None:
+        """The live key, or None (unknown, revoked or undecryptable)."""
         now = time.monotonic()
         hit = self._entries.get(api_key)
         if hit and hit[0] > now:
-            return hit[1], hit[2]
-        row = await db.get_api_key(pool, api_key)
-        if row is None:
+            return hit[1]
+        if not KEY_ID_RE.match(api_key):
+            return None
+        rec = await accounts_db.get_key(pool, api_key)
+        if rec is None:
             self._entries.pop(api_key, None)
             return None
         try:
-            secret = self.cipher.decrypt(row.secret_enc)
-        except CipherError:
+            entry = self._entry(rec)
+        except (CipherError, ValueError):
             return None
-        self._entries[api_key] = (now + KEY_CACHE_SECONDS, row, secret)
-        return row, secret
+        self._entries[api_key] = (now + KEY_CACHE_SECONDS, entry)
+        return entry
+
+    def _entry(self, rec: accounts_db.KeyRecord) -> KeyEntry:
+        key_type = KeyType(rec.key_type)
+        material: str | bytes
+        if key_type is KeyType.ED25519:
+            assert rec.public_key is not None
+            material = rec.public_key
+        else:
+            assert rec.secret_enc is not None
+            material = self.cipher.decrypt(rec.secret_enc)
+        policy = KeyPolicy(rec.perms, parse_networks(rec.ip_allow), rec.expires_ms, rec.frozen)
+        return KeyEntry(rec, key_type, material, policy)
+
+    def invalidate(self, *, api_key: str | None = None, account: int | None = None) -> None:
+        """Forget a key, or every key of an account (revoked, frozen, unfrozen)."""
+        if api_key is not None:
+            self._entries.pop(api_key, None)
+        if account is not None:
+            for k, (_, e) in list(self._entries.items()):
+                if e.record.account == account:
+                    self._entries.pop(k, None)
 
 
 async def request_params(request: Request) -> tuple[dict[str, str], str, str]:
@@ -68,18 +111,37 @@ async def request_params(request: Request) -> tuple[dict[str, str], str, str]:
     return params, raw_query, body
 
 
+def request_meter(request: Request) -> Meter | None:
+    meter = request.scope.get(METER)
+    return meter if isinstance(meter, Meter) else None
+
+
+def request_ip(request: Request) -> str:
+    """The client's address as the gateway's guard resolved it (trusted proxies)."""
+    meter = request_meter(request)
+    if meter is not None:
+        return meter.ip
+    return request.client.host if request.client else ""
+
+
 async def api_key_only(request: Request) -> Caller:
-    """USER_STREAM security: a valid API key, no signature."""
+    """USER_STREAM security: a valid API key (not expired, from an allowed address), no
+    signature."""
     c = ctx(request)
     key = request.headers.get("X-MBX-APIKEY", "")
     if not key:
         raise errors.ApiError(-2014, "API-key format invalid.", 401)
-    found = await request.app.state.keys.get(c.pool, key)
-    if found is None:
+    entry = await request.app.state.keys.lookup(c.pool, key)
+    if entry is None:
+        raise errors.bad_api_key()
+    ip = request_ip(request)
+    some_perm = min(entry.policy.perms)
+    if key_refusal(entry.policy, some_perm, ip, int(time.time() * 1000)) not in (
+        None, KeyRefusal.FROZEN
+    ):
         raise errors.bad_api_key()
     params, _, _ = await request_params(request)
-    row, _secret = found
-    return Caller(row.account, key, row.perms, params)
+    return Caller(entry.record.account, key, entry.policy.perms, params, ip)
 
 
 async def signed(request: Request, permission: str = "read") -> Caller:
@@ -87,25 +149,29 @@ async def signed(request: Request, permission: str = "read") -> Caller:
     params, raw_query, body = await request_params(request)
     return await authenticate(
         request.app.state, request.headers.get("X-MBX-APIKEY", ""), params, raw_query, body,
-        permission,
+        permission, meter=request_meter(request),
     )
 
 
 async def authenticate(
-    state: Any, key: str, params: dict[str, str], raw_query: str, body: str, permission: str
+    state: Any, key: str, params: dict[str, str], raw_query: str, body: str, permission: str,
+    *, meter: Meter | None = None,
 ) -> Caller:
-    """Authenticate a SIGNED request from its parts.
+    """Authenticate a SIGNED request from its parts, charge it to its key's rate limits
+    (``meter``: its address and weight; None = not metered, address unknown) and apply the
+    key's restrictions.
 
     Raises:
         ApiError: -2014/-2015 key missing/invalid, -1102 missing timestamp/signature,
-            -1021 timestamp outside recvWindow, -1022 bad signature, -2015 no permission.
+            -1021 timestamp outside recvWindow, -1022 bad signature, -2015 no permission,
+            address not allowed, key expired or account frozen, -1003/-1015 (429/418) over
+            a rate limit, -1013 trading stopped by the kill switch.
     """
     if not key:
         raise errors.ApiError(-2014, "API-key format invalid.", 401)
-    found = await state.keys.get(state.ctx.pool, key)
-    if found is None:
+    entry: KeyEntry | None = await state.keys.lookup(state.ctx.pool, key)
+    if entry is None:
         raise errors.bad_api_key()
-    row, secret = found
     q_payload, q_sig = strip_signature(raw_query)
     b_payload, b_sig = strip_signature(body)
     signature = q_sig or b_sig
@@ -114,7 +180,7 @@ async def authenticate(
     ts_text = params.get("timestamp")
     if not ts_text:
         raise errors.mandatory("timestamp")
-    if not ts_text.isdigit():
+    if not ts_text.isdigit() or len(ts_text) > 20:
         raise errors.illegal_chars("timestamp")
     window_text = params.get("recvWindow", "5000")
     try:
@@ -127,12 +193,20 @@ async def authenticate(
     ts = int(ts_text)
     if ts > now + 1000 or now - ts > window:
         raise errors.timestamp_outside()
-    if not verify(secret, q_payload + b_payload, signature):
+    if not verify(entry.key_type, entry.material, q_payload + b_payload, signature):
         raise errors.bad_signature()
-    if permission not in row.perms:
+    limiter = getattr(state, "limiter", None)
+    if meter is not None and limiter is not None:
+        await limiter.charge(meter, key)
+    ip = meter.ip if meter is not None else ""
+    if key_refusal(entry.policy, permission, ip, now) is not None:
         raise errors.bad_api_key()
+    if permission == "trade":
+        controls = getattr(state, "controls", None)
+        if controls is not None and controls.halted:
+            raise errors.ApiError(-1013, "Market is closed.")
     params.pop("signature", None)
-    return Caller(row.account, key, row.perms, params)
+    return Caller(entry.record.account, key, entry.policy.perms, params, ip)
 
 
 async def signed_read(request: Request) -> Caller:
@@ -141,3 +215,7 @@ async def signed_read(request: Request) -> Caller:
 
 async def signed_trade(request: Request) -> Caller:
     return await signed(request, "trade")
+
+
+async def signed_withdraw(request: Request) -> Caller:
+    return await signed(request, "withdraw")

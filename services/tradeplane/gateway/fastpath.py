@@ -5,6 +5,10 @@ FastAPI's routing, dependency injection and response validation (about a third o
 gateway's CPU per order, measured). Everything else falls through to the FastAPI app,
 which also keeps the endpoint in the OpenAPI description. The business logic is the
 same function either way: :func:`tradeplane.gateway.trading.place_new_order`.
+
+Every HTTP request, this path's included, first passes the guard
+(:class:`tradeplane.gateway.security.Guard`: body limit, CORS, rate limits, security
+headers); its meter reaches authentication, which charges the key's limits.
 """
 
 from __future__ import annotations
@@ -19,13 +23,15 @@ from fastapi import FastAPI
 from prometheus_client import Counter, Histogram
 from starlette.types import Message, Receive, Scope, Send
 
+from tradeplane.config import Settings
 from tradeplane.gateway.auth import authenticate
 from tradeplane.gateway.errors import ApiError
+from tradeplane.gateway.ratelimit import METER
+from tradeplane.gateway.security import Guard, body_too_large
 from tradeplane.gateway.trading import place_new_order
 
 log = logging.getLogger("tradeplane.gateway")
 
-MAX_BODY = 64 * 1024
 _json = msgspec.json.Encoder()
 
 
@@ -44,10 +50,13 @@ class OrderFastPath:
     """Wraps the FastAPI app; serves ``POST /api/v3/order`` itself, and measures every HTTP
     request (rate, errors, duration per route: the API RED dashboard)."""
 
-    def __init__(self, app: FastAPI) -> None:
+    def __init__(self, app: FastAPI, settings: Settings | None = None) -> None:
         self.app = app
         # Label routes by their template, and anything unknown as "other": bounded labels.
         self._routes = {getattr(r, "path", "") for r in app.routes} - {""}
+        settings = settings or app.state.settings
+        self.max_body = settings.max_body_bytes
+        self.guard = Guard(app, self._dispatch, settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -66,13 +75,16 @@ class OrderFastPath:
             await send(message)
 
         try:
-            if method == "POST" and path == "/api/v3/order":
-                await self._order(scope, receive, measured_send)
-            else:
-                await self.app(scope, receive, measured_send)
+            await self.guard(scope, receive, measured_send)
         finally:
             HTTP_REQUESTS.labels(method, route, str(code)).inc()
             HTTP_SECONDS.labels(method, route).observe(time.perf_counter() - started)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] == "POST" and scope["path"] == "/api/v3/order":
+            await self._order(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
     async def _order(self, scope: Scope, receive: Receive, send: Send) -> None:
         status, doc = await self._handle(scope, receive)
@@ -93,8 +105,8 @@ class OrderFastPath:
                 return 400, {"code": -1000, "msg": "Client disconnected."}
             chunk = msg.get("body", b"")
             size += len(chunk)
-            if size > MAX_BODY:
-                return 413, {"code": -1104, "msg": "Request body too large."}
+            if size > self.max_body:
+                return body_too_large(self.max_body)
             chunks.append(chunk)
             if not msg.get("more_body"):
                 break
@@ -113,7 +125,8 @@ class OrderFastPath:
                 params[k] = v
         state = self.app.state
         try:
-            caller = await authenticate(state, key, params, raw_query, body, "trade")
+            caller = await authenticate(state, key, params, raw_query, body, "trade",
+                                        meter=scope.get(METER))
             return 200, await place_new_order(state, caller)
         except ApiError as exc:
             return exc.status, {"code": exc.code, "msg": exc.msg}

@@ -39,11 +39,14 @@ async def exchange_info(request: Request) -> dict[str, Any]:
     return {
         "timezone": "UTC",
         "serverTime": int(time.time() * 1000),
+        # The limits the gateway enforces (settings; tradeplane.gateway.ratelimit).
         "rateLimits": [
             {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
-             "limit": 6000},
-            {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 100},
-            {"rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 1, "limit": 200000},
+             "limit": c.settings.ip_weight_per_minute},
+            {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10,
+             "limit": c.settings.orders_per_10s},
+            {"rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 1,
+             "limit": c.settings.orders_per_day},
         ],
         "exchangeFilters": [],
         "symbols": [views.exchange_symbol(p) for p in pairs],

@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 from tradeplane.adapters import db, wallets_db
 from tradeplane.adapters.bus import BusError, request, wallet_request_subject
 from tradeplane.adapters.wallets_db import DepositRow, RequestResult, WithdrawalRow
+from tradeplane.domain.access import AdminAction as A
 from tradeplane.domain.custody import (
     API_WITHDRAW_STATUSES,
     DEPOSIT_API_STATUS,
@@ -34,10 +35,11 @@ from tradeplane.domain.custody import (
     WithdrawalStatus,
 )
 from tradeplane.domain.money import PLAIN_DECIMAL, AmountError, fmt_units, to_units
-from tradeplane.gateway import errors
-from tradeplane.gateway.admin import require_admin
+from tradeplane.gateway import errors, rbac
 from tradeplane.gateway.auth import Caller, signed_read, signed_withdraw
 from tradeplane.gateway.context import GatewayContext, ctx
+from tradeplane.gateway.rbac import AdminIdentity, admin_action
+from tradeplane.gateway.users import require_2fa_for_account
 
 capital = APIRouter(prefix="/sapi/v1/capital", tags=["wallet"])
 admin_router = APIRouter(prefix="/admin", tags=["admin"])
@@ -222,6 +224,8 @@ async def withdraw_apply(request: Request, caller: Caller = Depends(signed_withd
     an admin's approval above the wallet's threshold)."""
     c = ctx(request)
     p = caller.params
+    # Once the owner turned 2FA on, a withdrawal needs its code (``totpCode``; ours).
+    await require_2fa_for_account(request, caller.account, p.get("totpCode"))
     spec = await wallet_for(c, p.get("coin"), p.get("network"))
     address = p.get("address") or ""
     if not address:
@@ -309,7 +313,7 @@ async def _not_movable(c: GatewayContext, wid: int) -> errors.ApiError:
     return errors.ApiError(-4001, f"Invalid operation: withdrawal {wid} is {w.status.value}.")
 
 
-@admin_router.get("/withdrawals", dependencies=[Depends(require_admin)])
+@admin_router.get("/withdrawals", dependencies=[Depends(admin_action(A.WITHDRAWAL_READ))])
 async def list_withdrawals(request: Request, status: str | None = None, limit: int = 100
                            ) -> list[dict[str, Any]]:
     try:
@@ -320,12 +324,17 @@ async def list_withdrawals(request: Request, status: str | None = None, limit: i
     return [admin_json(w) for w in rows]
 
 
-@admin_router.post("/withdrawals/{wid}/approve", dependencies=[Depends(require_admin)])
-async def approve_withdrawal(request: Request, wid: int) -> dict[str, Any]:
+@admin_router.post("/withdrawals/{wid}/approve")
+async def approve_withdrawal(
+    request: Request, wid: int, who: AdminIdentity = Depends(admin_action(A.WITHDRAWAL_APPROVE))
+) -> dict[str, Any]:
     c = ctx(request)
+    before = await wallets_db.withdrawal(c.pool, wid)
     w = await wallets_db.approve(c.pool, wid, _now_ms())
-    if w is None:
+    if w is None or before is None:
         raise await _not_movable(c, wid)
+    await rbac.audit(c.pool, who, "withdrawal.approve", f"withdrawal:{wid}",
+                     admin_json(before), admin_json(w))
     return admin_json(w)
 
 
@@ -333,14 +342,19 @@ class Rejection(BaseModel):
     reason: str = Field(default="rejected by an administrator", max_length=256)
 
 
-@admin_router.post("/withdrawals/{wid}/reject", dependencies=[Depends(require_admin)])
-async def reject_withdrawal(request: Request, wid: int, body: Rejection | None = None
-                            ) -> dict[str, Any]:
+@admin_router.post("/withdrawals/{wid}/reject")
+async def reject_withdrawal(
+    request: Request, wid: int, body: Rejection | None = None,
+    who: AdminIdentity = Depends(admin_action(A.WITHDRAWAL_APPROVE)),
+) -> dict[str, Any]:
     """Refuse a withdrawal not yet being sent (PENDING or APPROVED); its hold goes back."""
     c = ctx(request)
+    before = await wallets_db.withdrawal(c.pool, wid)
     w = await wallets_db.reject(c.pool, wid, (body or Rejection()).reason, _now_ms())
-    if w is None:
+    if w is None or before is None:
         raise await _not_movable(c, wid)
+    await rbac.audit(c.pool, who, "withdrawal.reject", f"withdrawal:{wid}",
+                     admin_json(before), admin_json(w))
     return admin_json(w)
 
 
@@ -350,20 +364,32 @@ class WhitelistEntry(BaseModel):
     address: str = Field(pattern=ADDRESS.pattern)
 
 
-@admin_router.post("/withdraw-whitelist", dependencies=[Depends(require_admin)])
-async def whitelist_add(request: Request, body: WhitelistEntry) -> dict[str, Any]:
+@admin_router.post("/withdraw-whitelist")
+async def whitelist_add(
+    request: Request, body: WhitelistEntry,
+    who: AdminIdentity = Depends(admin_action(A.WITHDRAWAL_WHITELIST)),
+) -> dict[str, Any]:
     try:
         added = await wallets_db.whitelist_add(ctx(request).pool, body.account, body.asset,
                                                body.address)
     except db.UnknownAccount:
         raise errors.ApiError(-1100, f"Unknown account {body.account}.") from None
+    if added:
+        await rbac.audit(ctx(request).pool, who, "withdrawal.whitelist.add",
+                         f"account:{body.account}", None, body.model_dump())
     return {"added": added, **body.model_dump()}
 
 
-@admin_router.delete("/withdraw-whitelist", dependencies=[Depends(require_admin)])
-async def whitelist_remove(request: Request, body: WhitelistEntry) -> dict[str, Any]:
+@admin_router.delete("/withdraw-whitelist")
+async def whitelist_remove(
+    request: Request, body: WhitelistEntry,
+    who: AdminIdentity = Depends(admin_action(A.WITHDRAWAL_WHITELIST)),
+) -> dict[str, Any]:
     removed = await wallets_db.whitelist_remove(ctx(request).pool, body.account, body.asset,
                                                 body.address)
+    if removed:
+        await rbac.audit(ctx(request).pool, who, "withdrawal.whitelist.remove",
+                         f"account:{body.account}", body.model_dump(), None)
     return {"removed": removed, **body.model_dump()}
 
 

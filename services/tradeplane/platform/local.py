@@ -146,6 +146,9 @@ def run_local_platform(data_dir: str, http_port: int, market_maker: bool) -> int
             "TRADEPLANE_SECRET_KEY": master_key,
             "TRADEPLANE_ADMIN_TOKEN": master_key,
             "TRADEPLANE_HTTP_PORT": str(http_port),
+            # Sign-up mail (verification tokens) as JSON files, read them there.
+            "TRADEPLANE_MAIL_OUTBOX": os.environ.get("TRADEPLANE_MAIL_OUTBOX",
+                                                     str(root / "mail")),
         }
         metrics: dict[str, int] = {}
 

@@ -20,7 +20,7 @@ from opentelemetry import trace
 from prometheus_client import Counter, Gauge, Histogram
 
 from tradeplane import msgtrace
-from tradeplane.adapters import db
+from tradeplane.adapters import control, db
 from tradeplane.adapters.bus import Bus, BusError, StoredMsg, settled_subject, user_subject
 from tradeplane.domain import codec
 from tradeplane.domain.ledger import OrderState, Settlement, settle_batch
@@ -97,6 +97,14 @@ class Settler:
         if symbol not in self.pairs:
             self.pairs = await db.load_pairs(self.pool)
         return self.pairs[symbol]
+
+    async def _pairs_changed(self, _doc: dict[str, object]) -> None:
+        """A pair's rules changed (an admin's fee change): trades settled from now on pay
+        the new fees."""
+        try:
+            self.pairs = await db.load_pairs(self.pool)
+        except (db.DatabaseError, OSError) as exc:
+            log.warning("pair reload failed: %s", exc)
 
     async def handle(self, msgs: list[StoredMsg]) -> None:
         """Settle one pull in one transaction, then publish the marks and user updates.
@@ -199,6 +207,8 @@ class Settler:
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.start()
+        unsubscribe = await control.subscribe(self.bus, control.PAIRS_CHANGED,
+                                              self._pairs_changed)
         tasks = [
             asyncio.create_task(self._relay_outbox(stop)),
             asyncio.create_task(self._watch_invariants(stop)),
@@ -210,6 +220,8 @@ class Settler:
         finally:
             for t in tasks:
                 t.cancel()
+            with contextlib.suppress(Exception):
+                await unsubscribe()
 
     def _caught_up(self) -> None:
         self.caught_up_ms = int(time.time() * 1000)

@@ -1,0 +1,149 @@
+"""Platform controls the admin API drives: pair trading states and fees, the global kill
+switch, and what every gateway replica must learn at once (revoked keys, frozen
+accounts, the kill switch) over ``control.gateway``.
+
+The kill switch: ``on`` records the flag in PostgreSQL, makes every gateway refuse
+trading requests (-1013) at once, and appends SetTrading(HALTED) to every symbol's
+command log; ``off`` appends SetTrading(<the pair's configured state>) to each log, then
+lets the gateways trade again. Gateways also re-read the flag every few seconds, so a
+replica that missed the message (or started later) follows within that time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from tradeplane.adapters import accounts_db, control, db
+from tradeplane.adapters.bus import Bus
+from tradeplane.domain import codec
+from tradeplane.domain.model import SetTrading, TradingState
+from tradeplane.domain.pairs import TRADING_STATES
+from tradeplane.gateway.auth import KeyCache
+from tradeplane.gateway.context import GatewayContext
+
+log = logging.getLogger("tradeplane.gateway")
+
+KILL_SWITCH = "kill_switch"
+POLL_S = 5.0
+
+
+class PairControl(Protocol):
+    """Where a pair's trading state and fees are changed besides the pairs table."""
+
+    async def set_trading(self, symbol: str, state: str) -> None: ...
+
+    async def set_fees(self, symbol: str, maker_ppm: int, taker_ppm: int) -> None: ...
+
+
+async def send_trading(bus: Bus, symbol: str, state: str, why: str) -> int:
+    """SetTrading on the symbol's command log (applied by its engine in order)."""
+    now = int(time.time() * 1000)
+    cmd = SetTrading(TradingState(TRADING_STATES[state]), now)
+    return await bus.publish_command(symbol, codec.encode([cmd]), f"t{symbol}:{why}:{now}")
+
+
+class LocalPairControl:
+    """Local mode: the engine is told through its command log; fees live in the pairs
+    table alone (settlement reloads them on ``control.pairs``)."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+
+    async def set_trading(self, symbol: str, state: str) -> None:
+        await send_trading(self.bus, symbol, state, "admin")
+
+    async def set_fees(self, symbol: str, maker_ppm: int, taker_ppm: int) -> None:
+        return None
+
+
+class Controls:
+    def __init__(self, c: GatewayContext, keys: KeyCache, pairs: PairControl) -> None:
+        self.c = c
+        self.keys = keys
+        self.pairs = pairs
+        self.halted = False
+        self._unsubs: list[Callable[[], Awaitable[None]]] = []
+        self._poller: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.halted = await self._flag_on()
+        self._unsubs = [
+            await control.subscribe(self.c.bus, control.GATEWAY, self._on_gateway),
+            await control.subscribe(self.c.bus, control.PAIRS_CHANGED, self._on_pairs),
+        ]
+        self._poller = asyncio.create_task(self._poll())
+
+    async def stop(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+        for unsub in self._unsubs:
+            with contextlib.suppress(Exception):
+                await unsub()
+
+    async def _flag_on(self) -> bool:
+        flag = await accounts_db.get_flag(self.c.pool, KILL_SWITCH)
+        return bool(flag and flag.get("on"))
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(POLL_S)
+            try:
+                self.halted = await self._flag_on()
+            except Exception as exc:  # keep the last known state
+                log.warning("kill-switch poll failed: %s", type(exc).__name__)
+
+    async def _on_gateway(self, doc: dict[str, Any]) -> None:
+        kind = doc.get("kind")
+        if kind == "kill":
+            self.halted = bool(doc.get("on"))
+        elif kind == "key" and isinstance(doc.get("apiKey"), str):
+            self.keys.invalidate(api_key=doc["apiKey"])
+        elif kind == "account" and isinstance(doc.get("account"), int):
+            self.keys.invalidate(account=doc["account"])
+
+    async def _on_pairs(self, _doc: dict[str, Any]) -> None:
+        await self.reload_pairs()
+
+    async def reload_pairs(self) -> None:
+        self.c.pairs = await db.load_pairs(self.c.pool)
+
+    # ------------------------------------------------------------------ broadcasts
+    async def key_changed(self, api_key: str) -> None:
+        self.keys.invalidate(api_key=api_key)
+        await control.publish(self.c.bus, control.GATEWAY, {"kind": "key", "apiKey": api_key})
+
+    async def account_changed(self, account: int) -> None:
+        self.keys.invalidate(account=account)
+        await control.publish(self.c.bus, control.GATEWAY, {"kind": "account",
+                                                            "account": account})
+
+    async def pairs_changed(self) -> None:
+        await self.reload_pairs()
+        await control.publish(self.c.bus, control.PAIRS_CHANGED, {})
+
+    # ------------------------------------------------------------------ kill switch
+    async def kill(self, symbols: list[str]) -> list[str]:
+        """Stop all trading: gateways first (at once), then every engine. Returns the
+        symbols halted."""
+        self.halted = True
+        await control.publish(self.c.bus, control.GATEWAY, {"kind": "kill", "on": True})
+        for symbol in symbols:
+            await send_trading(self.c.bus, symbol, "halted", "kill")
+        return symbols
+
+    async def revive(self, states: dict[str, str]) -> None:
+        """Undo :meth:`kill`: each engine to its pair's ``states`` entry, then the
+        gateways."""
+        for symbol, state in states.items():
+            await send_trading(self.c.bus, symbol, state, "revive")
+        self.halted = False
+        await self.reload_pairs()
+        await control.publish(self.c.bus, control.GATEWAY, {"kind": "kill", "on": False})
+        await control.publish(self.c.bus, control.PAIRS_CHANGED, {})

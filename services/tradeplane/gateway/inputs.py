@@ -1,0 +1,15 @@
+"""Shapes of free-form inputs that reach the database (PostgreSQL refuses NUL in text: an
+input that could carry one must be refused with a 4xx before, never fail as a 5xx)."""
+
+from __future__ import annotations
+
+import re
+
+#: Text without control characters (no NUL, no line breaks).
+PLAIN_TEXT = r"^[^\x00-\x1f\x7f]*$"
+#: API keys as issued (URL-safe base64).
+KEY_ID = r"^[A-Za-z0-9_\-]{1,128}$"
+KEY_ID_RE = re.compile(KEY_ID)
+SYMBOL = r"^[A-Za-z0-9\-]{1,32}$"
+_ADDR = r"[^@\s\x00-\x1f\x7f]"
+EMAIL_RE = re.compile(rf"^{_ADDR}{{1,64}}@{_ADDR}{{1,252}}\.{_ADDR}{{1,63}}$")

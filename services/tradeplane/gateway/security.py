@@ -1,0 +1,229 @@
+"""The gateway's guard: what every HTTP request passes before any route (the order fast
+path included) and every answer gets on its way out.
+
+In: the client's address (the peer, or ``X-Forwarded-For`` from a trusted proxy), the
+body size limit (HTTP 413), CORS when configured (off by default), the rate-limit meter
+(unsigned requests are charged here, signed ones in authentication). Out: security
+headers (HSTS on HTTPS, nosniff, DENY framing, no referrer, a CSP for a JSON API, no
+caching of session and admin answers) and Binance's usage headers
+(``X-MBX-USED-WEIGHT-1M``, ``X-MBX-ORDER-COUNT-10S``/``-1D``, ``Retry-After``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tradeplane.adapters.mailer import mailer_for
+from tradeplane.adapters.ratelimits import RateLimitStore
+from tradeplane.config import Settings
+from tradeplane.domain.access import client_ip, ip_allowed, parse_networks
+from tradeplane.gateway.context import GatewayContext
+from tradeplane.gateway.control import Controls, LocalPairControl, PairControl
+from tradeplane.gateway.errors import ApiError
+from tradeplane.gateway.ratelimit import METER, UNMETERED, Limiter, Meter, route_cost
+from tradeplane.gateway.users import Credentials
+
+Closer = Callable[[], Awaitable[None]]
+
+_json = msgspec.json.Encoder()
+
+_BASE_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+]
+# A JSON API loads nothing and is framed by nobody. The interactive docs (HTML pages that
+# load Swagger/ReDoc) keep the browser's defaults.
+_CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
+_HTML_PAGES = ("/docs", "/redoc")
+_NO_STORE = (b"cache-control", b"no-store")
+_PRIVATE_PREFIXES = ("/api/v1/", "/admin", "/sapi/")
+_CORS_HEADERS = ["X-MBX-APIKEY", "Content-Type", "Authorization"]
+_EXPOSED = ["X-MBX-USED-WEIGHT-1M", "X-MBX-ORDER-COUNT-10S", "X-MBX-ORDER-COUNT-1D",
+            "Retry-After"]
+
+
+def body_too_large(limit: int) -> tuple[int, dict[str, Any]]:
+    return 413, {"code": -1101, "msg": f"Request body too large; the limit is {limit} bytes."}
+
+
+class Guard:
+    """ASGI guard around ``downstream`` (an HTTP-only ASGI callable)."""
+
+    def __init__(self, app: Any, downstream: ASGIApp, settings: Settings) -> None:
+        self.app = app  # its state holds the limiter once the gateway started
+        self.max_body = settings.max_body_bytes
+        self.trusted = parse_networks(settings.trusted_proxies)
+        self.hsts = (b"strict-transport-security",
+                     f"max-age={settings.hsts_max_age_s}; includeSubDomains".encode())
+        # The security headers for (JSON page, private answer, HTTPS), built once.
+        self._extra = {
+            (csp, private, https): (*_BASE_HEADERS, *([_CSP] if csp else []),
+                                    *([_NO_STORE] if private else []),
+                                    *([self.hsts] if https else []))
+            for csp in (False, True) for private in (False, True) for https in (False, True)
+        }
+        inner = downstream
+        if settings.cors_origins:
+            inner = CORSMiddleware(
+                inner, allow_origins=settings.cors_origins,
+                allow_methods=["GET", "POST", "PUT", "DELETE"], allow_headers=_CORS_HEADERS,
+                expose_headers=_EXPOSED, allow_credentials=False, max_age=600,
+            )
+        self.inner = inner
+
+    def _client(self, scope: Scope) -> tuple[str, bool]:
+        """The client's address and whether it reached us over HTTPS."""
+        peer = scope["client"][0] if scope.get("client") else ""
+        https = scope.get("scheme") == "https"
+        if not self.trusted or not ip_allowed(peer, self.trusted):
+            return peer, https
+        xff = proto = ""
+        for name, value in scope["headers"]:
+            if name == b"x-forwarded-for":
+                xff = f"{xff},{value.decode('latin-1')}" if xff else value.decode("latin-1")
+            elif name == b"x-forwarded-proto":
+                proto = value.decode("latin-1").split(",")[-1].strip().lower()
+        return client_ip(peer, xff, self.trusted), https or proto == "https"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        method: str = scope["method"]
+        ip, https = self._client(scope)
+        weight, orders, signed = route_cost(method, path,
+                                            scope.get("query_string", b"").decode("latin-1"))
+        meter = Meter(ip, weight, orders, signed)
+        scope[METER] = meter
+        limiter: Limiter | None = getattr(self.app.state, "limiter", None)
+        metered = limiter is not None and path not in UNMETERED
+        extra = self._extra[(not path.startswith(_HTML_PAGES),
+                             path.startswith(_PRIVATE_PREFIXES), https)]
+
+        async def guarded_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                if metered and not meter.charged:
+                    assert limiter is not None
+                    await limiter.charge_after(meter)
+                status = message["status"]
+                headers = [*message.get("headers", ()), *extra]  # routes set none of these
+                if metered:
+                    headers.append((b"x-mbx-used-weight-1m", str(meter.used_weight).encode()))
+                    if meter.order_counts is not None:
+                        headers += [
+                            (b"x-mbx-order-count-10s", str(meter.order_counts[0]).encode()),
+                            (b"x-mbx-order-count-1d", str(meter.order_counts[1]).encode()),
+                        ]
+                if status in (418, 429) and meter.retry_after:
+                    headers.append((b"retry-after", str(meter.retry_after).encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        body = await self._read_body(scope, receive)
+        if body is None:
+            await _reply(guarded_send, *body_too_large(self.max_body))
+            return
+        if metered:
+            assert limiter is not None
+            try:
+                if signed:
+                    limiter.check_blocked(meter)  # the key's limits come in authentication
+                else:
+                    await limiter.charge(meter)
+            except ApiError as exc:
+                refused = exc
+                if exc.status == 429 and not meter.used_weight:  # refused from memory
+                    refused = await limiter.note_refusal(meter) or exc
+                await _reply(guarded_send, refused.status,
+                             {"code": refused.code, "msg": refused.msg})
+                return
+        await self.inner(scope, _replay(body, receive), guarded_send)
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
+        """The whole request body (b"" when there is none); None when over the limit."""
+        declared = -1
+        chunked = False
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                declared = int(value) if value.isdigit() else self.max_body + 1
+            elif name == b"transfer-encoding":
+                chunked = True
+        if declared > self.max_body:
+            return None
+        if declared <= 0 and not chunked:
+            return b""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                break
+            chunk = msg.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                return None
+            chunks.append(chunk)
+            if not msg.get("more_body"):
+                break
+        return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
+async def _reply(send: Send, status: int, doc: Any) -> None:
+    body = _json.encode(doc)
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def start_security(app: Any, settings: Settings, c: GatewayContext) -> Closer:
+    """Build what the guard and the account/admin endpoints use, onto ``app.state``:
+    rate limits (Redis), credentials (password hashing, JWT), the mailer, the platform
+    controls (kill switch, pair control, cross-replica invalidation). Returns the closer.
+    """
+    store = RateLimitStore(settings.redis_url) if settings.rate_limits else None
+    app.state.limiter = Limiter(store, settings) if store is not None else None
+    app.state.credentials = await asyncio.to_thread(Credentials, settings)
+    app.state.mailer = mailer_for(settings.mail_outbox)
+    pairs: PairControl
+    if settings.pair_control == "kubernetes":
+        from tradeplane.adapters.kube_pairs import KubePairs
+
+        pairs = await asyncio.to_thread(KubePairs, settings.kube_namespace)
+    else:
+        pairs = LocalPairControl(c.bus)
+    controls = Controls(c, app.state.keys, pairs)
+    await controls.start()
+    app.state.controls = controls
+    syncer = asyncio.create_task(app.state.limiter.run()) if app.state.limiter else None
+
+    async def close() -> None:
+        if syncer is not None:
+            syncer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await syncer
+        await controls.stop()
+        if store is not None:
+            await store.close()
+
+    return close

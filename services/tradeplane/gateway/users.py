@@ -1,0 +1,514 @@
+"""Users and their browser sessions (``/api/v1/auth/...``, ``/api/v1/user/...``; Binance
+has no public equivalent, so these are our own JSON endpoints with Binance-style errors).
+
+* Sign-up: argon2id password hash, one trading account per user, an email verification
+  token (sent through the :class:`~tradeplane.adapters.mailer.Mailer`); login needs a
+  verified email.
+* Sessions: a short-lived JWT access token (HS256, ``jwt_secret``) plus an opaque refresh
+  token (stored hashed). Each refresh rotates it; presenting a used one again revokes the
+  whole session (someone copied it). Logout ends the session at once: every access token
+  names its session, which must still be live.
+* 2FA: TOTP (``pyotp``, 30 s steps, one step of clock skew; each code is good once) with
+  ten one-time recovery codes (stored hashed). Once enabled it is asked for at login, for
+  API-key creation and, through :func:`require_2fa`, for withdrawals.
+* Login history: every attempt with address, user agent, time and outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import secrets as _stdlib_secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+import pyotp
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Path as FPath
+from limits import RateLimitItemPerSecond
+from pydantic import BaseModel, Field
+
+from tradeplane.adapters import accounts_db
+from tradeplane.adapters.accounts_db import Refresh, UserRow
+from tradeplane.adapters.mailer import Mail
+from tradeplane.config import Settings
+from tradeplane.gateway import apikeys, errors
+from tradeplane.gateway.apikeys import KeySpec
+from tradeplane.gateway.auth import request_ip
+from tradeplane.gateway.context import ctx
+from tradeplane.gateway.inputs import EMAIL_RE, KEY_ID, PLAIN_TEXT
+
+router = APIRouter(prefix="/api/v1", tags=["users"])
+
+ISSUER = "tradeplane"
+TOTP_STEP_S = 30
+RECOVERY_CODES = 10
+_ALGORITHM = "HS256"
+
+
+# --------------------------------------------------------------------------- secrets
+class Credentials:
+    """Password hashing and token signing, built once from the settings."""
+
+    def __init__(self, s: Settings) -> None:
+        self.hasher = PasswordHasher(time_cost=s.argon2_time_cost,
+                                     memory_cost=s.argon2_memory_kib,
+                                     parallelism=s.argon2_parallelism)
+        self._dummy = self.hasher.hash(_stdlib_secrets.token_hex(16))
+        given = s.jwt_secret.get_secret_value()
+        self.jwt_key = given.encode() if given else HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=b"tradeplane-jwt", info=b"v1",
+        ).derive(s.secret_key.get_secret_value().encode())
+        self.access_ttl_s = s.access_token_ttl_s
+        self.refresh_ttl_s = s.refresh_token_ttl_s
+        self.email_ttl_s = s.email_token_ttl_s
+
+    async def hash_password(self, password: str) -> str:
+        # argon2 is meant to be slow (~0.1-0.3 s): never on the event loop.
+        return await asyncio.to_thread(self.hasher.hash, password)
+
+    async def check_password(self, stored: str | None, password: str) -> bool:
+        """Constant work whether or not the user exists (``stored`` None)."""
+        try:
+            return await asyncio.to_thread(self.hasher.verify, stored or self._dummy, password) \
+                and stored is not None
+        except (VerificationError, InvalidHashError):
+            return False
+
+    def access_token(self, user: UserRow, session_id: str, now: int) -> str:
+        claims = {"iss": ISSUER, "sub": str(user.id), "acc": user.account, "sid": session_id,
+                  "iat": now, "exp": now + self.access_ttl_s, "typ": "access"}
+        return jwt.encode(claims, self.jwt_key, algorithm=_ALGORITHM)
+
+    def read_access(self, token: str) -> dict[str, Any]:
+        """Raises ApiError -1002 (401) for anything but a valid, unexpired access token."""
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token, self.jwt_key, algorithms=[_ALGORITHM], issuer=ISSUER,
+                options={"require": ["exp", "iat", "sub", "sid"]},
+            )
+        except jwt.PyJWTError:
+            raise _unauthorized("Access token invalid or expired.") from None
+        if claims.get("typ") != "access":
+            raise _unauthorized("Access token invalid or expired.")
+        return claims
+
+
+def digest(token: str) -> bytes:
+    """Tokens and codes are random: SHA-256 is how they are stored and looked up."""
+    return hashlib.sha256(token.encode()).digest()
+
+
+def _unauthorized(msg: str) -> errors.ApiError:
+    return errors.ApiError(-1002, msg, 401)
+
+
+def _creds(request: Request) -> Credentials:
+    c = request.app.state.credentials
+    assert isinstance(c, Credentials)
+    return c
+
+
+# --------------------------------------------------------------------------- 2FA
+def totp_step(secret: str, code: str, now: float) -> int | None:
+    """The time step whose code ``code`` is (now, or one step either side), or None."""
+    if len(code) != 6 or not code.isdigit():
+        return None
+    totp = pyotp.TOTP(secret, interval=TOTP_STEP_S)
+    step = int(now // TOTP_STEP_S)
+    for s in (step - 1, step, step + 1):
+        if hmac.compare_digest(totp.generate_otp(s), code):
+            return s
+    return None
+
+
+def _normal_recovery(code: str) -> str:
+    return code.strip().lower().replace("-", "").replace(" ", "")
+
+
+def new_recovery_codes() -> list[str]:
+    out = []
+    for _ in range(RECOVERY_CODES):
+        raw = _stdlib_secrets.token_hex(5)
+        out.append(f"{raw[:5]}-{raw[5:]}")
+    return out
+
+
+async def second_factor_ok(request: Request, user: UserRow, code: str) -> bool:
+    """A TOTP code not used before, or an unused recovery code (used up now)."""
+    if user.totp_secret_enc is None:
+        return False
+    pool = ctx(request).pool
+    secret = request.app.state.keys.cipher.decrypt(user.totp_secret_enc)
+    step = totp_step(secret, code.strip(), time.time())
+    if step is not None:
+        return await accounts_db.accept_totp_step(pool, user.id, step)
+    normal = _normal_recovery(code)
+    if len(normal) == 10:
+        return await accounts_db.use_recovery_code(pool, user.id, digest(normal))
+    return False
+
+
+async def require_2fa(request: Request, user: UserRow, code: str | None) -> None:
+    """For sensitive actions (API-key creation, withdrawals): nothing when the user has
+    no 2FA; otherwise a valid TOTP or recovery code.
+
+    Raises:
+        ApiError: -1002 (401) code missing or wrong.
+    """
+    if not user.totp_enabled:
+        return
+    if not code:
+        raise _unauthorized("Two-factor code required.")
+    if not await second_factor_ok(request, user, code):
+        raise _unauthorized("Two-factor code is not valid.")
+
+
+async def require_2fa_for_account(request: Request, account: int, code: str | None) -> None:
+    """:func:`require_2fa` for the user owning ``account`` (accounts without a user, made
+    by an admin, have no 2FA)."""
+    user = await accounts_db.user_of_account(ctx(request).pool, account)
+    if user is not None:
+        await require_2fa(request, user, code)
+
+
+# --------------------------------------------------------------------------- sessions
+@dataclass(frozen=True, slots=True)
+class Session:
+    user: UserRow
+    session_id: str
+
+
+async def current_session(request: Request) -> Session:
+    """FastAPI dependency: the user of a valid access token whose session is live.
+
+    Raises:
+        ApiError: -1002 (401).
+    """
+    token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    if not token:
+        raise _unauthorized("Access token required.")
+    claims = _creds(request).read_access(token)
+    pool = ctx(request).pool
+    try:
+        uid = int(claims["sub"])
+    except (TypeError, ValueError):
+        raise _unauthorized("Access token invalid or expired.") from None
+    sid = str(claims["sid"])
+    if not await accounts_db.session_live(pool, sid, uid):
+        raise _unauthorized("Session ended.")
+    user = await accounts_db.user_by_id(pool, uid)
+    if user is None:
+        raise _unauthorized("Session ended.")
+    return Session(user, sid)
+
+
+async def _new_session(request: Request, user: UserRow) -> dict[str, Any]:
+    creds = _creds(request)
+    now = int(time.time())
+    refresh = _stdlib_secrets.token_urlsafe(32)
+    session_id = _stdlib_secrets.token_urlsafe(16)
+    await accounts_db.start_session(ctx(request).pool, user.id, session_id, digest(refresh),
+                                    (now + creds.refresh_ttl_s) * 1000)
+    return {
+        "accessToken": creds.access_token(user, session_id, now), "tokenType": "Bearer",
+        "expiresIn": creds.access_ttl_s, "refreshToken": refresh,
+        "refreshExpiresIn": creds.refresh_ttl_s,
+    }
+
+
+# --------------------------------------------------------------------------- auth routes
+class SignupReq(BaseModel):
+    email: str = Field(min_length=3, max_length=254, pattern=PLAIN_TEXT)
+    password: str = Field(min_length=10, max_length=128)
+
+
+class EmailReq(BaseModel):
+    email: str = Field(min_length=3, max_length=254, pattern=PLAIN_TEXT)
+
+
+class TokenReq(BaseModel):
+    token: str = Field(min_length=1, max_length=256)
+
+
+class LoginReq(BaseModel):
+    email: str = Field(min_length=3, max_length=254, pattern=PLAIN_TEXT)
+    password: str = Field(min_length=1, max_length=128)
+    totpCode: str | None = Field(default=None, max_length=32,
+                                 description="TOTP or recovery code, once 2FA is on.")
+
+
+class RefreshReq(BaseModel):
+    refreshToken: str = Field(min_length=1, max_length=256)
+
+
+async def _send_verification(request: Request, user: UserRow) -> None:
+    creds = _creds(request)
+    token = _stdlib_secrets.token_urlsafe(32)
+    expires_ms = int((time.time() + creds.email_ttl_s) * 1000)
+    await accounts_db.add_email_token(ctx(request).pool, user.id, digest(token), expires_ms)
+    await request.app.state.mailer.send(Mail(
+        to=user.email, subject="Verify your tradeplane email",
+        body=f"Your verification token: {token}\n"
+             f"POST /api/v1/auth/verify-email with {{\"token\": \"{token}\"}}\n"
+             f"It expires in {creds.email_ttl_s // 3600} hours.",
+    ))
+
+
+@router.post("/auth/signup", status_code=201)
+async def signup(request: Request, body: SignupReq) -> dict[str, Any]:
+    """Create a user and its trading account; a verification token goes by mail."""
+    if not EMAIL_RE.match(body.email):
+        raise errors.bad_param("email", body.email[:64])
+    password_hash = await _creds(request).hash_password(body.password)
+    try:
+        user = await accounts_db.create_user(ctx(request).pool, body.email, password_hash)
+    except accounts_db.EmailTaken:
+        raise errors.ApiError(-1100, "An account with this email exists.") from None
+    await _send_verification(request, user)
+    return {"userId": user.id, "account": user.account, "email": user.email,
+            "emailVerified": False}
+
+
+@router.post("/auth/verify-email")
+async def verify_email(request: Request, body: TokenReq) -> dict[str, Any]:
+    user_id = await accounts_db.verify_email(ctx(request).pool, digest(body.token))
+    if user_id is None:
+        raise errors.ApiError(-1100, "Verification token invalid, used or expired.")
+    return {"emailVerified": True}
+
+
+@router.post("/auth/resend-verification")
+async def resend_verification(request: Request, body: EmailReq) -> dict[str, Any]:
+    """Always the same answer (nobody learns which emails have accounts)."""
+    user = await accounts_db.user_by_email(ctx(request).pool, body.email)
+    if user is not None and not user.email_verified:
+        await _send_verification(request, user)
+    return {"sent": True}
+
+
+def _login_limit(request: Request) -> tuple[Any, RateLimitItemPerSecond] | None:
+    """The rate-limit store and the failed-login limit (None: rate limits are off)."""
+    limiter = getattr(request.app.state, "limiter", None)
+    if limiter is None:
+        return None
+    s = ctx(request).settings
+    return limiter.store, RateLimitItemPerSecond(
+        s.login_max_failures, s.login_failure_window_s, namespace="loginfail")
+
+
+async def _login_throttled(request: Request, email: str, ip: str) -> bool:
+    found = _login_limit(request)
+    if found is None:
+        return False
+    store, item = found
+    return not (await store.within(item, "email", email.lower())
+                and await store.within(item, "ip", ip))
+
+
+async def _login_failed(request: Request, email: str, ip: str) -> None:
+    found = _login_limit(request)
+    if found is not None:
+        store, item = found
+        await store.test_hit(item, "email", email.lower())
+        await store.test_hit(item, "ip", ip)
+
+
+@router.post("/auth/login")
+async def login(request: Request, body: LoginReq) -> dict[str, Any]:
+    """Password (and 2FA code once enabled) for an access and a refresh token.
+
+    Raises:
+        ApiError: -1002 (401) wrong credentials, email not verified, 2FA code missing or
+            wrong; -1003 (429) too many failed attempts for this email or address.
+    """
+    pool = ctx(request).pool
+    ip = request_ip(request)
+    agent = request.headers.get("user-agent", "")[:512]
+    if await _login_throttled(request, body.email, ip):
+        raise errors.ApiError(-1003, "Too many failed logins; try again later.", 429)
+    user = await accounts_db.user_by_email(pool, body.email)
+
+    async def fail(reason: str, msg: str) -> errors.ApiError:
+        await accounts_db.record_login(pool, user.id if user else None, body.email, ip,
+                                       agent, False, reason)
+        await _login_failed(request, body.email, ip)
+        return _unauthorized(msg)
+
+    if not await _creds(request).check_password(user.password_hash if user else None,
+                                                 body.password) or user is None:
+        raise await fail("bad credentials", "Email or password is wrong.")
+    if not user.email_verified:
+        raise await fail("email not verified", "Email not verified.")
+    if user.totp_enabled:
+        if not body.totpCode:
+            raise await fail("2fa missing", "Two-factor code required.")
+        if not await second_factor_ok(request, user, body.totpCode):
+            raise await fail("2fa invalid", "Two-factor code is not valid.")
+    await accounts_db.record_login(pool, user.id, body.email, ip, agent, True, "ok")
+    return await _new_session(request, user)
+
+
+@router.post("/auth/refresh")
+async def refresh(request: Request, body: RefreshReq) -> dict[str, Any]:
+    """A new access token and a new refresh token for a refresh token, once. A refresh
+    token presented a second time ends its session (both copies stop working).
+
+    Raises:
+        ApiError: -1002 (401).
+    """
+    creds = _creds(request)
+    pool = ctx(request).pool
+    new = _stdlib_secrets.token_urlsafe(32)
+    expires_ms = (int(time.time()) + creds.refresh_ttl_s) * 1000
+    res = await accounts_db.rotate_refresh(pool, digest(body.refreshToken), digest(new),
+                                           expires_ms)
+    if res.outcome is Refresh.REUSED:
+        raise _unauthorized("Refresh token reused; the session has been revoked.")
+    if res.outcome is not Refresh.OK:
+        raise _unauthorized("Refresh token invalid or expired.")
+    user = await accounts_db.user_by_id(pool, res.user_id)
+    assert user is not None
+    now = int(time.time())
+    return {"accessToken": creds.access_token(user, res.session_id, now),
+            "tokenType": "Bearer", "expiresIn": creds.access_ttl_s, "refreshToken": new,
+            "refreshExpiresIn": creds.refresh_ttl_s}
+
+
+@router.post("/auth/logout")
+async def logout(request: Request, s: Session = Depends(current_session)) -> dict[str, Any]:
+    """End this session: its access and refresh tokens stop working now."""
+    await accounts_db.revoke_sessions(ctx(request).pool, user_id=s.user.id,
+                                      session_id=s.session_id, reason="logout")
+    return {"loggedOut": True}
+
+
+@router.post("/auth/logout-all")
+async def logout_all(request: Request, s: Session = Depends(current_session)) -> dict[str, Any]:
+    n = await accounts_db.revoke_sessions(ctx(request).pool, user_id=s.user.id,
+                                          session_id=None, reason="logout everywhere")
+    return {"loggedOut": True, "sessions": n}
+
+
+# --------------------------------------------------------------------------- user routes
+@router.get("/user/me")
+async def me(request: Request, s: Session = Depends(current_session)) -> dict[str, Any]:
+    doc = await accounts_db.account_doc(ctx(request).pool, s.user.account)
+    assert doc is not None
+    return {"userId": s.user.id, "email": s.user.email, "account": s.user.account,
+            "emailVerified": s.user.email_verified, "twoFactor": s.user.totp_enabled,
+            "frozen": doc["frozen"]}
+
+
+@router.get("/user/login-history")
+async def history(request: Request, limit: int = Query(default=50, ge=1, le=500),
+                  s: Session = Depends(current_session)) -> list[dict[str, Any]]:
+    return await accounts_db.login_history(ctx(request).pool, s.user.id, limit)
+
+
+class CodeReq(BaseModel):
+    code: str = Field(min_length=6, max_length=32)
+
+
+@router.post("/user/2fa/setup")
+async def totp_setup(request: Request, s: Session = Depends(current_session)) -> dict[str, Any]:
+    """A new TOTP secret for the authenticator app (pending until enabled with a code)."""
+    secret = pyotp.random_base32()
+    enc = request.app.state.keys.cipher.encrypt(secret)
+    if not await accounts_db.set_totp_pending(ctx(request).pool, s.user.id, enc):
+        raise errors.ApiError(-1100, "Two-factor authentication is already enabled.")
+    uri = pyotp.TOTP(secret, interval=TOTP_STEP_S).provisioning_uri(
+        name=s.user.email, issuer_name=ISSUER)
+    return {"secret": secret, "otpauthUri": uri}
+
+
+@router.post("/user/2fa/enable")
+async def totp_enable(request: Request, body: CodeReq,
+                      s: Session = Depends(current_session)) -> dict[str, Any]:
+    """Enable 2FA with a first code; answers the recovery codes, this once."""
+    if s.user.totp_enabled or s.user.totp_secret_enc is None:
+        raise errors.ApiError(-1100, "Set up two-factor authentication first.")
+    secret = request.app.state.keys.cipher.decrypt(s.user.totp_secret_enc)
+    step = totp_step(secret, body.code.strip(), time.time())
+    codes = new_recovery_codes()
+    if step is None or not await accounts_db.enable_totp(
+        ctx(request).pool, s.user.id, step, [digest(_normal_recovery(c)) for c in codes]
+    ):
+        raise _unauthorized("Two-factor code is not valid.")
+    await _user_audit(request, s.user, "user.2fa.enable", None, {"twoFactor": True})
+    return {"twoFactor": True, "recoveryCodes": codes}
+
+
+@router.post("/user/2fa/disable")
+async def totp_disable(request: Request, body: CodeReq,
+                       s: Session = Depends(current_session)) -> dict[str, Any]:
+    if not s.user.totp_enabled:
+        raise errors.ApiError(-1100, "Two-factor authentication is not enabled.")
+    await require_2fa(request, s.user, body.code)
+    await accounts_db.disable_totp(ctx(request).pool, s.user.id)
+    await _user_audit(request, s.user, "user.2fa.disable", {"twoFactor": True},
+                      {"twoFactor": False})
+    return {"twoFactor": False}
+
+
+class UserKeyReq(KeySpec):
+    totpCode: str | None = Field(default=None, max_length=32)
+
+
+@router.get("/user/api-keys")
+async def my_keys(request: Request, s: Session = Depends(current_session)
+                  ) -> list[dict[str, Any]]:
+    keys = await accounts_db.list_keys(ctx(request).pool, s.user.account)
+    return [apikeys.key_json(k) for k in keys if not k.revoked_ms]
+
+
+@router.post("/user/api-keys")
+async def create_my_key(request: Request, body: UserKeyReq,
+                        s: Session = Depends(current_session)) -> dict[str, Any]:
+    """A new API key for the user's account (verified email; the 2FA code once enabled).
+    The HMAC secret is in this answer only."""
+    if not s.user.email_verified:
+        raise errors.ApiError(-1002, "Email not verified.", 401)
+    await require_2fa(request, s.user, body.totpCode)
+    pool = ctx(request).pool
+    async with pool.acquire() as con, con.transaction():
+        rec, secret = await apikeys.issue(con, request.app.state.keys.cipher, s.user.account,
+                                          body)
+        await accounts_db.append_audit(con, _user_entry(
+            request, s.user, "user.apikey.create", f"apikey:{rec.api_key}", None,
+            apikeys.key_json(rec)))
+    return apikeys.created_json(rec, secret)
+
+
+@router.delete("/user/api-keys/{api_key}")
+async def revoke_my_key(request: Request, api_key: str = FPath(pattern=KEY_ID),
+                        s: Session = Depends(current_session)) -> dict[str, Any]:
+    async with ctx(request).pool.acquire() as con, con.transaction():
+        rec = await accounts_db.revoke_key(con, api_key, s.user.account)
+        if rec is None:
+            raise errors.ApiError(-2015, "No such live API key.", 404)
+        before = apikeys.key_json(rec)
+        after = {**before, "revoked": True}
+        await accounts_db.append_audit(con, _user_entry(
+            request, s.user, "user.apikey.revoke", f"apikey:{api_key}", before, after))
+    await request.app.state.controls.key_changed(api_key)
+    return after
+
+
+def _user_entry(request: Request, user: UserRow, action: str, target: str, before: Any,
+                after: Any) -> accounts_db.AuditEntry:
+    return accounts_db.AuditEntry(f"user:{user.id}", "User", action, target, before, after,
+                                  request_ip(request))
+
+
+async def _user_audit(request: Request, user: UserRow, action: str, before: Any,
+                      after: Any) -> None:
+    await accounts_db.append_audit(ctx(request).pool, _user_entry(
+        request, user, action, f"user:{user.id}", before, after))
