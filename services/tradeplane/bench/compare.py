@@ -264,6 +264,9 @@ def _import(name: str) -> ModuleType:
         finally:
             root.handlers[:] = handlers
             root.setLevel(level)
+            # Its per-order debug calls are malformed (they raise when a DEBUG root logger
+            # formats them) and would cost time in the timed loop: keep them off.
+            logging.getLogger(name).setLevel(logging.WARNING)
     return importlib.import_module(name)
 
 
