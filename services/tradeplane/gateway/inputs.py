@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 
+from tradeplane.gateway import errors
+
 #: Text without control characters (no NUL, no line breaks).
 PLAIN_TEXT = r"^[^\x00-\x1f\x7f]*$"
 #: API keys as issued (URL-safe base64).
@@ -13,3 +15,17 @@ KEY_ID_RE = re.compile(KEY_ID)
 SYMBOL = r"^[A-Za-z0-9\-]{1,32}$"
 _ADDR = r"[^@\s\x00-\x1f\x7f]"
 EMAIL_RE = re.compile(rf"^{_ADDR}{{1,64}}@{_ADDR}{{1,252}}\.{_ADDR}{{1,63}}$")
+
+
+def optional_int(params: dict[str, str], name: str) -> int | None:
+    """A non-negative integer parameter, None when absent or empty.
+
+    Raises:
+        ApiError: -1100 when it is not plain digits (at most 20).
+    """
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit() or len(raw) > 20:
+        raise errors.illegal_chars(name)
+    return int(raw)

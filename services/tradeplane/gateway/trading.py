@@ -56,6 +56,7 @@ from tradeplane.domain.pairs import (
 from tradeplane.gateway import errors, views
 from tradeplane.gateway.auth import Caller, signed_read, signed_trade
 from tradeplane.gateway.context import GatewayContext, ctx
+from tradeplane.gateway.inputs import optional_int
 from tradeplane.gateway.orderpath import OrderPath
 
 router = APIRouter(prefix="/api/v3", tags=["trading"])
@@ -91,17 +92,8 @@ def _decimal(params: dict[str, str], name: str) -> Decimal | None:
         raise errors.illegal_chars(name) from None
 
 
-def _int(params: dict[str, str], name: str) -> int | None:
-    raw = params.get(name)
-    if raw is None or raw == "":
-        return None
-    if not raw.isdigit() or len(raw) > 20:
-        raise errors.illegal_chars(name)
-    return int(raw)
-
-
 def _limit(params: dict[str, str], default: int = 500, maximum: int = MAX_LIMIT) -> int:
-    v = _int(params, "limit")
+    v = optional_int(params, "limit")
     if v is None:
         return default
     if not 1 <= v <= maximum:
@@ -334,7 +326,7 @@ def _controlled_order(
         tif = _enum(p, names.tif, TimeInForce, -1115, "Invalid timeInForce.")
     elif p.get(names.tif):
         raise errors.not_required(names.tif)
-    good_till = _int(p, names.good_till)
+    good_till = optional_int(p, names.good_till)
     if tif == TimeInForce.GTD:
         if good_till is None:
             raise errors.mandatory(names.good_till)
@@ -403,7 +395,7 @@ def _units(d: Decimal, name: str) -> int:
 # --------------------------------------------------------------------------- cancel / query
 async def _find_order(c: GatewayContext, caller: Caller, rules: PairRules) -> Any:
     p = caller.params
-    oid = _int(p, "orderId")
+    oid = optional_int(p, "orderId")
     cid = p.get("origClientOrderId")
     if oid is None and not cid:
         raise errors.ApiError(
@@ -495,8 +487,8 @@ async def query_all_orders(
     c = ctx(request)
     p = caller.params
     rules = c.pair(p.get("symbol"))
-    rows = await db.all_orders(c.pool, caller.account, rules.symbol, _int(p, "orderId"),
-                               _int(p, "startTime"), _int(p, "endTime"), _limit(p))
+    rows = await db.all_orders(c.pool, caller.account, rules.symbol, optional_int(p, "orderId"),
+                               optional_int(p, "startTime"), optional_int(p, "endTime"), _limit(p))
     return [views.order_json(r, rules) for r in rows]
 
 
@@ -507,8 +499,9 @@ async def query_my_trades(
     c = ctx(request)
     p = caller.params
     rules = c.pair(p.get("symbol"))
-    rows = await db.my_trades(c.pool, caller.account, rules.symbol, _int(p, "orderId"),
-                              _int(p, "fromId"), _int(p, "startTime"), _int(p, "endTime"),
+    rows = await db.my_trades(c.pool, caller.account, rules.symbol,
+                              optional_int(p, "orderId"), optional_int(p, "fromId"),
+                              optional_int(p, "startTime"), optional_int(p, "endTime"),
                               _limit(p))
     out: list[dict[str, Any]] = []
     for t in rows:
@@ -748,7 +741,7 @@ def _pending_legs(req: db.ListRequest, order_ids: list[int]) -> list[dict[str, A
 async def _find_list(c: GatewayContext, caller: Caller, client_param: str,
                      symbol: str | None = None) -> Any:
     p = caller.params
-    list_id = _int(p, "orderListId")
+    list_id = optional_int(p, "orderListId")
     list_cid = p.get(client_param)
     if list_id is None and not list_cid:
         raise errors.ApiError(

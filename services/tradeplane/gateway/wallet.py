@@ -38,6 +38,7 @@ from tradeplane.domain.money import PLAIN_DECIMAL, AmountError, fmt_units, to_un
 from tradeplane.gateway import errors, rbac
 from tradeplane.gateway.auth import Caller, signed_read, signed_withdraw
 from tradeplane.gateway.context import GatewayContext, ctx
+from tradeplane.gateway.inputs import optional_int
 from tradeplane.gateway.rbac import AdminIdentity, admin_action
 from tradeplane.gateway.users import require_2fa_for_account
 
@@ -106,18 +107,9 @@ async def ask_watcher(c: GatewayContext, spec: WalletSpec, what: str,
     return answer
 
 
-def _int(params: dict[str, str], name: str) -> int | None:
-    raw = params.get(name)
-    if raw is None or raw == "":
-        return None
-    if not raw.isdigit() or len(raw) > 20:
-        raise errors.illegal_chars(name)
-    return int(raw)
-
-
 def _window(params: dict[str, str]) -> tuple[int, int]:
     """Binance's history window: at most 90 days, the last 90 by default."""
-    start, end = _int(params, "startTime"), _int(params, "endTime")
+    start, end = optional_int(params, "startTime"), optional_int(params, "endTime")
     if end is None:
         end = _now_ms() if start is None else start + NINETY_DAYS_MS
     if start is None:
@@ -128,8 +120,8 @@ def _window(params: dict[str, str]) -> tuple[int, int]:
 
 
 def _paging(params: dict[str, str]) -> tuple[int, int]:
-    offset = _int(params, "offset") or 0
-    limit = _int(params, "limit")
+    offset = optional_int(params, "offset") or 0
+    limit = optional_int(params, "limit")
     if limit is None:
         limit = MAX_HISTORY
     if not 1 <= limit <= MAX_HISTORY:
@@ -203,7 +195,7 @@ async def deposit_history(request: Request, caller: Caller = Depends(signed_read
                           ) -> list[dict[str, Any]]:
     c = ctx(request)
     p = caller.params
-    status = _int(p, "status")
+    status = optional_int(p, "status")
     statuses = None if status is None else [
         s.value for s, code in DEPOSIT_API_STATUS.items() if code == status]
     start, end = _window(p)
@@ -277,7 +269,7 @@ async def withdraw_history(request: Request, caller: Caller = Depends(signed_rea
                            ) -> list[dict[str, Any]]:
     c = ctx(request)
     p = caller.params
-    status = _int(p, "status")
+    status = optional_int(p, "status")
     statuses = None if status is None else [s.value for s in
                                             API_WITHDRAW_STATUSES.get(status, [])]
     ids: list[int] | None = None
