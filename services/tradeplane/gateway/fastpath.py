@@ -52,8 +52,11 @@ class OrderFastPath:
 
     def __init__(self, app: FastAPI, settings: Settings | None = None) -> None:
         self.app = app
-        # Label routes by their template, and anything unknown as "other": bounded labels.
-        self._routes = {getattr(r, "path", "") for r in app.routes} - {""}
+        # Label routes by their path, and anything unknown as "other": bounded labels.
+        # Routers included into the app are not plain routes in ``app.routes`` (FastAPI
+        # wraps them), so the API's paths come from its OpenAPI description.
+        self._routes = ({getattr(r, "path", "") for r in app.routes}
+                        | set(app.openapi().get("paths", {}))) - {""}
         settings = settings or app.state.settings
         self.max_body = settings.max_body_bytes
         self.guard = Guard(app, self._dispatch, settings)
