@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import math
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -36,6 +35,8 @@ from urllib.parse import quote
 import httpx
 from pydantic import SecretStr
 
+from tradeplane.adapters import jsonrpc
+from tradeplane.adapters.jsonrpc import RpcError
 from tradeplane.domain.money import AmountError, fmt_units, to_units
 from tradeplane.wallets.chain import (
     ChainError,
@@ -60,16 +61,6 @@ RPC_IN_WARMUP = -28
 
 _LISTTRANSACTIONS_PAGE = 500
 _SATS_PER_COIN = Decimal(10) ** 8
-
-
-class RpcError(ChainError):
-    """The node answered a call with a JSON-RPC error."""
-
-    def __init__(self, method: str, code: int, message: str) -> None:
-        super().__init__(f"{method}: RPC error {code}: {message}")
-        self.method = method
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,34 +126,17 @@ class BitcoinRpc:
             RpcError: the node answered with a JSON-RPC error.
             ChainError: credentials refused, or an answer that is not JSON-RPC.
         """
-        body = json.dumps({"jsonrpc": "1.0", "id": next(self._ids), "method": method,
-                           "params": [] if params is None else params})
-        url = self._wallet_url if wallet else self._node_url
         try:
-            resp = await self._http.post(url, content=body,
-                                         headers={"content-type": "application/json"})
-        except httpx.TransportError as e:
-            raise ChainUnavailable(f"{self._where}: {method}: {type(e).__name__}: {e}") from e
-        if resp.status_code in (401, 403):
-            raise ChainError(f"{self._where}: {method}: credentials refused "
-                             f"(HTTP {resp.status_code})")
-        if resp.status_code == 503:  # work queue full
-            raise ChainUnavailable(f"{self._where}: {method}: HTTP 503")
-        try:
-            doc = json.loads(resp.content, parse_float=Decimal)
-        except ValueError as e:
-            raise ChainError(f"{self._where}: {method}: HTTP {resp.status_code}, "
-                             "answer is not JSON") from e
-        err = doc.get("error") if isinstance(doc, dict) else None
-        if err:
-            code, message = int(err.get("code", 0)), str(err.get("message", ""))
-            if code == RPC_IN_WARMUP:
-                raise ChainUnavailable(f"{self._where}: {method}: warming up: {message}")
-            raise RpcError(method, code, message)
-        if not isinstance(doc, dict) or "result" not in doc:
-            raise ChainError(f"{self._where}: {method}: HTTP {resp.status_code}, "
-                             "not a JSON-RPC answer")
-        return doc["result"]
+            return await jsonrpc.call(
+                self._http, self._wallet_url if wallet else self._node_url, self._where,
+                method, [] if params is None else params, version="1.0",
+                request_id=next(self._ids), unavailable=lambda status: status == 503,
+            )
+        except RpcError as e:
+            if e.code == RPC_IN_WARMUP:
+                raise ChainUnavailable(f"{self._where}: {method}: warming up: {e.message}") \
+                    from e
+            raise
 
     # ------------------------------------------------------------------ the port
     async def tip(self) -> Tip:

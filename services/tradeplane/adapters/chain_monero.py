@@ -33,16 +33,16 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 import httpx
 from pydantic import SecretStr
 
+from tradeplane.adapters import jsonrpc
+from tradeplane.adapters.jsonrpc import RpcError
 from tradeplane.wallets.chain import (
     ChainError,
     ChainUnavailable,
@@ -70,16 +70,6 @@ WALLET_NO_DAEMON_CONNECTION = -38
 DAEMON_INTERNAL_ERROR = -5
 
 _HEADERS_RANGE_MAX = 1000
-
-
-class RpcError(ChainError):
-    """monero-wallet-rpc or monerod answered a call with a JSON-RPC error."""
-
-    def __init__(self, method: str, code: int, message: str) -> None:
-        super().__init__(f"{method}: RPC error {code}: {message}")
-        self.method = method
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,28 +158,12 @@ class MoneroWalletRpc:
 
     async def _call(self, http: httpx.AsyncClient, url: httpx.URL, where: str, method: str,
                     params: dict[str, Any] | None) -> Any:
-        body = json.dumps({"jsonrpc": "2.0", "id": next(self._ids), "method": method,
-                           "params": params or {}})
-        try:
-            resp = await http.post(url, content=body, headers={"content-type": "application/json"})
-        except httpx.TransportError as e:
-            raise ChainUnavailable(f"{where}: {method}: {type(e).__name__}: {e}") from e
-        if resp.status_code in (401, 403):
-            raise ChainError(f"{where}: {method}: credentials refused (HTTP {resp.status_code})")
-        if resp.status_code >= 500:
-            raise ChainUnavailable(f"{where}: {method}: HTTP {resp.status_code}")
-        try:
-            doc = json.loads(resp.content, parse_float=Decimal)
-        except ValueError as e:
-            raise ChainError(f"{where}: {method}: HTTP {resp.status_code}, "
-                             "answer is not JSON") from e
-        err = doc.get("error") if isinstance(doc, dict) else None
-        if err:
-            raise RpcError(method, int(err.get("code", 0)), str(err.get("message", "")))
-        if not isinstance(doc, dict) or not isinstance(doc.get("result"), dict):
-            raise ChainError(f"{where}: {method}: HTTP {resp.status_code}, "
-                             "not a JSON-RPC answer")
-        return doc["result"]
+        result = await jsonrpc.call(http, url, where, method, params or {}, version="2.0",
+                                    request_id=next(self._ids),
+                                    unavailable=lambda status: status >= 500)
+        if not isinstance(result, dict):
+            raise ChainError(f"{where}: {method}: not a JSON-RPC answer")
+        return result
 
     # ------------------------------------------------------------------ the port
     async def tip(self) -> Tip:
