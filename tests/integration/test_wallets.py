@@ -526,8 +526,18 @@ async def test_bad_withdrawal_requests_get_binance_errors_and_lock_nothing(ltc: 
     for who, params, status, code in cases:
         r = await who.api.signed("POST", "/sapi/v1/capital/withdraw/apply", **params)
         assert (r.status_code, r.json()["code"]) == (status, code), (params, r.text)
-    # A whitelist, once the user keeps one, admits only its addresses.
-    await wallets_db.whitelist_add(ltc.pool, user.account, "LTC", own_address)
+    # A whitelist, once the user keeps one, admits only its addresses; an address the
+    # chain cannot pay is refused there too, and nothing is stored.
+    admin = {"Authorization": f"Bearer {ltc.plat.settings.admin_token.get_secret_value()}"}
+    async with httpx.AsyncClient(base_url=ltc.plat.base_url, headers=admin) as http:
+        for address in ("rltc1notanaddress", "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"):
+            r = await http.post("/admin/withdraw-whitelist", json={
+                "account": user.account, "asset": "LTC", "address": address})
+            assert (r.status_code, r.json()["code"]) == (400, -4033), r.text
+        assert await wallets_db.whitelist(ltc.pool, user.account) == []
+        r = await http.post("/admin/withdraw-whitelist", json={
+            "account": user.account, "asset": "LTC", "address": own_address})
+        assert r.status_code == 200 and r.json()["added"] is True, r.text
     r = await user.api.signed("POST", "/sapi/v1/capital/withdraw/apply", coin="LTC",
                               address=to, amount="0.1")
     assert (r.status_code, r.json()["code"]) == (400, -4035), r.text

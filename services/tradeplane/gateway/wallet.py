@@ -361,13 +361,20 @@ async def whitelist_add(
     request: Request, body: WhitelistEntry,
     who: AdminIdentity = Depends(admin_action(A.WITHDRAWAL_WHITELIST)),
 ) -> dict[str, Any]:
+    """Put an address on a user's whitelist; the asset's watcher checks it is payable on
+    that chain first, as for a withdrawal (-4033 otherwise)."""
+    c = ctx(request)
+    spec = await wallet_for(c, body.asset, None)
+    answer = await ask_watcher(c, spec, "validate", {"address": body.address})
+    if not answer.get("valid"):
+        raise errors.ApiError(-4033, "Illegal address.")
     try:
-        added = await wallets_db.whitelist_add(ctx(request).pool, body.account, body.asset,
+        added = await wallets_db.whitelist_add(c.pool, body.account, body.asset,
                                                body.address)
     except db.UnknownAccount:
         raise errors.ApiError(-1100, f"Unknown account {body.account}.") from None
     if added:
-        await rbac.audit(ctx(request).pool, who, "withdrawal.whitelist.add",
+        await rbac.audit(c.pool, who, "withdrawal.whitelist.add",
                          f"account:{body.account}", None, body.model_dump())
     return {"added": added, **body.model_dump()}
 
