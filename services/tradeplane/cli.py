@@ -522,6 +522,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------- parser
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tradeplane", description=__doc__)
     p.add_argument("--dev", action="store_true",
@@ -590,7 +601,8 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--type", default="HMAC_SHA256", choices=["HMAC_SHA256", "ED25519"])
     k.add_argument("--public-key-file", default="", help="ED25519: the user's public key (PEM)")
     k.add_argument("--ip-allow", default="", help="addresses/CIDRs, comma-separated")
-    k.add_argument("--expires-days", type=int, default=None, help="default: never")
+    k.add_argument("--expires-days", type=_positive_int, default=None,
+                   help="days until the key expires (default: never)")
     k.add_argument("--label", default="")
     k.set_defaults(fn=cmd_key_create)
 
@@ -646,7 +658,10 @@ def build_parser() -> argparse.ArgumentParser:
     cw.set_defaults(fn=cmd_check_wallets)
 
     wl = sub.add_parser("withdraw-whitelist",
-                        help="add (or --remove) a user's withdrawal address")
+                        help="add (or --remove) a user's withdrawal address (written "
+                             "directly, without asking the chain; POST "
+                             "/admin/withdraw-whitelist checks the address with the "
+                             "wallet's node first)")
     wl.add_argument("user")
     wl.add_argument("asset")
     wl.add_argument("address")
