@@ -375,6 +375,28 @@ async def test_amend_keeps_priority_and_releases_exactly_the_removed_lots(
     await _sound(plat)
 
 
+async def test_amend_down_to_the_executed_quantity_fills_the_order_and_answers_it(
+    plat: Platform,
+) -> None:
+    buyer = await plat.trader("amend-filled", {"USDT": "5000"})
+    seller = await plat.trader("amend-filled-seller", {"BTC": "1"})
+    placed = _ok(await _order(buyer, symbol="BTCUSDT", side="BUY", type="LIMIT",
+                              timeInForce="GTC", price="58100", quantity="0.05"))
+    _ok(await _order(seller, symbol="BTCUSDT", side="SELL", type="LIMIT",
+                     timeInForce="IOC", price="58100", quantity="0.02"))
+    r = await buyer.api.signed("PUT", "/api/v3/order/amend/keepPriority", symbol="BTCUSDT",
+                               orderId=placed["orderId"], newQty="0.01",
+                               newClientOrderId="amended-filled")
+    amended = _ok(r)["amendedOrder"]
+    # Only 0.02 ever executed, so that is all the order now is: FILLED, rest released.
+    assert {k: amended[k] for k in ("qty", "executedQty", "status", "clientOrderId")} == {
+        "qty": "0.02000000", "executedQty": "0.02000000", "status": "FILLED",
+        "clientOrderId": "amended-filled"}
+    assert await plat.balances(buyer.account) == {
+        "BTC": (U("0.02") - U("0.00002"), 0), "USDT": (U("5000") - U("1162"), 0)}
+    await _sound(plat)
+
+
 async def test_amends_that_are_not_reductions_get_binance_errors_and_change_nothing(
     plat: Platform,
 ) -> None:

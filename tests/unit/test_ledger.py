@@ -176,12 +176,12 @@ def test_an_amend_down_to_the_executed_quantity_fills_the_order_and_frees_the_re
     )
 
 
-def test_a_refused_amend_is_recorded_and_changes_nothing() -> None:
+def test_a_refused_amend_changes_nothing() -> None:
     orders = {1: _leg(1, 5, Side.SELL, 500, OrderType.LIMIT, price=1, qty=5)}
     refused = AmendRejected(1, 5, Reason.NOT_AMENDABLE, 3)
     s = settle_batch(BTCUSDT, [refused], orders)
-    assert (s.amend_rejects, s.postings, orders[1].qty, orders[1].dirty) == (
-        [refused], [], 5, False)
+    assert (s.postings, orders[1].qty, orders[1].hold_remaining, orders[1].dirty) == (
+        [], 5, 500, False)
 
 
 def test_self_trade_prevention_expiry_releases_the_whole_hold() -> None:

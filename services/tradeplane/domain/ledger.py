@@ -92,7 +92,6 @@ class Settlement:
     postings: list[Posting] = field(default_factory=list)
     trades: list[TradeRow] = field(default_factory=list)
     cancel_rejects: list[CancelRejected] = field(default_factory=list)
-    amend_rejects: list[AmendRejected] = field(default_factory=list)
     trading: list[TradingChanged] = field(default_factory=list)
 
     def balance_deltas(self) -> dict[tuple[int, str], tuple[int, int]]:
@@ -165,7 +164,7 @@ def settle_batch(
         elif isinstance(ev, Amended):
             _amend(rules, ev, orders, out)
         elif isinstance(ev, AmendRejected):
-            out.amend_rejects.append(ev)
+            pass  # nothing changed; the gateway sees the unchanged quantity
         elif isinstance(ev, CancelRejected):
             out.cancel_rejects.append(ev)
         elif isinstance(ev, TradingChanged):

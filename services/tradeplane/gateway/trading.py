@@ -581,7 +581,9 @@ async def amend_keep_priority(
     await _wait_settled(request.app.state, rules.symbol, seq)
     after = await db.get_order(c.pool, caller.account, rules.symbol, row["id"], None)
     assert after is not None
-    if after["qty"] != new_qty:  # the engine refused it (AmendRejected): nothing changed
+    # An Amended event always lowers the order's quantity (to newQty, or to what had
+    # executed when that was more: then the order is FILLED); AmendRejected changes nothing.
+    if after["qty"] == row["qty"]:  # the engine refused it
         if renamed:
             await db.rename_order(c.pool, row["id"], new_cid, old_cid)
         if Status(after["status"]) in TERMINAL:

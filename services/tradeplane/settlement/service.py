@@ -161,7 +161,6 @@ class Settler:
                 s = settle_batch(rules[b.symbol], b.events, orders)
                 total.postings += s.postings
                 total.trades += s.trades
-                total.amend_rejects += s.amend_rejects
                 cursors[b.symbol] = b.last_seq
                 for change in s.trading:
                     trading[b.symbol] = TRADING_NAMES[change.state]
