@@ -17,8 +17,6 @@ from tradeplane.domain.model import (
     TERMINAL,
     Accepted,
     Amended,
-    AmendRejected,
-    CancelRejected,
     Done,
     Event,
     OrderType,
@@ -91,7 +89,6 @@ class TradeRow:
 class Settlement:
     postings: list[Posting] = field(default_factory=list)
     trades: list[TradeRow] = field(default_factory=list)
-    cancel_rejects: list[CancelRejected] = field(default_factory=list)
     trading: list[TradingChanged] = field(default_factory=list)
 
     def balance_deltas(self) -> dict[tuple[int, str], tuple[int, int]]:
@@ -114,8 +111,9 @@ def settle_batch(
 ) -> Settlement:
     """Apply one symbol's events to ``orders`` (mutated, marked dirty) and return postings.
 
-    Order lists: ``orders`` must hold both legs of every list an event names (see
-    ``OrderState.partner``).
+    Refusals (``CancelRejected``, ``AmendRejected``) change nothing in the ledger: the
+    gateway reads the unchanged order. Order lists: ``orders`` must hold both legs of every
+    list an event names (see ``OrderState.partner``).
 
     Raises:
         LedgerError: an event names an unknown order, spends or releases more than its
@@ -163,10 +161,6 @@ def settle_batch(
             o.dirty = True
         elif isinstance(ev, Amended):
             _amend(rules, ev, orders, out)
-        elif isinstance(ev, AmendRejected):
-            pass  # nothing changed; the gateway sees the unchanged quantity
-        elif isinstance(ev, CancelRejected):
-            out.cancel_rejects.append(ev)
         elif isinstance(ev, TradingChanged):
             out.trading.append(ev)
     return out
