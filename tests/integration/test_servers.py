@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import socket
+import stat
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 import nats
@@ -14,6 +16,7 @@ from nats.js.api import ConsumerConfig
 from tradeplane.platform.servers import (
     LocalServers,
     NatsServer,
+    PostgresServer,
     RedisServer,
     ServerStartError,
 )
@@ -59,6 +62,60 @@ async def test_postgres_query(pg_url: str) -> None:
         assert int(version) >= 170000
     finally:
         await conn.close()
+
+
+_REFUSED = (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError)
+
+
+async def test_postgres_refuses_connections_without_the_password(
+    local_servers: LocalServers,
+) -> None:
+    pg = local_servers.postgres
+    password = urlsplit(pg.url).password
+    assert password and len(password) >= 32
+    assert stat.S_IMODE(pg.password_file.stat().st_mode) == 0o600
+    no_password = f"postgresql://postgres@127.0.0.1:{pg.port}/tradeplane"
+    for kwargs in ({}, {"password": ""}, {"password": "wrong"}):
+        with pytest.raises(_REFUSED):
+            await asyncpg.connect(no_password, **kwargs)
+    # The Unix socket too (peer or trust there would let any local user in).
+    with pytest.raises(_REFUSED):
+        await asyncpg.connect(host=str(pg.socket_dir), port=pg.port, user="postgres",
+                              database="tradeplane")
+    conn = await asyncpg.connect(host=str(pg.socket_dir), port=pg.port, user="postgres",
+                                 database="tradeplane", password=password)
+    await conn.close()
+
+
+async def test_a_cluster_made_before_passwords_is_locked_on_its_next_start(
+    data_dir: Path,
+) -> None:
+    # The layout before passwords: initdb --auth=trust, no password file.
+    server = PostgresServer(data_dir)
+    server.start()
+    try:
+        conn = await asyncpg.connect(server.url)
+        await conn.execute("CREATE TABLE kept (note text); INSERT INTO kept VALUES ('old')")
+        await conn.close()
+    finally:
+        server.stop()
+    (data_dir / "pgdata" / "pg_hba.conf").write_text(
+        "local all all trust\nhost all all 127.0.0.1/32 trust\n")
+    (data_dir / "password").unlink()
+
+    again = PostgresServer(data_dir, port=server.port)
+    again.start()
+    try:
+        assert again.password_file.exists()
+        with pytest.raises(_REFUSED):
+            await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{again.port}/tradeplane")
+        conn = await asyncpg.connect(again.url)
+        try:
+            assert await conn.fetchval("SELECT note FROM kept") == "old"
+        finally:
+            await conn.close()
+    finally:
+        again.stop()
 
 
 async def test_redis_ping_set_get(redis_url: str) -> None:

@@ -12,11 +12,15 @@ library.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import hmac
 import importlib.util
 import json
 import os
 import re
+import secrets as _stdlib_secrets
 import shutil
 import signal
 import socket
@@ -30,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import IO, ClassVar
+from urllib.parse import quote
 
 __all__ = [
     "LocalServers",
@@ -397,10 +402,18 @@ class PostgresServer(_Server):
 
     PostgreSQL refuses to run as root; when we are root it runs as ``os_user``, a system
     user created on first use.
+
+    Every connection, over TCP or the Unix socket, authenticates with ``password``
+    (SCRAM-SHA-256): ``pg_hba.conf`` is rewritten and the password set on every start, so
+    a cluster created before passwords existed (``initdb --auth=trust``) is locked on its
+    next start, and the password stays whatever ``password`` or the password file says.
     """
 
     user: str = "postgres"
-    """Database superuser (trust authentication on 127.0.0.1)."""
+    """Database superuser; the only role, authenticated with ``password``."""
+    password: str = field(default="", repr=False)
+    """The superuser's password (printable ASCII). Empty = one generated on first use and
+    kept in ``data_dir/password`` (mode 0600), so restarts on the same folder reuse it."""
     database: str = "tradeplane"
     """Database created on start if missing."""
     synchronous_commit: bool = True
@@ -420,10 +433,26 @@ class PostgresServer(_Server):
         for what, value in (("user", self.user), ("database", self.database)):
             if not _SQL_NAME.fullmatch(value):
                 raise ValueError(f"{what} must be a lower-case SQL identifier, not {value!r}")
+        # Printable ASCII is left unchanged by SASLprep, so our SCRAM verifier matches what
+        # clients compute; the message must not echo the password.
+        if self.password and not (self.password.isascii() and self.password.isprintable()):
+            raise ValueError("password must be printable ASCII")
 
     @property
     def url(self) -> str:
-        return f"postgresql://{self.user}@{HOST}:{self.port}/{self.database}"
+        """DSN with the superuser's password (keep it out of logs: ``config.redacted``)."""
+        secret = quote(self._password(), safe="")
+        return f"postgresql://{self.user}:{secret}@{HOST}:{self.port}/{self.database}"
+
+    @property
+    def password_file(self) -> Path:
+        return self.data_dir / "password"
+
+    def _password(self) -> str:
+        """``password``, or the one kept in ``password_file`` (created once, mode 0600)."""
+        if not self.password:
+            self.password = _read_or_create_secret(self.password_file)
+        return self.password
 
     @property
     def pgdata(self) -> Path:
@@ -442,23 +471,62 @@ class PostgresServer(_Server):
             folder.mkdir(mode=0o700, exist_ok=True)
             if owner is not None and folder.stat().st_uid != owner[0]:
                 _chown_tree(folder, *owner)
-        if (self.pgdata / "PG_VERSION").exists():
-            return
+        if not (self.pgdata / "PG_VERSION").exists():
+            # Trust only until the server first starts: nothing listens before then, and
+            # the password is set below exactly as for a cluster made before passwords.
+            argv = [
+                self._bin("initdb"),
+                "-D", str(self.pgdata),
+                "--auth=trust",
+                "-U", self.user,
+                "--encoding=UTF8",
+                "--no-locale",
+                "--no-instructions",
+            ]  # fmt: skip
+            self._run_as_owner(argv, "initdb")
+        self._write_hba()
+        self._set_password()
+
+    def _write_hba(self) -> None:
+        hba = self.pgdata / "pg_hba.conf"
+        hba.write_text(
+            "# Written by tradeplane.platform.servers on every start; edits are lost.\n"
+            "# TYPE  DATABASE     USER  ADDRESS       METHOD\n"
+            "local   all          all                 scram-sha-256\n"
+            "host    all          all   127.0.0.1/32  scram-sha-256\n"
+            "host    all          all   ::1/128       scram-sha-256\n"
+            "local   replication  all                 scram-sha-256\n"
+            "host    replication  all   127.0.0.1/32  scram-sha-256\n"
+            "host    replication  all   ::1/128       scram-sha-256\n"
+        )
+        hba.chmod(0o600)
+        if self._owner is not None:
+            os.chown(hba, *self._owner)
+
+    def _set_password(self) -> None:
+        """Give the superuser our password, in single-user mode (the server is not running
+        yet, and no connection could authenticate before this). The statement reaches the
+        backend on stdin and holds a SCRAM verifier, never the password itself."""
+        verifier = _scram_sha256_verifier(self._password())
+        sql = f"ALTER ROLE \"{self.user}\" PASSWORD '{verifier}';\n"
         argv = [
-            self._bin("initdb"),
+            self._bin("postgres"), "--single",
             "-D", str(self.pgdata),
-            "--auth=trust",
-            "-U", self.user,
-            "--encoding=UTF8",
-            "--no-locale",
-            "--no-instructions",
+            "-c", "log_min_messages=warning",
+            "-c", "log_statement=none",
+            "postgres",
         ]  # fmt: skip
+        self._run_as_owner(argv, "setting the password", stdin=sql.encode())
+
+    def _run_as_owner(self, argv: list[str], what: str, stdin: bytes | None = None) -> None:
+        owner = self._owner
         with self.log_path.open("ab") as log:
             log_offset = log.tell()
-            initdb = subprocess.run(
+            done = subprocess.run(
                 argv,
                 cwd=self.data_dir,
-                stdin=subprocess.DEVNULL,
+                input=stdin,
+                stdin=None if stdin is not None else subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 timeout=self.start_timeout,
@@ -466,8 +534,8 @@ class PostgresServer(_Server):
                 group=None if owner is None else owner[1],
                 extra_groups=None if owner is None else [],
             )
-        if initdb.returncode != 0:
-            raise self._error(f"initdb failed with code {initdb.returncode}", log_offset)
+        if done.returncode != 0:
+            raise self._error(f"{what} failed with code {done.returncode}", log_offset)
 
     def _command(self) -> list[str]:
         socket_dir = str(self.socket_dir)
@@ -548,7 +616,42 @@ class PostgresServer(_Server):
             text=True,
             timeout=self.start_timeout,
             check=False,
+            # The environment, not argv: argv is visible to every user in `ps`.
+            env={**os.environ, "PGPASSWORD": self._password()},
         )
+
+
+def _read_or_create_secret(path: Path) -> str:
+    """The secret kept in ``path``; a new random one (hex, mode 0600) if there is none."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = _stdlib_secrets.token_hex(32)
+    # O_EXCL: of two processes racing to create it, the second reads the first's.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as out:
+        out.write(value + "\n")
+    return value
+
+
+def _scram_sha256_verifier(password: str, iterations: int = 4096) -> str:
+    """What PostgreSQL stores for a SCRAM-SHA-256 password (RFC 5802/7677), so that the
+    plaintext never reaches the server."""
+    salt = os.urandom(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+
+    def b64(raw: bytes) -> str:
+        return base64.b64encode(raw).decode()
+
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
 
 
 def _unprivileged_owner(os_user: str, data_dir: Path) -> tuple[int, int] | None:
