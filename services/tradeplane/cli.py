@@ -34,18 +34,10 @@ def _loaded(args: argparse.Namespace) -> Loaded:
     overrides: dict[str, Any] = {}
     if getattr(args, "dev", False):
         overrides["dev_mode"] = True
-    ports = LOCAL_DATA / "ports.json"
-    if not any(os.environ.get(v) for v in _CONFIGURED) and ports.exists():
-        p = json.loads(ports.read_text())
-        overrides.update(
-            dev_mode=True,
-            database_url=f"postgresql://postgres@127.0.0.1:{p['postgres']}/tradeplane",
-            nats_url=f"nats://127.0.0.1:{p['nats']}",
-            redis_url=f"redis://127.0.0.1:{p['redis']}/0",
-        )
-        key = LOCAL_DATA / "secret.key"
-        if key.exists() and "TRADEPLANE_SECRET_KEY" not in os.environ:
-            overrides["secret_key"] = key.read_text().strip()
+    if not any(os.environ.get(v) for v in _CONFIGURED) and (LOCAL_DATA / "ports.json").exists():
+        from tradeplane.platform.local import client_overrides
+
+        overrides.update(client_overrides(LOCAL_DATA))
     return load_settings(overrides)
 
 
@@ -118,10 +110,15 @@ def cmd_wallet_watcher(args: argparse.Namespace) -> int:
 
 
 def cmd_marketmaker(args: argparse.Namespace) -> int:
-    from tradeplane.demo.marketmaker import run_market_maker
+    from tradeplane.demo.marketmaker import MissingSecretError, api_secret, run_market_maker
 
+    try:
+        secret = api_secret(os.environ)
+    except MissingSecretError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
     return _run_async(lambda: run_market_maker(
-        args.url, args.api_key, args.api_secret, args.symbols, args.interval
+        args.url, args.api_key, secret, args.symbols, args.interval
     ))
 
 
@@ -560,8 +557,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     mm = sub.add_parser("marketmaker", help="demo market maker (keeps the books alive)")
     mm.add_argument("--url", default="http://127.0.0.1:8080")
-    mm.add_argument("--api-key", required=True)
-    mm.add_argument("--api-secret", required=True)
+    mm.add_argument("--api-key", required=True,
+                    help="API key; its secret comes from $TRADEPLANE_MARKETMAKER_API_SECRET "
+                    "or the file named by $TRADEPLANE_MARKETMAKER_API_SECRET_FILE, never "
+                    "from the command line (visible in ps)")
     mm.add_argument("--symbols", nargs="+", default=["BTCUSDT", "ETHUSDT", "ETHBTC"])
     mm.add_argument("--interval", type=float, default=2.0)
     mm.set_defaults(fn=cmd_marketmaker)

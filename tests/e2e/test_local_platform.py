@@ -1,24 +1,31 @@
 """``tradeplane up``: one command runs the whole platform from the pip wheels; Ctrl-C stops
-it cleanly; running it again keeps the data (a restart is a recovery)."""
+it cleanly; running it again keeps the data (a restart is a recovery). Its secrets are
+separate, kept in the data folder, never on a command line, and PostgreSQL wants a
+password."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 from tests.support.harness import eventually, free_port
 
 from tradeplane.demo.client import ApiClient
+from tradeplane.platform.local import local_secrets
 
 pytestmark = pytest.mark.e2e
+_REFUSED = (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError)
 
 
 class Up:
@@ -36,7 +43,8 @@ class Up:
         while time.monotonic() < deadline:
             text = self.out.read_text()
             if "Press Ctrl-C" in text:
-                return dict(re.findall(r"^\s+(API key|API secret|REST API)\s+(\S+)", text, re.M))
+                return dict(re.findall(r"^\s+(API key|API secret|REST API|admin token)\s+(\S+)",
+                                       text, re.M))
             assert self.proc.poll() is None, text
             time.sleep(0.2)
         raise AssertionError(self.out.read_text())
@@ -44,6 +52,33 @@ class Up:
     def interrupt(self) -> int:
         self.proc.send_signal(signal.SIGINT)
         return self.proc.wait(60)
+
+
+def _secrets(data: Path) -> dict[str, str]:
+    path = data / "secrets.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    values: dict[str, str] = json.loads(path.read_text())
+    return values
+
+
+def _check_secrets(data: Path, banner: str, admin_token: str) -> dict[str, str]:
+    """The three keys are distinct; the banner shows the admin token and no other."""
+    keys = _secrets(data)
+    assert len({keys["admin_token"], keys["secret_key"], keys["jwt_secret"]}) == 3
+    assert admin_token == keys["admin_token"]
+    assert keys["secret_key"] not in banner and keys["jwt_secret"] not in banner
+    return keys
+
+
+def _command_lines() -> dict[int, str]:
+    out = {}
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                out[int(pid)] = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+    return out
 
 
 def _children_gone(data: Path) -> bool:
@@ -63,6 +98,7 @@ async def test_up_runs_the_platform_stops_cleanly_and_keeps_data(data_dir: Path)
     up = Up(data, port, "--no-market-maker")
     try:
         info = up.banner()
+        keys = _check_secrets(data, up.out.read_text(), info["admin token"])
         base = f"http://127.0.0.1:{port}"
         assert info["REST API"] == f"{base}/api/v3"
         api = ApiClient(base, info["API key"], info["API secret"])
@@ -87,6 +123,7 @@ async def test_up_runs_the_platform_stops_cleanly_and_keeps_data(data_dir: Path)
     try:
         again = up.banner()
         assert again["API key"] == info["API key"]
+        assert _check_secrets(data, up.out.read_text(), again["admin token"]) == keys
         api = ApiClient(f"http://127.0.0.1:{port}", again["API key"], again["API secret"])
         opened = (await api.signed("GET", "/api/v3/openOrders", symbol="BTCUSDT")).json()
         assert [o["clientOrderId"] for o in opened] == ["kept-across-restart"]
@@ -99,6 +136,101 @@ async def test_up_runs_the_platform_stops_cleanly_and_keeps_data(data_dir: Path)
         await api.close()
     finally:
         assert up.interrupt() == 0
+
+    # Back to a folder made before secrets.json and PostgreSQL passwords: one secret.key for
+    # everything, trust authentication. Its data was encrypted with that key.
+    (data / "secret.key").write_text(keys["secret_key"])
+    (data / "secrets.json").unlink()
+    (data / "pg" / "password").unlink()
+    (data / "pg" / "pgdata" / "pg_hba.conf").write_text(
+        "local all all trust\nhost all all 127.0.0.1/32 trust\n")
+    up = Up(data, port, "--no-market-maker")
+    try:
+        migrated = up.banner()
+        assert not (data / "secret.key").exists()
+        new = _check_secrets(data, up.out.read_text(), migrated["admin token"])
+        assert new["secret_key"] == keys["secret_key"]
+        assert new["admin_token"] != keys["secret_key"]
+        # The stored API secret still decrypts: signed requests work, the order is there.
+        api = ApiClient(f"http://127.0.0.1:{port}", migrated["API key"], migrated["API secret"])
+        opened = (await api.signed("GET", "/api/v3/openOrders", symbol="BTCUSDT")).json()
+        assert [o["clientOrderId"] for o in opened] == ["kept-across-restart"]
+        await api.close()
+        pg_port = json.loads((data / "ports.json").read_text())["postgres"]
+        with pytest.raises(_REFUSED):
+            await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{pg_port}/tradeplane")
+    finally:
+        assert up.interrupt() == 0
+
+
+async def test_up_keeps_secrets_off_command_lines_and_locks_postgres(data_dir: Path) -> None:
+    # Named like make up's folder, so CLI commands run beside it find the platform.
+    data = data_dir / ".tradeplane"
+    port = free_port()
+    up = Up(data, port)
+    try:
+        info = up.banner()
+        keys = _check_secrets(data, up.out.read_text(), info["admin token"])
+        accounts = json.loads((data / "accounts.json").read_text())
+        pg_password = (data / "pg" / "password").read_text().strip()
+        secrets = {
+            "market maker's API secret": accounts["market-maker"]["secret"],
+            "demo API secret": accounts["demo"]["secret"],
+            "admin token": keys["admin_token"],
+            "encryption key": keys["secret_key"],
+            "JWT secret": keys["jwt_secret"],
+            "PostgreSQL password": pg_password,
+        }
+
+        async def market_maker_running() -> bool:
+            return any("marketmaker" in cmd and str(port) in cmd
+                       for cmd in _command_lines().values())
+
+        await eventually(market_maker_running, timeout=30)
+        for pid, cmd in _command_lines().items():
+            for what, value in secrets.items():
+                assert value not in cmd, f"the {what} is on the command line of pid {pid}"
+
+        pg_port = json.loads((data / "ports.json").read_text())["postgres"]
+        for password in (None, "", "postgres"):
+            with pytest.raises(_REFUSED):
+                await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{pg_port}/tradeplane",
+                                      password=password)
+
+        # A CLI command beside the folder gets the password and the encryption key: a key
+        # it creates signs requests the gateway accepts.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TRADEPLANE_")}
+        made = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tradeplane.cli", "key-create", "demo",
+            "--permissions", "read",
+            cwd=data_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(made.communicate(), 60)
+        assert made.returncode == 0, err.decode()
+        key = json.loads(out)
+        api = ApiClient(f"http://127.0.0.1:{port}", key["apiKey"], key["secretKey"])
+        r = await api.signed("GET", "/api/v3/account")
+        await api.close()
+        assert r.status_code == 200, r.text
+    finally:
+        assert up.interrupt() == 0
+
+
+def test_local_secrets_are_separate_private_and_kept(tmp_path: Path) -> None:
+    first = local_secrets(tmp_path)
+    assert len({first.admin_token, first.secret_key, first.jwt_secret}) == 3
+    assert stat.S_IMODE((tmp_path / "secrets.json").stat().st_mode) == 0o600
+    assert local_secrets(tmp_path) == first
+    assert first.secret_key not in repr(first)
+
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "secret.key").write_text("the-one-old-value\n")
+    migrated = local_secrets(old)
+    assert migrated.secret_key == "the-one-old-value"
+    assert "the-one-old-value" not in (migrated.admin_token, migrated.jwt_secret)
+    assert not (old / "secret.key").exists()
+    assert local_secrets(old) == migrated
 
 
 async def test_demo_market_maker_keeps_the_books_alive(data_dir: Path) -> None:
@@ -117,4 +249,3 @@ async def test_demo_market_maker_keeps_the_books_alive(data_dir: Path) -> None:
         await eventually(traded, timeout=60, interval=0.5)
     finally:
         assert up.interrupt() == 0
-    _ = asyncio

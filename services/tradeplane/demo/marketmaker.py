@@ -5,13 +5,46 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Mapping
 from decimal import ROUND_DOWN, Decimal
+from pathlib import Path
 
 from tradeplane.demo.client import ApiClient
 
 log = logging.getLogger("tradeplane.marketmaker")
 
+#: Where the market maker finds its API secret (or in the file named by ``<this>_FILE``):
+#: never on its command line, which every user of the machine can read.
+API_SECRET_ENV = "TRADEPLANE_MARKETMAKER_API_SECRET"
+
 START_MIDS = {"BTCUSDT": Decimal("60000"), "ETHUSDT": Decimal("3000"), "ETHBTC": Decimal("0.05")}
+
+
+class MissingSecretError(RuntimeError):
+    """The API secret is in neither the variable nor the file it names."""
+
+
+def api_secret(env: Mapping[str, str]) -> str:
+    """The API secret from ``API_SECRET_ENV``, else from the file ``API_SECRET_ENV_FILE``.
+
+    Raises:
+        MissingSecretError: neither is set, or the file cannot be read (the message names
+            the variable and the file, never a secret).
+    """
+    given = env.get(API_SECRET_ENV, "")
+    if given:
+        return given
+    path = env.get(f"{API_SECRET_ENV}_FILE", "")
+    if not path:
+        raise MissingSecretError(f"set {API_SECRET_ENV} or {API_SECRET_ENV}_FILE")
+    try:
+        secret = Path(path).read_text().strip()
+    except OSError as exc:
+        raise MissingSecretError(f"cannot read {API_SECRET_ENV}_FILE ({path}): "
+                                 f"{exc.strerror}") from exc
+    if not secret:
+        raise MissingSecretError(f"{API_SECRET_ENV}_FILE ({path}) is empty")
+    return secret
 
 
 def _snap(x: Decimal, step: Decimal) -> Decimal:

@@ -4,6 +4,12 @@ Starts NATS (JetStream), PostgreSQL and Redis from their pip wheels under a proj
 data folder, applies migrations, creates the demo markets and a funded demo account, runs
 every service as a local process, prints how to reach it, and stops everything on Ctrl-C.
 Running it again keeps the data: a restart is a recovery.
+
+Secrets: the admin token, the key that encrypts API secrets and the JWT key are separate
+random values, generated once per data folder into ``secrets.json`` (mode 0600); the
+PostgreSQL password is kept by the server (``pg/password``). Only the admin token is
+printed. Children get their secrets through the environment, never on the command line
+(anyone can read every process's command line with ``ps``).
 """
 
 from __future__ import annotations
@@ -18,15 +24,17 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from tradeplane.adapters import db
 from tradeplane.adapters.cipher import SecretCipher
 from tradeplane.config import Settings
+from tradeplane.demo.marketmaker import API_SECRET_ENV
 from tradeplane.domain.money import to_units
 from tradeplane.domain.pairs import DEMO_PAIRS
-from tradeplane.platform.servers import LocalServers, free_port
+from tradeplane.platform.servers import LocalServers, PostgresServer, free_port
 
 DEMO_FUNDS = {"BTC": "10", "ETH": "100", "USDT": "1000000"}
 MM_FUNDS = {"BTC": "1000", "ETH": "10000", "USDT": "100000000"}
@@ -39,13 +47,84 @@ class Credentials:
     secret: str
 
 
-def _local_secret(data_dir: Path) -> str:
-    """The local platform's master key, generated once and kept in the data folder."""
-    path = data_dir / "secret.key"
-    if not path.exists():
-        path.write_text(_stdlib_secrets.token_hex(32))
-        path.chmod(0o600)
-    return path.read_text().strip()
+SECRETS_FILE = "secrets.json"
+#: Before ``secrets.json``: one value served as admin token, encryption key and JWT root.
+_LEGACY_KEY_FILE = "secret.key"
+#: Variables that carry the platform's own secrets; the market maker gets none of them.
+_PLATFORM_SECRETS = ("TRADEPLANE_DATABASE_URL", "TRADEPLANE_SECRET_KEY",
+                     "TRADEPLANE_ADMIN_TOKEN", "TRADEPLANE_JWT_SECRET")
+
+
+@dataclass(frozen=True, repr=False)
+class LocalSecrets:
+    """The local platform's keys; three separate random values."""
+
+    admin_token: str
+    """Bearer token of the bootstrap SuperAdmin; printed in the banner."""
+    secret_key: str
+    """Encrypts API and TOTP secrets at rest; never printed."""
+    jwt_secret: str
+    """Signs users' access tokens; never printed."""
+
+
+def local_secrets(data_dir: Path) -> LocalSecrets:
+    """The data folder's secrets, generated once into ``secrets.json`` (mode 0600).
+
+    A folder made before that file has only ``secret.key``: its value stays the encryption
+    key (the API secrets in its database are encrypted with it), the admin token and the
+    JWT key are new, and ``secret.key`` is removed once ``secrets.json`` holds it.
+    """
+    path = data_dir / SECRETS_FILE
+    legacy = data_dir / _LEGACY_KEY_FILE
+    try:
+        known: Any = json.loads(path.read_text())
+    except FileNotFoundError:
+        known = {}
+    if not isinstance(known, dict):
+        raise ValueError(f"{path} is not a JSON object")
+    values: dict[str, str] = {}
+    for name in ("admin_token", "secret_key", "jwt_secret"):
+        value = known.get(name)
+        if not isinstance(value, str) or not value:
+            if name == "secret_key" and legacy.exists():
+                value = legacy.read_text().strip()
+            else:
+                value = _stdlib_secrets.token_hex(32)
+        values[name] = value
+    if values != known:
+        _write_private(path, json.dumps(values, indent=2) + "\n")
+    legacy.unlink(missing_ok=True)
+    return LocalSecrets(**values)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text``, readable by us only from the first byte on."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.replace(tmp, path)
+
+
+def client_overrides(data_dir: Path) -> dict[str, Any]:
+    """Settings for a command run beside a local platform's data folder (the CLI's
+    fallback when nothing is configured): its servers' URLs, the PostgreSQL password
+    included, and its secrets unless the environment names them."""
+    ports = json.loads((data_dir / "ports.json").read_text())
+    pg = PostgresServer(data_dir / "pg", port=ports["postgres"])
+    out: dict[str, Any] = {
+        "dev_mode": True,
+        "database_url": pg.url,
+        "nats_url": f"nats://127.0.0.1:{ports['nats']}",
+        "redis_url": f"redis://127.0.0.1:{ports['redis']}/0",
+    }
+    secrets = local_secrets(data_dir)
+    for name in ("admin_token", "secret_key", "jwt_secret"):
+        var = f"TRADEPLANE_{name.upper()}"
+        if var not in os.environ and f"{var}_FILE" not in os.environ:
+            out[name] = getattr(secrets, name)
+    return out
 
 
 async def _provision(dsn: str, data_dir: Path, master_key: str) -> dict[str, Credentials]:
@@ -76,8 +155,7 @@ async def _provision(dsn: str, data_dir: Path, master_key: str) -> dict[str, Cre
             out[name] = Credentials(account, str(entry["api_key"]), str(entry["secret"]))
     finally:
         await pool.close()
-    store.write_text(json.dumps(known, indent=2))
-    store.chmod(0o600)
+    _write_private(store, json.dumps(known, indent=2))
     return out
 
 
@@ -94,6 +172,7 @@ def service_env(settings: Settings) -> dict[str, str]:
         "TRADEPLANE_RESPONSE_TIMEOUT_S": str(settings.response_timeout_s),
         "TRADEPLANE_SECRET_KEY": settings.secret_key.get_secret_value(),
         "TRADEPLANE_ADMIN_TOKEN": settings.admin_token.get_secret_value(),
+        "TRADEPLANE_JWT_SECRET": settings.jwt_secret.get_secret_value(),
     }
 
 
@@ -135,28 +214,31 @@ def run_local_platform(data_dir: str, http_port: int, market_maker: bool) -> int
     print(f"tradeplane: starting NATS, PostgreSQL and Redis under {root} ...", flush=True)
     children: dict[str, subprocess.Popen[bytes]] = {}
     with LocalServers(root) as servers:
-        master_key = _local_secret(root)
-        creds = asyncio.run(_provision(servers.pg_url, root, master_key))
+        keys = local_secrets(root)
+        creds = asyncio.run(_provision(servers.pg_url, root, keys.secret_key))
         env = {
             **os.environ,
             "TRADEPLANE_DEV_MODE": "1",
             "TRADEPLANE_NATS_URL": servers.nats_url,
-            "TRADEPLANE_DATABASE_URL": servers.pg_url,
+            "TRADEPLANE_DATABASE_URL": servers.pg_url,  # carries the password
             "TRADEPLANE_REDIS_URL": servers.redis_url,
-            "TRADEPLANE_SECRET_KEY": master_key,
-            "TRADEPLANE_ADMIN_TOKEN": master_key,
+            "TRADEPLANE_SECRET_KEY": keys.secret_key,
+            "TRADEPLANE_ADMIN_TOKEN": keys.admin_token,
+            "TRADEPLANE_JWT_SECRET": keys.jwt_secret,
             "TRADEPLANE_HTTP_PORT": str(http_port),
             # Sign-up mail (verification tokens) as JSON files, read them there.
             "TRADEPLANE_MAIL_OUTBOX": os.environ.get("TRADEPLANE_MAIL_OUTBOX",
                                                      str(root / "mail")),
         }
         metrics: dict[str, int] = {}
+        # Each child's environment, kept for its restarts.
+        envs: dict[str, dict[str, str]] = {"gateway": env}
 
         def start(name: str, args: list[str]) -> None:
             port = free_port()
             metrics[name] = port
-            children[name] = _spawn(args, {**env, "TRADEPLANE_METRICS_PORT": str(port)},
-                                    logs, name)
+            envs[name] = {**env, "TRADEPLANE_METRICS_PORT": str(port)}
+            children[name] = _spawn(args, envs[name], logs, name)
 
         for p in DEMO_PAIRS:
             start(f"matching-{p.name}", ["matching", "--symbol", p.name])
@@ -170,9 +252,16 @@ def run_local_platform(data_dir: str, http_port: int, market_maker: bool) -> int
             stop = True
         elif market_maker:
             mm = creds["market-maker"]
+            # Its API secret in its environment (argv is public), and none of ours.
+            envs["marketmaker"] = {
+                **{k: v for k, v in env.items() if k not in _PLATFORM_SECRETS},
+                API_SECRET_ENV: mm.secret,
+            }
+            # A round every 5 s: its ~33 orders a round stay within its key's default
+            # 100 orders per 10 s (every 2 s they would not).
             children["marketmaker"] = _spawn(
-                ["marketmaker", "--url", base, "--api-key", mm.api_key,
-                 "--api-secret", mm.secret], env, logs, "marketmaker")
+                ["marketmaker", "--url", base, "--api-key", mm.api_key, "--interval", "5"],
+                envs["marketmaker"], logs, "marketmaker")
         if not stop:
             demo = creds["demo"]
             print(
@@ -183,11 +272,12 @@ def run_local_platform(data_dir: str, http_port: int, market_maker: bool) -> int
                 f"  demo account  {demo.account}\n"
                 f"  API key       {demo.api_key}\n"
                 f"  API secret    {demo.secret}\n"
-                f"  admin token   {master_key}\n"
+                f"  admin token   {keys.admin_token}\n"
                 f"  markets       {', '.join(p.symbol for p in DEMO_PAIRS)}\n"
                 f"  metrics       gateway {base}/metrics; "
                 + ", ".join(f"{n} :{p}" for n, p in metrics.items()) + "\n"
                 f"  logs          {logs}\n"
+                f"  secrets       {root / SECRETS_FILE} (encryption and JWT keys; not shown)\n"
                 "Press Ctrl-C to stop (data is kept; run again to resume).\n",
                 flush=True,
             )
@@ -197,8 +287,7 @@ def run_local_platform(data_dir: str, http_port: int, market_maker: bool) -> int
                     print(f"tradeplane: {name} exited with {proc.returncode}; restarting "
                           f"(see {logs}/{name}.log)", file=sys.stderr, flush=True)
                     children[name] = subprocess.Popen(
-                        proc.args, env=env if name == "gateway" else
-                        {**env, "TRADEPLANE_METRICS_PORT": str(metrics.get(name, 0))},
+                        proc.args, env=envs[name],
                         stdout=(logs / f"{name}.log").open("ab"),
                         stderr=subprocess.STDOUT, start_new_session=True,
                     )
