@@ -77,6 +77,17 @@ class Settings(VaultSettings):
     )
     http_host: str = Field(default="127.0.0.1", description="Gateway bind address.")
     http_port: int = Field(default=8080, description="Gateway port.")
+    http_keep_alive_s: int = Field(
+        default=620, gt=0, le=3600,
+        description="Seconds the gateway keeps an idle HTTP connection open (uvicorn's "
+        "timeout_keep_alive). Clients pool connections for minutes (Binance keeps them "
+        "open that long) and a client loop that runs every N seconds must never reuse a "
+        "socket just as the server closes it. Behind a proxy it must exceed the proxy's "
+        "own idle timeout towards the gateway, so the proxy, not the gateway, always "
+        "closes first: ingress-nginx's upstream keepalive_timeout and AWS ALB's idle "
+        "timeout are 60 s, Google Cloud's load balancer keeps backend connections 600 s "
+        "(it asks backends for more than that; hence 620).",
+    )
     metrics_port: int = Field(
         default=0, description="Port of the Prometheus /metrics listener (0 = off/none)."
     )

@@ -644,6 +644,17 @@ async def withdraw_history(
     return [_withdrawal(r) for r in rows]
 
 
+async def withdrawing(pool: Pool, account: int) -> dict[str, int]:
+    """Per asset, the units an account's withdrawals in flight hold (part of its locked
+    balance until they complete, fail or are rejected)."""
+    rows = await pool.fetch(
+        """SELECT asset, sum(hold)::bigint AS held FROM withdrawals
+           WHERE account_id = $1 AND status = ANY($2::text[]) GROUP BY asset""",
+        account, _OPEN,
+    )
+    return {r["asset"]: int(r["held"]) for r in rows}
+
+
 async def all_withdrawals(pool: Pool, status: WithdrawalStatus | None, limit: int
                           ) -> list[WithdrawalRow]:
     rows = await pool.fetch(

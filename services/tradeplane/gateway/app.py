@@ -12,13 +12,24 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tradeplane.adapters import db
 from tradeplane.adapters.bus import Bus
 from tradeplane.adapters.cache import MarketCache
 from tradeplane.adapters.cipher import SecretCipher
 from tradeplane.config import Settings
-from tradeplane.gateway import admin, market, public, streams, trading, users, userstream, wallet
+from tradeplane.gateway import (
+    admin,
+    market,
+    public,
+    sapi,
+    streams,
+    trading,
+    users,
+    userstream,
+    wallet,
+)
 from tradeplane.gateway.auth import KeyCache
 from tradeplane.gateway.context import GatewayContext
 from tradeplane.gateway.errors import ApiError, api_error_handler
@@ -40,6 +51,18 @@ async def _validation_error(_r: Request, exc: Exception) -> JSONResponse:
                                f"{first.get('msg', 'invalid')}"},
         status_code=400,
     )
+
+
+async def _http_error(_r: Request, exc: Exception) -> JSONResponse:
+    """Routing refusals (no such path, method not allowed) in Binance's format too: clients
+    read ``{"code", "msg"}``, and ccxt takes FastAPI's ``{"detail"}`` for an outage."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code in (404, 405):
+        code, msg = -1020, "This operation is not supported."
+    else:
+        code, msg = -1000, str(exc.detail)
+    return JSONResponse({"code": code, "msg": msg}, status_code=exc.status_code,
+                        headers=exc.headers)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -89,8 +112,9 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     for r in (public.router, market.router, trading.router, userstream.router, admin.router,
-              streams.router, wallet.router):
+              streams.router, wallet.router, sapi.router):
         app.include_router(r)
     app.include_router(users.router)
     app.state.settings = settings  # the guard (security.py) reads its limits from it
@@ -123,6 +147,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     config = uvicorn.Config(
         OrderFastPath(create_app(settings)), host=settings.http_host, port=settings.http_port,
         log_config=None, access_log=False, lifespan="on", ws_ping_interval=20,
+        # Idle connections stay open for minutes, as clients pool them (config.py says why).
+        timeout_keep_alive=settings.http_keep_alive_s,
         # X-Forwarded-* is the guard's to read, from configured proxies only (security.py);
         # uvicorn would believe it from 127.0.0.1.
         proxy_headers=False,

@@ -175,6 +175,69 @@ def withdrawal_json(w: WithdrawalRow, spec: WalletSpec | None) -> dict[str, Any]
 _API_STATUS = {s: code for code, states in API_WITHDRAW_STATUSES.items() for s in states}
 
 
+# --------------------------------------------------------------------------- coins
+#: Binance's way of writing "no maximum" (only the balance limits a withdrawal).
+NO_WITHDRAW_MAX = "9999999999.99999999"
+
+
+def network_json(spec: WalletSpec, *, default: bool) -> dict[str, Any]:
+    """One ``networkList`` entry of ``capital/config/getall``: the wallet's chain."""
+    return {
+        "network": spec.network_code, "coin": spec.asset,
+        "name": f"{spec.chain.capitalize()} ({spec.network})", "isDefault": default,
+        "depositEnable": True, "withdrawEnable": True,
+        "withdrawFee": fmt_units(spec.withdraw_fee), "withdrawMin": fmt_units(spec.withdraw_min),
+        "withdrawMax": NO_WITHDRAW_MAX, "withdrawIntegerMultiple": fmt_units(1),
+        "minConfirm": spec.confirmations, "unLockConfirm": spec.confirmations,
+        # what the gateway checks before the watcher validates the address on its chain
+        "addressRegex": f"^{ADDRESS.pattern.removeprefix('^').removesuffix('$')}$",
+        "addressRule": "", "memoRegex": "",
+        "sameAddress": False, "resetAddressStatus": False, "busy": False,
+        "depositDesc": "", "withdrawDesc": "", "specialTips": "", "specialWithdrawTips": "",
+        "depositDust": fmt_units(1),
+    }
+
+
+def coin_json(coin: str, networks: list[WalletSpec], *, trading: bool,
+              balance: tuple[int, int], withdrawing: int) -> dict[str, Any]:
+    """One coin of ``capital/config/getall``; ``balance`` is (available, locked), the locked
+    part including what ``withdrawing`` holds."""
+    available, locked = balance
+    return {
+        "coin": coin, "name": coin, "depositAllEnable": bool(networks),
+        "withdrawAllEnable": bool(networks), "free": fmt_units(available),
+        "locked": fmt_units(max(locked - withdrawing, 0)), "freeze": fmt_units(0),
+        "withdrawing": fmt_units(withdrawing), "ipoing": fmt_units(0),
+        "ipoable": fmt_units(0), "storage": fmt_units(0), "isLegalMoney": False,
+        "trading": trading,
+        "networkList": [network_json(s, default=i == 0) for i, s in enumerate(networks)],
+    }
+
+
+@capital.get("/config/getall")
+async def all_coins(request: Request, caller: Caller = Depends(signed_read)
+                    ) -> list[dict[str, Any]]:
+    """Every coin the exchange knows (traded in a pair, served by a wallet, or held by the
+    caller), with the caller's balance and the networks it can be deposited and withdrawn
+    on: one per wallet of the coin (the first is the default, as ``network`` absent means
+    in ``deposit/address`` and ``withdraw/apply``). A coin without a wallet has none."""
+    c = ctx(request)
+    specs = await _specs(c)
+    networks: dict[str, list[WalletSpec]] = {}
+    for spec in specs.values():  # by wallet name, as wallet_for chooses
+        same = networks.setdefault(spec.asset, [])
+        if all(s.network_code != spec.network_code for s in same):
+            same.append(spec)
+    traded = {a for p in c.pairs.values() if p.trading == "enabled" for a in (p.base, p.quote)}
+    listed = {a for p in c.pairs.values() for a in (p.base, p.quote)}
+    balances = {a: (free, locked) for a, free, locked in await db.balances(c.pool, caller.account)}
+    held = await wallets_db.withdrawing(c.pool, caller.account)
+    coins = sorted(listed | set(networks) | set(balances))
+    return [coin_json(coin, networks.get(coin, []), trading=coin in traded,
+                      balance=balances.get(coin, (0, 0)), withdrawing=held.get(coin, 0))
+            for coin in coins]
+
+
 # --------------------------------------------------------------------------- deposits
 @capital.get("/deposit/address")
 async def deposit_address(request: Request, caller: Caller = Depends(signed_read)
