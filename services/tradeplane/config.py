@@ -193,6 +193,37 @@ class Settings(VaultSettings):
         default=120, gt=0, description="First ban's length; each further ban doubles it."
     )
     ban_max_s: int = Field(default=3 * 86400, gt=0, description="Longest ban.")
+    # WebSocket limits (Binance's): they bound what one client can make a gateway hold.
+    ws_max_message_bytes: int = Field(
+        default=4096, gt=0,
+        description="Largest message a client may send on a WebSocket (uvicorn's "
+        "ws_max_size; a SUBSCRIBE of ~150 streams). A larger frame closes the socket with "
+        "1009 before the gateway reads it.",
+    )
+    ws_messages_per_second: int = Field(
+        default=5, gt=0,
+        description="Messages a client may send on one WebSocket within any second "
+        "(Binance's: 5); one more closes the socket with 1008.",
+    )
+    ws_max_streams: int = Field(
+        default=1024, gt=0,
+        description="Streams one WebSocket may listen to (Binance's: 1024); a SUBSCRIBE "
+        "beyond it is refused, a URL naming more is closed with 1008.",
+    )
+    ws_connections_per_window: int = Field(
+        default=300, gt=0,
+        description="WebSocket connection attempts per client address within "
+        "ws_connection_window_s (Binance's: 300 per 5 minutes), counted in Redis across "
+        "replicas; more are refused with HTTP 429 (-1003). Off with rate_limits.",
+    )
+    ws_connection_window_s: int = Field(
+        default=300, gt=0, description="See ws_connections_per_window."
+    )
+    listen_key_ttl_s: int = Field(
+        default=3600, gt=0,
+        description="How long a user-data-stream listenKey lives after its creation or "
+        "last keepalive (Binance's: 60 minutes); then its sockets get listenKeyExpired.",
+    )
     max_body_bytes: int = Field(
         default=64 * 1024, gt=0, description="Largest request body; larger gets HTTP 413."
     )

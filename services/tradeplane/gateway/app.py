@@ -18,6 +18,7 @@ from tradeplane.adapters import db
 from tradeplane.adapters.bus import Bus
 from tradeplane.adapters.cache import MarketCache
 from tradeplane.adapters.cipher import SecretCipher
+from tradeplane.adapters.listenkeys import ListenKeyStore
 from tradeplane.config import Settings
 from tradeplane.gateway import (
     admin,
@@ -82,6 +83,10 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.ctx = c
         app.state.keys = KeyCache(SecretCipher(settings.secret_key.get_secret_value()))
         close_security = await start_security(app, settings, c)
+        listen_keys = await ListenKeyStore.connect(settings.redis_url)
+        app.state.user_streams = userstream.UserStreams(
+            listen_keys, app.state.keys, pool, ttl_s=settings.listen_key_ttl_s)
+        app.state.controls.user_streams = app.state.user_streams
         app.state.watermarks = marks
         app.state.orderpath = OrderPath(pool, bus)
         refresher = asyncio.create_task(_refresh_pairs(c))
@@ -96,6 +101,7 @@ def create_app(settings: Settings) -> FastAPI:
             await app.state.orderpath.close()
             await unsub()
             await streams.shutdown(app)
+            await listen_keys.close()
             await cache.close()
             await bus.close()
             await pool.close()
@@ -147,6 +153,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     config = uvicorn.Config(
         OrderFastPath(create_app(settings)), host=settings.http_host, port=settings.http_port,
         log_config=None, access_log=False, lifespan="on", ws_ping_interval=20,
+        # A larger client frame is refused (1009) before it is read (wslimits.py).
+        ws_max_size=settings.ws_max_message_bytes,
         # Idle connections stay open for minutes, as clients pool them (config.py says why).
         timeout_keep_alive=settings.http_keep_alive_s,
         # X-Forwarded-* is the guard's to read, from configured proxies only (security.py);

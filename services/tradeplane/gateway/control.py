@@ -7,6 +7,10 @@ trading requests (-1013) at once, and appends SetTrading(HALTED) to every symbol
 command log; ``off`` appends SetTrading(<the pair's configured state>) to each log, then
 lets the gateways trade again. Gateways also re-read the flag every few seconds, so a
 replica that missed the message (or started later) follows within that time.
+
+User data streams hear the same messages (``user_streams``, see ``gateway/userstream.py``):
+a revoked key or a frozen account drops its listen keys and closes their sockets on every
+replica at once, and a DELETEd listen key (``{"kind": "listenKey"}``) closes its sockets.
 """
 
 from __future__ import annotations
@@ -61,11 +65,23 @@ class LocalPairControl:
         return None
 
 
+class UserStreamControl(Protocol):
+    """What the user data streams must hear (``userstream.UserStreams``)."""
+
+    def close_listen_key(self, listen_key: str) -> None: ...
+
+    async def key_revoked(self, api_key: str) -> None: ...
+
+    async def account_changed(self, account: int) -> None: ...
+
+
 class Controls:
     def __init__(self, c: GatewayContext, keys: KeyCache, pairs: PairControl) -> None:
         self.c = c
         self.keys = keys
         self.pairs = pairs
+        #: Set once the gateway has its user streams (app.py); None: nothing to close.
+        self.user_streams: UserStreamControl | None = None
         self.halted = False
         self._unsubs: list[Callable[[], Awaitable[None]]] = []
         self._poller: asyncio.Task[None] | None = None
@@ -105,8 +121,15 @@ class Controls:
             self.halted = bool(doc.get("on"))
         elif kind == "key" and isinstance(doc.get("apiKey"), str):
             self.keys.invalidate(api_key=doc["apiKey"])
+            if self.user_streams is not None:
+                await self.user_streams.key_revoked(doc["apiKey"])
         elif kind == "account" and isinstance(doc.get("account"), int):
             self.keys.invalidate(account=doc["account"])
+            if self.user_streams is not None:
+                await self.user_streams.account_changed(doc["account"])
+        elif (kind == "listenKey" and isinstance(doc.get("listenKey"), str)
+              and self.user_streams is not None):
+            self.user_streams.close_listen_key(doc["listenKey"])
 
     async def _on_pairs(self, _doc: dict[str, Any]) -> None:
         await self.reload_pairs()
@@ -116,13 +139,26 @@ class Controls:
 
     # ------------------------------------------------------------------ broadcasts
     async def key_changed(self, api_key: str) -> None:
+        """The key was revoked."""
         self.keys.invalidate(api_key=api_key)
         await control.publish(self.c.bus, control.GATEWAY, {"kind": "key", "apiKey": api_key})
+        if self.user_streams is not None:
+            await self.user_streams.key_revoked(api_key)
 
     async def account_changed(self, account: int) -> None:
+        """The account was frozen or unfrozen."""
         self.keys.invalidate(account=account)
         await control.publish(self.c.bus, control.GATEWAY, {"kind": "account",
                                                             "account": account})
+        if self.user_streams is not None:
+            await self.user_streams.account_changed(account)
+
+    async def listen_key_closed(self, listen_key: str) -> None:
+        """A listen key was DELETEd: its sockets close on every replica."""
+        if self.user_streams is not None:
+            self.user_streams.close_listen_key(listen_key)
+        await control.publish(self.c.bus, control.GATEWAY, {"kind": "listenKey",
+                                                            "listenKey": listen_key})
 
     async def pairs_changed(self) -> None:
         await self.reload_pairs()

@@ -9,6 +9,10 @@ socket whose queue overflows is disconnected, as Binance does with slow readers.
 
 ``/ws/<listenKey>`` is a user data stream (``userstream``); ccxt also opens ``/ws/<n>``
 (a connection index, not a stream): unknown names in the path are ignored.
+
+Every socket passes Binance's limits (``wslimits``): connection attempts per address,
+message size, messages per second, streams per connection. Error replies quote a client's
+names only shortened (``errors.shown``), never whole.
 """
 
 from __future__ import annotations
@@ -26,9 +30,12 @@ from prometheus_client import Gauge
 from starlette.websockets import WebSocketDisconnect
 
 from tradeplane.adapters.bus import Bus, market_subject
+from tradeplane.adapters.listenkeys import ListenKeyError
 from tradeplane.domain.pairs import PairRules
-from tradeplane.gateway import userstream
+from tradeplane.gateway import userstream, wslimits
 from tradeplane.gateway.context import GatewayContext
+from tradeplane.gateway.errors import shown
+from tradeplane.gateway.wslimits import POLICY_VIOLATION, Inbound, Violation, WsLimits
 
 log = logging.getLogger("tradeplane.gateway.streams")
 
@@ -36,7 +43,6 @@ router = APIRouter(tags=["websocket streams"])
 
 WS_CLIENTS = Gauge("tradeplane_ws_clients", "Open WebSocket connections (market and user)")
 
-MAX_STREAMS: Final = 1024  # per connection, as Binance
 QUEUE_LIMIT: Final = 10_000  # frames buffered per connection before it is dropped
 
 #: Stream kinds (after ``<symbol>@``) the marketdata service publishes. The gateway may not
@@ -172,61 +178,95 @@ async def shutdown(app: FastAPI) -> None:
 
 
 # --------------------------------------------------------------------------- endpoints
+def _limits(websocket: WebSocket) -> WsLimits:
+    return WsLimits.of(_ctx(websocket).settings)
+
+
 @router.websocket("/ws")
 async def raw_root(websocket: WebSocket) -> None:
-    await _serve(websocket, (), combined=False)
+    if await wslimits.admit(websocket):
+        await _serve(websocket, (), combined=False)
 
 
 @router.websocket("/ws/{stream_path:path}")
 async def raw_streams(websocket: WebSocket, stream_path: str) -> None:
-    secret = _ctx(websocket).settings.secret_key.get_secret_value()
-    account = userstream.resolve_listen_key(secret, stream_path)
-    if account is not None:
-        await websocket.accept()
-        WS_CLIENTS.inc()
-        try:
-            await userstream.serve_user_stream(websocket, account)
-        finally:
-            WS_CLIENTS.dec()
+    if not await wslimits.admit(websocket):
         return
+    users = getattr(websocket.app.state, "user_streams", None)
+    if isinstance(users, userstream.UserStreams) and userstream.is_listen_key(stream_path):
+        try:
+            session = await users.open(stream_path)
+        except ListenKeyError as exc:  # cannot tell whose it is: refuse, the client retries
+            log.warning("listen key store: %s", exc)
+            await websocket.close(code=1013)
+            return
+        if session is not None:
+            await websocket.accept()
+            WS_CLIENTS.inc()
+            try:
+                await userstream.serve_user_stream(websocket, session, users,
+                                                   _limits(websocket))
+            finally:
+                WS_CLIENTS.dec()
+            return
     await _serve(websocket, stream_path.split("/"), combined=False)
 
 
 @router.websocket("/stream")
 async def combined_streams(websocket: WebSocket) -> None:
+    if not await wslimits.admit(websocket):
+        return
     names = websocket.query_params.get("streams", "")
     await _serve(websocket, [n for n in names.split("/") if n], combined=True)
 
 
 async def _serve(websocket: WebSocket, names: Iterable[str], *, combined: bool) -> None:
     c = _ctx(websocket)
+    limits = _limits(websocket)
     hub = _hub(websocket.app)
+    wanted: dict[str, str] = {}
+    for name in names:
+        subject = stream_subject(name, c.pairs)
+        if subject is not None:
+            wanted.setdefault(subject, name)
+            if len(wanted) > limits.max_streams:
+                break
     await websocket.accept()
+    if len(wanted) > limits.max_streams:
+        await websocket.close(code=POLICY_VIOLATION, reason=_too_many_streams(limits))
+        return
     client = _Client(combined)
     hub.register(client)
     WS_CLIENTS.inc()
-    tasks: list[asyncio.Task[None]] = []
+    tasks: list[asyncio.Task[Any]] = []
     try:
-        for name in names:
-            subject = stream_subject(name, c.pairs)
-            if subject is not None and len(client.subs) < MAX_STREAMS:
-                client.subs[subject] = name
-                await hub.join(subject, client)
+        for subject, name in wanted.items():
+            client.subs[subject] = name
+            await hub.join(subject, client)
+        requests = asyncio.create_task(_requests(websocket, client, hub, c, limits))
         tasks = [
             asyncio.create_task(_pump(websocket, client)),
-            asyncio.create_task(_requests(websocket, client, hub, c)),
+            requests,
             asyncio.create_task(_wait_gone(client)),
         ]
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        if client.gone.is_set():
-            with contextlib.suppress(Exception):  # the peer may be gone already
-                await websocket.close(code=1008)
+        violation = (requests.result() if requests.done() and not requests.cancelled()
+                     and requests.exception() is None else None)
+        with contextlib.suppress(Exception):  # the peer may be gone already
+            if violation is not None:
+                await websocket.close(code=violation.code, reason=violation.reason)
+            elif client.gone.is_set():
+                await websocket.close(code=POLICY_VIOLATION)
     finally:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await hub.unregister(client)
         WS_CLIENTS.dec()
+
+
+def _too_many_streams(limits: WsLimits) -> str:
+    return f"Too many streams; the limit is {limits.max_streams} per connection."
 
 
 async def _wait_gone(client: _Client) -> None:
@@ -242,18 +282,18 @@ async def _pump(websocket: WebSocket, client: _Client) -> None:
 
 
 async def _requests(
-    websocket: WebSocket, client: _Client, hub: StreamHub, c: GatewayContext
-) -> None:
+    websocket: WebSocket, client: _Client, hub: StreamHub, c: GatewayContext, limits: WsLimits
+) -> Violation | None:
+    """Answer the client's requests until it goes (None) or breaks a limit."""
+    inbound = Inbound(websocket, limits)
     while True:
-        msg = await websocket.receive()
-        if msg["type"] == "websocket.disconnect":
-            return
-        text = msg.get("text")
-        if text is None and msg.get("bytes") is not None:
-            text = msg["bytes"].decode(errors="replace")
+        try:
+            text = await inbound.next()
+        except Violation as v:
+            return v
         if text is None:
-            continue
-        reply = await _handle_request(text, client, hub, c)
+            return None
+        reply = await _handle_request(text, client, hub, c, limits)
         client.send(json.dumps(reply))
 
 
@@ -261,14 +301,20 @@ def _error(code: int, msg: str, rid: Any) -> dict[str, Any]:
     return {"error": {"code": code, "msg": msg}, "id": rid}
 
 
+def _quoted(value: Any) -> str:
+    """A client's value as an error may quote it: shortened, never whole."""
+    return shown(value if isinstance(value, str) else json.dumps(value)[:200])
+
+
 async def _handle_request(
-    text: str, client: _Client, hub: StreamHub, c: GatewayContext
+    text: str, client: _Client, hub: StreamHub, c: GatewayContext,
+    limits: WsLimits = WsLimits(),
 ) -> dict[str, Any]:
     """One JSON request: ``{"method": ..., "params": [...], "id": N}`` -> Binance's reply."""
     try:
         req = json.loads(text)
     except ValueError as exc:
-        return _error(3, f"Invalid JSON: {exc}", None)
+        return _error(3, f"Invalid JSON: {shown(str(exc))}", None)
     if not isinstance(req, dict):
         return _error(2, "Invalid request: request must be an object", None)
     rid = req.get("id")
@@ -283,12 +329,13 @@ async def _handle_request(
         for name in params:
             subject = stream_subject(name, c.pairs) if isinstance(name, str) else None
             if subject is None:
-                return _error(2, f"Invalid request: unknown stream name '{name}'", rid)
+                return _error(2, f"Invalid request: unknown stream name '{_quoted(name)}'",
+                              rid)
             wanted.append((subject, name))
         if method == "SUBSCRIBE":
             new = {s for s, _ in wanted if s not in client.subs}
-            if len(client.subs) + len(new) > MAX_STREAMS:
-                return _error(2, f"Invalid request: more than {MAX_STREAMS} streams", rid)
+            if len(client.subs) + len(new) > limits.max_streams:
+                return _error(2, f"Invalid request: {_too_many_streams(limits)}", rid)
             for subject, name in wanted:
                 if subject not in client.subs:
                     client.subs[subject] = name
@@ -309,4 +356,4 @@ async def _handle_request(
         if params == ["combined"]:
             return {"result": client.combined, "id": rid}
         return _error(0, "Unknown property", rid)
-    return _error(2, f"Invalid request: unknown method '{method}'", rid)
+    return _error(2, f"Invalid request: unknown method '{_quoted(method)}'", rid)

@@ -1,71 +1,286 @@
 """User data stream (Binance listenKey): executionReport and outboundAccountPosition.
 
-A listenKey is derived from the account and the server's secret key (HMAC), so every
-gateway replica recognises every key without shared state. Settlement publishes the
-account's updates on ``user.<account>`` after each commit; the WebSocket relays them.
+Listen keys are random and live in Redis (``adapters/listenkeys.py``), so every gateway
+replica knows every key: ``POST /api/v3/userDataStream`` gives the API key's listen key
+(its live one, renewed, or a new one), ``PUT`` renews it for ``listen_key_ttl_s`` (60
+minutes), ``DELETE`` removes it and closes its sockets on every replica (over
+``control.gateway``). Settlement publishes the account's updates on ``user.<account>``
+after each commit; ``/ws/<listenKey>`` relays them.
+
+A socket lives only as long as its listen key and its API key. Revoking the key or
+freezing the account closes it at once, on every replica (``control.gateway``, see
+``gateway/control.py``); each socket also wakes when its listen key or its API key is due
+to expire, and at least every ``RECHECK_S``, and asks again (a keepalive on another
+replica may have renewed the listen key; the recheck bounds what a lost control message
+can delay). Closed for any reason but its DELETE, a socket first gets Binance's
+``{"e":"listenKeyExpired","E":<ms>,"listenKey":"..."}``. A frozen account may not open a
+stream, as its keys may not trade.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
-from typing import Any
+import json
+import logging
+import re
+import time
+from collections.abc import Awaitable
+from typing import Any, Final, Protocol
 
 from fastapi import APIRouter, Depends, Request, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
+from tradeplane.adapters import accounts_db
 from tradeplane.adapters.bus import user_subject
+from tradeplane.adapters.listenkeys import LISTEN_KEY_LENGTH, ListenKeyError, ListenKeyGrant
 from tradeplane.gateway import errors
-from tradeplane.gateway.auth import Caller, api_key_only
+from tradeplane.gateway.auth import Caller, KeyEntry, api_key_only
+from tradeplane.gateway.wslimits import POLICY_VIOLATION, Inbound, Violation, WsLimits
+
+log = logging.getLogger("tradeplane.gateway.userstream")
 
 router = APIRouter(prefix="/api/v3", tags=["user data stream"])
 
-
-def listen_key(secret: str, account: int) -> str:
-    mac = hmac.new(secret.encode(), f"listen:{account}".encode(), hashlib.sha256).hexdigest()
-    return f"{account:x}x{mac[:48]}"
-
-
-def resolve_listen_key(secret: str, key: str) -> int | None:
-    head, sep, _ = key.partition("x")
-    if not sep:
-        return None
-    try:
-        account = int(head, 16)
-    except ValueError:
-        return None
-    return account if hmac.compare_digest(listen_key(secret, account), key) else None
+#: The longest a socket goes without asking whether its keys still stand.
+RECHECK_S: Final = 30.0
+#: Wake this long after an expiry, so the expiry has certainly happened.
+_MARGIN_S: Final = 0.01
+QUEUE_LIMIT: Final = 10_000
+_LISTEN_KEY_RE: Final = re.compile(rf"[A-Za-z0-9]{{{LISTEN_KEY_LENGTH}}}")
 
 
-def _secret(request: Request | WebSocket) -> str:
-    s: str = request.app.state.ctx.settings.secret_key.get_secret_value()
-    return s
+def is_listen_key(text: str) -> bool:
+    """Whether ``text`` has a listen key's form (only such texts reach Redis)."""
+    return _LISTEN_KEY_RE.fullmatch(text) is not None
+
+
+class ListenKeys(Protocol):
+    """Where listen keys live (``adapters.listenkeys.ListenKeyStore``). Every method
+    raises ListenKeyError when the store cannot be asked."""
+
+    def issue(self, api_key: str, account: int, ttl_ms: int) -> Awaitable[str]: ...
+
+    def extend(self, listen_key: str, api_key: str, ttl_ms: int) -> Awaitable[bool]: ...
+
+    def remove(self, listen_key: str, api_key: str = "") -> Awaitable[bool]: ...
+
+    def remove_api_key(self, api_key: str) -> Awaitable[str | None]: ...
+
+    def remove_account(self, account: int) -> Awaitable[list[str]]: ...
+
+    def lookup(self, listen_key: str) -> Awaitable[ListenKeyGrant | None]: ...
+
+
+class KeyLookup(Protocol):
+    """The API keys (``auth.KeyCache``)."""
+
+    async def lookup(self, pool: Any, api_key: str) -> KeyEntry | None: ...
+
+
+def _usable(entry: KeyEntry | None, now_ms: int) -> bool:
+    """A key that may hold a user stream: live, not expired, its account not frozen."""
+    if entry is None or entry.policy.frozen:
+        return False
+    return not (entry.policy.expires_ms and now_ms >= entry.policy.expires_ms)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class UserSession:
+    """One open ``/ws/<listenKey>`` socket, as the registry sees it."""
+
+    def __init__(self, grant: ListenKeyGrant) -> None:
+        self.listen_key = grant.listen_key
+        self.account = grant.account
+        self.api_key = grant.api_key
+        self.ended = asyncio.Event()
+        self.expired = False  # True: tell the client listenKeyExpired before closing
+
+    def end(self, *, expired: bool) -> None:
+        if not self.ended.is_set():
+            self.expired = expired
+            self.ended.set()
+
+
+class UserStreams:
+    """One gateway's listen-key use cases and its open user-stream sockets."""
+
+    def __init__(self, store: ListenKeys, keys: KeyLookup, pool: Any, *, ttl_s: float,
+                 recheck_s: float = RECHECK_S) -> None:
+        self.store = store
+        self.keys = keys
+        self.pool = pool
+        self.ttl_ms = int(ttl_s * 1000)
+        self.recheck_s = recheck_s
+        self._sessions: dict[str, set[UserSession]] = {}
+
+    def sessions(self) -> list[UserSession]:
+        return [s for group in self._sessions.values() for s in group]
+
+    # ------------------------------------------------------------------ REST
+    async def create(self, api_key: str, account: int) -> str:
+        """Raises ListenKeyError."""
+        return await self.store.issue(api_key, account, self.ttl_ms)
+
+    async def keepalive(self, listen_key: str, api_key: str) -> bool:
+        """Raises ListenKeyError."""
+        return is_listen_key(listen_key) and await self.store.extend(listen_key, api_key,
+                                                                     self.ttl_ms)
+
+    async def delete(self, listen_key: str, api_key: str) -> bool:
+        """Remove the listen key and close its sockets here (the caller tells the other
+        replicas). Raises ListenKeyError."""
+        if not is_listen_key(listen_key) or not await self.store.remove(listen_key, api_key):
+            return False
+        self.close_listen_key(listen_key)
+        return True
+
+    # ------------------------------------------------------------------ sockets
+    async def open(self, listen_key: str) -> UserSession | None:
+        """A session for a live listen key of a usable API key, else None.
+        Raises ListenKeyError."""
+        grant = await self.store.lookup(listen_key) if is_listen_key(listen_key) else None
+        if grant is None:
+            return None
+        if not _usable(await self.keys.lookup(self.pool, grant.api_key), _now_ms()):
+            return None
+        session = UserSession(grant)
+        self._sessions.setdefault(listen_key, set()).add(session)
+        return session
+
+    def release(self, session: UserSession) -> None:
+        group = self._sessions.get(session.listen_key)
+        if group is not None:
+            group.discard(session)
+            if not group:
+                del self._sessions[session.listen_key]
+
+    async def check(self, session: UserSession) -> float | None:
+        """Ask whether the session's keys still stand: end it (expired) if not and return
+        None, else the seconds until it must be asked again."""
+        try:
+            grant = await self.store.lookup(session.listen_key)
+        except ListenKeyError as exc:  # keep the socket; ask again later
+            log.warning("listen-key check failed: %s", exc)
+            return self.recheck_s
+        entry = None if grant is None else await self.keys.lookup(self.pool, grant.api_key)
+        now = _now_ms()
+        if grant is None or entry is None or not _usable(entry, now):
+            session.end(expired=True)
+            return None
+        due_ms = grant.ttl_ms
+        if entry.policy.expires_ms:
+            due_ms = min(due_ms, entry.policy.expires_ms - now)
+        return min(self.recheck_s, max(due_ms, 0) / 1000 + _MARGIN_S)
+
+    # ------------------------------------------------------------------ control
+    def close_listen_key(self, listen_key: str) -> None:
+        """DELETEd: close its sockets here, without listenKeyExpired (as Binance)."""
+        for s in list(self._sessions.get(listen_key, ())):
+            s.end(expired=False)
+
+    async def key_revoked(self, api_key: str) -> None:
+        """The API key was revoked: drop its listen key and close its sockets here."""
+        for s in self.sessions():
+            if s.api_key == api_key:
+                s.end(expired=True)
+        try:
+            await self.store.remove_api_key(api_key)
+        except ListenKeyError as exc:  # its sockets re-check; the key is refused anyway
+            log.warning("could not drop the listen key of a revoked key: %s", exc)
+
+    async def account_changed(self, account: int) -> None:
+        """Frozen (or unfrozen): when frozen, drop the account's listen keys and close
+        its sockets here."""
+        doc = await accounts_db.account_doc(self.pool, account)
+        if doc is None or not doc.get("frozen"):
+            return
+        for s in self.sessions():
+            if s.account == account:
+                s.end(expired=True)
+        try:
+            await self.store.remove_account(account)
+        except ListenKeyError as exc:
+            log.warning("could not drop the listen keys of a frozen account: %s", exc)
+
+
+# --------------------------------------------------------------------------- REST
+def _streams(request: Request) -> UserStreams:
+    users = getattr(request.app.state, "user_streams", None)
+    if not isinstance(users, UserStreams):
+        raise _unavailable()
+    return users
+
+
+def _unavailable() -> errors.ApiError:
+    return errors.ApiError(-1001, "Internal error; unable to process your request. "
+                                  "Please try again.", 503)
+
+
+def _no_such_key() -> errors.ApiError:
+    return errors.ApiError(-1125, "This listenKey does not exist.")
 
 
 @router.post("/userDataStream")
 async def create_stream(request: Request, caller: Caller = Depends(api_key_only)) -> dict[str, str]:
-    return {"listenKey": listen_key(_secret(request), caller.account)}
+    """The API key's listen key: its live one (renewed) or a new one.
+
+    Raises -2015 for a frozen account (its streams are closed at freezing)."""
+    users = _streams(request)
+    if not _usable(await users.keys.lookup(users.pool, caller.api_key), _now_ms()):
+        raise errors.bad_api_key()
+    try:
+        return {"listenKey": await users.create(caller.api_key, caller.account)}
+    except ListenKeyError as exc:
+        log.warning("listen key store: %s", exc)
+        raise _unavailable() from None
 
 
 @router.put("/userDataStream")
 async def keepalive(request: Request, caller: Caller = Depends(api_key_only)) -> dict[str, Any]:
-    key = caller.params.get("listenKey", "")
-    if resolve_listen_key(_secret(request), key) != caller.account:
-        raise errors.ApiError(-1125, "This listenKey does not exist.")
+    """Renew the listen key for another ``listen_key_ttl_s``; -1125 when the API key has
+    no such live listen key."""
+    users = _streams(request)
+    try:
+        ok = await users.keepalive(caller.params.get("listenKey", ""), caller.api_key)
+    except ListenKeyError as exc:
+        log.warning("listen key store: %s", exc)
+        raise _unavailable() from None
+    if not ok:
+        raise _no_such_key()
     return {}
 
 
 @router.delete("/userDataStream")
 async def close_stream(request: Request, caller: Caller = Depends(api_key_only)) -> dict[str, Any]:
-    return await keepalive(request, caller)
+    """Remove the listen key; its sockets close on every replica. -1125 when the API key
+    has no such live listen key."""
+    users = _streams(request)
+    listen_key = caller.params.get("listenKey", "")
+    try:
+        ok = await users.delete(listen_key, caller.api_key)
+    except ListenKeyError as exc:
+        log.warning("listen key store: %s", exc)
+        raise _unavailable() from None
+    if not ok:
+        raise _no_such_key()
+    controls = getattr(request.app.state, "controls", None)
+    if controls is not None:
+        await controls.listen_key_closed(listen_key)
+    return {}
 
 
-async def serve_user_stream(websocket: WebSocket, account: int) -> None:
-    """Relay the account's updates until the client goes away (socket already accepted)."""
+# --------------------------------------------------------------------------- socket
+async def serve_user_stream(
+    websocket: WebSocket, session: UserSession, users: UserStreams, limits: WsLimits,
+) -> None:
+    """Relay the account's updates until the client goes away or the session ends
+    (socket already accepted; the session is released at the end)."""
     c = websocket.app.state.ctx
-    queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=10_000)
+    queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=QUEUE_LIMIT)
     overflow = asyncio.Event()
 
     async def on_msg(_subject: str, data: bytes) -> None:
@@ -82,23 +297,50 @@ async def serve_user_stream(websocket: WebSocket, account: int) -> None:
                 data = await queue.get()
                 await websocket.send_text(data.decode())
 
-    async def drain_client() -> None:
-        while True:
-            msg = await websocket.receive()
-            if msg["type"] == "websocket.disconnect":
-                return
+    async def drain_client() -> Violation | None:
+        inbound = Inbound(websocket, limits)
+        try:
+            while await inbound.next() is not None:
+                pass  # a user stream takes no requests
+        except Violation as v:
+            return v
+        return None
 
-    unsub = await c.bus.subscribe(user_subject(account), on_msg)
-    tasks = [asyncio.create_task(pump()), asyncio.create_task(drain_client()),
-             asyncio.create_task(overflow.wait())]
+    async def watch() -> None:
+        while (delay := await users.check(session)) is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(session.ended.wait(), delay)
+
+    unsub = await c.bus.subscribe(user_subject(session.account), on_msg)
+    drain = asyncio.create_task(drain_client())
+    tasks = [asyncio.create_task(pump()), drain, asyncio.create_task(overflow.wait()),
+             asyncio.create_task(session.ended.wait()), asyncio.create_task(watch())]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        if overflow.is_set():
-            with contextlib.suppress(Exception):  # the peer may be gone already
-                await websocket.close(code=1008)
-    finally:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        violation = drain.result() if drain.done() and not drain.cancelled() \
+            and drain.exception() is None else None
+        gone = drain.done() and not drain.cancelled() and violation is None \
+            and drain.exception() is None
+        with contextlib.suppress(Exception):  # the peer may be gone already
+            if violation is not None:
+                await websocket.close(code=violation.code, reason=violation.reason)
+            elif gone:
+                pass  # the client closed
+            elif overflow.is_set():
+                await websocket.close(code=POLICY_VIOLATION, reason="Too slow a reader.")
+            elif session.ended.is_set():
+                if session.expired:
+                    await websocket.send_text(json.dumps(
+                        {"e": "listenKeyExpired", "E": _now_ms(),
+                         "listenKey": session.listen_key}, separators=(",", ":")))
+                await websocket.close(code=1000)
+            else:  # a check failed (the database could not be asked): the client reconnects
+                await websocket.close(code=1011)
+    finally:
+        for t in tasks:
+            t.cancel()
+        users.release(session)
         await unsub()
-
