@@ -386,9 +386,10 @@ async def get_order(
             " AND symbol = $3",
             order_id, account, symbol,
         )
+    # A client order id may be reused once its order is closed: the newest order has it.
     return await pool.fetchrow(
         f"SELECT {ORDER_COLUMNS} FROM orders WHERE client_order_id = $1 AND account_id = $2"
-        " AND symbol = $3",
+        " AND symbol = $3 ORDER BY id DESC LIMIT 1",
         client_order_id, account, symbol,
     )
 

@@ -112,7 +112,7 @@ def wallet_from_spec(name: str, spec: Mapping[str, Any]) -> WalletSpec:
     Raises:
         WalletSpecError: a required field is missing or a value is invalid.
     """
-    if not WALLET_NAME.match(name):
+    if not WALLET_NAME.fullmatch(name):
         raise WalletSpecError(f"wallet name {name!r} must be a DNS label (a-z, 0-9, -)")
     chain = str(spec.get("chain") or "")
     if chain not in CHAIN_FAMILIES:
@@ -124,7 +124,7 @@ def wallet_from_spec(name: str, spec: Mapping[str, Any]) -> WalletSpec:
     if network not in NETWORKS:
         raise WalletSpecError(f"spec.network must be one of {list(NETWORKS)}")
     asset = str(spec.get("asset") or "")
-    if not ASSET.match(asset):
+    if not ASSET.fullmatch(asset):
         raise WalletSpecError("spec.asset must be 2-10 of A-Z, 0-9")
     rpc = _section(spec, "rpc")
     url = str(rpc.get("url") or "")

@@ -11,7 +11,10 @@ from decimal import ROUND_DOWN, Decimal, InvalidOperation
 UNIT_DECIMALS = 8
 UNITS_PER_COIN = 10**UNIT_DECIMALS
 _QUANT = Decimal(1).scaleb(-UNIT_DECIMALS)
-PLAIN_DECIMAL = re.compile(r"^([0-9]{1,20})(\.[0-9]{1,20})?$")
+#: Binance's decimal format, ASCII digits only; match it whole (``fullmatch``).
+PLAIN_DECIMAL = re.compile(r"([0-9]{1,20})(\.[0-9]{1,20})?")
+#: Every amount is stored in a PostgreSQL ``bigint``: the most units an amount can have.
+MAX_UNITS = 2**63 - 1
 
 
 class AmountError(ValueError):
@@ -37,11 +40,15 @@ def plain_to_units(text: str) -> int:
     """Units from a plain decimal string as Binance accepts it (no sign, no exponent).
 
     Raises:
-        AmountError: not a plain decimal, or more than 8 decimals.
+        AmountError: not a plain decimal, more than 8 decimals, or more units than a
+            ``bigint`` holds.
     """
-    if not PLAIN_DECIMAL.match(text):
-        raise AmountError(f"not a plain decimal: {text!r}")
-    return to_units(text)
+    if not PLAIN_DECIMAL.fullmatch(text):
+        raise AmountError(f"not a plain decimal: {text[:64]!r}")
+    units = to_units(text)
+    if units > MAX_UNITS:
+        raise AmountError(f"too large: {text[:64]!r}")
+    return units
 
 
 def to_units(value: Decimal | str) -> int:

@@ -11,6 +11,11 @@ from tradeplane.domain.money import UNITS_PER_COIN, fmt_units, to_units
 STP_MODES: tuple[str, ...] = ("NONE", "EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH")
 #: ICEBERG_PARTS: an iceberg shows at least 1/10 of its quantity at a time.
 ICEBERG_PARTS = 10
+#: PRICE_FILTER maxPrice, in ticks of the pair; NOTIONAL maxNotional, in quote units
+#: (applied to every order type). Together with LOT_SIZE they keep every amount an order
+#: holds far inside PostgreSQL's bigint, whatever a client sends.
+MAX_PRICE_TICKS = 10**10
+MAX_NOTIONAL = 9_000_000_000 * UNITS_PER_COIN
 
 
 class PairConfigError(ValueError):
@@ -97,9 +102,10 @@ class FilterError(ValueError):
 
 
 def price_to_ticks(rules: PairRules, price: Decimal) -> int:
-    """Raises FilterError when the price is off the tick grid or not positive."""
+    """Raises FilterError when the price is off the tick grid, not positive or above
+    maxPrice."""
     units = _units_or_filter(price, "PRICE_FILTER")
-    if units <= 0 or units % rules.tick:
+    if units <= 0 or units % rules.tick or units // rules.tick > MAX_PRICE_TICKS:
         raise FilterError("Filter failure: PRICE_FILTER")
     return units // rules.tick
 
@@ -113,7 +119,8 @@ def qty_to_lots(rules: PairRules, qty: Decimal) -> int:
 
 
 def check_notional(rules: PairRules, notional: int) -> None:
-    if notional < rules.min_notional:
+    """NOTIONAL: at least the pair's minimum, at most :data:`MAX_NOTIONAL`."""
+    if not rules.min_notional <= notional <= MAX_NOTIONAL:
         raise FilterError("Filter failure: NOTIONAL")
 
 

@@ -12,8 +12,10 @@ def sign(secret: str, payload: str) -> str:
 
 
 def verify(secret: str, payload: str, signature: str) -> bool:
-    """Constant-time comparison of the expected and the given signature."""
-    return hmac.compare_digest(sign(secret, payload), signature.lower())
+    """Constant-time comparison of the expected and the given signature (any text: a
+    signature that is not ASCII hex simply does not match)."""
+    return hmac.compare_digest(sign(secret, payload).encode(),
+                               signature.lower().encode("utf-8", "replace"))
 
 
 def strip_signature(raw: str) -> tuple[str, str | None]:

@@ -26,7 +26,15 @@ from tradeplane.gateway import apikeys, errors, rbac
 from tradeplane.gateway.apikeys import KeySpec
 from tradeplane.gateway.context import ctx
 from tradeplane.gateway.control import KILL_SWITCH, Controls
-from tradeplane.gateway.inputs import KEY_ID, PLAIN_TEXT, SYMBOL
+from tradeplane.gateway.inputs import (
+    INT64_MAX,
+    KEY_ID,
+    PLAIN_TEXT,
+    SYMBOL,
+    BodyId,
+    PathId,
+    QueryId,
+)
 from tradeplane.gateway.rbac import AdminIdentity, admin_action
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -83,7 +91,7 @@ async def find_user(
 
 @router.get("/users/{account}")
 async def get_user(
-    request: Request, account: int, who: AdminIdentity = Depends(admin_action(A.USER_READ))
+    request: Request, account: PathId, who: AdminIdentity = Depends(admin_action(A.USER_READ))
 ) -> dict[str, Any]:
     doc = await _account(request, account)
     keys = await accounts_db.list_keys(ctx(request).pool, account)
@@ -112,7 +120,7 @@ async def _set_frozen(request: Request, who: AdminIdentity, action: A, account: 
 
 @router.post("/users/{account}/freeze")
 async def freeze(
-    request: Request, account: int, body: FreezeReq,
+    request: Request, account: PathId, body: FreezeReq,
     who: AdminIdentity = Depends(admin_action(A.USER_FREEZE)),
 ) -> dict[str, Any]:
     """A frozen account's keys may still read, but neither trade nor withdraw."""
@@ -121,14 +129,14 @@ async def freeze(
 
 @router.post("/users/{account}/unfreeze")
 async def unfreeze(
-    request: Request, account: int, who: AdminIdentity = Depends(admin_action(A.USER_UNFREEZE))
+    request: Request, account: PathId, who: AdminIdentity = Depends(admin_action(A.USER_UNFREEZE))
 ) -> dict[str, Any]:
     return await _set_frozen(request, who, A.USER_UNFREEZE, account, None)
 
 
 # --------------------------------------------------------------------------- API keys
 class NewKey(KeySpec):
-    account: int
+    account: BodyId
 
 
 @router.post("/api-keys")
@@ -145,7 +153,7 @@ async def create_key(
 
 @router.get("/api-keys")
 async def list_keys(
-    request: Request, account: int, who: AdminIdentity = Depends(admin_action(A.APIKEY_READ))
+    request: Request, account: QueryId, who: AdminIdentity = Depends(admin_action(A.APIKEY_READ))
 ) -> list[dict[str, Any]]:
     return [apikeys.key_json(k) for k in await accounts_db.list_keys(ctx(request).pool, account)]
 
@@ -168,10 +176,10 @@ async def revoke_key(
 
 # --------------------------------------------------------------------------- funds
 class CreditReq(BaseModel):
-    account: int
+    account: BodyId
     asset: str = Field(pattern=r"^[A-Z0-9]{2,10}$")
-    amount: str
-    ref: str = Field(min_length=1, max_length=128)
+    amount: str = Field(max_length=64)
+    ref: str = Field(min_length=1, max_length=128, pattern=PLAIN_TEXT)
 
 
 @router.post("/credit")
@@ -358,7 +366,7 @@ async def create_admin(
 
 @router.get("/audit")
 async def audit_log(
-    request: Request, fromId: int = Query(default=1, ge=1),
+    request: Request, fromId: int = Query(default=1, ge=1, le=INT64_MAX),
     limit: int = Query(default=100, ge=1, le=1000),
     action: str | None = Query(default=None, max_length=64, pattern=PLAIN_TEXT),
     actor: str | None = Query(default=None, max_length=128, pattern=PLAIN_TEXT),

@@ -20,7 +20,7 @@ from tradeplane.domain.signatures import verify
 from tradeplane.domain.signing import strip_signature
 from tradeplane.gateway import errors
 from tradeplane.gateway.context import ctx
-from tradeplane.gateway.inputs import KEY_ID_RE
+from tradeplane.gateway.inputs import KEY_ID_RE, optional_int
 from tradeplane.gateway.ratelimit import METER, Meter
 
 MAX_RECV_WINDOW = 60_000
@@ -60,7 +60,7 @@ class KeyCache:
         hit = self._entries.get(api_key)
         if hit and hit[0] > now:
             return hit[1]
-        if not KEY_ID_RE.match(api_key):
+        if not KEY_ID_RE.fullmatch(api_key):
             return None
         rec = await accounts_db.get_key(pool, api_key)
         if rec is None:
@@ -95,19 +95,30 @@ class KeyCache:
                     self._entries.pop(k, None)
 
 
+def parse_params(raw_query: str, body: str, content_type: str) -> dict[str, str]:
+    """Binance's parameters: the query string, the form body, or both; a name sent in
+    both takes the query string's value. An empty body is fine whatever its declared
+    content type (Binance's own connector sends JSON's with every request).
+
+    Raises:
+        ApiError: -1104 for a non-empty JSON body.
+    """
+    if body and "json" in content_type:
+        raise errors.ApiError(-1104, "Not all sent parameters were read; expected form.")
+    params: dict[str, str] = {}
+    for raw in (body, raw_query):
+        for k, v in parse_qsl(raw, keep_blank_values=True):
+            params[k] = v
+    return params
+
+
 async def request_params(request: Request) -> tuple[dict[str, str], str, str]:
-    """All parameters (query + form body), and the raw query and body texts."""
+    """All parameters (see :func:`parse_params`), and the raw query and body texts."""
     raw_query = request.url.query
     body = ""
     if request.method in ("POST", "PUT", "DELETE"):
         body = (await request.body()).decode("utf-8", errors="replace")
-        ctype = request.headers.get("content-type", "")
-        if body and "json" in ctype:
-            raise errors.ApiError(-1104, "Not all sent parameters were read; expected form.")
-    params: dict[str, str] = {}
-    for raw in (raw_query, body):
-        for k, v in parse_qsl(raw, keep_blank_values=True):
-            params[k] = v
+    params = parse_params(raw_query, body, request.headers.get("content-type", ""))
     return params, raw_query, body
 
 
@@ -177,20 +188,15 @@ async def authenticate(
     signature = q_sig or b_sig
     if not signature:
         raise errors.mandatory("signature")
-    ts_text = params.get("timestamp")
-    if not ts_text:
+    ts = optional_int(params, "timestamp")
+    if ts is None:
         raise errors.mandatory("timestamp")
-    if not ts_text.isdigit() or len(ts_text) > 20:
-        raise errors.illegal_chars("timestamp")
-    window_text = params.get("recvWindow", "5000")
-    try:
-        window = int(window_text)
-    except ValueError:
-        raise errors.illegal_chars("recvWindow") from None
+    window = optional_int(params, "recvWindow")
+    if window is None:
+        window = 5000
     if not 0 < window <= MAX_RECV_WINDOW:
         raise errors.ApiError(-1131, "recvWindow must be less than 60000")
     now = int(time.time() * 1000)
-    ts = int(ts_text)
     if ts > now + 1000 or now - ts > window:
         raise errors.timestamp_outside()
     if not verify(entry.key_type, entry.material, q_payload + b_payload, signature):

@@ -40,8 +40,16 @@ def illegal_chars(name: str) -> ApiError:
     )
 
 
+def shown(value: str, most: int = 64) -> str:
+    """``value`` as an error message may quote it: at most ``most`` characters, control
+    characters escaped (an answer never echoes unbounded input)."""
+    cut = value[:most].encode("unicode_escape").decode("ascii")
+    return cut + ("..." if len(value) > most else "")
+
+
 def bad_param(name: str, value: str) -> ApiError:
-    return ApiError(-1100, f"Illegal characters found in parameter '{name}'; value '{value}'.")
+    return ApiError(-1100, f"Illegal characters found in parameter '{name}'; "
+                           f"value '{shown(value)}'.")
 
 
 def invalid_enum(name: str) -> ApiError:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import time
 from typing import Any
-from urllib.parse import parse_qsl
 
 import msgspec
 from fastapi import FastAPI
@@ -24,7 +23,7 @@ from prometheus_client import Counter, Histogram
 from starlette.types import Message, Receive, Scope, Send
 
 from tradeplane.config import Settings
-from tradeplane.gateway.auth import authenticate
+from tradeplane.gateway.auth import authenticate, parse_params
 from tradeplane.gateway.errors import ApiError
 from tradeplane.gateway.ratelimit import METER
 from tradeplane.gateway.security import Guard, body_too_large
@@ -115,19 +114,15 @@ class OrderFastPath:
                 break
         body = b"".join(chunks).decode("utf-8", errors="replace")
         raw_query = scope.get("query_string", b"").decode("latin-1")
-        key = ""
+        key = content_type = ""
         for name, value in scope["headers"]:
             if name == b"x-mbx-apikey":
                 key = value.decode("latin-1")
-            elif name == b"content-type" and b"json" in value:
-                return 400, {"code": -1104,
-                             "msg": "Not all sent parameters were read; expected form."}
-        params: dict[str, str] = {}
-        for raw in (raw_query, body):
-            for k, v in parse_qsl(raw, keep_blank_values=True):
-                params[k] = v
+            elif name == b"content-type":
+                content_type = value.decode("latin-1")
         state = self.app.state
         try:
+            params = parse_params(raw_query, body, content_type)
             caller = await authenticate(state, key, params, raw_query, body, "trade",
                                         meter=scope.get(METER))
             return 200, await place_new_order(state, caller)

@@ -23,6 +23,7 @@ from tradeplane.domain.money import fmt_units
 from tradeplane.domain.pairs import PairRules
 from tradeplane.gateway import errors
 from tradeplane.gateway.context import GatewayContext, ctx
+from tradeplane.gateway.inputs import optional_int
 
 router = APIRouter(prefix="/api/v3", tags=["market data"])
 
@@ -68,12 +69,7 @@ def _now_ms() -> int:
 # --------------------------------------------------------------------------- parameters
 def _int(request: Request, name: str) -> int | None:
     """An optional non-negative integer parameter; raises ApiError -1100 when malformed."""
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return None
-    if not raw.isdigit() or len(raw) > 20:
-        raise errors.illegal_chars(name)
-    return int(raw)
+    return optional_int(dict(request.query_params), name)
 
 
 def _limit(request: Request, default: int, most: int, *, clamp: bool = False) -> int:

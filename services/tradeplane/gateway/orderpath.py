@@ -22,8 +22,9 @@ class OrderPath:
         self.pool = pool
         self.bus = bus
         self._publish_workers = publish_workers
+        # One statement over arrays: a request that fails it must fail alone.
         self._holds: Batcher[db.OrderRequest, tuple[int | None, db.PlaceResult]] = Batcher(
-            self._place, workers=db_workers)
+            self._place, workers=db_workers, isolate=True)
         self._publishers: dict[str, Batcher[tuple[Command, SpanContext | None], int]] = {}
 
     async def place(self, req: db.OrderRequest) -> tuple[int | None, db.PlaceResult]:

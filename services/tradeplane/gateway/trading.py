@@ -10,7 +10,6 @@ until settlement has applied the command, then answer from the ledger.
 
 from __future__ import annotations
 
-import re
 import secrets as _stdlib_secrets
 import time
 from dataclasses import dataclass
@@ -36,13 +35,7 @@ from tradeplane.domain.model import (
     StpMode,
     TimeInForce,
 )
-from tradeplane.domain.money import (
-    PLAIN_DECIMAL,
-    AmountError,
-    fmt_units,
-    parse_decimal,
-    to_units,
-)
+from tradeplane.domain.money import AmountError, fmt_units, to_units
 from tradeplane.domain.pairs import (
     FilterError,
     PairRules,
@@ -56,7 +49,11 @@ from tradeplane.domain.pairs import (
 from tradeplane.gateway import errors, views
 from tradeplane.gateway.auth import Caller, signed_read, signed_trade
 from tradeplane.gateway.context import GatewayContext, ctx
-from tradeplane.gateway.inputs import optional_int
+from tradeplane.gateway.inputs import (
+    optional_amount,
+    optional_client_id,
+    optional_int,
+)
 from tradeplane.gateway.orderpath import OrderPath
 
 router = APIRouter(prefix="/api/v3", tags=["trading"])
@@ -68,28 +65,12 @@ ACK_SECONDS = Histogram(
     buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
 )
 
-CLIENT_ID = re.compile(r"^[a-zA-Z0-9\-_]{1,36}$")
 MAX_LIMIT = 1000
+RESPONSE_TYPES = ("ACK", "RESULT", "FULL")
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def _decimal(params: dict[str, str], name: str) -> Decimal | None:
-    raw = params.get(name)
-    if raw is None or raw == "":
-        return None
-    if not PLAIN_DECIMAL.match(raw):
-        raise errors.ApiError(
-            -1100,
-            f"Illegal characters found in parameter '{name}'; legal range is "
-            "'^([0-9]{1,20})(\\.[0-9]{1,20})?$'.",
-        )
-    try:
-        return parse_decimal(raw)
-    except AmountError:
-        raise errors.illegal_chars(name) from None
 
 
 def _limit(params: dict[str, str], default: int = 500, maximum: int = MAX_LIMIT) -> int:
@@ -102,6 +83,22 @@ def _limit(params: dict[str, str], default: int = 500, maximum: int = MAX_LIMIT)
             f"Illegal characters found in parameter 'limit'; legal range is '1-{maximum}'.",
         )
     return v
+
+
+def _response_type(p: dict[str, str], default: str) -> str:
+    """``newOrderRespType``: ACK, RESULT or FULL (checked before anything is placed).
+
+    Raises:
+        ApiError: -1100 for any other value.
+    """
+    raw = p.get("newOrderRespType")
+    if not raw:
+        return default
+    if raw.upper() not in RESPONSE_TYPES:
+        raise errors.ApiError(
+            -1100, "Illegal characters found in parameter 'newOrderRespType'; legal range "
+                   "is 'ACK, RESULT, FULL'.")
+    return raw.upper()
 
 
 def _enum(params: dict[str, str], name: str, enum: Any, code: int, text: str) -> Any:
@@ -148,6 +145,8 @@ async def place_new_order(state: Any, caller: Caller) -> dict[str, Any]:
     rules = c.pair(p.get("symbol"))
     with tracer.start_as_current_span("order.new", attributes={"symbol": rules.symbol}) as span:
         req = await _validate(c, rules, caller.account, p)
+        resp_type = _response_type(
+            p, "FULL" if req.type in (OrderType.LIMIT, OrderType.MARKET) else "ACK")
         path: OrderPath = state.orderpath
         order_id, result = await path.place(req)
         if order_id is not None:
@@ -167,10 +166,6 @@ async def place_new_order(state: Any, caller: Caller) -> dict[str, Any]:
             raise errors.status_unknown() from None
         ACK_SECONDS.observe(time.perf_counter() - started)
         ORDERS.labels(rules.symbol, "accepted").inc()
-        resp_type = (p.get("newOrderRespType") or (
-            "FULL" if req.type in (OrderType.LIMIT, OrderType.MARKET) else "ACK")).upper()
-        if resp_type not in ("ACK", "RESULT", "FULL"):
-            resp_type = "ACK"
         if resp_type == "ACK":
             return {
                 "symbol": rules.symbol, "orderId": order_id, "orderListId": -1,
@@ -200,7 +195,7 @@ async def _validate(
     ts = _now_ms()
     try:
         if otype != OrderType.MARKET:
-            qty_d = _decimal(p, "quantity")
+            qty_d = optional_amount(p, "quantity")
             if qty_d is None:
                 raise errors.mandatory("quantity")
             if p.get("quoteOrderQty"):
@@ -228,8 +223,8 @@ async def _market_order(
     otype = OrderType.MARKET
     if p.get("price"):
         raise errors.not_required("price")
-    qty_d = _decimal(p, "quantity")
-    quote_d = _decimal(p, "quoteOrderQty")
+    qty_d = optional_amount(p, "quantity")
+    quote_d = optional_amount(p, "quoteOrderQty")
     if (qty_d is None) == (quote_d is None):
         raise errors.ApiError(
             -1102, "Param 'quantity' or 'quoteOrderQty' must be sent, but both were empty/null!"
@@ -311,8 +306,8 @@ def _controlled_order(
         FilterError: a filter refuses the price, stop price or iceberg quantity.
     """
     limit_priced = otype in LIMIT_PRICED
-    price_d = _decimal(p, names.price)
-    stop_d = _decimal(p, names.stop_price)
+    price_d = optional_amount(p, names.price)
+    stop_d = optional_amount(p, names.stop_price)
     if limit_priced and price_d is None:
         raise errors.mandatory(names.price)
     if not limit_priced and price_d is not None:
@@ -335,7 +330,7 @@ def _controlled_order(
                 -1130, f"Data sent for parameter '{names.good_till}' is not valid.")
     elif good_till is not None:
         raise errors.not_required(names.good_till)
-    iceberg_d = _decimal(p, names.iceberg)
+    iceberg_d = optional_amount(p, names.iceberg)
     iceberg = 0
     if iceberg_d is not None and iceberg_d != 0:
         if not limit_priced:
@@ -363,13 +358,8 @@ def _controlled_order(
 
 
 def _client_id(p: dict[str, str], name: str, prefix: str = "tp") -> str:
-    client_id = p.get(name) or f"{prefix}{_stdlib_secrets.token_hex(10)}"
-    if not CLIENT_ID.match(client_id):
-        raise errors.ApiError(
-            -1100, f"Illegal characters found in parameter '{name}'; "
-            "legal range is '^[a-zA-Z0-9-_]{1,36}$'."
-        )
-    return client_id
+    """The client's id for a new order (list), or a random one."""
+    return optional_client_id(p, name) or f"{prefix}{_stdlib_secrets.token_hex(10)}"
 
 
 def _stp(p: dict[str, str], rules: PairRules) -> StpMode:
@@ -396,7 +386,7 @@ def _units(d: Decimal, name: str) -> int:
 async def _find_order(c: GatewayContext, caller: Caller, rules: PairRules) -> Any:
     p = caller.params
     oid = optional_int(p, "orderId")
-    cid = p.get("origClientOrderId")
+    cid = optional_client_id(p, "origClientOrderId")
     if oid is None and not cid:
         raise errors.ApiError(
             -1102,
@@ -409,6 +399,7 @@ async def _find_order(c: GatewayContext, caller: Caller, rules: PairRules) -> An
 async def cancel_order(request: Request, caller: Caller = Depends(signed_trade)) -> dict[str, Any]:
     c = ctx(request)
     rules = c.pair(caller.params.get("symbol"))
+    new_cid = optional_client_id(caller.params, "newClientOrderId")
     row = await _find_order(c, caller, rules)
     if row is None or Status(row["status"]) not in (
         Status.PENDING_NEW, Status.NEW, Status.PARTIALLY_FILLED
@@ -424,7 +415,7 @@ async def cancel_order(request: Request, caller: Caller = Depends(signed_trade))
     assert row is not None
     if row["status"] != Status.CANCELED:
         raise errors.unknown_order_cancel()
-    return _cancel_json(row, rules, caller.params.get("newClientOrderId"))
+    return _cancel_json(row, rules, new_cid)
 
 
 def _cancel_json(row: Any, rules: PairRules, new_client_id: str | None) -> dict[str, Any]:
@@ -550,7 +541,7 @@ async def amend_keep_priority(
     c = ctx(request)
     p = caller.params
     rules = c.pair(p.get("symbol"))
-    new_qty_d = _decimal(p, "newQty")
+    new_qty_d = optional_amount(p, "newQty")
     if new_qty_d is None:
         raise errors.mandatory("newQty")
     row = await _find_order(c, caller, rules)
@@ -672,9 +663,10 @@ async def new_oco(request: Request, caller: Caller = Depends(signed_trade)) -> d
     above_cid = _client_id(p, "aboveClientOrderId")
     below_cid = _client_id(p, "belowClientOrderId")
     stp = _stp(p, rules)
-    qty_d = _decimal(p, "quantity")
+    qty_d = optional_amount(p, "quantity")
     if qty_d is None:
         raise errors.mandatory("quantity")
+    resp_type = _response_type(p, "RESULT")
     ts = _now_ms()
     try:
         qty = qty_to_lots(rules, qty_d)
@@ -708,7 +700,6 @@ async def new_oco(request: Request, caller: Caller = Depends(signed_trade)) -> d
                                                      req.command(list_id, order_ids))
     except BusError:
         raise errors.status_unknown() from None  # the outbox relay sends it
-    resp_type = (p.get("newOrderRespType") or "RESULT").upper()
     lst = await db.get_order_list(c.pool, caller.account, list_id, None)
     assert lst is not None
     if resp_type == "ACK":
@@ -744,7 +735,7 @@ async def _find_list(c: GatewayContext, caller: Caller, client_param: str,
                      symbol: str | None = None) -> Any:
     p = caller.params
     list_id = optional_int(p, "orderListId")
-    list_cid = p.get(client_param)
+    list_cid = optional_client_id(p, client_param)
     if list_id is None and not list_cid:
         raise errors.ApiError(
             -1102,
@@ -787,6 +778,7 @@ async def cancel_order_list(
     """
     c = ctx(request)
     rules = c.pair(caller.params.get("symbol"))
+    new_cid = optional_client_id(caller.params, "newClientOrderId")
     lst = await _find_list(c, caller, "listClientOrderId", rules.symbol)
     if lst is None or lst["status"] != "EXECUTING":
         raise errors.ApiError(-2011, "Unknown order list sent.")
@@ -806,6 +798,5 @@ async def cancel_order_list(
     if not any(r["status"] == Status.CANCELED for r in legs):
         raise errors.ApiError(-2011, "Unknown order list sent.")
     doc = views.order_list_json(lst, legs, time_ms=lst["updated_ms"])
-    new_cid = caller.params.get("newClientOrderId")
     doc["orderReports"] = [_cancel_json(r, rules, new_cid) for r in legs]
     return doc

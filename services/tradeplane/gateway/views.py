@@ -7,7 +7,13 @@ from typing import Any, Protocol
 
 from tradeplane.domain.model import STOP_TYPES, OrderType, Side, Status, StpMode, TimeInForce
 from tradeplane.domain.money import fmt_units
-from tradeplane.domain.pairs import ICEBERG_PARTS, STP_MODES, PairRules
+from tradeplane.domain.pairs import (
+    ICEBERG_PARTS,
+    MAX_NOTIONAL,
+    MAX_PRICE_TICKS,
+    STP_MODES,
+    PairRules,
+)
 
 
 class Row(Protocol):
@@ -203,7 +209,7 @@ def exchange_symbol(rules: PairRules) -> dict[str, Any]:
             {
                 "filterType": "PRICE_FILTER",
                 "minPrice": fmt_units(rules.tick),
-                "maxPrice": fmt_units(rules.tick * 10**10),
+                "maxPrice": fmt_units(rules.tick * MAX_PRICE_TICKS),
                 "tickSize": fmt_units(rules.tick),
             },
             {"filterType": "ICEBERG_PARTS", "limit": ICEBERG_PARTS},
@@ -223,8 +229,8 @@ def exchange_symbol(rules: PairRules) -> dict[str, Any]:
                 "filterType": "NOTIONAL",
                 "minNotional": fmt_units(rules.min_notional),
                 "applyMinToMarket": True,
-                "maxNotional": "9000000000.00000000",
-                "applyMaxToMarket": False,
+                "maxNotional": fmt_units(MAX_NOTIONAL),
+                "applyMaxToMarket": True,
                 "avgPriceMins": 0,  # market orders are checked at the last price
             },
             {

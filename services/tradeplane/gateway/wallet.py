@@ -29,16 +29,24 @@ from tradeplane.adapters.wallets_db import DepositRow, RequestResult, Withdrawal
 from tradeplane.domain.access import AdminAction as A
 from tradeplane.domain.custody import (
     API_WITHDRAW_STATUSES,
+    ASSET,
     DEPOSIT_API_STATUS,
     WalletSpec,
     WalletSpecError,
     WithdrawalStatus,
 )
-from tradeplane.domain.money import PLAIN_DECIMAL, AmountError, fmt_units, to_units
+from tradeplane.domain.money import AmountError, fmt_units, to_units
 from tradeplane.gateway import errors, rbac
 from tradeplane.gateway.auth import Caller, signed_read, signed_withdraw
 from tradeplane.gateway.context import GatewayContext, ctx
-from tradeplane.gateway.inputs import optional_int
+from tradeplane.gateway.inputs import (
+    PLAIN_TEXT,
+    BodyId,
+    PathId,
+    optional_int,
+    parse_amount,
+    parse_int,
+)
 from tradeplane.gateway.rbac import AdminIdentity, admin_action
 from tradeplane.gateway.users import require_2fa_for_account
 
@@ -51,8 +59,9 @@ router = APIRouter()
 WATCHER_TIMEOUT_S = 5.0
 MAX_HISTORY = 1000
 NINETY_DAYS_MS = 90 * 24 * 3600 * 1000
-CLIENT_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
-ADDRESS = re.compile(r"^[A-Za-z0-9]{1,128}$")
+CLIENT_ID = re.compile(r"[A-Za-z0-9._\-]{1,64}")
+ADDRESS = re.compile(r"[A-Za-z0-9]{1,128}")
+TXID = re.compile(r"[0-9A-Fa-f]{1,128}")
 
 
 def _now_ms() -> int:
@@ -77,6 +86,8 @@ async def wallet_for(c: GatewayContext, coin: str | None, network: str | None) -
     """
     if not coin:
         raise errors.mandatory("coin")
+    if not ASSET.fullmatch(coin.upper()):
+        raise unknown_coin()
     try:
         found = await wallets_db.wallets(c.pool, coin.upper())
     except WalletSpecError:
@@ -105,6 +116,31 @@ async def ask_watcher(c: GatewayContext, spec: WalletSpec, what: str,
     if not isinstance(answer, dict) or "error" in answer:
         raise backend_unavailable()
     return answer
+
+
+def _coin_filter(params: dict[str, str]) -> str | None:
+    """The optional ``coin`` of a history query (an unknown one matches nothing).
+
+    Raises:
+        ApiError: -1100 for a value that cannot be an asset.
+    """
+    coin = (params.get("coin") or "").upper()
+    if coin and not ASSET.fullmatch(coin):
+        raise errors.bad_param("coin", coin)
+    return coin or None
+
+
+def _txid_filter(params: dict[str, str]) -> str | None:
+    """The optional ``txId`` of a deposit query: a transaction id is hex on every chain
+    we serve.
+
+    Raises:
+        ApiError: -1100 for anything else.
+    """
+    txid = params.get("txId") or ""
+    if txid and not TXID.fullmatch(txid):
+        raise errors.bad_param("txId", txid)
+    return txid or None
 
 
 def _window(params: dict[str, str]) -> tuple[int, int]:
@@ -264,9 +300,9 @@ async def deposit_history(request: Request, caller: Caller = Depends(signed_read
     start, end = _window(p)
     offset, limit = _paging(p)
     rows = await wallets_db.deposit_history(
-        c.pool, caller.account, asset=(p.get("coin") or "").upper() or None,
-        statuses=statuses, start_ms=start, end_ms=end, offset=offset, limit=limit,
-        txid=p.get("txId") or None)
+        c.pool, caller.account, asset=_coin_filter(p), statuses=statuses, start_ms=start,
+        end_ms=end, offset=offset, limit=limit,
+        txid=_txid_filter(p))
     specs = await _specs(c)
     return [deposit_json(d, specs.get(d.wallet)) for d in rows]
 
@@ -288,10 +324,9 @@ async def withdraw_apply(request: Request, caller: Caller = Depends(signed_withd
     raw_amount = p.get("amount") or ""
     if not raw_amount:
         raise errors.mandatory("amount")
-    if not PLAIN_DECIMAL.match(raw_amount):
-        raise errors.illegal_chars("amount")
+    amount_d = parse_amount(raw_amount, "amount")
     try:
-        amount = to_units(raw_amount)
+        amount = to_units(amount_d)
     except AmountError:
         raise errors.ApiError(-4021, f"Asset withdrawal must be an {fmt_units(1)} multiple "
                                      f"of {fmt_units(1)}.") from None
@@ -299,9 +334,9 @@ async def withdraw_apply(request: Request, caller: Caller = Depends(signed_withd
         raise errors.ApiError(
             -4022, f"Not less than the minimum pick-up quantity {fmt_units(spec.withdraw_min)}.")
     client_id = p.get("withdrawOrderId") or None
-    if client_id is not None and not CLIENT_ID.match(client_id):
+    if client_id is not None and not CLIENT_ID.fullmatch(client_id):
         raise errors.bad_param("withdrawOrderId", client_id)
-    if not ADDRESS.match(address):
+    if not ADDRESS.fullmatch(address):
         raise errors.ApiError(-4033, "Illegal address.")
     if not await wallets_db.whitelisted(c.pool, caller.account, spec.asset, address,
                                         required=spec.whitelist_required):
@@ -337,15 +372,18 @@ async def withdraw_history(request: Request, caller: Caller = Depends(signed_rea
                                             API_WITHDRAW_STATUSES.get(status, [])]
     ids: list[int] | None = None
     if p.get("idList"):
-        try:
-            ids = [int(x) for x in p["idList"].split(",")]
-        except ValueError:
-            raise errors.illegal_chars("idList") from None
+        parts = p["idList"].split(",", MAX_HISTORY)
+        if len(parts) > MAX_HISTORY:
+            raise errors.ApiError(-1100, f"At most {MAX_HISTORY} ids in 'idList'.")
+        ids = [parse_int(x, "idList") for x in parts]
+    client_id = p.get("withdrawOrderId") or None
+    if client_id is not None and not CLIENT_ID.fullmatch(client_id):
+        raise errors.bad_param("withdrawOrderId", client_id)
     start, end = _window(p)
     offset, limit = _paging(p)
     rows = await wallets_db.withdraw_history(
-        c.pool, caller.account, asset=(p.get("coin") or "").upper() or None,
-        statuses=statuses, client_id=p.get("withdrawOrderId") or None, ids=ids,
+        c.pool, caller.account, asset=_coin_filter(p),
+        statuses=statuses, client_id=client_id, ids=ids,
         start_ms=start, end_ms=end, offset=offset, limit=limit)
     specs = await _specs(c)
     return [withdrawal_json(w, specs.get(w.wallet)) for w in rows]
@@ -381,7 +419,7 @@ async def list_withdrawals(request: Request, status: str | None = None, limit: i
 
 @admin_router.post("/withdrawals/{wid}/approve")
 async def approve_withdrawal(
-    request: Request, wid: int, who: AdminIdentity = Depends(admin_action(A.WITHDRAWAL_APPROVE))
+    request: Request, wid: PathId, who: AdminIdentity = Depends(admin_action(A.WITHDRAWAL_APPROVE))
 ) -> dict[str, Any]:
     c = ctx(request)
     before = await wallets_db.withdrawal(c.pool, wid)
@@ -394,12 +432,13 @@ async def approve_withdrawal(
 
 
 class Rejection(BaseModel):
-    reason: str = Field(default="rejected by an administrator", max_length=256)
+    reason: str = Field(default="rejected by an administrator", max_length=256,
+                        pattern=PLAIN_TEXT)
 
 
 @admin_router.post("/withdrawals/{wid}/reject")
 async def reject_withdrawal(
-    request: Request, wid: int, body: Rejection | None = None,
+    request: Request, wid: PathId, body: Rejection | None = None,
     who: AdminIdentity = Depends(admin_action(A.WITHDRAWAL_APPROVE)),
 ) -> dict[str, Any]:
     """Refuse a withdrawal not yet being sent (PENDING or APPROVED); its hold goes back."""
@@ -414,9 +453,9 @@ async def reject_withdrawal(
 
 
 class WhitelistEntry(BaseModel):
-    account: int
+    account: BodyId
     asset: str = Field(pattern=r"^[A-Z0-9]{2,10}$")
-    address: str = Field(pattern=ADDRESS.pattern)
+    address: str = Field(pattern=f"^{ADDRESS.pattern}$")
 
 
 @admin_router.post("/withdraw-whitelist")
