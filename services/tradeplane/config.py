@@ -149,14 +149,25 @@ class Settings(VaultSettings):
     argon2_parallelism: int = Field(default=4, ge=1, description="argon2id lanes.")
     login_max_failures: int = Field(
         default=10, gt=0,
-        description="Failed logins per email (and per client address) within "
-        "login_failure_window_s before further attempts get HTTP 429.",
+        description="Failed logins to one account from one client address within "
+        "login_failure_window_s after which that address's attempts on that account get "
+        "HTTP 429. Other accounts behind the same address (one NAT, one proxy) are not "
+        "affected.",
+    )
+    login_max_account_failures: int = Field(
+        default=100, gt=0,
+        description="Failed logins to one account from all addresses together within "
+        "login_failure_window_s after which every attempt on that account gets HTTP 429 "
+        "until the window ends (guessing spread over many addresses).",
     )
     login_failure_window_s: int = Field(default=900, gt=0, description="See login_max_failures.")
     trusted_proxies: list[str] = Field(
         default_factory=list,
         description="Addresses/CIDRs of reverse proxies whose X-Forwarded-For names the "
-        "client (JSON list). Empty = the connection's peer is the client.",
+        "client (JSON list): behind an Ingress, the ingress controller's pods. The client "
+        "is the right-most X-Forwarded-For entry that is not one of these (what the client "
+        "itself wrote in front is ignored). Empty = the connection's peer is the client: "
+        "behind a proxy every client would share the proxy's address and its limits.",
     )
     rate_limits: bool = Field(
         default=True, description="Enforce request-weight and order-count limits (Redis)."
@@ -169,28 +180,33 @@ class Settings(VaultSettings):
         "since their last sync). 0 = charge Redis on every request (exact across replicas, "
         "one round trip and ~0.15 ms of gateway CPU per request).",
     )
+    # The limits default to Binance's own; benchmarks, load tests and trusted bots raise
+    # them explicitly (TRADEPLANE_IP_WEIGHT_PER_MINUTE=... and so on).
     ip_weight_per_minute: int = Field(
-        default=1_000_000, gt=0,
-        description="Request weight per client address per minute (Binance: 6000). The "
-        "default is generous so benchmarks from one address do not trip it.",
+        default=6000, gt=0,
+        description="Request weight per client address per minute (Binance's: 6000).",
     )
     key_weight_per_minute: int = Field(
-        default=1_000_000, gt=0, description="Request weight per API key per minute."
+        default=6000, gt=0,
+        description="Request weight per API key per minute, over all its addresses (the "
+        "address limit's 6000: one key cannot spend more from many addresses).",
     )
     orders_per_10s: int = Field(
-        default=100_000, gt=0, description="Orders per API key per 10 seconds (Binance: 100)."
+        default=100, gt=0, description="Orders per API key per 10 seconds (Binance's: 100)."
     )
     orders_per_day: int = Field(
-        default=10_000_000, gt=0, description="Orders per API key per day (Binance: 200000)."
+        default=200_000, gt=0, description="Orders per API key per day (Binance's: 200000)."
     )
     ban_after_429s: int = Field(
         default=5, gt=0,
         description="HTTP 429 answers to one address/key within ban_window_s after which "
-        "it is banned (HTTP 418).",
+        "it is banned (HTTP 418). Refusals that arrive while it is banned (in flight at "
+        "once, or on other replicas) neither ban it again nor lengthen the ban.",
     )
     ban_window_s: int = Field(default=60, gt=0, description="See ban_after_429s.")
     ban_base_s: int = Field(
-        default=120, gt=0, description="First ban's length; each further ban doubles it."
+        default=120, gt=0,
+        description="First ban's length; each further ban the same day is twice the last.",
     )
     ban_max_s: int = Field(default=3 * 86400, gt=0, description="Longest ban.")
     # WebSocket limits (Binance's): they bound what one client can make a gateway hold.

@@ -14,6 +14,7 @@ import nats
 import pytest
 from nats.js import api
 from tests.support.harness import (
+    RAISED_LIMITS,
     Trader,
     eventually,
     free_port,
@@ -47,7 +48,7 @@ async def env(
     dsn = await fresh_database(pg_url)
     settings = Settings(dev_mode=True, nats_url=nats_url, database_url=dsn,
                         redis_url=redis_url, http_port=free_port(), snapshot_every=500,
-                        response_timeout_s=3.0)
+                        response_timeout_s=3.0, **RAISED_LIMITS)
     pool = await db.create_pool(dsn, 4)
     await db.migrate(pool)
     await db.upsert_pair(pool, RULES)

@@ -121,6 +121,21 @@ async def test_no_or_a_wrong_admin_token_is_401(
         assert (r.status_code, r.json()["code"]) == (401, -2015)
 
 
+async def test_the_bearer_scheme_is_case_insensitive_and_required(
+    http: httpx.AsyncClient, tokens: dict[Role, str]
+) -> None:
+    """``Authorization: <scheme> <token>``, the scheme in any case (RFC 7235); a token
+    without the scheme is not an admin token."""
+    for role, token in tokens.items():
+        for header in (f"Bearer {token}", f"bearer {token}", f"BEARER {token}"):
+            r = await http.get("/admin/kill-switch", headers={"Authorization": header})
+            assert r.status_code == 200, (role, header, r.text)
+        for header in (token, f"Token {token}", f"Bearer{token}"):
+            r = await http.get("/admin/kill-switch", headers={"Authorization": header})
+            assert (r.status_code, r.json()) == (
+                401, {"code": -2015, "msg": "Invalid admin token."}), (role, header)
+
+
 async def _audit(plat: Platform, **where: str) -> list[dict[str, Any]]:
     return await accounts_db.audit_entries(plat.pool, from_id=1, limit=1000,
                                            action=where.get("action"),

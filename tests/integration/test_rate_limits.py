@@ -5,7 +5,8 @@ under concurrent load. Every test runs against both accounting modes (counted in
 and synced to Redis, or charged to Redis on every request).
 
 Each test speaks from its own loopback address (127.0.0.x) so the per-address limits of
-one test do not touch another's."""
+one test do not touch another's. The limits here are set explicitly (STRICT); Binance's,
+the defaults, have tests of their own."""
 
 from __future__ import annotations
 
@@ -23,13 +24,14 @@ from tradeplane.adapters.ratelimits import Hit, RateLimitStore
 from tradeplane.config import Settings
 from tradeplane.domain.money import to_units
 from tradeplane.gateway.errors import ApiError
-from tradeplane.gateway.ratelimit import Limiter, Meter
+from tradeplane.gateway.ratelimit import Limiter, Meter, route_cost
 
 pytestmark = pytest.mark.integration
 
 STRICT = {"ip_weight_per_minute": 100, "key_weight_per_minute": 50, "orders_per_10s": 5,
           "orders_per_day": 1000, "ban_after_429s": 3, "ban_window_s": 60, "ban_base_s": 1,
           "ban_max_s": 60}
+PROXY = "127.0.0.2"  # connections from here are the ingress controller (trusted_proxies)
 ORDER = {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
          "price": "50000", "quantity": "0.001", "newOrderRespType": "ACK"}
 
@@ -38,7 +40,8 @@ ORDER = {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GT
 async def plat(request: pytest.FixtureRequest, nats_url: str, pg_url: str,
                redis_url: str) -> AsyncIterator[Platform]:
     async with running_platform(nats_url, pg_url, redis_url, rate_limit_sync_ms=request.param,
-                                **STRICT, **FAST_HASHING) as p:
+                                trusted_proxies=[f"{PROXY}/32"], **STRICT,
+                                **FAST_HASHING) as p:
         yield p
 
 
@@ -192,3 +195,120 @@ async def test_daily_order_limit_and_replicas_sharing_redis(redis_url: str) -> N
     finally:
         for s in stores:
             await s.close()
+
+
+async def test_behind_a_trusted_proxy_each_client_has_its_own_limits(plat: Platform) -> None:
+    """Behind an Ingress every connection comes from the ingress controller: the client is
+    the right-most X-Forwarded-For entry that is not a trusted proxy (what the client
+    wrote in front of it is ignored), so one abuser does not spend everyone's budget."""
+    async with client(plat, PROXY) as ingress:
+        async def get(forwarded_for: str) -> httpx.Response:
+            return await ingress.get("/api/v3/exchangeInfo",
+                                     headers={"X-Forwarded-For": forwarded_for})
+
+        for used in (20, 40, 60, 80, 100):
+            r = await get("198.51.100.7")
+            assert r.status_code == 200 and r.headers["X-MBX-USED-WEIGHT-1M"] == str(used)
+        assert (await get("198.51.100.7")).status_code == 429
+        # Claiming another address in front of the one the proxy saw changes nothing.
+        assert (await get("198.51.100.8, 198.51.100.7")).status_code == 429
+        # Another client behind the same proxy has its own budget.
+        r = await get("198.51.100.8")
+        assert r.status_code == 200 and r.headers["X-MBX-USED-WEIGHT-1M"] == "20"
+
+
+def _limiter_settings(redis_url: str, sync_ms: int, **overrides: int) -> Settings:
+    return Settings(dev_mode=True, redis_url=redis_url, rate_limit_sync_ms=sync_ms,
+                    **overrides)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("sync_ms", [1000, 0], ids=["synced", "per-request"])
+async def test_the_defaults_are_binances_limits(redis_url: str, sync_ms: int) -> None:
+    """Without settings the gateway enforces Binance's limits: 6000 request weight a
+    minute per address (24 ``depth?limit=5000`` of weight 250, not thousands), 100 orders
+    per 10 s and 200,000 a day per key."""
+    s = _limiter_settings(redis_url, sync_ms)
+    assert (s.ip_weight_per_minute, s.key_weight_per_minute, s.orders_per_10s,
+            s.orders_per_day) == (6000, 6000, 100, 200_000)
+    store = RateLimitStore(redis_url)
+    try:
+        limiter = Limiter(store, s)
+        ip = f"192.0.2.{10 + sync_ms % 7}"
+        await store.storage.clear(Hit(limiter.ip_weight, ("ip", ip), 1).key)
+        weight, _, _ = route_cost("GET", "/api/v3/depth", "symbol=BTCUSDT&limit=5000")
+        assert weight == 250
+        for n in range(1, 25):
+            meter = Meter(ip, weight, 0, False)
+            await limiter.charge(meter)
+            assert meter.used_weight == 250 * n
+        with pytest.raises(ApiError) as refused:
+            await limiter.charge(Meter(ip, weight, 0, False))
+        assert (refused.value.status, refused.value.code) == (429, -1003)
+        assert "6000 request weight per 1 MINUTE" in refused.value.msg
+
+        key = f"default-orders-{sync_ms}"
+        await store.storage.clear(Hit(limiter.orders_10s, ("key", key), 1).key)
+        await store.storage.clear(Hit(limiter.key_weight, ("key", key), 1).key)
+        for _ in range(100):
+            await limiter.charge(Meter("192.0.2.99", 1, 1, True), key)
+        with pytest.raises(ApiError) as refused:
+            await limiter.charge(Meter("192.0.2.99", 1, 1, True), key)
+        assert refused.value.msg == ("Too many new orders; current limit is 100 orders per "
+                                     "10 SECOND.")
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("sync_ms", [1000, 0], ids=["synced", "per-request"])
+async def test_a_burst_earns_one_ban_of_the_first_length_and_each_ban_doubles_once(
+    redis_url: str, sync_ms: int
+) -> None:
+    """A burst of concurrent requests over the limit, on two replicas at once, is one
+    offence streak: the first ban is ban_base_s (not one doubling per refusal in flight),
+    and the next ban, earned after it ended, is exactly twice as long."""
+    settings = _limiter_settings(redis_url, sync_ms, ip_weight_per_minute=10,
+                                 ban_after_429s=3, ban_base_s=120)
+    ip = f"192.0.2.{50 + sync_ms % 7}"
+    subject = f"ip:{ip}"
+    stores = [RateLimitStore(redis_url) for _ in range(2)]
+    redis = aioredis.from_url(redis_url)
+    try:
+        probe = Limiter(stores[0], settings)
+        ban = RateLimitStore.ban_key(subject)
+        await redis.delete(ban)
+        for key in (probe.ip_weight.key_for("ip", ip), probe.offences.key_for(subject),
+                    probe.ban_levels.key_for(subject)):
+            await stores[0].storage.clear(key)
+
+        async def burst(n: int) -> list[int]:
+            """``n`` concurrent requests over two replicas, as the guard answers them."""
+            replicas = [Limiter(st, settings) for st in stores]
+
+            async def request(i: int) -> int:
+                limiter, meter = replicas[i % 2], Meter(ip, 1, 0, False)
+                try:
+                    await limiter.charge(meter)
+                except ApiError as exc:
+                    if exc.status == 429 and not meter.used_weight:  # refused from memory
+                        exc = await limiter.note_refusal(meter) or exc
+                    return exc.status
+                return 200
+
+            return list(await asyncio.gather(*(request(i) for i in range(n))))
+
+        statuses = await burst(200)
+        assert statuses.count(200) >= 10 and 418 in statuses
+        assert 110_000 < await redis.pttl(ban) <= 120_000  # the first ban: 2 minutes
+        assert await stores[0].storage.get(probe.ban_levels.key_for(subject)) == 1
+
+        # The ban ends; the address goes on (fresh replicas: nothing remembered in
+        # memory): its next ban is twice the last, and only twice.
+        await redis.delete(ban)
+        statuses = await burst(200)
+        assert 418 in statuses
+        assert 230_000 < await redis.pttl(ban) <= 240_000
+        assert await stores[0].storage.get(probe.ban_levels.key_for(subject)) == 2
+    finally:
+        await redis.aclose()
+        for st in stores:
+            await st.close()

@@ -39,7 +39,7 @@ async def plat(nats_url: str, pg_url: str, redis_url: str,
                outbox: Path) -> AsyncIterator[Platform]:
     async with running_platform(nats_url, pg_url, redis_url, mail_outbox=str(outbox),
                                 jwt_secret=JWT_SECRET, login_max_failures=4,
-                                **FAST_HASHING) as p:
+                                login_max_account_failures=6, **FAST_HASHING) as p:
         yield p
 
 
@@ -128,17 +128,52 @@ async def test_wrong_credentials_are_refused_alike_and_every_attempt_is_in_the_h
     assert all(h["ip"].startswith("127.0.1.") and h["time"] > 0 for h in hist)
 
 
-async def test_failed_logins_are_throttled_per_email_and_address(
+def from_new_address(plat: Platform) -> httpx.AsyncClient:
+    """Another client, from an address of its own."""
+    transport = httpx.AsyncHTTPTransport(local_address=f"127.0.1.{next(_next_ip)}")
+    return httpx.AsyncClient(base_url=plat.base_url, transport=transport)
+
+
+async def login(http: httpx.AsyncClient, email: str, password: str) -> httpx.Response:
+    return await http.post("/api/v1/auth/login", json={"email": email, "password": password})
+
+
+async def test_failed_logins_are_throttled_per_account_and_address(
     plat: Platform, http: httpx.AsyncClient, mail: Mailbox
 ) -> None:
+    """Failures on one account from one address throttle that address on that account
+    (login_max_failures: 4 here), never a correct login to another account from the same
+    address (behind one NAT or Ingress everybody shares it); failures on one account from
+    everywhere (login_max_account_failures: 6 here) throttle that account."""
     await verified_user(http, mail, "throttle@example.com", PASSWORD)
+    await verified_user(http, mail, "neighbour@example.com", PASSWORD)
     for _ in range(4):
-        r = await http.post("/api/v1/auth/login", json={"email": "throttle@example.com",
-                                                        "password": "guess guess guess"})
-        assert r.status_code == 401
-    r = await http.post("/api/v1/auth/login", json={"email": "throttle@example.com",
-                                                    "password": PASSWORD})
-    assert err(r)[:2] == (429, -1003)  # even the right password, for now
+        assert (await login(http, "throttle@example.com", "guess guess guess")).status_code \
+            == 401
+    r = await login(http, "Throttle@Example.com", PASSWORD)
+    assert err(r) == (429, -1003, "Too many failed logins; try again later.")  # even so
+    # Someone else behind the same address logs in to their own account.
+    assert (await login(http, "neighbour@example.com", PASSWORD)).status_code == 200
+    async with from_new_address(plat) as elsewhere, from_new_address(plat) as third:
+        # The account's owner, from another address, too.
+        assert (await login(elsewhere, "throttle@example.com", PASSWORD)).status_code == 200
+        for _ in range(2):  # the account's 5th and 6th failure, from another address
+            assert (await login(elsewhere, "throttle@example.com", "guess again!")
+                    ).status_code == 401
+        assert err(await login(third, "throttle@example.com", PASSWORD))[:2] == (429, -1003)
+        assert (await login(third, "neighbour@example.com", PASSWORD)).status_code == 200
+
+
+async def test_the_bearer_scheme_is_case_insensitive_and_required(
+    plat: Platform, http: httpx.AsyncClient, mail: Mailbox
+) -> None:
+    token = (await verified_user(http, mail, "scheme@example.com", PASSWORD))["accessToken"]
+    for header in (f"Bearer {token}", f"bearer {token}", f"BEARER  {token}"):
+        r = await http.get("/api/v1/user/me", headers={"Authorization": header})
+        assert r.status_code == 200, (header, r.text)
+    for header in (token, f"Basic {token}", "Bearer", f"Bearer{token}", f"Bearer {token} x"):
+        r = await http.get("/api/v1/user/me", headers={"Authorization": header})
+        assert err(r) == (401, -1002, "Access token required."), header
 
 
 async def test_refresh_rotates_and_a_reused_refresh_token_revokes_the_session(

@@ -187,6 +187,21 @@ async def _bus(settings: Settings, name: str) -> Bus:
     return await Bus.connect(settings.nats_url, name=name, dedup_window_s=settings.dedup_window_s)
 
 
+#: The rate limits default to Binance's (6000 weight a minute per address, 100 orders per
+#: 10 s per key). Tests speak from one address and place orders as fast as they can, so
+#: they raise them, explicitly: a test about the limits passes its own (these are keyword
+#: arguments of :func:`running_platform` like any setting, and win over these).
+RAISED_LIMITS: dict[str, int] = {
+    "ip_weight_per_minute": 10_000_000, "key_weight_per_minute": 10_000_000,
+    "orders_per_10s": 1_000_000, "orders_per_day": 100_000_000,
+}
+
+
+def limits_env(settings: Settings) -> dict[str, str]:
+    """The rate limits of ``settings`` as the environment of a service process."""
+    return {f"TRADEPLANE_{name.upper()}": str(getattr(settings, name)) for name in RAISED_LIMITS}
+
+
 @contextlib.asynccontextmanager
 async def running_platform(
     nats_url: str, pg_url: str, redis_url: str, *, snapshot_every: int = 50_000,
@@ -197,7 +212,7 @@ async def running_platform(
     settings = Settings(
         dev_mode=True, nats_url=nats_url, database_url=dsn, redis_url=redis_url,
         http_port=free_port(), snapshot_every=snapshot_every, response_timeout_s=15.0,
-        **overrides,
+        **{**RAISED_LIMITS, **overrides},
     )
     pool = await db.create_pool(dsn, 8)
     await db.migrate(pool)

@@ -9,6 +9,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support.harness import limits_env
+
 from tradeplane.config import Settings
 from tradeplane.platform.local import service_env
 
@@ -24,7 +26,8 @@ class Processes:
         self.args[name] = list(args)
         log = (self.log_dir / f"{name}.log").open("ab")
         self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "tradeplane.cli", *args], env=service_env(self.settings),
+            [sys.executable, "-m", "tradeplane.cli", *args],
+            env={**service_env(self.settings), **limits_env(self.settings)},
             stdout=log, stderr=subprocess.STDOUT,
         )
 

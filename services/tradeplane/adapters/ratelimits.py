@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,8 +173,24 @@ class RateLimitStore:
             STORE_ERRORS.inc()
             return 0
 
-    async def ban(self, subject: str, seconds: int) -> None:
+    async def ban_once(
+        self, subject: str, levels: RateLimitItem, length_s: Callable[[int], int]
+    ) -> int:
+        """Ban ``subject`` unless it is banned already; returns the milliseconds left on
+        its ban (0: Redis could not be asked).
+
+        A new ban is the ``n``-th within ``levels``' window and lasts ``length_s(n)``
+        seconds; its level is counted only when the ban is actually set (``SET NX``), so
+        refusals racing each other, in one gateway or in several, make one ban of one
+        level, however many of them arrive while it lasts."""
+        level_key = levels.key_for(subject)
         try:
-            await self._conn.set(self.ban_key(subject), b"1", px=seconds * 1000)
+            level = await self.storage.get(level_key) + 1
+            seconds = length_s(level)
+            if await self._conn.set(self.ban_key(subject), b"1", px=seconds * 1000, nx=True):
+                await self.storage.incr(level_key, levels.get_expiry())
+                return seconds * 1000
+            return max(int(await self._conn.pttl(self.ban_key(subject))), 1)
         except (RedisError, OSError):
             STORE_ERRORS.inc()
+            return 0

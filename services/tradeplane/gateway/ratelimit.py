@@ -317,12 +317,19 @@ class Limiter:
         raise _too_many(h)
 
     async def _offence(self, meter: Meter, subject: str) -> None:
-        """Count a 429; the ``ban_after_429s``-th within the window bans the subject."""
+        """Count a 429; the ``ban_after_429s``-th within the window bans the subject, and
+        so does each one after it once the ban is over (it did not back off). A ban is
+        twice the last one that day: the level counts bans, not refusals, so the burst
+        of refusals that earned a ban (in flight at once, or on other replicas) makes
+        one ban of the next level and no more."""
         if await self.store.count(self.offences, subject) < self.offences.amount:
             return
-        level = max(1, await self.store.count(self.ban_levels, subject))
-        seconds = ban_seconds(level, self.ban_base_s, self.ban_max_s)
-        await self.store.ban(subject, seconds)
+        ms = await self.store.ban_once(
+            subject, self.ban_levels,
+            lambda level: ban_seconds(level, self.ban_base_s, self.ban_max_s))
+        if ms <= 0:  # Redis is down: fail open, as the counters do
+            return
+        seconds = max(1, (ms + 999) // 1000)
         self._block(subject, seconds, 418)
         meter.retry_after = seconds
         raise _banned(seconds)

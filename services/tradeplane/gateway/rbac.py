@@ -1,6 +1,7 @@
 """Admin identities, the permission check on every admin endpoint, and the audit log.
 
-An admin presents ``Authorization: Bearer <token>``. Tokens of admin users (``tradeplane
+An admin presents ``Authorization: Bearer <token>`` (the scheme in any case; a token
+without it is refused). Tokens of admin users (``tradeplane
 admin-create NAME --role ROLE``) are stored as SHA-256 hashes and looked up by hash; the
 configured ``TRADEPLANE_ADMIN_TOKEN`` is the break-glass identity "bootstrap" with the
 SuperAdmin role (compared in constant time). Each endpoint names one
@@ -24,6 +25,7 @@ from tradeplane.domain.access import AdminAction, Role, allowed
 from tradeplane.gateway import errors
 from tradeplane.gateway.auth import request_ip
 from tradeplane.gateway.context import ctx
+from tradeplane.gateway.users import bearer_token
 
 BOOTSTRAP = "bootstrap"
 TOKEN_PREFIX = "tpa_"
@@ -57,8 +59,8 @@ async def identify(request: Request) -> AdminIdentity:
         ApiError: -2015 (401) without a valid admin token.
     """
     c = ctx(request)
-    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    if not given or len(given) > 256:
+    given = bearer_token(request)
+    if given is None or len(given) > 256:
         raise _unauthorized()
     ip = request_ip(request)
     bootstrap = c.settings.admin_token.get_secret_value()

@@ -186,14 +186,25 @@ class Session:
     session_id: str
 
 
+def bearer_token(request: Request) -> str | None:
+    """The token of ``Authorization: Bearer <token>``; None without that header, with
+    another scheme or with no scheme at all. The scheme is case-insensitive (RFC 7235:
+    ``bearer`` is ``Bearer``); a bare token is not taken for one."""
+    scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or " " in token:
+        return None
+    return token
+
+
 async def current_session(request: Request) -> Session:
     """FastAPI dependency: the user of a valid access token whose session is live.
 
     Raises:
         ApiError: -1002 (401).
     """
-    token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    if not token:
+    token = bearer_token(request)
+    if token is None:
         raise _unauthorized("Access token required.")
     claims = _creds(request).read_access(token)
     pool = ctx(request).pool
@@ -294,31 +305,42 @@ async def resend_verification(request: Request, body: EmailReq) -> dict[str, Any
     return {"sent": True}
 
 
-def _login_limit(request: Request) -> tuple[Any, RateLimitItemPerSecond] | None:
-    """The rate-limit store and the failed-login limit (None: rate limits are off)."""
+def _login_limits(
+    request: Request, email: str, ip: str
+) -> tuple[Any, list[tuple[RateLimitItemPerSecond, tuple[str, ...]]]] | None:
+    """The rate-limit store and the failed-login counters of one attempt (None: rate
+    limits are off): this account from this address, and this account from anywhere.
+    Deliberately none per address alone: behind one NAT or proxy, someone else's
+    failures must never lock out a correct login to another account."""
     limiter = getattr(request.app.state, "limiter", None)
     if limiter is None:
         return None
     s = ctx(request).settings
-    return limiter.store, RateLimitItemPerSecond(
-        s.login_max_failures, s.login_failure_window_s, namespace="loginfail")
+    account = email.lower()
+    pair = RateLimitItemPerSecond(s.login_max_failures, s.login_failure_window_s,
+                                  namespace="loginfail")
+    anywhere = RateLimitItemPerSecond(s.login_max_account_failures,
+                                      s.login_failure_window_s, namespace="loginfail")
+    return limiter.store, [(pair, ("pair", account, ip)), (anywhere, ("email", account))]
 
 
 async def _login_throttled(request: Request, email: str, ip: str) -> bool:
-    found = _login_limit(request)
+    found = _login_limits(request, email, ip)
     if found is None:
         return False
-    store, item = found
-    return not (await store.within(item, "email", email.lower())
-                and await store.within(item, "ip", ip))
+    store, counters = found
+    for item, ids in counters:
+        if not await store.within(item, *ids):
+            return True
+    return False
 
 
 async def _login_failed(request: Request, email: str, ip: str) -> None:
-    found = _login_limit(request)
+    found = _login_limits(request, email, ip)
     if found is not None:
-        store, item = found
-        await store.test_hit(item, "email", email.lower())
-        await store.test_hit(item, "ip", ip)
+        store, counters = found
+        for item, ids in counters:
+            await store.test_hit(item, *ids)
 
 
 @router.post("/auth/login")
@@ -327,7 +349,9 @@ async def login(request: Request, body: LoginReq) -> dict[str, Any]:
 
     Raises:
         ApiError: -1002 (401) wrong credentials, email not verified, 2FA code missing or
-            wrong; -1003 (429) too many failed attempts for this email or address.
+            wrong; -1003 (429) too many failed attempts on this account from this
+            address (``login_max_failures``) or from anywhere
+            (``login_max_account_failures``).
     """
     pool = ctx(request).pool
     ip = request_ip(request)
