@@ -249,3 +249,18 @@ async def test_demo_market_maker_keeps_the_books_alive(data_dir: Path) -> None:
         await eventually(traded, timeout=60, interval=0.5)
     finally:
         assert up.interrupt() == 0
+
+
+def test_the_market_maker_reads_its_secret_from_the_environment_or_a_file(
+    tmp_path: Path,
+) -> None:
+    from tradeplane.cli import build_parser
+    from tradeplane.demo.marketmaker import API_SECRET_ENV, MissingSecretError, api_secret
+
+    assert api_secret({API_SECRET_ENV: "from-env"}) == "from-env"
+    (tmp_path / "s").write_text("from-file\n")
+    assert api_secret({f"{API_SECRET_ENV}_FILE": str(tmp_path / "s")}) == "from-file"
+    with pytest.raises(MissingSecretError, match=API_SECRET_ENV):
+        api_secret({})
+    with pytest.raises(SystemExit):  # no way to put it on the command line
+        build_parser().parse_args(["marketmaker", "--api-key", "k", "--api-secret", "s"])
