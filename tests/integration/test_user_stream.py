@@ -1,6 +1,8 @@
 """The Binance user data stream over a real WebSocket: a listenKey from REST, then the
 executionReports and outboundAccountPositions settlement publishes after each commit, with
-exact values; a bad listenKey gets nothing."""
+exact values; a bad listenKey gets nothing. Listen keys are random per API key, live 60
+minutes in Redis, and their sockets close when the key is DELETEd, the API key revoked
+or expired, or the account frozen."""
 
 from __future__ import annotations
 
@@ -11,11 +13,16 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
+import redis.asyncio as aioredis
 import websockets
 from tests.support.harness import Platform, Trader, eventually
+from tests.support.security import admin_headers
 
+from tradeplane.adapters import db
 from tradeplane.adapters.bus import Bus, user_subject
+from tradeplane.adapters.cipher import SecretCipher
 
 pytestmark = pytest.mark.integration
 
@@ -27,8 +34,9 @@ _probes = itertools.count(1)
 class UserStream:
     """One ``/ws/<listenKey>`` socket; every text frame it receives, decoded, in order."""
 
-    def __init__(self, ws: Any) -> None:
+    def __init__(self, ws: Any, listen_key: str = "") -> None:
         self.ws = ws
+        self.listen_key = listen_key
         self.received: list[dict[str, Any]] = []
         self._reader = asyncio.create_task(self._read())
 
@@ -56,6 +64,12 @@ class UserStream:
         await self.ws.close()
         await self._reader
 
+    async def closed_by_server(self) -> int:
+        """Wait until the gateway closed the socket; its close code."""
+        await asyncio.wait_for(asyncio.shield(self._reader), 15)
+        code: int = self.ws.close_code
+        return code
+
 
 @contextlib.asynccontextmanager
 async def user_stream(plat: Platform, trader: Trader) -> AsyncIterator[UserStream]:
@@ -65,7 +79,7 @@ async def user_stream(plat: Platform, trader: Trader) -> AsyncIterator[UserStrea
     key = r.json()["listenKey"]
     url = f"ws://127.0.0.1:{plat.settings.http_port}/ws/{key}"
     async with websockets.connect(url) as ws:
-        stream = UserStream(ws)
+        stream = UserStream(ws, key)
         await _until_subscribed(plat, trader.account, stream)
         try:
             yield stream
@@ -267,3 +281,127 @@ async def test_a_bad_listen_key_is_refused_and_streams_nothing(plat: Platform) -
         # subscriptions. Its reply to a request comes after anything queued before it.
         await bad.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 1}))
         assert json.loads(await asyncio.wait_for(bad.recv(), 10)) == {"result": [], "id": 1}
+
+
+# --------------------------------------------------------------------------- listen keys
+async def _listen_key(plat: Platform, api_key: str) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=plat.base_url) as http:
+        return await http.post("/api/v3/userDataStream", headers={"X-MBX-APIKEY": api_key})
+
+
+async def _listen_key_call(plat: Platform, method: str, api_key: str,
+                           listen_key: str) -> tuple[int, Any]:
+    async with httpx.AsyncClient(base_url=plat.base_url) as http:
+        r = await http.request(method, "/api/v3/userDataStream",
+                               params={"listenKey": listen_key},
+                               headers={"X-MBX-APIKEY": api_key})
+        return r.status_code, r.json()
+
+
+async def _admin(plat: Platform, method: str, path: str, **kw: Any) -> httpx.Response:
+    token = plat.settings.admin_token.get_secret_value()
+    async with httpx.AsyncClient(base_url=plat.base_url) as http:
+        return await http.request(method, path, headers=admin_headers(token), **kw)
+
+
+async def _second_key(plat: Platform, t: Trader) -> str:
+    cipher = SecretCipher(plat.settings.secret_key.get_secret_value())
+    return await db.create_api_key(plat.pool, t.account, cipher.encrypt(t.secret), ["read"])
+
+
+async def _is_market_socket(plat: Platform, listen_key: str) -> bool:
+    """A socket on ``listen_key`` is a market-stream socket (it answers requests; a user
+    stream does not): the listen key opens no user stream."""
+    url = f"ws://127.0.0.1:{plat.settings.http_port}/ws/{listen_key}"
+    async with websockets.connect(url) as ws:
+        await ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 1}))
+        return bool(json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"result": [],
+                                                                           "id": 1})
+
+
+NO_SUCH_KEY = (400, {"code": -1125, "msg": "This listenKey does not exist."})
+
+
+async def test_listen_keys_are_random_per_api_key_and_live_60_minutes_from_each_keepalive(
+    plat: Platform,
+) -> None:
+    t = await plat.trader("lk-random", {"USDT": "1"})
+    other = await _second_key(plat, t)
+    first = (await _listen_key(plat, t.api_key)).json()["listenKey"]
+    again = (await _listen_key(plat, t.api_key)).json()["listenKey"]
+    second = (await _listen_key(plat, other)).json()["listenKey"]
+    # One live listen key per API key (asking again gives it back), two keys of one
+    # account get two different random ones.
+    assert first == again and first != second
+    assert all(len(k) == 60 and k.isalnum() and str(t.account) not in k[:8]
+               for k in (first, second))
+
+    r = aioredis.from_url(plat.settings.redis_url)
+    try:
+        assert 3_590_000 < await r.pttl(f"lk:{first}") <= 3_600_000
+        await r.pexpire(f"lk:{first}", 10_000)
+        assert await _listen_key_call(plat, "PUT", t.api_key, first) == (200, {})
+        assert 3_590_000 < await r.pttl(f"lk:{first}") <= 3_600_000  # renewed for 60 min
+        # Another API key (even of the same account) cannot renew or close it.
+        assert await _listen_key_call(plat, "PUT", other, first) == NO_SUCH_KEY
+        assert await _listen_key_call(plat, "DELETE", other, first) == NO_SUCH_KEY
+        await r.delete(f"lk:{first}")  # expired
+        assert await _listen_key_call(plat, "PUT", t.api_key, first) == NO_SUCH_KEY
+        fresh = (await _listen_key(plat, t.api_key)).json()["listenKey"]
+        assert fresh not in (first, second)
+    finally:
+        await r.aclose()
+
+
+async def test_deleting_a_listen_key_closes_its_stream_and_the_key(plat: Platform) -> None:
+    t = await plat.trader("lk-delete", {"USDT": "1000"})
+    async with user_stream(plat, t) as s:
+        assert await _listen_key_call(plat, "DELETE", t.api_key, s.listen_key) == (200, {})
+        assert await s.closed_by_server() == 1000
+        assert s.events == []  # closed normally: no listenKeyExpired (as Binance)
+    assert await _listen_key_call(plat, "PUT", t.api_key, s.listen_key) == NO_SUCH_KEY
+    assert await _listen_key_call(plat, "DELETE", t.api_key, s.listen_key) == NO_SUCH_KEY
+    assert await _is_market_socket(plat, s.listen_key)
+
+
+async def test_revoking_the_api_key_closes_its_stream_at_once(plat: Platform) -> None:
+    t = await plat.trader("lk-revoke", {"USDT": "1000"})
+    async with user_stream(plat, t) as s:
+        r = await _admin(plat, "DELETE", f"/admin/api-keys/{t.api_key}")
+        assert r.status_code == 200, r.text
+        assert await s.closed_by_server() == 1000
+        assert [m["e"] for m in s.events] == ["listenKeyExpired"]
+        assert s.events[0]["listenKey"] == s.listen_key
+    assert await _is_market_socket(plat, s.listen_key)
+
+
+async def test_freezing_the_account_closes_its_streams_and_refuses_new_ones(
+    plat: Platform,
+) -> None:
+    t = await plat.trader("lk-freeze", {"USDT": "1000"})
+    async with user_stream(plat, t) as s:
+        r = await _admin(plat, "POST", f"/admin/users/{t.account}/freeze",
+                         json={"reason": "fraud check"})
+        assert r.status_code == 200, r.text
+        assert await s.closed_by_server() == 1000
+        assert [m["e"] for m in s.events] == ["listenKeyExpired"]
+    assert await _is_market_socket(plat, s.listen_key)
+    r = await _listen_key(plat, t.api_key)
+    assert (r.status_code, r.json()["code"]) == (401, -2015)
+    await _admin(plat, "POST", f"/admin/users/{t.account}/unfreeze")
+    assert (await _listen_key(plat, t.api_key)).status_code == 200
+
+
+async def test_a_stream_closes_when_its_api_key_expires(plat: Platform) -> None:
+    t = await plat.trader("lk-expiring", {"USDT": "1000"})
+    # Before the gateway first sees the key: it expires in a few seconds.
+    await plat.pool.execute(
+        "UPDATE api_keys SET expires_at = now() + interval '4 seconds' WHERE api_key = $1",
+        t.api_key)
+    async with user_stream(plat, t) as s:
+        assert await s.closed_by_server() == 1000
+        assert [m["e"] for m in s.events] == ["listenKeyExpired"]
+        expires = await plat.pool.fetchval(
+            "SELECT (extract(epoch FROM expires_at) * 1000)::bigint FROM api_keys"
+            " WHERE api_key = $1", t.api_key)
+        assert expires <= s.events[0]["E"] < expires + 5_000
