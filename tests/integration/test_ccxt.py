@@ -1,21 +1,27 @@
-"""ccxt's ``binance`` class, unchanged, against our gateway: only its URLs point at the
-platform. Every unified call a spot trading bot uses parses our answers into exact values.
+"""ccxt's ``binance`` class, unchanged and with its default options, against our gateway:
+only its URLs point at the platform. Every unified call a spot trading bot uses parses our
+answers into exact values.
 
 Market-data tests (and the price-band test) read one BTC/USDT market seeded once per
 module; order tests trade ETH/USDT between fresh accounts and cancel what they leave
-resting; the WebSocket tests use ETH/BTC. The spot calls use only ``urls['api']['public']``
-and ``['private']`` (REST; ``['v1']`` exists but no endpoint of ccxt 4.5 uses it) and
-``urls['api']['ws']['spot']`` (pro). Every other entry points at a path we do not serve,
-so a stray sapi/fapi/ws-api call fails loudly instead of going to binance.com.
+resting; the WebSocket tests use ETH/BTC. Every REST URL keeps its path and gets the
+gateway's address (``https://api.binance.com/sapi/v1`` -> ``<gateway>/sapi/v1``, the
+futures ones likewise): ``load_markets`` also reads the coins (``sapi capital/config/
+getall``, with keys), the margin listings and the futures listings, which we answer (spot
+only: empty); anything we do not serve answers a Binance-style 404 rather than going to
+binance.com. Streams: ``urls['api']['ws']['spot']`` (pro) is ours, every other stream URL
+points at a path we do not serve.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import ccxt.async_support as ccxt_async
 import ccxt.pro as ccxtpro
@@ -23,25 +29,23 @@ import httpx
 import pytest
 from tests.support.harness import Platform, Trader, eventually
 
+from tradeplane.adapters import wallets_db
+from tradeplane.domain.custody import wallet_from_spec
+from tradeplane.domain.money import to_units
+
 pytestmark = pytest.mark.integration
 
-#: ``fetchCurrencies`` would call sapi capital/config/getall and ``fetchMargins`` sapi
-#: margin/allPairs (ccxt/binance.py fetch_currencies, fetch_markets); only spot exists here.
-OPTIONS: dict[str, Any] = {
-    "fetchCurrencies": False,
-    "fetchMargins": False,
-    "fetchMarkets": {"types": ["spot"]},
-}
-SPOT_REST = frozenset({"public", "private"})
 SPOT_WS = frozenset({"spot"})
+ORIGIN = re.compile(r"^https?://[^/]+")
 
 
 def point_at(ex: Any, base_url: str) -> None:
-    """Send ccxt's spot REST and stream URLs to the platform, everything else nowhere."""
+    """Send ccxt's REST URLs to the platform (same paths), its spot streams too and every
+    other stream nowhere."""
     api = ex.urls["api"]
     for key, value in list(api.items()):
         if isinstance(value, str):
-            api[key] = f"{base_url}/api/v3" if key in SPOT_REST else f"{base_url}/unused/{key}"
+            api[key] = ORIGIN.sub(base_url, value)
     ws = api.get("ws")
     if isinstance(ws, dict):
         ws_base = base_url.replace("http://", "ws://", 1)
@@ -66,7 +70,7 @@ class ObservedBinance(ccxtpro.binance):  # type: ignore[misc]
 
 
 def rest_client(base_url: str, trader: Trader | None = None) -> Any:
-    config: dict[str, Any] = {"options": dict(OPTIONS)}
+    config: dict[str, Any] = {}
     if trader is not None:
         config |= {"apiKey": trader.api_key, "secret": trader.secret}
     ex = ccxt_async.binance(config)
@@ -75,7 +79,7 @@ def rest_client(base_url: str, trader: Trader | None = None) -> Any:
 
 
 def stream_client(base_url: str) -> ObservedBinance:
-    ex = ObservedBinance({"options": dict(OPTIONS)})
+    ex = ObservedBinance({})
     point_at(ex, base_url)
     return ex
 
@@ -171,6 +175,95 @@ async def btc_market(plat: Platform) -> Seeded:
 
     await eventually(published)
     return Seeded(maker, taker)
+
+
+class RecordingBinance(ccxt_async.binance):  # type: ignore[misc]
+    """ccxt's binance unchanged, remembering the path of every request it makes."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__(config)
+        self.requested: list[tuple[str, str]] = []
+
+    async def fetch(self, url: str, method: str = "GET", headers: Any = None,
+                    body: Any = None) -> Any:
+        self.requested.append((method, urlsplit(url).path))
+        return await super().fetch(url, method, headers, body)
+
+
+async def test_load_markets_with_default_options_reads_what_binance_serves(
+    plat: Platform,
+) -> None:
+    t = await plat.trader("defaults", {"USDT": "1000"})
+    ex = RecordingBinance({"apiKey": t.api_key, "secret": t.secret})
+    point_at(ex, plat.base_url)
+    try:
+        markets = await ex.load_markets()
+        assert set(markets) == {"BTC/USDT", "ETH/USDT", "ETH/BTC"}
+        assert {("GET", "/api/v3/exchangeInfo"), ("GET", "/sapi/v1/capital/config/getall"),
+                ("GET", "/sapi/v1/margin/allPairs"), ("GET", "/sapi/v1/margin/isolated/allPairs"),
+                ("GET", "/fapi/v1/exchangeInfo"), ("GET", "/dapi/v1/exchangeInfo"),
+                } <= set(ex.requested)
+        assert {"BTC", "ETH", "USDT"} <= set(ex.currencies)
+        assert ex.markets["BTC/USDT"]["margin"] is False  # no margin pairs
+        assert (await ex.fetch_balance())["USDT"]["free"] == 1000.0
+        order = await ex.create_order("ETH/USDT", "limit", "buy", 0.1, 2500.0)
+        assert order["status"] == "open"
+        await ex.cancel_order(order["id"], "ETH/USDT")
+        assert await ex.fetch_status() == {"status": "ok", "updated": None, "eta": None,
+                                           "url": None, "info": {"status": 0, "msg": "normal"}}
+        # Something we do not serve is refused as such (-1020), not taken for an outage.
+        with pytest.raises(ccxt_async.BadRequest, match='"code":-1020'):
+            await ex.sapi_get_account_info()
+    finally:
+        await ex.close()
+
+
+async def test_fetch_currencies_lists_coins_with_their_networks_and_balances(
+    plat: Platform,
+) -> None:
+    spec = wallet_from_spec("ltc-ccxt", {
+        "chain": "litecoin", "network": "regtest", "asset": "LTC",
+        "rpc": {"url": "http://127.0.0.1:9/wallet/hot"}, "confirmations": 3,
+        "withdrawals": {"fee": "0.001", "min": "0.01", "approvalThreshold": "0.5"},
+    })
+    await wallets_db.upsert_wallet(plat.pool, spec)
+    t = await plat.trader("coins", {"LTC": "2", "USDT": "10"})
+    # a withdrawal in flight (waiting for approval: above the threshold) holds 1.001 LTC
+    result, _ = await wallets_db.request_withdrawal(plat.pool, spec, t.account, "rltc1qabc",
+                                                     to_units("1"), None, 0)
+    assert result == wallets_db.RequestResult.CREATED
+    ex = rest_client(plat.base_url, t)
+    try:
+        currencies = await ex.fetch_currencies()
+        assert set(currencies) == {"BTC", "ETH", "USDT", "LTC"}
+        ltc = currencies["LTC"]
+        assert (ltc["id"], ltc["active"], ltc["fee"], ltc["deposit"], ltc["withdraw"]) == (
+            "LTC", False, 0.001, True, True)  # not traded here: no LTC pair
+        net = ltc["networks"]["LTC"]
+        assert (net["id"], net["fee"], net["deposit"], net["withdraw"], net["precision"],
+                net["limits"]["withdraw"]["min"]) == ("LTC", 0.001, True, True, 1e-08, 0.01)
+        info = ltc["info"]
+        assert (info["free"], info["locked"], info["withdrawing"]) == (
+            "0.99900000", "0.00000000", "1.00100000")
+        [raw] = info["networkList"]
+        assert (raw["isDefault"], raw["minConfirm"], raw["name"]) == (
+            True, 3, "Litecoin (regtest)")
+        usdt = currencies["USDT"]
+        assert (usdt["active"], usdt["networks"], usdt["info"]["free"]) == (
+            True, {}, "10.00000000")  # traded; no wallet: no network to deposit on
+        assert usdt["info"]["depositAllEnable"] is False
+    finally:
+        await ex.close()
+
+
+async def test_fetch_trading_fees_reads_each_pairs_maker_and_taker_fee(desk: Desk) -> None:
+    _, ex = await desk.trader("fees", {})
+    fees = await ex.fetch_trading_fees()
+    assert set(fees) == {"BTC/USDT", "ETH/USDT", "ETH/BTC"}
+    assert (fees["BTC/USDT"]["maker"], fees["BTC/USDT"]["taker"]) == (0.001, 0.001)
+    one = await ex.fetch_trading_fee("ETH/BTC")
+    assert (one["symbol"], one["info"]) == (
+        "ETH/BTC", {"symbol": "ETHBTC", "makerCommission": "0.001", "takerCommission": "0.001"})
 
 
 async def test_load_markets_parses_precision_and_limits_from_our_filters(public: Any) -> None:
