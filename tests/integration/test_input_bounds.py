@@ -240,16 +240,20 @@ async def test_admin_withdrawal_ids_are_bounded(plat: Platform, path: str) -> No
 # ----------------------------------------------------------------- signatures and text
 async def test_a_non_ascii_signature_is_an_invalid_signature(plat: Platform) -> None:
     t = await plat.trader("sig-non-ascii", {"USDT": "1000"})
-    body = urlencode({**LIMIT_BUY, "timestamp": int(time.time() * 1000)}) \
-        + "&signature=%C3%A9%C3%A9"
+    signed = urlencode({**LIMIT_BUY, "timestamp": int(time.time() * 1000)})
     async with httpx.AsyncClient(base_url=plat.base_url) as http:
-        for method, path in (("POST", "/api/v3/order"), ("GET", "/api/v3/account")):
+        for method, path, body in (
+            ("POST", "/api/v3/order", f"{signed}&signature=\u00e9\u00e9".encode()),  # raw
+            ("POST", "/api/v3/order", f"{signed}&signature=%C3%A9%C3%A9".encode()),
+            ("GET", "/api/v3/account", f"{signed}&signature=%C3%A9%C3%A9".encode()),
+        ):
             if method == "POST":
                 r = await http.post(path, content=body, headers={
                     "X-MBX-APIKEY": t.api_key,
                     "Content-Type": "application/x-www-form-urlencoded"})
             else:
-                r = await http.get(f"{path}?{body}", headers={"X-MBX-APIKEY": t.api_key})
+                r = await http.get(f"{path}?{body.decode()}",
+                                   headers={"X-MBX-APIKEY": t.api_key})
             assert r.status_code == 400, r.text
             assert r.json()["code"] == -1022
 
