@@ -26,6 +26,7 @@ from tests.support.helm import ROOT, HelmUnavailable, helm, helm_binary
 
 from tradeplane.adapters.bus import Bus
 from tradeplane.config import Settings
+from tradeplane.domain.access import client_ip, parse_networks
 from tradeplane.settlement.service import Settler
 
 CHART = ROOT / "charts" / "tradeplane"
@@ -284,6 +285,44 @@ def test_gateway_ingress_routes_rest_and_websockets() -> None:
     assert ingress["spec"]["tls"][0]["secretName"] == "api-exchange-tls"
 
 
+def gateway_settings(monkeypatch: pytest.MonkeyPatch, scenario: str, *extra: str) -> Settings:
+    """The settings the gateway of a rendering runs with (its env, as the process reads
+    it)."""
+    deployment = by_kind(render(scenario, *extra), "Deployment")[f"{FULLNAME}-gateway"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    for name, value in env_of(container).items():
+        if name.startswith("TRADEPLANE_") and isinstance(value, str):
+            monkeypatch.setenv(name, value)
+    return Settings(dev_mode=True)
+
+
+def test_the_gateway_trusts_the_ingress_controller_and_enforces_binances_limits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Behind the Ingress every connection comes from the ingress controller: the chart
+    trusts the in-cluster private ranges by default, so the client is the address the
+    controller put in X-Forwarded-For (not the controller, and not what the client wrote
+    in front of it); and the rate limits are Binance's unless raised."""
+    s = gateway_settings(monkeypatch, "default-values.yaml")
+    assert s.trusted_proxies == ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"]
+    trusted = parse_networks(s.trusted_proxies)
+    controller = "10.42.3.7"  # an ingress-nginx pod
+    assert client_ip(controller, "203.0.113.9", trusted) == "203.0.113.9"
+    assert client_ip(controller, "198.51.100.1, 203.0.113.9", trusted) == "203.0.113.9"
+    assert client_ip("203.0.113.50", "198.51.100.1", trusted) == "203.0.113.50"
+    assert (s.ip_weight_per_minute, s.key_weight_per_minute, s.orders_per_10s,
+            s.orders_per_day) == (6000, 6000, 100, 200_000)
+    assert (s.ban_after_429s, s.ban_window_s, s.ban_base_s, s.ban_max_s) == (
+        5, 60, 120, 3 * 86400)
+    # Raising a limit and narrowing the proxies are values.
+    s = gateway_settings(monkeypatch, "default-values.yaml",
+                         "--set", "gateway.rateLimits.ordersPer10s=1000",
+                         "--set", "gateway.rateLimits.ipWeightPerMinute=120000")
+    assert (s.orders_per_10s, s.ip_weight_per_minute) == (1000, 120_000)
+    s = gateway_settings(monkeypatch, "production-values.yaml")
+    assert s.trusted_proxies == ["10.42.0.0/16"]
+
+
 def rule_triples(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
     return {(g, r, v) for rule in rules for g in rule.get("apiGroups", [])
             for r in rule.get("resources", []) for v in rule.get("verbs", [])}
@@ -404,6 +443,9 @@ def test_every_value_is_documented_where_declared() -> None:
     ("postgresql.url=mysql://db/x", "postgresql.url"),
     ("settlement.replicas=3", "settlement"),
     ("operator.serviceMonitor=maybe", "operator.serviceMonitor"),
+    ("gateway.rateLimits.ordersPer10s=0", "gateway.rateLimits.ordersPer10s"),
+    ("gateway.rateLimits.perHour=5", "gateway.rateLimits"),
+    ("gateway.trustedProxies={everyone}", "gateway.trustedProxies"),
 ])
 def test_values_schema_rejects_bad_values(setting: str, complaint: str) -> None:
     done = helm("template", RELEASE, str(CHART), "--set", setting, check=False)
