@@ -16,11 +16,13 @@ from typing import Any
 from tests.support.harness import eventually
 
 from tradeplane.adapters.accounts_db import KeyRecord
+from tradeplane.adapters.cipher import SecretCipher
 from tradeplane.adapters.listenkeys import ListenKeyGrant, new_listen_key
 from tradeplane.domain.access import KeyPolicy, KeyType
 from tradeplane.domain.pairs import DEMO_PAIRS
 from tradeplane.gateway import streams
-from tradeplane.gateway.auth import KeyEntry
+from tradeplane.gateway.auth import KeyCache, KeyEntry
+from tradeplane.gateway.control import Controls, LocalPairControl
 from tradeplane.gateway.userstream import UserSession, UserStreams, is_listen_key, serve_user_stream
 from tradeplane.gateway.wslimits import MessageRate, WsLimits
 
@@ -299,3 +301,32 @@ async def test_error_replies_never_quote_a_long_name_or_method_whole() -> None:
                 {"method": "X" * 100_000, "id": 1}):
         reply = await streams._handle_request(json.dumps(req), client, hub, ctx)
         assert reply["error"]["code"] == 2 and len(reply["error"]["msg"]) < 150, reply
+
+
+class RecordingStreams:
+    """What the user streams of one replica were told."""
+
+    def __init__(self) -> None:
+        self.told: list[tuple[str, Any]] = []
+
+    def close_listen_key(self, listen_key: str) -> None:
+        self.told.append(("listenKey", listen_key))
+
+    async def key_revoked(self, api_key: str) -> None:
+        self.told.append(("key", api_key))
+
+    async def account_changed(self, account: int) -> None:
+        self.told.append(("account", account))
+
+
+async def test_control_messages_from_other_replicas_reach_the_user_streams_here() -> None:
+    ctx: Any = SimpleNamespace(bus=StubBus())
+    controls = Controls(ctx, KeyCache(SecretCipher("k")), LocalPairControl(ctx.bus))
+    await controls._on_gateway({"kind": "listenKey", "listenKey": "L"})  # none yet: ignored
+    recorder = RecordingStreams()
+    controls.user_streams = recorder
+    for doc in ({"kind": "listenKey", "listenKey": "L"}, {"kind": "key", "apiKey": "K"},
+                {"kind": "account", "account": 7}, {"kind": "listenKey", "listenKey": 5},
+                {"kind": "account", "account": "7"}):
+        await controls._on_gateway(doc)
+    assert recorder.told == [("listenKey", "L"), ("key", "K"), ("account", 7)]
