@@ -65,6 +65,9 @@ _FIXED: dict[tuple[str, str], tuple[int, int]] = {
     ("POST", "/api/v3/userDataStream"): (2, 0),
     ("PUT", "/api/v3/userDataStream"): (2, 0),
     ("DELETE", "/api/v3/userDataStream"): (2, 0),
+    ("GET", "/sapi/v1/capital/config/getall"): (10, 0),
+    ("GET", "/sapi/v1/margin/isolated/allPairs"): (10, 0),
+    ("GET", "/sapi/v1/spot/delist-schedule"): (100, 0),
     ("POST", "/api/v1/auth/login"): (5, 0),
     ("POST", "/api/v1/auth/signup"): (5, 0),
 }
