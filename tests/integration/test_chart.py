@@ -281,7 +281,7 @@ def test_migrations_run_before_the_processes() -> None:
 def test_gateway_ingress_routes_rest_and_websockets() -> None:
     ingress = by_kind(render("production-values.yaml"), "Ingress")[f"{FULLNAME}-gateway"]
     paths = {p["path"] for r in ingress["spec"]["rules"] for p in r["http"]["paths"]}
-    assert {"/api", "/ws", "/stream"} <= paths
+    assert {"/api", "/sapi", "/fapi", "/dapi", "/ws", "/stream"} <= paths  # ccxt reads all
     assert ingress["spec"]["tls"][0]["secretName"] == "api-exchange-tls"
 
 
