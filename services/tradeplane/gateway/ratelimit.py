@@ -97,7 +97,8 @@ def route_cost(method: str, path: str, query: str) -> tuple[int, int, bool]:
         return fixed[0], fixed[1], signed
     if path == "/api/v3/depth":
         raw = dict(parse_qsl(query)).get("limit", "100")
-        return _depth_weight(int(raw) if raw.isdigit() and len(raw) < 7 else 100), 0, False
+        ok = raw.isascii() and raw.isdigit() and len(raw) < 7
+        return _depth_weight(int(raw) if ok else 100), 0, False
     if path in ("/api/v3/ticker/24hr", "/api/v3/ticker/price", "/api/v3/ticker/bookTicker"):
         one = "symbol=" in query and "symbols=" not in query.replace("symbol=", "", 1)
         if path == "/api/v3/ticker/24hr":

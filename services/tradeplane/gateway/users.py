@@ -276,7 +276,7 @@ async def _send_verification(request: Request, user: UserRow) -> None:
 @router.post("/auth/signup", status_code=201)
 async def signup(request: Request, body: SignupReq) -> dict[str, Any]:
     """Create a user and its trading account; a verification token goes by mail."""
-    if not EMAIL_RE.match(body.email):
+    if not EMAIL_RE.fullmatch(body.email):
         raise errors.bad_param("email", body.email[:64])
     password_hash = await _creds(request).hash_password(body.password)
     try:
