@@ -7,38 +7,148 @@ import asyncio
 import json
 import os
 import secrets as _stdlib_secrets
+import shlex
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
 from tradeplane.config import Settings
+from tradeplane.platform.discovery import (
+    DATA_DIR_ENV,
+    DiscoveryError,
+    Located,
+    Source,
+    check_data_dir_text,
+    locate,
+)
 from tradeplane.secretsource import Loaded, SecretSourceError, load_settings
 
-LOCAL_DATA = Path(".tradeplane")
-#: Any of these means "configured": the local platform's ports are then not used.
-_CONFIGURED = ("TRADEPLANE_DATABASE_URL", "TRADEPLANE_DATABASE_URL_FILE",
-               "TRADEPLANE_VAULT_ADDR")
-
+if TYPE_CHECKING:
+    from tradeplane.adapters.bus import Bus
+    from tradeplane.adapters.db import Pool
 
 def _settings(args: argparse.Namespace) -> Settings:
     return _loaded(args).settings
 
 
+class PlatformUnreachable(Exception):
+    """A server of the platform the command found does not answer."""
+
+
+def _data_dir_arg(text: str) -> str:
+    """argparse type of ``--data-dir``: a bounded path."""
+    try:
+        return check_data_dir_text(text)
+    except DiscoveryError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _flag_data_dir(args: argparse.Namespace) -> str | None:
+    """``--data-dir`` after the subcommand, else before it (``tradeplane --data-dir X ...``)."""
+    given: str | None = getattr(args, "platform_dir", None) or getattr(
+        args, "global_data_dir", None)
+    return given
+
+
+def _locate(args: argparse.Namespace) -> Located:
+    """The platform this command uses (``platform/discovery.py`` says in which order),
+    remembered on ``args`` for the error messages.
+
+    Raises:
+        DiscoveryError: none found.
+    """
+    found: Located | None = getattr(args, "located", None)
+    if found is None:
+        try:
+            home = Path.home()
+        except RuntimeError:  # no HOME and no passwd entry: no state pointer either
+            home = Path("/nonexistent")
+        found = locate(_flag_data_dir(args), os.environ, Path.cwd().absolute(), home)
+        args.located = found
+    return found
+
+
 def _loaded(args: argparse.Namespace) -> Loaded:
-    """Settings from the environment, Vault or secret files (``secretsource``); with none
-    given, those of a local platform (``tradeplane up``) whose data folder is in the
-    current directory."""
+    """Settings from the environment, Vault or secret files (``secretsource``), or those of
+    the local platform (``tradeplane up``) found by :func:`_locate`.
+
+    Raises:
+        DiscoveryError: no platform found (``--dev`` without one: the defaults are used).
+    """
     overrides: dict[str, Any] = {}
-    if getattr(args, "dev", False):
+    dev = getattr(args, "dev", False)
+    if dev:
         overrides["dev_mode"] = True
-    if not any(os.environ.get(v) for v in _CONFIGURED) and (LOCAL_DATA / "ports.json").exists():
+    try:
+        found = _locate(args)
+    except DiscoveryError:
+        if not dev or _flag_data_dir(args) is not None or DATA_DIR_ENV in os.environ:
+            raise
+        found = Located(Source.ENV_SETTINGS, None)
+        args.located = found
+    if found.data_dir is not None:
         from tradeplane.platform.local import client_overrides
 
-        overrides.update(client_overrides(LOCAL_DATA))
+        try:
+            overrides.update(client_overrides(found.data_dir))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DiscoveryError(f"cannot read the platform's files in {found.data_dir}: "
+                                 f"{exc}") from exc
     return load_settings(overrides)
+
+
+def _unreachable(args: argparse.Namespace, what: str, url: str) -> PlatformUnreachable:
+    parts = urlsplit(url)
+    where = f"{parts.hostname or '?'}:{parts.port or '?'}"
+    found: Located | None = getattr(args, "located", None)
+    if found is not None and found.source is Source.ENV_SETTINGS:
+        hint = "(the TRADEPLANE_* settings in the environment name it)"
+    else:
+        hint = f"(or pass --data-dir / set {DATA_DIR_ENV})"
+    return PlatformUnreachable(
+        f"cannot reach the platform's {what} at {where} — is `tradeplane up` running? {hint}")
+
+
+async def _db_pool(args: argparse.Namespace, settings: Settings | None = None) -> Pool:
+    """A small pool on the platform's database.
+
+    Raises:
+        PlatformUnreachable: nothing answers at its address.
+        DatabaseError: it answered but refused (a wrong password, say).
+    """
+    from tradeplane.adapters import db
+
+    url = (settings or _settings(args)).database_url
+    try:
+        return await db.create_pool(url, 2)
+    except db.DatabaseError as exc:
+        if isinstance(exc.__cause__, OSError):
+            raise _unreachable(args, "database", url) from exc
+        raise
+
+
+async def _bus(args: argparse.Namespace) -> Bus:
+    """The platform's NATS, connected once it is known to answer (the client itself would
+    retry an absent server forever).
+
+    Raises:
+        PlatformUnreachable: nothing answers at its address.
+    """
+    from tradeplane.adapters.bus import Bus
+
+    url = _settings(args).nats_url
+    parts = urlsplit(url)
+    try:
+        _reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(parts.hostname or "127.0.0.1", parts.port or 4222), 5.0)
+    except (OSError, ValueError) as exc:
+        raise _unreachable(args, "NATS", url) from exc
+    writer.close()
+    return await Bus.connect(url, name="cli")
 
 
 def _run_async(fn: Callable[[], Coroutine[Any, Any, int]]) -> int:
@@ -136,7 +246,6 @@ def cmd_pair_trading(args: argparse.Namespace) -> int:
     symbol's log, applied by its engine in order with everything else."""
     import time
 
-    from tradeplane.adapters.bus import Bus
     from tradeplane.domain import codec
     from tradeplane.domain.model import SetTrading, TradingState
     from tradeplane.domain.pairs import TRADING_STATES, normalize_symbol
@@ -144,8 +253,7 @@ def cmd_pair_trading(args: argparse.Namespace) -> int:
     symbol = normalize_symbol(args.symbol)
 
     async def go() -> int:
-        s = _settings(args)
-        bus = await Bus.connect(s.nats_url, name="cli")
+        bus = await _bus(args)
         try:
             now = int(time.time() * 1000)
             cmd = SetTrading(TradingState(TRADING_STATES[args.state]), now)
@@ -162,7 +270,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from tradeplane.adapters import db
 
     async def go() -> int:
-        pool = await db.create_pool(_settings(args).database_url, 2)
+        pool = await _db_pool(args)
         try:
             applied = await db.migrate(pool)
         finally:
@@ -196,7 +304,7 @@ def cmd_pair_add(args: argparse.Namespace) -> int:
             except (PairConfigError, ValueError) as exc:
                 print(f"invalid pair: {exc}", file=sys.stderr)
                 return 2
-        pool = await db.create_pool(_settings(args).database_url, 2)
+        pool = await _db_pool(args)
         try:
             for p in pairs:
                 await db.upsert_pair(pool, p)
@@ -212,7 +320,7 @@ def cmd_user_create(args: argparse.Namespace) -> int:
     from tradeplane.adapters import db
 
     async def go() -> int:
-        pool = await db.create_pool(_settings(args).database_url, 2)
+        pool = await _db_pool(args)
         try:
             print(json.dumps({"account": await db.create_account(pool, args.name),
                               "name": args.name}))
@@ -253,7 +361,7 @@ def cmd_key_create(args: argparse.Namespace) -> int:
 
     async def go() -> int:
         s = _settings(args)
-        pool = await db.create_pool(s.database_url, 2)
+        pool = await _db_pool(args, s)
         try:
             account = await db.account_id(pool, args.user)
             if account is None:
@@ -280,11 +388,11 @@ def cmd_key_create(args: argparse.Namespace) -> int:
 def cmd_key_revoke(args: argparse.Namespace) -> int:
     """Revoke an API key (gateways stop accepting it within their key cache's TTL, at
     once when revoked through the API)."""
-    from tradeplane.adapters import accounts_db, db
+    from tradeplane.adapters import accounts_db
     from tradeplane.gateway import apikeys
 
     async def go() -> int:
-        pool = await db.create_pool(_settings(args).database_url, 2)
+        pool = await _db_pool(args)
         try:
             actor, role = _cli_actor()
             async with pool.acquire() as con, con.transaction():
@@ -306,7 +414,7 @@ def cmd_key_revoke(args: argparse.Namespace) -> int:
 
 def cmd_admin_create(args: argparse.Namespace) -> int:
     """An admin identity with a role; its bearer token is printed once (stored hashed)."""
-    from tradeplane.adapters import accounts_db, db
+    from tradeplane.adapters import accounts_db
     from tradeplane.gateway import rbac
 
     if args.name == rbac.BOOTSTRAP:
@@ -314,7 +422,7 @@ def cmd_admin_create(args: argparse.Namespace) -> int:
         return 2
 
     async def go() -> int:
-        pool = await db.create_pool(_settings(args).database_url, 2)
+        pool = await _db_pool(args)
         token = rbac.new_admin_token()
         try:
             actor, role = _cli_actor()
@@ -349,7 +457,7 @@ def cmd_credit(args: argparse.Namespace) -> int:
         return 2
 
     async def go() -> int:
-        pool = await db.create_pool(_settings(args).database_url, 2)
+        pool = await _db_pool(args)
         try:
             account = await db.account_id(pool, args.user)
             if account is None:
@@ -370,7 +478,7 @@ def cmd_check_ledger(args: argparse.Namespace) -> int:
     from tradeplane.domain.money import fmt_units
 
     async def go() -> int:
-        pool = await db.create_pool(_settings(args).database_url, 2)
+        pool = await _db_pool(args)
         try:
             checks, problems = await db.check_invariants(pool)
         finally:
@@ -388,7 +496,7 @@ def cmd_check_ledger(args: argparse.Namespace) -> int:
 
 def cmd_wallet_add(args: argparse.Namespace) -> int:
     """Register (or update) a wallet locally, as the operator does from a Wallet resource."""
-    from tradeplane.adapters import db, wallets_db
+    from tradeplane.adapters import wallets_db
     from tradeplane.domain.custody import WalletSpecError, wallet_from_spec
 
     rpc: dict[str, Any] = {"url": args.rpc_url}
@@ -414,7 +522,7 @@ def cmd_wallet_add(args: argparse.Namespace) -> int:
         return 2
 
     async def go() -> int:
-        pool = await db.create_pool(_settings(args).database_url, 2)
+        pool = await _db_pool(args)
         try:
             await wallets_db.upsert_wallet(pool, spec)
         finally:
@@ -428,12 +536,12 @@ def cmd_wallet_add(args: argparse.Namespace) -> int:
 def cmd_check_wallets(args: argparse.Namespace) -> int:
     """Each wallet's reconciliation (the watcher's last, or ``--live`` now against the
     node), open reorganisation adjustments and custody's ledger invariants."""
-    from tradeplane.adapters import db, wallets_db
+    from tradeplane.adapters import wallets_db
     from tradeplane.domain.money import fmt_units
 
     async def go() -> int:
         loaded = _loaded(args)
-        pool = await db.create_pool(loaded.settings.database_url, 2)
+        pool = await _db_pool(args, loaded.settings)
         bad = 0
         try:
             if args.live:
@@ -491,7 +599,7 @@ def cmd_withdraw_whitelist(args: argparse.Namespace) -> int:
     from tradeplane.adapters import db, wallets_db
 
     async def go() -> int:
-        pool = await db.create_pool(_settings(args).database_url, 2)
+        pool = await _db_pool(args)
         try:
             account = await db.account_id(pool, args.user)
             if account is None:
@@ -512,6 +620,36 @@ def cmd_withdraw_whitelist(args: argparse.Namespace) -> int:
     return _run_async(go)
 
 
+def cmd_env(args: argparse.Namespace) -> int:
+    """``export`` lines for a shell or a script (``eval "$(tradeplane env)"``): the
+    platform's data folder, server URLs (the database's carries its password), the
+    gateway's URL and the admin token. They are secrets: the output is for your own
+    shell, not for a log."""
+    found = _locate(args)
+    s = _settings(args)
+    values: list[tuple[str, str]] = []
+    if found.data_dir is not None:
+        values.append((DATA_DIR_ENV, str(found.data_dir)))
+    values += [
+        ("TRADEPLANE_DATABASE_URL", s.database_url),
+        ("TRADEPLANE_NATS_URL", s.nats_url),
+        ("TRADEPLANE_REDIS_URL", s.redis_url),
+    ]
+    if found.running is not None:
+        values.append(("TRADEPLANE_GATEWAY_URL", f"http://127.0.0.1:{found.running.http_port}"))
+    elif os.environ.get("TRADEPLANE_GATEWAY_URL"):
+        values.append(("TRADEPLANE_GATEWAY_URL", os.environ["TRADEPLANE_GATEWAY_URL"]))
+    admin = s.admin_token.get_secret_value()
+    if admin:
+        values.append(("TRADEPLANE_ADMIN_TOKEN", admin))
+    if found.data_dir is not None and found.running is None:
+        print(f"# {found.data_dir}: no `tradeplane up` is running there now",
+              file=sys.stderr)
+    for name, value in values:
+        print(f"export {name}={shlex.quote(value)}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from tradeplane.bench.run import main as bench_main
 
@@ -530,14 +668,62 @@ def _positive_int(text: str) -> int:
     return value
 
 
+_DATA_DIR_HELP = (
+    "the data folder of the platform to use (`tradeplane up --data-dir`); default: "
+    f"${DATA_DIR_ENV}, else the TRADEPLANE_* settings in the environment, else the nearest "
+    "running platform (./.tradeplane or a parent folder's, then the last `tradeplane up`)")
+
+_BENCH_HELP = """\
+benchmarks:
+  all                 the three below, in turn (default)
+  book                the order book alone: seeded ops (60% limit, 30% cancel, 10% market)
+  engine              the engine service: JetStream commands -> durable event batches
+  e2e                 durable orders/s through the gateway; ack latency at a fixed rate
+
+options (all, book):
+  --ops N             book: operations (default 1000000)
+  --seed N            seed of the operation mix (default 42)
+options (book):
+  --no-compare        skip the same workload through liquibook, cython-orderbook and
+                      pyorderbook
+  --compare-ops N     compare on the first N operations only (default: all --ops)
+options (engine):
+  --symbols N         N > 1: one engine process per symbol, compared with one (default 1)
+  --commands N        commands per symbol (default 300000)
+  --per-msg N         commands per stream message (default 50)
+  --commands-at-1 N   scaling run: commands per symbol at 1 command per message
+  --nats-sync S       nats-server sync_interval: always (default), default or a duration
+options (e2e):
+  --seconds S         closed-loop run length (default 10)
+  --conns N           closed-loop connections (default 64)
+  --rate R            fixed offered rate, orders/s (default 1000)
+  --rate-seconds S    fixed-rate run length (default 10)
+  --accounts N        trading accounts (default 500)
+  --nats-sync S       JetStream sync_interval (default always)
+  --keep DIR          data folder to keep (default: temporary)
+
+e.g. tradeplane bench book --no-compare; tradeplane bench engine --symbols 2
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tradeplane", description=__doc__)
     p.add_argument("--dev", action="store_true",
                    help="dev mode: allow placeholder secrets (TRADEPLANE_DEV_MODE=1)")
+    p.add_argument("--data-dir", dest="global_data_dir", type=_data_dir_arg, default=None,
+                   metavar="DIR", help=_DATA_DIR_HELP)
     sub = p.add_subparsers(dest="command", required=True)
+    platform = argparse.ArgumentParser(add_help=False)
+    platform.add_argument("--data-dir", dest="platform_dir", type=_data_dir_arg,
+                          default=None, metavar="DIR", help=_DATA_DIR_HELP)
 
-    sub.add_parser("gateway", help="REST + WebSocket API").set_defaults(fn=cmd_gateway)
-    m = sub.add_parser("matching", help="matching engine for one symbol")
+    def cmd_parser(name: str, **kw: Any) -> argparse.ArgumentParser:
+        """A subcommand that talks to a platform: it takes ``--data-dir`` too."""
+        made: argparse.ArgumentParser = sub.add_parser(name, parents=[platform], **kw)
+        return made
+
+    cmd_parser("gateway", help="REST + WebSocket API").set_defaults(fn=cmd_gateway)
+    m = cmd_parser("matching", help="matching engine for one symbol")
     m.add_argument("--symbol", required=True, help="e.g. BTC-USDT")
     m.add_argument("--rules", default="",
                    help="TradingPair spec as JSON (the operator's ConfigMap); registers the "
@@ -547,10 +733,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "follows the log read-only and writes only while it holds the "
                         "symbol's lease (ENGINE_LEASES)")
     m.set_defaults(fn=cmd_matching)
-    sub.add_parser("settlement", help="ledger settlement").set_defaults(fn=cmd_settlement)
-    sub.add_parser("marketdata", help="market data").set_defaults(fn=cmd_marketdata)
+    cmd_parser("settlement", help="ledger settlement").set_defaults(fn=cmd_settlement)
+    cmd_parser("marketdata", help="market data").set_defaults(fn=cmd_marketdata)
 
-    ww = sub.add_parser("wallet-watcher",
+    ww = cmd_parser("wallet-watcher",
                         help="one wallet's deposit watcher, withdrawals and reconciliation")
     ww.add_argument("--wallet", required=True, help="the Wallet's name")
     ww.set_defaults(fn=cmd_wallet_watcher)
@@ -571,9 +757,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--no-market-maker", action="store_true", help="no demo market maker")
     up.set_defaults(fn=cmd_up)
 
-    sub.add_parser("migrate", help="apply database migrations").set_defaults(fn=cmd_migrate)
+    cmd_parser("migrate", help="apply database migrations").set_defaults(fn=cmd_migrate)
 
-    pa = sub.add_parser("pair-add", help="create or update a trading pair")
+    pa = cmd_parser("pair-add", help="create or update a trading pair")
     pa.add_argument("--demo", action="store_true", help="the demo pairs")
     pa.add_argument("--symbol", default="", help="BASE-QUOTE")
     pa.add_argument("--tick", default="0.01")
@@ -585,16 +771,16 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--taker-fee-ppm", type=int, default=1000)
     pa.set_defaults(fn=cmd_pair_add)
 
-    pt = sub.add_parser("pair-trading", help="halt / resume / cancel-only a pair, live")
+    pt = cmd_parser("pair-trading", help="halt / resume / cancel-only a pair, live")
     pt.add_argument("--symbol", required=True, help="e.g. BTC-USDT")
     pt.add_argument("--state", required=True, choices=["enabled", "halted", "cancel-only"])
     pt.set_defaults(fn=cmd_pair_trading)
 
-    u = sub.add_parser("user-create", help="create a user account")
+    u = cmd_parser("user-create", help="create a user account")
     u.add_argument("name")
     u.set_defaults(fn=cmd_user_create)
 
-    k = sub.add_parser("key-create", help="create an API key for a user")
+    k = cmd_parser("key-create", help="create an API key for a user")
     k.add_argument("user")
     k.add_argument("--permissions", default="read,trade", help="read,trade,withdraw")
     k.add_argument("--type", default="HMAC_SHA256", choices=["HMAC_SHA256", "ED25519"])
@@ -605,27 +791,27 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--label", default="")
     k.set_defaults(fn=cmd_key_create)
 
-    kr = sub.add_parser("key-revoke", help="revoke an API key")
+    kr = cmd_parser("key-revoke", help="revoke an API key")
     kr.add_argument("api_key")
     kr.set_defaults(fn=cmd_key_revoke)
 
-    ad = sub.add_parser("admin-create", help="create an admin identity (prints its token once)")
+    ad = cmd_parser("admin-create", help="create an admin identity (prints its token once)")
     ad.add_argument("name")
     ad.add_argument("--role", required=True,
                     choices=["SuperAdmin", "Operator", "Support", "Auditor"])
     ad.set_defaults(fn=cmd_admin_create)
 
-    c = sub.add_parser("credit", help="credit test funds (dev/admin)")
+    c = cmd_parser("credit", help="credit test funds (dev/admin)")
     c.add_argument("user")
     c.add_argument("asset")
     c.add_argument("amount")
     c.add_argument("--ref", default="", help="idempotency reference")
     c.set_defaults(fn=cmd_credit)
 
-    sub.add_parser("check-ledger", help="verify ledger invariants").set_defaults(
+    cmd_parser("check-ledger", help="verify ledger invariants").set_defaults(
         fn=cmd_check_ledger)
 
-    wa = sub.add_parser("wallet-add", help="register or update a wallet (a Wallet spec)")
+    wa = cmd_parser("wallet-add", help="register or update a wallet (a Wallet spec)")
     wa.add_argument("name", help="wallet name (a DNS label, e.g. litecoin-regtest)")
     wa.add_argument("--chain", required=True, choices=["bitcoin", "litecoin", "monero"])
     wa.add_argument("--asset", required=True, help="asset credited, e.g. LTC")
@@ -648,7 +834,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="withdrawals only to whitelisted addresses")
     wa.set_defaults(fn=cmd_wallet_add)
 
-    cw = sub.add_parser("check-wallets",
+    cw = cmd_parser("check-wallets",
                         help="wallet reconciliation, open adjustments, custody invariants")
     cw.add_argument("--wallet", default="", help="only this wallet")
     cw.add_argument("--live", action="store_true",
@@ -656,7 +842,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "watcher's last reconciliation")
     cw.set_defaults(fn=cmd_check_wallets)
 
-    wl = sub.add_parser("withdraw-whitelist",
+    wl = cmd_parser("withdraw-whitelist",
                         help="add (or --remove) a user's withdrawal address (written "
                              "directly, without asking the chain; POST "
                              "/admin/withdraw-whitelist checks the address with the "
@@ -667,9 +853,20 @@ def build_parser() -> argparse.ArgumentParser:
     wl.add_argument("--remove", action="store_true")
     wl.set_defaults(fn=cmd_withdraw_whitelist)
 
-    b = sub.add_parser("bench", help="benchmarks (book, end-to-end); prints figures")
-    b.add_argument("rest", nargs=argparse.REMAINDER)
+    b = sub.add_parser(
+        "bench", help="benchmarks (book, engine, end-to-end); prints figures",
+        usage="tradeplane bench [all|book|engine|e2e] [options]",
+        description="Runs a benchmark (default: all three) in its own temporary servers "
+                    "and prints its figures.",
+        epilog=_BENCH_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    b.add_argument("rest", nargs=argparse.REMAINDER, metavar="[which] [options]",
+                   help="the benchmark and its options, below")
     b.set_defaults(fn=cmd_bench)
+    e = cmd_parser("env", help="print `export TRADEPLANE_...` lines for a shell or a script",
+                   description="Prints the settings of the platform found (see --data-dir) "
+                               "as `export` lines: eval \"$(tradeplane env)\". They hold "
+                               "secrets (the database password, the admin token).")
+    e.set_defaults(fn=cmd_env)
     return p
 
 
@@ -681,6 +878,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         rc: int = args.fn(args)
+    except (DiscoveryError, PlatformUnreachable) as exc:
+        print(f"tradeplane: {exc}", file=sys.stderr)
+        return 1
     except (ValidationError, ConfigError, SecretSourceError) as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
