@@ -175,7 +175,7 @@ def _candidates(cwd: Path) -> list[Path]:
 def _explicit(text: str, source: Source, cwd: Path,
               alive: Callable[[int], bool]) -> Located:
     path = Path(check_data_dir_text(text)).expanduser()
-    path = path if path.is_absolute() else cwd / path
+    path = (path if path.is_absolute() else cwd / path).resolve()
     if not (path / PORTS_FILE).is_file():
         how = "--data-dir" if source is Source.FLAG else DATA_DIR_ENV
         raise DiscoveryError(
