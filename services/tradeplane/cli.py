@@ -706,6 +706,24 @@ e.g. tradeplane bench book --no-compare; tradeplane bench engine --symbols 2
 """
 
 
+def _symbol_arg(text: str) -> str:
+    """argparse type: a Binance-style symbol (2-20 upper-case letters and digits)."""
+    if not (2 <= len(text) <= 20 and text.isascii() and text.isalnum() and text.isupper()):
+        raise argparse.ArgumentTypeError(f"not a symbol like BTCUSDT: {text[:40]!r}")
+    return text
+
+
+def _interval_arg(text: str) -> float:
+    """argparse type: seconds, 0 to 3600."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text[:40]!r}") from None
+    if not 0 <= value <= 3600:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"must be between 0 and 3600 seconds, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tradeplane", description=__doc__)
     p.add_argument("--dev", action="store_true",
@@ -747,8 +765,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="API key; its secret comes from $TRADEPLANE_MARKETMAKER_API_SECRET "
                     "or the file named by $TRADEPLANE_MARKETMAKER_API_SECRET_FILE, never "
                     "from the command line (visible in ps)")
-    mm.add_argument("--symbols", nargs="+", default=["BTCUSDT", "ETHUSDT", "ETHBTC"])
-    mm.add_argument("--interval", type=float, default=2.0)
+    mm.add_argument("--symbols", nargs="+", type=_symbol_arg,
+                    default=["BTCUSDT", "ETHUSDT", "ETHBTC"], help="Binance-style symbols")
+    mm.add_argument("--interval", type=_interval_arg, default=2.0,
+                    help="seconds between rounds (0-3600; each round places about 11 "
+                         "orders a symbol: mind the key's 100 orders per 10 s)")
     mm.set_defaults(fn=cmd_marketmaker)
 
     up = sub.add_parser("up", help="run the whole platform locally (embedded servers)")

@@ -1,4 +1,7 @@
-"""A demo market maker: quotes a few levels around a random-walking mid, through the API."""
+"""A demo market maker: quotes a few levels around a random-walking mid, through the API.
+
+Each round places the new quotes before cancelling the old ones, so the book always shows
+both sides (a depth snapshot taken at any instant is neither empty nor one-sided)."""
 
 from __future__ import annotations
 
@@ -17,7 +20,11 @@ log = logging.getLogger("tradeplane.marketmaker")
 #: never on its command line, which every user of the machine can read.
 API_SECRET_ENV = "TRADEPLANE_MARKETMAKER_API_SECRET"
 
-START_MIDS = {"BTCUSDT": Decimal("60000"), "ETHUSDT": Decimal("3000"), "ETHBTC": Decimal("0.05")}
+#: Quote levels a side.
+LEVELS = 5
+
+START_MIDS = {"BTCUSDT": Decimal("60000"), "ETHUSDT": Decimal("3000"), "ETHBTC": Decimal("0.05"),
+              "LTCUSDT": Decimal("80"), "LTCBTC": Decimal("0.0013"), "XMRUSDT": Decimal("160")}
 
 
 class MissingSecretError(RuntimeError):
@@ -57,6 +64,59 @@ def _grid(filters: list[dict[str, str]]) -> tuple[Decimal, Decimal]:
     return Decimal(f["PRICE_FILTER"]["tickSize"]), Decimal(f["LOT_SIZE"]["stepSize"])
 
 
+def ladder(mid: Decimal, tick: Decimal, step: Decimal, notional: Decimal
+           ) -> list[tuple[str, Decimal, Decimal]]:
+    """The quotes around ``mid``: five levels a side, (side, price, quantity)."""
+    qty = _snap(notional / mid, step) or step
+    out: list[tuple[str, Decimal, Decimal]] = []
+    for i in range(1, LEVELS + 1):
+        off = tick * i * 10
+        out += [("BUY", mid - off, qty), ("SELL", mid + off, qty)]
+    return out
+
+
+def placement_order(quotes: list[tuple[str, Decimal, Decimal]], mid: Decimal,
+                    previous_mid: Decimal | None) -> list[tuple[str, Decimal, Decimal]]:
+    """The new quotes in the order that never leaves a side empty while the old ones are
+    still up: the side moving away from the other first (mid up: sells, which cross
+    nothing), then the side that may cross old quotes (those old quotes expire, by
+    self-trade prevention, once the new side is already there)."""
+    first = "SELL" if previous_mid is None or mid >= previous_mid else "BUY"
+    return sorted(quotes, key=lambda q: q[0] != first)
+
+
+async def _open_order_ids(api: ApiClient, symbol: str) -> list[int]:
+    r = await api.signed("GET", "/api/v3/openOrders", symbol=symbol)
+    if r.status_code != 200:
+        log.warning("open orders unreadable: %s", r.text)
+        return []
+    return [int(o["orderId"]) for o in r.json()]
+
+
+async def replace_quotes(api: ApiClient, symbol: str, quotes: list[tuple[str, Decimal, Decimal]],
+                         old: list[int]) -> list[int]:
+    """Place ``quotes`` (in that order), then cancel the ``old`` orders: the book is never
+    without quotes on either side. New quotes that cross old ones expire the old ones
+    (``EXPIRE_MAKER``) instead of trading with them. Returns the new orders' ids."""
+    placed: list[int] = []
+    for side, price, qty in quotes:
+        r = await api.signed(
+            "POST", "/api/v3/order", symbol=symbol, side=side, type="LIMIT",
+            timeInForce="GTC", price=str(price), quantity=str(qty),
+            selfTradePreventionMode="EXPIRE_MAKER", newOrderRespType="ACK",
+        )
+        if r.status_code == 200:
+            placed.append(int(r.json()["orderId"]))
+        else:
+            log.warning("quote refused: %s", r.text)
+    for order_id in old:
+        r = await api.signed("DELETE", "/api/v3/order", symbol=symbol, orderId=order_id)
+        # -2011: already gone (filled, or expired by a new quote crossing it).
+        if r.status_code != 200 and r.json().get("code") != -2011:
+            log.warning("cancel refused: %s", r.text)
+    return placed
+
+
 async def run_market_maker(
     url: str, api_key: str, api_secret: str, symbols: list[str], interval: float,
     rounds: int | None = None,
@@ -67,6 +127,9 @@ async def run_market_maker(
         info = await api.public("/api/v3/exchangeInfo")
         grids = {s["symbol"]: _grid(s["filters"]) for s in info["symbols"]}
         mids = {s: START_MIDS.get(s, Decimal("100")) for s in symbols if s in grids}
+        # Whatever an earlier run left is replaced in the first round.
+        live = {s: await _open_order_ids(api, s) for s in mids}
+        previous: dict[str, Decimal | None] = dict.fromkeys(mids)
         n = 0
         while rounds is None or n < rounds:
             n += 1
@@ -74,19 +137,11 @@ async def run_market_maker(
                 tick, step = grids[sym]
                 mid = _snap(mid * Decimal(str(1 + rng.uniform(-0.001, 0.001))), tick)
                 mids[sym] = mid
-                await api.signed("DELETE", "/api/v3/openOrders", symbol=sym)
                 notional = Decimal("200") if sym.endswith("USDT") else Decimal("0.01")
-                for i in range(1, 6):
-                    off = tick * i * 10
-                    qty = _snap(notional / mid, step) or step
-                    for side, price in (("BUY", mid - off), ("SELL", mid + off)):
-                        r = await api.signed(
-                            "POST", "/api/v3/order", symbol=sym, side=side, type="LIMIT",
-                            timeInForce="GTC", price=str(price), quantity=str(qty),
-                            newOrderRespType="ACK",
-                        )
-                        if r.status_code != 200:
-                            log.warning("quote refused: %s", r.text)
+                quotes = placement_order(ladder(mid, tick, step, notional), mid,
+                                         previous[sym])
+                live[sym] = await replace_quotes(api, sym, quotes, live[sym])
+                previous[sym] = mid
                 # Take a little liquidity now and then so trades and candles appear.
                 if rng.random() < 0.5:
                     await api.signed(
