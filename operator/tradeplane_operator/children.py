@@ -235,6 +235,9 @@ def desired_children(
                         "args": args,
                         "env": [
                             {"name": "TRADEPLANE_METRICS_PORT", "value": str(port)},
+                            # Prometheus scrapes the pod's address (the
+                            # services' default is loopback).
+                            {"name": "TRADEPLANE_METRICS_HOST", "value": "0.0.0.0"},
                             # Vault's Kubernetes auth (when the Secret sets
                             # TRADEPLANE_VAULT_ADDR) reads this token, not the default one.
                             {"name": "TRADEPLANE_VAULT_JWT_FILE", "value": VAULT_JWT_FILE},
@@ -397,6 +400,7 @@ def wallet_children(
                         "env": [
                             {"name": "TRADEPLANE_METRICS_PORT",
                              "value": str(settings.metrics_port)},
+                            {"name": "TRADEPLANE_METRICS_HOST", "value": "0.0.0.0"},
                             {"name": "TRADEPLANE_WALLET_CONFIG", "value": WALLET_FILE},
                             {"name": "TRADEPLANE_VAULT_AUTH", "value": "kubernetes"},
                             {"name": "TRADEPLANE_VAULT_ROLE", "value": settings.vault_role},

@@ -91,6 +91,12 @@ class Settings(VaultSettings):
     metrics_port: int = Field(
         default=0, description="Port of the Prometheus /metrics listener (0 = off/none)."
     )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Bind address of the /metrics listener: loopback by default, like the "
+        "gateway, so a laptop's services are not reachable from the network; in a pod it "
+        "must be 0.0.0.0 for Prometheus to scrape it (the chart and the operator set it).",
+    )
     admin_token: SecretStr = Field(
         default=SecretStr(DEV_PLACEHOLDER), description="Bearer token for /admin endpoints."
     )

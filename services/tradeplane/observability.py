@@ -66,13 +66,17 @@ def setup_tracing(service: str, otlp_endpoint: str) -> None:
     trace.set_tracer_provider(provider)
 
 
-def start_metrics(port: int) -> None:
-    """Serve Prometheus /metrics on ``port`` (0 = do not listen: the gateway serves its own)."""
+def start_metrics(port: int, host: str = "127.0.0.1") -> None:
+    """Serve Prometheus /metrics on ``host``:``port`` (port 0 = do not listen: the gateway
+    serves its own)."""
     if port:
-        start_http_server(port, addr="0.0.0.0")
+        start_http_server(port, addr=host)
 
 
-def setup(service: str, level: str, otlp_endpoint: str, metrics_port: int) -> None:
+def setup(
+    service: str, level: str, otlp_endpoint: str, metrics_port: int,
+    metrics_host: str = "127.0.0.1",
+) -> None:
     setup_logging(service, level)
     setup_tracing(service, otlp_endpoint)
-    start_metrics(metrics_port)
+    start_metrics(metrics_port, metrics_host)

@@ -22,7 +22,7 @@ def run_service(
     """Run ``body(stop)`` until it returns; SIGINT/SIGTERM set ``stop``. With ``vault``
     (where the secrets came from), its token is kept alive meanwhile."""
     setup(name, settings.log_level, settings.otlp_endpoint,
-          settings.metrics_port if metrics else 0)
+          settings.metrics_port if metrics else 0, settings.metrics_host)
 
     async def main() -> None:
         # Long-lived objects (app, routes, pools, books) leave the collector's view, and

