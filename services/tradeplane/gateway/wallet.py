@@ -15,6 +15,7 @@ wallet name are accepted too).
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from datetime import UTC, datetime
@@ -54,6 +55,7 @@ capital = APIRouter(prefix="/sapi/v1/capital", tags=["wallet"])
 admin_router = APIRouter(prefix="/admin", tags=["admin"])
 #: Both, for the app to include.
 router = APIRouter()
+log = logging.getLogger("tradeplane.gateway.wallet")
 
 #: How long the gateway waits for a watcher's answer (address, validation).
 WATCHER_TIMEOUT_S = 5.0
@@ -102,7 +104,8 @@ async def wallet_for(c: GatewayContext, coin: str | None, network: str | None) -
 
 async def ask_watcher(c: GatewayContext, spec: WalletSpec, what: str,
                       doc: dict[str, Any]) -> dict[str, Any]:
-    """Ask the wallet's watcher (NATS request/reply).
+    """Ask the wallet's watcher (NATS request/reply). Whatever keeps it from answering
+    is logged as one warning naming the wallet: the client only sees -1001.
 
     Raises:
         ApiError: -1001 (503) when the watcher does not answer or answers an error.
@@ -111,9 +114,15 @@ async def ask_watcher(c: GatewayContext, spec: WalletSpec, what: str,
         raw = await request(c.bus, wallet_request_subject(spec.name, what),
                             json.dumps(doc).encode(), WATCHER_TIMEOUT_S)
         answer = json.loads(raw)
-    except (BusError, ValueError):
+    except (BusError, ValueError) as exc:
+        log.warning("wallet %s: no answer from its watcher to %r (%s): is `tradeplane "
+                    "wallet-watcher --wallet %s` running?", spec.name, what,
+                    str(exc) or type(exc).__name__, spec.name)
         raise backend_unavailable() from None
     if not isinstance(answer, dict) or "error" in answer:
+        why = answer.get("error") if isinstance(answer, dict) else "not a JSON object"
+        log.warning("wallet %s: its watcher could not answer %r: %s", spec.name, what,
+                    str(why)[:300])
         raise backend_unavailable()
     return answer
 

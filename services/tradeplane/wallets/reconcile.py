@@ -17,7 +17,6 @@ fixed. One wallet per asset is assumed (the ledger's liabilities are per asset).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import asdict, dataclass
 
@@ -28,6 +27,7 @@ from tradeplane.adapters.db import Pool
 from tradeplane.domain.custody import WalletSpec
 from tradeplane.domain.money import fmt_units
 from tradeplane.wallets.chain import ChainAdapter
+from tradeplane.wallets.loop import run_passes
 
 log = logging.getLogger("tradeplane.wallets.reconcile")
 
@@ -104,10 +104,7 @@ async def reconcile(spec: WalletSpec, chain: ChainAdapter, pool: Pool, *,
 async def run_reconciliation(spec: WalletSpec, chain: ChainAdapter, pool: Pool,
                              stop: asyncio.Event, interval_s: float) -> None:
     """Reconcile every ``interval_s`` until ``stop`` (failures logged, retried)."""
-    while not stop.is_set():
-        try:
-            await reconcile(spec, chain, pool)
-        except Exception:
-            log.exception("reconciliation of %s failed; retrying", spec.name)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=interval_s)
+    async def one_pass() -> None:
+        await reconcile(spec, chain, pool)
+
+    await run_passes(f"reconciliation of {spec.name}", one_pass, stop, interval_s, log)

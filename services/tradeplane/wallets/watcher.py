@@ -24,7 +24,6 @@ log, the counter ``tradeplane_wallet_reorg_after_credit_total`` and a row in
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -40,6 +39,7 @@ from tradeplane.domain.custody import DEPOSIT_API_STATUS, WalletSpec
 from tradeplane.domain.money import fmt_units
 from tradeplane.wallets import deposits
 from tradeplane.wallets.chain import ChainAdapter
+from tradeplane.wallets.loop import run_passes
 
 log = logging.getLogger("tradeplane.wallets.watcher")
 
@@ -72,16 +72,10 @@ class DepositWatcher:
         return int(self._clock() * 1000)
 
     async def run(self, stop: asyncio.Event, interval_s: float) -> None:
-        """Scan until ``stop``; a failing step (node or database away) is logged and
-        retried at the next interval."""
-        while not stop.is_set():
-            try:
-                await self.step()
-            except Exception:
-                SCAN_ERRORS.labels(self.spec.name).inc()
-                log.exception("deposit scan of %s failed; retrying", self.spec.name)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=interval_s)
+        """Scan until ``stop``; a failing step (node or database away) is one warning
+        line and retried, less often while it keeps failing (``wallets/loop.py``)."""
+        await run_passes(f"deposit scan of {self.spec.name}", self.step, stop, interval_s,
+                         log, SCAN_ERRORS.labels(self.spec.name).inc)
 
     async def step(self) -> None:
         """One scan, its credits and its announcements.

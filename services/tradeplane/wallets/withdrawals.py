@@ -26,7 +26,6 @@ certainly not sent -> FAILED; the hot wallet cannot pay: not sent -> back to APP
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -46,6 +45,7 @@ from tradeplane.wallets.chain import (
     InsufficientFunds,
     InvalidAddress,
 )
+from tradeplane.wallets.loop import run_passes
 
 log = logging.getLogger("tradeplane.wallets.withdrawals")
 
@@ -89,17 +89,16 @@ class WithdrawalProcessor:
     async def run(self, stop: asyncio.Event, interval_s: float,
                   after_pass: Callable[[], Awaitable[None]] | None = None) -> None:
         """Pass every ``interval_s`` until ``stop``, then ``after_pass()`` (the watcher
-        announces the states it changed); failures are logged and retried."""
-        while not stop.is_set():
-            try:
-                await self.step()
-                if after_pass is not None:
-                    await after_pass()
-            except Exception:
-                PROCESSOR_ERRORS.labels(self.spec.name).inc()
-                log.exception("withdrawal pass of %s failed; retrying", self.spec.name)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=interval_s)
+        announces the states it changed); failures are logged (one line when the node is
+        away) and retried, less often while they keep failing."""
+
+        async def one_pass() -> None:
+            await self.step()
+            if after_pass is not None:
+                await after_pass()
+
+        await run_passes(f"withdrawal pass of {self.spec.name}", one_pass, stop, interval_s,
+                         log, PROCESSOR_ERRORS.labels(self.spec.name).inc)
 
     async def step(self) -> None:
         """One pass: recover PROCESSING, send APPROVED, follow ON_CHAIN."""
