@@ -30,6 +30,8 @@ from tradeplane.secretsource import Loaded, SecretSourceError, load_settings
 if TYPE_CHECKING:
     from tradeplane.adapters.bus import Bus
     from tradeplane.adapters.db import Pool
+    from tradeplane.domain.custody import WalletSpec
+    from tradeplane.wallets.settings import WalletSettings
 
 def _settings(args: argparse.Namespace) -> Settings:
     return _loaded(args).settings
@@ -522,37 +524,84 @@ def cmd_wallet_add(args: argparse.Namespace) -> int:
         return 2
 
     async def go() -> int:
-        pool = await _db_pool(args)
+        loaded = _loaded(args)
+        pool = await _db_pool(args, loaded.settings)
         try:
             await wallets_db.upsert_wallet(pool, spec)
         finally:
             await pool.close()
         print(json.dumps({"wallet": spec.name, "spec": spec.to_spec()}))
+        trouble = await _node_trouble(args, loaded, spec)
+        if trouble:
+            # Registered all the same: a node may come up after its wallet is declared.
+            print(f"warning: wallet {spec.name} is registered but its node does not answer "
+                  f"now ({trouble}); its watcher will keep retrying", file=sys.stderr)
         return 0
 
     return _run_async(go)
 
 
+#: How long ``wallet-add`` waits for the node's first answer.
+_NODE_PROBE_S = 5.0
+
+
+async def _node_trouble(args: argparse.Namespace, loaded: Loaded, spec: WalletSpec
+                        ) -> str | None:
+    """Why the wallet's node does not answer its tip now (None: it does)."""
+    from tradeplane.wallets.chain import ChainError
+    from tradeplane.wallets.service import connect_chain
+    from tradeplane.wallets.settings import WalletConfigError, node_login
+
+    try:
+        chain = connect_chain(spec, await node_login(spec, _wallet_settings(args, loaded),
+                                                     loaded.vault))
+    except WalletConfigError as exc:
+        return str(exc)
+    try:
+        await asyncio.wait_for(chain.tip(), _NODE_PROBE_S)
+    except ChainError as exc:
+        return str(exc)
+    except TimeoutError:
+        return f"no answer within {_NODE_PROBE_S:.0f} s"
+    finally:
+        await chain.close()
+    return None
+
+
 def cmd_check_wallets(args: argparse.Namespace) -> int:
     """Each wallet's reconciliation (the watcher's last, or ``--live`` now against the
-    node), open reorganisation adjustments and custody's ledger invariants."""
+    node), open reorganisation adjustments and custody's ledger invariants. A wallet never
+    reconciled, or whose node does not answer ``--live``, is not "OK": exit 1."""
     from tradeplane.adapters import wallets_db
     from tradeplane.domain.money import fmt_units
 
     async def go() -> int:
         loaded = _loaded(args)
         pool = await _db_pool(args, loaded.settings)
-        bad = 0
+        bad = unchecked = 0
         try:
+            specs = [w for w in await wallets_db.wallets(pool)
+                     if not args.wallet or w.name == args.wallet]
+            if args.wallet and not specs:
+                print(f"tradeplane check-wallets: no wallet named {args.wallet}",
+                      file=sys.stderr)
+                return 2
+            if not specs:
+                print("no wallets configured (tradeplane wallet-add, or tradeplane up with "
+                      "Debian's litecoind or monero installed)")
             if args.live:
-                bad += await _reconcile_live(args, loaded, pool)
+                failed, unchecked = await _reconcile_live(args, loaded, pool, specs)
+                bad += failed
             else:
-                rows = [r for r in await wallets_db.reconciliations(pool)
-                        if not args.wallet or r["wallet"] == args.wallet]
-                if not rows:
-                    print("no reconciliation recorded yet (is the wallet-watcher running? "
-                          "--live asks the node now)")
-                for r in rows:
+                rows = {r["wallet"]: r for r in await wallets_db.reconciliations(pool)}
+                for spec in specs:
+                    r = rows.get(spec.name)
+                    if r is None:
+                        unchecked += 1
+                        print(f"{spec.name:16} {spec.asset:6} never reconciled (is "
+                              f"`tradeplane wallet-watcher --wallet {spec.name}` running? "
+                              "--live asks the node now)")
+                        continue
                     print(f"{r['wallet']:16} {r['asset']:6} holdings "
                           f"{fmt_units(r['holdings']):>22} liabilities "
                           f"{fmt_units(r['liabilities']):>22} difference "
@@ -568,31 +617,70 @@ def cmd_check_wallets(args: argparse.Namespace) -> int:
                 bad += 1
         finally:
             await pool.close()
-        print("wallets OK" if not bad else f"wallets NEED ATTENTION ({bad})")
-        return 0 if not bad else 1
+        if bad:
+            print(f"wallets NEED ATTENTION ({bad})")
+        elif unchecked:
+            print(f"wallets NOT CHECKED ({unchecked} not reconciled)")
+        else:
+            print("wallets OK" if specs else "no wallets to check")
+        return 0 if not (bad or unchecked) else 1
 
     return _run_async(go)
 
 
-async def _reconcile_live(args: argparse.Namespace, loaded: Loaded, pool: Any) -> int:
-    from tradeplane.adapters import wallets_db
-    from tradeplane.wallets.reconcile import reconcile
-    from tradeplane.wallets.service import connect_chain
-    from tradeplane.wallets.settings import load_wallet_settings, node_login
+def _wallet_settings(args: argparse.Namespace, loaded: Loaded) -> WalletSettings:
+    """The wallet settings; without a node login in the environment (nor Vault), the one
+    ``tradeplane up`` recorded for its own regtest nodes, if this is its platform."""
+    from pydantic import SecretStr
+
+    from tradeplane.platform.chains import ChainNodeError, read_record
+    from tradeplane.wallets.settings import load_wallet_settings
 
     ws = load_wallet_settings()
-    bad = 0
-    for spec in await wallets_db.wallets(pool):
-        if args.wallet and spec.name != args.wallet:
+    found: Located | None = getattr(args, "located", None)
+    if ws.chain_rpc_username or loaded.vault is not None or found is None \
+            or found.data_dir is None:
+        return ws
+    try:
+        record = read_record(found.data_dir)
+    except ChainNodeError:
+        return ws
+    if record.get("username"):
+        ws = ws.model_copy(update={
+            "chain_rpc_username": str(record["username"]),
+            "chain_rpc_password": SecretStr(str(record.get("password", "")))})
+    return ws
+
+
+async def _reconcile_live(args: argparse.Namespace, loaded: Loaded, pool: Pool,
+                          specs: list[WalletSpec]) -> tuple[int, int]:
+    """Reconcile each wallet now; (shortfalls, wallets whose node could not answer), one
+    line each."""
+    from tradeplane.wallets.chain import ChainError
+    from tradeplane.wallets.reconcile import reconcile
+    from tradeplane.wallets.service import connect_chain
+    from tradeplane.wallets.settings import WalletConfigError, node_login
+
+    ws = _wallet_settings(args, loaded)
+    bad = unreachable = 0
+    for spec in specs:
+        try:
+            chain = connect_chain(spec, await node_login(spec, ws, loaded.vault))
+        except WalletConfigError as exc:
+            print(f"{spec.name} {spec.asset}: NOT CHECKED: {exc}")
+            unreachable += 1
             continue
-        chain = connect_chain(spec, await node_login(spec, ws, loaded.vault))
         try:
             r = await reconcile(spec, chain, pool)
+        except ChainError as exc:
+            print(f"{spec.name} {spec.asset}: NOT CHECKED: its node did not answer: {exc}")
+            unreachable += 1
+            continue
         finally:
             await chain.close()
         print(r.describe())
         bad += 0 if r.ok else 1
-    return bad
+    return bad, unreachable
 
 
 def cmd_withdraw_whitelist(args: argparse.Namespace) -> int:
@@ -618,6 +706,38 @@ def cmd_withdraw_whitelist(args: argparse.Namespace) -> int:
         return 0
 
     return _run_async(go)
+
+
+def cmd_faucet(args: argparse.Namespace) -> int:
+    """Regtest coins from ``tradeplane up``'s own node to an address: its payer wallet
+    pays, then ``--confirm N`` blocks are mined at once (default none: up mines a block
+    every few seconds, so a deposit is seen PENDING, then CREDITED)."""
+    from tradeplane.platform.chains import (
+        ChainNodeError,
+        ChainNodeUnavailable,
+        faucet,
+    )
+
+    found = _locate(args)
+    if found.data_dir is None:
+        print("tradeplane faucet: pays from the regtest nodes of `tradeplane up`: name its "
+              "data folder (--data-dir)", file=sys.stderr)
+        return 2
+    try:
+        paid = faucet(found.data_dir, args.asset, args.address, args.amount,
+                      confirm=args.confirm)
+    except ChainNodeUnavailable as exc:
+        print(f"tradeplane faucet: {exc}", file=sys.stderr)
+        return 1
+    except ChainNodeError as exc:
+        print(f"tradeplane faucet: the {args.asset} node refused: {exc}", file=sys.stderr)
+        return 1
+    from tradeplane.domain.money import fmt_units
+
+    print(json.dumps({"asset": args.asset, "address": args.address,
+                      "amount": fmt_units(args.amount), "txid": paid.txid,
+                      "blocksMined": paid.mined}))
+    return 0
 
 
 def cmd_env(args: argparse.Namespace) -> int:
@@ -665,6 +785,56 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+#: The faucet's bounds: at most this many coins a payment, this many blocks mined.
+_FAUCET_MAX_COINS = 1000
+_FAUCET_MAX_BLOCKS = 100
+
+
+def _faucet_asset(text: str) -> str:
+    """argparse type: an asset the faucet pays."""
+    from tradeplane.platform.chains import FAUCET_ASSETS
+
+    asset = text.upper()
+    if asset not in FAUCET_ASSETS:
+        raise argparse.ArgumentTypeError(
+            f"the faucet pays {' or '.join(FAUCET_ASSETS)}, not {text[:16]!r}")
+    return asset
+
+
+def _faucet_address(text: str) -> str:
+    """argparse type: an address as the gateway accepts one (ASCII letters and digits)."""
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9]{1,128}", text):
+        raise argparse.ArgumentTypeError(
+            f"not an address (1 to 128 ASCII letters and digits): {text[:32]!r}")
+    return text
+
+
+def _faucet_amount(text: str) -> int:
+    """argparse type: a plain decimal amount of coins -> units, positive and bounded."""
+    from tradeplane.domain.money import UNITS_PER_COIN, AmountError, plain_to_units
+
+    try:
+        units = plain_to_units(text)
+    except AmountError as exc:
+        raise argparse.ArgumentTypeError(f"invalid amount: {exc}") from None
+    if not 0 < units <= _FAUCET_MAX_COINS * UNITS_PER_COIN:
+        raise argparse.ArgumentTypeError(
+            f"amount must be above 0 and at most {_FAUCET_MAX_COINS}, got {text[:32]!r}")
+    return units
+
+
+def _faucet_blocks(text: str) -> int:
+    """argparse type: blocks to mine, 0 to ``_FAUCET_MAX_BLOCKS``."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 9):
+        raise argparse.ArgumentTypeError(f"not a number of blocks: {text[:16]!r}")
+    value = int(text)
+    if value > _FAUCET_MAX_BLOCKS:
+        raise argparse.ArgumentTypeError(f"at most {_FAUCET_MAX_BLOCKS} blocks, got {value}")
     return value
 
 
@@ -873,6 +1043,17 @@ def build_parser() -> argparse.ArgumentParser:
     wl.add_argument("address")
     wl.add_argument("--remove", action="store_true")
     wl.set_defaults(fn=cmd_withdraw_whitelist)
+
+    fc = cmd_parser("faucet", help="regtest coins from tradeplane up's own node to an "
+                                   "address (e.g. your deposit address)")
+    fc.add_argument("asset", type=_faucet_asset, help="LTC or XMR")
+    fc.add_argument("address", type=_faucet_address)
+    fc.add_argument("amount", type=_faucet_amount,
+                    help=f"coins, a plain decimal (at most {_FAUCET_MAX_COINS})")
+    fc.add_argument("--confirm", type=_faucet_blocks, default=0, metavar="N",
+                    help="mine N blocks at once (default 0: up mines one every few "
+                         f"seconds; at most {_FAUCET_MAX_BLOCKS})")
+    fc.set_defaults(fn=cmd_faucet)
 
     b = sub.add_parser(
         "bench", help="benchmarks (book, engine, end-to-end); prints figures",

@@ -173,6 +173,27 @@ DEMO_PAIRS: tuple[PairRules, ...] = (
 )
 
 
+#: Markets for the coins the local platform's own regtest wallets take in (LTC, XMR), so
+#: deposited coins can be traded. ``tradeplane up`` runs them after DEMO_PAIRS; the test
+#: harness and the chart's example resources keep DEMO_PAIRS alone (one engine a pair).
+CUSTODY_DEMO_PAIRS: tuple[PairRules, ...] = (
+    PairRules(
+        base="LTC", quote="USDT", tick=to_units("0.01"), lot=to_units("0.001"),
+        min_qty=to_units("0.001"), max_qty=to_units("900000"), min_notional=to_units("5"),
+    ),
+    PairRules(
+        base="LTC", quote="BTC", tick=to_units("0.000001"), lot=to_units("0.01"),
+        min_qty=to_units("0.01"), max_qty=to_units("900000"), min_notional=to_units("0.0001"),
+    ),
+    PairRules(
+        base="XMR", quote="USDT", tick=to_units("0.01"), lot=to_units("0.001"),
+        min_qty=to_units("0.001"), max_qty=to_units("900000"), min_notional=to_units("5"),
+    ),
+)
+#: Every market ``tradeplane up`` creates.
+LOCAL_DEMO_PAIRS: tuple[PairRules, ...] = DEMO_PAIRS + CUSTODY_DEMO_PAIRS
+
+
 def rules_from_spec(spec: dict[str, object]) -> PairRules:
     """Pair rules from a ``TradingPair`` spec (the CRD's field names, decimal strings).
 

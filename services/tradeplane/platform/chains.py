@@ -155,7 +155,9 @@ class _Rpc:
         error = doc.get("error") if isinstance(doc, dict) else None
         if error:
             code = error.get("code") if isinstance(error, dict) else None
-            raise ChainNodeError(f"{method} at {where.host}:{where.port}: {error}",
+            text = error.get("message", error) if isinstance(error, dict) else error
+            raise ChainNodeError(f"{method} at {where.host}:{where.port}: {text}"
+                                 + (f" (code {code})" if isinstance(code, int) else ""),
                                  code if isinstance(code, int) else None)
         return doc["result"]
 
@@ -765,6 +767,16 @@ def faucet(data_dir: Path, asset: str, address: str, amount: int, *, confirm: in
             f"`tradeplane up --data-dir {data_dir}` with Debian's {package!r} package "
             "installed")
     user, password = str(doc.get("username", "")), str(doc.get("password", ""))
+    try:
+        return _pay(chain, node_doc, user, password, data_dir, address, amount, confirm)
+    except ChainNodeUnavailable as e:
+        raise ChainNodeUnavailable(
+            f"the regtest {asset} node of {data_dir} does not answer ({e}): is "
+            f"`tradeplane up --data-dir {data_dir}` running?") from e
+
+
+def _pay(chain: str, node_doc: dict[str, Any], user: str, password: str, data_dir: Path,
+         address: str, amount: int, confirm: int) -> Payment:
     if chain == "litecoin":
         ltc = LitecoinNode(str(node_doc.get("url", "")), user, password, data_dir)
         try:
