@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 # Touched after a successful install: re-install only when pyproject.toml is newer.
 STAMP := $(VENV)/.installed
 
-.PHONY: venv up test bench
+.PHONY: venv up test bench vendor
 
 venv: $(STAMP)
 
@@ -36,3 +36,9 @@ test: venv
 
 bench: venv
 	$(BIN)/tradeplane bench
+
+# Refresh the vendored Swagger UI behind /docs (needs npm): the files, their sha256 and the
+# tarball's integrity go to services/tradeplane/gateway/static/vendor/LOCK.json.
+# `make vendor SWAGGER_UI_VERSION=5.x.y` moves to another version.
+vendor:
+	$(PYTHON) tools/vendor_swagger_ui.py $(SWAGGER_UI_VERSION)

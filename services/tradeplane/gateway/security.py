@@ -4,7 +4,8 @@ path included) and every answer gets on its way out.
 In: the client's address (the peer, or ``X-Forwarded-For`` from a trusted proxy), the
 body size limit (HTTP 413), CORS when configured (off by default), the rate-limit meter
 (unsigned requests are charged here, signed ones in authentication). Out: security
-headers (HSTS on HTTPS, nosniff, DENY framing, no referrer, a CSP for a JSON API, no
+headers (HSTS on HTTPS, nosniff, DENY framing, no referrer, a CSP for a JSON API or, on
+the API reference's page and files, one allowing the gateway's own scripts and styles, no
 caching of session and admin answers) and Binance's usage headers
 (``X-MBX-USED-WEIGHT-1M``, ``X-MBX-ORDER-COUNT-10S``/``-1D``, ``Retry-After``).
 """
@@ -40,10 +41,15 @@ _BASE_HEADERS = [
     (b"referrer-policy", b"no-referrer"),
     (b"cross-origin-opener-policy", b"same-origin"),
 ]
-# A JSON API loads nothing and is framed by nobody. The interactive docs (HTML pages that
-# load Swagger/ReDoc) keep the browser's defaults.
+# A JSON API loads nothing and is framed by nobody. The API reference (/docs and its
+# vendored Swagger UI under /static) loads from the gateway only: its scripts are files, not
+# inline; Swagger UI sets inline styles and draws data: images.
 _CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
-_HTML_PAGES = ("/docs", "/redoc")
+_DOCS_CSP = (b"content-security-policy",
+             b"default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+             b"img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'none'; "
+             b"frame-ancestors 'none'")
+_DOCS_PAGE, _DOCS_FILES = "/docs", "/static/"
 _NO_STORE = (b"cache-control", b"no-store")
 _PRIVATE_PREFIXES = ("/api/v1/", "/admin", "/sapi/")
 _CORS_HEADERS = ["X-MBX-APIKEY", "Content-Type", "Authorization"]
@@ -64,12 +70,12 @@ class Guard:
         self.trusted = parse_networks(settings.trusted_proxies)
         self.hsts = (b"strict-transport-security",
                      f"max-age={settings.hsts_max_age_s}; includeSubDomains".encode())
-        # The security headers for (JSON page, private answer, HTTPS), built once.
+        # The security headers for (docs page, private answer, HTTPS), built once.
         self._extra = {
-            (csp, private, https): (*_BASE_HEADERS, *([_CSP] if csp else []),
-                                    *([_NO_STORE] if private else []),
-                                    *([self.hsts] if https else []))
-            for csp in (False, True) for private in (False, True) for https in (False, True)
+            (docs, private, https): (*_BASE_HEADERS, _DOCS_CSP if docs else _CSP,
+                                     *([_NO_STORE] if private else []),
+                                     *([self.hsts] if https else []))
+            for docs in (False, True) for private in (False, True) for https in (False, True)
         }
         inner = downstream
         if settings.cors_origins:
@@ -104,7 +110,7 @@ class Guard:
         scope[METER] = meter
         limiter: Limiter | None = getattr(self.app.state, "limiter", None)
         metered = limiter is not None and path not in UNMETERED
-        extra = self._extra[(not path.startswith(_HTML_PAGES),
+        extra = self._extra[(path == _DOCS_PAGE or path.startswith(_DOCS_FILES),
                              path.startswith(_PRIVATE_PREFIXES), https)]
 
         async def guarded_send(message: Message) -> None:
