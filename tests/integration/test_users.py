@@ -71,8 +71,11 @@ async def test_signup_needs_a_verified_email_before_login(
     r = await http.post("/api/v1/auth/signup", json={"email": "Ann@Example.com",
                                                      "password": PASSWORD})
     assert r.status_code == 201, r.text
-    doc = r.json()
-    assert doc["emailVerified"] is False and doc["account"] >= 1000
+    assert r.json() == {"email": "Ann@Example.com", "sent": True}
+    doc = dict(await plat.pool.fetchrow(
+        "SELECT id AS \"userId\", account_id AS account FROM users"
+        " WHERE email = 'Ann@Example.com'"))
+    assert doc["account"] >= 1000
     assert await plat.pool.fetchval("SELECT kind FROM accounts WHERE id = $1",
                                     doc["account"]) == "user"
     stored = await plat.pool.fetchval("SELECT password_hash FROM users WHERE id = $1",
@@ -98,10 +101,9 @@ async def test_signup_needs_a_verified_email_before_login(
 
 @pytest.mark.parametrize(
     ("body", "code"),
-    [({"email": "ann@example.com", "password": PASSWORD}, -1100),  # taken (any case)
-     ({"email": "not-an-email", "password": PASSWORD}, -1100),
+    [({"email": "not-an-email", "password": PASSWORD}, -1100),
      ({"email": "bob@example.com", "password": "short"}, -1102)],
-    ids=["taken", "bad-email", "short-password"],
+    ids=["bad-email", "short-password"],
 )
 async def test_bad_signups_are_refused(
     plat: Platform, http: httpx.AsyncClient, body: dict[str, str], code: int
@@ -110,6 +112,40 @@ async def test_bad_signups_are_refused(
     assert err(r)[:2] == (400, code)
     assert await plat.pool.fetchval("SELECT count(*) FROM users WHERE lower(email) = $1",
                                     "bob@example.com") == 0
+
+
+async def test_signing_up_with_a_taken_email_answers_as_for_a_new_one_and_mails_the_owner(
+    plat: Platform, http: httpx.AsyncClient, mail: Mailbox
+) -> None:
+    """Nobody learns from sign-up which emails have accounts (as from resend-verification):
+    the same answer, and the owner is mailed a notice (still unverified: a new token);
+    the account is left as it was."""
+    await verified_user(http, mail, "taken@example.com", PASSWORD)
+    fresh = await http.post("/api/v1/auth/signup", json={"email": "fresh@example.com",
+                                                         "password": "another password"})
+    again = await http.post("/api/v1/auth/signup", json={"email": "Taken@Example.com",
+                                                         "password": "another password"})
+    assert (again.status_code, again.json()) == (201, {"email": "Taken@Example.com",
+                                                        "sent": True})
+    assert (fresh.status_code, fresh.json()) == (201, {"email": "fresh@example.com",
+                                                        "sent": True})
+    assert await plat.pool.fetchval("SELECT count(*) FROM users WHERE lower(email) = $1",
+                                    "taken@example.com") == 1
+    notice = mail.messages_to("taken@example.com")[-1]
+    assert "already has an account" in notice["body"]
+    assert (await login(http, "taken@example.com", PASSWORD)).status_code == 200
+    assert (await login(http, "taken@example.com", "another password")).status_code == 401
+
+    await http.post("/api/v1/auth/signup", json={"email": "pending@example.com",
+                                                  "password": PASSWORD})
+    first = mail.token_for("pending@example.com")
+    await http.post("/api/v1/auth/signup", json={"email": "pending@example.com",
+                                                  "password": "another password"})
+    second = mail.token_for("pending@example.com")
+    assert second != first
+    r = await http.post("/api/v1/auth/verify-email", json={"token": second})
+    assert r.json() == {"emailVerified": True}
+    assert (await login(http, "pending@example.com", PASSWORD)).status_code == 200
 
 
 async def test_wrong_credentials_are_refused_alike_and_every_attempt_is_in_the_history(
@@ -266,19 +302,27 @@ async def test_2fa_is_asked_at_login_once_enabled_and_each_code_works_once(
     wrong = "123456" if totp.now() != "123456" else "654321"
     assert err(await http.post("/api/v1/auth/login", json={**login, "totpCode": wrong})) == (
         401, -1002, "Two-factor code is not valid.")
+    # The code that enabled 2FA is used up: said so, not "not valid".
+    enabling = await plat.pool.fetchval(
+        "SELECT totp_last_step FROM users WHERE email = 'totp@example.com'")
+    async with from_new_address(plat) as other:  # failures here are per address too
+        assert err(await other.post("/api/v1/auth/login", json={
+            **login, "totpCode": totp.generate_otp(enabling)})) == (
+            401, -1002, "Two-factor code already used; wait for the next one.")
     # The step after the one that enabled 2FA (one step of clock skew is accepted).
     code = totp.at(time.time() + 30)
     assert (await http.post("/api/v1/auth/login", json={**login, "totpCode": code})
             ).status_code == 200
-    assert err(await http.post("/api/v1/auth/login", json={**login, "totpCode": code}))[:2] \
-        == (401, -1002)  # a code is good once
+    assert err(await http.post("/api/v1/auth/login", json={**login, "totpCode": code})) \
+        == (401, -1002, "Two-factor code already used; wait for the next one.")  # once
     r = await http.post("/api/v1/auth/login", json={**login, "totpCode": codes[0]})
     assert r.status_code == 200, r.text
     assert err(await http.post("/api/v1/auth/login",
                                json={**login, "totpCode": codes[0]}))[:2] == (401, -1002)
     hist = (await http.get("/api/v1/user/login-history", headers=bearer(r.json()))).json()
     assert [h["reason"] for h in hist] == [  # newest first
-        "2fa invalid", "ok", "2fa invalid", "ok", "2fa invalid", "2fa missing", "ok"]
+        "2fa invalid", "ok", "2fa invalid", "ok", "2fa invalid", "2fa invalid",
+        "2fa missing", "ok"]
 
 
 async def test_api_keys_from_a_session_need_the_2fa_code_once_enabled(
@@ -360,3 +404,19 @@ async def test_withdrawals_need_the_2fa_code_once_enabled(
     passed = await apply({"totpCode": codes[1]})
     assert passed.status_code == 400 and passed.json()["code"] != -1002  # on to the coin
 
+
+
+@pytest.mark.parametrize(("content", "ctype"), [
+    (b"email=form%40example.com&password=correct+horse+battery",
+     "application/x-www-form-urlencoded"),
+    (b"", "application/json"),
+    (b'{"email": "broken@example.com", ', "application/json"),
+], ids=["form", "empty", "broken-json"])
+async def test_a_body_that_is_not_a_json_object_is_told_to_be_json(
+    http: httpx.AsyncClient, content: bytes, ctype: str
+) -> None:
+    r = await http.post("/api/v1/auth/signup", content=content,
+                        headers={"Content-Type": ctype})
+    assert err(r) == (400, -1102, "The request body must be a JSON object (Content-Type: "
+                                  "application/json); this endpoint takes no form or query "
+                                  "parameters.")

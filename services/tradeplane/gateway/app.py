@@ -44,10 +44,19 @@ from tradeplane.gateway.watermarks import Watermarks
 log = logging.getLogger("tradeplane.gateway")
 
 
+#: The answer to a body that is not a JSON object at all (form-encoded, empty, broken).
+NOT_JSON_BODY = ("The request body must be a JSON object (Content-Type: application/json); "
+                 "this endpoint takes no form or query parameters.")
+
+
 async def _validation_error(_r: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     first = exc.errors()[0] if exc.errors() else {}
-    where = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
+    loc = tuple(first.get("loc", ()))
+    where = ".".join(str(x) for x in loc if x != "body")
+    if loc[:1] == ("body",) and (not where or first.get("type") == "json_invalid"):
+        # The body as a whole is wrong (a form, nothing, broken JSON): no parameter to name.
+        return JSONResponse({"code": -1102, "msg": NOT_JSON_BODY}, status_code=400)
     return JSONResponse(
         {"code": -1102, "msg": f"Mandatory parameter '{where}' was not sent or was malformed: "
                                f"{first.get('msg', 'invalid')}"},

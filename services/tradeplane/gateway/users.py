@@ -22,6 +22,7 @@ import hmac
 import secrets as _stdlib_secrets
 import time
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 import jwt
@@ -141,19 +142,41 @@ def new_recovery_codes() -> list[str]:
     return out
 
 
-async def second_factor_ok(request: Request, user: UserRow, code: str) -> bool:
+class SecondFactor(Enum):
+    """What a presented 2FA code turned out to be."""
+
+    OK = "ok"
+    USED = "used"
+    """A correct TOTP code whose time step was already used (to enable 2FA, to log in):
+    each is good once, so the next one is needed."""
+    INVALID = "invalid"
+
+
+#: The answers to a refused code; a used one says so (the user typed the right code).
+CODE_REFUSED = {SecondFactor.USED: "Two-factor code already used; wait for the next one.",
+                SecondFactor.INVALID: "Two-factor code is not valid."}
+
+
+async def check_second_factor(request: Request, user: UserRow, code: str) -> SecondFactor:
     """A TOTP code not used before, or an unused recovery code (used up now)."""
     if user.totp_secret_enc is None:
-        return False
+        return SecondFactor.INVALID
     pool = ctx(request).pool
     secret = request.app.state.keys.cipher.decrypt(user.totp_secret_enc)
     step = totp_step(secret, code.strip(), time.time())
     if step is not None:
-        return await accounts_db.accept_totp_step(pool, user.id, step)
+        fresh = await accounts_db.accept_totp_step(pool, user.id, step)
+        return SecondFactor.OK if fresh else SecondFactor.USED
     normal = _normal_recovery(code)
-    if len(normal) == 10:
-        return await accounts_db.use_recovery_code(pool, user.id, digest(normal))
-    return False
+    if len(normal) == 10 and await accounts_db.use_recovery_code(pool, user.id,
+                                                                 digest(normal)):
+        return SecondFactor.OK
+    return SecondFactor.INVALID
+
+
+async def second_factor_ok(request: Request, user: UserRow, code: str) -> bool:
+    """:func:`check_second_factor` is OK."""
+    return await check_second_factor(request, user, code) is SecondFactor.OK
 
 
 async def require_2fa(request: Request, user: UserRow, code: str | None) -> None:
@@ -161,14 +184,15 @@ async def require_2fa(request: Request, user: UserRow, code: str | None) -> None
     no 2FA; otherwise a valid TOTP or recovery code.
 
     Raises:
-        ApiError: -1002 (401) code missing or wrong.
+        ApiError: -1002 (401) code missing, wrong or already used.
     """
     if not user.totp_enabled:
         return
     if not code:
         raise _unauthorized("Two-factor code required.")
-    if not await second_factor_ok(request, user, code):
-        raise _unauthorized("Two-factor code is not valid.")
+    outcome = await check_second_factor(request, user, code)
+    if outcome is not SecondFactor.OK:
+        raise _unauthorized(CODE_REFUSED[outcome])
 
 
 async def require_2fa_for_account(request: Request, account: int, code: str | None) -> None:
@@ -275,17 +299,33 @@ async def _send_verification(request: Request, user: UserRow) -> None:
 
 @router.post("/auth/signup", status_code=201)
 async def signup(request: Request, body: SignupReq) -> dict[str, Any]:
-    """Create a user and its trading account; a verification token goes by mail."""
+    """Create a user and its trading account; a verification token goes by mail.
+
+    The answer is the same whether or not the email already has an account (nobody
+    learns which emails do, as with resend-verification): that account's owner is mailed
+    instead, a notice or, if still unverified, a new verification token, and nothing
+    about the account changes.
+    """
     if not EMAIL_RE.fullmatch(body.email):
         raise errors.bad_param("email", body.email[:64])
+    # Hashed in either case: the answer takes as long for a taken email.
     password_hash = await _creds(request).hash_password(body.password)
+    pool = ctx(request).pool
     try:
-        user = await accounts_db.create_user(ctx(request).pool, body.email, password_hash)
+        user = await accounts_db.create_user(pool, body.email, password_hash)
     except accounts_db.EmailTaken:
-        raise errors.ApiError(-1100, "An account with this email exists.") from None
-    await _send_verification(request, user)
-    return {"userId": user.id, "account": user.account, "email": user.email,
-            "emailVerified": False}
+        owner = await accounts_db.user_by_email(pool, body.email)
+        if owner is not None and not owner.email_verified:
+            await _send_verification(request, owner)
+        elif owner is not None:
+            await request.app.state.mailer.send(Mail(
+                to=owner.email, subject="Sign-up attempt with your tradeplane email",
+                body="Someone (you?) tried to sign up with this email, which already has "
+                     "an account. Nothing was changed. If it was you, log in instead.",
+            ))
+    else:
+        await _send_verification(request, user)
+    return {"email": body.email, "sent": True}
 
 
 @router.post("/auth/verify-email")
@@ -374,8 +414,9 @@ async def login(request: Request, body: LoginReq) -> dict[str, Any]:
     if user.totp_enabled:
         if not body.totpCode:
             raise await fail("2fa missing", "Two-factor code required.")
-        if not await second_factor_ok(request, user, body.totpCode):
-            raise await fail("2fa invalid", "Two-factor code is not valid.")
+        outcome = await check_second_factor(request, user, body.totpCode)
+        if outcome is not SecondFactor.OK:
+            raise await fail("2fa invalid", CODE_REFUSED[outcome])
     await accounts_db.record_login(pool, user.id, body.email, ip, agent, True, "ok")
     return await _new_session(request, user)
 
