@@ -26,6 +26,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -606,6 +607,138 @@ async def test_a_wallet_added_by_cli_is_served_and_a_silent_watcher_locks_nothin
                               address="bc1qsomething", amount="0.1")
     assert (r.status_code, r.json()["code"]) == (503, -1001)
     assert await plat.balances(user.account) == {"BTCX": (to_units("1"), 0)}
+
+
+# --------------------------------------------------------------------------- no node
+_DEAD_NODE = "http://127.0.0.1:1/wallet/hot"  # port 1: nothing listens there
+
+
+async def test_check_wallets_never_says_ok_for_a_wallet_never_reconciled(
+    plat: Platform,
+) -> None:
+    code, out = await cli(plat, "wallet-add", "ltc-unwatched", "--chain", "litecoin",
+                          "--asset", "LTCU", "--rpc-url", _DEAD_NODE, "--confirmations", "2")
+    assert code == 0, out
+    code, out = await cli(plat, "check-wallets", "--wallet", "ltc-unwatched")
+    assert code == 1, out
+    assert "ltc-unwatched" in out and "never reconciled" in out, out
+    assert "wallets OK" not in out and "wallets NOT CHECKED (1 not reconciled)" in out, out
+    code, out = await cli(plat, "check-wallets", "--wallet", "no-such-wallet")
+    assert code == 2 and out.strip() == "tradeplane check-wallets: no wallet named " \
+        "no-such-wallet", out
+
+
+async def test_wallet_commands_answer_an_unreachable_node_with_one_line(plat: Platform) -> None:
+    """wallet-add registers the wallet and warns in one line; check-wallets --live says
+    which wallet it could not check and exits 1; neither prints a traceback."""
+    code, out = await cli(plat, "wallet-add", "ltc-dead", "--chain", "litecoin", "--asset",
+                          "LTCD", "--rpc-url", _DEAD_NODE, "--confirmations", "2")
+    assert code == 0, out
+    warning = [line for line in out.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and "ltc-dead" in warning[0] and "does not answer" in warning[0]
+    assert await wallets_db.load_wallet(plat.pool, "ltc-dead") is not None
+    code, out = await cli(plat, "check-wallets", "--wallet", "ltc-dead", "--live")
+    assert code == 1, out
+    assert "Traceback" not in out, out
+    lines = out.strip().splitlines()
+    assert lines[0].startswith("ltc-dead LTCD: NOT CHECKED: its node did not answer"), out
+    assert lines[-1] == "wallets NOT CHECKED (1 not reconciled)", out
+
+
+async def test_a_watcher_without_its_node_warns_in_one_line_and_backs_off(
+    plat: Platform, tmp_path: Path,
+) -> None:
+    """The real process, its node absent: one warning line per failed pass naming the
+    wallet (no traceback), and the passes come further and further apart."""
+    code, out = await cli(plat, "wallet-add", "ltc-away", "--chain", "litecoin", "--asset",
+                          "LTCA", "--rpc-url", _DEAD_NODE, "--confirmations", "2")
+    assert code == 0, out
+    log_path = tmp_path / "watcher.log"
+    env = {**service_env(plat.settings), "TRADEPLANE_WALLET_SCAN_INTERVAL_S": "0.1",
+           "TRADEPLANE_CHAIN_RPC_USERNAME": "u", "TRADEPLANE_CHAIN_RPC_PASSWORD": "p"}
+    with log_path.open("wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tradeplane.cli", "wallet-watcher", "--wallet", "ltc-away",
+            env=env, stdout=log, stderr=asyncio.subprocess.STDOUT)
+    try:
+        def scans() -> list[dict[str, Any]]:
+            out = []
+            for line in log_path.read_text(errors="replace").splitlines():
+                with contextlib.suppress(ValueError):
+                    doc = json.loads(line)
+                    if "deposit scan of ltc-away failed" in str(doc.get("msg", doc)):
+                        out.append(doc)
+            return out
+
+        async def four_failed_scans() -> list[dict[str, Any]]:
+            assert proc.returncode is None, log_path.read_text()
+            found = scans()
+            assert len(found) >= 4, log_path.read_text()
+            return found
+
+        found = await eventually(four_failed_scans, timeout=30)
+        text = log_path.read_text(errors="replace")
+        assert "Traceback" not in text, text
+        assert all(d.get("level") == "warning" for d in found), found
+        waits = [float(m.group(1)) for d in found
+                 if (m := re.search(r"retrying in (\d+) s", str(d.get("msg"))))]
+        assert waits[:4] == sorted(waits[:4]) and waits[3] > waits[0], found
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(proc.wait(), 30)
+    assert code == 0, log_path.read_text()
+
+
+async def test_a_whitelist_request_with_no_watcher_is_503_and_logs_the_wallet(
+    plat: Platform, caplog: pytest.LogCaptureFixture,
+) -> None:
+    spec = wallet_from_spec("ltc-nowatcher", {
+        "chain": "litecoin", "network": "regtest", "asset": "LTCW",
+        "rpc": {"url": _DEAD_NODE}, "confirmations": 2})
+    await wallets_db.upsert_wallet(plat.pool, spec)
+    user = await new_user(plat)
+    caplog.set_level(logging.WARNING, logger="tradeplane.gateway.wallet")
+    admin = {"Authorization": f"Bearer {plat.settings.admin_token.get_secret_value()}"}
+    async with httpx.AsyncClient(base_url=plat.base_url, headers=admin) as http:
+        r = await http.post("/admin/withdraw-whitelist", json={
+            "account": user.account, "asset": "LTCW", "address": "rltc1qsomething"})
+    assert (r.status_code, r.json()["code"]) == (503, -1001), r.text
+    lines = [rec.getMessage() for rec in caplog.records
+             if rec.name == "tradeplane.gateway.wallet"]
+    assert any("ltc-nowatcher" in m and "wallet-watcher --wallet ltc-nowatcher" in m
+               for m in lines), lines
+    assert await wallets_db.whitelist(plat.pool, user.account) == []
+
+
+async def test_the_faucet_pays_an_address_from_the_recorded_node_and_mines(
+    ltc: Ltc, tmp_path: Path,
+) -> None:
+    """``tradeplane faucet`` pays from the node ``up`` recorded in its data folder (here
+    the test's node) and mines ``--confirm`` blocks; without a record, or with the node
+    gone, it says so in one line."""
+    data = tmp_path / ".tradeplane"
+    (data / "chains").mkdir(parents=True)
+    (data / "ports.json").write_text("{}")
+    to = str(ltc.node.rpc("getnewaddress", wallet=ltc.wallet))
+    code, out = await cli(ltc.plat, "faucet", "XMR", to, "1", "--data-dir", str(data))
+    assert (code, out.count("\n")) == (1, 1) and "no regtest XMR node recorded" in out, out
+    (data / "chains" / "chains.json").write_text(json.dumps({
+        "username": ltc.node.user, "password": ltc.node.password,
+        "litecoin": {"url": ltc.node.url}}))
+    height = ltc.node.height()
+    code, out = await cli(ltc.plat, "faucet", "ltc", to, "0.25", "--confirm", "2",
+                          "--data-dir", str(data))
+    assert code == 0, out
+    paid = json.loads(out)
+    assert (paid["asset"], paid["amount"], paid["blocksMined"]) == ("LTC", "0.25000000", 2)
+    tx = ltc.node.rpc("gettransaction", paid["txid"], wallet=ltc.wallet)
+    assert tx["amount"] == Decimal("0.25") and tx["confirmations"] == 2, tx
+    assert ltc.node.height() == height + 2
+    (data / "chains" / "chains.json").write_text(json.dumps({
+        "username": "u", "password": "p", "litecoin": {"url": "http://127.0.0.1:1"}}))
+    code, out = await cli(ltc.plat, "faucet", "LTC", to, "1", "--data-dir", str(data))
+    assert code == 1 and out.count("\n") == 1 and "does not answer" in out, out
+    assert "is `tradeplane up --data-dir" in out, out
 
 
 # --------------------------------------------------------------------------- the process
