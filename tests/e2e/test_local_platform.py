@@ -1,7 +1,8 @@
 """``tradeplane up``: one command runs the whole platform from the pip wheels; Ctrl-C stops
 it cleanly; running it again keeps the data (a restart is a recovery). Its secrets are
 separate, kept in the data folder, never on a command line, and PostgreSQL wants a
-password."""
+password. It is honest: a taken port fails it at once, the banner waits for quoted demo
+books, its listeners are on loopback only, and nothing it started outlives it."""
 
 from __future__ import annotations
 
@@ -10,10 +11,15 @@ import json
 import os
 import re
 import signal
+import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import asyncpg
@@ -35,7 +41,9 @@ class Up:
             [sys.executable, "-m", "tradeplane.cli", "up", "--data-dir", str(data),
              "--port", str(port), *extra],
             stdout=self.out.open("wb"), stderr=subprocess.STDOUT,
-            env={k: v for k, v in os.environ.items() if not k.startswith("TRADEPLANE_")},
+            env={**{k: v for k, v in os.environ.items() if not k.startswith("TRADEPLANE_")},
+                 # Where it records its data folder (current_file), out of the real home.
+                 "XDG_STATE_HOME": str(data.parent / "state")},
         )
 
     def banner(self, timeout: float = 120) -> dict[str, str]:
@@ -82,14 +90,72 @@ def _command_lines() -> dict[int, str]:
 
 
 def _children_gone(data: Path) -> bool:
+    """No process names the data folder on its command line or works inside it (the
+    servers do; PostgreSQL's backends too, under other names)."""
     for pid in os.listdir("/proc"):
         try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+            cwd = os.readlink(f"/proc/{pid}/cwd")
         except OSError:
             continue
-        if str(data) in cmd and "pytest" not in cmd:
+        if (str(data) in cmd and "pytest" not in cmd) or Path(cwd).is_relative_to(data):
             return False
     return True
+
+
+def _stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name (state is [0], ppid [1],
+    start time [19]); None when the process is gone or a zombie."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return None if fields[0] in ("Z", "X") else fields
+
+
+def _descendants(root: int) -> set[tuple[int, str]]:
+    """(pid, start time) of every live descendant of ``root``."""
+    parents: dict[int, int] = {}
+    started: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (fields := _stat(int(entry))) is not None:
+            parents[int(entry)] = int(fields[1])
+            started[int(entry)] = fields[19]
+    found: set[int] = set()
+    frontier = {root}
+    while frontier:
+        frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - found
+        found |= frontier
+    return {(pid, started[pid]) for pid in found}
+
+
+def _survivors(processes: set[tuple[int, str]]) -> set[int]:
+    """Those of ``processes`` still running (the same start time: not a recycled pid)."""
+    return {pid for pid, start in processes
+            if (fields := _stat(pid)) is not None and fields[19] == start}
+
+
+def _listeners(port: int) -> set[str]:
+    """Local addresses (hex, as in /proc/net/tcp*) listening on ``port``."""
+    out = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            address, _, hex_port = local.rpartition(":")
+            if state == "0A" and int(hex_port, 16) == port:
+                out.add(address)
+    return out
+
+
+def _wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        return None
 
 
 async def test_up_runs_the_platform_stops_cleanly_and_keeps_data(data_dir: Path) -> None:
@@ -233,12 +299,20 @@ def test_local_secrets_are_separate_private_and_kept(tmp_path: Path) -> None:
     assert local_secrets(old) == migrated
 
 
-async def test_demo_market_maker_keeps_the_books_alive(data_dir: Path) -> None:
+async def test_the_banner_waits_for_the_demo_books_and_the_market_maker_keeps_them_alive(
+    data_dir: Path,
+) -> None:
     data = data_dir / "tp"
     port = free_port()
     up = Up(data, port)
     try:
         up.banner()
+        # A client that starts reading when the banner says "running" finds every book
+        # quoted, from its first request.
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as c:
+            for symbol in ("BTCUSDT", "ETHUSDT", "ETHBTC"):
+                book = (await c.get("/api/v3/depth", params={"symbol": symbol})).json()
+                assert book["bids"] and book["asks"], (symbol, book)
 
         async def traded() -> bool:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as c:
@@ -264,3 +338,93 @@ def test_the_market_maker_reads_its_secret_from_the_environment_or_a_file(
         api_secret({})
     with pytest.raises(SystemExit):  # no way to put it on the command line
         build_parser().parse_args(["marketmaker", "--api-key", "k", "--api-secret", "s"])
+
+
+class _Answers200(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def _foreign_listener(kind: str) -> Iterator[int]:
+    """Another program on a port: a bare listening socket on every address, or an HTTP
+    server answering 200 to everything (so a readiness check would pass) on loopback."""
+    if kind == "socket":
+        with socket.socket() as sock:
+            sock.bind(("0.0.0.0", 0))
+            sock.listen()
+            yield sock.getsockname()[1]
+        return
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Answers200)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("kind", ["socket", "http-server"])
+def test_up_fails_at_once_when_another_program_holds_its_port(data_dir: Path, kind: str) -> None:
+    data = data_dir / "tp"
+    with _foreign_listener(kind) as port:
+        up = Up(data, port)
+        code = _wait_exit(up.proc, 20)
+        if code is None:
+            up.proc.kill()
+            up.proc.wait()
+    out = up.out.read_text()
+    assert code == 2, out
+    assert f"port {port} is in use (by another program); use --port" in out
+    assert "tradeplane is running" not in out
+    # It failed before starting anything.
+    assert not (data / "nats").exists() and not (data / "pg").exists(), out
+    assert _children_gone(data)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGHUP], ids=["SIGKILL", "SIGHUP"])
+def test_nothing_up_started_outlives_it_however_it_ends(
+    data_dir: Path, sig: signal.Signals
+) -> None:
+    data = data_dir / "tp"
+    port = free_port()
+    up = Up(data, port, "--no-market-maker")
+    started: set[tuple[int, str]] = set()
+    try:
+        up.banner()
+        text = up.out.read_text()
+        # Every listener it started is on loopback only, /metrics included.
+        metrics = [int(p) for p in re.findall(r"\w :(\d+)", text)]
+        assert len(metrics) == 5, text  # three engines, settlement, market data
+        for p in [port, *metrics]:
+            assert _listeners(p) == {"0100007F"}, (p, _listeners(p))
+        # Where the CLI finds it.
+        record = json.loads((data / "platform.json").read_text())
+        assert record["pid"] == up.proc.pid and record["http_port"] == port
+        assert record["data_dir"] == str(data.absolute())
+        current = data.parent / "state" / "tradeplane" / "current"
+        assert current.read_text().strip() == str(data.absolute())
+        started = _descendants(up.proc.pid)
+        assert len(started) >= 9  # 3 servers, 6 services, PostgreSQL's own processes
+    finally:
+        up.proc.send_signal(sig)
+        code = _wait_exit(up.proc, 60)
+    deadline = time.monotonic() + 30
+    while _survivors(started) or not _children_gone(data):
+        assert time.monotonic() < deadline, (
+            f"still running after {sig.name}: "
+            + ", ".join(_command_lines().get(pid, "?") for pid in _survivors(started)))
+        time.sleep(0.2)
+    if sig == signal.SIGKILL:
+        assert code == -signal.SIGKILL
+    else:
+        assert code == 0, up.out.read_text()
+        assert "tradeplane: stopped." in up.out.read_text()
+        assert not (data / "platform.json").exists()

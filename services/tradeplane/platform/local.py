@@ -2,8 +2,16 @@
 
 Starts NATS (JetStream), PostgreSQL and Redis from their pip wheels under a project-local
 data folder, applies migrations, creates the demo markets and a funded demo account, runs
-every service as a local process, prints how to reach it, and stops everything on Ctrl-C.
-Running it again keeps the data: a restart is a recovery.
+every service as a local process under a :class:`~tradeplane.platform.supervisor.Supervisor`,
+prints how to reach it, and stops everything on Ctrl-C, SIGTERM or SIGHUP. Running it again
+keeps the data: a restart is a recovery.
+
+It is honest about its state: a port that another program holds fails the start at once
+(exit 2) before anything starts; each step of the start is printed; the banner comes only
+once the gateway answers and the demo books are quoted; a child that crashes during the
+start fails it, and one that keeps crashing later makes ``up`` give up and stop (exit 1).
+Nothing it started outlives it, even when it is killed (see
+:func:`~tradeplane.platform.supervisor.die_with_parent`).
 
 Secrets: the admin token, the key that encrypts API secrets and the JWT key are separate
 random values, generated once per data folder into ``secrets.json`` (mode 0600); the
@@ -15,16 +23,18 @@ printed. Children get their secrets through the environment, never on the comman
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import json
 import os
 import secrets as _stdlib_secrets
 import signal
-import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 
@@ -34,7 +44,10 @@ from tradeplane.config import Settings
 from tradeplane.demo.marketmaker import API_SECRET_ENV
 from tradeplane.domain.money import to_units
 from tradeplane.domain.pairs import DEMO_PAIRS
-from tradeplane.platform.servers import LocalServers, PostgresServer, free_port
+from tradeplane.platform.discovery import PLATFORM_FILE, state_pointer
+from tradeplane.platform.ports import HOST, port_is_free
+from tradeplane.platform.servers import LocalServers, PostgresServer
+from tradeplane.platform.supervisor import Command, Supervisor, SupervisorError
 
 DEMO_FUNDS = {"BTC": "10", "ETH": "100", "USDT": "1000000"}
 MM_FUNDS = {"BTC": "1000", "ETH": "10000", "USDT": "100000000"}
@@ -176,16 +189,6 @@ def service_env(settings: Settings) -> dict[str, str]:
     }
 
 
-def _spawn(
-    args: list[str], env: dict[str, str], log_dir: Path, name: str
-) -> subprocess.Popen[bytes]:
-    log = (log_dir / f"{name}.log").open("ab")
-    return subprocess.Popen(
-        [sys.executable, "-m", "tradeplane.cli", *args], env=env, stdout=log,
-        stderr=subprocess.STDOUT, start_new_session=True,
-    )
-
-
 def wait_http(url: str, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -198,112 +201,258 @@ def wait_http(url: str, timeout: float) -> bool:
     return False
 
 
+# ------------------------------------------------------------------ discovery
+# What the CLI reads (tradeplane.platform.discovery): the data folder's PLATFORM_FILE,
+# {"pid", "http_port", "data_dir", "started_ms"} (no secrets), written once the platform
+# is up and removed when ``up`` stops (one left by a killed ``up`` names a dead pid); and
+# the state pointer, the data folder's absolute path, written when ``up`` starts.
+_LOCK_FILE = "up.lock"
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _lock_data_dir(root: Path) -> IO[bytes] | None:
+    """Hold the data folder's lock for as long as the returned file stays open; None when
+    another ``up`` holds it (the kernel drops it when its holder dies, however it dies)."""
+    lock = (root / _LOCK_FILE).open("ab")
+    try:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        return None
+    return lock
+
+
+# ------------------------------------------------------------------ start and stop
+#: Seconds the gateway has to answer, and the demo books to be quoted, before the start
+#: fails.
+READY_TIMEOUT_S = 60.0
+_POLL_S = 0.2
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class StopRequestedError(BaseException):
+    """Ctrl-C, SIGTERM or SIGHUP reached ``up``: unwind and stop everything.
+
+    A BaseException, like KeyboardInterrupt, so that it unwinds whatever ``up`` is doing
+    (a server's start, the migrations) and nothing on the way swallows it.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+
+
+class StartFailedError(RuntimeError):
+    """The platform did not come up in time."""
+
+
+def _raise_stop(signum: int, _frame: object) -> None:
+    raise StopRequestedError(signum)
+
+
+@contextlib.contextmanager
+def _step(what: str) -> Iterator[None]:
+    """Print ``what ... ok (1.2 s)`` around one step of the start."""
+    print(f"tradeplane: {what} ...", end="", flush=True)
+    started = time.monotonic()
+    try:
+        yield
+    except StopRequestedError:
+        print(" interrupted", flush=True)
+        raise
+    except BaseException:
+        print(" failed", flush=True)
+        raise
+    print(f" ok ({time.monotonic() - started:.1f} s)", flush=True)
+
+
+def _wait_until(check: Callable[[], bool], what: str, supervisor: Supervisor) -> None:
+    """Poll ``check`` (and the children: one that exits fails the start) until it holds.
+
+    Raises:
+        StartFailedError: ``check`` still fails after READY_TIMEOUT_S.
+        ExitedDuringStartError: a child exited meanwhile.
+    """
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while True:
+        supervisor.poll()
+        if check():
+            return
+        if time.monotonic() >= deadline:
+            raise StartFailedError(f"{what} after {READY_TIMEOUT_S:g} s")
+        time.sleep(_POLL_S)
+
+
+def _answers(base: str) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            return httpx.get(f"{base}/api/v3/ping", timeout=1.0).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    return check
+
+
+def _books_quoted(base: str) -> Callable[[], bool]:
+    """True once every demo pair's book has shown a bid and an ask."""
+    waiting = {p.symbol for p in DEMO_PAIRS}
+
+    def check() -> bool:
+        for symbol in sorted(waiting):
+            try:
+                r = httpx.get(f"{base}/api/v3/depth", params={"symbol": symbol, "limit": 5},
+                              timeout=1.0)
+            except httpx.TransportError:
+                return False
+            book = r.json() if r.status_code == 200 else {}
+            if book.get("bids") and book.get("asks"):
+                waiting.discard(symbol)
+        return not waiting
+
+    return check
+
+
+def _ready_env(root: Path, servers: LocalServers, keys: LocalSecrets, http_port: int,
+               ) -> dict[str, str]:
+    return {
+        # Not a TRADEPLANE_DATA_DIR from the caller's shell (`eval "$(tradeplane env)"`):
+        # the CLI would take it over the settings below and reach another platform.
+        **{k: v for k, v in os.environ.items() if k != "TRADEPLANE_DATA_DIR"},
+        "TRADEPLANE_DEV_MODE": "1",
+        "TRADEPLANE_NATS_URL": servers.nats_url,
+        "TRADEPLANE_DATABASE_URL": servers.pg_url,  # carries the password
+        "TRADEPLANE_REDIS_URL": servers.redis_url,
+        "TRADEPLANE_SECRET_KEY": keys.secret_key,
+        "TRADEPLANE_ADMIN_TOKEN": keys.admin_token,
+        "TRADEPLANE_JWT_SECRET": keys.jwt_secret,
+        "TRADEPLANE_HTTP_HOST": HOST,
+        "TRADEPLANE_HTTP_PORT": str(http_port),
+        # Every listener on loopback: nothing of a laptop's platform faces the network.
+        "TRADEPLANE_METRICS_HOST": HOST,
+        # Sign-up mail (verification tokens) as JSON files, read them there.
+        "TRADEPLANE_MAIL_OUTBOX": os.environ.get("TRADEPLANE_MAIL_OUTBOX", str(root / "mail")),
+    }
+
+
+def _service(*args: str) -> list[str]:
+    return [sys.executable, "-m", "tradeplane.cli", *args]
+
+
 def run_local_platform(data_dir: str, http_port: int, market_maker: bool) -> int:
+    """Run the platform until a stop signal (exit 0) or a failure (exit 1; 2 when the
+    port or the data folder is taken). Prints each step, then the banner once the gateway
+    answers and, with the market maker, every demo book is quoted."""
     root = Path(data_dir).absolute()
     root.mkdir(parents=True, exist_ok=True)
+    lock = _lock_data_dir(root)
+    if lock is None:
+        print(f"tradeplane: another `tradeplane up` is running on {root}; stop it first "
+              "or use --data-dir", file=sys.stderr, flush=True)
+        return 2
+    with lock:
+        # Before anything starts: whatever holds the port would answer in our place.
+        if not 0 < http_port < 65536 or not port_is_free(http_port):
+            print(f"tradeplane: port {http_port} is in use (by another program); use --port",
+                  file=sys.stderr, flush=True)
+            return 2
+        previous = {sig: signal.signal(sig, _raise_stop) for sig in _STOP_SIGNALS}
+        try:
+            return _run(root, http_port, market_maker)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def _run(root: Path, http_port: int, market_maker: bool) -> int:
     logs = root / "logs"
     logs.mkdir(exist_ok=True)
-    stop = False
-
-    def on_signal(_sig: int, _frame: object) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    print(f"tradeplane: starting NATS, PostgreSQL and Redis under {root} ...", flush=True)
-    children: dict[str, subprocess.Popen[bytes]] = {}
-    with LocalServers(root) as servers:
+    _write_atomically(state_pointer(os.environ, Path.home()), f"{root}\n")
+    supervisor = Supervisor(logs)
+    servers = LocalServers(root, step=_step)
+    platform_file = root / PLATFORM_FILE
+    code = 0
+    try:
+        servers.start()
+        for server in servers.servers:
+            supervisor.adopt(server)
         keys = local_secrets(root)
-        creds = asyncio.run(_provision(servers.pg_url, root, keys.secret_key))
-        env = {
-            **os.environ,
-            "TRADEPLANE_DEV_MODE": "1",
-            "TRADEPLANE_NATS_URL": servers.nats_url,
-            "TRADEPLANE_DATABASE_URL": servers.pg_url,  # carries the password
-            "TRADEPLANE_REDIS_URL": servers.redis_url,
-            "TRADEPLANE_SECRET_KEY": keys.secret_key,
-            "TRADEPLANE_ADMIN_TOKEN": keys.admin_token,
-            "TRADEPLANE_JWT_SECRET": keys.jwt_secret,
-            "TRADEPLANE_HTTP_PORT": str(http_port),
-            # Sign-up mail (verification tokens) as JSON files, read them there.
-            "TRADEPLANE_MAIL_OUTBOX": os.environ.get("TRADEPLANE_MAIL_OUTBOX",
-                                                     str(root / "mail")),
-        }
-        metrics: dict[str, int] = {}
-        # Each child's environment, kept for its restarts.
-        envs: dict[str, dict[str, str]] = {"gateway": env}
-
-        def start(name: str, args: list[str]) -> None:
-            port = free_port()
-            metrics[name] = port
-            envs[name] = {**env, "TRADEPLANE_METRICS_PORT": str(port)}
-            children[name] = _spawn(args, envs[name], logs, name)
-
-        for p in DEMO_PAIRS:
-            start(f"matching-{p.name}", ["matching", "--symbol", p.name])
-        start("settlement", ["settlement"])
-        start("marketdata", ["marketdata"])
-        children["gateway"] = _spawn(["gateway"], env, logs, "gateway")
-        base = f"http://127.0.0.1:{http_port}"
-        if not wait_http(f"{base}/api/v3/ping", 60):
-            print(f"tradeplane: the gateway did not come up; see {logs}/gateway.log",
-                  file=sys.stderr)
-            stop = True
-        elif market_maker:
+        with _step("migrations, demo markets and accounts"):
+            creds = asyncio.run(_provision(servers.pg_url, root, keys.secret_key))
+        env = _ready_env(root, servers, keys, http_port)
+        metrics = "TRADEPLANE_METRICS_PORT"
+        with _step(f"starting the engines ({', '.join(p.name for p in DEMO_PAIRS)}), "
+                   "settlement and market data"):
+            for p in DEMO_PAIRS:
+                supervisor.add(f"matching-{p.name}", _service("matching", "--symbol", p.name),
+                               env, port_env=metrics)
+            supervisor.add("settlement", _service("settlement"), env, port_env=metrics)
+            supervisor.add("marketdata", _service("marketdata"), env, port_env=metrics)
+        base = f"http://{HOST}:{http_port}"
+        with _step(f"starting the gateway on port {http_port}"):
+            supervisor.add("gateway", _service("gateway"), env)
+            _wait_until(_answers(base), f"the gateway did not answer on {base}", supervisor)
+        if market_maker:
             mm = creds["market-maker"]
             # Its API secret in its environment (argv is public), and none of ours.
-            envs["marketmaker"] = {
-                **{k: v for k, v in env.items() if k not in _PLATFORM_SECRETS},
-                API_SECRET_ENV: mm.secret,
-            }
-            # A round every 5 s: its ~33 orders a round stay within its key's default
-            # 100 orders per 10 s (every 2 s they would not).
-            children["marketmaker"] = _spawn(
-                ["marketmaker", "--url", base, "--api-key", mm.api_key, "--interval", "5"],
-                envs["marketmaker"], logs, "marketmaker")
-        if not stop:
-            demo = creds["demo"]
-            print(
-                "\n"
-                "tradeplane is running.\n"
-                f"  REST API      {base}/api/v3   (OpenAPI docs: {base}/docs)\n"
-                f"  WebSocket     ws://127.0.0.1:{http_port}/ws\n"
-                f"  demo account  {demo.account}\n"
-                f"  API key       {demo.api_key}\n"
-                f"  API secret    {demo.secret}\n"
-                f"  admin token   {keys.admin_token}\n"
-                f"  markets       {', '.join(p.symbol for p in DEMO_PAIRS)}\n"
-                f"  metrics       gateway {base}/metrics; "
-                + ", ".join(f"{n} :{p}" for n, p in metrics.items()) + "\n"
-                f"  logs          {logs}\n"
-                f"  secrets       {root / SECRETS_FILE} (encryption and JWT keys; not shown)\n"
-                "Press Ctrl-C to stop (data is kept; run again to resume).\n",
-                flush=True,
-            )
-        while not stop:
-            for name, proc in children.items():
-                if proc.poll() is not None:
-                    print(f"tradeplane: {name} exited with {proc.returncode}; restarting "
-                          f"(see {logs}/{name}.log)", file=sys.stderr, flush=True)
-                    children[name] = subprocess.Popen(
-                        proc.args, env=envs[name],
-                        stdout=(logs / f"{name}.log").open("ab"),
-                        stderr=subprocess.STDOUT, start_new_session=True,
-                    )
-                    break
-            time.sleep(0.5)
-        print("\ntradeplane: stopping ...", flush=True)
-        for name in ("marketmaker", "gateway", *[n for n in children if n.startswith("matching")],
-                     "marketdata", "settlement"):
-            proc_ = children.get(name)
-            if proc_ and proc_.poll() is None:
-                proc_.send_signal(signal.SIGTERM)
-        for proc_ in children.values():
-            try:
-                proc_.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc_.kill()
-                proc_.wait()
+            mm_env = {**{k: v for k, v in env.items() if k not in _PLATFORM_SECRETS},
+                      API_SECRET_ENV: mm.secret}
+            with _step("starting the market maker; waiting for the demo books"):
+                # A round every 5 s: its ~33 orders a round stay within its key's default
+                # 100 orders per 10 s (every 2 s they would not).
+                supervisor.add("marketmaker", _service(
+                    "marketmaker", "--url", base, "--api-key", mm.api_key, "--interval", "5"),
+                    mm_env)
+                _wait_until(_books_quoted(base), "the demo books were not quoted", supervisor)
+        ports = {c.name: c.port for c in supervisor.children
+                 if isinstance(c, Command) and c.port is not None}
+        _print_banner(root, base, http_port, creds["demo"], keys, ports)
+        _write_atomically(platform_file, json.dumps({
+            "pid": os.getpid(), "http_port": http_port, "data_dir": str(root),
+            "started_ms": int(time.time() * 1000),
+        }) + "\n")
+        supervisor.running()
+        while True:
+            supervisor.poll()
+            time.sleep(_POLL_S)
+    except StopRequestedError:
+        pass
+    except (SupervisorError, StartFailedError) as exc:
+        print(f"tradeplane: {exc}", file=sys.stderr, flush=True)
+        print(f"tradeplane: logs are in {logs}", file=sys.stderr, flush=True)
+        code = 1
+    finally:
+        # A second Ctrl-C must not cut the stop short: the children would be left behind.
+        for sig in _STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        print("tradeplane: stopping ...", flush=True)
+        platform_file.unlink(missing_ok=True)
+        supervisor.stop()
+        servers.stop()
     print("tradeplane: stopped.", flush=True)
-    return 0
+    return code
+
+
+def _print_banner(root: Path, base: str, http_port: int, demo: Credentials,
+                  keys: LocalSecrets, metrics: Mapping[str, int]) -> None:
+    print(
+        "\n"
+        "tradeplane is running.\n"
+        f"  REST API      {base}/api/v3   (OpenAPI docs: {base}/docs)\n"
+        f"  WebSocket     ws://{HOST}:{http_port}/ws\n"
+        f"  demo account  {demo.account}\n"
+        f"  API key       {demo.api_key}\n"
+        f"  API secret    {demo.secret}\n"
+        f"  admin token   {keys.admin_token}\n"
+        f"  markets       {', '.join(p.symbol for p in DEMO_PAIRS)}\n"
+        f"  metrics       gateway {base}/metrics; "
+        + ", ".join(f"{n} :{p}" for n, p in metrics.items()) + "\n"
+        f"  logs          {root / 'logs'}\n"
+        f"  secrets       {root / SECRETS_FILE} (encryption and JWT keys; not shown)\n"
+        "Press Ctrl-C to stop (data is kept; run again to resume).\n",
+        flush=True,
+    )
