@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -20,6 +25,7 @@ from tradeplane.platform.servers import (
     RedisServer,
     ServerStartError,
 )
+from tradeplane.platform.supervisor import RestartPolicy, Supervisor
 
 pytestmark = pytest.mark.integration
 
@@ -204,3 +210,70 @@ def test_start_refuses_a_busy_port(tmp_path: Path) -> None:
         with pytest.raises(ServerStartError, match="already in use"):
             server.start()
     assert server.pid is None
+
+
+def test_start_refuses_a_port_taken_on_another_local_address(tmp_path: Path) -> None:
+    # Our server would bind 127.0.0.1 and start, but clients of the port on other local
+    # addresses would reach the other program.
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.2", 0))
+        busy.listen()
+        server = RedisServer(tmp_path, port=busy.getsockname()[1])
+        with pytest.raises(ServerStartError, match="already in use"):
+            server.start()
+    assert server.pid is None
+
+
+def test_a_server_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
+    owner = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time\n"
+         "from tradeplane.platform.servers import RedisServer\n"
+         "server = RedisServer(sys.argv[1])\n"
+         "server.start()\n"
+         "print(server.pid, flush=True)\n"
+         "time.sleep(60)\n",
+         str(tmp_path)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert owner.stdout is not None
+        pid = int(owner.stdout.readline())
+    finally:
+        owner.kill()
+        owner.wait()
+    deadline = time.monotonic() + 15
+    while _running(pid):
+        assert time.monotonic() < deadline, "redis-server outlived the process that started it"
+        time.sleep(0.05)
+
+
+def test_the_supervisor_restarts_a_server_that_died(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path)
+    supervisor = Supervisor(tmp_path / "logs", RestartPolicy(first_delay=0),
+                            report=lambda _line: None)
+    supervisor.adopt(server)
+    supervisor.running()
+    try:
+        first = server.pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while server.pid in (None, first):
+            assert time.monotonic() < deadline, "not restarted"
+            supervisor.poll()
+            time.sleep(0.05)
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as conn:
+            conn.sendall(b"PING\r\n")
+            assert conn.recv(64) == b"+PONG\r\n"
+    finally:
+        supervisor.stop()
+    assert server.pid is None
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
