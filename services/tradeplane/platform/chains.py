@@ -5,7 +5,7 @@ LTC and XMR wallets (:func:`local_chains`), ``tradeplane faucet`` pays from them
 
 Each process runs on ports checked free, keeps its data and log in the given folder, runs
 in its own session (a Ctrl-C in the terminal reaches only its parent, which stops it in
-order) and gets SIGTERM if its parent dies (``setpriv --pdeathsig``, util-linux). A
+order) and gets SIGTERM if its parent dies (``supervisor.die_with_parent``). A
 missing binary is an error naming the Debian package to install.
 
 The helpers are synchronous (plain HTTP JSON-RPC with httpx). Amounts are integer units
@@ -34,7 +34,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -51,17 +50,21 @@ from pydantic import SecretStr
 from tradeplane.adapters.chain_bitcoin import BitcoinRpc, BitcoinRpcConfig
 from tradeplane.adapters.chain_monero import PICONERO_PER_UNIT, MoneroRpcConfig, MoneroWalletRpc
 from tradeplane.domain.money import fmt_units
-from tradeplane.platform.servers import free_port
+from tradeplane.platform.ports import free_port, port_is_free
+from tradeplane.platform.supervisor import die_with_parent
 
 __all__ = [
     "ChainNodeError",
     "ChainNodeUnavailable",
     "LitecoinNode",
+    "LocalChainNodes",
     "LocalChains",
     "MoneroNodes",
+    "custody_pairs",
     "faucet",
     "find_binary",
     "local_chains",
+    "provision_custody",
     "running_litecoind",
     "running_monero",
 ]
@@ -181,14 +184,13 @@ def _wait_until(ready: Callable[[], bool], proc: subprocess.Popen[bytes], name: 
 
 
 def _start(args: list[str], output: Path) -> subprocess.Popen[bytes]:
-    # setpriv execs the node with a parent-death signal set: a parent killed with -9
-    # leaves no node behind holding its ports and data folder.
-    setpriv = shutil.which("setpriv")
-    wrapped = [setpriv, "--pdeathsig", "TERM", "--", *args] if setpriv else args
     with output.open("ab") as out:
-        # Own session: a Ctrl-C in the terminal reaches our parent, which stops us in order.
-        return subprocess.Popen(wrapped, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        # Own session: a Ctrl-C in the terminal reaches our parent, which stops us in
+        # order. A parent killed with -9 leaves no node behind holding its ports and data
+        # folder: the node gets SIGTERM (it flushes its chain) when its parent dies.
+        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True,
+                                preexec_fn=die_with_parent(signal.SIGTERM))
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -202,17 +204,8 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _port(wanted: int) -> int:
-    """``wanted`` if it is a port free on HOST now, else one the OS picks."""
-    if wanted > 0:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind((HOST, wanted))
-            except OSError:
-                pass
-            else:
-                return wanted
-    return free_port()
+    """``wanted`` if it is a port free now, else one the OS picks."""
+    return wanted if 0 < wanted < 65536 and port_is_free(wanted) else free_port()
 
 
 # ======================================================================================
@@ -451,11 +444,14 @@ class MoneroNodes:
 
 @contextlib.contextmanager
 def running_monero(folder: Path, *, ports: tuple[int, int, int] = (0, 0, 0),
-                   user: str = "tradeplane", password: str = "") -> Iterator[MoneroNodes]:
+                   user: str = "tradeplane", password: str = "", durable: bool = False
+                   ) -> Iterator[MoneroNodes]:
     """monerod (regtest, offline, difficulty 1) on ``folder``, the hot and the payer
     wallet-rpc (their wallets made on first start, opened after), and at least 80 blocks
     mined to the payer. ``ports`` (monerod, hot, payer RPC) are used if free (else any
     free port); the hot wallet's login is ``user`` and ``password`` (random unless given).
+    ``durable``: every block is on disk before the next (a chain kept across restarts);
+    otherwise blocks are synced lazily and the last ones may be lost at the stop.
 
     Raises:
         ChainNodeError: a binary missing, or a process did not start.
@@ -471,8 +467,11 @@ def running_monero(folder: Path, *, ports: tuple[int, int, int] = (0, 0, 0),
         "--rpc-bind-ip", HOST, "--rpc-bind-port", str(daemon_port),
         "--p2p-bind-ip", HOST, "--p2p-bind-port", str(free_port()),
         "--log-file", str(folder / "monerod.log"), "--log-level", "0",
-        "--disable-dns-checkpoints", "--check-updates", "disabled", "--db-sync-mode", "fastest",
+        "--disable-dns-checkpoints", "--check-updates", "disabled",
+        "--db-sync-mode", "safe:sync" if durable else "fastest",
         "--max-concurrency", "2",
+        # Regtest is a "fakechain": monerod deletes its database at start unless told.
+        *(["--keep-fakechain"] if durable else []),
     ]
     procs: list[subprocess.Popen[bytes]] = []
     nodes: MoneroNodes | None = None
@@ -682,59 +681,153 @@ class _BlockMaker(threading.Thread):
                     node.close()
 
 
+class LocalChainNodes:
+    """The local platform's regtest nodes under ``data_dir/chains``, for ``tradeplane up``:
+    litecoind when Debian's ``litecoind`` is installed, monerod and monero-wallet-rpc when
+    ``monero`` is (the missing ones are named in ``chains.missing``). :meth:`start`
+    records their ports and login in ``chains/chains.json`` (mode 0600) for ``tradeplane
+    faucet`` and ``check-wallets --live`` and mines a block on each every
+    ``block_interval_s``; :meth:`stop` stops them (their data is kept)."""
+
+    def __init__(self, data_dir: Path, *, block_interval_s: float = BLOCK_INTERVAL_S) -> None:
+        self.folder = data_dir / CHAINS_FOLDER
+        self.data_dir = data_dir
+        self.block_interval_s = block_interval_s
+        self._stack = contextlib.ExitStack()
+        self._miner: _BlockMaker | None = None
+        self.chains: LocalChains | None = None
+
+    def start(self) -> LocalChains:
+        """Start whatever is installed.
+
+        Raises:
+            ChainNodeError: an installed node did not start (those started are stopped).
+        """
+        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            old = read_record(self.data_dir)
+        except ChainNodeError:
+            old = {}
+        user = str(old.get("username") or "tradeplane")
+        password = str(old.get("password") or secrets.token_hex(16))
+        chains = LocalChains(self.folder, user, password)
+        try:
+            try:
+                find_binary("litecoind", LITECOIN_PACKAGE)
+            except ChainNodeError:
+                chains.missing["LTC"] = LITECOIN_PACKAGE
+            else:
+                ltc = old.get("litecoin") or {}
+                chains.litecoin = self._stack.enter_context(running_litecoind(
+                    self.folder / "litecoin", rpc_port=_port_of(ltc.get("url")), user=user,
+                    password=password))
+            try:
+                find_binary("monerod", MONERO_PACKAGE)
+                find_binary("monero-wallet-rpc", MONERO_PACKAGE)
+            except ChainNodeError:
+                chains.missing["XMR"] = MONERO_PACKAGE
+            else:
+                xmr = old.get("monero") or {}
+                chains.monero = self._stack.enter_context(running_monero(
+                    self.folder / "monero", ports=(_port_of(xmr.get("daemon_url")),
+                                                   _port_of(xmr.get("wallet_url")),
+                                                   _port_of(xmr.get("payer_url"))),
+                    user=user, password=password, durable=True))
+        except BaseException:
+            self._stack.close()
+            raise
+        _write_private(self.folder / CHAINS_FILE, json.dumps(chains.record(), indent=2) + "\n")
+        if chains.litecoin or chains.monero:
+            self._miner = _BlockMaker(chains, self.block_interval_s)
+            self._miner.start()
+        self.chains = chains
+        return chains
+
+    def stop(self) -> None:
+        """Stop mining, then the nodes (a no-op when nothing runs)."""
+        if self._miner is not None:
+            self._miner.halt.set()
+            self._miner.join(STOP_TIMEOUT_S)
+            self._miner = None
+        self._stack.close()
+        self.chains = None
+
+
 @contextlib.contextmanager
 def local_chains(data_dir: Path, *, block_interval_s: float = BLOCK_INTERVAL_S
                  ) -> Iterator[LocalChains]:
-    """The local platform's regtest nodes under ``data_dir/chains``: litecoind when
-    Debian's ``litecoind`` is installed, monerod and monero-wallet-rpc when ``monero``
-    is; the missing ones are listed in ``missing``. Their ports and login are recorded in
-    ``chains/chains.json`` (mode 0600) for ``tradeplane faucet`` and ``check-wallets``;
-    a block is mined on each every ``block_interval_s`` while the context runs.
+    """:class:`LocalChainNodes` as a context.
 
     Raises:
         ChainNodeError: an installed node did not start.
     """
-    folder = data_dir / CHAINS_FOLDER
-    folder.mkdir(parents=True, exist_ok=True)
+    nodes = LocalChainNodes(data_dir, block_interval_s=block_interval_s)
     try:
-        old = read_record(data_dir)
-    except ChainNodeError:
-        old = {}
-    user = str(old.get("username") or "tradeplane")
-    password = str(old.get("password") or secrets.token_hex(16))
-    chains = LocalChains(folder, user, password)
-    with contextlib.ExitStack() as stack:
-        try:
-            find_binary("litecoind", LITECOIN_PACKAGE)
-        except ChainNodeError:
-            chains.missing["LTC"] = LITECOIN_PACKAGE
-        else:
-            ltc = old.get("litecoin") or {}
-            chains.litecoin = stack.enter_context(running_litecoind(
-                folder / "litecoin", rpc_port=_port_of(ltc.get("url")), user=user,
-                password=password))
-        try:
-            find_binary("monerod", MONERO_PACKAGE)
-            find_binary("monero-wallet-rpc", MONERO_PACKAGE)
-        except ChainNodeError:
-            chains.missing["XMR"] = MONERO_PACKAGE
-        else:
-            xmr = old.get("monero") or {}
-            chains.monero = stack.enter_context(running_monero(
-                folder / "monero", ports=(_port_of(xmr.get("daemon_url")),
-                                          _port_of(xmr.get("wallet_url")),
-                                          _port_of(xmr.get("payer_url"))),
-                user=user, password=password))
-        _write_private(folder / CHAINS_FILE, json.dumps(chains.record(), indent=2) + "\n")
-        miner = _BlockMaker(chains, block_interval_s)
-        if chains.litecoin or chains.monero:
-            miner.start()
-        try:
-            yield chains
-        finally:
-            miner.halt.set()
-            if miner.is_alive():
-                miner.join(STOP_TIMEOUT_S)
+        yield nodes.start()
+    finally:
+        nodes.stop()
+
+
+#: What the market maker is given on each local chain, by real deposits (so that every
+#: coin the ledger owes is on the chain and reconciliation stays exactly 0).
+MARKET_MAKER_COINS = {"LTC": "200", "XMR": "40"}
+
+
+async def provision_custody(dsn: str, chains: LocalChains, market_maker: int | None
+                            ) -> list[str]:
+    """The local wallets in the ``wallets`` table (``wallet-add``'s row, the nodes' current
+    ports), the markets of their coins, and the market maker's coins: paid once by the
+    payer to its deposit address and confirmed at once (its watcher credits them on its
+    first scan). Returns the wallet names.
+
+    Raises:
+        ChainNodeError: a node refused; ChainError: the hot wallet did not give an address.
+    """
+    from tradeplane.adapters import db, wallets_db
+    from tradeplane.domain.custody import wallet_from_spec
+    from tradeplane.domain.money import to_units
+    from tradeplane.domain.pairs import CUSTODY_DEMO_PAIRS
+    from tradeplane.wallets.service import connect_chain
+    from tradeplane.wallets.settings import NodeLogin
+
+    pool = await db.create_pool(dsn, 2)
+    names = []
+    try:
+        for name, doc in chains.wallet_specs().items():
+            spec = wallet_from_spec(name, doc)
+            await wallets_db.upsert_wallet(pool, spec)
+            names.append(name)
+            for pair in CUSTODY_DEMO_PAIRS:
+                if pair.base == spec.asset:
+                    await db.upsert_pair(pool, pair)
+            if market_maker is None or await wallets_db.deposit_address(
+                    pool, name, market_maker) is not None:
+                continue
+            chain = connect_chain(spec, NodeLogin(spec.rpc_url, chains.user,
+                                                  SecretStr(chains.password)))
+            try:
+                address = await chain.deposit_address(market_maker, spec.asset)
+            finally:
+                await chain.close()
+            await wallets_db.save_deposit_address(pool, name, market_maker, address)
+            amount = to_units(MARKET_MAKER_COINS[spec.asset])
+            if spec.asset == "LTC" and chains.litecoin is not None:
+                chains.litecoin.pay(address, amount)
+                chains.litecoin.mine(spec.confirmations)
+            elif spec.asset == "XMR" and chains.monero is not None:
+                chains.monero.pay(address, amount)
+                chains.monero.mine(spec.confirmations)
+    finally:
+        await pool.close()
+    return names
+
+
+def custody_pairs(chains: LocalChains) -> list[str]:
+    """The names (``LTC-USDT``) of the markets for the coins whose nodes run."""
+    from tradeplane.domain.pairs import CUSTODY_DEMO_PAIRS
+
+    assets = {doc["asset"] for doc in chains.wallet_specs().values()}
+    return [p.name for p in CUSTODY_DEMO_PAIRS if p.base in assets]
 
 
 @dataclass(frozen=True, slots=True)
