@@ -413,6 +413,12 @@ def test_nothing_up_started_outlives_it_however_it_ends(
         assert current.read_text().strip() == str(data.absolute())
         started = _descendants(up.proc.pid)
         assert len(started) >= 9  # 3 servers, 6 services, PostgreSQL's own processes
+        # A second `up` on the same folder leaves the first alone (it would otherwise
+        # stop its servers as leftovers of a crash).
+        second = Up(data, free_port(), "--no-market-maker")
+        assert _wait_exit(second.proc, 20) == 2, second.out.read_text()
+        assert "another `tradeplane up` is running on" in second.out.read_text()
+        assert _survivors(started) == {pid for pid, _ in started}
     finally:
         up.proc.send_signal(sig)
         code = _wait_exit(up.proc, 60)

@@ -307,10 +307,10 @@ def _books_quoted(base: str) -> Callable[[], bool]:
             try:
                 r = httpx.get(f"{base}/api/v3/depth", params={"symbol": symbol, "limit": 5},
                               timeout=1.0)
-            except httpx.TransportError:
+                book: Any = r.json() if r.status_code == 200 else {}
+            except (httpx.TransportError, ValueError):  # ValueError: not JSON
                 return False
-            book = r.json() if r.status_code == 200 else {}
-            if book.get("bids") and book.get("asks"):
+            if isinstance(book, dict) and book.get("bids") and book.get("asks"):
                 waiting.discard(symbol)
         return not waiting
 
