@@ -736,7 +736,7 @@ def _binance_operation(method: str, path: str, spec: Op, doc: Schema) -> None:
                                  "default": 5000},
                   "How long after `timestamp` the request is valid (ms)."),
             Param("timestamp", TIME_MS, "When the request was made (ms since the epoch).",
-                  True),
+                  True, 1_700_000_000_000),
         ]
     doc["summary"] = spec.summary
     security = spec.security + (f" (key permission `{spec.permission}`)"
