@@ -28,6 +28,7 @@ start-up still lacks).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -59,6 +60,7 @@ __all__ = [
     "LitecoinNode",
     "LocalChainNodes",
     "LocalChains",
+    "LocalCustody",
     "MoneroNodes",
     "custody_pairs",
     "faucet",
@@ -67,6 +69,7 @@ __all__ = [
     "provision_custody",
     "running_litecoind",
     "running_monero",
+    "start_custody",
 ]
 
 HOST = "127.0.0.1"
@@ -828,6 +831,57 @@ def custody_pairs(chains: LocalChains) -> list[str]:
 
     assets = {doc["asset"] for doc in chains.wallet_specs().values()}
     return [p.name for p in CUSTODY_DEMO_PAIRS if p.base in assets]
+
+
+@dataclass(frozen=True)
+class LocalCustody:
+    """What ``tradeplane up`` adds for custody: the watchers to run, their markets and
+    environment, and what its banner says."""
+
+    wallets: list[str]
+    """Wallet names, one ``tradeplane wallet-watcher --wallet NAME`` each."""
+    pairs: list[str]
+    """Markets of their coins (``LTC-USDT``...), one engine each."""
+    env: dict[str, str] = field(repr=False)
+    """The watchers' extra environment (the nodes' login, the reconciliation interval)."""
+    missing: dict[str, str]
+    """Asset -> the Debian package that would run it."""
+
+    def banner(self) -> str:
+        """The banner's custody lines."""
+        lines = []
+        if self.wallets:
+            lines.append(f"  wallets       {', '.join(self.wallets)} (regtest; coins: "
+                         "tradeplane faucet ASSET ADDRESS AMOUNT)")
+        for asset, package in self.missing.items():
+            lines.append(f"  no {asset} wallet  install Debian's {package!r} package "
+                         f"(apt-get install {package}) for {asset} deposits and withdrawals")
+        return "".join(f"{line}\n" for line in lines)
+
+
+#: Seconds between two reconciliations of a local wallet.
+LOCAL_RECONCILE_INTERVAL_S = 30
+
+
+def start_custody(nodes: LocalChainNodes, dsn: str, market_maker: int | None
+                  ) -> LocalCustody:
+    """Start the local nodes, register their wallets and markets, fund the market maker
+    (:func:`provision_custody`); stops the nodes again if that fails.
+
+    Raises:
+        ChainNodeError, ChainError: a node did not start or refused.
+    """
+    chains = nodes.start()
+    try:
+        wallets = asyncio.run(provision_custody(dsn, chains, market_maker))
+    except BaseException:
+        nodes.stop()
+        raise
+    return LocalCustody(
+        wallets=wallets, pairs=custody_pairs(chains),
+        env={**chains.login_env(),
+             "TRADEPLANE_WALLET_RECONCILE_INTERVAL_S": str(LOCAL_RECONCILE_INTERVAL_S)},
+        missing=dict(chains.missing))
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,7 @@ from tradeplane.config import Settings
 from tradeplane.demo.marketmaker import API_SECRET_ENV
 from tradeplane.domain.money import to_units
 from tradeplane.domain.pairs import DEMO_PAIRS
+from tradeplane.platform.chains import ChainNodeError, LocalChainNodes, LocalCustody, start_custody
 from tradeplane.platform.discovery import PLATFORM_FILE, state_pointer
 from tradeplane.platform.ports import HOST, port_is_free
 from tradeplane.platform.servers import LocalServers, PostgresServer
@@ -376,6 +377,7 @@ def _run(root: Path, http_port: int, market_maker: bool) -> int:
     supervisor = Supervisor(logs)
     servers = LocalServers(root, step=_step)
     platform_file = root / PLATFORM_FILE
+    chain_nodes = LocalChainNodes(root)
     code = 0
     try:
         servers.start()
@@ -384,15 +386,23 @@ def _run(root: Path, http_port: int, market_maker: bool) -> int:
         keys = local_secrets(root)
         with _step("migrations, demo markets and accounts"):
             creds = asyncio.run(_provision(servers.pg_url, root, keys.secret_key))
+        # Custody on the laptop (platform/chains.py): regtest nodes, wallets, their markets.
+        with _step("regtest chain nodes and wallets (litecoind, monerod, if installed)"):
+            custody = start_custody(chain_nodes, servers.pg_url,
+                                    creds["market-maker"].account if market_maker else None)
         env = _ready_env(root, servers, keys, http_port)
         metrics = "TRADEPLANE_METRICS_PORT"
-        with _step(f"starting the engines ({', '.join(p.name for p in DEMO_PAIRS)}), "
+        pairs = [p.name for p in DEMO_PAIRS] + custody.pairs
+        with _step(f"starting the engines ({', '.join(pairs)}), "
                    "settlement and market data"):
-            for p in DEMO_PAIRS:
-                supervisor.add(f"matching-{p.name}", _service("matching", "--symbol", p.name),
+            for name in pairs:
+                supervisor.add(f"matching-{name}", _service("matching", "--symbol", name),
                                env, port_env=metrics)
             supervisor.add("settlement", _service("settlement"), env, port_env=metrics)
             supervisor.add("marketdata", _service("marketdata"), env, port_env=metrics)
+            for wallet in custody.wallets:
+                supervisor.add(f"wallet-{wallet}", _service("wallet-watcher", "--wallet", wallet),
+                               {**env, **custody.env}, port_env=metrics)
         base = f"http://{HOST}:{http_port}"
         with _step(f"starting the gateway on port {http_port}"):
             supervisor.add("gateway", _service("gateway"), env)
@@ -404,14 +414,18 @@ def _run(root: Path, http_port: int, market_maker: bool) -> int:
                       API_SECRET_ENV: mm.secret}
             with _step("starting the market maker; waiting for the demo books"):
                 # A round every 5 s: its ~33 orders a round stay within its key's default
-                # 100 orders per 10 s (every 2 s they would not).
+                # 100 orders per 10 s (every 2 s they would not); 5 s more per three more
+                # markets (the custody ones).
+                interval = 5 * -(-len(pairs) // len(DEMO_PAIRS))
                 supervisor.add("marketmaker", _service(
-                    "marketmaker", "--url", base, "--api-key", mm.api_key, "--interval", "5"),
+                    "marketmaker", "--url", base, "--api-key", mm.api_key,
+                    "--interval", str(interval),
+                    "--symbols", *(n.replace("-", "") for n in pairs)),
                     mm_env)
                 _wait_until(_books_quoted(base), "the demo books were not quoted", supervisor)
         ports = {c.name: c.port for c in supervisor.children
                  if isinstance(c, Command) and c.port is not None}
-        _print_banner(root, base, http_port, creds["demo"], keys, ports)
+        _print_banner(root, base, http_port, creds["demo"], keys, ports, custody)
         _write_atomically(platform_file, json.dumps({
             "pid": os.getpid(), "http_port": http_port, "data_dir": str(root),
             "started_ms": int(time.time() * 1000),
@@ -422,7 +436,7 @@ def _run(root: Path, http_port: int, market_maker: bool) -> int:
             time.sleep(_POLL_S)
     except StopRequestedError:
         pass
-    except (SupervisorError, StartFailedError) as exc:
+    except (SupervisorError, StartFailedError, ChainNodeError) as exc:
         print(f"tradeplane: {exc}", file=sys.stderr, flush=True)
         print(f"tradeplane: logs are in {logs}", file=sys.stderr, flush=True)
         code = 1
@@ -433,13 +447,15 @@ def _run(root: Path, http_port: int, market_maker: bool) -> int:
         print("tradeplane: stopping ...", flush=True)
         platform_file.unlink(missing_ok=True)
         supervisor.stop()
+        chain_nodes.stop()
         servers.stop()
     print("tradeplane: stopped.", flush=True)
     return code
 
 
 def _print_banner(root: Path, base: str, http_port: int, demo: Credentials,
-                  keys: LocalSecrets, metrics: Mapping[str, int]) -> None:
+                  keys: LocalSecrets, metrics: Mapping[str, int],
+                  custody: LocalCustody) -> None:
     print(
         "\n"
         "tradeplane is running.\n"
@@ -449,7 +465,9 @@ def _print_banner(root: Path, base: str, http_port: int, demo: Credentials,
         f"  API key       {demo.api_key}\n"
         f"  API secret    {demo.secret}\n"
         f"  admin token   {keys.admin_token}\n"
-        f"  markets       {', '.join(p.symbol for p in DEMO_PAIRS)}\n"
+        f"  markets       {', '.join(p.symbol for p in DEMO_PAIRS)}"
+        + "".join(f", {n.replace('-', '')}" for n in custody.pairs) + "\n"
+        + custody.banner() +
         f"  metrics       gateway {base}/metrics; "
         + ", ".join(f"{n} :{p}" for n, p in metrics.items()) + "\n"
         f"  logs          {root / 'logs'}\n"
