@@ -401,9 +401,10 @@ def test_nothing_up_started_outlives_it_however_it_ends(
         up.banner()
         text = up.out.read_text()
         # Every listener it started is on loopback only, /metrics included.
-        metrics = [int(p) for p in re.findall(r"\w :(\d+)", text)]
-        assert len(metrics) == 5, text  # three engines, settlement, market data
-        for p in [port, *metrics]:
+        metrics = {name: int(p) for name, p in re.findall(r"([\w-]+) :(\d+)", text)}
+        assert {"matching-BTC-USDT", "matching-ETH-USDT", "matching-ETH-BTC", "settlement",
+                "marketdata"} <= set(metrics), text
+        for p in [port, *metrics.values()]:
             assert _listeners(p) == {"0100007F"}, (p, _listeners(p))
         # Where the CLI finds it.
         record = json.loads((data / "platform.json").read_text())
