@@ -102,6 +102,7 @@ class Op:
     weight: str = ""  # when it depends on the parameters; else route_cost's
     waits: bool = False  # waits for the ledger: may answer 503 -1007
     codes: tuple[int, ...] = field(default=())  # the 4xx codes beyond the common ones
+    example: Any = None  # an answer, as shown in the reference
 
 
 # --------------------------------------------------------------------------- parameters
@@ -165,10 +166,30 @@ WALLET_PAGING: Final = (
     Param("limit", _limit(1000, 1000), "Records to answer."),
 )
 
+# --------------------------------------------------------------------------- example answers
+_ORDER: Final[Schema] = {
+    "symbol": "BTCUSDT", "orderId": 28, "orderListId": -1,
+    "clientOrderId": "6gCrw2kRUAF9CvJDGP16IP", "price": "50000.00000000",
+    "origQty": "0.01000000", "executedQty": "0.01000000",
+    "cummulativeQuoteQty": "499.90000000", "status": "FILLED", "timeInForce": "GTC",
+    "type": "LIMIT", "side": "BUY", "workingTime": 1700000000000,
+    "origQuoteOrderQty": "0.00000000", "selfTradePreventionMode": "NONE",
+}
+ORDER_EXAMPLE: Final[Schema] = {
+    **_ORDER, "transactTime": 1700000000000,
+    "fills": [{"price": "49990.00000000", "qty": "0.01000000", "commission": "0.00001000",
+               "commissionAsset": "BTC", "tradeId": 56}],
+}
+QUERY_ORDER_EXAMPLE: Final[Schema] = {
+    **_ORDER, "stopPrice": "0.00000000", "icebergQty": "0.00000000",
+    "time": 1700000000000, "updateTime": 1700000000000, "isWorking": True,
+}
+
 # --------------------------------------------------------------------------- Binance operations
 BINANCE: Final[dict[tuple[str, str], Op]] = {
     ("GET", "/api/v3/ping"): Op("Test connectivity", "Answers `{}`."),
-    ("GET", "/api/v3/time"): Op("Server time", "`{\"serverTime\": <ms>}`."),
+    ("GET", "/api/v3/time"): Op("Server time", "`{\"serverTime\": <ms>}`.",
+        example={"serverTime": 1700000000000}),
     ("GET", "/api/v3/exchangeInfo"): Op(
         "Exchange information",
         "Rate limits and every pair with its status, precision and filters (PRICE_FILTER, "
@@ -182,10 +203,20 @@ BINANCE: Final[dict[tuple[str, str], Op]] = {
                                     "default": 100},
                           "Levels per side; above 5000 is taken as 5000.")),
         weight="5 up to limit 100, 25 up to 500, 50 up to 1000, 250 above",
-        codes=(-1102, -1121, -1100)),
+        codes=(-1102, -1121, -1100),
+        example={"lastUpdateId": 1027024,
+                 "bids": [["49990.00000000", "0.43100000"]],
+                 "asks": [["50010.00000000", "0.12000000"]]}),
     ("GET", "/api/v3/trades"): Op(
         "Recent trades", "The latest trades, oldest first.",
-        (_symbol(), Param("limit", _limit(500, 1000), "How many.")), codes=(-1102, -1121)),
+        (_symbol(), Param("limit", _limit(500, 1000), "How many.")), codes=(-1102, -1121),
+        example=[{"id": 56,
+                  "price": "49990.00000000",
+                  "qty": "0.01000000",
+                  "quoteQty": "499.90000000",
+                  "time": 1700000000000,
+                  "isBuyerMaker": False,
+                  "isBestMatch": True}]),
     ("GET", "/api/v3/historicalTrades"): Op(
         "Older trades", "Settled trades from `fromId` on, else the latest `limit`.",
         (_symbol(), Param("limit", _limit(500, 1000), "How many."),
@@ -204,7 +235,19 @@ BINANCE: Final[dict[tuple[str, str], Op]] = {
         (_symbol(), Param("interval", _enum(list(KLINE_INTERVALS)), "Candle length.", True,
                           "1m"),
          *_times(" of the candle's open"), Param("limit", _limit(500, 1000), "How many.")),
-        codes=(-1102, -1120, -1121)),
+        codes=(-1102, -1120, -1121),
+        example=[[1700000000000,
+                  "49900.00000000",
+                  "50100.00000000",
+                  "49800.00000000",
+                  "49990.00000000",
+                  "1.20000000",
+                  1700000059999,
+                  "59988.00000000",
+                  12,
+                  "0.70000000",
+                  "34993.00000000",
+                  "0"]]),
     ("GET", "/api/v3/uiKlines"): Op(
         "Candlesticks (UI)", "The same candles as `klines`.",
         (_symbol(), Param("interval", _enum(list(KLINE_INTERVALS)), "Candle length.", True,
@@ -219,14 +262,21 @@ BINANCE: Final[dict[tuple[str, str], Op]] = {
         weight="2 with `symbol`, else 80", codes=(-1100, -1121, -1128)),
     ("GET", "/api/v3/ticker/price"): Op(
         "Last price", "The last trade price; one document for `symbol`, else an array.",
-        _symbols(), weight="2 with `symbol`, else 4", codes=(-1100, -1121, -1128)),
+        _symbols(), weight="2 with `symbol`, else 4", codes=(-1100, -1121, -1128),
+        example={"symbol": "BTCUSDT", "price": "49990.00000000"}),
     ("GET", "/api/v3/ticker/bookTicker"): Op(
         "Best bid and ask", "Best bid and ask with their quantities; one document for "
         "`symbol`, else an array.",
-        _symbols(), weight="2 with `symbol`, else 4", codes=(-1100, -1121, -1128)),
+        _symbols(), weight="2 with `symbol`, else 4", codes=(-1100, -1121, -1128),
+        example={"symbol": "BTCUSDT",
+                 "bidPrice": "49990.00000000",
+                 "bidQty": "0.43100000",
+                 "askPrice": "50010.00000000",
+                 "askQty": "0.12000000"}),
     ("GET", "/api/v3/avgPrice"): Op(
         "Average price", "Volume-weighted price of the last 5 minutes (the last price when "
-        "nothing traded).", (_symbol(),), codes=(-1102, -1121)),
+        "nothing traded).", (_symbol(),), codes=(-1102, -1121),
+        example={"mins": 5, "price": "49995.00000000", "closeTime": 1700000000000}),
     # ----------------------------------------------------------------------- trading
     ("POST", "/api/v3/order"): Op(
         "New order",
@@ -254,10 +304,12 @@ BINANCE: Final[dict[tuple[str, str], Op]] = {
          Param("goodTillDate", TIME_MS, "With `timeInForce=GTD`: when the order expires (ms, "
                "in the future)."),
          RESP_TYPE, STP),
-        SIGNED, "trade", waits=True, codes=(*TRADE_CODES, -1100)),
+        SIGNED, "trade", waits=True, codes=(*TRADE_CODES, -1100),
+        example=ORDER_EXAMPLE),
     ("GET", "/api/v3/order"): Op(
         "Query order", "An order of yours, open or finished.",
-        (_symbol(), *_find_order("query")), SIGNED, "read", codes=(-1102, -1121, -2013)),
+        (_symbol(), *_find_order("query")), SIGNED, "read", codes=(-1102, -1121, -2013),
+        example=QUERY_ORDER_EXAMPLE),
     ("DELETE", "/api/v3/order"): Op(
         "Cancel order", "Cancels an open order; its remaining hold is released.",
         (_symbol(), *_find_order("cancel"),
@@ -291,7 +343,18 @@ BINANCE: Final[dict[tuple[str, str], Op]] = {
          Param("limit", _limit(500, 1000), "How many.")), SIGNED, "read", codes=(-1121,)),
     ("GET", "/api/v3/account"): Op(
         "Account information", "Balances (free and locked), commission rates and what the "
-        "key may do.", (), SIGNED, "read"),
+        "key may do.", (), SIGNED, "read",
+        example={"makerCommission": 10,
+                 "takerCommission": 10,
+                 "canTrade": True,
+                 "canWithdraw": False,
+                 "canDeposit": True,
+                 "updateTime": 1700000000000,
+                 "accountType": "SPOT",
+                 "balances": [{"asset": "BTC", "free": "0.01000000", "locked": "0.00000000"},
+                              {"asset": "USDT", "free": "9500.10000000", "locked": "0.00000000"}],
+                 "permissions": ["SPOT"],
+                 "uid": 1000}),
     ("POST", "/api/v3/orderList/oco"): Op(
         "New OCO order list",
         "Two orders of one side and quantity, an above and a below one, of which at most "
@@ -324,7 +387,8 @@ BINANCE: Final[dict[tuple[str, str], Op]] = {
         "Start user data stream",
         "The key's listen key (its live one, renewed, or a new one), valid 60 minutes. "
         "Connect to `/ws/<listenKey>` for `executionReport`, `outboundAccountPosition` and "
-        "`listenKeyExpired` events.", (), USER_STREAM),
+        "`listenKeyExpired` events.", (), USER_STREAM,
+        example={"listenKey": "pqia91ma19a5s61cv6a81va65sdf19v8a65a1a5s61cv6a81va65sdf19v8a65a1"}),
     ("PUT", "/api/v3/userDataStream"): Op(
         "Keep user data stream alive", "Extends the listen key's validity to 60 minutes "
         "from now.", (Param("listenKey", {"type": "string", "pattern": "^[A-Za-z0-9]{60}$"},
@@ -336,11 +400,13 @@ BINANCE: Final[dict[tuple[str, str], Op]] = {
     # ----------------------------------------------------------------------- sapi, futures
     ("GET", "/sapi/v1/system/status"): Op(
         "System status", "`{\"status\": 0, \"msg\": \"normal\"}`, or status 1 \"system "
-        "maintenance\" while an operator's kill switch halts all trading."),
+        "maintenance\" while an operator's kill switch halts all trading.",
+        example={"status": 0, "msg": "normal"}),
     ("GET", "/sapi/v1/asset/tradeFee"): Op(
         "Trade fees", "Maker and taker commission of one pair or of every pair.",
         (_symbol(False, "One pair; without it, every pair."),), SIGNED, "read",
-        codes=(-1121,)),
+        codes=(-1121,),
+        example=[{"symbol": "BTCUSDT", "makerCommission": "0.001", "takerCommission": "0.001"}]),
     ("GET", "/sapi/v1/spot/delist-schedule"): Op(
         "Delisting schedule", "Always empty: no delisting is ever scheduled here.", (),
         SIGNED, "read"),
@@ -360,7 +426,11 @@ BINANCE: Final[dict[tuple[str, str], Op]] = {
         "Deposit address", "Your deposit address for a coin (made on first use).",
         (Param("coin", ASSET, "The coin, e.g. `LTC`.", True, "LTC"),
          Param("network", ASSET, "The network (default: the coin's first).")),
-        SIGNED, "read", codes=(-1001, -4018)),
+        SIGNED, "read", codes=(-1001, -4018),
+        example={"address": "rltc1qxy2kgdygjrsqtzq2n0yrf2493p83kkfjhx0wlh",
+                 "coin": "LTC",
+                 "tag": "",
+                 "url": ""}),
     ("GET", "/sapi/v1/capital/deposit/hisrec"): Op(
         "Deposit history", "Your deposits, newest first. Status: 0 pending, 6 credited but "
         "not yet withdrawable, 1 success.",
@@ -385,7 +455,8 @@ BINANCE: Final[dict[tuple[str, str], Op]] = {
                "Your 2FA code, once the account's owner enabled 2FA (not Binance's).")),
         SIGNED, "withdraw",
         codes=(-1001, -1002, -1100, -1102, -4001, -4018, -4019, -4021, -4022, -4026, -4033,
-               -4035)),
+               -4035),
+        example={"id": "7"}),
     ("GET", "/sapi/v1/capital/withdraw/history"): Op(
         "Withdrawal history", "Your withdrawals, newest first, with Binance's status "
         "codes (0 email sent, 1 canceled, 2 awaiting approval, 3 rejected, 4 processing, "
@@ -481,9 +552,10 @@ ERROR_SCHEMA: Final[Schema] = {
 }
 
 
-def _error(description: str, headers: Schema | None = None) -> Schema:
-    doc: Schema = {"description": description, "content": {
-        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+def _error(description: str, code: int, msg: str, headers: Schema | None = None) -> Schema:
+    doc: Schema = {"description": description, "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/Error"},
+        "example": {"code": code, "msg": msg}}}}
     if headers:
         doc["headers"] = headers
     return doc
@@ -494,18 +566,31 @@ _RETRY_AFTER: Final[Schema] = {"Retry-After": {
     "schema": {"type": "integer"}}}
 RESPONSES: Final[dict[str, Schema]] = {
     "BadRequest": _error("Refused: a parameter, a filter or the state of the order or "
-                         "account (see the codes)."),
+                         "account (see the codes).", -1102,
+                         "Mandatory parameter 'symbol' was not sent, was empty/null, or "
+                         "malformed."),
     "Unauthorized": _error("No, or an invalid, credential: -2014/-2015 (API key), -1002 "
-                           "(user session), -2015 (admin token)."),
-    "Forbidden": _error("The admin's role may not take this action (-2015)."),
-    "NotFound": _error("The account, user, key or withdrawal named does not exist."),
-    "PayloadTooLarge": _error("Request body over the gateway's limit (-1101)."),
+                           "(user session), -2015 (admin token).", -2015,
+                           "Invalid API-key, IP, or permissions for action."),
+    "Forbidden": _error("The admin's role may not take this action (-2015).", -2015,
+                        "Role Auditor may not account.credit."),
+    "NotFound": _error("The account, user, key or withdrawal named does not exist.", -1100,
+                       "Unknown account 424242."),
+    "PayloadTooLarge": _error("Request body over the gateway's limit (-1101).", -1101,
+                              "Request body too large; the limit is 65536 bytes."),
     "TooManyRequests": _error("Over a rate limit: -1003 request weight, -1015 orders. "
-                              "Back off; repeating it earns an IP ban (418).", _RETRY_AFTER),
+                              "Back off; repeating it earns an IP ban (418).", -1003,
+                              "Too much request weight used; current limit is 6000 request "
+                              "weight per 1 MINUTE. Please use WebSocket Streams for live "
+                              "updates to avoid polling the API.", _RETRY_AFTER),
     "Banned": _error("IP banned for repeatedly exceeding the request weight (-1003); "
-                     "bans double, up to 3 days.", _RETRY_AFTER),
+                     "bans double, up to 3 days.", -1003,
+                     "Way too many requests; IP banned until 1700000120000. Please use "
+                     "WebSocket Streams for live updates to avoid bans.", _RETRY_AFTER),
     "Unavailable": _error("-1007: the request was accepted but its outcome is not known "
-                          "yet. Query before retrying."),
+                          "yet. Query before retrying.", -1007,
+                          "Timeout waiting for response from backend server. Send status "
+                          "unknown; execution status unknown."),
 }
 
 # --------------------------------------------------------------------------- security
@@ -728,6 +813,17 @@ def _weight(method: str, path: str, op: Op) -> str:
     return op.weight or str(route_cost(method, path, "")[0])
 
 
+#: The refusal shown as an operation's example: the first of these it can answer.
+_EXAMPLES: Final[dict[int, str]] = {
+    -1121: "Invalid symbol.",
+    -1125: "This listenKey does not exist.",
+    -2013: "Order does not exist.",
+    -4018: "We don't have this asset.",
+    -4047: "Time interval must be within 0-90 days",
+    -1100: "Illegal characters found in parameter 'limit'; legal range is '1-1000'.",
+}
+
+
 def _binance_operation(method: str, path: str, spec: Op, doc: Schema) -> None:
     params = list(spec.params)
     if spec.security == SIGNED:
@@ -748,10 +844,19 @@ def _binance_operation(method: str, path: str, spec: Op, doc: Schema) -> None:
                         "USER_STREAM": [{"ApiKey": []}]}.get(spec.security, []))
     responses = doc.setdefault("responses", {})
     responses.pop("422", None)
+    if spec.example is not None:
+        ok = responses.setdefault("200", {"description": "Successful Response"})
+        ok.setdefault("content", {}).setdefault("application/json", {})["example"] = (
+            spec.example)
     codes = ", ".join(str(c) for c in sorted(spec.codes, reverse=True))
-    responses["400"] = {**RESPONSES["BadRequest"],
-                        "description": "Refused" + (f"; codes {codes}" if codes else "") +
-                                       " (see the table of codes)."}
+    refused = copy.deepcopy(RESPONSES["BadRequest"])
+    refused["description"] = ("Refused" + (f"; codes {codes}" if codes else "") +
+                              " (see the table of codes).")
+    for code, msg in _EXAMPLES.items():
+        if code in spec.codes:
+            refused["content"]["application/json"]["example"] = {"code": code, "msg": msg}
+            break
+    responses["400"] = refused
     if spec.security != NONE:
         responses["401"] = {"$ref": "#/components/responses/Unauthorized"}
     if method != "GET":
