@@ -282,6 +282,7 @@ def test_gateway_ingress_routes_rest_and_websockets() -> None:
     ingress = by_kind(render("production-values.yaml"), "Ingress")[f"{FULLNAME}-gateway"]
     paths = {p["path"] for r in ingress["spec"]["rules"] for p in r["http"]["paths"]}
     assert {"/api", "/sapi", "/fapi", "/dapi", "/ws", "/stream"} <= paths  # ccxt reads all
+    assert {"/docs", "/openapi.json", "/static"} <= paths  # the API reference and its files
     assert ingress["spec"]["tls"][0]["secretName"] == "api-exchange-tls"
 
 
