@@ -239,6 +239,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     return run_local_platform(
         data_dir=args.data_dir, http_port=args.port, market_maker=not args.no_market_maker,
+        chains=not args.no_chains,
     )
 
 
@@ -946,6 +947,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--data-dir", default=".tradeplane", help="where data is kept")
     up.add_argument("--port", type=int, default=8080, help="gateway port")
     up.add_argument("--no-market-maker", action="store_true", help="no demo market maker")
+    up.add_argument("--no-chains", action="store_true",
+                    help="no regtest chain nodes, wallets or LTC/XMR markets (they run when "
+                         "Debian's litecoind / monero are installed)")
     up.set_defaults(fn=cmd_up)
 
     cmd_parser("migrate", help="apply database migrations").set_defaults(fn=cmd_migrate)

@@ -38,8 +38,9 @@ class Up:
     def __init__(self, data: Path, port: int, *extra: str) -> None:
         self.out = (data.parent / f"up-{time.monotonic_ns()}.log")
         self.proc = subprocess.Popen(
+            # Without the regtest chains (tests/e2e/test_local_custody.py runs them).
             [sys.executable, "-m", "tradeplane.cli", "up", "--data-dir", str(data),
-             "--port", str(port), *extra],
+             "--port", str(port), "--no-chains", *extra],
             stdout=self.out.open("wb"), stderr=subprocess.STDOUT,
             env={**{k: v for k, v in os.environ.items() if not k.startswith("TRADEPLANE_")},
                  # Where it records its data folder (current_file), out of the real home.

@@ -55,6 +55,7 @@ from tradeplane.platform.ports import free_port, port_is_free
 from tradeplane.platform.supervisor import die_with_parent
 
 __all__ = [
+    "NO_CUSTODY",
     "ChainNodeError",
     "ChainNodeUnavailable",
     "LitecoinNode",
@@ -859,6 +860,8 @@ class LocalCustody:
         return "".join(f"{line}\n" for line in lines)
 
 
+#: ``tradeplane up --no-chains``: no nodes, no wallets, nothing said about packages.
+NO_CUSTODY = LocalCustody(wallets=[], pairs=[], env={}, missing={})
 #: Seconds between two reconciliations of a local wallet.
 LOCAL_RECONCILE_INTERVAL_S = 30
 
