@@ -401,6 +401,10 @@ def test_nothing_up_started_outlives_it_however_it_ends(
     try:
         up.banner()
         text = up.out.read_text()
+        # Each step of the start was printed with how long it took, before the banner.
+        for step in ("NATS", "PostgreSQL", "Redis", "migrations", "the gateway"):
+            assert re.search(rf"^tradeplane: .*{step}.* \.\.\. ok \(\d+\.\d s\)$", text,
+                             re.M), (step, text)
         # Every listener it started is on loopback only, /metrics included.
         metrics = {name: int(p) for name, p in re.findall(r"([\w-]+) :(\d+)", text)}
         assert {"matching-BTC-USDT", "matching-ETH-USDT", "matching-ETH-BTC", "settlement",

@@ -44,13 +44,7 @@ from tradeplane.config import Settings
 from tradeplane.demo.marketmaker import API_SECRET_ENV
 from tradeplane.domain.money import to_units
 from tradeplane.domain.pairs import DEMO_PAIRS
-from tradeplane.platform.chains import (
-    NO_CUSTODY,
-    ChainNodeError,
-    LocalChainNodes,
-    LocalCustody,
-    start_custody,
-)
+from tradeplane.platform.chains import ChainNodeError, LocalChainNodes, LocalCustody, start_custody
 from tradeplane.platform.discovery import PLATFORM_FILE, state_pointer
 from tradeplane.platform.ports import HOST, port_is_free
 from tradeplane.platform.servers import LocalServers, PostgresServer
@@ -350,8 +344,7 @@ def _service(*args: str) -> list[str]:
     return [sys.executable, "-m", "tradeplane.cli", *args]
 
 
-def run_local_platform(data_dir: str, http_port: int, market_maker: bool,
-                       chains: bool = True) -> int:
+def run_local_platform(data_dir: str, http_port: int, market_maker: bool) -> int:
     """Run the platform until a stop signal (exit 0) or a failure (exit 1; 2 when the
     port or the data folder is taken). Prints each step, then the banner once the gateway
     answers and, with the market maker, every demo book is quoted."""
@@ -364,19 +357,31 @@ def run_local_platform(data_dir: str, http_port: int, market_maker: bool,
         return 2
     with lock:
         # Before anything starts: whatever holds the port would answer in our place.
-        if not 0 < http_port < 65536 or not port_is_free(http_port):
-            print(f"tradeplane: port {http_port} is in use (by another program); use --port",
-                  file=sys.stderr, flush=True)
+        problem = _port_problem(http_port)
+        if problem:
+            print(f"tradeplane: {problem}; use --port", file=sys.stderr, flush=True)
             return 2
         previous = {sig: signal.signal(sig, _raise_stop) for sig in _STOP_SIGNALS}
         try:
-            return _run(root, http_port, market_maker, chains)
+            return _run(root, http_port, market_maker)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
 
-def _run(root: Path, http_port: int, market_maker: bool, chains: bool = True) -> int:
+def _port_problem(port: int) -> str | None:
+    """Why the gateway could not listen on ``port``; None when it can."""
+    if not 0 < port < 65536:
+        return f"port {port} is not a TCP port (1-65535)"
+    try:
+        if not port_is_free(port):
+            return f"port {port} is in use (by another program)"
+    except PermissionError:
+        return f"port {port} needs privileges we do not have"
+    return None
+
+
+def _run(root: Path, http_port: int, market_maker: bool) -> int:
     logs = root / "logs"
     logs.mkdir(exist_ok=True)
     _write_atomically(state_pointer(os.environ, Path.home()), f"{root}\n")
@@ -394,11 +399,9 @@ def _run(root: Path, http_port: int, market_maker: bool, chains: bool = True) ->
         with _step("migrations, demo markets and accounts"):
             creds = asyncio.run(_provision(servers.pg_url, root, keys.secret_key))
         # Custody on the laptop (platform/chains.py): regtest nodes, wallets, their markets.
-        custody = NO_CUSTODY
-        if chains:
-            with _step("regtest chain nodes and wallets (litecoind, monerod, if installed)"):
-                custody = start_custody(chain_nodes, servers.pg_url,
-                                        creds["market-maker"].account if market_maker else None)
+        with _step("regtest chain nodes and wallets (litecoind, monerod, if installed)"):
+            custody = start_custody(chain_nodes, servers.pg_url,
+                                    creds["market-maker"].account if market_maker else None)
         env = _ready_env(root, servers, keys, http_port)
         metrics = "TRADEPLANE_METRICS_PORT"
         pairs = [p.name for p in DEMO_PAIRS] + custody.pairs

@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import socket
 
-__all__ = ["HOST", "PortInUseError", "free_port", "port_is_free"]
+__all__ = ["HOST", "free_port", "port_is_free"]
 
 HOST = "127.0.0.1"
 """Where every local listener binds."""
@@ -27,20 +27,14 @@ _PROBES: tuple[tuple[socket.AddressFamily, str], ...] = (
 _NO_ADDRESS = (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT)
 
 
-class PortInUseError(RuntimeError):
-    """A port the platform needs is held by another program."""
-
-    def __init__(self, port: int, what: str, hint: str = "") -> None:
-        self.port = port
-        super().__init__(f"port {port} ({what}) is in use (by another program)"
-                         + (f"; {hint}" if hint else ""))
-
-
 def port_is_free(port: int) -> bool:
     """True when ``port`` can be bound on every local address (see the module's docstring).
 
     SO_REUSEADDR is set as our servers set it, so a port held only by connections in
     TIME_WAIT counts as free, while any listener on an overlapping address does not.
+
+    Raises:
+        PermissionError: binding the port needs privileges we lack (below 1024).
     """
     for family, address in _PROBES:
         try:
@@ -54,7 +48,7 @@ def port_is_free(port: int) -> bool:
             try:
                 sock.bind((address, port))
             except OSError as exc:
-                if exc.errno == errno.EADDRINUSE or exc.errno == errno.EACCES:
+                if exc.errno == errno.EADDRINUSE:
                     return False
                 if exc.errno in _NO_ADDRESS:
                     continue
