@@ -44,7 +44,13 @@ from tradeplane.config import Settings
 from tradeplane.demo.marketmaker import API_SECRET_ENV
 from tradeplane.domain.money import to_units
 from tradeplane.domain.pairs import DEMO_PAIRS
-from tradeplane.platform.chains import ChainNodeError, LocalChainNodes, LocalCustody, start_custody
+from tradeplane.platform.chains import (
+    NO_CUSTODY,
+    ChainNodeError,
+    LocalChainNodes,
+    LocalCustody,
+    start_custody,
+)
 from tradeplane.platform.discovery import PLATFORM_FILE, state_pointer
 from tradeplane.platform.ports import HOST, port_is_free
 from tradeplane.platform.servers import LocalServers, PostgresServer
@@ -344,7 +350,8 @@ def _service(*args: str) -> list[str]:
     return [sys.executable, "-m", "tradeplane.cli", *args]
 
 
-def run_local_platform(data_dir: str, http_port: int, market_maker: bool) -> int:
+def run_local_platform(data_dir: str, http_port: int, market_maker: bool,
+                       chains: bool = True) -> int:
     """Run the platform until a stop signal (exit 0) or a failure (exit 1; 2 when the
     port or the data folder is taken). Prints each step, then the banner once the gateway
     answers and, with the market maker, every demo book is quoted."""
@@ -363,7 +370,7 @@ def run_local_platform(data_dir: str, http_port: int, market_maker: bool) -> int
             return 2
         previous = {sig: signal.signal(sig, _raise_stop) for sig in _STOP_SIGNALS}
         try:
-            return _run(root, http_port, market_maker)
+            return _run(root, http_port, market_maker, chains)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -381,7 +388,7 @@ def _port_problem(port: int) -> str | None:
     return None
 
 
-def _run(root: Path, http_port: int, market_maker: bool) -> int:
+def _run(root: Path, http_port: int, market_maker: bool, chains: bool = True) -> int:
     logs = root / "logs"
     logs.mkdir(exist_ok=True)
     _write_atomically(state_pointer(os.environ, Path.home()), f"{root}\n")
@@ -399,9 +406,11 @@ def _run(root: Path, http_port: int, market_maker: bool) -> int:
         with _step("migrations, demo markets and accounts"):
             creds = asyncio.run(_provision(servers.pg_url, root, keys.secret_key))
         # Custody on the laptop (platform/chains.py): regtest nodes, wallets, their markets.
-        with _step("regtest chain nodes and wallets (litecoind, monerod, if installed)"):
-            custody = start_custody(chain_nodes, servers.pg_url,
-                                    creds["market-maker"].account if market_maker else None)
+        custody = NO_CUSTODY
+        if chains:
+            with _step("regtest chain nodes and wallets (litecoind, monerod, if installed)"):
+                custody = start_custody(chain_nodes, servers.pg_url,
+                                        creds["market-maker"].account if market_maker else None)
         env = _ready_env(root, servers, keys, http_port)
         metrics = "TRADEPLANE_METRICS_PORT"
         pairs = [p.name for p in DEMO_PAIRS] + custody.pairs
