@@ -83,6 +83,11 @@ async def test_docs_render_offline_and_list_every_operation(
             opened_shot = tmp_path / "docs-new-order.png"
             await new_order.screenshot(path=str(opened_shot))
             title = await page.title()
+            # Swagger UI found nothing wrong in the description, and offers the schemes.
+            spec_errors = await page.locator(".errors-wrapper").count()
+            await page.click(".auth-wrapper .authorize")
+            await page.wait_for_selector(".auth-container", timeout=10_000)
+            schemes = await page.inner_text(".modal-ux")
             info = await page.inner_text(".information-container")
         finally:
             await browser.close()
@@ -91,6 +96,9 @@ async def test_docs_render_offline_and_list_every_operation(
     assert not outside, f"the page tried to reach other hosts: {outside}"
     assert not problems, "\n".join(problems)
     assert title == "tradeplane API reference"
+    assert spec_errors == 0
+    for scheme in ("ApiKey", "Signature", "UserSession", "AdminToken", "X-MBX-APIKEY"):
+        assert scheme in schemes, scheme
     # Chromium follows the redirect from / itself: /docs is not routed separately.
     assert {"/", "/openapi.json", "/static/docs.js"} <= {u.split("?")[0] for u in fetched}
     shown = {(m, p) for m, p in listed}

@@ -761,6 +761,11 @@ per key. Every answer reports `X-MBX-USED-WEIGHT-1M`, order answers
 `X-MBX-ORDER-COUNT-10S` and `-1D`. Over a limit: HTTP 429 with `Retry-After`; repeating
 that: HTTP 418, an IP ban.
 
+**WebSocket** (not described here): market streams at `/ws/<streams>`, `/ws` and
+`/stream?streams=...` (`<symbol>@depth`, `@depth@100ms`, `@trade`, `@aggTrade`,
+`@kline_<interval>`, `@ticker`, `@bookTicker`; `SUBSCRIBE`/`UNSUBSCRIBE`), the user data
+stream at `/ws/<listenKey>`, as Binance's.
+
 **Errors.** HTTP 4xx (5xx when the platform failed) with `{"code": <negative int>, "msg":
 "..."}`, for every refusal and every unknown path or method. The codes:
 
