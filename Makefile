@@ -13,7 +13,7 @@ BIN := $(VENV)/bin
 RUNTIME_STAMP := $(VENV)/.installed-runtime
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: venv dev up test bench
+.PHONY: venv dev up test bench vendor
 
 venv: $(RUNTIME_STAMP)
 
@@ -50,3 +50,9 @@ test: $(DEV_STAMP)
 
 bench: $(DEV_STAMP)
 	$(BIN)/tradeplane bench
+
+# Refresh the vendored Swagger UI behind /docs (needs npm): the files, their sha256 and the
+# tarball's integrity go to services/tradeplane/gateway/static/vendor/LOCK.json.
+# `make vendor SWAGGER_UI_VERSION=5.x.y` moves to another version.
+vendor:
+	$(PYTHON) tools/vendor_swagger_ui.py $(SWAGGER_UI_VERSION)
