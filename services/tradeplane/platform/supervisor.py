@@ -134,6 +134,11 @@ class Command:
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     def start(self) -> None:
+        """Start the process unless it runs (without waiting for it to be ready).
+
+        Raises:
+            ChildStartError: the program could not be run.
+        """
         if self._process is not None and self._process.poll() is None:
             return
         env = dict(self.env)
