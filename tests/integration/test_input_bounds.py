@@ -63,6 +63,7 @@ async def test_poisoned_orders_are_refused_alone_and_every_valid_order_of_anothe
     victim = await plat.trader("victim-batch", {"USDT": "100000"})
     poisons: list[dict[str, str]] = [
         {**LIMIT_BUY, "timeInForce": "GTD", "goodTillDate": "9223372036854775808"},
+        {**LIMIT_BUY, "timeInForce": "GTD", "goodTillDate": "9223372036854775807"},
         {"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET",
          "quoteOrderQty": "99999999999999999999"},
         {"symbol": "BTCUSDT", "side": "BUY", "type": "STOP_LOSS", "quantity": "0.001",
@@ -160,6 +161,18 @@ SIGNED: list[tuple[str, str, dict[str, str], tuple[str, ...]]] = [
     ("GET", "/sapi/v1/capital/withdraw/history", {},
      ("startTime", "endTime", "offset", "limit", "status", "idList", "withdrawOrderId")),
 ]
+
+
+@pytest.mark.parametrize("symbols", ["5", "[1]", "[]", '"BTCUSDT"', "[" * 5000, "{}",
+                                     '["BTCUSDT", null]', '["NOPE"]'])
+@pytest.mark.parametrize("path", ["/api/v3/exchangeInfo", "/api/v3/ticker/24hr",
+                                  "/api/v3/ticker/price"])
+async def test_a_symbols_list_that_is_not_a_json_array_of_known_names_is_a_4xx(
+    plat: Platform, path: str, symbols: str
+) -> None:
+    async with httpx.AsyncClient(base_url=plat.base_url) as http:
+        r = await http.get(path, params={"symbols": symbols})
+    _assert_refused(r, f"{path} symbols={symbols[:20]!r}")
 
 
 async def test_hostile_numbers_on_public_endpoints_get_a_4xx_and_are_counted(

@@ -14,6 +14,7 @@ Rules, for every entry point (query, form body, path, JSON body, WebSocket frame
 
 from __future__ import annotations
 
+import json
 import re
 from decimal import Decimal
 from typing import Annotated
@@ -26,6 +27,8 @@ from tradeplane.gateway import errors
 
 #: PostgreSQL ``bigint``: every id, time and amount column.
 INT64_MAX = MAX_UNITS
+#: The last millisecond of the year 9999: the latest time a client may name.
+MAX_TIME_MS = 253_402_300_799_999
 #: The largest decimal amount whose units (10**-8) fit a ``bigint`` column.
 MAX_AMOUNT = Decimal(MAX_UNITS).scaleb(-UNIT_DECIMALS)
 
@@ -138,3 +141,26 @@ def optional_client_id(params: dict[str, str], name: str) -> str | None:
     if not raw:
         return None
     return client_id(raw, name)
+
+
+#: ``symbols=["BTCUSDT","ETHUSDT"]``: at most this many names, and this many characters.
+MAX_SYMBOLS = 100
+_MAX_SYMBOLS_TEXT = 4096
+
+
+def symbol_list(raw: str, name: str = "symbols") -> list[str]:
+    """Binance's ``symbols`` parameter: a JSON array of 1 to 100 symbol names.
+
+    Raises:
+        ApiError: -1100 for anything else (too long, not JSON, not a list of strings).
+    """
+    if len(raw) > _MAX_SYMBOLS_TEXT:
+        raise errors.bad_param(name, raw)
+    try:
+        names = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise errors.bad_param(name, raw) from None
+    if (not isinstance(names, list) or not 1 <= len(names) <= MAX_SYMBOLS
+            or not all(isinstance(n, str) for n in names)):
+        raise errors.bad_param(name, raw)
+    return names

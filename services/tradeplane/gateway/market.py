@@ -23,7 +23,7 @@ from tradeplane.domain.money import fmt_units
 from tradeplane.domain.pairs import PairRules
 from tradeplane.gateway import errors
 from tradeplane.gateway.context import GatewayContext, ctx
-from tradeplane.gateway.inputs import optional_int
+from tradeplane.gateway.inputs import optional_int, symbol_list
 
 router = APIRouter(prefix="/api/v3", tags=["market data"])
 
@@ -113,13 +113,7 @@ def _pairs(request: Request) -> tuple[GatewayContext, list[PairRules], bool]:
     if one:
         return c, [c.pair(one)], True
     if many:
-        try:
-            names = json.loads(many)
-        except ValueError:
-            raise errors.bad_param("symbols", many) from None
-        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-            raise errors.bad_param("symbols", many)
-        return c, [c.pair(n) for n in names], False
+        return c, [c.pair(n) for n in symbol_list(many)], False
     return c, [c.pairs[s] for s in sorted(c.pairs)], False
 
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 from fastapi import APIRouter, Request
 
-from tradeplane.gateway import errors, views
+from tradeplane.gateway import views
 from tradeplane.gateway.context import ctx
+from tradeplane.gateway.inputs import symbol_list
 
 router = APIRouter(prefix="/api/v3", tags=["general"])
 
@@ -31,10 +31,7 @@ async def exchange_info(request: Request) -> dict[str, Any]:
     if sym := request.query_params.get("symbol"):
         wanted = [sym]
     elif syms := request.query_params.get("symbols"):
-        try:
-            wanted = json.loads(syms)
-        except ValueError:
-            raise errors.bad_param("symbols", syms) from None
+        wanted = symbol_list(syms)
     pairs = [c.pair(s) for s in wanted] if wanted else list(c.pairs.values())
     return {
         "timezone": "UTC",

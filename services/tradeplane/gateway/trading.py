@@ -50,6 +50,7 @@ from tradeplane.gateway import errors, views
 from tradeplane.gateway.auth import Caller, signed_read, signed_trade
 from tradeplane.gateway.context import GatewayContext, ctx
 from tradeplane.gateway.inputs import (
+    MAX_TIME_MS,
     optional_amount,
     optional_client_id,
     optional_int,
@@ -321,7 +322,7 @@ def _controlled_order(
         tif = _enum(p, names.tif, TimeInForce, -1115, "Invalid timeInForce.")
     elif p.get(names.tif):
         raise errors.not_required(names.tif)
-    good_till = optional_int(p, names.good_till)
+    good_till = optional_int(p, names.good_till, hi=MAX_TIME_MS)
     if tif == TimeInForce.GTD:
         if good_till is None:
             raise errors.mandatory(names.good_till)

@@ -41,6 +41,7 @@ from tradeplane.gateway import errors, rbac
 from tradeplane.gateway.auth import Caller, signed_read, signed_withdraw
 from tradeplane.gateway.context import GatewayContext, ctx
 from tradeplane.gateway.inputs import (
+    MAX_TIME_MS,
     PLAIN_TEXT,
     BodyId,
     PathId,
@@ -154,7 +155,8 @@ def _txid_filter(params: dict[str, str]) -> str | None:
 
 def _window(params: dict[str, str]) -> tuple[int, int]:
     """Binance's history window: at most 90 days, the last 90 by default."""
-    start, end = optional_int(params, "startTime"), optional_int(params, "endTime")
+    start = optional_int(params, "startTime", hi=MAX_TIME_MS)
+    end = optional_int(params, "endTime", hi=MAX_TIME_MS)
     if end is None:
         end = _now_ms() if start is None else start + NINETY_DAYS_MS
     if start is None:
