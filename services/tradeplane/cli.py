@@ -129,7 +129,7 @@ async def _db_pool(args: argparse.Namespace, settings: Settings | None = None) -
         return await db.create_pool(url, 2)
     except db.DatabaseError as exc:
         if isinstance(exc.__cause__, OSError):
-            raise _unreachable(args, "database", url) from exc
+            raise _unreachable(args, "database (PostgreSQL)", url) from exc
         raise
 
 

@@ -144,14 +144,14 @@ def stopped(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize(("args", "server"), [
-    (["user-create", "nobody"], "database"),
+    (["user-create", "nobody"], "database (PostgreSQL)"),
     (["pair-trading", "--symbol", "BTC-USDT", "--state", "halted"], "NATS"),
 ], ids=["database", "nats"])
 def test_a_stopped_platform_is_one_line_suggesting_tradeplane_up(
     stopped: Path, tmp_path: Path, args: list[str], server: str
 ) -> None:
     port = json.loads((stopped / "ports.json").read_text())[
-        "postgres" if server == "database" else "nats"]
+        "postgres" if server.startswith("database") else "nats"]
     r = tp(*args, "--data-dir", str(stopped), cwd=tmp_path, env=_clean_env(tmp_path))
     assert r.returncode == 1
     assert r.stderr.splitlines() == [
