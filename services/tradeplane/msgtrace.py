@@ -48,10 +48,6 @@ def outgoing(contexts: Sequence[SpanContext]) -> dict[str, str] | None:
     return headers
 
 
-def is_traced(headers: Mapping[str, str] | None) -> bool:
-    return headers is not None and TRACEPARENT in headers
-
-
 def incoming(
     headers_of_messages: Iterable[Mapping[str, str] | None],
 ) -> tuple[Context | None, list[Link]]:

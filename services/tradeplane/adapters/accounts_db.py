@@ -401,13 +401,6 @@ async def use_recovery_code(pool: Pool, user_id: int, code_hash: bytes) -> bool:
     return bool(done)
 
 
-async def recovery_codes_left(pool: Pool, user_id: int) -> int:
-    v = await pool.fetchval(
-        "SELECT count(*) FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL", user_id
-    )
-    return int(v or 0)
-
-
 # --------------------------------------------------------------------------- logins
 async def record_login(
     pool: Pool, user_id: int | None, email: str, ip: str, user_agent: str, success: bool,

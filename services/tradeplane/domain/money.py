@@ -6,11 +6,10 @@ Decimal appears only at the edges (parsing API input, formatting API output).
 from __future__ import annotations
 
 import re
-from decimal import ROUND_DOWN, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 
 UNIT_DECIMALS = 8
 UNITS_PER_COIN = 10**UNIT_DECIMALS
-_QUANT = Decimal(1).scaleb(-UNIT_DECIMALS)
 #: Binance's decimal format, ASCII digits only; match it whole (``fullmatch``).
 PLAIN_DECIMAL = re.compile(r"([0-9]{1,20})(\.[0-9]{1,20})?")
 #: Every amount is stored in a PostgreSQL ``bigint``: the most units an amount can have.
@@ -62,10 +61,6 @@ def to_units(value: Decimal | str) -> int:
     if scaled != scaled.to_integral_value():
         raise AmountError(f"more than {UNIT_DECIMALS} decimals: {value}")
     return int(scaled)
-
-
-def from_units(units: int) -> Decimal:
-    return Decimal(units).scaleb(-UNIT_DECIMALS).quantize(_QUANT, rounding=ROUND_DOWN)
 
 
 def fmt_units(units: int) -> str:

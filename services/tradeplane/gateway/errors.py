@@ -19,10 +19,6 @@ class ApiError(Exception):
 
 
 # The codes and texts clients (ccxt) recognise.
-def unknown_error(msg: str = "An unknown error occurred while processing the request.") -> ApiError:
-    return ApiError(-1000, msg, 500)
-
-
 def bad_symbol() -> ApiError:
     return ApiError(-1121, "Invalid symbol.")
 
@@ -50,11 +46,6 @@ def shown(value: str, most: int = 64) -> str:
 def bad_param(name: str, value: str) -> ApiError:
     return ApiError(-1100, f"Illegal characters found in parameter '{name}'; "
                            f"value '{shown(value)}'.")
-
-
-def invalid_enum(name: str) -> ApiError:
-    return ApiError(-1116 if name == "type" else -1115 if name == "timeInForce" else -1117,
-                    f"Invalid {name}.")
 
 
 def not_required(name: str) -> ApiError:
@@ -105,10 +96,6 @@ def bad_signature() -> ApiError:
 
 def bad_api_key() -> ApiError:
     return ApiError(-2015, "Invalid API-key, IP, or permissions for action.", 401)
-
-
-def unauthorized() -> ApiError:
-    return ApiError(-2014, "API-key format invalid.", 401)
 
 
 def status_unknown() -> ApiError:
