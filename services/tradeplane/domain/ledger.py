@@ -13,7 +13,6 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from tradeplane.domain.model import (
-    MARKET_LIKE,
     TERMINAL,
     Accepted,
     Amended,
@@ -28,7 +27,7 @@ from tradeplane.domain.model import (
     TradingChanged,
     Triggered,
 )
-from tradeplane.domain.pairs import PairRules
+from tradeplane.domain.pairs import PairRules, order_cost
 
 EXTERNAL_ACCOUNT = 0
 FEE_ACCOUNT = 1
@@ -104,6 +103,28 @@ class Settlement:
 def fee(amount: int, rate_ppm: int) -> int:
     """Fees round down to the unit: the user is never charged above the published rate."""
     return amount * rate_ppm // PPM
+
+
+@dataclass(frozen=True, slots=True)
+class TradeAmounts:
+    """What one trade moves: the buyer receives ``base - buyer_fee`` (base units), the
+    seller ``quote - seller_fee`` (quote units); the maker pays the maker rate."""
+
+    base: int
+    quote: int
+    buyer_fee: int
+    seller_fee: int
+    buyer_is_maker: bool
+
+
+def trade_amounts(rules: PairRules, ev: Trade) -> TradeAmounts:
+    """The one computation of a trade's amounts and fees (the ledger and the reports)."""
+    base = rules.qty_units(ev.qty)
+    quote = rules.notional(ev.price, ev.qty)
+    buyer_is_maker = ev.taker_side == Side.SELL
+    maker, taker = rules.maker_fee_ppm, rules.taker_fee_ppm
+    return TradeAmounts(base, quote, fee(base, maker if buyer_is_maker else taker),
+                        fee(quote, taker if buyer_is_maker else maker), buyer_is_maker)
 
 
 def settle_batch(
@@ -191,11 +212,7 @@ def list_leg_cost(rules: PairRules, o: OrderState) -> int:
     """What an unexecuted leg of a list can cost at most, in its hold asset: the quantity
     for a SELL, the limit notional for a limit-priced BUY, the funds cap of a market-like
     BUY (a STOP_LOSS / TAKE_PROFIT). A list holds the larger cost of its two legs."""
-    if o.side == Side.SELL:
-        return rules.qty_units(o.qty)
-    if o.type in MARKET_LIKE:
-        return o.quote_qty
-    return rules.notional(o.price, o.qty)
+    return order_cost(rules, o.side, o.type, o.price, o.qty, o.quote_qty)
 
 
 def _amend(
@@ -236,14 +253,11 @@ def _trade(
 ) -> None:
     taker = _get(orders, ev.taker_order)
     maker = _get(orders, ev.maker_order)
-    if ev.taker_side == Side.BUY:
-        buyer, seller, buyer_is_maker = taker, maker, False
-    else:
-        buyer, seller, buyer_is_maker = maker, taker, True
-    base_amt = rules.qty_units(ev.qty)
-    quote_amt = rules.notional(ev.price, ev.qty)
-    buyer_fee = fee(base_amt, rules.maker_fee_ppm if buyer_is_maker else rules.taker_fee_ppm)
-    seller_fee = fee(quote_amt, rules.taker_fee_ppm if buyer_is_maker else rules.maker_fee_ppm)
+    amounts = trade_amounts(rules, ev)
+    buyer_is_maker = amounts.buyer_is_maker
+    buyer, seller = (maker, taker) if buyer_is_maker else (taker, maker)
+    base_amt, quote_amt = amounts.base, amounts.quote
+    buyer_fee, seller_fee = amounts.buyer_fee, amounts.seller_fee
     _spend(buyer, quote_amt)
     _spend(seller, base_amt)
     ref = f"trade:{sym}:{ev.trade_id}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
+from tradeplane.domain.model import MARKET_LIKE, OrderType, Side
 from tradeplane.domain.money import UNITS_PER_COIN, fmt_units, to_units
 
 #: The self-trade prevention modes (``model.StpMode`` names), each allowed on every pair.
@@ -138,6 +139,20 @@ def check_iceberg(qty_lots: int, iceberg_lots: int) -> None:
     """ICEBERG_PARTS: the order may split into at most ``ICEBERG_PARTS`` visible parts."""
     if -(-qty_lots // iceberg_lots) > ICEBERG_PARTS:
         raise FilterError("Filter failure: ICEBERG_PARTS")
+
+
+def order_cost(
+    rules: PairRules, side: Side, otype: OrderType, price: int, qty: int, quote_qty: int
+) -> int:
+    """What a LIMIT-priced or stop order can cost at most, in its hold asset: the quantity
+    for a SELL, the limit notional for a limit-priced BUY, the funds cap (``quote_qty``) of
+    a market-like BUY (a triggered STOP_LOSS / TAKE_PROFIT). The one hold rule of order
+    entry and of the ledger's OCO lists."""
+    if side == Side.SELL:
+        return rules.qty_units(qty)
+    if otype in MARKET_LIKE:
+        return quote_qty
+    return rules.notional(price, qty)
 
 
 def stop_market_cap(rules: PairRules, stop_ticks: int, qty_lots: int) -> int:

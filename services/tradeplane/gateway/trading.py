@@ -42,6 +42,7 @@ from tradeplane.domain.pairs import (
     check_iceberg,
     check_notional,
     check_price_band,
+    order_cost,
     price_to_ticks,
     qty_to_lots,
     stop_market_cap,
@@ -348,12 +349,11 @@ def _controlled_order(
         notional = rules.notional(price, qty)
         check_notional(rules, notional)
         check_price_band(rules, price, c.references.band_reference(rules.symbol))
-        hold = notional if side == Side.BUY else rules.qty_units(qty)
         quote_qty = 0
     else:  # STOP_LOSS / TAKE_PROFIT: a market order by quantity once triggered
         check_notional(rules, rules.notional(stop, qty))
         quote_qty = stop_market_cap(rules, stop, qty) if side == Side.BUY else 0
-        hold = quote_qty if side == Side.BUY else rules.qty_units(qty)
+    hold = order_cost(rules, side, otype, price, qty, quote_qty)
     hold_asset = rules.quote if side == Side.BUY else rules.base
     return _Leg(tif, price, qty, quote_qty, stop, iceberg, good_till or 0, hold_asset, hold)
 

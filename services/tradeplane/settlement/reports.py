@@ -38,7 +38,7 @@ from typing import Any, Final, Protocol
 
 import msgspec
 
-from tradeplane.domain.ledger import fee
+from tradeplane.domain.ledger import trade_amounts
 from tradeplane.domain.model import (
     STOP_TYPES,
     Accepted,
@@ -187,12 +187,9 @@ def user_updates(
         exec_base = b.first_seq << EXEC_ID_SHIFT
         for i, ev in enumerate(b.events):
             if isinstance(ev, Trade):
-                base_amt = r.qty_units(ev.qty)
-                quote_amt = r.notional(ev.price, ev.qty)
-                buyer_is_maker = ev.taker_side == Side.SELL
-                maker_rate, taker_rate = r.maker_fee_ppm, r.taker_fee_ppm
-                buyer_fee = fee(base_amt, maker_rate if buyer_is_maker else taker_rate)
-                seller_fee = fee(quote_amt, taker_rate if buyer_is_maker else maker_rate)
+                amounts = trade_amounts(r, ev)
+                base_amt, quote_amt = amounts.base, amounts.quote
+                buyer_fee, seller_fee = amounts.buyer_fee, amounts.seller_fee
                 fill = (fmt_units(base_amt), fmt_units(r.price_units(ev.price)),
                         fmt_units(quote_amt))
                 for oid, account, maker in (
