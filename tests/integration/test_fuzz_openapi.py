@@ -130,7 +130,7 @@ async def _user_token(plat: Platform, outbox: Path, email: str) -> str:
 @pytest.fixture(scope="module")
 def api_schema(background: BackgroundPlatform) -> Iterator[Any]:
     plat: Platform = background.run(_ready_platform(background))
-    app = OrderFastPath(create_app(plat.settings))
+    app = OrderFastPath(create_app(plat.settings), plat.settings)
     yield schemathesis.openapi.from_asgi("/openapi.json", app)
     asgi.shutdown_lifespans()  # the app's pools and connections, closed on its loop
 

@@ -11,6 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
+from tests.support.gateway import guard_only
 from tests.support.harness import Platform, running_platform
 from tests.support.security import (
     FAST_HASHING,
@@ -23,6 +25,7 @@ from tests.support.security import (
 )
 
 from tradeplane.config import Settings
+from tradeplane.gateway.context import install
 from tradeplane.gateway.security import Guard
 
 pytestmark = pytest.mark.integration
@@ -116,10 +119,9 @@ async def test_cors_is_off_by_default() -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"{}"})
 
-    class App:
-        state = type("State", (), {})()
-
-    guard = Guard(App(), downstream, Settings(dev_mode=True))
+    app = FastAPI()
+    install(app, guard_only())
+    guard = Guard(app, downstream, Settings(dev_mode=True))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=guard),
                                  base_url="http://gw") as c:
         r = await c.get("/api/v3/time", headers={"Origin": ORIGIN})

@@ -30,9 +30,9 @@ from tradeplane.domain import codec
 from tradeplane.domain.model import SCHEMA_VERSION, Event, EventBatch, Side, Trade
 from tradeplane.domain.pairs import DEMO_PAIRS
 from tradeplane.gateway import market, public, streams
-from tradeplane.gateway.context import GatewayContext
+from tradeplane.gateway.app import compose
+from tradeplane.gateway.context import gateway, install
 from tradeplane.gateway.errors import ApiError, api_error_handler
-from tradeplane.gateway.references import ReferencePrices
 from tradeplane.marketdata.service import MarketDataService
 
 pytestmark = pytest.mark.integration
@@ -63,19 +63,19 @@ async def env(nats_url: str, pg_url: str, redis_url: str) -> AsyncIterator[Env]:
     bus = await Bus.connect(nats_url, name="md-test")
     await bus.ensure_events()
     cache = await MarketCache.connect(redis_url)
-    settings = Settings(dev_mode=True, nats_url=nats_url, database_url=dsn, redis_url=redis_url)
+    settings = Settings(dev_mode=True, nats_url=nats_url, database_url=dsn, redis_url=redis_url,
+                        rate_limits=False)
     app = FastAPI()
     app.add_exception_handler(ApiError, api_error_handler)
     for r in (public.router, market.router, streams.router):
         app.include_router(r)
-    app.state.ctx = GatewayContext(settings, pool, bus, cache, ReferencePrices(cache),
-                                   await db.load_pairs(pool))
-    http = httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test")
     try:
-        yield Env(bus, pool, cache, app, http, nats_url, redis_url)
+        async with compose(settings) as gw:
+            install(app, gw)
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app),
+                                         base_url="http://test") as http:
+                yield Env(bus, pool, cache, app, http, nats_url, redis_url)
     finally:
-        await http.aclose()
-        await streams.shutdown(app)
         await cache.close()
         await bus.close()
         await pool.close()
@@ -432,7 +432,7 @@ async def test_combined_streams_wrap_payloads_and_share_one_nats_subscription(
         async with websockets.connect(url) as a, websockets.connect(
             f"ws://{host}/ws/btcusdt@trade"
         ) as b:
-            hub: streams.StreamHub = env.app.state.stream_hub
+            hub: streams.StreamHub = gateway(env.app).stream_hub
 
             async def both_joined() -> bool:
                 return hub.listeners("md.BTCUSDT.trade") == 2
@@ -470,7 +470,7 @@ async def test_ccxt_pro_watches_the_order_book_through_snapshot_and_diffs(env: E
             assert ex.orderbooks["BTC/USDT"]["nonce"] == 4
 
             watching = asyncio.create_task(ex.watch_trades("BTC/USDT"))
-            hub: streams.StreamHub = env.app.state.stream_hub
+            hub: streams.StreamHub = gateway(env.app).stream_hub
             await eventually(lambda: _true(hub.listeners("md.BTCUSDT.trade") == 1))
             await publish(env, 5, 5, events=[trade(1, 6_000_000, 2_000, now_ms())],
                           levels=[(SELL, 6_000_000, 18_000)])

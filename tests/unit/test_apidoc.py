@@ -12,10 +12,12 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.support.gateway import guard_only
 
 from tradeplane.config import Settings
 from tradeplane.gateway import apidoc
 from tradeplane.gateway.app import create_app
+from tradeplane.gateway.context import install
 from tradeplane.gateway.fastpath import OrderFastPath
 
 GATEWAY = Path(apidoc.__file__).parent
@@ -158,7 +160,10 @@ def test_admin_operations_name_their_roles_and_body_fields(described: dict[str, 
 # --------------------------------------------------------------------------- served
 @pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
-    app = OrderFastPath(create_app(Settings(dev_mode=True)))
+    settings = Settings(dev_mode=True)
+    gateway = create_app(settings)
+    install(gateway, guard_only())
+    app = OrderFastPath(gateway, settings)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                  base_url="http://gateway") as client:
         yield client

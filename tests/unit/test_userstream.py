@@ -53,7 +53,6 @@ class StubSocket:
     ``incoming`` is what the client sends."""
 
     def __init__(self, bus: StubBus, *, stuck: bool = False) -> None:
-        self.app = SimpleNamespace(state=SimpleNamespace(ctx=SimpleNamespace(bus=bus)))
         self.stuck = stuck
         self.sent: list[str] = []
         self.closed: tuple[int, str] | None = None
@@ -142,7 +141,8 @@ class Env:
     async def serve(self, ws: StubSocket, limits: WsLimits = LIMITS) -> asyncio.Task[None]:
         session = await self.users.open(self.listen_key)
         assert session is not None
-        task = asyncio.create_task(serve_user_stream(ws, session, self.users, limits))  # type: ignore[arg-type]
+        task = asyncio.create_task(serve_user_stream(  # type: ignore[arg-type]
+            ws, session, self.users, limits, self.bus))
         await eventually(lambda: _subscribed(self.bus))
         return task
 

@@ -24,7 +24,7 @@ from tradeplane.domain.access import Role
 from tradeplane.domain.money import AmountError, fmt_units, plain_to_units
 from tradeplane.gateway import apikeys, errors, rbac
 from tradeplane.gateway.apikeys import KeySpec
-from tradeplane.gateway.context import ctx
+from tradeplane.gateway.context import ctx, gateway
 from tradeplane.gateway.control import KILL_SWITCH, Controls
 from tradeplane.gateway.inputs import (
     INT64_MAX,
@@ -48,9 +48,7 @@ async def require_admin(request: Request) -> None:
 
 
 def _controls(request: Request) -> Controls:
-    c = request.app.state.controls
-    assert isinstance(c, Controls)
-    return c
+    return gateway(request.app).controls
 
 
 # --------------------------------------------------------------------------- accounts
@@ -145,7 +143,7 @@ async def create_key(
 ) -> dict[str, Any]:
     """A key for any account; the secret is in this answer only."""
     async with ctx(request).pool.acquire() as con, con.transaction():
-        rec, secret = await apikeys.issue(con, request.app.state.keys.cipher, body.account, body)
+        rec, secret = await apikeys.issue(con, gateway(request.app).keys.cipher, body.account, body)
         await rbac.audit(con, who, A.APIKEY_CREATE, f"apikey:{rec.api_key}", None,
                          apikeys.key_json(rec))
     return apikeys.created_json(rec, secret)

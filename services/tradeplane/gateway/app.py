@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -33,7 +33,7 @@ from tradeplane.gateway import (
     wallet,
 )
 from tradeplane.gateway.auth import KeyCache
-from tradeplane.gateway.context import GatewayContext
+from tradeplane.gateway.context import Gateway, GatewayContext, install
 from tradeplane.gateway.errors import ApiError, api_error_handler
 from tradeplane.gateway.fastpath import OrderFastPath
 from tradeplane.gateway.orderpath import OrderPath
@@ -76,45 +76,69 @@ async def _http_error(_r: Request, exc: Exception) -> JSONResponse:
                         headers=exc.headers)
 
 
-def create_app(settings: Settings) -> FastAPI:
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = await db.create_pool(settings.database_url, settings.db_pool_size)
-        bus = await Bus.connect(settings.nats_url, name="gateway",
-                                replicas=settings.stream_replicas,
-                                dedup_window_s=settings.dedup_window_s)
-        cache = await MarketCache.connect(settings.redis_url)
-        c = GatewayContext(settings, pool, bus, cache, ReferencePrices(cache),
-                           await db.load_pairs(pool))
-        for sym in c.pairs:
-            await bus.ensure_symbol(sym)
-        marks = Watermarks(lambda: db.settlement_cursors(pool))
-        unsub = await bus.subscribe("settled.*", marks.on_settled)
-        app.state.ctx = c
-        app.state.keys = KeyCache(SecretCipher(settings.secret_key.get_secret_value()))
-        close_security = await start_security(app, settings, c)
-        listen_keys = await ListenKeyStore.connect(settings.redis_url)
-        app.state.user_streams = userstream.UserStreams(
-            listen_keys, app.state.keys, pool, ttl_s=settings.listen_key_ttl_s)
-        app.state.controls.user_streams = app.state.user_streams
-        app.state.watermarks = marks
-        app.state.orderpath = OrderPath(pool, bus)
-        refresher = asyncio.create_task(_refresh_pairs(c))
+#: Composes the gateway's services from its settings, and tears them down on exit.
+Wiring = Callable[[Settings], AbstractAsyncContextManager[Gateway]]
+
+
+@asynccontextmanager
+async def compose(settings: Settings) -> AsyncIterator[Gateway]:
+    """The gateway's composition root: connect the adapters, build every service the
+    routes use, start the background work; close it all on exit.
+
+    Raises:
+        GatewayWiringError: a service is missing (see :class:`Gateway`).
+    """
+    pool = await db.create_pool(settings.database_url, settings.db_pool_size)
+    bus = await Bus.connect(settings.nats_url, name="gateway",
+                            replicas=settings.stream_replicas,
+                            dedup_window_s=settings.dedup_window_s)
+    cache = await MarketCache.connect(settings.redis_url)
+    c = GatewayContext(settings, pool, bus, cache, ReferencePrices(cache),
+                       await db.load_pairs(pool))
+    for sym in c.pairs:
+        await bus.ensure_symbol(sym)
+    marks = Watermarks(lambda: db.settlement_cursors(pool))
+    unsub = await bus.subscribe("settled.*", marks.on_settled)
+    keys = KeyCache(SecretCipher(settings.secret_key.get_secret_value()))
+    security = await start_security(settings, c, keys)
+    listen_keys = await ListenKeyStore.connect(settings.redis_url)
+    user_streams = userstream.UserStreams(listen_keys, keys, pool,
+                                          ttl_s=settings.listen_key_ttl_s)
+    security.controls.user_streams = user_streams
+    orderpath = OrderPath(pool, bus)
+    hub = streams.StreamHub(bus)
+    refresher = asyncio.create_task(_refresh_pairs(c))
+    ref_task: asyncio.Task[None] | None = None
+    try:
         await c.references.refresh(list(c.pairs))
         ref_task = asyncio.create_task(c.references.run(lambda: c.pairs))
-        try:
-            yield
-        finally:
-            refresher.cancel()
+        yield Gateway(ctx=c, keys=keys, limiter=security.limiter, controls=security.controls,
+                      credentials=security.credentials, mailer=security.mailer,
+                      user_streams=user_streams, watermarks=marks, orderpath=orderpath,
+                      stream_hub=hub)
+    finally:
+        refresher.cancel()
+        if ref_task is not None:
             ref_task.cancel()
-            await close_security()
-            await app.state.orderpath.close()
-            await unsub()
-            await streams.shutdown(app)
-            await listen_keys.close()
-            await cache.close()
-            await bus.close()
-            await pool.close()
+        await security.close()
+        await orderpath.close()
+        await unsub()
+        await hub.close()
+        await listen_keys.close()
+        await cache.close()
+        await bus.close()
+        await pool.close()
+
+
+def create_app(settings: Settings, *, wiring: Wiring = compose) -> FastAPI:
+    """The gateway's ASGI app; its lifespan composes the services with ``wiring`` and
+    refuses to start (raises) when one is missing."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with wiring(settings) as gw:
+            install(app, gw)
+            yield
 
     app = FastAPI(
         title="tradeplane API",
@@ -135,7 +159,6 @@ def create_app(settings: Settings) -> FastAPI:
               streams.router, wallet.router, sapi.router):
         app.include_router(r)
     app.include_router(users.router)
-    app.state.settings = settings  # the guard (security.py) reads its limits from it
     apidoc.install(app)  # /openapi.json completed, /docs, /static, / -> /docs
 
     @app.get("/metrics", include_in_schema=False)
@@ -164,7 +187,8 @@ async def _refresh_pairs(c: GatewayContext) -> None:
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     config = uvicorn.Config(
-        OrderFastPath(create_app(settings)), host=settings.http_host, port=settings.http_port,
+        OrderFastPath(create_app(settings), settings),
+        host=settings.http_host, port=settings.http_port,
         log_config=None, access_log=False, lifespan="on", ws_ping_interval=20,
         # A larger client frame is refused (1009) before it is read (wslimits.py).
         ws_max_size=settings.ws_max_message_bytes,

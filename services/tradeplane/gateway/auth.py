@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import Request
@@ -19,7 +18,7 @@ from tradeplane.domain.access import KeyPolicy, KeyRefusal, KeyType, key_refusal
 from tradeplane.domain.signatures import verify
 from tradeplane.domain.signing import strip_signature
 from tradeplane.gateway import errors
-from tradeplane.gateway.context import ctx
+from tradeplane.gateway.context import Gateway, ctx, gateway
 from tradeplane.gateway.inputs import KEY_ID_RE, optional_int
 from tradeplane.gateway.ratelimit import METER, Meter
 
@@ -142,7 +141,7 @@ async def api_key_only(request: Request) -> Caller:
     key = request.headers.get("X-MBX-APIKEY", "")
     if not key:
         raise errors.ApiError(-2014, "API-key format invalid.", 401)
-    entry = await request.app.state.keys.lookup(c.pool, key)
+    entry = await gateway(request.app).keys.lookup(c.pool, key)
     if entry is None:
         raise errors.bad_api_key()
     ip = request_ip(request)
@@ -159,13 +158,13 @@ async def signed(request: Request, permission: str = "read") -> Caller:
     """FastAPI dependency for SIGNED endpoints (see :func:`authenticate`)."""
     params, raw_query, body = await request_params(request)
     return await authenticate(
-        request.app.state, request.headers.get("X-MBX-APIKEY", ""), params, raw_query, body,
+        gateway(request.app), request.headers.get("X-MBX-APIKEY", ""), params, raw_query, body,
         permission, meter=request_meter(request),
     )
 
 
 async def authenticate(
-    state: Any, key: str, params: dict[str, str], raw_query: str, body: str, permission: str,
+    gw: Gateway, key: str, params: dict[str, str], raw_query: str, body: str, permission: str,
     *, meter: Meter | None = None,
 ) -> Caller:
     """Authenticate a SIGNED request from its parts, charge it to its key's rate limits
@@ -180,7 +179,7 @@ async def authenticate(
     """
     if not key:
         raise errors.ApiError(-2014, "API-key format invalid.", 401)
-    entry: KeyEntry | None = await state.keys.lookup(state.ctx.pool, key)
+    entry = await gw.keys.lookup(gw.ctx.pool, key)
     if entry is None:
         raise errors.bad_api_key()
     q_payload, q_sig = strip_signature(raw_query)
@@ -201,16 +200,13 @@ async def authenticate(
         raise errors.timestamp_outside()
     if not verify(entry.key_type, entry.material, q_payload + b_payload, signature):
         raise errors.bad_signature()
-    limiter = getattr(state, "limiter", None)
-    if meter is not None and limiter is not None:
-        await limiter.charge(meter, key)
+    if meter is not None:
+        await gw.limiter.charge(meter, key)
     ip = meter.ip if meter is not None else ""
     if key_refusal(entry.policy, permission, ip, now) is not None:
         raise errors.bad_api_key()
-    if permission == "trade":
-        controls = getattr(state, "controls", None)
-        if controls is not None and controls.halted:
-            raise errors.ApiError(-1013, "Market is closed.")
+    if permission == "trade" and gw.controls.halted:
+        raise errors.ApiError(-1013, "Market is closed.")
     params.pop("signature", None)
     return Caller(entry.record.account, key, entry.policy.perms, params, ip)
 

@@ -1,10 +1,20 @@
-"""What every gateway route needs, built once in the gateway's main and kept on app.state."""
+"""What every gateway route needs, built once by the composition root (``app.compose``,
+run by the app's lifespan) and kept as one typed object: :class:`Gateway`, read with
+:func:`gateway`.
+
+The gateway fails closed: a service that was not wired (the rate limiter, the kill
+switch's controls, any other) is a start-up error (:class:`GatewayWiringError`), never a
+check skipped per request. Rate limits turned off by settings are an explicit object
+(:class:`~tradeplane.gateway.ratelimit.NoRateLimits`), not an absent one.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING
 
-from fastapi import Request
+from starlette.applications import Starlette
+from starlette.requests import HTTPConnection
 
 from tradeplane.adapters.bus import Bus
 from tradeplane.adapters.cache import MarketCache
@@ -13,6 +23,20 @@ from tradeplane.config import Settings
 from tradeplane.domain.pairs import PairRules
 from tradeplane.gateway.errors import bad_symbol
 from tradeplane.gateway.references import ReferencePrices
+
+if TYPE_CHECKING:  # these modules read the gateway through this one
+    from tradeplane.adapters.mailer import Mailer
+    from tradeplane.gateway.auth import KeyCache
+    from tradeplane.gateway.control import Controls
+    from tradeplane.gateway.orderpath import OrderPath
+    from tradeplane.gateway.ratelimit import RateLimits
+    from tradeplane.gateway.streams import StreamHub
+    from tradeplane.gateway.users import Credentials
+    from tradeplane.gateway.userstream import UserStreams
+    from tradeplane.gateway.watermarks import Watermarks
+
+#: The one attribute of ``app.state`` the gateway uses.
+_STATE_KEY = "gateway"
 
 
 @dataclass
@@ -34,7 +58,70 @@ class GatewayContext:
             raise bad_symbol() from None
 
 
-def ctx(request: Request) -> GatewayContext:
-    c = request.app.state.ctx
-    assert isinstance(c, GatewayContext)
-    return c
+class GatewayWiringError(RuntimeError):
+    """The gateway was composed without one of its services, or is used before its
+    lifespan composed it: it refuses to start (or to answer) rather than run without."""
+
+
+@dataclass(frozen=True, slots=True)
+class Gateway:
+    """Every service the gateway's routes use, wired once at start-up.
+
+    Raises:
+        GatewayWiringError: when built with any service missing (None).
+    """
+
+    ctx: GatewayContext
+    #: API keys ready to verify.
+    keys: KeyCache
+    #: Request weight and order limits; ``NoRateLimits`` when ``rate_limits`` is off.
+    limiter: RateLimits
+    #: The kill switch, pair control and cross-replica invalidation.
+    controls: Controls
+    #: Password hashing and session tokens.
+    credentials: Credentials
+    mailer: Mailer
+    #: Listen keys and the user data streams' sockets.
+    user_streams: UserStreams
+    #: How far settlement has applied each symbol's commands (read-your-writes).
+    watermarks: Watermarks
+    #: Holds and commands of the order path.
+    orderpath: OrderPath
+    #: Market-data streams' shared NATS subscriptions.
+    stream_hub: StreamHub
+
+    def __post_init__(self) -> None:
+        missing = [f.name for f in fields(self) if getattr(self, f.name) is None]
+        if missing:
+            raise GatewayWiringError(
+                f"the gateway was composed without {', '.join(missing)}: refusing to start")
+
+
+def install(app: Starlette, gw: Gateway) -> None:
+    """Make ``gw`` the services of ``app`` (the lifespan does, once composed).
+
+    Raises:
+        GatewayWiringError: ``gw`` is not a Gateway.
+    """
+    if not isinstance(gw, Gateway):
+        raise GatewayWiringError(f"not a Gateway: {type(gw).__name__}")
+    setattr(app.state, _STATE_KEY, gw)
+
+
+def gateway(app: Starlette) -> Gateway:
+    """The services of a started gateway.
+
+    Raises:
+        GatewayWiringError: the app's lifespan has not composed them.
+    """
+    try:
+        gw = getattr(app.state, _STATE_KEY)
+    except AttributeError:
+        raise GatewayWiringError("the gateway's services are not wired (not started)") from None
+    assert isinstance(gw, Gateway)
+    return gw
+
+
+def ctx(conn: HTTPConnection) -> GatewayContext:
+    """The context of the gateway serving this request or socket."""
+    return gateway(conn.app).ctx

@@ -24,6 +24,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from tradeplane.config import Settings
 from tradeplane.gateway.auth import authenticate, parse_params
+from tradeplane.gateway.context import gateway
 from tradeplane.gateway.errors import ApiError
 from tradeplane.gateway.ratelimit import METER
 from tradeplane.gateway.security import Guard, body_too_large
@@ -49,14 +50,13 @@ class OrderFastPath:
     """Wraps the FastAPI app; serves ``POST /api/v3/order`` itself, and measures every HTTP
     request (rate, errors, duration per route: the API RED dashboard)."""
 
-    def __init__(self, app: FastAPI, settings: Settings | None = None) -> None:
+    def __init__(self, app: FastAPI, settings: Settings) -> None:
         self.app = app
         # Label routes by their path, and anything unknown as "other": bounded labels.
         # Routers included into the app are not plain routes in ``app.routes`` (FastAPI
         # wraps them), so the API's paths come from its OpenAPI description.
         self._routes = ({getattr(r, "path", "") for r in app.routes}
                         | set(app.openapi().get("paths", {}))) - {""}
-        settings = settings or app.state.settings
         self.max_body = settings.max_body_bytes
         self.guard = Guard(app, self._dispatch, settings)
 
@@ -120,12 +120,12 @@ class OrderFastPath:
                 key = value.decode("latin-1")
             elif name == b"content-type":
                 content_type = value.decode("latin-1")
-        state = self.app.state
         try:
+            gw = gateway(self.app)
             params = parse_params(raw_query, body, content_type)
-            caller = await authenticate(state, key, params, raw_query, body, "trade",
+            caller = await authenticate(gw, key, params, raw_query, body, "trade",
                                         meter=scope.get(METER))
-            return 200, await place_new_order(state, caller)
+            return 200, await place_new_order(gw, caller)
         except ApiError as exc:
             return exc.status, {"code": exc.code, "msg": exc.msg}
         except Exception:

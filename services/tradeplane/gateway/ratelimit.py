@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass
+from typing import Final
 from urllib.parse import parse_qsl
 
 from limits import RateLimitItem, RateLimitItemPerDay, RateLimitItemPerMinute
@@ -240,6 +241,9 @@ class LocalCounts:
 
 
 class Limiter:
+    #: Whether requests are counted (see :class:`NoRateLimits`).
+    enforced: Final = True
+
     def __init__(self, store: RateLimitStore, s: Settings) -> None:
         self.store = store
         self.ip_weight = RateLimitItemPerMinute(s.ip_weight_per_minute, namespace="ipw")
@@ -379,6 +383,35 @@ class Limiter:
         except ApiError as banned:
             return banned
         return None
+
+
+class NoRateLimits:
+    """Rate limits turned off by the ``rate_limits`` setting: admits every request and
+    counts nothing (no usage headers, no WebSocket connection limit, no failed-login
+    throttle). An explicit object, so that "off" is a decision and never a service
+    that was forgotten."""
+
+    #: Whether requests are counted (the guard writes Binance's usage headers only then).
+    enforced: Final = False
+
+    async def run(self) -> None:
+        """Nothing to sync."""
+
+    async def charge(self, meter: Meter, key: str | None = None) -> None:
+        """Admits every request."""
+
+    async def charge_after(self, meter: Meter) -> None:
+        """Admits every request."""
+
+    def check_blocked(self, meter: Meter) -> None:
+        """Nobody is blocked."""
+
+    async def note_refusal(self, meter: Meter) -> ApiError | None:
+        return None
+
+
+#: What the gateway counts requests with: the limiter, or rate limits explicitly off.
+RateLimits = Limiter | NoRateLimits
 
 
 def _too_many(h: Hit) -> ApiError:

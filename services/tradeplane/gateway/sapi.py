@@ -22,7 +22,7 @@ from fastapi import APIRouter, Depends, Request
 
 from tradeplane.domain.pairs import PairRules
 from tradeplane.gateway.auth import Caller, signed_read
-from tradeplane.gateway.context import ctx
+from tradeplane.gateway.context import ctx, gateway
 
 sapi = APIRouter(prefix="/sapi/v1", tags=["wallet"])
 futures = APIRouter(tags=["general"])
@@ -43,8 +43,7 @@ def trade_fee_json(rules: PairRules) -> dict[str, str]:
 @sapi.get("/system/status")
 async def system_status(request: Request) -> dict[str, Any]:
     """``0 normal``, or ``1 system maintenance`` while the kill switch halts all trading."""
-    controls = getattr(request.app.state, "controls", None)
-    if controls is not None and controls.halted:
+    if gateway(request.app).controls.halted:
         return {"status": 1, "msg": "system maintenance"}
     return {"status": 0, "msg": "normal"}
 

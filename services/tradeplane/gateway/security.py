@@ -15,20 +15,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tradeplane.adapters.mailer import mailer_for
+from tradeplane.adapters.mailer import Mailer, mailer_for
 from tradeplane.adapters.ratelimits import RateLimitStore
 from tradeplane.config import Settings
 from tradeplane.domain.access import client_ip, ip_allowed, parse_networks
-from tradeplane.gateway.context import GatewayContext
+from tradeplane.gateway.auth import KeyCache
+from tradeplane.gateway.context import GatewayContext, GatewayWiringError, gateway
 from tradeplane.gateway.control import Controls, LocalPairControl, PairControl
 from tradeplane.gateway.errors import ApiError
-from tradeplane.gateway.ratelimit import METER, UNMETERED, Limiter, Meter, route_cost
+from tradeplane.gateway.ratelimit import (
+    METER,
+    UNMETERED,
+    Limiter,
+    Meter,
+    NoRateLimits,
+    RateLimits,
+    route_cost,
+)
 from tradeplane.gateway.users import Credentials
 
 Closer = Callable[[], Awaitable[None]]
@@ -57,6 +68,11 @@ _EXPOSED = ["X-MBX-USED-WEIGHT-1M", "X-MBX-ORDER-COUNT-10S", "X-MBX-ORDER-COUNT-
             "Retry-After"]
 
 
+#: The answer before the gateway's services are wired (its lifespan has not run).
+_NOT_STARTED = (503, {"code": -1001, "msg": "Internal error; unable to process your request. "
+                                            "Please try again."})
+
+
 def body_too_large(limit: int) -> tuple[int, dict[str, Any]]:
     return 413, {"code": -1101, "msg": f"Request body too large; the limit is {limit} bytes."}
 
@@ -64,8 +80,8 @@ def body_too_large(limit: int) -> tuple[int, dict[str, Any]]:
 class Guard:
     """ASGI guard around ``downstream`` (an HTTP-only ASGI callable)."""
 
-    def __init__(self, app: Any, downstream: ASGIApp, settings: Settings) -> None:
-        self.app = app  # its state holds the limiter once the gateway started
+    def __init__(self, app: Starlette, downstream: ASGIApp, settings: Settings) -> None:
+        self.app = app  # its gateway (context.gateway) holds the limiter once started
         self.max_body = settings.max_body_bytes
         self.trusted = parse_networks(settings.trusted_proxies)
         self.hsts = (b"strict-transport-security",
@@ -108,15 +124,18 @@ class Guard:
                                             scope.get("query_string", b"").decode("latin-1"))
         meter = Meter(ip, weight, orders, signed)
         scope[METER] = meter
-        limiter: Limiter | None = getattr(self.app.state, "limiter", None)
-        metered = limiter is not None and path not in UNMETERED
+        try:
+            limiter = gateway(self.app).limiter
+        except GatewayWiringError:  # not started: nothing is served unguarded
+            await _reply(send, *_NOT_STARTED)
+            return
+        metered = limiter.enforced and path not in UNMETERED
         extra = self._extra[(path == _DOCS_PAGE or path.startswith(_DOCS_FILES),
                              path.startswith(_PRIVATE_PREFIXES), https)]
 
         async def guarded_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 if metered and not meter.charged:
-                    assert limiter is not None
                     await limiter.charge_after(meter)
                 status = message["status"]
                 headers = [*message.get("headers", ()), *extra]  # routes set none of these
@@ -137,7 +156,6 @@ class Guard:
             await _reply(guarded_send, *body_too_large(self.max_body))
             return
         if metered:
-            assert limiter is not None
             try:
                 if signed:
                     limiter.check_blocked(meter)  # the key's limits come in authentication
@@ -202,15 +220,24 @@ async def _reply(send: Send, status: int, doc: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-async def start_security(app: Any, settings: Settings, c: GatewayContext) -> Closer:
-    """Build what the guard and the account/admin endpoints use, onto ``app.state``:
-    rate limits (Redis), credentials (password hashing, JWT), the mailer, the platform
-    controls (kill switch, pair control, cross-replica invalidation). Returns the closer.
-    """
+@dataclass(frozen=True, slots=True)
+class Security:
+    """What the guard and the account/admin endpoints use (see :func:`start_security`)."""
+
+    limiter: RateLimits
+    credentials: Credentials
+    mailer: Mailer
+    controls: Controls
+    close: Closer
+
+
+async def start_security(settings: Settings, c: GatewayContext, keys: KeyCache) -> Security:
+    """Build rate limits (Redis, or :class:`NoRateLimits` when ``rate_limits`` is off),
+    credentials (password hashing, JWT), the mailer and the platform controls (kill
+    switch, pair control, cross-replica invalidation), started; ``close`` stops them."""
     store = RateLimitStore(settings.redis_url) if settings.rate_limits else None
-    app.state.limiter = Limiter(store, settings) if store is not None else None
-    app.state.credentials = await asyncio.to_thread(Credentials, settings)
-    app.state.mailer = mailer_for(settings.mail_outbox)
+    limiter: RateLimits = Limiter(store, settings) if store is not None else NoRateLimits()
+    credentials = await asyncio.to_thread(Credentials, settings)
     pairs: PairControl
     if settings.pair_control == "kubernetes":
         from tradeplane.adapters.kube_pairs import KubePairs
@@ -218,18 +245,16 @@ async def start_security(app: Any, settings: Settings, c: GatewayContext) -> Clo
         pairs = await asyncio.to_thread(KubePairs, settings.kube_namespace)
     else:
         pairs = LocalPairControl(c.bus)
-    controls = Controls(c, app.state.keys, pairs)
+    controls = Controls(c, keys, pairs)
     await controls.start()
-    app.state.controls = controls
-    syncer = asyncio.create_task(app.state.limiter.run()) if app.state.limiter else None
+    syncer = asyncio.create_task(limiter.run())
 
     async def close() -> None:
-        if syncer is not None:
-            syncer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await syncer
+        syncer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await syncer
         await controls.stop()
         if store is not None:
             await store.close()
 
-    return close
+    return Security(limiter, credentials, mailer_for(settings.mail_outbox), controls, close)

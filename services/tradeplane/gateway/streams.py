@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from fastapi import APIRouter, FastAPI, WebSocket
+from fastapi import APIRouter, WebSocket
 from prometheus_client import Gauge
 from starlette.websockets import WebSocketDisconnect
 
@@ -33,7 +33,7 @@ from tradeplane.adapters.bus import Bus, market_subject
 from tradeplane.adapters.listenkeys import ListenKeyError
 from tradeplane.domain.pairs import PairRules
 from tradeplane.gateway import userstream, wslimits
-from tradeplane.gateway.context import GatewayContext
+from tradeplane.gateway.context import GatewayContext, ctx, gateway
 from tradeplane.gateway.errors import shown
 from tradeplane.gateway.wslimits import POLICY_VIOLATION, Inbound, Violation, WsLimits
 
@@ -156,30 +156,9 @@ class StreamHub:
             client.gone.set()
 
 
-def _ctx(websocket: WebSocket) -> GatewayContext:
-    c = websocket.app.state.ctx
-    assert isinstance(c, GatewayContext)
-    return c
-
-
-def _hub(app: Any) -> StreamHub:
-    hub = getattr(app.state, "stream_hub", None)
-    if hub is None:
-        hub = app.state.stream_hub = StreamHub(app.state.ctx.bus)
-    assert isinstance(hub, StreamHub)
-    return hub
-
-
-async def shutdown(app: FastAPI) -> None:
-    """Close the stream hub (called by the gateway before it closes the bus)."""
-    hub = getattr(app.state, "stream_hub", None)
-    if isinstance(hub, StreamHub):
-        await hub.close()
-
-
 # --------------------------------------------------------------------------- endpoints
 def _limits(websocket: WebSocket) -> WsLimits:
-    return WsLimits.of(_ctx(websocket).settings)
+    return WsLimits.of(ctx(websocket).settings)
 
 
 @router.websocket("/ws")
@@ -192,8 +171,8 @@ async def raw_root(websocket: WebSocket) -> None:
 async def raw_streams(websocket: WebSocket, stream_path: str) -> None:
     if not await wslimits.admit(websocket):
         return
-    users = getattr(websocket.app.state, "user_streams", None)
-    if isinstance(users, userstream.UserStreams) and userstream.is_listen_key(stream_path):
+    users = gateway(websocket.app).user_streams
+    if userstream.is_listen_key(stream_path):
         try:
             session = await users.open(stream_path)
         except ListenKeyError as exc:  # cannot tell whose it is: refuse, the client retries
@@ -205,7 +184,7 @@ async def raw_streams(websocket: WebSocket, stream_path: str) -> None:
             WS_CLIENTS.inc()
             try:
                 await userstream.serve_user_stream(websocket, session, users,
-                                                   _limits(websocket))
+                                                   _limits(websocket), ctx(websocket).bus)
             finally:
                 WS_CLIENTS.dec()
             return
@@ -221,9 +200,9 @@ async def combined_streams(websocket: WebSocket) -> None:
 
 
 async def _serve(websocket: WebSocket, names: Iterable[str], *, combined: bool) -> None:
-    c = _ctx(websocket)
+    c = ctx(websocket)
     limits = _limits(websocket)
-    hub = _hub(websocket.app)
+    hub = gateway(websocket.app).stream_hub
     wanted: dict[str, str] = {}
     for name in names:
         subject = stream_subject(name, c.pairs)

@@ -49,14 +49,13 @@ from tradeplane.domain.pairs import (
 )
 from tradeplane.gateway import errors, views
 from tradeplane.gateway.auth import Caller, signed_read, signed_trade
-from tradeplane.gateway.context import GatewayContext, ctx
+from tradeplane.gateway.context import Gateway, GatewayContext, ctx, gateway
 from tradeplane.gateway.inputs import (
     MAX_TIME_MS,
     optional_amount,
     optional_client_id,
     optional_int,
 )
-from tradeplane.gateway.orderpath import OrderPath
 
 router = APIRouter(prefix="/api/v3", tags=["trading"])
 tracer = trace.get_tracer("tradeplane.gateway")
@@ -113,14 +112,14 @@ def _enum(params: dict[str, str], name: str, enum: Any, code: int, text: str) ->
         raise errors.ApiError(code, text) from None
 
 
-async def _wait_settled(state: Any, symbol: str, seq: int) -> None:
+async def _wait_settled(gw: Gateway, symbol: str, seq: int) -> None:
     """Wait until the ledger has applied command message ``seq`` (read-your-writes).
 
     Raises:
         ApiError: -1007 when it has not within the response timeout.
     """
-    timeout = state.ctx.settings.response_timeout_s
-    if not await state.watermarks.wait(symbol, seq, timeout):
+    timeout = gw.ctx.settings.response_timeout_s
+    if not await gw.watermarks.wait(symbol, seq, timeout):
         raise errors.status_unknown()
 
 
@@ -132,24 +131,24 @@ async def new_order(request: Request, caller: Caller = Depends(signed_trade)) ->
     In a running gateway this path is served by :mod:`tradeplane.gateway.fastpath`, which
     calls the same :func:`place_new_order` without FastAPI's routing and injection.
     """
-    return await place_new_order(request.app.state, caller)
+    return await place_new_order(gateway(request.app), caller)
 
 
-async def place_new_order(state: Any, caller: Caller) -> dict[str, Any]:
+async def place_new_order(gw: Gateway, caller: Caller) -> dict[str, Any]:
     """Validate, lock funds, append the command; answer per ``newOrderRespType``.
 
     Raises:
         ApiError: every refusal, in Binance's codes.
     """
     started = time.perf_counter()
-    c: GatewayContext = state.ctx
+    c = gw.ctx
     p = caller.params
     rules = c.pair(p.get("symbol"))
     with tracer.start_as_current_span("order.new", attributes={"symbol": rules.symbol}) as span:
         req = await _validate(c, rules, caller.account, p)
         resp_type = _response_type(
             p, "FULL" if req.type in (OrderType.LIMIT, OrderType.MARKET) else "ACK")
-        path: OrderPath = state.orderpath
+        path = gw.orderpath
         order_id, result = await path.place(req)
         if order_id is not None:
             span.set_attribute("order_id", order_id)
@@ -173,7 +172,7 @@ async def place_new_order(state: Any, caller: Caller) -> dict[str, Any]:
                 "symbol": rules.symbol, "orderId": order_id, "orderListId": -1,
                 "clientOrderId": req.client_order_id, "transactTime": req.ts,
             }
-        await _wait_settled(state, rules.symbol, seq)
+        await _wait_settled(gw, rules.symbol, seq)
         row = await db.get_order(c.pool, caller.account, rules.symbol, order_id, None)
         assert row is not None
         if row["status"] == Status.REJECTED:
@@ -408,10 +407,10 @@ async def cancel_order(request: Request, caller: Caller = Depends(signed_trade))
         raise errors.unknown_order_cancel()
     cmd = Cancel(row["id"], caller.account, _now_ms())
     try:
-        seq = await request.app.state.orderpath.send(rules.symbol, cmd)
+        seq = await gateway(request.app).orderpath.send(rules.symbol, cmd)
     except BusError:
         raise errors.status_unknown() from None
-    await _wait_settled(request.app.state, rules.symbol, seq)
+    await _wait_settled(gateway(request.app), rules.symbol, seq)
     row = await db.get_order(c.pool, caller.account, rules.symbol, row["id"], None)
     assert row is not None
     if row["status"] != Status.CANCELED:
@@ -439,10 +438,10 @@ async def cancel_open_orders(
         raise errors.unknown_order_cancel()
     cmd = CancelAll(caller.account, _now_ms())
     try:
-        seq = await request.app.state.orderpath.send(rules.symbol, cmd)
+        seq = await gateway(request.app).orderpath.send(rules.symbol, cmd)
     except BusError:
         raise errors.status_unknown() from None
-    await _wait_settled(request.app.state, rules.symbol, seq)
+    await _wait_settled(gateway(request.app), rules.symbol, seq)
     out = []
     for r in before:
         row = await db.get_order(c.pool, caller.account, rules.symbol, r["id"], None)
@@ -566,11 +565,11 @@ async def amend_keep_priority(
     if renamed and not await db.rename_order(c.pool, row["id"], old_cid, new_cid):
         raise errors.ApiError(-2038, "Duplicate order sent.")
     try:
-        seq = await request.app.state.orderpath.send(
+        seq = await gateway(request.app).orderpath.send(
             rules.symbol, Amend(row["id"], caller.account, new_qty, _now_ms()))
     except BusError:
         raise errors.status_unknown() from None
-    await _wait_settled(request.app.state, rules.symbol, seq)
+    await _wait_settled(gateway(request.app), rules.symbol, seq)
     after = await db.get_order(c.pool, caller.account, rules.symbol, row["id"], None)
     assert after is not None
     # An Amended event always lowers the order's quantity (to newQty, or to what had
@@ -697,7 +696,7 @@ async def new_oco(request: Request, caller: Caller = Depends(signed_trade)) -> d
     if list_id is None:
         raise errors.insufficient_balance()
     try:
-        seq = await request.app.state.orderpath.send(rules.symbol,
+        seq = await gateway(request.app).orderpath.send(rules.symbol,
                                                      req.command(list_id, order_ids))
     except BusError:
         raise errors.status_unknown() from None  # the outbox relay sends it
@@ -711,7 +710,7 @@ async def new_oco(request: Request, caller: Caller = Depends(signed_trade)) -> d
             for leg, oid in zip(req.legs, order_ids, strict=True)
         ]
         return doc
-    await _wait_settled(request.app.state, rules.symbol, seq)
+    await _wait_settled(gateway(request.app), rules.symbol, seq)
     lst = await db.get_order_list(c.pool, caller.account, list_id, None)
     assert lst is not None
     rows = (await db.list_orders(c.pool, [list_id]))[list_id]
@@ -788,11 +787,11 @@ async def cancel_order_list(
     if not live:
         raise errors.ApiError(-2011, "Unknown order list sent.")
     try:
-        seq = await request.app.state.orderpath.send(
+        seq = await gateway(request.app).orderpath.send(
             rules.symbol, Cancel(live[0]["id"], caller.account, _now_ms()))
     except BusError:
         raise errors.status_unknown() from None
-    await _wait_settled(request.app.state, rules.symbol, seq)
+    await _wait_settled(gateway(request.app), rules.symbol, seq)
     lst = await db.get_order_list(c.pool, caller.account, lst["id"], None)
     assert lst is not None
     legs = (await db.list_orders(c.pool, [lst["id"]]))[lst["id"]]

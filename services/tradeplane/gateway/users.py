@@ -39,12 +39,14 @@ from pydantic import BaseModel, Field
 from tradeplane.adapters import accounts_db
 from tradeplane.adapters.accounts_db import Refresh, UserRow
 from tradeplane.adapters.mailer import Mail
+from tradeplane.adapters.ratelimits import RateLimitStore
 from tradeplane.config import Settings
 from tradeplane.gateway import apikeys, errors
 from tradeplane.gateway.apikeys import KeySpec
 from tradeplane.gateway.auth import request_ip
-from tradeplane.gateway.context import ctx
+from tradeplane.gateway.context import ctx, gateway
 from tradeplane.gateway.inputs import EMAIL_RE, KEY_ID, PLAIN_TEXT
+from tradeplane.gateway.ratelimit import NoRateLimits
 
 router = APIRouter(prefix="/api/v1", tags=["users"])
 
@@ -112,9 +114,7 @@ def _unauthorized(msg: str) -> errors.ApiError:
 
 
 def _creds(request: Request) -> Credentials:
-    c = request.app.state.credentials
-    assert isinstance(c, Credentials)
-    return c
+    return gateway(request.app).credentials
 
 
 # --------------------------------------------------------------------------- 2FA
@@ -162,7 +162,7 @@ async def check_second_factor(request: Request, user: UserRow, code: str) -> Sec
     if user.totp_secret_enc is None:
         return SecondFactor.INVALID
     pool = ctx(request).pool
-    secret = request.app.state.keys.cipher.decrypt(user.totp_secret_enc)
+    secret = gateway(request.app).keys.cipher.decrypt(user.totp_secret_enc)
     step = totp_step(secret, code.strip(), time.time())
     if step is not None:
         fresh = await accounts_db.accept_totp_step(pool, user.id, step)
@@ -289,7 +289,7 @@ async def _send_verification(request: Request, user: UserRow) -> None:
     token = _stdlib_secrets.token_urlsafe(32)
     expires_ms = int((time.time() + creds.email_ttl_s) * 1000)
     await accounts_db.add_email_token(ctx(request).pool, user.id, digest(token), expires_ms)
-    await request.app.state.mailer.send(Mail(
+    await gateway(request.app).mailer.send(Mail(
         to=user.email, subject="Verify your tradeplane email",
         body=f"Your verification token: {token}\n"
              f"POST /api/v1/auth/verify-email with {{\"token\": \"{token}\"}}\n"
@@ -318,7 +318,7 @@ async def signup(request: Request, body: SignupReq) -> dict[str, Any]:
         if owner is not None and not owner.email_verified:
             await _send_verification(request, owner)
         elif owner is not None:
-            await request.app.state.mailer.send(Mail(
+            await gateway(request.app).mailer.send(Mail(
                 to=owner.email, subject="Sign-up attempt with your tradeplane email",
                 body="Someone (you?) tried to sign up with this email, which already has "
                      "an account. Nothing was changed. If it was you, log in instead.",
@@ -347,13 +347,13 @@ async def resend_verification(request: Request, body: EmailReq) -> dict[str, Any
 
 def _login_limits(
     request: Request, email: str, ip: str
-) -> tuple[Any, list[tuple[RateLimitItemPerSecond, tuple[str, ...]]]] | None:
+) -> tuple[RateLimitStore, list[tuple[RateLimitItemPerSecond, tuple[str, ...]]]] | None:
     """The rate-limit store and the failed-login counters of one attempt (None: rate
     limits are off): this account from this address, and this account from anywhere.
     Deliberately none per address alone: behind one NAT or proxy, someone else's
     failures must never lock out a correct login to another account."""
-    limiter = getattr(request.app.state, "limiter", None)
-    if limiter is None:
+    limiter = gateway(request.app).limiter
+    if isinstance(limiter, NoRateLimits):
         return None
     s = ctx(request).settings
     account = email.lower()
@@ -486,7 +486,7 @@ class CodeReq(BaseModel):
 async def totp_setup(request: Request, s: Session = Depends(current_session)) -> dict[str, Any]:
     """A new TOTP secret for the authenticator app (pending until enabled with a code)."""
     secret = pyotp.random_base32()
-    enc = request.app.state.keys.cipher.encrypt(secret)
+    enc = gateway(request.app).keys.cipher.encrypt(secret)
     if not await accounts_db.set_totp_pending(ctx(request).pool, s.user.id, enc):
         raise errors.ApiError(-1100, "Two-factor authentication is already enabled.")
     uri = pyotp.TOTP(secret, interval=TOTP_STEP_S).provisioning_uri(
@@ -500,7 +500,7 @@ async def totp_enable(request: Request, body: CodeReq,
     """Enable 2FA with a first code; answers the recovery codes, this once."""
     if s.user.totp_enabled or s.user.totp_secret_enc is None:
         raise errors.ApiError(-1100, "Set up two-factor authentication first.")
-    secret = request.app.state.keys.cipher.decrypt(s.user.totp_secret_enc)
+    secret = gateway(request.app).keys.cipher.decrypt(s.user.totp_secret_enc)
     step = totp_step(secret, body.code.strip(), time.time())
     codes = new_recovery_codes()
     if step is None or not await accounts_db.enable_totp(
@@ -544,7 +544,7 @@ async def create_my_key(request: Request, body: UserKeyReq,
     await require_2fa(request, s.user, body.totpCode)
     pool = ctx(request).pool
     async with pool.acquire() as con, con.transaction():
-        rec, secret = await apikeys.issue(con, request.app.state.keys.cipher, s.user.account,
+        rec, secret = await apikeys.issue(con, gateway(request.app).keys.cipher, s.user.account,
                                           body)
         await accounts_db.append_audit(con, _user_entry(
             request, s.user, "user.apikey.create", f"apikey:{rec.api_key}", None,
@@ -563,7 +563,7 @@ async def revoke_my_key(request: Request, api_key: str = FPath(pattern=KEY_ID),
         after = {**before, "revoked": True}
         await accounts_db.append_audit(con, _user_entry(
             request, s.user, "user.apikey.revoke", f"apikey:{api_key}", before, after))
-    await request.app.state.controls.key_changed(api_key)
+    await gateway(request.app).controls.key_changed(api_key)
     return after
 
 

@@ -32,10 +32,11 @@ from fastapi import APIRouter, Depends, Request, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
 from tradeplane.adapters import accounts_db
-from tradeplane.adapters.bus import user_subject
+from tradeplane.adapters.bus import Bus, user_subject
 from tradeplane.adapters.listenkeys import LISTEN_KEY_LENGTH, ListenKeyError, ListenKeyGrant
 from tradeplane.gateway import errors
 from tradeplane.gateway.auth import Caller, KeyEntry, api_key_only
+from tradeplane.gateway.context import gateway
 from tradeplane.gateway.wslimits import POLICY_VIOLATION, Inbound, Violation, WsLimits
 
 log = logging.getLogger("tradeplane.gateway.userstream")
@@ -209,10 +210,7 @@ class UserStreams:
 
 # --------------------------------------------------------------------------- REST
 def _streams(request: Request) -> UserStreams:
-    users = getattr(request.app.state, "user_streams", None)
-    if not isinstance(users, UserStreams):
-        raise _unavailable()
-    return users
+    return gateway(request.app).user_streams
 
 
 def _unavailable() -> errors.ApiError:
@@ -267,19 +265,17 @@ async def close_stream(request: Request, caller: Caller = Depends(api_key_only))
         raise _unavailable() from None
     if not ok:
         raise _no_such_key()
-    controls = getattr(request.app.state, "controls", None)
-    if controls is not None:
-        await controls.listen_key_closed(listen_key)
+    await gateway(request.app).controls.listen_key_closed(listen_key)
     return {}
 
 
 # --------------------------------------------------------------------------- socket
 async def serve_user_stream(
     websocket: WebSocket, session: UserSession, users: UserStreams, limits: WsLimits,
+    bus: Bus,
 ) -> None:
-    """Relay the account's updates until the client goes away or the session ends
-    (socket already accepted; the session is released at the end)."""
-    c = websocket.app.state.ctx
+    """Relay the account's updates (from ``bus``) until the client goes away or the
+    session ends (socket already accepted; the session is released at the end)."""
     queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=QUEUE_LIMIT)
     overflow = asyncio.Event()
 
@@ -311,7 +307,7 @@ async def serve_user_stream(
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(session.ended.wait(), delay)
 
-    unsub = await c.bus.subscribe(user_subject(session.account), on_msg)
+    unsub = await bus.subscribe(user_subject(session.account), on_msg)
     drain = asyncio.create_task(drain_client())
     tasks = [asyncio.create_task(pump()), drain, asyncio.create_task(overflow.wait()),
              asyncio.create_task(session.ended.wait()), asyncio.create_task(watch())]

@@ -18,7 +18,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from fastapi import WebSocket
 from fastapi.responses import JSONResponse
@@ -27,6 +26,8 @@ from limits import RateLimitItemPerSecond
 from tradeplane.adapters.ratelimits import Hit
 from tradeplane.config import Settings
 from tradeplane.domain.access import client_ip, parse_networks
+from tradeplane.gateway.context import ctx, gateway
+from tradeplane.gateway.ratelimit import NoRateLimits
 
 #: WebSocket close codes (RFC 6455).
 POLICY_VIOLATION = 1008
@@ -104,8 +105,7 @@ class Inbound:
 
 
 def _settings(websocket: WebSocket) -> Settings:
-    s: Settings = websocket.app.state.ctx.settings
-    return s
+    return ctx(websocket).settings
 
 
 def client_address(websocket: WebSocket) -> str:
@@ -123,9 +123,9 @@ def client_address(websocket: WebSocket) -> str:
 async def admit(websocket: WebSocket) -> bool:
     """Count this connection attempt against its address; refuse it (HTTP 429, or a
     close before the handshake where the server cannot answer HTTP) when over the limit.
-    True: go on. No rate limiter (``rate_limits`` off): always True."""
-    limiter: Any = getattr(websocket.app.state, "limiter", None)
-    if limiter is None:
+    True: go on. Rate limits off (``NoRateLimits``): always True."""
+    limiter = gateway(websocket.app).limiter
+    if isinstance(limiter, NoRateLimits):
         return True
     s = _settings(websocket)
     item = RateLimitItemPerSecond(s.ws_connections_per_window, s.ws_connection_window_s,
