@@ -93,6 +93,7 @@ async def test_a_gateway_that_has_not_started_serves_nothing() -> None:
         for method, path in (("GET", "/api/v3/ping"), ("POST", "/api/v3/order")):
             r = await http.request(method, path)
             assert r.status_code == 503 and r.json()["code"] == -1001, (method, path)
+            assert r.headers["X-Content-Type-Options"] == "nosniff"
 
 
 async def test_with_rate_limits_on_a_signed_request_is_charged_to_its_key(

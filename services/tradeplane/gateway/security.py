@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,14 +124,14 @@ class Guard:
                                             scope.get("query_string", b"").decode("latin-1"))
         meter = Meter(ip, weight, orders, signed)
         scope[METER] = meter
+        extra = self._extra[(path == _DOCS_PAGE or path.startswith(_DOCS_FILES),
+                             path.startswith(_PRIVATE_PREFIXES), https)]
         try:
             limiter = gateway(self.app).limiter
         except GatewayWiringError:  # not started: nothing is served unguarded
-            await _reply(send, *_NOT_STARTED)
+            await _reply(send, *_NOT_STARTED, extra)
             return
         metered = limiter.enforced and path not in UNMETERED
-        extra = self._extra[(path == _DOCS_PAGE or path.startswith(_DOCS_FILES),
-                             path.startswith(_PRIVATE_PREFIXES), https)]
 
         async def guarded_send(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -212,11 +212,12 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replayed
 
 
-async def _reply(send: Send, status: int, doc: Any) -> None:
+async def _reply(send: Send, status: int, doc: Any,
+                 extra: Iterable[tuple[bytes, bytes]] = ()) -> None:
     body = _json.encode(doc)
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
+                            (b"content-length", str(len(body)).encode()), *extra]})
     await send({"type": "http.response.body", "body": body})
 
 
