@@ -1,9 +1,11 @@
-"""Process plumbing shared by every service: signals to a stop event, then a clean exit."""
+"""Process plumbing shared by every service: signals to a stop event, then a clean exit;
+a service whose supervised task died exits non-zero after one CRITICAL line per cause."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import signal
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -13,6 +15,33 @@ from tradeplane.observability import setup
 
 if TYPE_CHECKING:
     from tradeplane.adapters.vault import VaultSession
+
+log = logging.getLogger("tradeplane.runner")
+
+
+async def supervised(name: str, body: Awaitable[None]) -> None:
+    """Await ``body``; when a task group inside it failed, log each cause on one CRITICAL
+    line (with its traceback) and raise the first, so the CLI reports it and the process
+    exits non-zero (the platform's supervisor or Kubernetes restarts it).
+
+    Raises:
+        BaseException: whatever ``body`` raised, a task group's first cause unwrapped.
+    """
+    try:
+        await body
+    except BaseExceptionGroup as group:
+        causes = _leaves(group)
+        for exc in causes:
+            log.critical("%s stopping: a background task failed: %s: %s", name,
+                         type(exc).__name__, exc, exc_info=exc)
+        raise causes[0] from group
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
 
 
 def run_service(
@@ -36,7 +65,7 @@ def run_service(
             loop.add_signal_handler(sig, stop.set)
         renewal = asyncio.create_task(vault.keep_alive(stop)) if vault is not None else None
         try:
-            await body(stop)
+            await supervised(name, body(stop))
         finally:
             if renewal is not None:
                 renewal.cancel()

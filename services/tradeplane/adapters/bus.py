@@ -206,7 +206,15 @@ class Bus:
         return sub.unsubscribe
 
     async def last_command_seq(self, symbol: str) -> int:
-        info = await self.js.stream_info(command_stream(symbol))
+        """The symbol's command stream's last sequence (0: empty).
+
+        Raises:
+            BusError: no such stream, or no answer.
+        """
+        try:
+            info = await self.js.stream_info(command_stream(symbol))
+        except Exception as exc:  # not found, timeout, connection loss
+            raise BusError(f"command stream of {symbol} not readable: {exc}") from exc
         return int(info.state.last_seq)
 
     # ------------------------------------------------------------------ events

@@ -7,12 +7,13 @@ after entry; marketdata alone writes klines.
 
 from __future__ import annotations
 
+import functools
 import secrets as _stdlib_secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from enum import IntEnum
 from importlib import resources
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import asyncpg
 
@@ -45,6 +46,24 @@ class DatabaseError(RuntimeError):
 
 class UnknownAccount(DatabaseError):
     pass
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _translated(fn: Callable[_P, Awaitable[_R]]) -> Callable[_P, Awaitable[_R]]:
+    """A failed round trip (server refused, connection lost, pool closed, timeout) raised
+    as DatabaseError, for callers that retry it (background tasks)."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return await fn(*args, **kwargs)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise DatabaseError(f"PostgreSQL: {exc}") from exc
+
+    return wrapper
 
 
 async def _no_reset(_con: asyncpg.Connection) -> None:
@@ -543,6 +562,7 @@ async def recent_public_trades(
     )
 
 
+@_translated
 async def pending_orders(pool: Pool, older_than_ms: int, limit: int = 1000) -> list[asyncpg.Record]:
     """Orders whose command may not have reached the bus (outbox relay). Both legs of a
     list come together (a list is placed as one)."""
@@ -761,6 +781,7 @@ class AssetCheck:
         return self.balances_total == self.external_net and self.postings_total == 0
 
 
+@_translated
 async def check_invariants(pool: Pool) -> tuple[list[AssetCheck], list[str]]:
     """Per-asset totals and a list of violations (empty = the ledger is sound)."""
     rows = await pool.fetch(
@@ -848,6 +869,7 @@ def relay_commands(rows: Sequence[asyncpg.Record]) -> list[tuple[str, str, Comma
     return out
 
 
+@_translated
 async def locked_totals(pool: Pool) -> dict[str, int]:
     rows = await pool.fetch("SELECT asset, sum(locked) AS l FROM balances GROUP BY 1")
     return {r["asset"]: int(r["l"]) for r in rows}

@@ -29,6 +29,7 @@ import os
 import secrets
 import socket
 import time
+from typing import Any
 
 import msgspec
 from opentelemetry import context as otel_context
@@ -38,16 +39,16 @@ from prometheus_client import Counter, Gauge, Histogram
 from tradeplane import msgtrace
 from tradeplane.adapters.bus import Bus, BusError, Fenced, Headers
 from tradeplane.domain import codec
-from tradeplane.domain.book import BookSnapshot, OrderBook
+from tradeplane.domain.book import DEFAULT_RECENT_LIMIT, BookSnapshot, OrderBook
 from tradeplane.domain.model import (
     SCHEMA_VERSION,
     Event,
     EventBatch,
-    SetTrading,
     Tick,
     TradingState,
 )
 from tradeplane.domain.pairs import TRADING_STATES, PairRules
+from tradeplane.usecases.pairs import trading_message
 
 log = logging.getLogger("tradeplane.engine")
 tracer = trace.get_tracer("tradeplane.engine")
@@ -113,6 +114,18 @@ class _BatchHead(msgspec.Struct):
     last_seq: int
 
 
+def _check_helpers(helpers: list[asyncio.Future[None]]) -> None:
+    """Raise the error of a helper task that died. The lease renewal ends normally once
+    the lease is lost (the loop then raises NotWriter); the clock never ends by itself.
+
+    Raises:
+        Exception: the helper's own error.
+    """
+    for helper in helpers:
+        if helper.done() and not helper.cancelled():
+            helper.result()
+
+
 class EngineSnapshot(msgspec.Struct, frozen=True):
     v: int
     symbol: str
@@ -125,16 +138,19 @@ class Engine:
 
     ``lease=True`` makes it one of several replicas (hot standby, see the module
     docstring); ``holder`` names it in the lease (default: host, pid and a random tag).
+    ``recent_limit``: how many finished order ids a new book remembers (a book restored
+    from a snapshot keeps the snapshot's).
     """
 
     def __init__(self, bus: Bus, rules: PairRules, snapshot_every: int = 50_000,
                  *, enforce_trading: bool = False, lease: bool = False,
-                 holder: str = "") -> None:
+                 holder: str = "", recent_limit: int = DEFAULT_RECENT_LIMIT) -> None:
         self.bus = bus
         self.rules = rules
         self.symbol = rules.symbol
         self.snapshot_every = snapshot_every
-        self.book = OrderBook(self.symbol, rules.notional_per_tick_lot)
+        self.book = OrderBook(self.symbol, rules.notional_per_tick_lot,
+                              recent_limit=recent_limit)
         self.seq = 0  # last command sequence applied to the book
         self.published_seq = 0  # last command sequence covered by a published batch
         self._pending: list[tuple[int, bytes, Headers]] = []
@@ -192,6 +208,9 @@ class Engine:
     async def run(self, stop: asyncio.Event) -> None:
         """Recover, then (with ``lease``, once holding it) process the log until ``stop``.
 
+        Its helper tasks (the clock, the lease renewal) are supervised: one that dies of
+        an error it does not handle itself ends the run with that error.
+
         Raises:
             NotWriter: with ``lease``, this engine stopped being the writer.
             BusError: the bus failed (crash-only: restart and recover).
@@ -213,12 +232,14 @@ class Engine:
             helpers.append(asyncio.ensure_future(self._clock()))
             self._arm_clock()
             while not stop.is_set():
+                _check_helpers(helpers)
                 if self._lease_lost is not None:
                     raise NotWriter(f"{self.symbol}: lease lost ({self._lease_lost})")
                 if not self._pending:
                     self._wake.clear()
                     waiter = asyncio.ensure_future(self._wake.wait())
-                    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                    watched: set[asyncio.Future[Any]] = {waiter, stopper, *helpers}
+                    await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
                     waiter.cancel()
                     continue
                 if len(self._pending) < LINGER_BELOW:
@@ -338,10 +359,12 @@ class Engine:
             else:
                 await asyncio.sleep(0.01)
         if self.book.trading != desired:
-            cmd = SetTrading(desired, int(time.time() * 1000))
-            await self.bus.publish_command(
-                self.symbol, codec.encode([cmd]), f"t{self.symbol}:{last}:{int(desired)}"
-            )
+            # One builder and message-id scheme for every SetTrading (usecases/pairs.py);
+            # the cause is the log position decided on, so replicas deciding alike
+            # de-duplicate.
+            data, msg_id = trading_message(self.symbol, self.rules.trading, f"seq{last}",
+                                           int(time.time() * 1000))
+            await self.bus.publish_command(self.symbol, data, msg_id)
             log.info("trading state set", extra={"fields": {"symbol": self.symbol,
                                                              "state": self.rules.trading}})
 
@@ -448,7 +471,11 @@ class Engine:
         """Append ``Tick(ts)`` to the command log when ``_tick_due`` (wall-clock ms) comes.
 
         The book only ever sees time through the log, so a replay expires exactly the
-        same orders at the same place in the command sequence.
+        same orders at the same place in the command sequence. A Tick the bus did not
+        store is retried; any other error ends the clock, and with it the engine's run.
+
+        Raises:
+            Exception: anything but BusError from appending a Tick.
         """
         while True:
             due = self._tick_due

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -54,7 +55,19 @@ TX_SECONDS = Histogram(
 )
 CURSOR = Gauge("tradeplane_settlement_last_sequence", "Last settled command seq", ["symbol"])
 INVARIANT_OK = Gauge(
-    "tradeplane_ledger_invariant_ok", "1 when every ledger invariant holds, else 0"
+    "tradeplane_ledger_invariant_ok",
+    "1 when every ledger invariant holds, 0 when one is violated, NaN while unknown "
+    "(not checked yet, or the last check failed)",
+)
+INVARIANT_CHECK_FAILURES = Counter(
+    "tradeplane_ledger_invariant_check_failures_total",
+    "Ledger invariant checks that could not run (database error or timeout)",
+)
+RELAYED = Counter(
+    "tradeplane_outbox_relayed_total", "Pending orders re-sent by the outbox relay", ["symbol"]
+)
+RELAY_FAILURES = Counter(
+    "tradeplane_outbox_relay_failures_total", "Outbox relay rounds that failed (retried)"
 )
 IMBALANCE = Gauge(
     "tradeplane_ledger_imbalance_units",
@@ -67,6 +80,14 @@ CONSUMER = "settlement"
 #: Least time between two settlement transactions: fewer, larger commits at moderate
 #: rates for at most 5 ms more before RESULT/FULL responses.
 LINGER_S = 0.005
+#: The outbox relay looks at a PENDING_NEW order only once it is this old: longer than a
+#: gateway's command publish may take (``Bus.publish_command`` gives up after 5 s), so
+#: the order's original message, if it is ever stored, is in the command stream by then.
+RELAY_AGE_MS = 10_000
+RELAY_INTERVAL_S = 2.0
+#: Retry delays of a background task whose database or bus failed: doubling, capped.
+RETRY_FIRST_S = 1.0
+RETRY_MAX_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,13 +101,28 @@ class _Settled:
 
 
 class Settler:
-    def __init__(self, bus: Bus, pool: db.Pool, *, invariant_check_s: float = 60.0) -> None:
+    """Settles EVENTS into the ledger; beside it, the outbox relay and the invariant
+    watcher (see :meth:`run`).
+
+    ``relay_age_ms``: how old a PENDING_NEW order must be before the relay looks at it
+    (longer than a gateway's publish may take); ``relay_interval_s``: time between relay
+    rounds.
+    """
+
+    def __init__(self, bus: Bus, pool: db.Pool, *, invariant_check_s: float = 60.0,
+                 relay_age_ms: int = RELAY_AGE_MS,
+                 relay_interval_s: float = RELAY_INTERVAL_S) -> None:
         self.bus = bus
         self.pool = pool
         self.invariant_check_s = invariant_check_s
+        self.relay_age_ms = relay_age_ms
+        self.relay_interval_s = relay_interval_s
         self.pairs: dict[str, PairRules] = {}
         self.cursors: dict[str, int] = {}
-        self.caught_up_ms = 0  # when settlement last had applied everything on the stream
+        # The outbox relay's fences, per relay message id of a pending order (or list):
+        # a command stream sequence that the original message, if it was ever stored, is
+        # at or below (see _relay_round).
+        self._fences: dict[str, int] = {}
 
     async def start(self) -> None:
         await self.bus.ensure_events()
@@ -205,53 +241,115 @@ class Settler:
             log.exception("user data stream publish failed")
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Settle until ``stop``, with the outbox relay and the invariant watcher beside
+        the event consumer, all three in one task group. The relay and the watcher retry
+        failures of the database and the bus with backoff; any other error in any of the
+        three ends them all and ``run`` raises it (the process exits non-zero and is
+        restarted; settlement resumes exactly where its last transaction left it).
+
+        Raises:
+            ExceptionGroup: a task died (the runner logs and re-raises each cause).
+            db.DatabaseError, BusError: at start.
+        """
+        INVARIANT_OK.set(math.nan)  # unknown until the first check has run
         await self.start()
         unsubscribe = await control.subscribe(self.bus, control.PAIRS_CHANGED,
                                               self._pairs_changed)
-        tasks = [
-            asyncio.create_task(self._relay_outbox(stop)),
-            asyncio.create_task(self._watch_invariants(stop)),
-        ]
         try:
-            start = await db.consumer_position(self.pool, CONSUMER) + 1
-            await self.bus.consume_events(CONSUMER, self.handle, start_seq=start, stop=stop,
-                                          on_idle=self._caught_up, linger=LINGER_S)
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._consume(stop), name="settlement-consumer")
+                tasks.create_task(self._relay_outbox(stop), name="outbox-relay")
+                tasks.create_task(self._watch_invariants(stop), name="invariant-watcher")
         finally:
-            for t in tasks:
-                t.cancel()
             with contextlib.suppress(Exception):
                 await unsubscribe()
 
-    def _caught_up(self) -> None:
-        self.caught_up_ms = int(time.time() * 1000)
+    async def _consume(self, stop: asyncio.Event) -> None:
+        start = await db.consumer_position(self.pool, CONSUMER) + 1
+        await self.bus.consume_events(CONSUMER, self.handle, start_seq=start, stop=stop,
+                                      linger=LINGER_S)
 
-    async def _relay_outbox(self, stop: asyncio.Event, age_ms: int = 3000) -> None:
-        """Re-send commands of orders that are still PENDING_NEW (the gateway may have died
-        between its database commit and the bus ack). De-duplicated by message id on the
-        bus and by order id in the engine, so a re-send never makes a second order.
-
-        Only while settlement is caught up with the event stream, and only for orders older
-        than ``age_ms`` at that moment: an order the engine already processed is then
-        settled (no longer pending), so the engine's bounded memory of finished order ids
-        never has to recognise a re-send from far back.
-        """
+    async def _relay_outbox(self, stop: asyncio.Event) -> None:
+        """Run :meth:`relay_round` every ``relay_interval_s`` until ``stop``; a failed
+        round (database, bus) is logged and retried with backoff."""
+        delay = RETRY_FIRST_S
         while not stop.is_set():
-            if not self.caught_up_ms:
-                await _sleep_or_stop(stop, 0.5)
-                continue
             try:
-                rows = await db.pending_orders(self.pool, self.caught_up_ms - age_ms)
-                for symbol, msg_id, cmd in db.relay_commands(rows):
-                    await self.bus.publish_command(symbol, codec.encode([cmd]), msg_id)
-                if rows:
-                    log.info("outbox relayed", extra={"fields": {"orders": len(rows)}})
+                await self.relay_round()
             except (BusError, db.DatabaseError, OSError) as exc:
-                log.warning("outbox relay failed: %s", exc)
-            await _sleep_or_stop(stop, 2.0)
+                RELAY_FAILURES.inc()
+                log.warning("outbox relay failed; retrying in %.0fs: %s", delay, exc)
+                await _sleep_or_stop(stop, delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+                continue
+            delay = RETRY_FIRST_S
+            await _sleep_or_stop(stop, self.relay_interval_s)
+
+    async def relay_round(self) -> int:
+        """Re-send the command of each order still PENDING_NEW whose original message
+        provably never reached the engine (the gateway died, or failed, between its
+        database commit and the bus ack); returns how many commands it sent.
+
+        The gateway's message batches several orders under one content-hash id, which a
+        re-send of one order cannot reproduce, so de-duplication on the bus cannot make a
+        re-send safe. Evidence does: an order is looked at only once it is
+        ``relay_age_ms`` old, longer than a gateway's publish may take, so its original
+        message, if ever stored, is at or below the command stream's last sequence read
+        then (the order's *fence*). The order is re-sent only once settlement has applied
+        the engine's events up to the fence and the order is still PENDING_NEW: had the
+        original been in the log, the engine would have processed it and the order would
+        have left PENDING_NEW in the same transaction that moved the cursor. The re-send's
+        own sequence becomes the new fence, so it is sent again only if the engine
+        processed it and the order is still pending (never, short of a lost event). While
+        the engine is down, nothing is re-sent; the engine's memory of finished order ids
+        is never what stops a double order. Re-sends carry ``o<id>`` / ``l<list id>``,
+        so two of them within the bus's window are one message.
+
+        Raises:
+            db.DatabaseError, BusError: the round stopped there; the next one redoes it.
+        """
+        # Read before the query: a cursor this far has committed the order states the
+        # query then sees.
+        settled = dict(self.cursors)
+        rows = await db.pending_orders(self.pool, int(time.time() * 1000) - self.relay_age_ms)
+        fences: dict[str, int] = {}
+        sent = 0
+        for symbol, msg_id, cmd in db.relay_commands(rows):
+            fence = self._fences.get(msg_id)
+            if fence is None:
+                fence = await self.bus.last_command_seq(symbol)
+            elif settled.get(symbol, 0) >= fence:
+                fence = await self.bus.publish_command(symbol, codec.encode([cmd]), msg_id)
+                RELAYED.labels(symbol).inc()
+                sent += 1
+            fences[msg_id] = fence
+        self._fences = fences  # orders no longer pending are forgotten
+        if sent:
+            log.info("outbox relayed", extra={"fields": {"commands": sent}})
+        return sent
 
     async def _watch_invariants(self, stop: asyncio.Event) -> None:
+        """Check the ledger every ``invariant_check_s`` until ``stop``. A check that cannot
+        run (database down, timeout) makes the verdict unknown — ``INVARIANT_OK`` NaN, the
+        per-asset gauges dropped — never its last value, and is retried sooner, with
+        backoff."""
+        delay = RETRY_FIRST_S
         while not stop.is_set():
-            await self.export_invariants()
+            try:
+                await self.export_invariants()
+            except (db.DatabaseError, OSError, TimeoutError) as exc:
+                _invariants_unknown()
+                INVARIANT_CHECK_FAILURES.inc()
+                wait = min(delay, self.invariant_check_s)
+                log.warning("ledger invariant check failed; verdict unknown, retrying in "
+                            "%.0fs: %s", wait, exc)
+                await _sleep_or_stop(stop, wait)
+                delay = min(delay * 2, RETRY_MAX_S)
+                continue
+            except BaseException:
+                _invariants_unknown()  # the process goes down: no verdict outlives it
+                raise
+            delay = RETRY_FIRST_S
             await _sleep_or_stop(stop, self.invariant_check_s)
 
     async def export_invariants(self) -> list[str]:
@@ -264,6 +362,12 @@ class Settler:
         for p in problems:
             log.error("ledger invariant violated: %s", p)
         return problems
+
+
+def _invariants_unknown() -> None:
+    INVARIANT_OK.set(math.nan)
+    IMBALANCE.clear()
+    HELD.clear()
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
