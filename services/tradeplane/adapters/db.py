@@ -852,7 +852,8 @@ def new_order_command(r: asyncpg.Record) -> NewOrder:
 def relay_commands(rows: Sequence[asyncpg.Record]) -> list[tuple[str, str, Command]]:
     """``(symbol, message id, command)`` for stored pending orders: a ``NewOrder`` per
     order, and ONE ``NewOrderList`` per order list (for its legs, in leg order), each
-    with the same message id however often it is re-sent."""
+    with a message id of its own (not the gateway's batch id), the same however often it
+    is re-sent: see ``Settler.relay_round`` for why a re-send never doubles an order."""
     out: list[tuple[str, str, Command]] = []
     lists: dict[int, list[asyncpg.Record]] = {}
     for r in rows:

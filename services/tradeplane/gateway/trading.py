@@ -162,7 +162,8 @@ async def place_new_order(gw: Gateway, caller: Caller) -> dict[str, Any]:
             seq = await path.send(rules.symbol, req.command(order_id))
         except BusError:
             # Stored in the ledger but not (provably) on the bus: the outbox relay re-sends
-            # it with the same message id, so it is neither lost nor doubled.
+            # it once the engine has provably processed the log past it (and the order is
+            # still pending), so it is neither lost nor doubled.
             ORDERS.labels(rules.symbol, "unknown").inc()
             raise errors.status_unknown() from None
         ACK_SECONDS.observe(time.perf_counter() - started)
