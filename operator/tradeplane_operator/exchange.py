@@ -18,8 +18,8 @@ import httpx
 from tradeplane.adapters import db
 from tradeplane.adapters.bus import Bus, BusError
 from tradeplane.domain import codec
-from tradeplane.domain.model import CancelAll, SetTrading, Status, TradingState
-from tradeplane.domain.pairs import TRADING_STATES
+from tradeplane.domain.model import CancelAll, Status
+from tradeplane.usecases.pairs import trading_message
 
 CONNECT_TIMEOUT_S = 5.0
 # Open = PENDING_NEW, NEW, PARTIALLY_FILLED (the statuses of the orders_open index).
@@ -67,19 +67,21 @@ async def ensure_streams(url: str, symbol: str) -> None:
             raise ExchangeUnavailable(f"cannot create streams for {symbol}: {exc}") from exc
 
 
-async def set_trading(url: str, symbol: str, trading: str, msg_id: str) -> int:
-    """Append ``SetTrading`` to the symbol's command log, exactly as ``tradeplane
-    pair-trading`` does; the running engine applies it in order, without a restart.
-    ``msg_id`` makes retries of one change idempotent (JetStream de-duplication).
+async def set_trading(url: str, symbol: str, trading: str, cause: str) -> int:
+    """Append ``SetTrading`` to the symbol's command log, built by the pairs use case's one
+    builder (``usecases.pairs.trading_message``) as for the admin API and the CLI; the
+    running engine applies it in order, without a restart. ``cause`` names the change
+    (its message id is ``t<SYMBOL>:<cause>:<state>``), so retries of one change are
+    idempotent (JetStream de-duplication).
 
     Raises:
         ExchangeUnavailable: not stored.
     """
-    cmd = SetTrading(TradingState(TRADING_STATES[trading]), now_ms())
+    data, msg_id = trading_message(symbol, trading, cause, now_ms())
     async with bus(url) as b:
         try:
             await b.ensure_symbol(symbol)
-            return await b.publish_command(symbol, codec.encode([cmd]), msg_id)
+            return await b.publish_command(symbol, data, msg_id)
         except Exception as exc:
             raise ExchangeUnavailable(f"SetTrading not stored on {symbol}: {exc}") from exc
 

@@ -207,7 +207,7 @@ async def drain_pair(rt: Runtime, body: kopf.Body, spec: Mapping[str, Any], retr
     uid = body.meta.uid
     try:
         # Cancel-only, not halted: a halted book refuses cancels too.
-        await exchange.set_trading(s.nats_url, symbol, "cancel-only", f"t{symbol}:delete:{uid}")
+        await exchange.set_trading(s.nats_url, symbol, "cancel-only", f"delete-{uid}")
         async with exchange.ledger(s.database_url) as pool:
             open_orders = await exchange.open_orders_by_account(pool, symbol)
             if open_orders:
@@ -295,9 +295,9 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
             symbol = children.pair_symbol(spec)[0]
         except children.InvalidSpec as exc:
             raise kopf.PermanentError(str(exc)) from exc
-        msg_id = f"t{symbol}:{body.meta.get('generation')}:{new}"
+        cause = f"gen{body.meta.get('generation')}"
         try:
-            seq = await exchange.set_trading(rt.settings.nats_url, symbol, str(new), msg_id)
+            seq = await exchange.set_trading(rt.settings.nats_url, symbol, str(new), cause)
         except exchange.ExchangeUnavailable as exc:
             raise _temporary(exc, rt.settings.retry_delay_s) from exc
         logger.info("trading %s -> %s on %s (command seq %d)", old, new, symbol, seq)

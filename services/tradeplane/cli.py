@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from tradeplane.adapters.bus import Bus
     from tradeplane.adapters.db import Pool
     from tradeplane.domain.custody import WalletSpec
+    from tradeplane.usecases.accounts import Accounts
+    from tradeplane.usecases.pairs import Pairs
     from tradeplane.wallets.settings import WalletSettings
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -244,26 +246,72 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------- admin
-def cmd_pair_trading(args: argparse.Namespace) -> int:
-    """Halt, resume or set cancel-only without a restart: a SetTrading command on the
-    symbol's log, applied by its engine in order with everything else."""
-    import time
+# The admin commands are the admin API's use cases (``usecases/pairs.py``,
+# ``usecases/accounts.py``) acting as ``cli:<os user>`` with the SuperAdmin role (whoever
+# holds the database credentials holds every power): the same rules, the same audit
+# records. The composition root of each command is the ``_*_cases`` helper it uses.
+def _account_cases(args: argparse.Namespace, pool: Pool,
+                         settings: Settings | None = None) -> Accounts:
+    from tradeplane.adapters.admin_store import PgAccountStore
+    from tradeplane.adapters.cipher import SecretCipher
+    from tradeplane.adapters.control import now_ms
+    from tradeplane.usecases.accounts import Accounts
 
-    from tradeplane.domain import codec
-    from tradeplane.domain.model import SetTrading, TradingState
-    from tradeplane.domain.pairs import TRADING_STATES, normalize_symbol
+    s = settings or _settings(args)
+    return Accounts(PgAccountStore(pool), SecretCipher(s.secret_key.get_secret_value()),
+                    now_ms)
+
+
+async def _pair_cases(args: argparse.Namespace, bus: Bus, pool: Pool) -> Pairs:
+    from tradeplane.adapters.admin_store import PgPairStore
+    from tradeplane.adapters.control import (
+        BusBroadcasts,
+        BusCommandLog,
+        LocalPairControl,
+        now_ms,
+    )
+    from tradeplane.usecases.pairs import PairControl, Pairs
+
+    s = _settings(args)
+    control: PairControl
+    if s.pair_control == "kubernetes":
+        from tradeplane.adapters.kube_pairs import KubePairs
+
+        control = await asyncio.to_thread(KubePairs, s.kube_namespace)
+    else:
+        control = LocalPairControl(bus)
+    return Pairs(PgPairStore(pool), control, BusCommandLog(bus), BusBroadcasts(bus), now_ms)
+
+
+def cmd_pair_trading(args: argparse.Namespace) -> int:
+    """Halt, resume or set cancel-only without a restart, as ``PUT
+    /admin/pairs/{symbol}/trading`` does: SetTrading on the symbol's log (or the
+    TradingPair patched, under the operator), the pairs table, the audit log; while the
+    kill switch is on, only the state the pair returns to when it is lifted."""
+    from tradeplane.domain.pairs import normalize_symbol
+    from tradeplane.usecases.audit import cli_actor
+    from tradeplane.usecases.errors import NotFound, Unavailable
 
     symbol = normalize_symbol(args.symbol)
 
     async def go() -> int:
         bus = await _bus(args)
         try:
-            now = int(time.time() * 1000)
-            cmd = SetTrading(TradingState(TRADING_STATES[args.state]), now)
-            seq = await bus.publish_command(symbol, codec.encode([cmd]), f"t{symbol}:{now}")
+            pool = await _db_pool(args)
+            try:
+                cases = await _pair_cases(args, bus, pool)
+                after = await cases.set_trading(cli_actor(), symbol, args.state)
+            except NotFound:
+                print(f"no such pair: {symbol}", file=sys.stderr)
+                return 2
+            except Unavailable as exc:
+                print(f"the engine did not take it: {exc}", file=sys.stderr)
+                return 1
+            finally:
+                await pool.close()
         finally:
             await bus.close()
-        print(json.dumps({"symbol": symbol, "trading": args.state, "seq": seq}))
+        print(json.dumps(after))
         return 0
 
     return _run_async(go)
@@ -320,35 +368,28 @@ def cmd_pair_add(args: argparse.Namespace) -> int:
 
 
 def cmd_user_create(args: argparse.Namespace) -> int:
-    from tradeplane.adapters import db
+    """A user account (recorded when new), as ``POST /admin/users``."""
+    from tradeplane.usecases.audit import cli_actor
 
     async def go() -> int:
         pool = await _db_pool(args)
         try:
-            print(json.dumps({"account": await db.create_account(pool, args.name),
-                              "name": args.name}))
+            cases = _account_cases(args, pool)
+            account = await cases.create_user(cli_actor(), args.name)
         finally:
             await pool.close()
+        print(json.dumps({"account": account, "name": args.name}))
         return 0
 
     return _run_async(go)
 
 
-def _cli_actor() -> tuple[str, str]:
-    """Who the audit log names for a CLI action: whoever holds the database credentials
-    holds every power, hence SuperAdmin."""
-    import getpass
-
-    return f"cli:{getpass.getuser()}", "SuperAdmin"
-
-
 def cmd_key_create(args: argparse.Namespace) -> int:
     """An API key for a user (HMAC: the secret is printed once; ED25519: the user's
-    public key is registered, there is no secret)."""
-    from tradeplane.adapters import accounts_db, db
-    from tradeplane.adapters.cipher import SecretCipher
+    public key is registered, there is no secret), as ``POST /admin/api-keys``."""
     from tradeplane.gateway import apikeys
-    from tradeplane.gateway.errors import ApiError
+    from tradeplane.usecases.audit import cli_actor
+    from tradeplane.usecases.errors import Invalid, NotFound
 
     try:
         spec = apikeys.KeySpec(
@@ -366,19 +407,15 @@ def cmd_key_create(args: argparse.Namespace) -> int:
         s = _settings(args)
         pool = await _db_pool(args, s)
         try:
-            account = await db.account_id(pool, args.user)
-            if account is None:
-                print(f"no such user: {args.user}", file=sys.stderr)
-                return 2
-            cipher = SecretCipher(s.secret_key.get_secret_value())
-            actor, role = _cli_actor()
-            async with pool.acquire() as con, con.transaction():
-                rec, secret = await apikeys.issue(con, cipher, account, spec)
-                await accounts_db.append_audit(con, accounts_db.AuditEntry(
-                    actor, role, "apikey.create", f"apikey:{rec.api_key}", None,
-                    apikeys.key_json(rec), "cli"))
-        except ApiError as exc:
-            print(f"invalid key: {exc.msg}", file=sys.stderr)
+            cases = _account_cases(args, pool, s)
+            account = await cases.account_of(args.user)
+            rec, secret = await cases.create_key(cli_actor(), account,
+                                                 apikeys.key_request(spec))
+        except NotFound as exc:
+            print(f"{exc}", file=sys.stderr)
+            return 2
+        except Invalid as exc:
+            print(f"invalid key: {exc}", file=sys.stderr)
             return 2
         finally:
             await pool.close()
@@ -389,24 +426,19 @@ def cmd_key_create(args: argparse.Namespace) -> int:
 
 
 def cmd_key_revoke(args: argparse.Namespace) -> int:
-    """Revoke an API key (gateways stop accepting it within their key cache's TTL, at
-    once when revoked through the API)."""
-    from tradeplane.adapters import accounts_db
-    from tradeplane.gateway import apikeys
+    """Revoke an API key, as ``DELETE /admin/api-keys/{key}`` (gateways stop accepting it
+    within their key cache's TTL, at once when revoked through the API)."""
+    from tradeplane.usecases.audit import cli_actor
+    from tradeplane.usecases.errors import NotFound
 
     async def go() -> int:
         pool = await _db_pool(args)
         try:
-            actor, role = _cli_actor()
-            async with pool.acquire() as con, con.transaction():
-                rec = await accounts_db.revoke_key(con, args.api_key)
-                if rec is None:
-                    print("no such live API key", file=sys.stderr)
-                    return 2
-                before = apikeys.key_json(rec)
-                await accounts_db.append_audit(con, accounts_db.AuditEntry(
-                    actor, role, "apikey.revoke", f"apikey:{args.api_key}", before,
-                    {**before, "revoked": True}, "cli"))
+            cases = _account_cases(args, pool)
+            await cases.revoke_key(cli_actor(), args.api_key)
+        except NotFound:
+            print("no such live API key", file=sys.stderr)
+            return 2
         finally:
             await pool.close()
         print(json.dumps({"apiKey": args.api_key, "revoked": True}))
@@ -416,26 +448,23 @@ def cmd_key_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_admin_create(args: argparse.Namespace) -> int:
-    """An admin identity with a role; its bearer token is printed once (stored hashed)."""
-    from tradeplane.adapters import accounts_db
-    from tradeplane.gateway import rbac
+    """An admin identity with a role, as ``POST /admin/admins``; its bearer token is
+    printed once (stored hashed)."""
+    from tradeplane.domain.access import Role
+    from tradeplane.usecases.accounts import BOOTSTRAP
+    from tradeplane.usecases.audit import cli_actor
+    from tradeplane.usecases.errors import Conflict
 
-    if args.name == rbac.BOOTSTRAP:
-        print(f"{rbac.BOOTSTRAP} is the TRADEPLANE_ADMIN_TOKEN identity", file=sys.stderr)
+    if args.name == BOOTSTRAP:
+        print(f"{BOOTSTRAP} is the TRADEPLANE_ADMIN_TOKEN identity", file=sys.stderr)
         return 2
 
     async def go() -> int:
         pool = await _db_pool(args)
-        token = rbac.new_admin_token()
         try:
-            actor, role = _cli_actor()
-            async with pool.acquire() as con, con.transaction():
-                await accounts_db.create_admin(con, args.name, args.role,
-                                               rbac.token_hash(token))
-                await accounts_db.append_audit(con, accounts_db.AuditEntry(
-                    actor, role, "admin.create", f"admin:{args.name}", None,
-                    {"name": args.name, "role": args.role}, "cli"))
-        except accounts_db.NameTaken:
+            cases = _account_cases(args, pool)
+            token = await cases.create_admin(cli_actor(), args.name, Role(args.role))
+        except Conflict:
             print(f"an admin named {args.name} exists", file=sys.stderr)
             return 2
         finally:
@@ -447,8 +476,11 @@ def cmd_admin_create(args: argparse.Namespace) -> int:
 
 
 def cmd_credit(args: argparse.Namespace) -> int:
-    from tradeplane.adapters import db
+    """Credit funds to a user, as ``POST /admin/credit`` (idempotent by ``--ref``,
+    recorded once)."""
     from tradeplane.domain.money import AmountError, plain_to_units
+    from tradeplane.usecases.audit import cli_actor
+    from tradeplane.usecases.errors import NotFound
 
     try:
         units = plain_to_units(args.amount)
@@ -462,12 +494,13 @@ def cmd_credit(args: argparse.Namespace) -> int:
     async def go() -> int:
         pool = await _db_pool(args)
         try:
-            account = await db.account_id(pool, args.user)
-            if account is None:
-                print(f"no such user: {args.user}", file=sys.stderr)
-                return 2
+            cases = _account_cases(args, pool)
+            account = await cases.account_of(args.user)
             ref = args.ref or _stdlib_secrets.token_hex(8)
-            applied = await db.credit(pool, account, args.asset.upper(), units, ref)
+            applied = await cases.credit(cli_actor(), account, args.asset.upper(), units, ref)
+        except NotFound as exc:
+            print(f"{exc}", file=sys.stderr)
+            return 2
         finally:
             await pool.close()
         print(json.dumps({"applied": applied, "ref": ref}))

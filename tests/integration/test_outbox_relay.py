@@ -6,6 +6,8 @@ almost no finished order ids."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 import time
 from collections import Counter
 from decimal import Decimal
@@ -150,3 +152,36 @@ async def test_an_engine_outage_longer_than_the_relay_age_doubles_no_order(
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_an_unreachable_command_stream_holds_up_only_its_own_orders(
+    plat: Platform, caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="tradeplane.settlement")
+    await plat.stop_service("settlement")
+    await _start_settlement(plat)
+    buyer = await plat.trader("relay-stranded", {"USDT": "1000"})
+    lost = dataclasses.replace(RULES, base="NOSTREAM")  # a pair whose stream is gone
+    await db.upsert_pair(plat.pool, lost)
+    price, qty = price_to_ticks(RULES, Decimal("40000")), qty_to_lots(RULES, Decimal("0.001"))
+    now = int(time.time() * 1000)
+    orders = []
+    for rules in (lost, RULES):
+        req = db.OrderRequest(buyer.account, rules.symbol, f"stranded-{rules.symbol}",
+                              Side.BUY, OrderType.LIMIT, TimeInForce.GTC, price, qty, 0,
+                              False, "USDT", rules.notional(price, qty), now)
+        [(order_id, result)] = await db.place_orders(plat.pool, [req])
+        assert result == db.PlaceResult.PLACED and order_id is not None
+        orders.append(order_id)
+    stranded, reachable = orders
+
+    async def relayed() -> bool:
+        status = await plat.pool.fetchval("SELECT status FROM orders WHERE id = $1",
+                                          reachable)
+        return bool(status == Status.NEW)
+
+    await eventually(relayed, timeout=20)
+    assert await plat.pool.fetchval(
+        "SELECT status FROM orders WHERE id = $1", stranded) == Status.PENDING_NEW
+    assert any(r.getMessage().startswith("outbox relay failed") and f"o{stranded}"
+               in r.getMessage() for r in caplog.records)

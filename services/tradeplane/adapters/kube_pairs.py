@@ -1,6 +1,7 @@
-"""TradingPair resources on Kubernetes, for the admin API's halts, resumes and fee
-changes when the platform runs under the operator: the gateway patches the resource's
-spec and the operator applies it (SetTrading on the symbol's log, the engine's rules).
+"""TradingPair resources on Kubernetes: the pair control (``usecases.pairs.PairControl``)
+of halts, resumes and fee changes when the platform runs under the operator: the gateway
+patches the resource's spec and the operator applies it (SetTrading on the symbol's log,
+the engine's rules).
 
 The official client is synchronous: calls run in a worker thread. Errors become
 :class:`KubePairError`.
@@ -13,13 +14,15 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from tradeplane.usecases.errors import Unavailable
+
 GROUP = "trading.tradeplane.io"
 VERSION = "v1alpha1"
 PLURAL = "tradingpairs"
 _NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
-class KubePairError(RuntimeError):
+class KubePairError(Unavailable):
     """The Kubernetes API refused or could not be reached; or no TradingPair has the
     symbol."""
 

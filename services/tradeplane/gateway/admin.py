@@ -5,7 +5,9 @@ Every endpoint is guarded by one action of the permission matrix
 (:data:`tradeplane.domain.access.PERMISSION_MATRIX`, checked in
 :mod:`tradeplane.gateway.rbac`), and every change it makes is recorded once in the
 append-only audit log, in the same transaction as the change where the change is a
-database write. Reads are not recorded.
+database write. Reads are not recorded. Users, keys, admins, credits, pair states, fees
+and the kill switch are the application layer's use cases (``usecases/accounts.py``,
+``usecases/pairs.py``, the same the CLI calls): these routes parse, call and answer.
 """
 
 from __future__ import annotations
@@ -16,16 +18,14 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as FPath
 from pydantic import BaseModel, Field
 
-from tradeplane.adapters import accounts_db, db
-from tradeplane.adapters.bus import BusError
-from tradeplane.adapters.kube_pairs import KubePairError
+from tradeplane.adapters import accounts_db
 from tradeplane.domain.access import AdminAction as A
 from tradeplane.domain.access import Role
 from tradeplane.domain.money import AmountError, fmt_units, plain_to_units
 from tradeplane.gateway import apikeys, errors, rbac
 from tradeplane.gateway.apikeys import KeySpec
 from tradeplane.gateway.context import ctx, gateway
-from tradeplane.gateway.control import KILL_SWITCH, Controls
+from tradeplane.gateway.control import Controls
 from tradeplane.gateway.inputs import (
     INT64_MAX,
     KEY_ID,
@@ -36,6 +36,7 @@ from tradeplane.gateway.inputs import (
     QueryId,
 )
 from tradeplane.gateway.rbac import AdminIdentity, admin_action
+from tradeplane.usecases.errors import Conflict, Invalid, NotFound, Unavailable
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -60,12 +61,7 @@ class NewUser(BaseModel):
 async def create_user(
     request: Request, body: NewUser, who: AdminIdentity = Depends(admin_action(A.ACCOUNT_CREATE))
 ) -> dict[str, Any]:
-    pool = ctx(request).pool
-    existing = await db.account_id(pool, body.name)
-    account = await db.create_account(pool, body.name)
-    if existing is None:
-        await rbac.audit(pool, who, A.ACCOUNT_CREATE, f"account:{account}", None,
-                         {"account": account, "name": body.name})
+    account = await _controls(request).account_cases.create_user(who.actor, body.name)
     return {"account": account, "name": body.name}
 
 
@@ -142,10 +138,11 @@ async def create_key(
     request: Request, body: NewKey, who: AdminIdentity = Depends(admin_action(A.APIKEY_CREATE))
 ) -> dict[str, Any]:
     """A key for any account; the secret is in this answer only."""
-    async with ctx(request).pool.acquire() as con, con.transaction():
-        rec, secret = await apikeys.issue(con, gateway(request.app).keys.cipher, body.account, body)
-        await rbac.audit(con, who, A.APIKEY_CREATE, f"apikey:{rec.api_key}", None,
-                         apikeys.key_json(rec))
+    try:
+        rec, secret = await _controls(request).account_cases.create_key(
+            who.actor, body.account, apikeys.key_request(body))
+    except (Invalid, NotFound) as exc:
+        raise apikeys.refusal(exc) from None
     return apikeys.created_json(rec, secret)
 
 
@@ -161,15 +158,10 @@ async def revoke_key(
     request: Request, api_key: str = FPath(pattern=KEY_ID),
     who: AdminIdentity = Depends(admin_action(A.APIKEY_REVOKE)),
 ) -> dict[str, Any]:
-    async with ctx(request).pool.acquire() as con, con.transaction():
-        rec = await accounts_db.revoke_key(con, api_key)
-        if rec is None:
-            raise errors.ApiError(-2015, "No such live API key.", 404)
-        before = apikeys.key_json(rec)
-        after = {**before, "revoked": True}
-        await rbac.audit(con, who, A.APIKEY_REVOKE, f"apikey:{api_key}", before, after)
-    await _controls(request).key_changed(api_key)
-    return after
+    try:
+        return await _controls(request).account_cases.revoke_key(who.actor, api_key)
+    except NotFound:
+        raise errors.ApiError(-2015, "No such live API key.", 404) from None
 
 
 # --------------------------------------------------------------------------- funds
@@ -189,18 +181,11 @@ async def credit(
         units = plain_to_units(body.amount)
     except AmountError:
         raise errors.illegal_chars("amount") from None
-    if units <= 0:
-        raise errors.ApiError(-1100, "amount must be positive")
-    doc = {"account": body.account, "asset": body.asset, "amount": fmt_units(units),
-           "ref": body.ref}
     try:
-        async with ctx(request).pool.acquire() as con, con.transaction():
-            applied = await db.credit_in(con, body.account, body.asset, units, body.ref)
-            if applied:
-                await rbac.audit(con, who, A.ACCOUNT_CREDIT, f"account:{body.account}", None,
-                                 doc)
-    except db.UnknownAccount:
-        raise errors.ApiError(-1100, f"Unknown account {body.account}.") from None
+        applied = await _controls(request).account_cases.credit(
+            who.actor, body.account, body.asset, units, body.ref)
+    except (Invalid, NotFound) as exc:
+        raise errors.ApiError(-1100, str(exc)) from None
     return {"applied": applied, "account": body.account, "asset": body.asset,
             "amount": fmt_units(units)}
 
@@ -215,13 +200,6 @@ class FeesReq(BaseModel):
     takerFeePpm: int = Field(ge=0, lt=1_000_000)
 
 
-async def _pair(con: db.Conn, symbol: str) -> dict[str, Any]:
-    doc = await accounts_db.pair_doc(con, symbol.upper(), lock=True)
-    if doc is None:
-        raise errors.bad_symbol()
-    return doc
-
-
 @router.put("/pairs/{symbol}/trading")
 async def set_trading(
     request: Request, body: TradingReq, symbol: str = FPath(pattern=SYMBOL),
@@ -229,25 +207,13 @@ async def set_trading(
 ) -> dict[str, Any]:
     """Halt, resume or set cancel-only, live. While the kill switch is on, this sets the
     state the pair returns to when it is lifted."""
-    controls = _controls(request)
-    async with ctx(request).pool.acquire() as con, con.transaction():
-        before = await _pair(con, symbol)
-        kill = await accounts_db.get_flag(con, KILL_SWITCH)
-        if kill and kill.get("on"):
-            # Halted by the kill switch: this becomes the state the pair resumes to.
-            before = {**before, "trading": kill["pairs"].get(before["symbol"], "enabled")}
-            kill["pairs"][before["symbol"]] = body.trading
-            await accounts_db.set_flag(con, KILL_SWITCH, kill)
-        else:
-            try:
-                await controls.pairs.set_trading(before["symbol"], body.trading)
-            except (BusError, KubePairError) as exc:
-                raise errors.ApiError(-1000, f"Could not reach the engine: {exc}", 503) from None
-            await accounts_db.set_pair_trading(con, before["symbol"], body.trading)
-        after = {**before, "trading": body.trading}
-        await rbac.audit(con, who, A.PAIR_TRADING, f"pair:{before['symbol']}", before, after)
-    await controls.pairs_changed()
-    return after
+    try:
+        return await _controls(request).pair_cases.set_trading(who.actor, symbol,
+                                                               body.trading)
+    except NotFound:
+        raise errors.bad_symbol() from None
+    except Unavailable as exc:
+        raise errors.ApiError(-1000, f"Could not reach the engine: {exc}", 503) from None
 
 
 @router.put("/pairs/{symbol}/fees")
@@ -257,20 +223,14 @@ async def set_fees(
 ) -> dict[str, Any]:
     """New maker/taker fees (parts per million of the traded amount). Settlement reloads
     the pair on ``control.pairs``: trades it settles after that pay the new fees."""
-    controls = _controls(request)
-    async with ctx(request).pool.acquire() as con, con.transaction():
-        before = await _pair(con, symbol)
-        try:
-            await controls.pairs.set_fees(before["symbol"], body.makerFeePpm, body.takerFeePpm)
-        except KubePairError as exc:
-            raise errors.ApiError(-1000, f"Could not update the TradingPair: {exc}", 503) \
-                from None
-        await accounts_db.set_pair_fees(con, before["symbol"], body.makerFeePpm,
-                                        body.takerFeePpm)
-        after = {**before, "makerFeePpm": body.makerFeePpm, "takerFeePpm": body.takerFeePpm}
-        await rbac.audit(con, who, A.PAIR_FEES, f"pair:{before['symbol']}", before, after)
-    await controls.pairs_changed()
-    return after
+    try:
+        return await _controls(request).pair_cases.set_fees(
+            who.actor, symbol, body.makerFeePpm, body.takerFeePpm)
+    except NotFound:
+        raise errors.bad_symbol() from None
+    except Unavailable as exc:
+        raise errors.ApiError(-1000, f"Could not update the TradingPair: {exc}", 503) \
+            from None
 
 
 # --------------------------------------------------------------------------- kill switch
@@ -282,8 +242,7 @@ class KillReq(BaseModel):
 async def kill_switch_state(
     request: Request, who: AdminIdentity = Depends(admin_action(A.KILL_SWITCH_READ))
 ) -> dict[str, Any]:
-    flag = await accounts_db.get_flag(ctx(request).pool, KILL_SWITCH)
-    return flag or {"on": False}
+    return await _controls(request).pair_cases.kill_switch_state()
 
 
 @router.post("/kill-switch")
@@ -293,23 +252,11 @@ async def kill_switch_on(
     """Halt every symbol at once: gateways refuse trading (-1013) from now on, and every
     engine gets SetTrading(HALTED). Each pair's state is kept in the flag, to be restored
     when the switch is lifted. Calling it again re-sends the halts (nothing recorded)."""
-    pool = ctx(request).pool
-    async with pool.acquire() as con, con.transaction():
-        before = await accounts_db.get_flag(con, KILL_SWITCH)
-        if before and before.get("on"):
-            after = before
-        else:
-            after = {"on": True, "by": who.name, "reason": body.reason,
-                     "pairs": await accounts_db.pair_states(con)}
-            await accounts_db.set_flag(con, KILL_SWITCH, after)
-            await rbac.audit(con, who, A.KILL_SWITCH, "platform", before or {"on": False},
-                             after)
     try:
-        symbols = await _controls(request).kill(sorted(after["pairs"]))
-    except BusError as exc:
+        return await _controls(request).pair_cases.kill_switch_on(who.actor, body.reason)
+    except Unavailable as exc:
         raise errors.ApiError(-1000, f"Gateways stopped trading; some engines were not "
                                      f"reached ({exc}); call again.", 503) from None
-    return {**after, "symbols": symbols}
 
 
 @router.delete("/kill-switch")
@@ -318,22 +265,11 @@ async def kill_switch_off(
 ) -> dict[str, Any]:
     """Resume: every engine back to the state its pair had when the switch was thrown (or
     was given since), then the gateways."""
-    pool = ctx(request).pool
-    async with pool.acquire() as con, con.transaction():
-        before = await accounts_db.get_flag(con, KILL_SWITCH)
-        states = await accounts_db.pair_states(con)
-        if before and before.get("on"):
-            states.update(before.get("pairs", {}))
-            for symbol, state in states.items():
-                await accounts_db.set_pair_trading(con, symbol, state)
-            await accounts_db.set_flag(con, KILL_SWITCH, None)
-            await rbac.audit(con, who, A.KILL_SWITCH, "platform", before, {"on": False})
     try:
-        await _controls(request).revive(states)
-    except BusError as exc:
+        return await _controls(request).pair_cases.kill_switch_off(who.actor)
+    except Unavailable as exc:
         raise errors.ApiError(-1000, f"Some engines were not reached ({exc}); call again.",
                               503) from None
-    return {"on": False, "pairs": states}
 
 
 # --------------------------------------------------------------------------- admins, audit
@@ -347,18 +283,11 @@ async def create_admin(
     request: Request, body: NewAdmin, who: AdminIdentity = Depends(admin_action(A.ADMIN_CREATE))
 ) -> dict[str, Any]:
     """A new admin identity; its token is in this answer only (stored hashed)."""
-    if body.name == rbac.BOOTSTRAP:
-        raise errors.ApiError(-1100, "That name is reserved.")
-    token = rbac.new_admin_token()
-    pool = ctx(request).pool
-    async with pool.acquire() as con, con.transaction():
-        try:
-            await accounts_db.create_admin(con, body.name, str(body.role),
-                                           rbac.token_hash(token))
-        except accounts_db.NameTaken:
-            raise errors.ApiError(-1100, "An admin of that name exists.") from None
-        await rbac.audit(con, who, A.ADMIN_CREATE, f"admin:{body.name}", None,
-                         {"name": body.name, "role": str(body.role)})
+    try:
+        token = await _controls(request).account_cases.create_admin(who.actor, body.name,
+                                                                    body.role)
+    except (Invalid, Conflict) as exc:
+        raise errors.ApiError(-1100, str(exc)) from None
     return {"name": body.name, "role": str(body.role), "token": token}
 
 

@@ -1,12 +1,15 @@
-"""Platform controls the admin API drives: pair trading states and fees, the global kill
-switch, and what every gateway replica must learn at once (revoked keys, frozen
-accounts, the kill switch) over ``control.gateway``.
+"""The gateway's side of the platform controls: what every gateway replica must learn
+at once over ``control.gateway`` (the kill switch, revoked keys, frozen accounts) and
+``control.pairs`` (a pair's rules changed), and the admin use cases built once per gateway
+(:attr:`Controls.pair_cases`, :attr:`Controls.account_cases`), for which this object is
+the ``Gateways`` and ``KeyEvents`` port.
 
-The kill switch: ``on`` records the flag in PostgreSQL, makes every gateway refuse
-trading requests (-1013) at once, and appends SetTrading(HALTED) to every symbol's
-command log; ``off`` appends SetTrading(<the pair's configured state>) to each log, then
-lets the gateways trade again. Gateways also re-read the flag every few seconds, so a
-replica that missed the message (or started later) follows within that time.
+The kill switch itself is the pairs use case's (``usecases/pairs.py``): ``on`` records
+the flag in PostgreSQL, makes every gateway refuse trading requests (-1013) at once, and
+appends SetTrading(HALTED) to every symbol's command log; ``off`` appends
+SetTrading(<the pair's configured state>) to each log, then lets the gateways trade again.
+Gateways also re-read the flag every few seconds, so a replica that missed the message
+(or started later) follows within that time.
 
 User data streams hear the same messages (``user_streams``, see ``gateway/userstream.py``):
 a revoked key or a frozen account drops its listen keys and closes their sockets on every
@@ -18,51 +21,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from tradeplane.adapters import accounts_db, control, db
-from tradeplane.adapters.bus import Bus
-from tradeplane.domain import codec
-from tradeplane.domain.model import SetTrading, TradingState
-from tradeplane.domain.pairs import TRADING_STATES
+from tradeplane.adapters.admin_store import PgAccountStore, PgPairStore
+from tradeplane.adapters.control import BusCommandLog, LocalPairControl, now_ms
 from tradeplane.gateway.auth import KeyCache
 from tradeplane.gateway.context import GatewayContext
+from tradeplane.usecases.accounts import Accounts
+from tradeplane.usecases.pairs import KILL_SWITCH, PairControl, Pairs
+
+__all__ = ["KILL_SWITCH", "Controls", "LocalPairControl", "PairControl",
+           "UserStreamControl"]
 
 log = logging.getLogger("tradeplane.gateway")
 
-KILL_SWITCH = "kill_switch"
 POLL_S = 5.0
-
-
-class PairControl(Protocol):
-    """Where a pair's trading state and fees are changed besides the pairs table."""
-
-    async def set_trading(self, symbol: str, state: str) -> None: ...
-
-    async def set_fees(self, symbol: str, maker_ppm: int, taker_ppm: int) -> None: ...
-
-
-async def send_trading(bus: Bus, symbol: str, state: str, why: str) -> int:
-    """SetTrading on the symbol's command log (applied by its engine in order)."""
-    now = int(time.time() * 1000)
-    cmd = SetTrading(TradingState(TRADING_STATES[state]), now)
-    return await bus.publish_command(symbol, codec.encode([cmd]), f"t{symbol}:{why}:{now}")
-
-
-class LocalPairControl:
-    """Local mode: the engine is told through its command log; fees live in the pairs
-    table alone (settlement reloads them on ``control.pairs``)."""
-
-    def __init__(self, bus: Bus) -> None:
-        self.bus = bus
-
-    async def set_trading(self, symbol: str, state: str) -> None:
-        await send_trading(self.bus, symbol, state, "admin")
-
-    async def set_fees(self, symbol: str, maker_ppm: int, taker_ppm: int) -> None:
-        return None
 
 
 class UserStreamControl(Protocol):
@@ -85,6 +60,24 @@ class Controls:
         self.halted = False
         self._unsubs: list[Callable[[], Awaitable[None]]] = []
         self._poller: asyncio.Task[None] | None = None
+        self._pair_cases: Pairs | None = None
+        self._account_cases: Accounts | None = None
+
+    # The gateway's use cases, built once (on first use: the pool and the bus are the
+    # context's, connected by then); this object is their Gateways and KeyEvents port.
+    @property
+    def pair_cases(self) -> Pairs:
+        if self._pair_cases is None:
+            self._pair_cases = Pairs(PgPairStore(self.c.pool), self.pairs,
+                                     BusCommandLog(self.c.bus), self, now_ms)
+        return self._pair_cases
+
+    @property
+    def account_cases(self) -> Accounts:
+        if self._account_cases is None:
+            self._account_cases = Accounts(PgAccountStore(self.c.pool), self.keys.cipher,
+                                           now_ms, self)
+        return self._account_cases
 
     async def start(self) -> None:
         self.halted = await self._flag_on()
@@ -164,22 +157,13 @@ class Controls:
         await self.reload_pairs()
         await control.publish(self.c.bus, control.PAIRS_CHANGED, {})
 
-    # ------------------------------------------------------------------ kill switch
-    async def kill(self, symbols: list[str]) -> list[str]:
-        """Stop all trading: gateways first (at once), then every engine. Returns the
-        symbols halted."""
-        self.halted = True
-        await control.publish(self.c.bus, control.GATEWAY, {"kind": "kill", "on": True})
-        for symbol in symbols:
-            await send_trading(self.c.bus, symbol, "halted", "kill")
-        return symbols
+    async def key_revoked(self, api_key: str) -> None:
+        await self.key_changed(api_key)
 
-    async def revive(self, states: dict[str, str]) -> None:
-        """Undo :meth:`kill`: each engine to its pair's ``states`` entry, then the
-        gateways."""
-        for symbol, state in states.items():
-            await send_trading(self.c.bus, symbol, state, "revive")
-        self.halted = False
-        await self.reload_pairs()
-        await control.publish(self.c.bus, control.GATEWAY, {"kind": "kill", "on": False})
-        await control.publish(self.c.bus, control.PAIRS_CHANGED, {})
+    # ------------------------------------------------------------------ kill switch
+    async def kill_switch(self, on: bool) -> None:
+        """Every gateway refuses trading (-1013) at once, or trades again. The engines are
+        told by the use case (``usecases.pairs.Pairs``): halted after this, revived
+        before it."""
+        self.halted = on
+        await control.publish(self.c.bus, control.GATEWAY, {"kind": "kill", "on": on})

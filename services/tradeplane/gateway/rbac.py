@@ -11,9 +11,7 @@ SuperAdmin role (compared in constant time). Each endpoint names one
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import secrets as _stdlib_secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,9 +24,12 @@ from tradeplane.gateway import errors
 from tradeplane.gateway.auth import request_ip
 from tradeplane.gateway.context import ctx
 from tradeplane.gateway.users import bearer_token
+from tradeplane.usecases.accounts import ADMIN_TOKEN_PREFIX as TOKEN_PREFIX
+from tradeplane.usecases.accounts import BOOTSTRAP, admin_token_hash, new_admin_token
+from tradeplane.usecases.audit import Actor
 
-BOOTSTRAP = "bootstrap"
-TOKEN_PREFIX = "tpa_"
+__all__ = ["BOOTSTRAP", "TOKEN_PREFIX", "AdminIdentity", "admin_action", "audit", "identify",
+           "new_admin_token", "token_hash"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,19 +38,19 @@ class AdminIdentity:
     role: Role
     ip: str
 
+    @property
+    def actor(self) -> Actor:
+        """The identity the use cases act for (``admin:<name>`` in the audit log)."""
+        return Actor("admin", self.name, self.role, self.ip)
+
     def entry(self, action: AdminAction | str, target: str, before: Any,
               after: Any) -> accounts_db.AuditEntry:
-        return accounts_db.AuditEntry(f"admin:{self.name}", str(self.role), str(action),
-                                      target, before, after, self.ip)
+        r = self.actor.record(str(action), target, before, after)
+        return accounts_db.AuditEntry(r.actor, r.role, r.action, r.target, r.before, r.after,
+                                      r.ip)
 
 
-def token_hash(token: str) -> bytes:
-    """Admin tokens carry 256 random bits: a plain SHA-256 is a safe way to store them."""
-    return hashlib.sha256(token.encode()).digest()
-
-
-def new_admin_token() -> str:
-    return TOKEN_PREFIX + _stdlib_secrets.token_urlsafe(32)
+token_hash = admin_token_hash
 
 
 async def identify(request: Request) -> AdminIdentity:
@@ -91,7 +92,8 @@ def admin_action(action: AdminAction) -> Callable[[Request], Awaitable[AdminIden
 
 async def audit(pool_or_con: db.Pool | db.Conn, who: AdminIdentity, action: AdminAction | str,
                 target: str, before: Any, after: Any) -> None:
-    """Append one audit record (inside the caller's transaction when given one)."""
+    """Append one audit record (inside the caller's transaction when given one), for the
+    admin actions not yet behind a use case (withdrawal approvals, freezes)."""
     await accounts_db.append_audit(pool_or_con, who.entry(action, target, before, after))
 
 

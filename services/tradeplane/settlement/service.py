@@ -300,13 +300,17 @@ class Settler:
         original been in the log, the engine would have processed it and the order would
         have left PENDING_NEW in the same transaction that moved the cursor. The re-send's
         own sequence becomes the new fence, so it is sent again only if the engine
-        processed it and the order is still pending (never, short of a lost event). While
-        the engine is down, nothing is re-sent; the engine's memory of finished order ids
-        is never what stops a double order. Re-sends carry ``o<id>`` / ``l<list id>``,
+        processed it and the order is still pending (never, short of a lost event). A
+        re-send the bus did not acknowledge leaves the order without a fence: the next
+        round reads a new one, at or above the re-send if it was stored after all. While
+        the engine is down nothing is re-sent, and the engine's memory of finished order
+        ids is not what stops a double order (docs/architecture.md, "The order path",
+        names the one case it still covers). Re-sends carry ``o<id>`` / ``l<list id>``,
         so two of them within the bus's window are one message.
 
         Raises:
-            db.DatabaseError, BusError: the round stopped there; the next one redoes it.
+            db.DatabaseError: the round did nothing; the next one redoes it.
+            BusError: some orders' symbols were unreachable (the others were handled).
         """
         # Read before the query: a cursor this far has committed the order states the
         # query then sees.
@@ -314,18 +318,25 @@ class Settler:
         rows = await db.pending_orders(self.pool, int(time.time() * 1000) - self.relay_age_ms)
         fences: dict[str, int] = {}
         sent = 0
+        failed: list[str] = []
         for symbol, msg_id, cmd in db.relay_commands(rows):
             fence = self._fences.get(msg_id)
-            if fence is None:
-                fence = await self.bus.last_command_seq(symbol)
-            elif settled.get(symbol, 0) >= fence:
-                fence = await self.bus.publish_command(symbol, codec.encode([cmd]), msg_id)
-                RELAYED.labels(symbol).inc()
-                sent += 1
+            try:
+                if fence is None:
+                    fence = await self.bus.last_command_seq(symbol)
+                elif settled.get(symbol, 0) >= fence:
+                    fence = await self.bus.publish_command(symbol, codec.encode([cmd]), msg_id)
+                    RELAYED.labels(symbol).inc()
+                    sent += 1
+            except BusError as exc:
+                failed.append(f"{msg_id}: {exc}")
+                continue  # one symbol's stream must not hold up the others' orders
             fences[msg_id] = fence
         self._fences = fences  # orders no longer pending are forgotten
         if sent:
             log.info("outbox relayed", extra={"fields": {"commands": sent}})
+        if failed:
+            raise BusError(f"{len(failed)} pending order(s) not handled, first {failed[0]}")
         return sent
 
     async def _watch_invariants(self, stop: asyncio.Event) -> None:
