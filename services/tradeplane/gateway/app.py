@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -88,46 +89,40 @@ async def compose(settings: Settings) -> AsyncIterator[Gateway]:
     Raises:
         GatewayWiringError: a service is missing (see :class:`Gateway`).
     """
-    pool = await db.create_pool(settings.database_url, settings.db_pool_size)
-    bus = await Bus.connect(settings.nats_url, name="gateway",
-                            replicas=settings.stream_replicas,
-                            dedup_window_s=settings.dedup_window_s)
-    cache = await MarketCache.connect(settings.redis_url)
-    c = GatewayContext(settings, pool, bus, cache, ReferencePrices(cache),
-                       await db.load_pairs(pool))
-    for sym in c.pairs:
-        await bus.ensure_symbol(sym)
-    marks = Watermarks(lambda: db.settlement_cursors(pool))
-    unsub = await bus.subscribe("settled.*", marks.on_settled)
-    keys = KeyCache(SecretCipher(settings.secret_key.get_secret_value()))
-    security = await start_security(settings, c, keys)
-    listen_keys = await ListenKeyStore.connect(settings.redis_url)
-    user_streams = userstream.UserStreams(listen_keys, keys, pool,
-                                          ttl_s=settings.listen_key_ttl_s)
-    security.controls.user_streams = user_streams
-    orderpath = OrderPath(pool, bus)
-    hub = streams.StreamHub(bus)
-    refresher = asyncio.create_task(_refresh_pairs(c))
-    ref_task: asyncio.Task[None] | None = None
-    try:
+    async with contextlib.AsyncExitStack() as stack:  # a start-up error closes what opened
+        pool = await db.create_pool(settings.database_url, settings.db_pool_size)
+        stack.push_async_callback(pool.close)
+        bus = await Bus.connect(settings.nats_url, name="gateway",
+                                replicas=settings.stream_replicas,
+                                dedup_window_s=settings.dedup_window_s)
+        stack.push_async_callback(bus.close)
+        cache = await MarketCache.connect(settings.redis_url)
+        stack.push_async_callback(cache.close)
+        c = GatewayContext(settings, pool, bus, cache, ReferencePrices(cache),
+                           await db.load_pairs(pool))
+        for sym in c.pairs:
+            await bus.ensure_symbol(sym)
+        marks = Watermarks(lambda: db.settlement_cursors(pool))
+        stack.push_async_callback(await bus.subscribe("settled.*", marks.on_settled))
+        keys = KeyCache(SecretCipher(settings.secret_key.get_secret_value()))
+        listen_keys = await ListenKeyStore.connect(settings.redis_url)
+        stack.push_async_callback(listen_keys.close)
+        hub = streams.StreamHub(bus)
+        stack.push_async_callback(hub.close)
+        orderpath = OrderPath(pool, bus)
+        stack.push_async_callback(orderpath.close)
+        security = await start_security(settings, c, keys)
+        stack.push_async_callback(security.close)
+        user_streams = userstream.UserStreams(listen_keys, keys, pool,
+                                              ttl_s=settings.listen_key_ttl_s)
+        security.controls.user_streams = user_streams
+        stack.callback(asyncio.create_task(_refresh_pairs(c)).cancel)
         await c.references.refresh(list(c.pairs))
-        ref_task = asyncio.create_task(c.references.run(lambda: c.pairs))
+        stack.callback(asyncio.create_task(c.references.run(lambda: c.pairs)).cancel)
         yield Gateway(ctx=c, keys=keys, limiter=security.limiter, controls=security.controls,
                       credentials=security.credentials, mailer=security.mailer,
                       user_streams=user_streams, watermarks=marks, orderpath=orderpath,
                       stream_hub=hub)
-    finally:
-        refresher.cancel()
-        if ref_task is not None:
-            ref_task.cancel()
-        await security.close()
-        await orderpath.close()
-        await unsub()
-        await hub.close()
-        await listen_keys.close()
-        await cache.close()
-        await bus.close()
-        await pool.close()
 
 
 def create_app(settings: Settings, *, wiring: Wiring = compose) -> FastAPI:
