@@ -127,6 +127,7 @@ async def set_pair_trading(con: Conn, symbol: str, trading: str) -> None:
     await con.execute("UPDATE pairs SET trading = $2 WHERE symbol = $1", symbol, trading)
 
 
+@_translated
 async def load_pairs(pool: Pool) -> dict[str, PairRules]:
     rows = await pool.fetch("SELECT * FROM pairs ORDER BY symbol")
     return {
