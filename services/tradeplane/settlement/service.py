@@ -248,7 +248,7 @@ class Settler:
         restarted; settlement resumes exactly where its last transaction left it).
 
         Raises:
-            ExceptionGroup: a task died (the runner logs and re-raises each cause).
+            ExceptionGroup: a task died (the runner logs each cause, re-raises the first).
             db.DatabaseError, BusError: at start.
         """
         INVARIANT_OK.set(math.nan)  # unknown until the first check has run
