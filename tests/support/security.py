@@ -14,7 +14,7 @@ import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tradeplane.domain.signatures import ed25519_sign
+from tradeplane.demo.client import ed25519_sign
 from tradeplane.domain.signing import sign
 
 # Cheap argon2 for tests (the defaults cost ~0.3 s a hash on 2 cores); dev mode allows it.

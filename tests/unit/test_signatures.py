@@ -10,13 +10,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.rsa import generate_private_key
 
+from tradeplane.demo.client import ed25519_sign
 from tradeplane.domain.access import KeyType
-from tradeplane.domain.signatures import (
-    KeyFormatError,
-    ed25519_public_key,
-    ed25519_sign,
-    verify,
-)
+from tradeplane.domain.signatures import KeyFormatError, ed25519_public_key, verify
 from tradeplane.domain.signing import sign
 
 PAYLOAD = "symbol=BTCUSDT&side=BUY&type=LIMIT&quantity=1&price=9000&timestamp=1499827319559"

@@ -24,9 +24,9 @@ from tradeplane.adapters import db
 from tradeplane.adapters.bus import Bus
 from tradeplane.adapters.cipher import SecretCipher
 from tradeplane.config import Settings
+from tradeplane.demo.client import signed_query
 from tradeplane.domain.money import to_units
 from tradeplane.domain.pairs import DEMO_PAIRS
-from tradeplane.domain.signing import signed_query
 from tradeplane.platform.servers import LocalServers, free_port
 
 RULES = DEMO_PAIRS[0]

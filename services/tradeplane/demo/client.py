@@ -2,12 +2,35 @@
 
 from __future__ import annotations
 
+import base64
 import time
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tradeplane.domain.signing import signed_query
+from tradeplane.domain.signing import sign
+
+
+# The client side of request signing (tests, demo tools, benchmarks). The domain holds only
+# what the server verifies; a client also reads the clock (``timestamp``), which the domain
+# never does.
+def signed_query(secret: str, params: dict[str, str | int]) -> str:
+    """HMAC_SHA256 keys: ``params`` encoded, then their hex signature appended."""
+    q = urlencode(params)
+    return f"{q}&signature={sign(secret, q)}"
+
+
+def ed25519_sign(private_key: Ed25519PrivateKey, payload: str) -> str:
+    """ED25519 keys: the base64 signature of ``payload`` (URL-encode it when sending)."""
+    return base64.b64encode(private_key.sign(payload.encode())).decode()
+
+
+def ed25519_signed_query(private_key: Ed25519PrivateKey, params: dict[str, str | int]) -> str:
+    """ED25519 keys: ``params`` encoded, then their URL-encoded signature appended."""
+    q = urlencode(params)
+    return f"{q}&{urlencode({'signature': ed25519_sign(private_key, q)})}"
 
 
 class ApiClient:

@@ -1,10 +1,11 @@
-"""Binance request signing: HMAC-SHA256, hex, over the query string plus the form body."""
+"""Binance request signing: HMAC-SHA256, hex, over the query string plus the form body.
+
+The server side only; a client signs with :mod:`tradeplane.demo.client`."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from urllib.parse import urlencode
 
 
 def sign(secret: str, payload: str) -> str:
@@ -34,8 +35,3 @@ def strip_signature(raw: str) -> tuple[str, str | None]:
             kept.append(part)
     return "&".join(kept), signature
 
-
-def signed_query(secret: str, params: dict[str, str | int]) -> str:
-    """Client side (tests, demo tools): encode params and append their signature."""
-    q = urlencode(params)
-    return f"{q}&signature={sign(secret, q)}"
