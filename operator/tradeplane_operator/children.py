@@ -12,6 +12,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from tradeplane.domain.errors import InvalidInput
 from tradeplane.domain.pairs import PairConfigError, rules_from_spec
 from tradeplane_operator.settings import OperatorSettings
 
@@ -47,7 +48,7 @@ DEFAULT_WATCHER_RESOURCES: dict[str, Any] = {
 Manifest = dict[str, Any]
 
 
-class InvalidSpec(ValueError):
+class InvalidSpec(InvalidInput, ValueError):
     """The spec cannot be turned into manifests; retrying will not help (PermanentError)."""
 
 

@@ -18,6 +18,7 @@ import httpx
 from tradeplane.adapters import db
 from tradeplane.adapters.bus import Bus, BusError
 from tradeplane.domain import codec
+from tradeplane.domain.errors import Unavailable
 from tradeplane.domain.model import CancelAll, Status
 from tradeplane.usecases.pairs import trading_message
 
@@ -26,7 +27,7 @@ CONNECT_TIMEOUT_S = 5.0
 assert (Status.PENDING_NEW, Status.NEW, Status.PARTIALLY_FILLED) == (0, 1, 2)
 
 
-class ExchangeUnavailable(RuntimeError):
+class ExchangeUnavailable(Unavailable):
     """NATS or PostgreSQL could not be reached or refused the operation."""
 
 

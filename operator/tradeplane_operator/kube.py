@@ -16,6 +16,9 @@ from typing import Any
 import kubernetes
 import urllib3
 
+from tradeplane.domain import errors
+from tradeplane.domain.errors import TradeplaneError
+
 PLURALS = {
     "ConfigMap": "configmaps",
     "Service": "services",
@@ -27,7 +30,7 @@ PLURALS = {
 }
 
 
-class KubeError(RuntimeError):
+class KubeError(TradeplaneError):
     """The API refused a request; ``status`` is the HTTP status (0 = not reached)."""
 
     def __init__(self, status: int, message: str) -> None:
@@ -40,7 +43,7 @@ class KubeError(RuntimeError):
         return self.status in (0, 403, 409, 429) or self.status >= 500
 
 
-class NotFound(KubeError):
+class NotFound(KubeError, errors.NotFound):
     pass
 
 

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from pydantic import ValidationError
 
 from tradeplane.config import Settings
+from tradeplane.domain.errors import Unavailable
 from tradeplane.platform.discovery import (
     DATA_DIR_ENV,
     DiscoveryError,
@@ -39,7 +40,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     return _loaded(args).settings
 
 
-class PlatformUnreachable(Exception):
+class PlatformUnreachable(Unavailable):
     """A server of the platform the command found does not answer."""
 
 

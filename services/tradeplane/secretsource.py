@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import SecretStr
 
 from tradeplane.config import SECRET_FIELDS, Settings, VaultSettings
+from tradeplane.domain.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from tradeplane.adapters.vault import VaultSession
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 ENV_PREFIX = "TRADEPLANE_"
 
 
-class SecretSourceError(RuntimeError):
+class SecretSourceError(ConfigurationError):
     """The secrets cannot be loaded (Vault refused or unreachable, a file unreadable).
     The message never contains a secret value."""
 

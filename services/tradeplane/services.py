@@ -10,6 +10,7 @@ from tradeplane.adapters import db
 from tradeplane.adapters.bus import Bus
 from tradeplane.adapters.cache import MarketCache
 from tradeplane.config import Settings
+from tradeplane.domain.errors import ConfigurationError
 from tradeplane.domain.pairs import PairRules, normalize_symbol, rules_from_spec
 from tradeplane.engine.service import Engine
 from tradeplane.gateway.app import serve
@@ -17,7 +18,7 @@ from tradeplane.marketdata.service import MarketDataService
 from tradeplane.settlement.service import Settler
 
 
-class ConfigError(RuntimeError):
+class ConfigError(ConfigurationError):
     """The process cannot start with this configuration."""
 
 

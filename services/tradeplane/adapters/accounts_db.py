@@ -18,13 +18,14 @@ from typing import Any
 import asyncpg
 
 from tradeplane.adapters.db import Conn, DatabaseError, Pool, UnknownAccount
+from tradeplane.domain.errors import Conflict
 
 
-class EmailTaken(DatabaseError):
+class EmailTaken(DatabaseError, Conflict):
     pass
 
 
-class NameTaken(DatabaseError):
+class NameTaken(DatabaseError, Conflict):
     pass
 
 

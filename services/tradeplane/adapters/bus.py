@@ -18,10 +18,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import nats
+import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
@@ -37,6 +39,7 @@ from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
 from tradeplane.config import redacted
+from tradeplane.domain.errors import Conflict, TradeplaneError, Unavailable
 
 log = logging.getLogger("tradeplane.bus")
 
@@ -47,16 +50,39 @@ LEASE_BUCKET = "ENGINE_LEASES"
 _WRONG_LAST_SEQUENCE = 10071
 
 
-class BusError(RuntimeError):
-    """The bus refused or timed out an operation."""
+class BusError(TradeplaneError):
+    """The bus refused or could not do an operation (the subclass says why)."""
 
 
-class Fenced(BusError):
+class BusUnavailable(BusError, Unavailable):
+    """NATS did not answer in time, the connection is lost or closed, or the server
+    refused the operation (no stream, no responder): nothing was done, or the caller
+    cannot know whether it was."""
+
+
+#: What nats-py raises on a failed round trip: its own errors (JetStream's included),
+#: socket errors and timeouts. Every method of this module turns them into
+#: BusUnavailable, so no nats exception reaches a caller.
+_NATS_ERRORS: tuple[type[Exception], ...] = (nats.errors.Error, OSError, TimeoutError)
+#: ... and, from ``nats.connect``, ValueError for a malformed URL.
+_CONNECT_ERRORS: tuple[type[Exception], ...] = (*_NATS_ERRORS, ValueError)
+
+
+@contextlib.asynccontextmanager
+async def _translated(what: str) -> AsyncIterator[None]:
+    """Raise the library's errors inside as BusUnavailable(``what``: cause)."""
+    try:
+        yield
+    except _NATS_ERRORS as exc:
+        raise BusUnavailable(f"{what}: {type(exc).__name__} {exc}".rstrip()) from exc
+
+
+class Fenced(BusError, Conflict):
     """Someone else appended to the subject since the sequence the writer expected: the
     writer is not the only one and must stop."""
 
 
-class LeaseTaken(BusError):
+class LeaseTaken(BusError, Conflict):
     """The lease is held by someone else, or changed since the caller last wrote it."""
 
 
@@ -116,13 +142,19 @@ class Bus:
                 url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
                 pending_size=64 * 1024 * 1024,
             )
-        except Exception as exc:  # nats raises several unrelated types here
-            raise BusError(f"cannot connect to NATS at {redacted(url)}: {exc}") from exc
+        except _CONNECT_ERRORS as exc:
+            raise BusUnavailable(f"cannot connect to NATS at {redacted(url)}: {exc}") from exc
         return cls(nc, nc.jetstream(timeout=10.0), replicas, dedup_window_s)
 
     async def close(self) -> None:
+        """Drain and close the connection (idempotent).
+
+        Raises:
+            BusUnavailable: the drain failed or timed out.
+        """
         if not self.nc.is_closed:
-            await self.nc.drain()
+            async with _translated("drain"):
+                await self.nc.drain()
 
     # ------------------------------------------------------------------ topology
     async def ensure_symbol(self, symbol: str) -> None:
@@ -153,10 +185,12 @@ class Bus:
         )
 
     async def _ensure_stream(self, cfg: api.StreamConfig) -> None:
-        try:
-            await self.js.add_stream(cfg)
-        except BadRequestError:
-            await self.js.update_stream(cfg)
+        """Raises BusUnavailable: the stream can be neither created nor updated."""
+        async with _translated(f"stream {cfg.name}"):
+            try:
+                await self.js.add_stream(cfg)
+            except BadRequestError:
+                await self.js.update_stream(cfg)
 
     # ------------------------------------------------------------------ commands
     async def publish_command(
@@ -174,8 +208,8 @@ class Bus:
             ack = await self.js.publish(
                 command_subject(symbol), data, headers=_with_id(msg_id, headers), timeout=5.0
             )
-        except Exception as exc:  # timeouts, no stream, connection loss: all "not stored"
-            raise BusError(f"command not stored on {symbol}: {exc}") from exc
+        except _NATS_ERRORS as exc:  # timeouts, no stream, connection loss: all "not stored"
+            raise BusUnavailable(f"command not stored on {symbol}: {exc}") from exc
         return int(ack.seq)
 
     async def follow_commands(
@@ -191,19 +225,20 @@ class Bus:
         async def cb(msg: Msg) -> None:
             on_msg(msg.metadata.sequence.stream, msg.data, msg.headers)
 
-        sub = await self.js.subscribe(
-            command_subject(symbol),
-            cb=cb,
-            ordered_consumer=True,
-            stream=command_stream(symbol),
-            config=api.ConsumerConfig(
-                deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
-                opt_start_seq=max(1, start_seq),
-            ),
-            idle_heartbeat=2.0,
-            pending_msgs_limit=1_000_000,
-        )
-        return sub.unsubscribe
+        async with _translated(f"command stream of {symbol}"):
+            sub = await self.js.subscribe(
+                command_subject(symbol),
+                cb=cb,
+                ordered_consumer=True,
+                stream=command_stream(symbol),
+                config=api.ConsumerConfig(
+                    deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+                    opt_start_seq=max(1, start_seq),
+                ),
+                idle_heartbeat=2.0,
+                pending_msgs_limit=1_000_000,
+            )
+        return _unsubscriber(sub, command_subject(symbol))
 
     async def last_command_seq(self, symbol: str) -> int:
         """The symbol's command stream's last sequence (0: empty).
@@ -213,8 +248,8 @@ class Bus:
         """
         try:
             info = await self.js.stream_info(command_stream(symbol))
-        except Exception as exc:  # not found, timeout, connection loss
-            raise BusError(f"command stream of {symbol} not readable: {exc}") from exc
+        except _NATS_ERRORS as exc:  # not found, timeout, connection loss
+            raise BusUnavailable(f"command stream of {symbol} not readable: {exc}") from exc
         return int(info.state.last_seq)
 
     # ------------------------------------------------------------------ events
@@ -230,8 +265,8 @@ class Bus:
             ack = await self.js.publish(
                 event_subject(symbol), data, headers=_with_id(msg_id, headers), timeout=10.0
             )
-        except Exception as exc:
-            raise BusError(f"events not stored for {symbol}: {exc}") from exc
+        except _NATS_ERRORS as exc:
+            raise BusUnavailable(f"events not stored for {symbol}: {exc}") from exc
         return int(ack.seq)
 
     async def publish_events_fenced(
@@ -252,25 +287,28 @@ class Bus:
         except APIError as exc:
             if exc.err_code == _WRONG_LAST_SEQUENCE:
                 raise Fenced(f"events of {symbol} were appended by another writer") from exc
-            raise BusError(f"events not stored for {symbol}: {exc}") from exc
-        except Exception as exc:
-            raise BusError(f"events not stored for {symbol}: {exc}") from exc
+            raise BusUnavailable(f"events not stored for {symbol}: {exc}") from exc
+        except _NATS_ERRORS as exc:
+            raise BusUnavailable(f"events not stored for {symbol}: {exc}") from exc
         return int(ack.seq)
 
     async def last_event(self, symbol: str) -> StoredMsg | None:
-        """The symbol's last event batch with its EVENTS stream sequence, or None."""
-        try:
-            msg = await self.js.get_last_msg(EVENTS_STREAM, event_subject(symbol))
-        except NotFoundError:
-            return None
+        """The symbol's last event batch with its EVENTS stream sequence, or None.
+
+        Raises:
+            BusUnavailable: the bus did not answer.
+        """
+        async with _translated(f"last event of {symbol}"):
+            try:
+                msg = await self.js.get_last_msg(EVENTS_STREAM, event_subject(symbol))
+            except NotFoundError:
+                return None
         return StoredMsg(int(msg.seq or 0), bytes(msg.data or b""), msg.headers)
 
     async def last_event_batch(self, symbol: str) -> bytes | None:
-        try:
-            msg = await self.js.get_last_msg(EVENTS_STREAM, event_subject(symbol))
-        except NotFoundError:
-            return None
-        return bytes(msg.data or b"")
+        """The symbol's last event batch, or None. Raises BusUnavailable (no answer)."""
+        last = await self.last_event(symbol)
+        return None if last is None else last.data
 
     async def consume_events(
         self,
@@ -307,28 +345,29 @@ class Bus:
                 if wait > 0:
                     await asyncio.sleep(wait)
             if psub is None:
-                psub = await self.js.pull_subscribe(
-                    "evt.*",
-                    durable=None,
-                    stream=EVENTS_STREAM,
-                    config=api.ConsumerConfig(
-                        name=f"{name}-{next_seq}-{id(self) & 0xFFFF:x}",
-                        ack_policy=api.AckPolicy.NONE,
-                        deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
-                        opt_start_seq=next_seq,
-                        inactive_threshold=300.0,
-                        max_waiting=1,
-                    ),
-                )
+                async with _translated("event consumer"):
+                    psub = await self.js.pull_subscribe(
+                        "evt.*",
+                        durable=None,
+                        stream=EVENTS_STREAM,
+                        config=api.ConsumerConfig(
+                            name=f"{name}-{next_seq}-{id(self) & 0xFFFF:x}",
+                            ack_policy=api.AckPolicy.NONE,
+                            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+                            opt_start_seq=next_seq,
+                            inactive_threshold=300.0,
+                            max_waiting=1,
+                        ),
+                    )
             try:
                 msgs = await psub.fetch(batch, timeout=0.5)
             except (NatsTimeout, TimeoutError):
                 if on_idle is not None:
                     on_idle()
                 continue
-            except Exception as exc:  # consumer gone (server restart, inactivity): re-create
+            except _NATS_ERRORS as exc:  # consumer gone (restart, inactivity): re-create
                 log.warning("event consumer %s lost (%s); re-creating", name, exc)
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(*_NATS_ERRORS):
                     await psub.unsubscribe()
                 psub = None
                 await asyncio.sleep(0.2)
@@ -343,7 +382,7 @@ class Bus:
                 try:
                     await handler(stored)
                     break
-                except Exception:
+                except Exception:  # the caller's handler: any failure is retried, loudly
                     log.exception("event handler failed; retrying in %.1fs", delay)
                     if stop.is_set():
                         return
@@ -354,12 +393,15 @@ class Bus:
             if caught_up and on_idle is not None:
                 on_idle()
         if psub is not None:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(*_NATS_ERRORS):
                 await psub.unsubscribe()
 
     # ------------------------------------------------------------------ core pub/sub
     async def publish(self, subject: str, data: bytes) -> None:
-        await self.nc.publish(subject, data)
+        """Core publish (at most once). Raises BusUnavailable: connection closed, or its
+        outgoing buffer is full."""
+        async with _translated(f"publish on {subject}"):
+            await self.nc.publish(subject, data)
 
     async def subscribe(
         self, subject: str, handler: Callable[[str, bytes], Awaitable[None]]
@@ -367,9 +409,10 @@ class Bus:
         async def cb(msg: Msg) -> None:
             await handler(msg.subject, msg.data)
 
-        sub = await self.nc.subscribe(subject, cb=cb)
-        await self.nc.flush()  # registered at the server before the caller relies on it
-        return sub.unsubscribe
+        async with _translated(f"subscribe to {subject}"):
+            sub = await self.nc.subscribe(subject, cb=cb)
+            await self.nc.flush()  # registered at the server before the caller relies on it
+        return _unsubscriber(sub, subject)
 
     # ------------------------------------------------------------------ leases
     async def ensure_leases(self, ttl_s: float) -> None:
@@ -389,8 +432,8 @@ class Bus:
                     bucket=LEASE_BUCKET, history=1, ttl=ttl_s, storage=api.StorageType.FILE,
                     replicas=self._replicas,
                 ))
-        except Exception as exc:
-            raise BusError(f"lease bucket unavailable: {exc}") from exc
+        except _NATS_ERRORS as exc:
+            raise BusUnavailable(f"lease bucket unavailable: {exc}") from exc
 
     async def lease_acquire(self, symbol: str, value: bytes) -> int | None:
         """Take the symbol's lease if nobody holds it (never written, released or
@@ -404,8 +447,8 @@ class Bus:
             return int(await kv.create(symbol, value))
         except KeyWrongLastSequenceError:
             return None
-        except Exception as exc:
-            raise BusError(f"lease of {symbol}: {exc}") from exc
+        except _NATS_ERRORS as exc:
+            raise BusUnavailable(f"lease of {symbol}: {exc}") from exc
 
     async def lease_renew(self, symbol: str, value: bytes, revision: int) -> int:
         """Rewrite the lease held at ``revision`` (compare-and-set); returns the new revision.
@@ -420,8 +463,8 @@ class Bus:
             return int(await kv.update(symbol, value, last=revision))
         except KeyWrongLastSequenceError as exc:
             raise LeaseTaken(f"lease of {symbol} lost") from exc
-        except Exception as exc:
-            raise BusError(f"lease of {symbol}: {exc}") from exc
+        except _NATS_ERRORS as exc:
+            raise BusUnavailable(f"lease of {symbol}: {exc}") from exc
 
     async def lease_release(self, symbol: str, revision: int) -> None:
         """Give the lease held at ``revision`` up now (a standby need not wait for its
@@ -435,9 +478,9 @@ class Bus:
             await kv.delete(symbol, last=revision)
         except APIError as exc:
             if exc.err_code != _WRONG_LAST_SEQUENCE:
-                raise BusError(f"lease of {symbol}: {exc}") from exc
-        except Exception as exc:
-            raise BusError(f"lease of {symbol}: {exc}") from exc
+                raise BusUnavailable(f"lease of {symbol}: {exc}") from exc
+        except _NATS_ERRORS as exc:
+            raise BusUnavailable(f"lease of {symbol}: {exc}") from exc
 
     def _lease_bucket(self) -> KeyValue:
         if self._leases is None:
@@ -446,21 +489,25 @@ class Bus:
 
     # ------------------------------------------------------------------ snapshots
     async def save_snapshot(self, symbol: str, data: bytes) -> None:
-        store = await self._snapshots()
-        await store.put(symbol, data)
+        """Raises BusUnavailable: not stored."""
+        async with _translated(f"snapshot of {symbol}"):
+            store = await self._snapshots()
+            await store.put(symbol, data)
 
     async def load_snapshot(self, symbol: str) -> bytes | None:
-        store = await self._snapshots()
-        try:
-            res = await store.get(symbol)
-        except (ObjectNotFoundError, NotFoundError):
-            return None
+        """The symbol's snapshot, or None. Raises BusUnavailable: no answer."""
+        async with _translated(f"snapshot of {symbol}"):
+            store = await self._snapshots()
+            try:
+                res = await store.get(symbol)
+            except (ObjectNotFoundError, NotFoundError):
+                return None
         return bytes(res.data or b"")
 
     async def _snapshots(self) -> ObjectStore:
         try:
             return await self.js.object_store(SNAPSHOT_BUCKET)
-        except (NotFoundError, BadRequestError, Exception):
+        except nats.errors.Error:  # not found (or not readable): create it
             return await self.js.create_object_store(
                 SNAPSHOT_BUCKET,
                 config=api.ObjectStoreConfig(
@@ -468,6 +515,16 @@ class Bus:
                     replicas=self._replicas,
                 ),
             )
+
+
+def _unsubscriber(sub: Any, subject: str) -> Callable[[], Awaitable[None]]:
+    """``sub.unsubscribe`` with its errors translated (a closed connection, say)."""
+
+    async def unsubscribe() -> None:
+        async with _translated(f"unsubscribe from {subject}"):
+            await sub.unsubscribe()
+
+    return unsubscribe
 
 
 def _with_id(msg_id: str, headers: Headers) -> dict[str, str]:
@@ -505,8 +562,8 @@ async def ensure_wallet_stream(bus: Bus) -> None:
             storage=api.StorageType.FILE, num_replicas=bus._replicas,
             duplicate_window=bus._dedup,
         ))
-    except Exception as exc:
-        raise BusError(f"stream {WALLETS_STREAM} unavailable: {exc}") from exc
+    except _NATS_ERRORS as exc:
+        raise BusUnavailable(f"stream {WALLETS_STREAM} unavailable: {exc}") from exc
 
 
 async def publish_wallet_event(bus: Bus, wallet: str, data: bytes, msg_id: str) -> int:
@@ -518,27 +575,32 @@ async def publish_wallet_event(bus: Bus, wallet: str, data: bytes, msg_id: str) 
     try:
         ack = await bus.js.publish(wallet_subject(wallet), data, headers={"Nats-Msg-Id": msg_id},
                                    timeout=5.0)
-    except Exception as exc:
-        raise BusError(f"wallet event not stored for {wallet}: {exc}") from exc
+    except _NATS_ERRORS as exc:
+        raise BusUnavailable(f"wallet event not stored for {wallet}: {exc}") from exc
     return int(ack.seq)
 
 
 async def wallet_events(bus: Bus, wallet: str) -> list[StoredMsg]:
-    """Every stored event of ``wallet``, in order (audits and tests; not for hot paths)."""
+    """Every stored event of ``wallet``, in order (audits and tests; not for hot paths).
+
+    Raises:
+        BusUnavailable: the bus did not answer.
+    """
     out: list[StoredMsg] = []
-    try:
-        info = await bus.js.stream_info(WALLETS_STREAM)
-    except NotFoundError:
-        return out
-    seq, last = 1, int(info.state.last_seq)
-    while seq <= last:
+    async with _translated(f"events of wallet {wallet}"):
         try:
-            msg = await bus.js.get_msg(WALLETS_STREAM, seq, next=True,
-                                       subject=wallet_subject(wallet))
+            info = await bus.js.stream_info(WALLETS_STREAM)
         except NotFoundError:
-            break
-        out.append(StoredMsg(int(msg.seq or 0), bytes(msg.data or b""), msg.headers))
-        seq = int(msg.seq or 0) + 1
+            return out
+        seq, last = 1, int(info.state.last_seq)
+        while seq <= last:
+            try:
+                msg = await bus.js.get_msg(WALLETS_STREAM, seq, next=True,
+                                           subject=wallet_subject(wallet))
+            except NotFoundError:
+                break
+            out.append(StoredMsg(int(msg.seq or 0), bytes(msg.data or b""), msg.headers))
+            seq = int(msg.seq or 0) + 1
     return out
 
 
@@ -550,8 +612,8 @@ async def request(bus: Bus, subject: str, data: bytes, timeout: float) -> bytes:
     """
     try:
         msg = await bus.nc.request(subject, data, timeout=timeout)
-    except Exception as exc:  # NoRespondersError, TimeoutError, connection loss
-        raise BusError(f"no answer on {subject}: {type(exc).__name__}") from exc
+    except _NATS_ERRORS as exc:  # NoRespondersError, TimeoutError, connection loss
+        raise BusUnavailable(f"no answer on {subject}: {type(exc).__name__}") from exc
     return bytes(msg.data)
 
 
@@ -564,11 +626,15 @@ async def serve_requests(
     async def cb(msg: Msg) -> None:
         try:
             reply = await handler(msg.data)
-        except Exception:
+        except Exception:  # the caller's handler: the requester times out; we log it
             log.exception("request handler for %s failed", subject)
             return
-        await msg.respond(reply)
+        try:
+            await msg.respond(reply)
+        except _NATS_ERRORS as exc:  # the requester sees a timeout either way
+            log.warning("reply on %s not sent: %s", subject, exc)
 
-    sub = await bus.nc.subscribe(subject, queue=subject, cb=cb)
-    await bus.nc.flush()
-    return sub.unsubscribe
+    async with _translated(f"serve {subject}"):
+        sub = await bus.nc.subscribe(subject, queue=subject, cb=cb)
+        await bus.nc.flush()
+    return _unsubscriber(sub, subject)

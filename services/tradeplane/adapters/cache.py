@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 
 from tradeplane.adapters.marketstore import KlineRow
 from tradeplane.config import redacted
+from tradeplane.domain.errors import Unavailable
 
 POSITION: Final = "md:position"
 _NAMES: Final = ("book", "state", "trades", "aggTrades", "ticker", "avgPrice", "top", "klines")
@@ -40,7 +41,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class CacheError(RuntimeError):
+class CacheError(Unavailable):
     """Redis could not be reached or refused an operation."""
 
 

@@ -8,8 +8,10 @@ from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from tradeplane.domain.errors import TradeplaneError
 
-class CipherError(RuntimeError):
+
+class CipherError(TradeplaneError):
     """A stored secret could not be decrypted (wrong key or tampered)."""
 
 

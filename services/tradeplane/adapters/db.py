@@ -17,6 +17,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import asyncpg
 
+from tradeplane.domain.errors import NotFound, TradeplaneError, Unavailable
 from tradeplane.domain.ledger import (
     EXTERNAL_ACCOUNT,
     OrderState,
@@ -40,11 +41,16 @@ from tradeplane.domain.pairs import PairRules
 Pool = asyncpg.Pool
 Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
-class DatabaseError(RuntimeError):
+class DatabaseError(TradeplaneError):
     """The database refused an operation for a reason the caller cannot fix."""
 
 
-class UnknownAccount(DatabaseError):
+class DatabaseUnavailable(DatabaseError, Unavailable):
+    """A round trip failed: PostgreSQL unreachable, the connection lost, the pool closed,
+    a timeout, or the server refused the statement (see ``_translated``)."""
+
+
+class UnknownAccount(DatabaseError, NotFound):
     pass
 
 
@@ -54,14 +60,16 @@ _R = TypeVar("_R")
 
 def _translated(fn: Callable[_P, Awaitable[_R]]) -> Callable[_P, Awaitable[_R]]:
     """A failed round trip (server refused, connection lost, pool closed, timeout) raised
-    as DatabaseError, for callers that retry it (background tasks)."""
+    as DatabaseUnavailable, so no asyncpg exception reaches a caller. Every function a
+    service calls carries it; errors the function gives a meaning of its own
+    (UnknownAccount) are raised inside it, before this sees them."""
 
     @functools.wraps(fn)
     async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         try:
             return await fn(*args, **kwargs)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise DatabaseError(f"PostgreSQL: {exc}") from exc
+            raise DatabaseUnavailable(f"PostgreSQL: {exc}") from exc
 
     return wrapper
 
@@ -78,11 +86,12 @@ async def create_pool(dsn: str, size: int = 8) -> Pool:
             dsn, min_size=1, max_size=size, command_timeout=30, reset=_no_reset
         )
     except (OSError, asyncpg.PostgresError) as exc:
-        raise DatabaseError(f"cannot connect to PostgreSQL: {exc}") from exc
+        raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
     assert pool is not None
     return pool
 
 
+@_translated
 async def migrate(pool: Pool) -> list[str]:
     """Apply pending migrations in order, once, under an advisory lock. Returns applied."""
     files = sorted(
@@ -108,6 +117,7 @@ async def migrate(pool: Pool) -> list[str]:
 
 
 # --------------------------------------------------------------------------- pairs
+@_translated
 async def upsert_pair(pool: Pool, r: PairRules) -> None:
     await pool.execute(
         """INSERT INTO pairs (symbol, base, quote, tick, lot, min_qty, max_qty, min_notional,
@@ -143,6 +153,7 @@ async def load_pairs(pool: Pool) -> dict[str, PairRules]:
 
 
 # --------------------------------------------------------------------------- accounts
+@_translated
 async def create_account(pool: Pool, name: str) -> int:
     """Create a user account, or return the existing one of that name."""
     row = await pool.fetchrow(
@@ -154,11 +165,13 @@ async def create_account(pool: Pool, name: str) -> int:
     return int(row["id"])
 
 
+@_translated
 async def account_id(pool: Pool, name: str) -> int | None:
     v = await pool.fetchval("SELECT id FROM accounts WHERE name = $1", name)
     return None if v is None else int(v)
 
 
+@_translated
 async def create_api_key(
     pool: Pool, account: int, secret_enc: bytes, perms: Sequence[str], api_key: str | None = None
 ) -> str:
@@ -181,6 +194,7 @@ class ApiKeyRow:
     perms: frozenset[str]
 
 
+@_translated
 async def get_api_key(pool: Pool, api_key: str) -> ApiKeyRow | None:
     r = await pool.fetchrow(
         "SELECT api_key, account_id, secret_enc, perms FROM api_keys"
@@ -192,6 +206,7 @@ async def get_api_key(pool: Pool, api_key: str) -> ApiKeyRow | None:
     return ApiKeyRow(r["api_key"], r["account_id"], bytes(r["secret_enc"]), frozenset(r["perms"]))
 
 
+@_translated
 async def credit(pool: Pool, account: int, asset: str, amount: int, ref: str) -> bool:
     """Credit ``amount`` units from the outside world; idempotent by ``ref``.
 
@@ -248,6 +263,7 @@ async def apply_postings(con: Conn, postings: list[Posting]) -> None:
     await _apply_deltas(con, {k: v for k, v in deltas.items() if v != (0, 0)})
 
 
+@_translated
 async def balances(pool: Pool, account: int) -> list[tuple[str, int, int]]:
     rows = await pool.fetch(
         "SELECT asset, available, locked FROM balances WHERE account_id = $1 ORDER BY asset",
@@ -581,11 +597,13 @@ async def pending_orders(pool: Pool, older_than_ms: int, limit: int = 1000) -> l
 
 
 # --------------------------------------------------------------------------- settlement
+@_translated
 async def settlement_cursors(pool: Pool) -> dict[str, int]:
     rows = await pool.fetch("SELECT symbol, last_seq FROM settlement_cursor")
     return {r["symbol"]: int(r["last_seq"]) for r in rows}
 
 
+@_translated
 async def consumer_position(pool: Pool, consumer: str) -> int:
     v = await pool.fetchval(
         "SELECT stream_seq FROM consumer_positions WHERE consumer = $1", consumer
@@ -593,6 +611,7 @@ async def consumer_position(pool: Pool, consumer: str) -> int:
     return int(v or 0)
 
 
+@_translated
 async def load_settlement_orders(
     con: Conn, ids: Iterable[int]
 ) -> tuple[dict[int, OrderState], dict[int, asyncpg.Record]]:
@@ -629,6 +648,7 @@ async def load_settlement_orders(
     return states, by_id
 
 
+@_translated
 async def balances_of(
     con: Conn | Pool, keys: Iterable[tuple[int, str]]
 ) -> dict[int, list[tuple[str, int, int]]]:
@@ -650,6 +670,7 @@ async def balances_of(
     return out
 
 
+@_translated
 async def write_settlement(
     con: Conn,
     settlement: Settlement,

@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from tradeplane.config import redacted
+from tradeplane.domain.errors import Unavailable
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -33,7 +34,7 @@ LISTEN_KEY_LENGTH: Final = 60
 _ALPHABET: Final = string.ascii_letters + string.digits
 
 
-class ListenKeyError(RuntimeError):
+class ListenKeyError(Unavailable):
     """Redis could not be reached or refused an operation."""
 
 

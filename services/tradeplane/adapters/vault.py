@@ -27,6 +27,8 @@ import hvac.exceptions
 import requests
 from pydantic import SecretStr
 
+from tradeplane.domain.errors import ConfigurationError, NotFound, TradeplaneError, Unavailable
+
 log = logging.getLogger("tradeplane.vault")
 
 #: Renew when this share of the token's TTL has passed (Vault Agent does about the same).
@@ -35,17 +37,22 @@ RENEW_AT = 2 / 3
 RETRY_MIN_S = 1.0
 
 
-class VaultError(RuntimeError):
+class VaultError(TradeplaneError):
     """Vault could not be reached or refused a request. The message names the operation,
     Vault's address and Vault's own error text, never a token, JWT or secret value."""
 
 
-class VaultAuthError(VaultError):
+class VaultAuthError(VaultError, ConfigurationError):
     """Login or token refused: wrong role, JWT, token; expired or revoked token."""
 
 
-class VaultNotFoundError(VaultError):
+class VaultNotFoundError(VaultError, NotFound):
     """No secret at the path (or it was deleted)."""
+
+
+class VaultUnavailable(VaultError, Unavailable):
+    """Vault did not answer, answered an error of its own (sealed, overloaded) or an
+    unreadable reply: the same request may succeed later."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,7 +233,7 @@ class VaultSession:
             # Vault answers a wrong role or JWT with 400 "invalid role name"/403.
             raise VaultAuthError(self._message(what, exc, also_secret)) from exc
         except (hvac.exceptions.VaultError, requests.RequestException, ValueError) as exc:
-            raise VaultError(self._message(what, exc, also_secret)) from exc
+            raise VaultUnavailable(self._message(what, exc, also_secret)) from exc
         if isinstance(resp, requests.Response):  # hvac returns 204s as raw responses
             return {}
         return dict(resp or {})

@@ -13,6 +13,7 @@ from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
 
 from tradeplane.demo.client import ApiClient
+from tradeplane.domain.errors import ConfigurationError
 
 log = logging.getLogger("tradeplane.marketmaker")
 
@@ -27,7 +28,7 @@ START_MIDS = {"BTCUSDT": Decimal("60000"), "ETHUSDT": Decimal("3000"), "ETHBTC":
               "LTCUSDT": Decimal("80"), "LTCBTC": Decimal("0.0013"), "XMRUSDT": Decimal("160")}
 
 
-class MissingSecretError(RuntimeError):
+class MissingSecretError(ConfigurationError):
     """The API secret is in neither the variable nor the file it names."""
 
 

@@ -6,6 +6,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from tradeplane.domain.errors import InvalidInput
 from tradeplane.domain.model import Command, EventBatch
 
 T = TypeVar("T")
@@ -16,7 +17,7 @@ _cmds_dec = msgspec.msgpack.Decoder(list[Command])
 _batch_dec = msgspec.msgpack.Decoder(EventBatch)
 
 
-class DecodeError(ValueError):
+class DecodeError(InvalidInput, ValueError):
     """A message on the bus could not be decoded."""
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from tradeplane.domain.errors import InvalidInput
 from tradeplane.domain.ledger import EXTERNAL_ACCOUNT, FEE_ACCOUNT, Posting
 from tradeplane.domain.money import AmountError, fmt_units, to_units
 
@@ -33,7 +34,7 @@ DEFAULT_WITHDRAW_MIN = "0.002"
 DEFAULT_APPROVAL_THRESHOLD = "10"
 
 
-class WalletSpecError(ValueError):
+class WalletSpecError(InvalidInput, ValueError):
     """A Wallet spec that cannot be run (the message names the field)."""
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from tradeplane.domain.errors import InvariantViolation
 from tradeplane.domain.model import (
     TERMINAL,
     Accepted,
@@ -36,7 +37,7 @@ PPM = 1_000_000
 Posting = tuple[str, int, str, str, int]  # (tx_ref, account, asset, bucket, amount)
 
 
-class LedgerError(RuntimeError):
+class LedgerError(InvariantViolation):
     """An event contradicts the ledger (a bug upstream): the batch must not be applied."""
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 
+from tradeplane.domain.errors import InvalidInput
+
 UNIT_DECIMALS = 8
 UNITS_PER_COIN = 10**UNIT_DECIMALS
 #: Binance's decimal format, ASCII digits only; match it whole (``fullmatch``).
@@ -16,7 +18,7 @@ PLAIN_DECIMAL = re.compile(r"([0-9]{1,20})(\.[0-9]{1,20})?")
 MAX_UNITS = 2**63 - 1
 
 
-class AmountError(ValueError):
+class AmountError(InvalidInput, ValueError):
     """An amount could not be parsed or is not representable in units."""
 
 

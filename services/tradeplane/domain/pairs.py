@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
+from tradeplane.domain.errors import InvalidInput
 from tradeplane.domain.model import MARKET_LIKE, OrderType, Side
 from tradeplane.domain.money import UNITS_PER_COIN, fmt_units, to_units
 
@@ -19,7 +20,7 @@ MAX_PRICE_TICKS = 10**10
 MAX_NOTIONAL = 9_000_000_000 * UNITS_PER_COIN
 
 
-class PairConfigError(ValueError):
+class PairConfigError(InvalidInput, ValueError):
     """A pair definition is inconsistent (e.g. tick x lot not representable in units)."""
 
 
@@ -94,7 +95,7 @@ def normalize_symbol(text: str) -> str:
     return text.replace("-", "").replace("/", "").replace("_", "").upper()
 
 
-class FilterError(ValueError):
+class FilterError(InvalidInput, ValueError):
     """An order violates one of the pair's filters; ``msg`` is Binance's wording."""
 
     def __init__(self, msg: str) -> None:

@@ -18,11 +18,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from tradeplane.domain import signing
 from tradeplane.domain.access import KeyType
+from tradeplane.domain.errors import InvalidInput
 
 MAX_SIGNATURE_LEN = 512
 
 
-class KeyFormatError(ValueError):
+class KeyFormatError(InvalidInput, ValueError):
     """A registered public key is not an Ed25519 public key."""
 
 

@@ -40,6 +40,7 @@ from tradeplane import msgtrace
 from tradeplane.adapters.bus import Bus, BusError, Fenced, Headers
 from tradeplane.domain import codec
 from tradeplane.domain.book import DEFAULT_RECENT_LIMIT, BookSnapshot, OrderBook
+from tradeplane.domain.errors import Conflict
 from tradeplane.domain.model import (
     SCHEMA_VERSION,
     Event,
@@ -92,7 +93,7 @@ LEASE_TRUST_S = LEASE_TTL_S - LEASE_RENEW_S
 STANDBY_POLL_S = 0.25
 
 
-class NotWriter(BusError):
+class NotWriter(BusError, Conflict):
     """This engine is not, or no longer surely, the symbol's only writer: its lease renewal
     was refused or unanswered, or another engine's batch is in EVENTS. Its book may be
     ahead of the events, so it must not go on: the process exits (status 1), and restarts

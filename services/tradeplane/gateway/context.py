@@ -20,6 +20,7 @@ from tradeplane.adapters.bus import Bus
 from tradeplane.adapters.cache import MarketCache
 from tradeplane.adapters.db import Pool
 from tradeplane.config import Settings
+from tradeplane.domain.errors import ConfigurationError
 from tradeplane.domain.pairs import PairRules
 from tradeplane.gateway.errors import bad_symbol
 from tradeplane.gateway.references import ReferencePrices
@@ -58,7 +59,7 @@ class GatewayContext:
             raise bad_symbol() from None
 
 
-class GatewayWiringError(RuntimeError):
+class GatewayWiringError(ConfigurationError):
     """The gateway was composed without one of its services, or is used before its
     lifespan composed it: it refuses to start (or to answer) rather than run without."""
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
+from tradeplane.domain.errors import TradeplaneError
 from tradeplane.domain.model import Reason
 
 
-class ApiError(Exception):
+class ApiError(TradeplaneError):
     """An error answered to the client in Binance's format."""
 
     def __init__(self, code: int, msg: str, status: int = 400) -> None:

@@ -26,6 +26,7 @@ from limits import RateLimitItemPerSecond
 from tradeplane.adapters.ratelimits import Hit
 from tradeplane.config import Settings
 from tradeplane.domain.access import client_ip, parse_networks
+from tradeplane.domain.errors import TradeplaneError
 from tradeplane.gateway.context import ctx, gateway
 from tradeplane.gateway.ratelimit import NoRateLimits
 
@@ -45,7 +46,7 @@ class WsLimits:
         return cls(s.ws_max_message_bytes, s.ws_messages_per_second, s.ws_max_streams)
 
 
-class Violation(Exception):
+class Violation(TradeplaneError):
     """The client broke a limit: its socket is closed with ``code`` and ``reason``."""
 
     def __init__(self, code: int, reason: str) -> None:

@@ -27,6 +27,7 @@ import msgspec
 from sortedcontainers import SortedDict
 
 from tradeplane.domain import codec
+from tradeplane.domain.errors import InvalidInput
 from tradeplane.domain.model import EventBatch, Side, Trade
 from tradeplane.domain.money import UNITS_PER_COIN, fmt_units
 from tradeplane.domain.pairs import PairRules
@@ -71,7 +72,7 @@ Level = tuple[int, int]  # (price ticks, qty lots)
 _enc = msgspec.json.Encoder()
 
 
-class StateError(ValueError):
+class StateError(InvalidInput, ValueError):
     """A state snapshot does not belong to this market or this version."""
 
 

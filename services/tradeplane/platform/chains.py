@@ -50,6 +50,7 @@ from pydantic import SecretStr
 
 from tradeplane.adapters.chain_bitcoin import BitcoinRpc, BitcoinRpcConfig
 from tradeplane.adapters.chain_monero import PICONERO_PER_UNIT, MoneroRpcConfig, MoneroWalletRpc
+from tradeplane.domain.errors import TradeplaneError, Unavailable
 from tradeplane.domain.money import fmt_units
 from tradeplane.platform.ports import free_port, port_is_free
 from tradeplane.platform.supervisor import die_with_parent
@@ -91,7 +92,7 @@ LITECOIN_PACKAGE = "litecoind"
 MONERO_PACKAGE = "monero"
 
 
-class ChainNodeError(RuntimeError):
+class ChainNodeError(TradeplaneError):
     """A regtest node could not be started or answered an error; the message ends with
     the tail of its log when there is one."""
 
@@ -100,7 +101,7 @@ class ChainNodeError(RuntimeError):
         self.code = code
 
 
-class ChainNodeUnavailable(ChainNodeError):
+class ChainNodeUnavailable(ChainNodeError, Unavailable):
     """A node does not answer (not running, or not on that port)."""
 
 

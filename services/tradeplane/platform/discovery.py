@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+from tradeplane.domain.errors import TradeplaneError
+
 LOCAL_DIR = ".tradeplane"
 PORTS_FILE = "ports.json"
 PLATFORM_FILE = "platform.json"
@@ -44,7 +46,7 @@ _MAX_PLATFORM_FILE_BYTES = 64 * 1024
 _MAX_PID = 2**22  # Linux's pid_max ceiling
 
 
-class DiscoveryError(Exception):
+class DiscoveryError(TradeplaneError):
     """No platform could be found; the message says where it looked and what to do."""
 
 

@@ -42,6 +42,7 @@ from tradeplane.adapters import db
 from tradeplane.adapters.cipher import SecretCipher
 from tradeplane.config import Settings
 from tradeplane.demo.marketmaker import API_SECRET_ENV
+from tradeplane.domain.errors import Unavailable
 from tradeplane.domain.money import to_units
 from tradeplane.domain.pairs import DEMO_PAIRS
 from tradeplane.platform.chains import (
@@ -254,7 +255,7 @@ class StopRequestedError(BaseException):
         super().__init__(signal.Signals(signum).name)
 
 
-class StartFailedError(RuntimeError):
+class StartFailedError(Unavailable):
     """The platform did not come up in time."""
 
 

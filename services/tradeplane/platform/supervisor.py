@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from tradeplane.domain.errors import TradeplaneError
 from tradeplane.platform.ports import free_port, port_is_free
 
 __all__ = [
@@ -47,7 +48,7 @@ _PR_SET_PDEATHSIG = 1
 _LOG_TAIL_LINES = 15
 
 
-class SupervisorError(RuntimeError):
+class SupervisorError(TradeplaneError):
     """A supervised process could not be kept running."""
 
 

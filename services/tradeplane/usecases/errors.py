@@ -3,16 +3,18 @@
 
 from __future__ import annotations
 
+from tradeplane.domain import errors
 
-class UseCaseError(Exception):
+
+class UseCaseError(errors.TradeplaneError):
     """A use case refused or could not complete."""
 
 
-class NotFound(UseCaseError):
+class NotFound(UseCaseError, errors.NotFound):
     """The account, key, pair or admin named does not exist."""
 
 
-class Invalid(UseCaseError):
+class Invalid(UseCaseError, errors.InvalidInput):
     """The request is not acceptable as given (the message says why)."""
 
 
@@ -24,10 +26,10 @@ class NotRequired(Invalid):
         self.field = field
 
 
-class Conflict(UseCaseError):
+class Conflict(UseCaseError, errors.Conflict):
     """The name is taken."""
 
 
-class Unavailable(UseCaseError):
+class Unavailable(UseCaseError, errors.Unavailable):
     """A system the change must reach (the engine's command log, Kubernetes) did not take
     it; nothing was recorded unless the message says otherwise."""

@@ -16,16 +16,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from tradeplane.domain.errors import InvalidInput, TradeplaneError, Unavailable
 
-class ChainError(RuntimeError):
+
+class ChainError(TradeplaneError):
     """The node failed or answered something unexpected (the adapter says which)."""
 
 
-class ChainUnavailable(ChainError):
+class ChainUnavailable(ChainError, Unavailable):
     """The node cannot be reached right now: retry later."""
 
 
-class InvalidAddress(ChainError):
+class InvalidAddress(ChainError, InvalidInput):
     """An address that is not valid for this chain and network."""
 
 

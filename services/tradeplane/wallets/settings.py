@@ -28,13 +28,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from tradeplane.adapters import wallets_db
 from tradeplane.adapters.db import Pool
 from tradeplane.domain.custody import WalletSpec, WalletSpecError, wallet_from_spec
+from tradeplane.domain.errors import ConfigurationError
 from tradeplane.secretsource import ENV_PREFIX, SecretSourceError
 
 if TYPE_CHECKING:
     from tradeplane.adapters.vault import VaultSession
 
 
-class WalletConfigError(RuntimeError):
+class WalletConfigError(ConfigurationError):
     """The watcher cannot find or read its wallet's spec or credentials."""
 
 
