@@ -110,7 +110,7 @@ def _translated(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return await fn(*args, **kwargs)
-        except RedisError as exc:
+        except (RedisError, OSError, TimeoutError) as exc:
             raise CacheError(f"redis: {exc}") from exc
         except msgspec.DecodeError as exc:
             raise CacheError(f"unreadable market-data value: {exc}") from exc

@@ -42,7 +42,7 @@ async def call(
                        "params": params})
     try:
         resp = await http.post(url, content=body, headers={"content-type": "application/json"})
-    except httpx.TransportError as e:
+    except httpx.HTTPError as e:  # transport errors, timeouts, redirects, bad encodings
         raise ChainUnavailable(f"{where}: {method}: {type(e).__name__}: {e}") from e
     if resp.status_code in (401, 403):
         raise ChainError(f"{where}: {method}: credentials refused (HTTP {resp.status_code})")

@@ -30,6 +30,7 @@ class KubePairError(Unavailable):
 class KubePairs:
     def __init__(self, namespace: str = "", api_client: Any = None) -> None:
         import kubernetes
+        import urllib3
 
         if api_client is None:
             try:
@@ -39,7 +40,7 @@ class KubePairs:
             api_client = kubernetes.client.ApiClient()
         self._api = kubernetes.client.CustomObjectsApi(api_client)
         self._errors: tuple[type[Exception], ...] = (
-            kubernetes.client.exceptions.ApiException, OSError)
+            kubernetes.client.exceptions.ApiException, urllib3.exceptions.HTTPError, OSError)
         self.namespace = namespace or (
             _NAMESPACE_FILE.read_text().strip() if _NAMESPACE_FILE.exists() else "default")
 

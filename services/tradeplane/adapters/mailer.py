@@ -18,7 +18,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
+from tradeplane.domain.errors import Unavailable
+
 log = logging.getLogger("tradeplane.mail")
+
+
+class MailError(Unavailable):
+    """The message could not be handed to the transport (the outbox is not writable)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +46,11 @@ class FileMailer:
         self.folder = folder
 
     async def send(self, mail: Mail) -> None:
-        await asyncio.to_thread(self._write, mail)
+        """Raises MailError: the outbox folder is not writable."""
+        try:
+            await asyncio.to_thread(self._write, mail)
+        except OSError as exc:
+            raise MailError(f"mail to outbox {self.folder}: {exc.strerror or exc}") from exc
 
     def _write(self, mail: Mail) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)

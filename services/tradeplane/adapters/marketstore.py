@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from tradeplane.adapters.db import Pool
+from tradeplane.adapters.db import Pool, _translated
 
 
 class KlineRow(msgspec.Struct, array_like=True, frozen=True, gc=False):
@@ -35,6 +35,7 @@ _COLUMNS = (
 )
 
 
+@_translated
 async def upsert_klines(pool: Pool, rows: Sequence[tuple[str, str, KlineRow]]) -> None:
     """Insert or replace candles given as ``(symbol, interval, row)``, in one statement.
 
@@ -67,6 +68,7 @@ async def upsert_klines(pool: Pool, rows: Sequence[tuple[str, str, KlineRow]]) -
     )
 
 
+@_translated
 async def fetch_klines(
     pool: Pool, symbol: str, interval: str, start_ms: int | None, end_ms: int | None,
     limit: int,

@@ -27,6 +27,8 @@ from limits.aio.strategies import FixedWindowRateLimiter
 from prometheus_client import Counter
 from redis.exceptions import NoScriptError, RedisError
 
+from tradeplane.domain.errors import ConfigurationError
+
 log = logging.getLogger("tradeplane.ratelimits")
 
 STORE_ERRORS = Counter(
@@ -66,7 +68,8 @@ class RateLimitStore:
         self.fixed = FixedWindowRateLimiter(self.storage)
         bridge: Any = self.storage.bridge
         if not (hasattr(bridge, "get_connection") and hasattr(bridge, "lua_incr_expire")):
-            raise RuntimeError("this limits release has no redis-py bridge with incr_expire")
+            raise ConfigurationError(
+                "this limits release has no redis-py bridge with incr_expire")
         self._conn: Any = bridge.get_connection()
         self._script: Any = bridge.lua_incr_expire
 
