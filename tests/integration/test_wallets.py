@@ -41,9 +41,10 @@ from tests.support.harness import Platform, eventually
 from tradeplane.adapters import db, wallets_db
 from tradeplane.adapters.bus import Bus, wallet_events
 from tradeplane.adapters.cipher import SecretCipher
-from tradeplane.adapters.wallets_db import DepositRow, RequestResult
+from tradeplane.adapters.wallets_db import RequestResult
 from tradeplane.demo.client import ApiClient
 from tradeplane.domain.custody import (
+    DepositRow,
     DepositStatus,
     WalletSpec,
     WithdrawalStatus,

@@ -4,8 +4,7 @@ credited one is never un-credited: its reorganisation asks for an adjustment ins
 
 from __future__ import annotations
 
-from tradeplane.adapters.wallets_db import DepositRow
-from tradeplane.domain.custody import DepositStatus
+from tradeplane.domain.custody import DepositRow, DepositStatus
 from tradeplane.wallets.chain import Incoming
 from tradeplane.wallets.deposits import missing, observed
 

@@ -22,6 +22,8 @@ from tradeplane.adapters import db
 from tradeplane.adapters.db import Conn, Pool
 from tradeplane.domain.custody import (
     HOLDING,
+    DepositChange,
+    DepositRow,
     DepositStatus,
     WalletSpec,
     WithdrawalStatus,
@@ -115,31 +117,6 @@ async def load_cursor(pool: Pool, wallet: str) -> tuple[str, int] | None:
     return None if r is None else (str(r["cursor"]), int(r["height"]))
 
 
-@dataclass(frozen=True, slots=True)
-class DepositRow:
-    id: int
-    wallet: str
-    chain: str
-    txid: str
-    index: int
-    account: int
-    asset: str
-    address: str
-    amount: int
-    status: DepositStatus
-    confirmations: int
-    block_hash: str | None
-    height: int | None
-    credited_hash: str | None
-    created_ms: int
-    updated_ms: int
-    credited_ms: int | None
-
-    @property
-    def key(self) -> tuple[str, int]:
-        return (self.txid, self.index)
-
-
 _DEPOSIT_COLUMNS = ("id, wallet, chain, txid, idx, account_id, asset, address, amount, status,"
                     " confirmations, block_hash, height, credited_hash, created_ms, updated_ms,"
                     " credited_ms")
@@ -171,24 +148,6 @@ async def deposits_to_follow(
         wallet, chain, [k[0] for k in keys], [k[1] for k in keys], min_height,
     )
     return {(r["txid"], int(r["idx"])): _deposit(r) for r in rows}
-
-
-@dataclass(frozen=True, slots=True)
-class DepositChange:
-    """What a scan decided for one deposit (see ``wallets/deposits.py``)."""
-
-    key: tuple[str, int]
-    existing: int | None  # the row's id; None = a new deposit
-    account: int
-    address: str
-    amount: int
-    status: DepositStatus
-    confirmations: int
-    block_hash: str | None
-    height: int | None
-    credited_hash: str | None = None  # a credited deposit confirmed again: its new block
-    open_adjustment: str = ""  # non-empty: record a reorg-after-credit adjustment (detail)
-    resolve_adjustment: str = ""  # non-empty: resolve the open adjustment (resolution)
 
 
 @dataclass(frozen=True, slots=True)

@@ -203,6 +203,51 @@ def deposit_ref(chain: str, txid: str, index: int) -> str:
     return f"deposit:{chain}:{txid}:{index}"
 
 
+
+@dataclass(frozen=True, slots=True)
+class DepositRow:
+    """A deposit as recorded (one chain output credited at most once)."""
+
+    id: int
+    wallet: str
+    chain: str
+    txid: str
+    index: int
+    account: int
+    asset: str
+    address: str
+    amount: int
+    status: DepositStatus
+    confirmations: int
+    block_hash: str | None
+    height: int | None
+    credited_hash: str | None
+    created_ms: int
+    updated_ms: int
+    credited_ms: int | None
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.txid, self.index)
+
+
+@dataclass(frozen=True, slots=True)
+class DepositChange:
+    """What a scan decided for one deposit (see ``wallets/deposits.py``)."""
+
+    key: tuple[str, int]
+    existing: int | None  # the row's id; None = a new deposit
+    account: int
+    address: str
+    amount: int
+    status: DepositStatus
+    confirmations: int
+    block_hash: str | None
+    height: int | None
+    credited_hash: str | None = None  # a credited deposit confirmed again: its new block
+    open_adjustment: str = ""  # non-empty: record a reorg-after-credit adjustment (detail)
+    resolve_adjustment: str = ""  # non-empty: resolve the open adjustment (resolution)
+
 # --------------------------------------------------------------------------- withdrawals
 class WithdrawalStatus(StrEnum):
     PENDING = "PENDING"  # waits for an admin's approval (above the threshold)

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-from urllib.parse import unquote, urlencode
+from urllib.parse import unquote
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from tradeplane.domain import signing
 from tradeplane.domain.access import KeyType
@@ -69,14 +69,3 @@ def verify(key_type: KeyType, material: str | bytes, payload: str, signature: st
         return False
     return True
 
-
-# ------------------------------------------------------------------------- client side
-def ed25519_sign(private_key: Ed25519PrivateKey, payload: str) -> str:
-    """Client side: the base64 signature of ``payload`` (URL-encode it when sending)."""
-    return base64.b64encode(private_key.sign(payload.encode())).decode()
-
-
-def ed25519_signed_query(private_key: Ed25519PrivateKey, params: dict[str, str | int]) -> str:
-    """Client side (tests, tools): params encoded, then their URL-encoded signature."""
-    q = urlencode(params)
-    return f"{q}&{urlencode({'signature': ed25519_sign(private_key, q)})}"

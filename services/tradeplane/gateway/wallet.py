@@ -26,12 +26,13 @@ from pydantic import BaseModel, Field
 
 from tradeplane.adapters import db, wallets_db
 from tradeplane.adapters.bus import BusError, request, wallet_request_subject
-from tradeplane.adapters.wallets_db import DepositRow, RequestResult, WithdrawalRow
+from tradeplane.adapters.wallets_db import RequestResult, WithdrawalRow
 from tradeplane.domain.access import AdminAction as A
 from tradeplane.domain.custody import (
     API_WITHDRAW_STATUSES,
     ASSET,
     DEPOSIT_API_STATUS,
+    DepositRow,
     WalletSpec,
     WalletSpecError,
     WithdrawalStatus,

@@ -16,8 +16,7 @@ deposit was last seen in is still on the main chain. From that alone:
 
 from __future__ import annotations
 
-from tradeplane.adapters.wallets_db import DepositChange, DepositRow
-from tradeplane.domain.custody import DepositStatus
+from tradeplane.domain.custody import DepositChange, DepositRow, DepositStatus
 from tradeplane.wallets.chain import Incoming
 
 

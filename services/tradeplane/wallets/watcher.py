@@ -34,8 +34,8 @@ from prometheus_client import Counter, Gauge
 from tradeplane.adapters import wallets_db
 from tradeplane.adapters.bus import Bus, BusError, publish_wallet_event
 from tradeplane.adapters.db import Pool
-from tradeplane.adapters.wallets_db import DepositChange, DepositRow, WithdrawalRow
-from tradeplane.domain.custody import DEPOSIT_API_STATUS, WalletSpec
+from tradeplane.adapters.wallets_db import WithdrawalRow
+from tradeplane.domain.custody import DEPOSIT_API_STATUS, DepositChange, DepositRow, WalletSpec
 from tradeplane.domain.money import fmt_units
 from tradeplane.wallets import deposits
 from tradeplane.wallets.chain import ChainAdapter
