@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import asyncpg
 import httpx
 
 from tradeplane.adapters import db
@@ -64,7 +65,7 @@ async def ensure_streams(url: str, symbol: str) -> None:
         try:
             await b.ensure_symbol(symbol)
             await b.ensure_events()
-        except Exception as exc:  # nats-py raises several unrelated types
+        except BusError as exc:
             raise ExchangeUnavailable(f"cannot create streams for {symbol}: {exc}") from exc
 
 
@@ -83,7 +84,7 @@ async def set_trading(url: str, symbol: str, trading: str, cause: str) -> int:
         try:
             await b.ensure_symbol(symbol)
             return await b.publish_command(symbol, data, msg_id)
-        except Exception as exc:
+        except BusError as exc:
             raise ExchangeUnavailable(f"SetTrading not stored on {symbol}: {exc}") from exc
 
 
@@ -98,7 +99,7 @@ async def cancel_all(url: str, symbol: str, accounts: list[int], msg_prefix: str
             for account in accounts:
                 data = codec.encode([CancelAll(account, now_ms())])
                 await b.publish_command(symbol, data, f"{msg_prefix}:{account}")
-        except Exception as exc:
+        except BusError as exc:
             raise ExchangeUnavailable(f"CancelAll not stored on {symbol}: {exc}") from exc
 
 
@@ -128,7 +129,7 @@ async def open_orders_by_account(pool: db.Pool, symbol: str) -> dict[int, int]:
             " AND status IN (0, 1, 2) GROUP BY account_id ORDER BY account_id",
             symbol,
         )
-    except Exception as exc:  # asyncpg's errors, connection loss
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
         raise ExchangeUnavailable(f"open orders of {symbol}: {exc}") from exc
     return {int(r["account_id"]): int(r["n"]) for r in rows}
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 
-from tradeplane.adapters.db import Conn, DatabaseError, Pool, UnknownAccount
+from tradeplane.adapters.db import Conn, DatabaseError, Pool, UnknownAccount, _translated
 from tradeplane.domain.errors import Conflict
 
 
@@ -489,6 +489,7 @@ async def audit_entries(
 
 
 # --------------------------------------------------------------------------- flags, pairs
+@_translated
 async def get_flag(con: Conn | Pool, name: str) -> dict[str, Any] | None:
     v = await con.fetchval("SELECT value FROM platform_flags WHERE name = $1", name)
     return None if v is None else dict(json.loads(v))

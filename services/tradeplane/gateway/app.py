@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tradeplane.adapters import db
-from tradeplane.adapters.bus import Bus
+from tradeplane.adapters.bus import Bus, BusError
 from tradeplane.adapters.cache import MarketCache
 from tradeplane.adapters.cipher import SecretCipher
 from tradeplane.adapters.listenkeys import ListenKeyStore
@@ -176,8 +176,10 @@ async def _refresh_pairs(c: GatewayContext) -> None:
             for sym in set(pairs) - set(c.pairs):
                 await c.bus.ensure_symbol(sym)
             c.pairs = pairs
-        except Exception as exc:  # keep serving with the pairs we have
+        except (db.DatabaseError, BusError) as exc:  # keep serving with the pairs we have
             log.warning("pair refresh failed: %s", exc)
+        except Exception:  # a defect: said loudly, and the refresh goes on
+            log.exception("pair refresh failed")
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:

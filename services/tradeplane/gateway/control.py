@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from tradeplane.adapters import accounts_db, control, db
 from tradeplane.adapters.admin_store import PgAccountStore, PgPairStore
+from tradeplane.adapters.bus import BusError
 from tradeplane.adapters.control import BusCommandLog, LocalPairControl, now_ms
 from tradeplane.gateway.auth import KeyCache
 from tradeplane.gateway.context import GatewayContext
@@ -93,7 +94,7 @@ class Controls:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
         for unsub in self._unsubs:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(BusError):
                 await unsub()
 
     async def _flag_on(self) -> bool:
@@ -105,8 +106,10 @@ class Controls:
             await asyncio.sleep(POLL_S)
             try:
                 self.halted = await self._flag_on()
-            except Exception as exc:  # keep the last known state
-                log.warning("kill-switch poll failed: %s", type(exc).__name__)
+            except db.DatabaseError as exc:  # keep the last known state
+                log.warning("kill-switch poll failed: %s", exc)
+            except Exception:  # a defect: said loudly; the last known state stays
+                log.exception("kill-switch poll failed")
 
     async def _on_gateway(self, doc: dict[str, Any]) -> None:
         kind = doc.get("kind")

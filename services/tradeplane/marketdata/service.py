@@ -28,8 +28,14 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from tradeplane import msgtrace
 from tradeplane.adapters import db
-from tradeplane.adapters.bus import Bus, StoredMsg, market_subject
-from tradeplane.adapters.cache import DepthSnapshot, MarketCache, SymbolUpdate, TopOfBook
+from tradeplane.adapters.bus import Bus, BusError, StoredMsg, market_subject
+from tradeplane.adapters.cache import (
+    CacheError,
+    DepthSnapshot,
+    MarketCache,
+    SymbolUpdate,
+    TopOfBook,
+)
 from tradeplane.adapters.marketstore import KlineRow, upsert_klines
 from tradeplane.domain import codec
 from tradeplane.domain.pairs import PairRules
@@ -198,7 +204,10 @@ class MarketDataService:
             except TimeoutError:
                 try:
                     await step()
-                except Exception:  # the next period tries again; events are unaffected
+                except (CacheError, BusError, db.DatabaseError) as exc:
+                    # the next period tries again; events are unaffected
+                    log.warning("market-data timer step failed: %s", exc)
+                except Exception:  # a defect: said loudly; the next period tries again
                     log.exception("market-data timer step failed")
 
     async def _fast(self) -> None:

@@ -237,7 +237,9 @@ class Settler:
                         now, updates.updated_ms.get(account, now), held
                     )
                     await self.bus.publish(subject, reports.encode(position))
-        except Exception:  # anything: the ledger is already committed
+        except (db.DatabaseError, BusError) as exc:
+            log.warning("user data stream publish failed: %s", exc)
+        except Exception:  # a defect, said loudly; never raised: the ledger is committed
             log.exception("user data stream publish failed")
 
     async def run(self, stop: asyncio.Event) -> None:
