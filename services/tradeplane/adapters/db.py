@@ -10,8 +10,7 @@ from __future__ import annotations
 import functools
 import secrets as _stdlib_secrets
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
-from enum import IntEnum
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any, ParamSpec, TypeVar
 
@@ -37,6 +36,9 @@ from tradeplane.domain.model import (
     TimeInForce,
 )
 from tradeplane.domain.pairs import PairRules
+from tradeplane.usecases.orders import ListRequest as ListRequest
+from tradeplane.usecases.orders import OrderRequest as OrderRequest
+from tradeplane.usecases.orders import PlaceResult as PlaceResult
 
 Pool = asyncpg.Pool
 Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
@@ -273,64 +275,6 @@ async def balances(pool: Pool, account: int) -> list[tuple[str, int, int]]:
 
 
 # --------------------------------------------------------------------------- order entry
-@dataclass(frozen=True, slots=True)
-class OrderRequest:
-    account: int
-    symbol: str
-    client_order_id: str
-    side: Side
-    type: OrderType
-    tif: TimeInForce
-    price: int
-    qty: int
-    quote_qty: int
-    by_quote: bool
-    hold_asset: str
-    hold: int
-    ts: int
-    stop_price: int = 0  # ticks
-    iceberg_qty: int = 0  # visible lots
-    stp: StpMode = StpMode.NONE
-    good_till: int = 0  # ms
-    list_id: int = 0  # its order list, once it has one
-
-    def command(self, order_id: int) -> NewOrder:
-        """The engine command for this order once it has its id (the only mapping: the
-        gateway and the outbox relay send exactly the same command)."""
-        return NewOrder(order_id, self.account, self.side, self.type, self.tif, self.price,
-                        self.qty, self.quote_qty, self.by_quote, self.ts, self.stop_price,
-                        self.iceberg_qty, self.stp, self.good_till, self.list_id)
-
-
-@dataclass(frozen=True, slots=True)
-class ListRequest:
-    """An OCO list: two legs (same account, symbol, side) and ONE hold for both, taken on
-    the first leg (``hold`` = the larger cost of the two legs, in ``hold_asset``)."""
-
-    account: int
-    symbol: str
-    list_client_order_id: str
-    legs: tuple[OrderRequest, OrderRequest]
-    hold_asset: str
-    hold: int
-    ts: int
-
-    def command(self, list_id: int, order_ids: Sequence[int]) -> NewOrderList:
-        """The engine command for the list (gateway and outbox relay alike)."""
-        return NewOrderList(
-            list_id, self.account,
-            [replace(leg, list_id=list_id).command(oid)
-             for leg, oid in zip(self.legs, order_ids, strict=True)],
-            self.ts,
-        )
-
-
-class PlaceResult(IntEnum):
-    PLACED = 0
-    INSUFFICIENT = 1
-    DUPLICATE = 2
-
-
 async def place_orders(
     pool: Pool, reqs: Sequence[OrderRequest]
 ) -> list[tuple[int | None, PlaceResult]]:

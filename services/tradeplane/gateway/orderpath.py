@@ -1,19 +1,23 @@
 """The gateway's side of the order path: batched holds in PostgreSQL, batched commands
 on each symbol's JetStream stream (with the trace context of the requests, see
-:mod:`tradeplane.msgtrace`)."""
+:mod:`tradeplane.msgtrace`). :class:`OrderPath` implements the order use cases' store and
+command-log ports (:mod:`tradeplane.usecases.orders`)."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
 
 from opentelemetry.trace import SpanContext
 
 from tradeplane import msgtrace
 from tradeplane.adapters import db
-from tradeplane.adapters.bus import Bus
+from tradeplane.adapters.bus import Bus, BusError
 from tradeplane.domain import codec
 from tradeplane.domain.model import Command
 from tradeplane.gateway.batching import Batcher
+from tradeplane.usecases.errors import Unavailable
+from tradeplane.usecases.orders import ListRequest, OrderRequest, PlaceResult, Row
 
 
 class OrderPath:
@@ -23,11 +27,11 @@ class OrderPath:
         self.bus = bus
         self._publish_workers = publish_workers
         # One statement over arrays: a request that fails it must fail alone.
-        self._holds: Batcher[db.OrderRequest, tuple[int | None, db.PlaceResult]] = Batcher(
+        self._holds: Batcher[OrderRequest, tuple[int | None, PlaceResult]] = Batcher(
             self._place, workers=db_workers, isolate=True)
         self._publishers: dict[str, Batcher[tuple[Command, SpanContext | None], int]] = {}
 
-    async def place(self, req: db.OrderRequest) -> tuple[int | None, db.PlaceResult]:
+    async def place(self, req: OrderRequest) -> tuple[int | None, PlaceResult]:
         """Lock funds and create the order (batched with concurrent requests)."""
         return await self._holds.submit(req)
 
@@ -36,19 +40,47 @@ class OrderPath:
         sequence once JetStream has acknowledged it.
 
         Raises:
-            BusError: not (provably) stored.
+            Unavailable: not (provably) stored.
         """
         pub = self._publishers.get(symbol)
         if pub is None:
             pub = Batcher(lambda items: self._publish(symbol, items),
                           workers=self._publish_workers, max_batch=512)
             self._publishers[symbol] = pub
-        # Taken here, in the request's task: the batch is published from a worker task.
-        return await pub.submit((cmd, msgtrace.sampled_context()))
+        try:
+            # Taken here, in the request's task: the batch is published from a worker task.
+            return await pub.submit((cmd, msgtrace.sampled_context()))
+        except BusError as exc:
+            raise Unavailable(str(exc)) from exc
+
+    async def place_list(self, req: ListRequest) -> tuple[int | None, list[int], PlaceResult]:
+        """Lock an OCO list's one hold and create it (one statement of its own: a list's
+        legs and hold are all or nothing, which the batched array statement is not)."""
+        return await db.place_order_list(self.pool, req)
+
+    async def order(self, account: int, symbol: str, order_id: int | None,
+                    client_order_id: str | None) -> Row | None:
+        return await db.get_order(self.pool, account, symbol, order_id, client_order_id)
+
+    async def open_orders(self, account: int, symbol: str) -> Sequence[Row]:
+        return await db.open_orders(self.pool, account, symbol)
+
+    async def rename(self, order_id: int, old_client_id: str, new_client_id: str) -> bool:
+        return await db.rename_order(self.pool, order_id, old_client_id, new_client_id)
+
+    async def order_list(self, account: int, list_id: int | None,
+                         list_client_id: str | None, symbol: str | None = None) -> Row | None:
+        return await db.get_order_list(self.pool, account, list_id, list_client_id, symbol)
+
+    async def list_orders(self, list_ids: Sequence[int]) -> Mapping[int, Sequence[Row]]:
+        return await db.list_orders(self.pool, list_ids)
+
+    async def trades(self, symbol: str, order_id: int) -> Sequence[Row]:
+        return await db.order_trades(self.pool, symbol, order_id)
 
     async def _place(
-        self, reqs: list[db.OrderRequest]
-    ) -> list[tuple[int | None, db.PlaceResult]]:
+        self, reqs: list[OrderRequest]
+    ) -> list[tuple[int | None, PlaceResult]]:
         return await db.place_orders(self.pool, reqs)
 
     async def _publish(

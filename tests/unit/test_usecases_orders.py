@@ -1,0 +1,296 @@
+"""The order use cases without servers: admission's rules and holds (pure), and place,
+cancel, amend, OCO and cancel-all over the in-memory ports."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from decimal import Decimal
+
+import pytest
+from tests.support.memory_orders import MemoryOrders
+
+from tradeplane.domain.model import (
+    Amend,
+    Cancel,
+    CancelAll,
+    NewOrder,
+    NewOrderList,
+    OrderType,
+    Reason,
+    Side,
+    Status,
+    StpMode,
+    TimeInForce,
+)
+from tradeplane.domain.money import to_units
+from tradeplane.domain.pairs import DEMO_PAIRS
+from tradeplane.usecases.orders import (
+    ListRequest,
+    OrderRefused,
+    OrderRequest,
+    Orders,
+    OrderSpec,
+    PlaceOco,
+    PlaceOrder,
+    Refusal,
+    admit,
+    admit_oco,
+)
+
+BTCUSDT = DEMO_PAIRS[0]  # tick 0.01 USDT, lot 0.00001 BTC, min notional 5 USDT
+NOW = 1_700_000_000_000
+REF = 6_000_000  # 60000.00 USDT in ticks
+ACCOUNT = 7
+D = Decimal
+
+
+def limit(side: Side, price: str, qty: str, **kw: object) -> PlaceOrder:
+    spec = OrderSpec(OrderType.LIMIT, "c1", TimeInForce.GTC, D(price))
+    return PlaceOrder(ACCOUNT, "BTCUSDT", side, replace(spec, **kw), D(qty))  # type: ignore[arg-type]
+
+
+def admitted(result: OrderRequest | Refusal) -> OrderRequest:
+    assert isinstance(result, OrderRequest), result
+    return result
+
+
+def refused(result: object) -> tuple[int, str]:
+    assert isinstance(result, Refusal), result
+    return result.code, result.msg
+
+
+# --------------------------------------------------------------------------- admit
+def test_a_limit_buy_holds_its_notional_and_takes_the_pairs_default_stp() -> None:
+    req = admitted(admit(BTCUSDT, limit(Side.BUY, "60000", "0.01"), REF, NOW))
+    assert (req.price, req.qty, req.hold_asset) == (6_000_000, 1000, "USDT")
+    assert req.hold == to_units("600")
+    assert (req.account, req.symbol, req.ts, req.stp) == (ACCOUNT, "BTCUSDT", NOW,
+                                                          StpMode.NONE)
+
+
+def test_a_limit_sell_holds_its_quantity() -> None:
+    req = admitted(admit(BTCUSDT, limit(Side.SELL, "60000", "0.01"), REF, NOW))
+    assert (req.hold_asset, req.hold) == ("BTC", to_units("0.01"))
+
+
+@pytest.mark.parametrize(
+    ("request_", "error"),
+    [(limit(Side.BUY, "60000.001", "0.01"), (-1013, "Filter failure: PRICE_FILTER")),
+     (limit(Side.BUY, "60000", "0.000001"), (-1013, "Filter failure: LOT_SIZE")),
+     (limit(Side.BUY, "60000", "0.00001"), (-1013, "Filter failure: NOTIONAL")),
+     (limit(Side.BUY, "90000", "0.01"), (-1013, "Filter failure: PERCENT_PRICE")),
+     (limit(Side.BUY, "60000", "0.01", iceberg_qty=D("0.01")),
+      (-2010, "IcebergQty exceeds QTY.")),
+     (limit(Side.BUY, "60000", "0.01", iceberg_qty=D("0.0001")),
+      (-1013, "Filter failure: ICEBERG_PARTS")),
+     (limit(Side.BUY, "60000", "0.01", tif=TimeInForce.GTD, good_till=NOW),
+      (-1130, "Data sent for parameter 'goodTillDate' is not valid."))],
+    ids=["tick", "lot", "notional", "band", "iceberg-qty", "iceberg-parts", "gtd-past"],
+)
+def test_admission_refuses_in_binances_words(request_: PlaceOrder,
+                                             error: tuple[int, str]) -> None:
+    assert refused(admit(BTCUSDT, request_, REF, NOW)) == error
+
+
+def test_filter_refusals_are_labelled_for_metrics() -> None:
+    result = admit(BTCUSDT, limit(Side.BUY, "60000.001", "0.01"), REF, NOW)
+    assert isinstance(result, Refusal) and result.outcome == "filter"
+
+
+def test_a_closed_market_admits_nothing() -> None:
+    halted = replace(BTCUSDT, trading="halted")
+    assert refused(admit(halted, limit(Side.BUY, "60000", "0.01"), REF, NOW)) == (
+        -1013, "Market is closed.")
+
+
+def test_market_buy_by_quantity_holds_the_top_of_the_band() -> None:
+    req = PlaceOrder(ACCOUNT, "BTCUSDT", Side.BUY, OrderSpec(OrderType.MARKET, "m"),
+                     D("0.01"))
+    got = admitted(admit(BTCUSDT, req, REF, NOW))
+    assert got.hold_asset == "USDT"
+    assert got.hold == BTCUSDT.notional(REF * 12_000 // 10_000 + 1, 1000)
+    assert got.quote_qty == got.hold and not got.by_quote
+
+
+def test_market_sell_for_quote_holds_enough_base_at_the_bottom_of_the_band() -> None:
+    req = PlaceOrder(ACCOUNT, "BTCUSDT", Side.SELL, OrderSpec(OrderType.MARKET, "m"),
+                     None, D("600"))
+    got = admitted(admit(BTCUSDT, req, REF, NOW))
+    low = REF * 8_000 // 10_000
+    assert got.by_quote and got.hold_asset == "BTC"
+    assert got.qty == -(-to_units("600") // BTCUSDT.notional(low, 1))
+
+
+def test_a_quote_amount_with_more_than_eight_decimals_is_malformed() -> None:
+    req = PlaceOrder(ACCOUNT, "BTCUSDT", Side.BUY, OrderSpec(OrderType.MARKET, "m"),
+                     None, D("600.000000001"))
+    assert refused(admit(BTCUSDT, req, REF, NOW))[0] == -1100
+
+
+def oco(side: Side = Side.SELL, above_price: str = "61000",
+        below_stop: str = "59000") -> PlaceOco:
+    return PlaceOco(
+        ACCOUNT, "BTCUSDT", side, "l1",
+        OrderSpec(OrderType.LIMIT_MAKER, "a", price=D(above_price), prefix="above"),
+        OrderSpec(OrderType.STOP_LOSS, "b", stop_price=D(below_stop), prefix="below"),
+        D("0.01"))
+
+
+def test_an_oco_sell_holds_its_quantity_once() -> None:
+    lst = admit_oco(BTCUSDT, oco(), REF, NOW)
+    assert isinstance(lst, ListRequest)
+    assert (lst.hold_asset, lst.hold) == ("BTC", to_units("0.01"))
+    assert [leg.type for leg in lst.legs] == [OrderType.LIMIT_MAKER, OrderType.STOP_LOSS]
+
+
+def test_oco_legs_in_the_wrong_order_or_place_are_refused() -> None:
+    assert refused(admit_oco(BTCUSDT, oco(below_stop="61500"), REF, NOW)) == (
+        -2010, "The relationship of the prices for the orders is not correct.")
+    assert refused(admit_oco(BTCUSDT, oco(side=Side.BUY), REF, NOW)) == (
+        -1165, "A limit order in a buy OCO must be below.")
+
+
+# --------------------------------------------------------------------------- use cases
+def world(**balances: str) -> tuple[MemoryOrders, Orders]:
+    mem = MemoryOrders(balances={(ACCOUNT, a): to_units(v) for a, v in balances.items()})
+    return mem, Orders(mem, mem, mem, timeout=1.0)
+
+
+async def test_place_locks_the_hold_and_logs_the_command_with_the_order_id() -> None:
+    mem, orders = world(USDT="1000")
+    req = admitted(admit(BTCUSDT, limit(Side.BUY, "60000", "0.01"), REF, NOW))
+    placed = await orders.place(req)
+    assert mem.locked[(ACCOUNT, "USDT")] == to_units("600")
+    (symbol, cmd), = mem.log
+    assert symbol == "BTCUSDT" and cmd == req.command(placed.order_id)
+    assert isinstance(cmd, NewOrder) and placed.seq == 1
+    row = await orders.result(ACCOUNT, "BTCUSDT", placed)
+    assert row["status"] == Status.NEW
+
+
+async def test_place_refuses_an_insufficient_balance_and_a_duplicate() -> None:
+    mem, orders = world(USDT="1000")
+    req = admitted(admit(BTCUSDT, limit(Side.BUY, "60000", "0.01"), REF, NOW))
+    await orders.place(req)
+    with pytest.raises(OrderRefused) as dup:
+        await orders.place(req)
+    assert dup.value.refusal.outcome == "duplicate"
+    with pytest.raises(OrderRefused) as poor:
+        await orders.place(replace(req, client_order_id="c2"))
+    assert (poor.value.refusal.code, poor.value.refusal.outcome) == (-2010, "insufficient")
+    assert len(mem.log) == 1
+
+
+async def test_an_order_the_log_did_not_take_has_an_unknown_status() -> None:
+    mem, orders = world(USDT="1000")
+    mem.bus_down = True
+    req = admitted(admit(BTCUSDT, limit(Side.BUY, "60000", "0.01"), REF, NOW))
+    with pytest.raises(OrderRefused) as exc:
+        await orders.place(req)
+    assert (exc.value.refusal.code, exc.value.refusal.status) == (-1007, 503)
+
+
+async def test_an_engine_rejection_is_answered_in_binances_words() -> None:
+    mem, orders = world(USDT="1000")
+    mem.refuse = Reason.WOULD_TAKE
+    req = admitted(admit(BTCUSDT, limit(Side.BUY, "60000", "0.01"), REF, NOW))
+    placed = await orders.place(req)
+    with pytest.raises(OrderRefused) as exc:
+        await orders.result(ACCOUNT, "BTCUSDT", placed)
+    assert (exc.value.refusal.code, exc.value.refusal.msg) == (
+        -2010, "Order would immediately match and take.")
+
+
+async def test_unsettled_results_time_out_as_unknown() -> None:
+    mem, orders = world(USDT="1000")
+    mem.settles = False
+    req = admitted(admit(BTCUSDT, limit(Side.BUY, "60000", "0.01"), REF, NOW))
+    placed = await orders.place(req)
+    with pytest.raises(OrderRefused) as exc:
+        await orders.result(ACCOUNT, "BTCUSDT", placed)
+    assert exc.value.refusal.code == -1007
+
+
+async def test_cancel_by_client_id_releases_the_hold() -> None:
+    mem, orders = world(USDT="1000")
+    req = admitted(admit(BTCUSDT, limit(Side.BUY, "60000", "0.01"), REF, NOW))
+    placed = await orders.place(req)
+    row = await orders.cancel(ACCOUNT, "BTCUSDT", None, "c1", NOW + 1)
+    assert row["status"] == Status.CANCELED and row["id"] == placed.order_id
+    assert mem.log[-1][1] == Cancel(placed.order_id, ACCOUNT, NOW + 1)
+    assert mem.balances[(ACCOUNT, "USDT")] == to_units("1000")
+    with pytest.raises(OrderRefused) as again:
+        await orders.cancel(ACCOUNT, "BTCUSDT", placed.order_id, None, NOW + 2)
+    assert again.value.refusal.code == -2011
+
+
+async def test_cancel_all_answers_the_orders_it_canceled_or_refuses_when_none() -> None:
+    mem, orders = world(USDT="2000")
+    for cid in ("a", "b"):
+        req = admit(BTCUSDT, limit(Side.BUY, "60000", "0.01", client_order_id=cid), REF, NOW)
+        await orders.place(admitted(req))
+    rows = await orders.cancel_all(ACCOUNT, "BTCUSDT", NOW + 1)
+    assert sorted(r["client_order_id"] for r in rows) == ["a", "b"]
+    assert mem.log[-1][1] == CancelAll(ACCOUNT, NOW + 1)
+    with pytest.raises(OrderRefused):
+        await orders.cancel_all(ACCOUNT, "BTCUSDT", NOW + 2)
+
+
+async def test_amend_reduces_and_renames_the_order() -> None:
+    mem, orders = world(USDT="1000")
+    placed = await orders.place(admitted(admit(BTCUSDT, limit(Side.BUY, "60000", "0.01"),
+                                               REF, NOW)))
+    done = await orders.amend(BTCUSDT, ACCOUNT, placed.order_id, None, D("0.005"), "c9",
+                              NOW + 1)
+    assert (done.before["qty"], done.after["qty"]) == (1000, 500)
+    assert done.after["client_order_id"] == "c9" and done.order_list is None
+    assert mem.log[-1][1] == Amend(placed.order_id, ACCOUNT, 500, NOW + 1)
+
+
+@pytest.mark.parametrize(
+    ("qty", "error"),
+    [("0.02", (-2038, "Order amend (quantity increase) is not supported.")),
+     ("0.01", (-2038, "The requested action would change no state; rejecting")),
+     ("0.000001", (-1013, "Filter failure: LOT_SIZE"))],
+)
+async def test_amend_refuses_what_is_no_reduction(qty: str, error: tuple[int, str]) -> None:
+    mem, orders = world(USDT="1000")
+    placed = await orders.place(admitted(admit(BTCUSDT, limit(Side.BUY, "60000", "0.01"),
+                                               REF, NOW)))
+    with pytest.raises(OrderRefused) as exc:
+        await orders.amend(BTCUSDT, ACCOUNT, placed.order_id, None, D(qty), "c1", NOW)
+    assert (exc.value.refusal.code, exc.value.refusal.msg) == error
+    assert len(mem.log) == 1
+
+
+async def test_an_amend_the_engine_refused_gives_the_client_id_back() -> None:
+    mem, orders = world(USDT="1000")
+    placed = await orders.place(admitted(admit(BTCUSDT, limit(Side.BUY, "60000", "0.01"),
+                                               REF, NOW)))
+    await orders.result(ACCOUNT, "BTCUSDT", placed)
+    mem.refuse = Reason.HALTED
+    with pytest.raises(OrderRefused) as exc:
+        await orders.amend(BTCUSDT, ACCOUNT, placed.order_id, None, D("0.005"), "c9", NOW)
+    assert exc.value.refusal.code == -2038
+    row = await mem.order(ACCOUNT, "BTCUSDT", placed.order_id, None)
+    assert row is not None and row["client_order_id"] == "c1"
+
+
+async def test_an_oco_list_is_placed_as_one_command_and_canceled_as_one() -> None:
+    mem, orders = world(BTC="0.05")
+    lst = admit_oco(BTCUSDT, oco(), REF, NOW)
+    assert isinstance(lst, ListRequest)
+    placed = await orders.place_oco(lst)
+    (_, cmd), = mem.log
+    assert isinstance(cmd, NewOrderList) and cmd == lst.command(placed.list_id,
+                                                                placed.order_ids)
+    assert mem.locked[(ACCOUNT, "BTC")] == to_units("0.01")
+    row, legs = await orders.oco_result(ACCOUNT, "BTCUSDT", placed)
+    assert row["status"] == "EXECUTING" and len(legs) == 2
+    after, legs = await orders.cancel_list(ACCOUNT, "BTCUSDT", None, "l1", NOW + 1)
+    assert after["status"] == "ALL_DONE"
+    assert all(leg["status"] == Status.CANCELED for leg in legs)
+    assert mem.balances[(ACCOUNT, "BTC")] == to_units("0.05")
+    with pytest.raises(OrderRefused) as exc:
+        await orders.cancel_list(ACCOUNT, "BTCUSDT", placed.list_id, None, NOW + 2)
+    assert exc.value.refusal.code == -2011
