@@ -12,7 +12,7 @@ import nats.errors
 import pytest
 import redis.exceptions
 
-from tradeplane.adapters import db, marketstore
+from tradeplane.adapters import accounts_db, db, marketstore
 from tradeplane.adapters.bus import Bus, BusError, BusUnavailable, request, wallet_events
 from tradeplane.adapters.cache import CacheError, MarketCache
 from tradeplane.adapters.listenkeys import ListenKeyError, ListenKeyStore
@@ -103,6 +103,9 @@ DB_CALLS: dict[str, Callable[[db.Pool], Awaitable[object]]] = {
     "load_pairs": lambda p: db.load_pairs(p),
     "locked_totals": lambda p: db.locked_totals(p),
     "fetch_klines": lambda p: marketstore.fetch_klines(p, "BTCUSDT", "1m", 0, 1, 10),
+    "accounts_db.get_flag": lambda p: accounts_db.get_flag(p, "kill"),
+    "accounts_db.user_by_email": lambda p: accounts_db.user_by_email(p, "a@example.com"),
+    "accounts_db.get_key": lambda p: accounts_db.get_key(p, "nokey"),
 }
 
 

@@ -4,6 +4,9 @@ the append-only audit log and platform flags.
 
 Tokens, codes and admin credentials arrive here already hashed: nothing in these tables
 can be replayed if it leaks.
+
+Every function raises DatabaseUnavailable on a failed round trip (``db._translated``),
+besides the refusals it names.
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ def _key(r: asyncpg.Record) -> KeyRecord:
     )
 
 
+@_translated
 async def get_key(pool: Pool, api_key: str) -> KeyRecord | None:
     """The key unless revoked, with its account's frozen flag (expiry is the caller's)."""
     r = await pool.fetchrow(
@@ -80,6 +84,7 @@ async def get_key(pool: Pool, api_key: str) -> KeyRecord | None:
     return None if r is None else _key(r)
 
 
+@_translated
 async def create_key(
     con: Conn | Pool, account: int, api_key: str, *, key_type: str, secret_enc: bytes | None,
     public_key: bytes | None, perms: Sequence[str], ip_allow: Sequence[str], expires_ms: int,
@@ -104,6 +109,7 @@ async def create_key(
     return _key(r)
 
 
+@_translated
 async def list_keys(pool: Pool, account: int) -> list[KeyRecord]:
     rows = await pool.fetch(
         f"SELECT {_KEY_COLUMNS} FROM api_keys k JOIN accounts a ON a.id = k.account_id"
@@ -113,6 +119,7 @@ async def list_keys(pool: Pool, account: int) -> list[KeyRecord]:
     return [_key(r) for r in rows]
 
 
+@_translated
 async def revoke_key(con: Conn, api_key: str, account: int | None = None) -> KeyRecord | None:
     """Revoke a live key (of ``account`` when given). Returns the key as it was, or None
     when there is no such live key."""
@@ -128,6 +135,7 @@ async def revoke_key(con: Conn, api_key: str, account: int | None = None) -> Key
 
 
 # --------------------------------------------------------------------------- accounts
+@_translated
 async def account_doc(con: Conn | Pool, account: int) -> dict[str, Any] | None:
     """An account as the admin API shows it (and the audit log records it)."""
     r = await con.fetchrow(
@@ -147,11 +155,13 @@ async def account_doc(con: Conn | Pool, account: int) -> dict[str, Any] | None:
     }
 
 
+@_translated
 async def account_of_email(pool: Pool, email: str) -> int | None:
     v = await pool.fetchval("SELECT account_id FROM users WHERE lower(email) = lower($1)", email)
     return None if v is None else int(v)
 
 
+@_translated
 async def set_frozen(con: Conn, account: int, reason: str | None) -> bool:
     """Freeze (``reason`` given) or unfreeze (None) a user account; the caller holds the
     transaction. Returns False for no such user account."""
@@ -191,6 +201,7 @@ def _user(r: asyncpg.Record) -> UserRow:
     )
 
 
+@_translated
 async def create_user(pool: Pool, email: str, password_hash: str) -> UserRow:
     """A user and the trading account it owns (named after the email), together.
 
@@ -215,6 +226,7 @@ async def create_user(pool: Pool, email: str, password_hash: str) -> UserRow:
     return _user(r)
 
 
+@_translated
 async def user_by_email(pool: Pool, email: str) -> UserRow | None:
     r = await pool.fetchrow(
         f"SELECT {_USER_COLUMNS} FROM users WHERE lower(email) = lower($1)", email
@@ -222,16 +234,19 @@ async def user_by_email(pool: Pool, email: str) -> UserRow | None:
     return None if r is None else _user(r)
 
 
+@_translated
 async def user_by_id(pool: Pool, user_id: int) -> UserRow | None:
     r = await pool.fetchrow(f"SELECT {_USER_COLUMNS} FROM users WHERE id = $1", user_id)
     return None if r is None else _user(r)
 
 
+@_translated
 async def user_of_account(pool: Pool, account: int) -> UserRow | None:
     r = await pool.fetchrow(f"SELECT {_USER_COLUMNS} FROM users WHERE account_id = $1", account)
     return None if r is None else _user(r)
 
 
+@_translated
 async def add_email_token(
     pool: Pool, user_id: int, token_hash: bytes, expires_ms: int, purpose: str = "verify_email"
 ) -> None:
@@ -242,6 +257,7 @@ async def add_email_token(
     )
 
 
+@_translated
 async def verify_email(pool: Pool, token_hash: bytes) -> int | None:
     """Use a live verification token once; returns its user, now verified."""
     async with pool.acquire() as con, con.transaction():
@@ -276,6 +292,7 @@ class RefreshResult:
     session_id: str = ""
 
 
+@_translated
 async def start_session(
     pool: Pool, user_id: int, session_id: str, token_hash: bytes, expires_ms: int
 ) -> None:
@@ -288,6 +305,7 @@ async def start_session(
         )
 
 
+@_translated
 async def rotate_refresh(
     pool: Pool, token_hash: bytes, new_hash: bytes, expires_ms: int
 ) -> RefreshResult:
@@ -322,6 +340,7 @@ async def rotate_refresh(
     return RefreshResult(Refresh.OK, uid, sid)
 
 
+@_translated
 async def revoke_sessions(
     con: Conn | Pool, *, user_id: int, session_id: str | None, reason: str
 ) -> int:
@@ -335,6 +354,7 @@ async def revoke_sessions(
     return len(rows)
 
 
+@_translated
 async def session_live(pool: Pool, session_id: str, user_id: int) -> bool:
     v = await pool.fetchval(
         "SELECT 1 FROM sessions WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL",
@@ -344,6 +364,7 @@ async def session_live(pool: Pool, session_id: str, user_id: int) -> bool:
 
 
 # --------------------------------------------------------------------------- 2FA
+@_translated
 async def set_totp_pending(pool: Pool, user_id: int, secret_enc: bytes) -> bool:
     """Store a new, not yet enabled TOTP secret. False when 2FA is already on."""
     done = await pool.fetchval(
@@ -354,6 +375,7 @@ async def set_totp_pending(pool: Pool, user_id: int, secret_enc: bytes) -> bool:
     return bool(done)
 
 
+@_translated
 async def accept_totp_step(con: Conn | Pool, user_id: int, step: int) -> bool:
     """Mark TOTP time step ``step`` used; False when it (or a later one) already was."""
     done = await con.fetchval(
@@ -364,6 +386,7 @@ async def accept_totp_step(con: Conn | Pool, user_id: int, step: int) -> bool:
     return bool(done)
 
 
+@_translated
 async def enable_totp(pool: Pool, user_id: int, step: int, code_hashes: Sequence[bytes]) -> bool:
     """Enable the pending secret (its first code, ``step``, is consumed) with fresh
     recovery codes. False when already enabled, not set up, or the step was used."""
@@ -384,6 +407,7 @@ async def enable_totp(pool: Pool, user_id: int, step: int, code_hashes: Sequence
     return True
 
 
+@_translated
 async def disable_totp(pool: Pool, user_id: int) -> None:
     async with pool.acquire() as con, con.transaction():
         await con.execute(
@@ -393,6 +417,7 @@ async def disable_totp(pool: Pool, user_id: int) -> None:
         await con.execute("DELETE FROM recovery_codes WHERE user_id = $1", user_id)
 
 
+@_translated
 async def use_recovery_code(pool: Pool, user_id: int, code_hash: bytes) -> bool:
     done = await pool.fetchval(
         "UPDATE recovery_codes SET used_at = now()"
@@ -403,6 +428,7 @@ async def use_recovery_code(pool: Pool, user_id: int, code_hash: bytes) -> bool:
 
 
 # --------------------------------------------------------------------------- logins
+@_translated
 async def record_login(
     pool: Pool, user_id: int | None, email: str, ip: str, user_agent: str, success: bool,
     reason: str,
@@ -414,6 +440,7 @@ async def record_login(
     )
 
 
+@_translated
 async def login_history(pool: Pool, user_id: int, limit: int) -> list[dict[str, Any]]:
     rows = await pool.fetch(
         "SELECT ip, user_agent, success, reason, at FROM login_history WHERE user_id = $1"
@@ -425,6 +452,7 @@ async def login_history(pool: Pool, user_id: int, limit: int) -> list[dict[str, 
 
 
 # --------------------------------------------------------------------------- admins
+@_translated
 async def create_admin(con: Conn | Pool, name: str, role: str, token_hash: bytes) -> int:
     """Raises NameTaken."""
     try:
@@ -437,6 +465,7 @@ async def create_admin(con: Conn | Pool, name: str, role: str, token_hash: bytes
     return int(v)
 
 
+@_translated
 async def admin_by_token(pool: Pool, token_hash: bytes) -> tuple[str, str] | None:
     """``(name, role)`` of the live admin identity holding this token."""
     r = await pool.fetchrow(
@@ -458,6 +487,7 @@ class AuditEntry:
     ip: str
 
 
+@_translated
 async def append_audit(con: Conn | Pool, e: AuditEntry) -> int:
     v = await con.fetchval(
         """INSERT INTO audit_log (actor, role, action, target, before, after, ip)
@@ -469,6 +499,7 @@ async def append_audit(con: Conn | Pool, e: AuditEntry) -> int:
     return int(v)
 
 
+@_translated
 async def audit_entries(
     pool: Pool, *, from_id: int, limit: int, action: str | None, actor: str | None,
     target: str | None,
@@ -495,6 +526,7 @@ async def get_flag(con: Conn | Pool, name: str) -> dict[str, Any] | None:
     return None if v is None else dict(json.loads(v))
 
 
+@_translated
 async def set_flag(con: Conn | Pool, name: str, value: dict[str, Any] | None) -> None:
     """Set (or with None, clear) a platform flag."""
     if value is None:
@@ -507,6 +539,7 @@ async def set_flag(con: Conn | Pool, name: str, value: dict[str, Any] | None) ->
     )
 
 
+@_translated
 async def pair_doc(con: Conn | Pool, symbol: str, *, lock: bool = False) -> dict[str, Any] | None:
     r = await con.fetchrow(
         "SELECT symbol, trading, maker_fee_ppm, taker_fee_ppm FROM pairs WHERE symbol = $1"
@@ -519,6 +552,7 @@ async def pair_doc(con: Conn | Pool, symbol: str, *, lock: bool = False) -> dict
             "makerFeePpm": r["maker_fee_ppm"], "takerFeePpm": r["taker_fee_ppm"]}
 
 
+@_translated
 async def set_pair_fees(con: Conn, symbol: str, maker_ppm: int, taker_ppm: int) -> None:
     await con.execute(
         "UPDATE pairs SET maker_fee_ppm = $2, taker_fee_ppm = $3 WHERE symbol = $1",
@@ -526,10 +560,12 @@ async def set_pair_fees(con: Conn, symbol: str, maker_ppm: int, taker_ppm: int) 
     )
 
 
+@_translated
 async def set_pair_trading(con: Conn, symbol: str, trading: str) -> None:
     await con.execute("UPDATE pairs SET trading = $2 WHERE symbol = $1", symbol, trading)
 
 
+@_translated
 async def pair_states(con: Conn | Pool) -> dict[str, str]:
     rows = await con.fetch("SELECT symbol, trading FROM pairs ORDER BY symbol")
     return {r["symbol"]: r["trading"] for r in rows}

@@ -29,7 +29,7 @@ from fastapi import APIRouter, WebSocket
 from prometheus_client import Gauge
 from starlette.websockets import WebSocketDisconnect
 
-from tradeplane.adapters.bus import Bus, market_subject
+from tradeplane.adapters.bus import Bus, BusError, market_subject
 from tradeplane.adapters.listenkeys import ListenKeyError
 from tradeplane.domain.pairs import PairRules
 from tradeplane.gateway import userstream, wslimits
@@ -150,7 +150,7 @@ class StreamHub:
         async with self._lock:
             subs, self._subs = self._subs, {}
             for sub in subs.values():
-                with contextlib.suppress(Exception):  # the connection may be closing
+                with contextlib.suppress(BusError):  # the connection may be closing
                     await sub.unsubscribe()
         for client in self._clients:
             client.gone.set()

@@ -263,7 +263,7 @@ class Settler:
                 tasks.create_task(self._relay_outbox(stop), name="outbox-relay")
                 tasks.create_task(self._watch_invariants(stop), name="invariant-watcher")
         finally:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(BusError):
                 await unsubscribe()
 
     async def _consume(self, stop: asyncio.Event) -> None:
