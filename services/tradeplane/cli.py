@@ -258,7 +258,8 @@ def _account_cases(args: argparse.Namespace, pool: Pool,
     from tradeplane.adapters.control import now_ms
     from tradeplane.usecases.accounts import Accounts
 
-    s = settings or _settings(args)
+    # API secrets are encrypted with secret_key: never with the placeholder outside dev mode.
+    s = (settings or _settings(args)).for_process("cli-accounts")
     return Accounts(PgAccountStore(pool), SecretCipher(s.secret_key.get_secret_value()),
                     now_ms)
 

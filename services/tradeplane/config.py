@@ -2,11 +2,19 @@
 
 Built once in each process's ``main()`` and passed down; nothing reads the environment
 at import time.
+
+One flat model parses every ``TRADEPLANE_*`` variable (their names are the interface: the
+chart, the operator and users set them), its fields grouped by concern (:class:`Group`,
+:data:`GROUPS`). Each process validates only the groups it uses
+(:meth:`Settings.for_process`, :data:`PROCESS_GROUPS`): outside dev mode the gateway
+refuses placeholder secrets, and the engine, which holds none, never asks for them.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable, Mapping
+from enum import StrEnum
+from typing import ClassVar, Final, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, model_validator
@@ -60,21 +68,73 @@ class VaultSettings(BaseSettings):
     )
 
 
+class Group(StrEnum):
+    """A concern the settings are grouped by; a process uses some of them."""
+
+    BUS = "bus"
+    DATABASE = "database"
+    CACHE = "cache"
+    OBSERVABILITY = "observability"
+    HTTP = "http"
+    ADMIN = "admin"
+    CIPHER = "cipher"
+    SESSIONS = "sessions"
+    RATE_LIMITS = "rate limits"
+    WEBSOCKETS = "websockets"
+    ENGINE = "engine"
+    SETTLEMENT = "settlement"
+
+
 class Settings(VaultSettings):
+    """Every ``TRADEPLANE_*`` setting, parsed; no group's rules checked (that is
+    :meth:`for_process`). ``dev_mode`` and the Vault fields concern every process."""
+
+    #: The groups whose rules this class checks outside dev mode: none for the parser, the
+    #: process's groups for the class :meth:`for_process` returns.
+    checks: ClassVar[frozenset[Group]] = frozenset()
+
     dev_mode: bool = Field(
         default=False, description="Local/dev mode: placeholder secrets are allowed."
     )
+
+    # ---- bus: NATS JetStream: commands, events, the bus between processes ---------------
     # The URLs may carry passwords: kept out of repr (use ``redacted()`` in messages).
     nats_url: str = Field(
         default="nats://127.0.0.1:4222", repr=False, description="NATS server URL(s)."
     )
+    stream_replicas: int = Field(default=1, description="JetStream replicas for our streams.")
+    dedup_window_s: float = Field(
+        default=600.0, description="JetStream duplicate window for our streams, seconds."
+    )
+
+    # ---- database: PostgreSQL: the ledger, accounts, custody ----------------------------
     database_url: str = Field(
         default="postgresql://postgres@127.0.0.1:5432/tradeplane", repr=False,
         description="PostgreSQL DSN of the ledger database.",
     )
+    db_pool_size: int = Field(default=8, description="asyncpg pool size per process.")
+
+    # ---- cache: Redis: market data, rate-limit counters, listen keys --------------------
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0", repr=False, description="Redis cache URL."
     )
+
+    # ---- observability: logs, metrics, traces -------------------------------------------
+    log_level: str = Field(default="INFO", description="Log level.")
+    metrics_port: int = Field(
+        default=0, description="Port of the Prometheus /metrics listener (0 = off/none)."
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Bind address of the /metrics listener: loopback by default, like the "
+        "gateway, so a laptop's services are not reachable from the network; in a pod it "
+        "must be 0.0.0.0 for Prometheus to scrape it (the chart and the operator set it).",
+    )
+    otlp_endpoint: str = Field(
+        default="", description="OTLP/HTTP traces endpoint; empty = tracing exporter off."
+    )
+
+    # ---- http: the gateway's HTTP listener and what it accepts --------------------------
     http_host: str = Field(default="127.0.0.1", description="Gateway bind address.")
     http_port: int = Field(default=8080, description="Gateway port.")
     http_keep_alive_s: int = Field(
@@ -88,44 +148,51 @@ class Settings(VaultSettings):
         "timeout are 60 s, Google Cloud's load balancer keeps backend connections 600 s "
         "(it asks backends for more than that; hence 620).",
     )
-    metrics_port: int = Field(
-        default=0, description="Port of the Prometheus /metrics listener (0 = off/none)."
+    response_timeout_s: float = Field(
+        default=10.0, description="How long the gateway waits for the engine+ledger to apply."
     )
-    metrics_host: str = Field(
-        default="127.0.0.1",
-        description="Bind address of the /metrics listener: loopback by default, like the "
-        "gateway, so a laptop's services are not reachable from the network; in a pod it "
-        "must be 0.0.0.0 for Prometheus to scrape it (the chart and the operator set it).",
+    max_body_bytes: int = Field(
+        default=64 * 1024, gt=0, description="Largest request body; larger gets HTTP 413."
     )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins allowed to call the API from a browser (JSON list); empty = "
+        "CORS off (no Access-Control-* headers).",
+    )
+    hsts_max_age_s: int = Field(
+        default=63_072_000, description="Strict-Transport-Security max-age on HTTPS answers."
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses/CIDRs of reverse proxies whose X-Forwarded-For names the "
+        "client (JSON list): behind an Ingress, the ingress controller's pods. The client "
+        "is the right-most X-Forwarded-For entry that is not one of these (what the client "
+        "itself wrote in front is ignored). Empty = the connection's peer is the client: "
+        "behind a proxy every client would share the proxy's address and its limits.",
+    )
+
+    # ---- admin: the admin API: bootstrap token, how pairs are halted --------------------
     admin_token: SecretStr = Field(
         default=SecretStr(DEV_PLACEHOLDER), description="Bearer token for /admin endpoints."
     )
+    pair_control: Literal["local", "kubernetes"] = Field(
+        default="local",
+        description="How admin halts/resumes pairs: local = SetTrading on the symbol's "
+        "command log and the pairs table; kubernetes = patch the TradingPair's "
+        "spec.trading and let the operator apply it.",
+    )
+    kube_namespace: str = Field(
+        default="", description="Namespace of the TradingPair resources (kubernetes pair "
+        "control); empty = the pod's own namespace.",
+    )
+
+    # ---- cipher: API secrets at rest ----------------------------------------------------
     secret_key: SecretStr = Field(
         default=SecretStr(DEV_PLACEHOLDER),
         description="Key that encrypts API secrets at rest (any string; stretched with HKDF).",
     )
-    db_pool_size: int = Field(default=8, description="asyncpg pool size per process.")
-    stream_replicas: int = Field(default=1, description="JetStream replicas for our streams.")
-    dedup_window_s: float = Field(
-        default=600.0, description="JetStream duplicate window for our streams, seconds."
-    )
-    invariant_check_s: float = Field(
-        default=60.0,
-        description="Seconds between full ledger-invariant checks in settlement (each scans "
-        "every posting; the metric tradeplane_ledger_invariant_ok follows it).",
-    )
-    snapshot_every: int = Field(
-        default=50_000, description="Engine snapshot after this many commands."
-    )
-    otlp_endpoint: str = Field(
-        default="", description="OTLP/HTTP traces endpoint; empty = tracing exporter off."
-    )
-    log_level: str = Field(default="INFO", description="Log level.")
-    response_timeout_s: float = Field(
-        default=10.0, description="How long the gateway waits for the engine+ledger to apply."
-    )
 
-    # ---------------------------------------------------------------- accounts, security
+    # ---- sessions: users: passwords, sessions (JWT), login throttling, mail -------------
     jwt_secret: SecretStr = Field(
         default=SecretStr(""),
         description="HMAC key (HS256) that signs user access tokens (JWT); from Vault or "
@@ -167,14 +234,8 @@ class Settings(VaultSettings):
         "until the window ends (guessing spread over many addresses).",
     )
     login_failure_window_s: int = Field(default=900, gt=0, description="See login_max_failures.")
-    trusted_proxies: list[str] = Field(
-        default_factory=list,
-        description="Addresses/CIDRs of reverse proxies whose X-Forwarded-For names the "
-        "client (JSON list): behind an Ingress, the ingress controller's pods. The client "
-        "is the right-most X-Forwarded-For entry that is not one of these (what the client "
-        "itself wrote in front is ignored). Empty = the connection's peer is the client: "
-        "behind a proxy every client would share the proxy's address and its limits.",
-    )
+
+    # ---- rate limits: request weight, order counts, bans (Redis) ------------------------
     rate_limits: bool = Field(
         default=True, description="Enforce request-weight and order-count limits (Redis)."
     )
@@ -215,6 +276,8 @@ class Settings(VaultSettings):
         description="First ban's length; each further ban the same day is twice the last.",
     )
     ban_max_s: int = Field(default=3 * 86400, gt=0, description="Longest ban.")
+
+    # ---- websockets: WebSocket limits and the user data stream --------------------------
     # WebSocket limits (Binance's): they bound what one client can make a gateway hold.
     ws_max_message_bytes: int = Field(
         default=4096, gt=0,
@@ -246,43 +309,127 @@ class Settings(VaultSettings):
         description="How long a user-data-stream listenKey lives after its creation or "
         "last keepalive (Binance's: 60 minutes); then its sockets get listenKeyExpired.",
     )
-    max_body_bytes: int = Field(
-        default=64 * 1024, gt=0, description="Largest request body; larger gets HTTP 413."
+
+    # ---- engine: the matching engine ----------------------------------------------------
+    snapshot_every: int = Field(
+        default=50_000, description="Engine snapshot after this many commands."
     )
-    cors_origins: list[str] = Field(
-        default_factory=list,
-        description="Origins allowed to call the API from a browser (JSON list); empty = "
-        "CORS off (no Access-Control-* headers).",
-    )
-    hsts_max_age_s: int = Field(
-        default=63_072_000, description="Strict-Transport-Security max-age on HTTPS answers."
-    )
-    pair_control: Literal["local", "kubernetes"] = Field(
-        default="local",
-        description="How admin halts/resumes pairs: local = SetTrading on the symbol's "
-        "command log and the pairs table; kubernetes = patch the TradingPair's "
-        "spec.trading and let the operator apply it.",
-    )
-    kube_namespace: str = Field(
-        default="", description="Namespace of the TradingPair resources (kubernetes pair "
-        "control); empty = the pod's own namespace.",
+
+    # ---- settlement: the settler --------------------------------------------------------
+    invariant_check_s: float = Field(
+        default=60.0,
+        description="Seconds between full ledger-invariant checks in settlement (each scans "
+        "every posting; the metric tradeplane_ledger_invariant_ok follows it).",
     )
 
     @model_validator(mode="after")
-    def _no_placeholders_in_production(self) -> Settings:
+    def _rules_of_the_groups_checked(self) -> Settings:
         if not self.dev_mode:
-            if self.jwt_secret.get_secret_value() == DEV_PLACEHOLDER:
-                raise ValueError("TRADEPLANE_JWT_SECRET must not be the placeholder outside "
-                                 "dev mode")
-            if self.argon2_memory_kib < 19456:
-                raise ValueError("TRADEPLANE_ARGON2_MEMORY_KIB must be at least 19456 outside "
-                                 "dev mode")
-            for name in ("admin_token", "secret_key"):
-                if getattr(self, name).get_secret_value() == DEV_PLACEHOLDER:
-                    raise ValueError(
-                        f"TRADEPLANE_{name.upper()} must be set outside dev mode"
-                    )
+            for group in Group:  # a fixed order: the same settings, the same first error
+                if group in self.checks:
+                    for rule in _RULES.get(group, ()):
+                        rule(self)
         return self
+
+    def for_process(self, process: str) -> Settings:
+        """The same settings, checked against the rules of the groups ``process`` uses
+        (:data:`PROCESS_GROUPS`): the gateway's secrets only where they are used.
+
+        Raises:
+            pydantic.ValidationError: a rule of one of those groups does not hold (the
+                message names the variable, never its value).
+            KeyError: ``process`` is not one of :data:`PROCESS_GROUPS`.
+        """
+        checked = _PROCESS_SETTINGS[process]
+        # Validated, not re-read: the values are this process's, whatever the environment
+        # holds now.
+        return checked.model_validate(self.model_dump())
+
+
+def _placeholder(settings: Settings, name: str) -> bool:
+    value: SecretStr = getattr(settings, name)
+    return value.get_secret_value() == DEV_PLACEHOLDER
+
+
+def _admin_rules(s: Settings) -> None:
+    if _placeholder(s, "admin_token"):
+        raise ValueError("TRADEPLANE_ADMIN_TOKEN must be set outside dev mode")
+
+
+def _cipher_rules(s: Settings) -> None:
+    if _placeholder(s, "secret_key"):
+        raise ValueError("TRADEPLANE_SECRET_KEY must be set outside dev mode")
+
+
+def _session_rules(s: Settings) -> None:
+    if _placeholder(s, "jwt_secret"):
+        raise ValueError("TRADEPLANE_JWT_SECRET must not be the placeholder outside dev mode")
+    if not s.jwt_secret.get_secret_value() and _placeholder(s, "secret_key"):
+        # An empty JWT secret is derived from secret_key: a placeholder there signs tokens.
+        raise ValueError("TRADEPLANE_JWT_SECRET or TRADEPLANE_SECRET_KEY must be set outside "
+                         "dev mode")
+    if s.argon2_memory_kib < 19456:
+        raise ValueError("TRADEPLANE_ARGON2_MEMORY_KIB must be at least 19456 outside dev mode")
+
+
+#: What each group requires outside dev mode (groups without an entry accept any parsed
+#: value).
+_RULES: Final[Mapping[Group, tuple[Callable[[Settings], None], ...]]] = {
+    Group.ADMIN: (_admin_rules,),
+    Group.CIPHER: (_cipher_rules,),
+    Group.SESSIONS: (_session_rules,),
+}
+
+#: The fields of each group, in declaration order (``dev_mode`` and the Vault fields
+#: belong to every process and to no group).
+GROUPS: Final[Mapping[Group, tuple[str, ...]]] = {
+    Group.BUS: ("nats_url", "stream_replicas", "dedup_window_s"),
+    Group.DATABASE: ("database_url", "db_pool_size"),
+    Group.CACHE: ("redis_url",),
+    Group.OBSERVABILITY: ("log_level", "metrics_port", "metrics_host", "otlp_endpoint"),
+    Group.HTTP: ("http_host", "http_port", "http_keep_alive_s", "response_timeout_s",
+                 "max_body_bytes", "cors_origins", "hsts_max_age_s", "trusted_proxies"),
+    Group.ADMIN: ("admin_token", "pair_control", "kube_namespace"),
+    Group.CIPHER: ("secret_key",),
+    Group.SESSIONS: ("jwt_secret", "access_token_ttl_s", "refresh_token_ttl_s",
+                     "email_token_ttl_s", "mail_outbox", "argon2_time_cost",
+                     "argon2_memory_kib", "argon2_parallelism", "login_max_failures",
+                     "login_max_account_failures", "login_failure_window_s"),
+    Group.RATE_LIMITS: ("rate_limits", "rate_limit_sync_ms", "ip_weight_per_minute",
+                        "key_weight_per_minute", "orders_per_10s", "orders_per_day",
+                        "ban_after_429s", "ban_window_s", "ban_base_s", "ban_max_s"),
+    Group.WEBSOCKETS: ("ws_max_message_bytes", "ws_messages_per_second", "ws_max_streams",
+                       "ws_connections_per_window", "ws_connection_window_s",
+                       "listen_key_ttl_s"),
+    Group.ENGINE: ("snapshot_every",),
+    Group.SETTLEMENT: ("invariant_check_s",),
+}
+
+_COMMON: Final = frozenset({Group.BUS, Group.DATABASE, Group.OBSERVABILITY})
+
+#: The groups each process uses: the long-running ones by the names ``tradeplane <process>``
+#: and :func:`tradeplane.runner.run_service` use, and the CLI's commands that need more
+#: than the bus and the database.
+PROCESS_GROUPS: Final[Mapping[str, frozenset[Group]]] = {
+    "gateway": _COMMON | {Group.CACHE, Group.HTTP, Group.ADMIN, Group.CIPHER,
+                          Group.SESSIONS, Group.RATE_LIMITS, Group.WEBSOCKETS},
+    "matching": _COMMON | {Group.ENGINE},
+    "settlement": _COMMON | {Group.SETTLEMENT},
+    "marketdata": _COMMON | {Group.CACHE},
+    "wallet-watcher": _COMMON,
+    # The CLI's account commands (users, API keys, admins, credits): they encrypt secrets.
+    "cli-accounts": frozenset({Group.DATABASE, Group.CIPHER}),
+}
+
+
+def _checked_class(process: str, groups: frozenset[Group]) -> type[Settings]:
+    name = "".join(part.title() for part in process.split("-")) + "Settings"
+    return type(name, (Settings,), {"checks": groups, "__doc__": f"Settings of {process}."})
+
+
+_PROCESS_SETTINGS: Final[Mapping[str, type[Settings]]] = {
+    process: _checked_class(process, groups) for process, groups in PROCESS_GROUPS.items()
+}
 
 
 def redacted(url: str) -> str:

@@ -49,7 +49,16 @@ def run_service(
     *, metrics: bool = True, vault: VaultSession | None = None,
 ) -> int:
     """Run ``body(stop)`` until it returns; SIGINT/SIGTERM set ``stop``. With ``vault``
-    (where the secrets came from), its token is kept alive meanwhile."""
+    (where the secrets came from), its token is kept alive meanwhile.
+
+    ``settings`` are checked first against what the process ``name`` uses (the gateway's
+    secrets for the gateway only: :meth:`Settings.for_process`).
+
+    Raises:
+        pydantic.ValidationError: the settings do not suit this process (nothing started).
+        BaseException: whatever ``body`` raised (see :func:`supervised`).
+    """
+    settings.for_process(name)
     setup(name, settings.log_level, settings.otlp_endpoint,
           settings.metrics_port if metrics else 0, settings.metrics_host)
 

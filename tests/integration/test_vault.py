@@ -212,7 +212,8 @@ def test_invalid_settings_do_not_echo_their_input(monkeypatch: pytest.MonkeyPatc
     monkeypatch.delenv("TRADEPLANE_DEV_MODE", raising=False)
     monkeypatch.delenv("TRADEPLANE_SECRET_KEY", raising=False)
     with pytest.raises(ValidationError) as info:
-        Settings(admin_token=DOC["admin_token"], database_url=DOC["database_url"])
+        Settings(admin_token=DOC["admin_token"], database_url=DOC["database_url"]
+                 ).for_process("gateway")
     assert "TRADEPLANE_SECRET_KEY must be set" in str(info.value)
     _assert_no_secret(_texts(info.value))
 

@@ -18,16 +18,20 @@ PROD = {"admin_token": "a" * 32, "secret_key": "s" * 32}
 
 
 def test_the_jwt_secret_may_be_derived_but_never_the_placeholder_outside_dev_mode() -> None:
-    assert Settings(**PROD).jwt_secret.get_secret_value() == ""  # derived from secret_key
+    gateway = Settings(**PROD).for_process("gateway")
+    assert gateway.jwt_secret.get_secret_value() == ""  # derived from secret_key
     with pytest.raises(ValidationError, match="JWT_SECRET must not be the placeholder"):
-        Settings(**PROD, jwt_secret=DEV_PLACEHOLDER)
-    assert Settings(dev_mode=True, jwt_secret=DEV_PLACEHOLDER).dev_mode
+        Settings(**PROD, jwt_secret=DEV_PLACEHOLDER).for_process("gateway")
+    assert Settings(dev_mode=True, jwt_secret=DEV_PLACEHOLDER).for_process("gateway").dev_mode
+    # Nothing but the gateway signs tokens: the others do not look at it.
+    Settings(jwt_secret=DEV_PLACEHOLDER).for_process("matching")
 
 
 def test_weak_password_hashing_is_for_dev_mode_only() -> None:
     with pytest.raises(ValidationError, match="ARGON2_MEMORY_KIB"):
-        Settings(**PROD, argon2_memory_kib=8192)
-    assert Settings(dev_mode=True, argon2_memory_kib=8192).argon2_memory_kib == 8192
+        Settings(**PROD, argon2_memory_kib=8192).for_process("gateway")
+    assert Settings(dev_mode=True, argon2_memory_kib=8192).for_process(
+        "gateway").argon2_memory_kib == 8192
 
 
 def test_the_jwt_secret_never_shows_in_repr() -> None:
