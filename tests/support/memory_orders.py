@@ -1,7 +1,7 @@
 """In-memory implementations of the order use cases' ports (:mod:`tradeplane.usecases.orders`):
 a store with balances and holds, a command log, and a settlement that applies each logged
 command the simplest way the engine could (a stand-in, not the engine: orders rest, cancels
-cancel, amends reduce). Rows are plain dicts with the ledger's column names."""
+cancel, amends reduce). Rows are kept as dicts and returned as the use cases' typed rows."""
 
 from __future__ import annotations
 
@@ -17,11 +17,28 @@ from tradeplane.domain.model import (
     Command,
     NewOrder,
     NewOrderList,
+    OrderType,
     Reason,
+    Side,
     Status,
+    StpMode,
+    TimeInForce,
 )
 from tradeplane.usecases.errors import Unavailable
-from tradeplane.usecases.orders import ListRequest, OrderRequest, PlaceResult, Row
+from tradeplane.usecases.orders import (
+    ListRequest,
+    ListRow,
+    OrderRequest,
+    OrderRow,
+    PlaceResult,
+    TradeRow,
+)
+
+
+def _order(d: dict[str, Any]) -> OrderRow:
+    return OrderRow(**{**d, "side": Side(d["side"]), "type": OrderType(d["type"]),
+                       "tif": TimeInForce(d["tif"]), "status": Status(d["status"]),
+                       "stp": StpMode(d["stp"]), "reason": Reason(d["reason"])})
 
 
 @dataclass
@@ -102,15 +119,15 @@ class MemoryOrders:
         return list_id, ids, PlaceResult.PLACED
 
     async def order(self, account: int, symbol: str, order_id: int | None,
-                    client_order_id: str | None) -> Row | None:
+                    client_order_id: str | None) -> OrderRow | None:
         found = [o for o in self.orders.values()
                  if o["account_id"] == account and o["symbol"] == symbol
                  and (o["id"] == order_id if order_id is not None
                       else o["client_order_id"] == client_order_id)]
-        return dict(found[-1]) if found else None
+        return _order(found[-1]) if found else None
 
-    async def open_orders(self, account: int, symbol: str) -> Sequence[Row]:
-        return [dict(o) for o in self.orders.values()
+    async def open_orders(self, account: int, symbol: str) -> Sequence[OrderRow]:
+        return [_order(o) for o in self.orders.values()
                 if o["account_id"] == account and o["symbol"] == symbol
                 and Status(o["status"]) not in TERMINAL]
 
@@ -124,23 +141,23 @@ class MemoryOrders:
         return True
 
     async def order_list(self, account: int, list_id: int | None,
-                         list_client_id: str | None, symbol: str | None = None) -> Row | None:
+                         list_client_id: str | None, symbol: str | None = None) -> ListRow | None:
         for lst in self.lists.values():
             if lst["account_id"] != account or (symbol and lst["symbol"] != symbol):
                 continue
             if (lst["id"] == list_id if list_id is not None
                     else lst["list_client_order_id"] == list_client_id):
-                return dict(lst)
+                return ListRow(**lst)
         return None
 
-    async def list_orders(self, list_ids: Sequence[int]) -> Mapping[int, Sequence[Row]]:
-        out: dict[int, list[Row]] = {}
+    async def list_orders(self, list_ids: Sequence[int]) -> Mapping[int, Sequence[OrderRow]]:
+        out: dict[int, list[OrderRow]] = {}
         for o in self.orders.values():
             if o["order_list_id"] in list_ids:
-                out.setdefault(o["order_list_id"], []).append(dict(o))
+                out.setdefault(o["order_list_id"], []).append(_order(o))
         return out
 
-    async def trades(self, symbol: str, order_id: int) -> Sequence[Row]:
+    async def trades(self, symbol: str, order_id: int) -> Sequence[TradeRow]:
         return []
 
     # ---------------------------------------------------------------- CommandLog

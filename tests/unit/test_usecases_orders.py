@@ -165,7 +165,7 @@ async def test_place_locks_the_hold_and_logs_the_command_with_the_order_id() -> 
     assert symbol == "BTCUSDT" and cmd == req.command(placed.order_id)
     assert isinstance(cmd, NewOrder) and placed.seq == 1
     row = await orders.result(ACCOUNT, "BTCUSDT", placed)
-    assert row["status"] == Status.NEW
+    assert row.status == Status.NEW
 
 
 async def test_place_refuses_an_insufficient_balance_and_a_duplicate() -> None:
@@ -216,7 +216,7 @@ async def test_cancel_by_client_id_releases_the_hold() -> None:
     req = admitted(admit(BTCUSDT, limit(Side.BUY, "60000", "0.01"), REF, NOW))
     placed = await orders.place(req)
     row = await orders.cancel(ACCOUNT, "BTCUSDT", None, "c1", NOW + 1)
-    assert row["status"] == Status.CANCELED and row["id"] == placed.order_id
+    assert row.status == Status.CANCELED and row.id == placed.order_id
     assert mem.log[-1][1] == Cancel(placed.order_id, ACCOUNT, NOW + 1)
     assert mem.balances[(ACCOUNT, "USDT")] == to_units("1000")
     with pytest.raises(OrderRefused) as again:
@@ -230,7 +230,7 @@ async def test_cancel_all_answers_the_orders_it_canceled_or_refuses_when_none() 
         req = admit(BTCUSDT, limit(Side.BUY, "60000", "0.01", client_order_id=cid), REF, NOW)
         await orders.place(admitted(req))
     rows = await orders.cancel_all(ACCOUNT, "BTCUSDT", NOW + 1)
-    assert sorted(r["client_order_id"] for r in rows) == ["a", "b"]
+    assert sorted(r.client_order_id for r in rows) == ["a", "b"]
     assert mem.log[-1][1] == CancelAll(ACCOUNT, NOW + 1)
     with pytest.raises(OrderRefused):
         await orders.cancel_all(ACCOUNT, "BTCUSDT", NOW + 2)
@@ -242,8 +242,8 @@ async def test_amend_reduces_and_renames_the_order() -> None:
                                                REF, NOW)))
     done = await orders.amend(BTCUSDT, ACCOUNT, placed.order_id, None, D("0.005"), "c9",
                               NOW + 1)
-    assert (done.before["qty"], done.after["qty"]) == (1000, 500)
-    assert done.after["client_order_id"] == "c9" and done.order_list is None
+    assert (done.before.qty, done.after.qty) == (1000, 500)
+    assert done.after.client_order_id == "c9" and done.order_list is None
     assert mem.log[-1][1] == Amend(placed.order_id, ACCOUNT, 500, NOW + 1)
 
 
@@ -273,7 +273,7 @@ async def test_an_amend_the_engine_refused_gives_the_client_id_back() -> None:
         await orders.amend(BTCUSDT, ACCOUNT, placed.order_id, None, D("0.005"), "c9", NOW)
     assert exc.value.refusal.code == -2038
     row = await mem.order(ACCOUNT, "BTCUSDT", placed.order_id, None)
-    assert row is not None and row["client_order_id"] == "c1"
+    assert row is not None and row.client_order_id == "c1"
 
 
 async def test_an_oco_list_is_placed_as_one_command_and_canceled_as_one() -> None:
@@ -286,10 +286,10 @@ async def test_an_oco_list_is_placed_as_one_command_and_canceled_as_one() -> Non
                                                                 placed.order_ids)
     assert mem.locked[(ACCOUNT, "BTC")] == to_units("0.01")
     row, legs = await orders.oco_result(ACCOUNT, "BTCUSDT", placed)
-    assert row["status"] == "EXECUTING" and len(legs) == 2
+    assert row.status == "EXECUTING" and len(legs) == 2
     after, legs = await orders.cancel_list(ACCOUNT, "BTCUSDT", None, "l1", NOW + 1)
-    assert after["status"] == "ALL_DONE"
-    assert all(leg["status"] == Status.CANCELED for leg in legs)
+    assert after.status == "ALL_DONE"
+    assert all(leg.status == Status.CANCELED for leg in legs)
     assert mem.balances[(ACCOUNT, "BTC")] == to_units("0.05")
     with pytest.raises(OrderRefused) as exc:
         await orders.cancel_list(ACCOUNT, "BTCUSDT", placed.list_id, None, NOW + 2)

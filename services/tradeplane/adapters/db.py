@@ -37,6 +37,7 @@ from tradeplane.domain.model import (
 )
 from tradeplane.domain.pairs import PairRules
 from tradeplane.usecases.orders import ListRequest as ListRequest
+from tradeplane.usecases.orders import ListRow, OrderRow, TradeRow
 from tradeplane.usecases.orders import OrderRequest as OrderRequest
 from tradeplane.usecases.orders import PlaceResult as PlaceResult
 
@@ -357,35 +358,48 @@ ORDER_COLUMNS = (
 )
 
 
+def order_row(r: asyncpg.Record) -> OrderRow:
+    """A row of :data:`ORDER_COLUMNS` as the use cases' typed row."""
+    return OrderRow(
+        r[0], r[1], r[2], r[3], Side(r[4]), OrderType(r[5]), TimeInForce(r[6]), r[7], r[8],
+        r[9], r[10], Status(r[11]), r[12], r[13], r[14], r[15], r[16], r[17], r[18], r[19],
+        r[20], StpMode(r[21]), r[22], r[23], r[24], Reason(r[25]),
+    )
+
+
 async def get_order(
     pool: Pool, account: int, symbol: str, order_id: int | None, client_order_id: str | None
-) -> asyncpg.Record | None:
+) -> OrderRow | None:
     if order_id is not None:
-        return await pool.fetchrow(
+        r = await pool.fetchrow(
             f"SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 AND account_id = $2"
             " AND symbol = $3",
             order_id, account, symbol,
         )
-    # A client order id may be reused once its order is closed: the newest order has it.
-    return await pool.fetchrow(
-        f"SELECT {ORDER_COLUMNS} FROM orders WHERE client_order_id = $1 AND account_id = $2"
-        " AND symbol = $3 ORDER BY id DESC LIMIT 1",
-        client_order_id, account, symbol,
-    )
+    else:
+        # A client order id may be reused once its order is closed: the newest has it.
+        r = await pool.fetchrow(
+            f"SELECT {ORDER_COLUMNS} FROM orders WHERE client_order_id = $1"
+            " AND account_id = $2 AND symbol = $3 ORDER BY id DESC LIMIT 1",
+            client_order_id, account, symbol,
+        )
+    return None if r is None else order_row(r)
 
 
-async def open_orders(pool: Pool, account: int, symbol: str | None) -> list[asyncpg.Record]:
+async def open_orders(pool: Pool, account: int, symbol: str | None) -> list[OrderRow]:
     if symbol is None:
-        return await pool.fetch(
+        rows = await pool.fetch(
             f"SELECT {ORDER_COLUMNS} FROM orders WHERE account_id = $1 AND status IN (0,1,2)"
             " ORDER BY id",
             account,
         )
-    return await pool.fetch(
-        f"SELECT {ORDER_COLUMNS} FROM orders WHERE account_id = $1 AND symbol = $2"
-        " AND status IN (0,1,2) ORDER BY id",
-        account, symbol,
-    )
+    else:
+        rows = await pool.fetch(
+            f"SELECT {ORDER_COLUMNS} FROM orders WHERE account_id = $1 AND symbol = $2"
+            " AND status IN (0,1,2) ORDER BY id",
+            account, symbol,
+        )
+    return [order_row(r) for r in rows]
 
 
 async def rename_order(
@@ -416,40 +430,44 @@ LIST_COLUMNS = (
 async def get_order_list(
     pool: Pool, account: int, list_id: int | None, list_client_id: str | None,
     symbol: str | None = None,
-) -> asyncpg.Record | None:
+) -> ListRow | None:
     """An order list of the account by id or by its client id (optionally on a symbol)."""
     key, value = ("id", list_id) if list_id is not None else ("list_client_order_id",
                                                               list_client_id)
     if symbol is None:
-        return await pool.fetchrow(
+        r = await pool.fetchrow(
             f"SELECT {LIST_COLUMNS} FROM order_lists WHERE {key} = $1 AND account_id = $2",
             value, account,
         )
-    return await pool.fetchrow(
-        f"SELECT {LIST_COLUMNS} FROM order_lists WHERE {key} = $1 AND account_id = $2"
-        " AND symbol = $3",
-        value, account, symbol,
-    )
+    else:
+        r = await pool.fetchrow(
+            f"SELECT {LIST_COLUMNS} FROM order_lists WHERE {key} = $1 AND account_id = $2"
+            " AND symbol = $3",
+            value, account, symbol,
+        )
+    return None if r is None else ListRow(*r)
 
 
-async def open_order_lists(pool: Pool, account: int) -> list[asyncpg.Record]:
-    return await pool.fetch(
+async def open_order_lists(pool: Pool, account: int) -> list[ListRow]:
+    rows = await pool.fetch(
         f"SELECT {LIST_COLUMNS} FROM order_lists WHERE account_id = $1"
         " AND status = 'EXECUTING' ORDER BY id",
         account,
     )
+    return [ListRow(*r) for r in rows]
 
 
-async def list_orders(pool: Pool, list_ids: Sequence[int]) -> dict[int, list[asyncpg.Record]]:
+async def list_orders(pool: Pool, list_ids: Sequence[int]) -> dict[int, list[OrderRow]]:
     """The orders of each list (in leg order), in one round trip."""
     rows = await pool.fetch(
         f"SELECT {ORDER_COLUMNS} FROM orders WHERE order_list_id <> 0"
         " AND order_list_id = ANY($1::bigint[]) ORDER BY id",
         list(list_ids),
     )
-    out: dict[int, list[asyncpg.Record]] = {}
+    out: dict[int, list[OrderRow]] = {}
     for r in rows:
-        out.setdefault(r["order_list_id"], []).append(r)
+        row = order_row(r)
+        out.setdefault(row.order_list_id, []).append(row)
     return out
 
 
@@ -476,36 +494,45 @@ async def _history(
 async def all_orders(
     pool: Pool, account: int, symbol: str, from_id: int | None, start_ms: int | None,
     end_ms: int | None, limit: int,
-) -> list[asyncpg.Record]:
-    return await _history(
+) -> list[OrderRow]:
+    rows = await _history(
         pool, f"SELECT {ORDER_COLUMNS} FROM orders", "id",
         ["account_id = $1", "symbol = $2"], [account, symbol],
         (("id >= ", from_id), ("created_ms >= ", start_ms), ("created_ms <= ", end_ms)),
         from_id, limit,
     )
+    return [order_row(r) for r in rows]
 
 
-async def order_trades(pool: Pool, symbol: str, order_id: int) -> list[asyncpg.Record]:
-    return await pool.fetch(
-        "SELECT * FROM trades WHERE symbol = $1 AND (buyer_order = $2 OR seller_order = $2)"
-        " ORDER BY trade_id",
+TRADE_COLUMNS = (
+    "symbol, trade_id, price, qty, quote_qty, buyer_order, seller_order, buyer_account,"
+    " seller_account, buyer_is_maker, buyer_fee, seller_fee, ts"
+)
+
+
+async def order_trades(pool: Pool, symbol: str, order_id: int) -> list[TradeRow]:
+    rows = await pool.fetch(
+        f"SELECT {TRADE_COLUMNS} FROM trades WHERE symbol = $1"
+        " AND (buyer_order = $2 OR seller_order = $2) ORDER BY trade_id",
         symbol, order_id,
     )
+    return [TradeRow(*r) for r in rows]
 
 
 async def my_trades(
     pool: Pool, account: int, symbol: str, order_id: int | None, from_id: int | None,
     start_ms: int | None, end_ms: int | None, limit: int,
-) -> list[asyncpg.Record]:
+) -> list[TradeRow]:
     conds = ["symbol = $1", "(buyer_account = $2 OR seller_account = $2)"]
     args: list[Any] = [symbol, account]
     if order_id is not None:
         args.append(order_id)
         conds.append(f"(buyer_order = ${len(args)} OR seller_order = ${len(args)})")
-    return await _history(
-        pool, "SELECT * FROM trades", "trade_id", conds, args,
+    rows = await _history(
+        pool, f"SELECT {TRADE_COLUMNS} FROM trades", "trade_id", conds, args,
         (("trade_id >= ", from_id), ("ts >= ", start_ms), ("ts <= ", end_ms)), from_id, limit,
     )
+    return [TradeRow(*r) for r in rows]
 
 
 async def recent_public_trades(

@@ -17,7 +17,14 @@ from tradeplane.domain import codec
 from tradeplane.domain.model import Command
 from tradeplane.gateway.batching import Batcher
 from tradeplane.usecases.errors import Unavailable
-from tradeplane.usecases.orders import ListRequest, OrderRequest, PlaceResult, Row
+from tradeplane.usecases.orders import (
+    ListRequest,
+    ListRow,
+    OrderRequest,
+    OrderRow,
+    PlaceResult,
+    TradeRow,
+)
 
 
 class OrderPath:
@@ -59,23 +66,23 @@ class OrderPath:
         return await db.place_order_list(self.pool, req)
 
     async def order(self, account: int, symbol: str, order_id: int | None,
-                    client_order_id: str | None) -> Row | None:
+                    client_order_id: str | None) -> OrderRow | None:
         return await db.get_order(self.pool, account, symbol, order_id, client_order_id)
 
-    async def open_orders(self, account: int, symbol: str) -> Sequence[Row]:
+    async def open_orders(self, account: int, symbol: str) -> Sequence[OrderRow]:
         return await db.open_orders(self.pool, account, symbol)
 
     async def rename(self, order_id: int, old_client_id: str, new_client_id: str) -> bool:
         return await db.rename_order(self.pool, order_id, old_client_id, new_client_id)
 
     async def order_list(self, account: int, list_id: int | None,
-                         list_client_id: str | None, symbol: str | None = None) -> Row | None:
+                         list_client_id: str | None, symbol: str | None = None) -> ListRow | None:
         return await db.get_order_list(self.pool, account, list_id, list_client_id, symbol)
 
-    async def list_orders(self, list_ids: Sequence[int]) -> Mapping[int, Sequence[Row]]:
+    async def list_orders(self, list_ids: Sequence[int]) -> Mapping[int, Sequence[OrderRow]]:
         return await db.list_orders(self.pool, list_ids)
 
-    async def trades(self, symbol: str, order_id: int) -> Sequence[Row]:
+    async def trades(self, symbol: str, order_id: int) -> Sequence[TradeRow]:
         return await db.order_trades(self.pool, symbol, order_id)
 
     async def _place(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import secrets as _stdlib_secrets
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from fastapi import APIRouter, Depends, Request
@@ -31,9 +32,9 @@ from tradeplane.gateway.inputs import optional_amount, optional_client_id, optio
 from tradeplane.usecases.orders import (
     ListRequest,
     OrderRefused,
+    OrderRow,
     Orders,
     Refusal,
-    Row,
     admit,
     admit_oco,
 )
@@ -150,11 +151,11 @@ async def cancel_order(request: Request, caller: Caller = Depends(signed_trade))
     return _cancel_json(row, rules, new_cid)
 
 
-def _cancel_json(row: Row, rules: PairRules, new_client_id: str | None) -> dict[str, Any]:
+def _cancel_json(row: OrderRow, rules: PairRules, new_client_id: str | None) -> dict[str, Any]:
     doc = views.order_report(row, rules)
     for k in ("workingTime", "origQuoteOrderQty"):
         doc.pop(k)
-    doc["origClientOrderId"] = row["client_order_id"]
+    doc["origClientOrderId"] = row.client_order_id
     doc["clientOrderId"] = new_client_id or f"tpc{_stdlib_secrets.token_hex(8)}"
     return doc
 
@@ -191,7 +192,7 @@ async def query_open_orders(
     sym = caller.params.get("symbol")
     rules = c.pair(sym) if sym else None
     rows = await db.open_orders(c.pool, caller.account, rules.symbol if rules else None)
-    return [views.order_json(r, c.pairs[r["symbol"]]) for r in rows]
+    return [views.order_json(r, c.pairs[r.symbol]) for r in rows]
 
 
 @router.get("/allOrders")
@@ -272,10 +273,10 @@ async def amend_keep_priority(
         _refused(exc.refusal)
     after = done.after
     doc: dict[str, Any] = {
-        "transactTime": after["updated_ms"],
+        "transactTime": after.updated_ms,
         # The command's position in the symbol's log: unique and increasing per symbol.
         "executionId": done.seq,
-        "amendedOrder": views.amended_order_json(after, rules, done.before["client_order_id"]),
+        "amendedOrder": views.amended_order_json(after, rules, done.before.client_order_id),
     }
     if done.order_list is not None and done.list_legs is not None:
         doc["listStatus"] = views.order_list_json(done.order_list, done.list_legs)
@@ -327,13 +328,20 @@ async def new_oco(request: Request, caller: Caller = Depends(signed_trade)) -> d
     doc["orderReports"] = [views.order_report(r, rules) for r in rows]
     if resp_type == "FULL":
         for report, r in zip(doc["orderReports"], rows, strict=True):
-            trades = await gw.orderpath.trades(symbol, r["id"])
-            report["fills"] = [views.fill_json(t, r["id"], rules) for t in trades]
+            trades = await gw.orderpath.trades(symbol, r.id)
+            report["fills"] = [views.fill_json(t, r.id, rules) for t in trades]
     return doc
 
 
-def _pending_legs(req: ListRequest, order_ids: Sequence[int]) -> list[dict[str, Any]]:
-    return [{"symbol": req.symbol, "id": oid, "client_order_id": leg.client_order_id}
+@dataclass(frozen=True, slots=True)
+class _PendingLeg:
+    symbol: str
+    id: int
+    client_order_id: str
+
+
+def _pending_legs(req: ListRequest, order_ids: Sequence[int]) -> list[_PendingLeg]:
+    return [_PendingLeg(req.symbol, oid, leg.client_order_id)
             for leg, oid in zip(req.legs, order_ids, strict=True)]
 
 
@@ -346,7 +354,7 @@ async def query_order_list(
     lst = await db.get_order_list(c.pool, caller.account, list_id, list_cid)
     if lst is None:
         raise errors.ApiError(-2013, "Order list does not exist.")
-    legs = (await db.list_orders(c.pool, [lst["id"]]))[lst["id"]]
+    legs = (await db.list_orders(c.pool, [lst.id]))[lst.id]
     return views.order_list_json(lst, legs)
 
 
@@ -356,8 +364,8 @@ async def query_open_order_lists(
 ) -> list[dict[str, Any]]:
     c = ctx(request)
     lists = await db.open_order_lists(c.pool, caller.account)
-    legs = await db.list_orders(c.pool, [lst["id"] for lst in lists])
-    return [views.order_list_json(lst, legs[lst["id"]]) for lst in lists]
+    legs = await db.list_orders(c.pool, [lst.id for lst in lists])
+    return [views.order_list_json(lst, legs[lst.id]) for lst in lists]
 
 
 @router.delete("/orderList")
@@ -380,6 +388,6 @@ async def cancel_order_list(
                                                   list_cid, _now_ms())
     except OrderRefused as exc:
         _refused(exc.refusal)
-    doc = views.order_list_json(lst, legs, time_ms=lst["updated_ms"])
+    doc = views.order_list_json(lst, legs, time_ms=lst.updated_ms)
     doc["orderReports"] = [_cancel_json(r, rules, new_cid) for r in legs]
     return doc

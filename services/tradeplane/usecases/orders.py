@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from enum import IntEnum
-from typing import Any, Protocol
+from typing import Protocol
 
 from tradeplane.domain.model import (
     STOP_TYPES,
@@ -393,13 +393,73 @@ def _controlled(rules: PairRules, account: int, spec: OrderSpec, side: Side, qty
                         stp, spec.good_till or 0)
 
 
+# --------------------------------------------------------------------------- typed rows
+@dataclass(frozen=True, slots=True)
+class OrderRow:
+    """An order as the ledger holds it (the store's columns, in their order)."""
+
+    id: int
+    account_id: int
+    symbol: str
+    client_order_id: str
+    side: Side
+    type: OrderType
+    tif: TimeInForce
+    price: int  # ticks
+    qty: int  # lots
+    quote_qty: int  # units
+    by_quote: bool
+    status: Status
+    executed: int  # lots
+    cum_quote: int  # units
+    hold_asset: str
+    hold_amount: int
+    hold_remaining: int
+    created_ms: int
+    updated_ms: int
+    stop_price: int  # ticks
+    iceberg_qty: int  # lots
+    stp: StpMode
+    good_till: int  # ms
+    working_ms: int
+    order_list_id: int  # 0: none
+    reason: Reason
+
+
+@dataclass(frozen=True, slots=True)
+class ListRow:
+    """An order list (OCO)."""
+
+    id: int
+    account_id: int
+    symbol: str
+    list_client_order_id: str
+    contingency: str
+    status: str  # EXECUTING | ALL_DONE | REJECT
+    created_ms: int
+    updated_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class TradeRow:
+    """A trade between two orders."""
+
+    symbol: str
+    trade_id: int
+    price: int  # ticks
+    qty: int  # lots
+    quote_qty: int  # units
+    buyer_order: int
+    seller_order: int
+    buyer_account: int
+    seller_account: int
+    buyer_is_maker: bool
+    buyer_fee: int  # units of the asset the buyer received
+    seller_fee: int
+    ts: int
+
+
 # --------------------------------------------------------------------------- ports
-class Row(Protocol):
-    """An order, order list or trade as the store returns it, by column name."""
-
-    def __getitem__(self, key: str, /) -> Any: ...
-
-
 class OrderStore(Protocol):
     """Orders with their holds, order lists and their trades."""
 
@@ -413,23 +473,23 @@ class OrderStore(Protocol):
         ...
 
     async def order(self, account: int, symbol: str, order_id: int | None,
-                    client_order_id: str | None) -> Row | None: ...
+                    client_order_id: str | None) -> OrderRow | None: ...
 
-    async def open_orders(self, account: int, symbol: str) -> Sequence[Row]: ...
+    async def open_orders(self, account: int, symbol: str) -> Sequence[OrderRow]: ...
 
     async def rename(self, order_id: int, old_client_id: str, new_client_id: str) -> bool:
         """False when the new id is taken or the order no longer has the old one."""
         ...
 
     async def order_list(self, account: int, list_id: int | None,
-                         list_client_id: str | None, symbol: str | None = None) -> Row | None:
+                         list_client_id: str | None, symbol: str | None = None) -> ListRow | None:
         ...
 
-    async def list_orders(self, list_ids: Sequence[int]) -> Mapping[int, Sequence[Row]]:
+    async def list_orders(self, list_ids: Sequence[int]) -> Mapping[int, Sequence[OrderRow]]:
         """Each list's orders in leg order."""
         ...
 
-    async def trades(self, symbol: str, order_id: int) -> Sequence[Row]: ...
+    async def trades(self, symbol: str, order_id: int) -> Sequence[TradeRow]: ...
 
 
 class CommandLog(Protocol):
@@ -467,11 +527,11 @@ class ListPlaced:
 
 @dataclass(frozen=True, slots=True)
 class Amended:
-    before: Row
-    after: Row
+    before: OrderRow
+    after: OrderRow
     seq: int
-    list_legs: Sequence[Row] | None  # the list it belongs to, with its legs
-    order_list: Row | None
+    list_legs: Sequence[OrderRow] | None  # the list it belongs to, with its legs
+    order_list: ListRow | None
 
 
 class Orders:
@@ -511,14 +571,14 @@ class Orders:
             raise OrderRefused(INSUFFICIENT)
         return Placed(order_id, await self._send(req.symbol, req.command(order_id)))
 
-    async def result(self, account: int, symbol: str, placed: Placed) -> Row:
+    async def result(self, account: int, symbol: str, placed: Placed) -> OrderRow:
         """The order once settlement has applied its command; refused when the engine
         rejected it."""
         await self._wait(symbol, placed.seq)
         row = await self.store.order(account, symbol, placed.order_id, None)
         assert row is not None
-        if row["status"] == Status.REJECTED:
-            raise OrderRefused(engine_rejection(Reason(row["reason"])))
+        if row.status == Status.REJECTED:
+            raise OrderRefused(engine_rejection(Reason(row.reason)))
         return row
 
     async def place_oco(self, req: ListRequest) -> ListPlaced:
@@ -532,33 +592,33 @@ class Orders:
         return ListPlaced(list_id, order_ids, seq)
 
     async def oco_result(self, account: int, symbol: str,
-                         placed: ListPlaced) -> tuple[Row, Sequence[Row]]:
+                         placed: ListPlaced) -> tuple[ListRow, Sequence[OrderRow]]:
         """The list and its legs once settled; refused when the engine rejected it."""
         await self._wait(symbol, placed.seq)
         lst = await self.store.order_list(account, placed.list_id, None)
         assert lst is not None
         rows = (await self.store.list_orders([placed.list_id]))[placed.list_id]
-        if lst["status"] == "REJECT":
-            refused = [r for r in rows if r["reason"] != Reason.BAD_LIST] or rows
-            raise OrderRefused(engine_rejection(Reason(refused[0]["reason"])))
+        if lst.status == "REJECT":
+            refused = [r for r in rows if r.reason != Reason.BAD_LIST] or rows
+            raise OrderRefused(engine_rejection(Reason(refused[0].reason)))
         return lst, rows
 
     async def cancel(self, account: int, symbol: str, order_id: int | None,
-                     client_order_id: str | None, now: int) -> Row:
+                     client_order_id: str | None, now: int) -> OrderRow:
         """Cancel an open order; the order as canceled."""
         row = await self.store.order(account, symbol, order_id, client_order_id)
-        if row is None or Status(row["status"]) not in (
+        if row is None or Status(row.status) not in (
             Status.PENDING_NEW, Status.NEW, Status.PARTIALLY_FILLED
         ):
             raise OrderRefused(UNKNOWN_ORDER_CANCEL)
-        await self._wait(symbol, await self._send(symbol, Cancel(row["id"], account, now)))
-        after = await self.store.order(account, symbol, row["id"], None)
+        await self._wait(symbol, await self._send(symbol, Cancel(row.id, account, now)))
+        after = await self.store.order(account, symbol, row.id, None)
         assert after is not None
-        if after["status"] != Status.CANCELED:
+        if after.status != Status.CANCELED:
             raise OrderRefused(UNKNOWN_ORDER_CANCEL)
         return after
 
-    async def cancel_all(self, account: int, symbol: str, now: int) -> list[Row]:
+    async def cancel_all(self, account: int, symbol: str, now: int) -> list[OrderRow]:
         """Cancel every open order of the account on the symbol; those canceled."""
         before = await self.store.open_orders(account, symbol)
         if not before:
@@ -566,28 +626,30 @@ class Orders:
         await self._wait(symbol, await self._send(symbol, CancelAll(account, now)))
         out = []
         for r in before:
-            row = await self.store.order(account, symbol, r["id"], None)
-            if row is not None and row["status"] == Status.CANCELED:
+            row = await self.store.order(account, symbol, r.id, None)
+            if row is not None and row.status == Status.CANCELED:
                 out.append(row)
         return out
 
-    async def cancel_list(self, account: int, symbol: str, list_id: int | None,
-                          list_client_id: str | None, now: int) -> tuple[Row, Sequence[Row]]:
+    async def cancel_list(
+        self, account: int, symbol: str, list_id: int | None, list_client_id: str | None,
+        now: int,
+    ) -> tuple[ListRow, Sequence[OrderRow]]:
         """Cancel an OCO list (the engine cancels both legs when either is canceled);
         the list and its legs afterwards."""
         lst = await self.store.order_list(account, list_id, list_client_id, symbol)
-        if lst is None or lst["status"] != "EXECUTING":
+        if lst is None or lst.status != "EXECUTING":
             raise OrderRefused(UNKNOWN_LIST)
-        legs = (await self.store.list_orders([lst["id"]]))[lst["id"]]
-        live = [r for r in legs if Status(r["status"]) not in TERMINAL]
+        legs = (await self.store.list_orders([lst.id]))[lst.id]
+        live = [r for r in legs if Status(r.status) not in TERMINAL]
         if not live:
             raise OrderRefused(UNKNOWN_LIST)
-        await self._wait(symbol, await self._send(symbol, Cancel(live[0]["id"], account,
+        await self._wait(symbol, await self._send(symbol, Cancel(live[0].id, account,
                                                                  now)))
-        after = await self.store.order_list(account, lst["id"], None)
+        after = await self.store.order_list(account, lst.id, None)
         assert after is not None
-        legs = (await self.store.list_orders([after["id"]]))[after["id"]]
-        if not any(r["status"] == Status.CANCELED for r in legs):
+        legs = (await self.store.list_orders([after.id]))[after.id]
+        if not any(r.status == Status.CANCELED for r in legs):
             raise OrderRefused(UNKNOWN_LIST)
         return after, legs
 
@@ -598,44 +660,44 @@ class Orders:
         ``new_client_id`` (Binance semantics), given back if the engine refuses."""
         symbol = rules.symbol
         row = await self.store.order(account, symbol, order_id, client_order_id)
-        if row is None or Status(row["status"]) in TERMINAL:
+        if row is None or Status(row.status) in TERMINAL:
             raise OrderRefused(NO_SUCH_ORDER)
         try:
             qty = qty_to_lots(rules, new_qty)
         except FilterError as exc:
             raise OrderRefused(_filter(exc)) from None
-        if qty > row["qty"]:
+        if qty > row.qty:
             raise OrderRefused(Refusal(-2038, "Order amend (quantity increase) is not "
                                               "supported."))
-        if qty == row["qty"]:
+        if qty == row.qty:
             raise OrderRefused(Refusal(-2038, "The requested action would change no state; "
                                               "rejecting"))
-        if OrderType(row["type"]) not in AMENDABLE:
+        if OrderType(row.type) not in AMENDABLE:
             raise OrderRefused(Refusal(-2038, "Unsupported order combination"))
         if rules.trading == "halted":
             raise OrderRefused(Refusal(-2038, "Market is closed."))
-        old_cid = row["client_order_id"]
+        old_cid = row.client_order_id
         renamed = new_client_id != old_cid
-        if renamed and not await self.store.rename(row["id"], old_cid, new_client_id):
+        if renamed and not await self.store.rename(row.id, old_cid, new_client_id):
             raise OrderRefused(Refusal(-2038, "Duplicate order sent."))
-        seq = await self._send(symbol, Amend(row["id"], account, qty, now))
+        seq = await self._send(symbol, Amend(row.id, account, qty, now))
         await self._wait(symbol, seq)
-        after = await self.store.order(account, symbol, row["id"], None)
+        after = await self.store.order(account, symbol, row.id, None)
         assert after is not None
         # An Amended event always lowers the order's quantity (to newQty, or to what had
         # executed when that was more: then the order is FILLED); AmendRejected changes
         # nothing.
-        if after["qty"] == row["qty"]:  # the engine refused it
+        if after.qty == row.qty:  # the engine refused it
             if renamed:
-                await self.store.rename(row["id"], new_client_id, old_cid)
-            if Status(after["status"]) in TERMINAL:
+                await self.store.rename(row.id, new_client_id, old_cid)
+            if Status(after.status) in TERMINAL:
                 raise OrderRefused(NO_SUCH_ORDER)
             raise OrderRefused(Refusal(
                 -2038, "Order amend is not supported for this symbol."
                 if rules.trading != "halted" else "Market is closed."))
         lst = legs = None
-        if after["order_list_id"]:
-            lst = await self.store.order_list(account, after["order_list_id"], None)
+        if after.order_list_id:
+            lst = await self.store.order_list(account, after.order_list_id, None)
             assert lst is not None
-            legs = (await self.store.list_orders([lst["id"]]))[lst["id"]]
+            legs = (await self.store.list_orders([lst.id]))[lst.id]
         return Amended(row, after, seq, legs, lst)
