@@ -6,7 +6,6 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from tradeplane.domain.errors import TradeplaneError
-from tradeplane.domain.model import Reason
 
 
 class ApiError(TradeplaneError):
@@ -19,7 +18,8 @@ class ApiError(TradeplaneError):
         self.status = status
 
 
-# The codes and texts clients (ccxt) recognise.
+# The codes and texts clients (ccxt) recognise. The order use cases' refusals carry their
+# own (tradeplane.usecases.orders.Refusal); the order routes answer them as ApiError.
 def bad_symbol() -> ApiError:
     return ApiError(-1121, "Invalid symbol.")
 
@@ -53,36 +53,6 @@ def not_required(name: str) -> ApiError:
     return ApiError(-1106, f"Parameter '{name}' sent when not required.")
 
 
-def filter_failure(msg: str) -> ApiError:
-    return ApiError(-1013, msg)
-
-
-#: Why the engine refused an order, in Binance's -2010 wording.
-_ENGINE_REJECTIONS = {
-    Reason.WOULD_TAKE: "Order would immediately match and take.",
-    Reason.WOULD_TRIGGER: "Order would trigger immediately.",
-    Reason.HALTED: "Market is closed.",
-    Reason.BAD_LIST: "The relationship of the prices for the orders is not correct.",
-}
-
-
-def engine_rejection(reason: Reason) -> ApiError:
-    """-2010 for an order the engine refused, naming why."""
-    return ApiError(-2010, _ENGINE_REJECTIONS.get(reason, "NEW_ORDER_REJECTED"))
-
-
-def insufficient_balance() -> ApiError:
-    return ApiError(-2010, "Account has insufficient balance for requested action.")
-
-
-def duplicate_order() -> ApiError:
-    return ApiError(-2010, "Duplicate order sent.")
-
-
-def unknown_order_cancel() -> ApiError:
-    return ApiError(-2011, "Unknown order sent.")
-
-
 def no_such_order() -> ApiError:
     return ApiError(-2013, "Order does not exist.")
 
@@ -97,15 +67,6 @@ def bad_signature() -> ApiError:
 
 def bad_api_key() -> ApiError:
     return ApiError(-2015, "Invalid API-key, IP, or permissions for action.", 401)
-
-
-def status_unknown() -> ApiError:
-    return ApiError(
-        -1007,
-        "Timeout waiting for response from backend server. Send status unknown;"
-        " execution status unknown.",
-        503,
-    )
 
 
 async def api_error_handler(_request: Request, exc: Exception) -> JSONResponse:
