@@ -42,7 +42,6 @@ BUS_CALLS: dict[str, Callable[[Bus], Awaitable[object]]] = {
     "publish_events": lambda b: b.publish_events("ERRUSDT", b"x", "e1"),
     "publish_events_fenced": lambda b: b.publish_events_fenced("ERRUSDT", b"x", "e2", 0),
     "last_event": lambda b: b.last_event("ERRUSDT"),
-    "last_event_batch": lambda b: b.last_event_batch("ERRUSDT"),
     "publish": lambda b: b.publish("md.ERRUSDT.x", b"x"),
     "subscribe": lambda b: b.subscribe("md.ERRUSDT.x", _noop),
     "ensure_leases": lambda b: b.ensure_leases(5.0),

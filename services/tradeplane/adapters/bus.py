@@ -305,11 +305,6 @@ class Bus:
                 return None
         return StoredMsg(int(msg.seq or 0), bytes(msg.data or b""), msg.headers)
 
-    async def last_event_batch(self, symbol: str) -> bytes | None:
-        """The symbol's last event batch, or None. Raises BusUnavailable (no answer)."""
-        last = await self.last_event(symbol)
-        return None if last is None else last.data
-
     async def consume_events(
         self,
         name: str,

@@ -12,7 +12,6 @@ from tradeplane.domain.model import Command, EventBatch
 T = TypeVar("T")
 
 _enc = msgspec.msgpack.Encoder()
-_cmd_dec = msgspec.msgpack.Decoder(Command)
 _cmds_dec = msgspec.msgpack.Decoder(list[Command])
 _batch_dec = msgspec.msgpack.Decoder(EventBatch)
 
@@ -23,15 +22,6 @@ class DecodeError(InvalidInput, ValueError):
 
 def encode(obj: Any) -> bytes:
     return _enc.encode(obj)
-
-
-def decode_command(data: bytes) -> Command:
-    """Raises DecodeError on a malformed command."""
-    try:
-        cmd: Command = _cmd_dec.decode(data)
-        return cmd
-    except msgspec.DecodeError as exc:
-        raise DecodeError(str(exc)) from exc
 
 
 def decode_commands(data: bytes) -> list[Command]:
