@@ -29,7 +29,8 @@ import os
 import secrets
 import socket
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 import msgspec
 from opentelemetry import context as otel_context
@@ -37,7 +38,7 @@ from opentelemetry import trace
 from prometheus_client import Counter, Gauge, Histogram
 
 from tradeplane import msgtrace
-from tradeplane.adapters.bus import Bus, BusError, Fenced, Headers
+from tradeplane.adapters.bus import BusError, Fenced, Headers, StoredMsg
 from tradeplane.domain import codec
 from tradeplane.domain.book import DEFAULT_RECENT_LIMIT, BookSnapshot, OrderBook
 from tradeplane.domain.errors import Conflict
@@ -93,6 +94,51 @@ LEASE_TRUST_S = LEASE_TTL_S - LEASE_RENEW_S
 STANDBY_POLL_S = 0.25
 
 
+class EngineBus(Protocol):
+    """What the engine needs of the bus (``tradeplane.adapters.bus.Bus`` is the real one;
+    ``tests/support/memory_bus.py`` an in-memory one for unit tests).
+
+    The symbol's command log (append with de-duplication by message id, follow in order
+    from a sequence, its last sequence), its event batches in EVENTS (appended fenced on
+    the symbol's previous batch, the last one read back), one snapshot per symbol, and the
+    hot-standby lease (compare-and-set, expiring). Errors: ``BusError``; ``Fenced`` from
+    ``publish_events_fenced`` when another writer appended first; ``LeaseTaken`` from
+    ``lease_renew`` when the lease moved on.
+    """
+
+    async def ensure_symbol(self, symbol: str) -> None: ...
+
+    async def ensure_events(self) -> None: ...
+
+    async def publish_command(
+        self, symbol: str, data: bytes, msg_id: str, headers: Headers = None
+    ) -> int: ...
+
+    async def follow_commands(
+        self, symbol: str, start_seq: int, on_msg: Callable[[int, bytes, Headers], None]
+    ) -> Callable[[], Awaitable[None]]: ...
+
+    async def last_command_seq(self, symbol: str) -> int: ...
+
+    async def publish_events_fenced(
+        self, symbol: str, data: bytes, msg_id: str, expect_last: int, headers: Headers = None
+    ) -> int: ...
+
+    async def last_event(self, symbol: str) -> StoredMsg | None: ...
+
+    async def save_snapshot(self, symbol: str, data: bytes) -> None: ...
+
+    async def load_snapshot(self, symbol: str) -> bytes | None: ...
+
+    async def ensure_leases(self, ttl_s: float) -> None: ...
+
+    async def lease_acquire(self, symbol: str, value: bytes) -> int | None: ...
+
+    async def lease_renew(self, symbol: str, value: bytes, revision: int) -> int: ...
+
+    async def lease_release(self, symbol: str, revision: int) -> None: ...
+
+
 class NotWriter(BusError, Conflict):
     """This engine is not, or no longer surely, the symbol's only writer: its lease renewal
     was refused or unanswered, or another engine's batch is in EVENTS. Its book may be
@@ -143,7 +189,7 @@ class Engine:
     from a snapshot keeps the snapshot's).
     """
 
-    def __init__(self, bus: Bus, rules: PairRules, snapshot_every: int = 50_000,
+    def __init__(self, bus: EngineBus, rules: PairRules, snapshot_every: int = 50_000,
                  *, enforce_trading: bool = False, lease: bool = False,
                  holder: str = "", recent_limit: int = DEFAULT_RECENT_LIMIT) -> None:
         self.bus = bus
