@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from tests.support.harness import eventually
 from tests.support.memory_bus import MemoryBus
 
 from tradeplane.domain import codec
@@ -21,7 +22,8 @@ from tradeplane.domain.model import (
     Trade,
 )
 from tradeplane.domain.pairs import DEMO_PAIRS
-from tradeplane.engine.service import Engine, NotWriter
+from tradeplane.engine import service
+from tradeplane.engine.service import WRITER_HEADER, Engine, NotWriter
 
 RULES = DEMO_PAIRS[0]
 SYMBOL = RULES.symbol
@@ -191,10 +193,11 @@ async def test_run_until_stopped_publishes_and_leaves_a_snapshot() -> None:
     engine = Engine(bus, RULES)
     stop = asyncio.Event()
     task = asyncio.create_task(engine.run(stop))
-    for _ in range(1000):  # the loop lingers a millisecond before each step
-        if bus.batches(SYMBOL):
-            break
-        await asyncio.sleep(0.001)
+
+    async def published() -> bool:
+        return bool(bus.batches(SYMBOL))
+
+    await eventually(published, timeout=5, interval=0.001)
     stop.set()
     await asyncio.wait_for(task, 5)
 
@@ -204,3 +207,68 @@ async def test_run_until_stopped_publishes_and_leaves_a_snapshot() -> None:
     await restarted.recover()
     assert restarted.seq == 3
     assert restarted.book.state_hash() == _reference(MESSAGES)[1].state_hash()
+
+
+@pytest.fixture
+def fast_lease(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Renewals and standby polls every few milliseconds instead of every second."""
+    monkeypatch.setattr(service, "LEASE_RENEW_S", 0.005)
+    monkeypatch.setattr(service, "STANDBY_POLL_S", 0.005)
+
+
+async def test_a_standby_applies_only_published_commands_and_takes_over_an_expired_lease(
+    fast_lease: None,
+) -> None:
+    bus = MemoryBus()
+    await bus.ensure_leases(service.LEASE_TTL_S)
+    assert await bus.lease_acquire(SYMBOL, b"other") is not None
+    await _send(bus, MESSAGES[:2])
+    writer = await _started(bus)  # the lease holder, driven by hand
+    await writer.step()
+    await _send(bus, MESSAGES[2:], first_id=3)  # in the log, not yet published
+
+    standby = Engine(bus, RULES, lease=True, holder="standby")
+    stop = asyncio.Event()
+    task = asyncio.create_task(standby.run(stop))
+
+    async def caught_up() -> bool:
+        return standby.seq == 2
+
+    await eventually(caught_up, timeout=5, interval=0.005)
+    await asyncio.sleep(0.05)  # several standby polls: command 3 stays unapplied
+    assert (standby.seq, len(bus.batches(SYMBOL))) == (2, 1)
+
+    bus.expire_lease(SYMBOL)
+
+    async def took_over() -> bool:
+        return len(bus.batches(SYMBOL)) == 2
+
+    await eventually(took_over, timeout=5, interval=0.005)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+
+    batch = bus.batches(SYMBOL)[1]
+    assert (batch.first_seq, batch.last_seq) == (3, 3)
+    assert bus.event_messages(SYMBOL)[1].headers == {
+        WRITER_HEADER: "standby", "Nats-Msg-Id": f"{SYMBOL}:3"}
+    assert standby.book.state_hash() == _reference(MESSAGES)[1].state_hash()
+    assert bus.leases == {}  # released on a graceful stop, not left to expire
+    assert SYMBOL in bus.snapshots
+
+
+async def test_a_writer_whose_lease_is_taken_stops_with_not_writer(fast_lease: None) -> None:
+    bus = MemoryBus()
+    engine = Engine(bus, RULES, lease=True, holder="first")
+    task = asyncio.create_task(engine.run(asyncio.Event()))
+
+    async def holding() -> bool:
+        return SYMBOL in bus.leases
+
+    await eventually(holding, timeout=5, interval=0.005)
+    bus.expire_lease(SYMBOL)
+    assert await bus.lease_acquire(SYMBOL, b"second") is not None
+
+    with pytest.raises(NotWriter):
+        await asyncio.wait_for(task, 5)
+    assert bus.snapshots == {}  # a writer that lost its lease saves nothing
+    assert bus.leases[SYMBOL].value == b"second"  # ... and releases nothing
