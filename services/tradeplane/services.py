@@ -9,13 +9,14 @@ from pathlib import Path
 from tradeplane.adapters import db
 from tradeplane.adapters.bus import Bus
 from tradeplane.adapters.cache import MarketCache
+from tradeplane.adapters.settlement import NatsSettlementBus, PgSettlementStore
 from tradeplane.config import Settings
 from tradeplane.domain.errors import ConfigurationError
 from tradeplane.domain.pairs import PairRules, normalize_symbol, rules_from_spec
 from tradeplane.engine.service import Engine
 from tradeplane.gateway.app import serve
 from tradeplane.marketdata.service import MarketDataService
-from tradeplane.settlement.service import Settler
+from tradeplane.settlement.service import RELAY_AGE_MS, RELAY_INTERVAL_S, Settler
 
 
 class ConfigError(ConfigurationError):
@@ -71,11 +72,21 @@ async def run_matching(
         await bus.close()
 
 
+def settler(bus: Bus, pool: db.Pool, *, invariant_check_s: float = 60.0,
+            relay_age_ms: int = RELAY_AGE_MS,
+            relay_interval_s: float = RELAY_INTERVAL_S) -> Settler:
+    """The settler over NATS and PostgreSQL: its ports' adapters built here, where mypy
+    checks that they fit the Protocols (``settlement.ports``) the settler declares."""
+    return Settler(NatsSettlementBus(bus), PgSettlementStore(pool),
+                   invariant_check_s=invariant_check_s, relay_age_ms=relay_age_ms,
+                   relay_interval_s=relay_interval_s)
+
+
 async def run_settlement(settings: Settings, stop: asyncio.Event) -> None:
     pool = await db.create_pool(settings.database_url, settings.db_pool_size)
     bus = await _bus(settings, "settlement")
     try:
-        await Settler(bus, pool, invariant_check_s=settings.invariant_check_s).run(stop)
+        await settler(bus, pool, invariant_check_s=settings.invariant_check_s).run(stop)
     finally:
         await bus.close()
         await pool.close()

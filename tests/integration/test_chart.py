@@ -27,7 +27,7 @@ from tests.support.helm import ROOT, HelmUnavailable, helm, helm_binary
 from tradeplane.adapters.bus import Bus
 from tradeplane.config import Settings
 from tradeplane.domain.access import client_ip, parse_networks
-from tradeplane.settlement.service import Settler
+from tradeplane.services import settler
 
 CHART = ROOT / "charts" / "tradeplane"
 SCENARIOS = sorted(p.name for p in (CHART / "ci").glob("*-values.yaml"))
@@ -515,7 +515,7 @@ async def busy_platform(nats_url: str, pg_url: str, redis_url: str) -> AsyncIter
         # Settlement exports the invariants every 30 s; do it now rather than wait.
         bus = await Bus.connect(plat.settings.nats_url, name="chart-test")
         try:
-            assert await Settler(bus, plat.pool).export_invariants() == []
+            assert await settler(bus, plat.pool).export_invariants() == []
         finally:
             await bus.close()
         yield plat

@@ -17,6 +17,7 @@ from tests.support.harness import Platform, eventually
 
 from tradeplane.adapters import db
 from tradeplane.adapters.bus import EVENTS_STREAM, Bus, event_subject
+from tradeplane.adapters.settlement import NatsSettlementBus, PgSettlementStore
 from tradeplane.domain import codec
 from tradeplane.domain.model import OrderType, Rested, Side, Status, TimeInForce, Trade
 from tradeplane.domain.pairs import DEMO_PAIRS, price_to_ticks, qty_to_lots
@@ -48,7 +49,8 @@ async def _bus(plat: Platform, name: str) -> Bus:
 
 async def _start_settlement(plat: Platform) -> CountingSettler:
     bus = await _bus(plat, "settlement")
-    settler = CountingSettler(bus, plat.pool, relay_age_ms=RELAY_AGE_MS, relay_interval_s=0.1)
+    settler = CountingSettler(NatsSettlementBus(bus), PgSettlementStore(plat.pool),
+                              relay_age_ms=RELAY_AGE_MS, relay_interval_s=0.1)
 
     async def body(stop: asyncio.Event) -> None:
         try:

@@ -23,6 +23,7 @@ from tests.support.harness import eventually, fresh_database, reset_bus_and_cach
 
 from tradeplane.adapters import db
 from tradeplane.adapters.bus import Bus, Headers
+from tradeplane.adapters.settlement import NatsSettlementBus, PgSettlementStore
 from tradeplane.domain import codec
 from tradeplane.domain.model import NewOrder, OrderType, Side, TimeInForce
 from tradeplane.domain.pairs import DEMO_PAIRS
@@ -51,7 +52,7 @@ async def running_settlement(nats_url: str, pg_url: str, redis_url: str,
     pool = await db.create_pool(await fresh_database(pg_url), 4)
     await db.migrate(pool)
     bus = await Bus.connect(nats_url, name="test-settlement")
-    settler = Settler(bus, pool, **kwargs)
+    settler = Settler(NatsSettlementBus(bus), PgSettlementStore(pool), **kwargs)
     INVARIANT_OK.set(math.nan)  # not another settlement's verdict: a 1 is this one's
     stop = asyncio.Event()
     task = asyncio.create_task(supervised("settlement", settler.run(stop)))

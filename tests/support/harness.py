@@ -29,7 +29,7 @@ from tradeplane.domain.pairs import DEMO_PAIRS
 from tradeplane.engine.service import Engine
 from tradeplane.gateway.app import serve
 from tradeplane.marketdata.service import MarketDataService
-from tradeplane.settlement.service import Settler
+from tradeplane.services import settler
 
 T = TypeVar("T")
 
@@ -152,7 +152,7 @@ class Platform:
         async def body(stop: asyncio.Event) -> None:
             bus = await _bus(self.settings, "settlement")
             try:
-                await Settler(bus, self.pool).run(stop)
+                await settler(bus, self.pool).run(stop)
             finally:
                 await bus.close()
 

@@ -14,16 +14,15 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from opentelemetry import trace
 from prometheus_client import Counter, Gauge, Histogram
 
 from tradeplane import msgtrace
-from tradeplane.adapters import control, db
-from tradeplane.adapters.bus import Bus, BusError, StoredMsg, settled_subject, user_subject
 from tradeplane.domain import codec
+from tradeplane.domain.errors import Unavailable
 from tradeplane.domain.ledger import OrderState, Settlement, settle_batch
 from tradeplane.domain.model import (
     Accepted,
@@ -38,6 +37,12 @@ from tradeplane.domain.model import (
 )
 from tradeplane.domain.pairs import TRADING_STATES, PairRules
 from tradeplane.settlement import reports
+from tradeplane.settlement.ports import (
+    EventMessage,
+    SettlementBus,
+    SettlementStore,
+    SettlementWrite,
+)
 
 log = logging.getLogger("tradeplane.settlement")
 tracer = trace.get_tracer("tradeplane.settlement")
@@ -104,16 +109,17 @@ class Settler:
     """Settles EVENTS into the ledger; beside it, the outbox relay and the invariant
     watcher (see :meth:`run`).
 
-    ``relay_age_ms``: how old a PENDING_NEW order must be before the relay looks at it
-    (longer than a gateway's publish may take); ``relay_interval_s``: time between relay
-    rounds.
+    ``bus`` and ``store`` are its ports (:mod:`tradeplane.settlement.ports`): NATS and
+    PostgreSQL in production, in memory in the unit tests. ``relay_age_ms``: how old a
+    PENDING_NEW order must be before the relay looks at it (longer than a gateway's
+    publish may take); ``relay_interval_s``: time between relay rounds.
     """
 
-    def __init__(self, bus: Bus, pool: db.Pool, *, invariant_check_s: float = 60.0,
-                 relay_age_ms: int = RELAY_AGE_MS,
+    def __init__(self, bus: SettlementBus, store: SettlementStore, *,
+                 invariant_check_s: float = 60.0, relay_age_ms: int = RELAY_AGE_MS,
                  relay_interval_s: float = RELAY_INTERVAL_S) -> None:
         self.bus = bus
-        self.pool = pool
+        self.store = store
         self.invariant_check_s = invariant_check_s
         self.relay_age_ms = relay_age_ms
         self.relay_interval_s = relay_interval_s
@@ -126,23 +132,23 @@ class Settler:
 
     async def start(self) -> None:
         await self.bus.ensure_events()
-        self.pairs = await db.load_pairs(self.pool)
-        self.cursors = await db.settlement_cursors(self.pool)
+        self.pairs = await self.store.load_pairs()
+        self.cursors = await self.store.cursors()
 
     async def rules(self, symbol: str) -> PairRules:
         if symbol not in self.pairs:
-            self.pairs = await db.load_pairs(self.pool)
+            self.pairs = await self.store.load_pairs()
         return self.pairs[symbol]
 
-    async def _pairs_changed(self, _doc: dict[str, object]) -> None:
+    async def _pairs_changed(self) -> None:
         """A pair's rules changed (an admin's fee change): trades settled from now on pay
         the new fees."""
         try:
-            self.pairs = await db.load_pairs(self.pool)
-        except (db.DatabaseError, OSError) as exc:
+            self.pairs = await self.store.load_pairs()
+        except (Unavailable, OSError) as exc:
             log.warning("pair reload failed: %s", exc)
 
-    async def handle(self, msgs: list[StoredMsg]) -> None:
+    async def handle(self, msgs: Sequence[EventMessage]) -> None:
         """Settle one pull in one transaction, then publish the marks and user updates.
         Traced batches make it a span: child of the first, linked to the others."""
         parent, links = msgtrace.incoming(m.headers for m in msgs)
@@ -156,7 +162,7 @@ class Settler:
         ):
             await self._handle(msgs)
 
-    async def _handle(self, msgs: list[StoredMsg]) -> None:
+    async def _handle(self, msgs: Sequence[EventMessage]) -> None:
         batches = [codec.decode_batch(m.data) for m in msgs]
         todo = [b for b in batches if b.last_seq > self.cursors.get(b.symbol, 0)]
         SKIPPED_BATCHES.inc(len(batches) - len(todo))
@@ -165,7 +171,7 @@ class Settler:
         for b in batches:
             marks[b.symbol] = max(marks.get(b.symbol, 0), b.last_seq)
         for sym, seq in marks.items():
-            await self.bus.publish(settled_subject(sym), str(seq).encode())
+            await self.bus.publish_settled(sym, seq)
         # After the marks: gateway answers waiting for them never wait for the reports.
         if settled is not None:
             await self._publish_user_updates(settled)
@@ -181,10 +187,9 @@ class Settler:
                                 | Amended | AmendRejected):
                     ids.add(ev.order_id)
         rules = {b.symbol: await self.rules(b.symbol) for b in todo}
-        started = time.perf_counter()
-        async with self.pool.acquire() as con, con.transaction():
-            orders: dict[int, OrderState]
-            orders, rows = await db.load_settlement_orders(con, ids)
+        written: list[SettlementWrite] = []  # what the store committed, for after it
+
+        def settle(orders: dict[int, OrderState]) -> SettlementWrite:
             total = Settlement()
             cursors: dict[str, int] = {}
             trading: dict[str, str] = {}  # the engine's trading state becomes the pair's
@@ -200,11 +205,13 @@ class Settler:
                 cursors[b.symbol] = b.last_seq
                 for change in s.trading:
                     trading[b.symbol] = TRADING_NAMES[change.state]
-            await db.write_settlement(con, total, orders.values(), cursors,
-                                      (CONSUMER, stream_seq))
-            for sym, state in trading.items():
-                await db.set_pair_trading(con, sym, state)
+            written.append(SettlementWrite(total, cursors, (CONSUMER, stream_seq), trading))
+            return written[-1]
+
+        started = time.perf_counter()
+        rows = await self.store.settle(ids, settle)
         TX_SECONDS.observe(time.perf_counter() - started)
+        total, cursors = written[-1].settlement, written[-1].cursors
         self.cursors.update(cursors)
         SETTLED_BATCHES.inc(len(todo))
         SETTLED_TRADES.inc(len(total.trades))
@@ -226,18 +233,17 @@ class Settler:
             now = int(time.time() * 1000)
             updates = reports.user_updates(s.batches, s.rules, s.rows, now)
             touched = s.settlement.balance_deltas().keys() | updates.entered
-            balances = await db.balances_of(self.pool, touched)
+            balances = await self.store.balances_of(touched)
             for account in updates.reports.keys() | balances.keys():
-                subject = user_subject(account)
                 for doc in updates.reports.get(account, ()):
-                    await self.bus.publish(subject, reports.encode(doc))
+                    await self.bus.publish_user(account, reports.encode(doc))
                 held = balances.get(account)
                 if held:
                     position = reports.account_position(
                         now, updates.updated_ms.get(account, now), held
                     )
-                    await self.bus.publish(subject, reports.encode(position))
-        except (db.DatabaseError, BusError) as exc:
+                    await self.bus.publish_user(account, reports.encode(position))
+        except Unavailable as exc:
             log.warning("user data stream publish failed: %s", exc)
         except Exception:  # a defect, said loudly; never raised: the ledger is committed
             log.exception("user data stream publish failed")
@@ -251,23 +257,22 @@ class Settler:
 
         Raises:
             ExceptionGroup: a task died (the runner logs each cause, re-raises the first).
-            db.DatabaseError, BusError: at start.
+            Unavailable: at start (the database or the bus did not answer).
         """
         INVARIANT_OK.set(math.nan)  # unknown until the first check has run
         await self.start()
-        unsubscribe = await control.subscribe(self.bus, control.PAIRS_CHANGED,
-                                              self._pairs_changed)
+        unsubscribe = await self.bus.watch_pairs(self._pairs_changed)
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._consume(stop), name="settlement-consumer")
                 tasks.create_task(self._relay_outbox(stop), name="outbox-relay")
                 tasks.create_task(self._watch_invariants(stop), name="invariant-watcher")
         finally:
-            with contextlib.suppress(BusError):
+            with contextlib.suppress(Unavailable):
                 await unsubscribe()
 
     async def _consume(self, stop: asyncio.Event) -> None:
-        start = await db.consumer_position(self.pool, CONSUMER) + 1
+        start = await self.store.consumer_position(CONSUMER) + 1
         await self.bus.consume_events(CONSUMER, self.handle, start_seq=start, stop=stop,
                                       linger=LINGER_S)
 
@@ -278,7 +283,7 @@ class Settler:
         while not stop.is_set():
             try:
                 await self.relay_round()
-            except (BusError, db.DatabaseError, OSError) as exc:
+            except (Unavailable, OSError) as exc:
                 RELAY_FAILURES.inc()
                 log.warning("outbox relay failed; retrying in %.0fs: %s", delay, exc)
                 await _sleep_or_stop(stop, delay)
@@ -311,17 +316,18 @@ class Settler:
         so two of them within the bus's window are one message.
 
         Raises:
-            db.DatabaseError: the round did nothing; the next one redoes it.
-            BusError: some orders' symbols were unreachable (the others were handled).
+            Unavailable: the store did not answer (the round did nothing; the next one
+                redoes it), or some orders' symbols were unreachable on the bus (the others
+                were handled).
         """
         # Read before the query: a cursor this far has committed the order states the
         # query then sees.
         settled = dict(self.cursors)
-        rows = await db.pending_orders(self.pool, int(time.time() * 1000) - self.relay_age_ms)
+        pending = await self.store.pending_commands(int(time.time() * 1000) - self.relay_age_ms)
         fences: dict[str, int] = {}
         sent = 0
         failed: list[str] = []
-        for symbol, msg_id, cmd in db.relay_commands(rows):
+        for symbol, msg_id, cmd in pending:
             fence = self._fences.get(msg_id)
             try:
                 if fence is None:
@@ -330,7 +336,7 @@ class Settler:
                     fence = await self.bus.publish_command(symbol, codec.encode([cmd]), msg_id)
                     RELAYED.labels(symbol).inc()
                     sent += 1
-            except BusError as exc:
+            except Unavailable as exc:
                 failed.append(f"{msg_id}: {exc}")
                 continue  # one symbol's stream must not hold up the others' orders
             fences[msg_id] = fence
@@ -338,7 +344,7 @@ class Settler:
         if sent:
             log.info("outbox relayed", extra={"fields": {"commands": sent}})
         if failed:
-            raise BusError(f"{len(failed)} pending order(s) not handled, first {failed[0]}")
+            raise Unavailable(f"{len(failed)} pending order(s) not handled, first {failed[0]}")
         return sent
 
     async def _watch_invariants(self, stop: asyncio.Event) -> None:
@@ -350,7 +356,7 @@ class Settler:
         while not stop.is_set():
             try:
                 await self.export_invariants()
-            except (db.DatabaseError, OSError, TimeoutError) as exc:
+            except (Unavailable, OSError, TimeoutError) as exc:
                 _invariants_unknown()
                 INVARIANT_CHECK_FAILURES.inc()
                 wait = min(delay, self.invariant_check_s)
@@ -366,10 +372,10 @@ class Settler:
             await _sleep_or_stop(stop, self.invariant_check_s)
 
     async def export_invariants(self) -> list[str]:
-        checks, problems = await db.check_invariants(self.pool)
-        for c in checks:
-            IMBALANCE.labels(c.asset).set(c.balances_total - c.external_net)
-        for asset, held in (await db.locked_totals(self.pool)).items():
+        imbalances, problems = await self.store.check_invariants()
+        for asset, imbalance in imbalances.items():
+            IMBALANCE.labels(asset).set(imbalance)
+        for asset, held in (await self.store.locked_totals()).items():
             HELD.labels(asset).set(held)
         INVARIANT_OK.set(0 if problems else 1)
         for p in problems:
