@@ -21,16 +21,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from opentelemetry import trace
 from prometheus_client import Counter, Gauge, Histogram
 
 from tradeplane import msgtrace
 from tradeplane.adapters import db
-from tradeplane.adapters.bus import Bus, BusError, StoredMsg, market_subject
 from tradeplane.adapters.cache import (
-    CacheError,
     DepthSnapshot,
     MarketCache,
     SymbolUpdate,
@@ -38,7 +36,9 @@ from tradeplane.adapters.cache import (
 )
 from tradeplane.adapters.marketstore import KlineRow, upsert_klines
 from tradeplane.domain import codec
+from tradeplane.domain.errors import Unavailable
 from tradeplane.domain.pairs import PairRules
+from tradeplane.marketdata.ports import EventMsg, MarketBus, market_subject
 from tradeplane.marketdata.state import (
     DEPTH_FAST,
     DEPTH_SLOW,
@@ -89,7 +89,7 @@ class MarketDataService:
     (``start``, ``handle``, ``flush_depth``, ``tick``) are what ``run`` drives."""
 
     def __init__(
-        self, bus: Bus, pool: db.Pool, cache: MarketCache, *, consumer: str = CONSUMER,
+        self, bus: MarketBus, pool: db.Pool, cache: MarketCache, *, consumer: str = CONSUMER,
         fast_ms: int = 100, slow_ms: int = 1000, now_ms: Callable[[], int] = _wall_ms,
     ) -> None:
         self.bus = bus
@@ -204,8 +204,9 @@ class MarketDataService:
             except TimeoutError:
                 try:
                     await step()
-                except (CacheError, BusError, db.DatabaseError) as exc:
-                    # the next period tries again; events are unaffected
+                except Unavailable as exc:
+                    # Redis, NATS or PostgreSQL did not answer: the next period tries
+                    # again; events are unaffected
                     log.warning("market-data timer step failed: %s", exc)
                 except Exception:  # a defect: said loudly; the next period tries again
                     log.exception("market-data timer step failed")
@@ -218,7 +219,7 @@ class MarketDataService:
         await self.tick()
 
     # ------------------------------------------------------------------ steps
-    async def handle(self, msgs: list[StoredMsg]) -> None:
+    async def handle(self, msgs: Sequence[EventMsg]) -> None:
         """Apply one pulled group and store it with its stream position.
 
         Raises when the cache or the database refuses; the bus then retries the same
@@ -237,7 +238,7 @@ class MarketDataService:
         ):
             await self._handle(msgs)
 
-    async def _handle(self, msgs: list[StoredMsg]) -> None:
+    async def _handle(self, msgs: Sequence[EventMsg]) -> None:
         started = time.perf_counter()
         async with self._lock:
             if self._stale:
@@ -255,7 +256,7 @@ class MarketDataService:
                 TRADES.labels(st.symbol).inc(len(u.trades))
         GROUP_SECONDS.observe(time.perf_counter() - started)
 
-    async def _apply(self, msgs: list[StoredMsg]) -> list[tuple[MarketState, Updates]]:
+    async def _apply(self, msgs: Sequence[EventMsg]) -> list[tuple[MarketState, Updates]]:
         touched: dict[str, MarketState] = {}
         wall = time.time()
         for m in msgs:

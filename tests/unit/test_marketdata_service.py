@@ -1,0 +1,264 @@
+"""The market-data service's event handling without servers: ``handle``, ``flush_depth``,
+``tick`` and ``start`` over in-memory stand-ins of its bus (the ``MarketBus`` port), the
+Redis cache and the pairs/klines tables. The same behaviour against real NATS, PostgreSQL
+and Redis stays in tests/integration/test_marketdata.py."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from tradeplane.adapters import bus as bus_adapter
+from tradeplane.adapters.cache import DepthSnapshot, SymbolUpdate
+from tradeplane.domain import codec
+from tradeplane.domain.errors import Unavailable
+from tradeplane.domain.model import SCHEMA_VERSION, EventBatch, Side, Trade
+from tradeplane.domain.pairs import DEMO_PAIRS
+from tradeplane.marketdata.ports import EventHandler, EventMsg, market_subject
+from tradeplane.marketdata.service import MarketDataService
+from tradeplane.marketdata.state import DEPTH_FAST, TRADE
+
+RULES = DEMO_PAIRS[0]
+SYMBOL = RULES.symbol
+TS = 1_700_000_000_000
+
+
+class Down(Unavailable):
+    """What a stand-in raises while ``down`` (the adapters raise their Unavailable kinds)."""
+
+
+@dataclass(frozen=True)
+class Msg:
+    seq: int
+    data: bytes
+    headers: Mapping[str, str] | None = None
+
+
+@dataclass
+class MemoryMarketBus:
+    """EVENTS as a list (stream sequences from 1) and the core publishes it received."""
+
+    events: list[Msg] = field(default_factory=list)
+    published: list[tuple[str, bytes]] = field(default_factory=list)
+    down: bool = False
+
+    def append(self, batch: EventBatch) -> Msg:
+        msg = Msg(len(self.events) + 1, codec.encode(batch))
+        self.events.append(msg)
+        return msg
+
+    async def ensure_events(self) -> None:
+        pass
+
+    async def consume_events(
+        self, name: str, handler: EventHandler, *, start_seq: int = 1, batch: int = 500,
+        stop: asyncio.Event, on_idle: Any = None, linger: float = 0.0,
+    ) -> None:
+        """Delivers the stored backlog from ``start_seq`` in groups of ``batch``, then
+        returns (a unit test drives the steps itself)."""
+        backlog = self.events[max(1, start_seq) - 1:]
+        for i in range(0, len(backlog), batch):
+            await handler(backlog[i:i + batch])
+
+    async def publish(self, subject: str, data: bytes) -> None:
+        if self.down:
+            raise Down(f"publish on {subject}: memory bus down")
+        self.published.append((subject, data))
+
+    def subjects(self) -> list[str]:
+        return [s for s, _ in self.published]
+
+
+@dataclass
+class MemoryCache:
+    """The part of MarketCache the service writes and reads back: per-symbol resume
+    snapshot and book, the stream position, and every update it was given."""
+
+    stored_position: int | None = None
+    states: dict[str, tuple[bytes, DepthSnapshot]] = field(default_factory=dict)
+    updates: list[SymbolUpdate] = field(default_factory=list)
+    resets: int = 0
+    down: bool = False
+
+    async def write(self, updates: Sequence[SymbolUpdate], *, position: int | None = None
+                    ) -> None:
+        if self.down:
+            raise Down("redis: memory cache down")
+        for u in updates:
+            if u.state is not None and u.book is not None:
+                self.states[u.symbol] = (u.state, u.book)
+            self.updates.append(u)
+        if position is not None:
+            self.stored_position = position
+
+    async def reset(self, symbols: Sequence[str]) -> None:
+        self.resets += 1
+        self.stored_position = None
+        for s in symbols:
+            self.states.pop(s, None)
+
+    async def position(self) -> int | None:
+        return self.stored_position
+
+    async def load_state(self, symbol: str) -> tuple[bytes, DepthSnapshot] | None:
+        return self.states.get(symbol)
+
+
+@dataclass
+class MemoryPool:
+    """The pairs table (what ``db.load_pairs`` reads) and the klines upserts (what
+    ``marketstore.upsert_klines`` executes), without PostgreSQL."""
+
+    klines: int = 0
+
+    async def fetch(self, query: str, *args: object) -> list[dict[str, Any]]:
+        assert "FROM pairs" in query
+        return [{"symbol": RULES.symbol, **dataclasses.asdict(RULES)}]
+
+    async def execute(self, query: str, *args: Any) -> str:
+        assert "INSERT INTO klines" in query
+        self.klines += len(args[0])
+        return "INSERT"
+
+
+def batch(first: int, last: int | None = None, *, trades: Sequence[Trade] = (),
+          levels: Sequence[tuple[int, int, int]] = (), ts: int = TS) -> EventBatch:
+    return EventBatch(SCHEMA_VERSION, SYMBOL, first, first if last is None else last, ts,
+                      list(trades), list(levels))
+
+
+def trade(tid: int, price: int, qty: int, ts: int = TS) -> Trade:
+    return Trade(tid, price, qty, 100 + tid, 1, Side.BUY, 200 + tid, 2, ts)
+
+
+def service(bus: MemoryMarketBus, cache: MemoryCache, pool: MemoryPool | None = None
+            ) -> MarketDataService:
+    return MarketDataService(bus, pool or MemoryPool(), cache,  # type: ignore[arg-type]
+                             now_ms=lambda: TS)
+
+
+def payloads(bus: MemoryMarketBus, stream: str) -> list[dict[str, Any]]:
+    subject = market_subject(SYMBOL, stream)
+    return [json.loads(d) for s, d in bus.published if s == subject]
+
+
+async def started(bus: MemoryMarketBus, cache: MemoryCache) -> MarketDataService:
+    svc = service(bus, cache)
+    await svc.start()
+    return svc
+
+
+# --------------------------------------------------------------------------- tests
+def test_market_subject_is_the_adapters() -> None:
+    assert market_subject(SYMBOL, DEPTH_FAST) == bus_adapter.market_subject(SYMBOL, DEPTH_FAST)
+
+
+async def test_a_cold_start_resets_the_cache_and_starts_from_the_first_event() -> None:
+    bus, cache = MemoryMarketBus(), MemoryCache()
+    svc = await started(bus, cache)
+    assert cache.resets == 1
+    assert svc.position == 0 and cache.stored_position == 0
+    assert list(svc.states) == [SYMBOL] and SYMBOL in cache.states  # snapshot of the empty state
+
+
+async def test_a_group_is_applied_stored_with_its_position_and_published() -> None:
+    bus, cache = MemoryMarketBus(), MemoryCache()
+    pool = MemoryPool()
+    svc = service(bus, cache, pool)
+    await svc.start()
+    m1 = bus.append(batch(1, levels=[(Side.SELL, 100, 5)]))
+    m2 = bus.append(batch(2, trades=[trade(1, 100, 2)], levels=[(Side.SELL, 100, 3)]))
+    await svc.handle([m1, m2])
+    assert svc.position == 2 and cache.stored_position == 2
+    assert svc.states[SYMBOL].seq == 2
+    assert [p["t"] for p in payloads(bus, TRADE)] == [1]
+    assert pool.klines > 0  # the candle the trade opened
+    _state, book = cache.states[SYMBOL]
+    assert book.last_update_id == 2 and book.asks == [(100, 3)]
+
+
+async def test_messages_at_or_below_the_position_are_not_applied_twice() -> None:
+    bus, cache = MemoryMarketBus(), MemoryCache()
+    svc = await started(bus, cache)
+    m1 = bus.append(batch(1, trades=[trade(1, 100, 2)]))
+    await svc.handle([m1])
+    await svc.handle([m1])  # the bus delivers a group again
+    assert len(payloads(bus, TRADE)) == 1 and svc.position == 1
+
+
+async def test_a_restart_resumes_from_the_cache_and_the_stored_position() -> None:
+    bus, cache = MemoryMarketBus(), MemoryCache()
+    svc = await started(bus, cache)
+    await svc.handle([bus.append(batch(1, levels=[(Side.BUY, 90, 4)]))])
+    again = await started(bus, cache)
+    assert cache.resets == 1  # only the cold start
+    assert again.position == 1 and again.states[SYMBOL].seq == 1
+    assert again.states[SYMBOL].book_levels() == svc.states[SYMBOL].book_levels()
+    # run() consumes from position + 1: nothing is handed to it twice
+    handled: list[int] = []
+
+    async def record(msgs: Sequence[EventMsg]) -> None:
+        handled.extend(m.seq for m in msgs)
+
+    bus.append(batch(2))
+    await bus.consume_events("md", record, start_seq=again.position + 1, stop=asyncio.Event())
+    assert handled == [2]
+
+
+async def test_a_failed_write_is_retried_from_the_cache_and_no_diff_leaves_meanwhile() -> None:
+    bus, cache = MemoryMarketBus(), MemoryCache()
+    svc = await started(bus, cache)
+    await svc.handle([bus.append(batch(1, levels=[(Side.BUY, 90, 4)]))])
+    await svc.flush_depth("100ms")
+    before = len(bus.published)
+    m2 = bus.append(batch(2, trades=[trade(1, 90, 1)], levels=[(Side.BUY, 90, 3)]))
+    cache.down = True
+    with pytest.raises(Unavailable):
+        await svc.handle([m2])
+    await svc.flush_depth("100ms")  # memory is ahead of the cache: nothing announced
+    assert len(bus.published) == before
+    cache.down = False
+    await svc.handle([m2])  # the bus retries the same group
+    assert svc.position == 2 and cache.stored_position == 2
+    assert [p["t"] for p in payloads(bus, TRADE)] == [1]  # applied once, published once
+    await svc.flush_depth("100ms")
+    diffs = payloads(bus, DEPTH_FAST)
+    assert (diffs[-1]["U"], diffs[-1]["u"]) == (2, 2)
+
+
+async def test_tick_writes_every_state_back_when_the_cache_was_flushed() -> None:
+    bus, cache = MemoryMarketBus(), MemoryCache()
+    svc = await started(bus, cache)
+    await svc.handle([bus.append(batch(1, levels=[(Side.BUY, 90, 4)]))])
+    cache.stored_position, cache.states = None, {}  # FLUSHALL under a running service
+    await svc.tick()
+    assert cache.stored_position == 1
+    assert cache.states[SYMBOL][1].last_update_id == 1
+
+
+async def test_a_timer_step_that_meets_an_unavailable_bus_is_logged_and_run_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bus, cache = MemoryMarketBus(), MemoryCache()
+    svc = await started(bus, cache)
+    await svc.handle([bus.append(batch(1, levels=[(Side.BUY, 90, 4)]))])
+    bus.down = True
+    stop = asyncio.Event()
+    calls = 0
+
+    async def step() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            stop.set()
+        await svc.flush_depth("100ms")
+
+    await asyncio.wait_for(svc._every(0.001, step, stop), 5)  # Unavailable does not escape
+    assert calls == 3
+    assert "market-data timer step failed" in caplog.text
