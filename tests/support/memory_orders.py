@@ -26,12 +26,14 @@ from tradeplane.domain.model import (
 )
 from tradeplane.usecases.errors import Unavailable
 from tradeplane.usecases.orders import (
+    BalanceRow,
     ListRequest,
     ListRow,
     OrderRequest,
     OrderRow,
     PlaceResult,
     TradeRow,
+    Window,
 )
 
 
@@ -41,20 +43,40 @@ def _order(d: dict[str, Any]) -> OrderRow:
                        "stp": StpMode(d["stp"]), "reason": Reason(d["reason"])})
 
 
+def _get(row: Any, key: str) -> int:
+    return int(row[key] if isinstance(row, dict) else getattr(row, key))
+
+
+def _windowed(rows: list[Any], id_key: str, time_key: str, window: Window) -> list[Any]:
+    """The ledger's history rule: from ``from_id`` on (the first ``limit``), else within
+    the time range; without ``from_id`` the latest ``limit``. Oldest first."""
+    rows = sorted(rows, key=lambda r: _get(r, id_key))
+    rows = [r for r in rows
+            if (window.from_id is None or _get(r, id_key) >= window.from_id)
+            and (window.start_ms is None or _get(r, time_key) >= window.start_ms)
+            and (window.end_ms is None or _get(r, time_key) <= window.end_ms)]
+    if window.from_id is not None:
+        return rows[:window.limit]
+    return rows[-window.limit:]
+
+
 @dataclass
 class MemoryOrders:
-    """The store (:class:`~tradeplane.usecases.orders.OrderStore`), the command log and
-    the settled watermarks in one, over dicts.
+    """The store (:class:`~tradeplane.usecases.orders.OrderStore`), its read side
+    (:class:`~tradeplane.usecases.orders.OrderHistory`), the command log and the settled
+    watermarks in one, over dicts.
 
-    ``balances[(account, asset)]`` is what is free; a placed order moves its hold to
-    ``locked``. ``refuse`` makes the engine stand-in reject new orders with that reason;
-    ``bus_down`` makes the log refuse every command; ``settles`` False keeps settlement
-    from ever catching up."""
+    ``free[(account, asset)]`` is what is free; a placed order moves its hold to
+    ``locked``. ``trade_rows`` are the trades the queries read (tests add them).
+    ``refuse`` makes the engine stand-in reject new orders with that reason; ``bus_down``
+    makes the log refuse every command; ``settles`` False keeps settlement from ever
+    catching up."""
 
-    balances: dict[tuple[int, str], int] = field(default_factory=dict)
+    free: dict[tuple[int, str], int] = field(default_factory=dict)
     locked: dict[tuple[int, str], int] = field(default_factory=dict)
     orders: dict[int, dict[str, Any]] = field(default_factory=dict)
     lists: dict[int, dict[str, Any]] = field(default_factory=dict)
+    trade_rows: list[TradeRow] = field(default_factory=list)
     log: list[tuple[str, Command]] = field(default_factory=list)
     applied: int = 0
     refuse: Reason | None = None
@@ -68,9 +90,9 @@ class MemoryOrders:
 
     def _hold(self, account: int, asset: str, amount: int) -> bool:
         key = (account, asset)
-        if self.balances.get(key, 0) < amount:
+        if self.free.get(key, 0) < amount:
             return False
-        self.balances[key] -= amount
+        self.free[key] -= amount
         self.locked[key] = self.locked.get(key, 0) + amount
         return True
 
@@ -126,9 +148,9 @@ class MemoryOrders:
                       else o["client_order_id"] == client_order_id)]
         return _order(found[-1]) if found else None
 
-    async def open_orders(self, account: int, symbol: str) -> Sequence[OrderRow]:
+    async def open_orders(self, account: int, symbol: str | None) -> Sequence[OrderRow]:
         return [_order(o) for o in self.orders.values()
-                if o["account_id"] == account and o["symbol"] == symbol
+                if o["account_id"] == account and symbol in (None, o["symbol"])
                 and Status(o["status"]) not in TERMINAL]
 
     async def rename(self, order_id: int, old_client_id: str, new_client_id: str) -> bool:
@@ -158,7 +180,31 @@ class MemoryOrders:
         return out
 
     async def trades(self, symbol: str, order_id: int) -> Sequence[TradeRow]:
-        return []
+        return [t for t in self.trade_rows
+                if t.symbol == symbol and order_id in (t.buyer_order, t.seller_order)]
+
+    # ---------------------------------------------------------------- OrderHistory
+    async def all_orders(self, account: int, symbol: str,
+                         window: Window) -> Sequence[OrderRow]:
+        rows = [o for o in self.orders.values()
+                if o["account_id"] == account and o["symbol"] == symbol]
+        return [_order(o) for o in _windowed(rows, "id", "created_ms", window)]
+
+    async def my_trades(self, account: int, symbol: str, order_id: int | None,
+                        window: Window) -> Sequence[TradeRow]:
+        rows = [t for t in self.trade_rows
+                if t.symbol == symbol and account in (t.buyer_account, t.seller_account)
+                and (order_id is None or order_id in (t.buyer_order, t.seller_order))]
+        return _windowed(rows, "trade_id", "ts", window)
+
+    async def open_order_lists(self, account: int) -> Sequence[ListRow]:
+        return [ListRow(**lst) for lst in sorted(self.lists.values(), key=lambda x: x["id"])
+                if lst["account_id"] == account and lst["status"] == "EXECUTING"]
+
+    async def balances(self, account: int) -> Sequence[BalanceRow]:
+        assets = {a for acc, a in (*self.free, *self.locked) if acc == account}
+        return [BalanceRow(a, self.free.get((account, a), 0),
+                           self.locked.get((account, a), 0)) for a in sorted(assets)]
 
     # ---------------------------------------------------------------- CommandLog
     async def send(self, symbol: str, cmd: Command) -> int:
@@ -220,5 +266,5 @@ class MemoryOrders:
         ):
             return  # the list's one hold sits on its first leg
         self.locked[key] -= row["hold_remaining"]
-        self.balances[key] += row["hold_remaining"]
+        self.free[key] += row["hold_remaining"]
         row["hold_remaining"] = 0

@@ -1,5 +1,5 @@
-"""The order use cases without servers: admission's rules and holds (pure), and place,
-cancel, amend, OCO and cancel-all over the in-memory ports."""
+"""The order use cases without servers: admission's rules and holds (pure), place,
+cancel, amend, OCO and cancel-all, and the read-only queries over the in-memory ports."""
 
 from __future__ import annotations
 
@@ -25,7 +25,9 @@ from tradeplane.domain.model import (
 from tradeplane.domain.money import to_units
 from tradeplane.domain.pairs import DEMO_PAIRS
 from tradeplane.usecases.orders import (
+    BalanceRow,
     ListRequest,
+    OrderQueries,
     OrderRefused,
     OrderRequest,
     Orders,
@@ -33,6 +35,8 @@ from tradeplane.usecases.orders import (
     PlaceOco,
     PlaceOrder,
     Refusal,
+    TradeRow,
+    Window,
     admit,
     admit_oco,
 )
@@ -152,7 +156,7 @@ def test_oco_legs_in_the_wrong_order_or_place_are_refused() -> None:
 
 # --------------------------------------------------------------------------- use cases
 def world(**balances: str) -> tuple[MemoryOrders, Orders]:
-    mem = MemoryOrders(balances={(ACCOUNT, a): to_units(v) for a, v in balances.items()})
+    mem = MemoryOrders(free={(ACCOUNT, a): to_units(v) for a, v in balances.items()})
     return mem, Orders(mem, mem, mem, timeout=1.0)
 
 
@@ -218,7 +222,7 @@ async def test_cancel_by_client_id_releases_the_hold() -> None:
     row = await orders.cancel(ACCOUNT, "BTCUSDT", None, "c1", NOW + 1)
     assert row.status == Status.CANCELED and row.id == placed.order_id
     assert mem.log[-1][1] == Cancel(placed.order_id, ACCOUNT, NOW + 1)
-    assert mem.balances[(ACCOUNT, "USDT")] == to_units("1000")
+    assert mem.free[(ACCOUNT, "USDT")] == to_units("1000")
     with pytest.raises(OrderRefused) as again:
         await orders.cancel(ACCOUNT, "BTCUSDT", placed.order_id, None, NOW + 2)
     assert again.value.refusal.code == -2011
@@ -290,7 +294,104 @@ async def test_an_oco_list_is_placed_as_one_command_and_canceled_as_one() -> Non
     after, legs = await orders.cancel_list(ACCOUNT, "BTCUSDT", None, "l1", NOW + 1)
     assert after.status == "ALL_DONE"
     assert all(leg.status == Status.CANCELED for leg in legs)
-    assert mem.balances[(ACCOUNT, "BTC")] == to_units("0.05")
+    assert mem.free[(ACCOUNT, "BTC")] == to_units("0.05")
     with pytest.raises(OrderRefused) as exc:
         await orders.cancel_list(ACCOUNT, "BTCUSDT", placed.list_id, None, NOW + 2)
     assert exc.value.refusal.code == -2011
+
+
+# --------------------------------------------------------------------------- queries
+async def placed_orders(orders: Orders, *cids: str) -> list[int]:
+    ids = []
+    for i, cid in enumerate(cids):
+        req = admitted(admit(BTCUSDT, limit(Side.BUY, "60000", "0.01", client_order_id=cid),
+                             REF, NOW + i))
+        ids.append((await orders.place(req)).order_id)
+    return ids
+
+
+async def test_an_order_is_found_by_id_or_client_id_and_an_unknown_one_refused() -> None:
+    mem, orders = world(USDT="1000")
+    oid, = await placed_orders(orders, "c1")
+    queries = OrderQueries(mem)
+    assert (await queries.order(ACCOUNT, "BTCUSDT", oid, None)).client_order_id == "c1"
+    assert (await queries.order(ACCOUNT, "BTCUSDT", None, "c1")).id == oid
+    for key in ((oid + 100, None), (None, "nope")):
+        with pytest.raises(OrderRefused) as exc:
+            await queries.order(ACCOUNT, "BTCUSDT", *key)
+        assert (exc.value.refusal.code, exc.value.refusal.msg) == (-2013,
+                                                                   "Order does not exist.")
+    with pytest.raises(OrderRefused):
+        await queries.order(ACCOUNT + 1, "BTCUSDT", oid, None)  # another account's
+
+
+async def test_open_orders_of_a_symbol_or_of_all_leave_out_finished_ones() -> None:
+    mem, orders = world(USDT="2000")
+    a, b = await placed_orders(orders, "a", "b")
+    await orders.cancel(ACCOUNT, "BTCUSDT", a, None, NOW + 5)
+    queries = OrderQueries(mem)
+    assert [r.id for r in await queries.open_orders(ACCOUNT, "BTCUSDT")] == [b]
+    assert [r.id for r in await queries.open_orders(ACCOUNT, None)] == [b]
+    assert await queries.open_orders(ACCOUNT, "ETHUSDT") == []
+
+
+async def test_all_orders_reads_a_window_from_an_id_or_the_latest() -> None:
+    mem, orders = world(USDT="3000")
+    a, b, c = await placed_orders(orders, "a", "b", "c")
+    queries = OrderQueries(mem)
+
+    async def ids(window: Window) -> list[int]:
+        return [r.id for r in await queries.all_orders(ACCOUNT, "BTCUSDT", window)]
+
+    assert await ids(Window(None, None, None, 500)) == [a, b, c]
+    assert await ids(Window(None, None, None, 2)) == [b, c]
+    assert await ids(Window(a, None, None, 2)) == [a, b]
+    assert await ids(Window(None, NOW + 1, NOW + 1, 500)) == [b]
+
+
+def trade(trade_id: int, buyer_order: int, seller_order: int, buyer: int,
+          seller: int) -> TradeRow:
+    return TradeRow("BTCUSDT", trade_id, REF, 100, to_units("60"), buyer_order,
+                    seller_order, buyer, seller, True, 0, 0, NOW + trade_id)
+
+
+async def test_my_trades_of_the_account_of_one_order_and_from_an_id() -> None:
+    mem = MemoryOrders(trade_rows=[trade(1, 10, 20, ACCOUNT, 8),
+                                   trade(2, 11, 21, ACCOUNT, 8), trade(3, 30, 31, 9, 9)])
+    queries = OrderQueries(mem)
+    every = Window(None, None, None, 500)
+    got = await queries.my_trades(ACCOUNT, "BTCUSDT", None, every)
+    assert [t.trade_id for t in got] == [1, 2]
+    got = await queries.my_trades(ACCOUNT, "BTCUSDT", 11, every)
+    assert [t.trade_id for t in got] == [2]
+    got = await queries.my_trades(8, "BTCUSDT", None, Window(2, None, None, 500))
+    assert [t.trade_id for t in got] == [2]
+    assert await queries.my_trades(ACCOUNT, "ETHUSDT", None, every) == []
+
+
+async def test_order_lists_come_with_their_legs_and_an_unknown_one_is_refused() -> None:
+    mem, orders = world(BTC="0.05")
+    lst = admit_oco(BTCUSDT, oco(), REF, NOW)
+    assert isinstance(lst, ListRequest)
+    placed = await orders.place_oco(lst)
+    queries = OrderQueries(mem)
+    row, legs = await queries.order_list(ACCOUNT, None, "l1")
+    assert row.id == placed.list_id and [leg.id for leg in legs] == placed.order_ids
+    (open_row, open_legs), = await queries.open_order_lists(ACCOUNT)
+    assert open_row == row and list(open_legs) == list(legs)
+    with pytest.raises(OrderRefused) as exc:
+        await queries.order_list(ACCOUNT, placed.list_id + 100, None)
+    assert (exc.value.refusal.code, exc.value.refusal.msg) == (-2013,
+                                                               "Order list does not exist.")
+    await orders.cancel_list(ACCOUNT, "BTCUSDT", placed.list_id, None, NOW + 1)
+    assert await queries.open_order_lists(ACCOUNT) == []
+
+
+async def test_balances_are_free_and_locked_by_asset() -> None:
+    mem, orders = world(USDT="1000", BTC="1")
+    await placed_orders(orders, "a")
+    assert await OrderQueries(mem).balances(ACCOUNT) == [
+        BalanceRow("BTC", to_units("1"), 0),
+        BalanceRow("USDT", to_units("400"), to_units("600")),
+    ]
+    assert await OrderQueries(mem).balances(ACCOUNT + 1) == []

@@ -1,6 +1,6 @@
 """The gateway's side of the order path: batched holds in PostgreSQL, batched commands
 on each symbol's JetStream stream (with the trace context of the requests, see
-:mod:`tradeplane.msgtrace`). :class:`OrderPath` implements the order use cases' store and
+:mod:`tradeplane.msgtrace`). :class:`OrderPath` implements the order use cases' store, history and
 command-log ports (:mod:`tradeplane.usecases.orders`)."""
 
 from __future__ import annotations
@@ -18,12 +18,14 @@ from tradeplane.domain.model import Command
 from tradeplane.gateway.batching import Batcher
 from tradeplane.usecases.errors import Unavailable
 from tradeplane.usecases.orders import (
+    BalanceRow,
     ListRequest,
     ListRow,
     OrderRequest,
     OrderRow,
     PlaceResult,
     TradeRow,
+    Window,
 )
 
 
@@ -69,8 +71,25 @@ class OrderPath:
                     client_order_id: str | None) -> OrderRow | None:
         return await db.get_order(self.pool, account, symbol, order_id, client_order_id)
 
-    async def open_orders(self, account: int, symbol: str) -> Sequence[OrderRow]:
+    async def open_orders(self, account: int, symbol: str | None) -> Sequence[OrderRow]:
         return await db.open_orders(self.pool, account, symbol)
+
+    async def all_orders(self, account: int, symbol: str,
+                         window: Window) -> Sequence[OrderRow]:
+        return await db.all_orders(self.pool, account, symbol, window.from_id,
+                                   window.start_ms, window.end_ms, window.limit)
+
+    async def my_trades(self, account: int, symbol: str, order_id: int | None,
+                        window: Window) -> Sequence[TradeRow]:
+        return await db.my_trades(self.pool, account, symbol, order_id, window.from_id,
+                                  window.start_ms, window.end_ms, window.limit)
+
+    async def open_order_lists(self, account: int) -> Sequence[ListRow]:
+        return await db.open_order_lists(self.pool, account)
+
+    async def balances(self, account: int) -> Sequence[BalanceRow]:
+        return [BalanceRow(a, free, locked)
+                for a, free, locked in await db.balances(self.pool, account)]
 
     async def rename(self, order_id: int, old_client_id: str, new_client_id: str) -> bool:
         return await db.rename_order(self.pool, order_id, old_client_id, new_client_id)

@@ -21,20 +21,21 @@ from fastapi import APIRouter, Depends, Request
 from opentelemetry import trace
 from prometheus_client import Counter, Histogram
 
-from tradeplane.adapters import db
 from tradeplane.domain.model import OrderType
 from tradeplane.domain.money import fmt_units
 from tradeplane.domain.pairs import PairRules
 from tradeplane.gateway import errors, orderinputs, views
 from tradeplane.gateway.auth import Caller, signed_read, signed_trade
-from tradeplane.gateway.context import Gateway, ctx, gateway
+from tradeplane.gateway.context import Gateway, gateway
 from tradeplane.gateway.inputs import optional_amount, optional_client_id, optional_int
 from tradeplane.usecases.orders import (
     ListRequest,
+    OrderQueries,
     OrderRefused,
     OrderRow,
     Orders,
     Refusal,
+    Window,
     admit,
     admit_oco,
 )
@@ -76,6 +77,17 @@ def _orders(gw: Gateway) -> Orders:
     """The order use cases over this gateway's order path and settlement watermarks."""
     return Orders(gw.orderpath, gw.orderpath, gw.watermarks,
                   gw.ctx.settings.response_timeout_s)
+
+
+def _queries(gw: Gateway) -> OrderQueries:
+    """The read-only order queries over this gateway's order path."""
+    return OrderQueries(gw.orderpath)
+
+
+def _window(params: dict[str, str], from_id: str) -> Window:
+    """A history's ``from_id`` parameter (``orderId``, ``fromId``), time range and limit."""
+    return Window(optional_int(params, from_id), optional_int(params, "startTime"),
+                  optional_int(params, "endTime"), _limit(params))
 
 
 # --------------------------------------------------------------------------- new order
@@ -175,12 +187,13 @@ async def cancel_open_orders(
 
 @router.get("/order")
 async def query_order(request: Request, caller: Caller = Depends(signed_read)) -> dict[str, Any]:
-    c = ctx(request)
-    rules = c.pair(caller.params.get("symbol"))
+    gw = gateway(request.app)
+    rules = gw.ctx.pair(caller.params.get("symbol"))
     oid, cid = orderinputs.order_key(caller.params)
-    row = await db.get_order(c.pool, caller.account, rules.symbol, oid, cid)
-    if row is None:
-        raise errors.no_such_order()
+    try:
+        row = await _queries(gw).order(caller.account, rules.symbol, oid, cid)
+    except OrderRefused as exc:
+        _refused(exc.refusal)
     return views.order_json(row, rules)
 
 
@@ -188,10 +201,11 @@ async def query_order(request: Request, caller: Caller = Depends(signed_read)) -
 async def query_open_orders(
     request: Request, caller: Caller = Depends(signed_read)
 ) -> list[dict[str, Any]]:
-    c = ctx(request)
+    gw = gateway(request.app)
+    c = gw.ctx
     sym = caller.params.get("symbol")
     rules = c.pair(sym) if sym else None
-    rows = await db.open_orders(c.pool, caller.account, rules.symbol if rules else None)
+    rows = await _queries(gw).open_orders(caller.account, rules.symbol if rules else None)
     return [views.order_json(r, c.pairs[r.symbol]) for r in rows]
 
 
@@ -199,11 +213,10 @@ async def query_open_orders(
 async def query_all_orders(
     request: Request, caller: Caller = Depends(signed_read)
 ) -> list[dict[str, Any]]:
-    c = ctx(request)
+    gw = gateway(request.app)
     p = caller.params
-    rules = c.pair(p.get("symbol"))
-    rows = await db.all_orders(c.pool, caller.account, rules.symbol, optional_int(p, "orderId"),
-                               optional_int(p, "startTime"), optional_int(p, "endTime"), _limit(p))
+    rules = gw.ctx.pair(p.get("symbol"))
+    rows = await _queries(gw).all_orders(caller.account, rules.symbol, _window(p, "orderId"))
     return [views.order_json(r, rules) for r in rows]
 
 
@@ -211,13 +224,12 @@ async def query_all_orders(
 async def query_my_trades(
     request: Request, caller: Caller = Depends(signed_read)
 ) -> list[dict[str, Any]]:
-    c = ctx(request)
+    gw = gateway(request.app)
     p = caller.params
-    rules = c.pair(p.get("symbol"))
-    rows = await db.my_trades(c.pool, caller.account, rules.symbol,
-                              optional_int(p, "orderId"), optional_int(p, "fromId"),
-                              optional_int(p, "startTime"), optional_int(p, "endTime"),
-                              _limit(p))
+    rules = gw.ctx.pair(p.get("symbol"))
+    order_id = optional_int(p, "orderId")
+    rows = await _queries(gw).my_trades(caller.account, rules.symbol, order_id,
+                                        _window(p, "fromId"))
     out: list[dict[str, Any]] = []
     for t in rows:
         out.extend(views.my_trade_json(t, caller.account, rules))
@@ -226,11 +238,10 @@ async def query_my_trades(
 
 @router.get("/account")
 async def account(request: Request, caller: Caller = Depends(signed_read)) -> dict[str, Any]:
-    c = ctx(request)
-    rows = await db.balances(c.pool, caller.account)
+    rows = await _queries(gateway(request.app)).balances(caller.account)
     bal = [
-        {"asset": a, "free": fmt_units(free), "locked": fmt_units(locked)}
-        for a, free, locked in rows
+        {"asset": b.asset, "free": fmt_units(b.free), "locked": fmt_units(b.locked)}
+        for b in rows
     ]
     fee = "0.00100000"
     return {
@@ -349,12 +360,12 @@ def _pending_legs(req: ListRequest, order_ids: Sequence[int]) -> list[_PendingLe
 async def query_order_list(
     request: Request, caller: Caller = Depends(signed_read)
 ) -> dict[str, Any]:
-    c = ctx(request)
+    gw = gateway(request.app)
     list_id, list_cid = orderinputs.list_key(caller.params, "origClientOrderId")
-    lst = await db.get_order_list(c.pool, caller.account, list_id, list_cid)
-    if lst is None:
-        raise errors.ApiError(-2013, "Order list does not exist.")
-    legs = (await db.list_orders(c.pool, [lst.id]))[lst.id]
+    try:
+        lst, legs = await _queries(gw).order_list(caller.account, list_id, list_cid)
+    except OrderRefused as exc:
+        _refused(exc.refusal)
     return views.order_list_json(lst, legs)
 
 
@@ -362,10 +373,8 @@ async def query_order_list(
 async def query_open_order_lists(
     request: Request, caller: Caller = Depends(signed_read)
 ) -> list[dict[str, Any]]:
-    c = ctx(request)
-    lists = await db.open_order_lists(c.pool, caller.account)
-    legs = await db.list_orders(c.pool, [lst.id for lst in lists])
-    return [views.order_list_json(lst, legs[lst.id]) for lst in lists]
+    lists = await _queries(gateway(request.app)).open_order_lists(caller.account)
+    return [views.order_list_json(lst, legs) for lst, legs in lists]
 
 
 @router.delete("/orderList")

@@ -7,7 +7,9 @@ or returns the :class:`OrderRequest` with its hold; :class:`Orders` locks the ho
 creates the order (:class:`OrderStore`), appends the command to the symbol's log
 (:class:`CommandLog`) and, for a result, waits until settlement has applied it
 (:class:`Settled`). Use cases refuse by raising :class:`OrderRefused`; entry points
-translate it (the gateway into Binance's ``{"code", "msg"}``).
+translate it (the gateway into Binance's ``{"code", "msg"}``). The read-only queries (an
+order, open orders, history, trades, order lists, balances) are :class:`OrderQueries`,
+over the ledger's read side (:class:`OrderHistory`).
 """
 
 from __future__ import annotations
@@ -204,6 +206,7 @@ STATUS_UNKNOWN = Refusal(
 UNKNOWN_ORDER_CANCEL = Refusal(-2011, "Unknown order sent.")
 UNKNOWN_LIST = Refusal(-2011, "Unknown order list sent.")
 NO_SUCH_ORDER = Refusal(-2013, "Order does not exist.")
+NO_SUCH_LIST = Refusal(-2013, "Order list does not exist.")
 UNSUPPORTED_COMBINATION = Refusal(-1014, "Unsupported order combination.")
 PRICES_CROSSED = Refusal(-2010, "The relationship of the prices for the orders is not correct.")
 
@@ -459,6 +462,27 @@ class TradeRow:
     ts: int
 
 
+@dataclass(frozen=True, slots=True)
+class BalanceRow:
+    """An account's balance of one asset: what is free and what open orders hold."""
+
+    asset: str
+    free: int  # units
+    locked: int  # units
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """Which rows of a history to read (Binance's ``fromId``/``orderId``, ``startTime``,
+    ``endTime``, ``limit``): from an id on, within a time range, else the latest
+    ``limit``; oldest first."""
+
+    from_id: int | None
+    start_ms: int | None
+    end_ms: int | None
+    limit: int
+
+
 # --------------------------------------------------------------------------- ports
 class OrderStore(Protocol):
     """Orders with their holds, order lists and their trades."""
@@ -490,6 +514,44 @@ class OrderStore(Protocol):
         ...
 
     async def trades(self, symbol: str, order_id: int) -> Sequence[TradeRow]: ...
+
+
+class OrderHistory(Protocol):
+    """The read side of the ledger: an account's orders, order lists, trades and
+    balances, as the queries answer them."""
+
+    async def order(self, account: int, symbol: str, order_id: int | None,
+                    client_order_id: str | None) -> OrderRow | None:
+        """By id, else the newest with the client order id."""
+        ...
+
+    async def open_orders(self, account: int, symbol: str | None) -> Sequence[OrderRow]:
+        """Open orders (of every symbol when ``symbol`` is None), by id."""
+        ...
+
+    async def all_orders(self, account: int, symbol: str,
+                         window: Window) -> Sequence[OrderRow]: ...
+
+    async def my_trades(self, account: int, symbol: str, order_id: int | None,
+                        window: Window) -> Sequence[TradeRow]:
+        """The account's trades (of one of its orders when ``order_id``)."""
+        ...
+
+    async def order_list(self, account: int, list_id: int | None,
+                         list_client_id: str | None, symbol: str | None = None) -> ListRow | None:
+        ...
+
+    async def open_order_lists(self, account: int) -> Sequence[ListRow]:
+        """Lists still executing, by id."""
+        ...
+
+    async def list_orders(self, list_ids: Sequence[int]) -> Mapping[int, Sequence[OrderRow]]:
+        """Each list's orders in leg order."""
+        ...
+
+    async def balances(self, account: int) -> Sequence[BalanceRow]:
+        """Every balance of the account, by asset."""
+        ...
 
 
 class CommandLog(Protocol):
@@ -701,3 +763,49 @@ class Orders:
             assert lst is not None
             legs = (await self.store.list_orders([lst.id]))[lst.id]
         return Amended(row, after, seq, legs, lst)
+
+
+class OrderQueries:
+    """The read-only order queries: an order, open orders, order history, trades, order
+    lists and balances of an account. An unknown order or list is refused
+    (:class:`OrderRefused`, -2013); the rest answer what there is, possibly nothing."""
+
+    __slots__ = ("history",)
+
+    def __init__(self, history: OrderHistory) -> None:
+        self.history = history
+
+    async def order(self, account: int, symbol: str, order_id: int | None,
+                    client_order_id: str | None) -> OrderRow:
+        row = await self.history.order(account, symbol, order_id, client_order_id)
+        if row is None:
+            raise OrderRefused(NO_SUCH_ORDER)
+        return row
+
+    async def open_orders(self, account: int, symbol: str | None) -> Sequence[OrderRow]:
+        return await self.history.open_orders(account, symbol)
+
+    async def all_orders(self, account: int, symbol: str,
+                         window: Window) -> Sequence[OrderRow]:
+        return await self.history.all_orders(account, symbol, window)
+
+    async def my_trades(self, account: int, symbol: str, order_id: int | None,
+                        window: Window) -> Sequence[TradeRow]:
+        return await self.history.my_trades(account, symbol, order_id, window)
+
+    async def order_list(self, account: int, list_id: int | None,
+                         list_client_id: str | None) -> tuple[ListRow, Sequence[OrderRow]]:
+        """The list and its legs."""
+        lst = await self.history.order_list(account, list_id, list_client_id)
+        if lst is None:
+            raise OrderRefused(NO_SUCH_LIST)
+        return lst, (await self.history.list_orders([lst.id]))[lst.id]
+
+    async def open_order_lists(self, account: int) -> list[tuple[ListRow, Sequence[OrderRow]]]:
+        """Each executing list with its legs (one read of the legs for all)."""
+        lists = await self.history.open_order_lists(account)
+        legs = await self.history.list_orders([lst.id for lst in lists])
+        return [(lst, legs[lst.id]) for lst in lists]
+
+    async def balances(self, account: int) -> Sequence[BalanceRow]:
+        return await self.history.balances(account)
