@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from tests.support.memory_settlement import MemoryLedger, MemorySettlementBus, Msg
+from tests.support.memory_settlement import MemoryLedger, MemorySettlementBus
 
 from tradeplane.domain.errors import Unavailable
 from tradeplane.domain.model import Done, Event, EventBatch, Reason, Rested, Side, Status, Trade
@@ -160,7 +160,3 @@ async def test_run_consumes_from_the_stored_position_and_stops() -> None:
     assert ledger.settles == 2  # the first batch was not delivered again
     assert ledger.status(1) == Status.CANCELED
     assert bus.watchers == []  # unsubscribed from pair changes
-
-
-def test_memory_messages_are_event_messages() -> None:
-    assert Msg(1, b"").headers is None
