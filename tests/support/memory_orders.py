@@ -201,6 +201,11 @@ class MemoryOrders:
         return [ListRow(**lst) for lst in sorted(self.lists.values(), key=lambda x: x["id"])
                 if lst["account_id"] == account and lst["status"] == "EXECUTING"]
 
+    async def public_trades(self, symbol: str, from_id: int | None,
+                            limit: int) -> Sequence[TradeRow]:
+        rows = [t for t in self.trade_rows if t.symbol == symbol]
+        return _windowed(rows, "trade_id", "ts", Window(from_id, None, None, limit))
+
     async def balances(self, account: int) -> Sequence[BalanceRow]:
         assets = {a for acc, a in (*self.free, *self.locked) if acc == account}
         return [BalanceRow(a, self.free.get((account, a), 0),

@@ -395,3 +395,11 @@ async def test_balances_are_free_and_locked_by_asset() -> None:
         BalanceRow("USDT", to_units("400"), to_units("600")),
     ]
     assert await OrderQueries(mem).balances(ACCOUNT + 1) == []
+
+
+async def test_public_trades_are_the_latest_or_from_an_id_oldest_first() -> None:
+    mem = MemoryOrders(trade_rows=[trade(i, 10 + i, 20 + i, ACCOUNT, 8) for i in (3, 1, 2)])
+    queries = OrderQueries(mem)
+    assert [t.trade_id for t in await queries.public_trades("BTCUSDT", None, 2)] == [2, 3]
+    assert [t.trade_id for t in await queries.public_trades("BTCUSDT", 1, 2)] == [1, 2]
+    assert await queries.public_trades("ETHUSDT", None, 500) == []

@@ -16,14 +16,14 @@ from typing import Any, Final
 import msgspec
 from fastapi import APIRouter, Request, Response
 
-from tradeplane.adapters import db
 from tradeplane.adapters.cache import TopOfBook
 from tradeplane.adapters.marketstore import KlineRow, fetch_klines
 from tradeplane.domain.money import fmt_units
 from tradeplane.domain.pairs import PairRules
 from tradeplane.gateway import errors
-from tradeplane.gateway.context import GatewayContext, ctx
+from tradeplane.gateway.context import GatewayContext, ctx, gateway
 from tradeplane.gateway.inputs import optional_int, symbol_list
+from tradeplane.usecases.orders import OrderQueries, TradeRow
 
 router = APIRouter(prefix="/api/v3", tags=["market data"])
 
@@ -143,16 +143,21 @@ async def depth(request: Request) -> Response:
 
 
 # --------------------------------------------------------------------------- trades
-def _trade_doc(r: Any, rules: PairRules) -> dict[str, Any]:
+def _trade_doc(r: TradeRow, rules: PairRules) -> dict[str, Any]:
     return {
-        "id": r["trade_id"],
-        "price": _price(rules, r["price"]),
-        "qty": _qty(rules, r["qty"]),
-        "quoteQty": fmt_units(r["quote_qty"]),
-        "time": r["ts"],
-        "isBuyerMaker": r["buyer_is_maker"],
+        "id": r.trade_id,
+        "price": _price(rules, r.price),
+        "qty": _qty(rules, r.qty),
+        "quoteQty": fmt_units(r.quote_qty),
+        "time": r.ts,
+        "isBuyerMaker": r.buyer_is_maker,
         "isBestMatch": True,
     }
+
+
+def _ledger(request: Request) -> OrderQueries:
+    """The ledger's settled trades, read over the gateway's order path."""
+    return OrderQueries(gateway(request.app).orderpath)
 
 
 @router.get("/trades")
@@ -163,16 +168,16 @@ async def trades(request: Request) -> Response:
     if cached:
         return _raw_list(cached)
     # an emptied cache: the ledger has the settled trades
-    rows = await db.recent_public_trades(c.pool, rules.symbol, None, limit)
+    rows = await _ledger(request).public_trades(rules.symbol, None, limit)
     return _json([_trade_doc(r, rules) for r in rows])
 
 
 @router.get("/historicalTrades")
 async def historical_trades(request: Request) -> Response:
     """Settled trades from the ledger, from ``fromId`` on (else the latest ``limit``)."""
-    c, rules = _pair(request)
+    _, rules = _pair(request)
     limit = _limit(request, 500, 1000)
-    rows = await db.recent_public_trades(c.pool, rules.symbol, _int(request, "fromId"), limit)
+    rows = await _ledger(request).public_trades(rules.symbol, _int(request, "fromId"), limit)
     return _json([_trade_doc(r, rules) for r in rows])
 
 

@@ -91,6 +91,14 @@ class OrderPath:
         return [BalanceRow(a, free, locked)
                 for a, free, locked in await db.balances(self.pool, account)]
 
+    async def public_trades(self, symbol: str, from_id: int | None,
+                            limit: int) -> Sequence[TradeRow]:
+        rows = await db.recent_public_trades(self.pool, symbol, from_id, limit)
+        return [TradeRow(r["symbol"], r["trade_id"], r["price"], r["qty"], r["quote_qty"],
+                         r["buyer_order"], r["seller_order"], r["buyer_account"],
+                         r["seller_account"], r["buyer_is_maker"], r["buyer_fee"],
+                         r["seller_fee"], r["ts"]) for r in rows]
+
     async def rename(self, order_id: int, old_client_id: str, new_client_id: str) -> bool:
         return await db.rename_order(self.pool, order_id, old_client_id, new_client_id)
 

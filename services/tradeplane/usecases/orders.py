@@ -553,6 +553,12 @@ class OrderHistory(Protocol):
         """Every balance of the account, by asset."""
         ...
 
+    async def public_trades(self, symbol: str, from_id: int | None,
+                            limit: int) -> Sequence[TradeRow]:
+        """The symbol's settled trades: ``limit`` from ``from_id`` on, else the latest
+        ``limit``; oldest first."""
+        ...
+
 
 class CommandLog(Protocol):
     async def send(self, symbol: str, cmd: Command) -> int:
@@ -809,3 +815,8 @@ class OrderQueries:
 
     async def balances(self, account: int) -> Sequence[BalanceRow]:
         return await self.history.balances(account)
+
+    async def public_trades(self, symbol: str, from_id: int | None,
+                            limit: int) -> Sequence[TradeRow]:
+        """A market's settled trades (public: no account)."""
+        return await self.history.public_trades(symbol, from_id, limit)
