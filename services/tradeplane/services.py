@@ -9,6 +9,7 @@ from pathlib import Path
 from tradeplane.adapters import db
 from tradeplane.adapters.bus import Bus
 from tradeplane.adapters.cache import MarketCache
+from tradeplane.adapters.marketdata import RedisMarketStore
 from tradeplane.adapters.settlement import NatsSettlementBus, PgSettlementStore
 from tradeplane.config import Settings
 from tradeplane.domain.errors import ConfigurationError
@@ -97,7 +98,7 @@ async def run_marketdata(settings: Settings, stop: asyncio.Event) -> None:
     bus = await _bus(settings, "marketdata")
     cache = await MarketCache.connect(settings.redis_url)
     try:
-        await MarketDataService(bus, pool, cache).run(stop)
+        await MarketDataService(bus, RedisMarketStore(pool, cache)).run(stop)
     finally:
         await cache.close()
         await bus.close()

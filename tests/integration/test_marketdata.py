@@ -25,6 +25,7 @@ from tests.support.harness import eventually, free_port, fresh_database, reset_b
 from tradeplane.adapters import db
 from tradeplane.adapters.bus import Bus
 from tradeplane.adapters.cache import CacheError, MarketCache
+from tradeplane.adapters.marketdata import RedisMarketStore
 from tradeplane.config import Settings
 from tradeplane.domain import codec
 from tradeplane.domain.model import SCHEMA_VERSION, Event, EventBatch, Side, Trade
@@ -84,7 +85,8 @@ async def env(nats_url: str, pg_url: str, redis_url: str) -> AsyncIterator[Env]:
 @contextlib.asynccontextmanager
 async def running(e: Env, cache: MarketCache | None = None) -> AsyncIterator[MarketDataService]:
     bus = await Bus.connect(e.nats_url, name="marketdata")
-    svc = MarketDataService(bus, e.pool, cache or e.cache, fast_ms=20, slow_ms=100)
+    svc = MarketDataService(bus, RedisMarketStore(e.pool, cache or e.cache), fast_ms=20,
+                            slow_ms=100)
     stop = asyncio.Event()
     task = asyncio.create_task(svc.run(stop))
     try:

@@ -22,6 +22,7 @@ from tradeplane.adapters import db
 from tradeplane.adapters.bus import Bus
 from tradeplane.adapters.cache import MarketCache
 from tradeplane.adapters.cipher import SecretCipher
+from tradeplane.adapters.marketdata import RedisMarketStore
 from tradeplane.config import Settings
 from tradeplane.demo.client import ApiClient
 from tradeplane.domain.money import to_units
@@ -163,7 +164,7 @@ class Platform:
             bus = await _bus(self.settings, "marketdata")
             cache = await MarketCache.connect(self.settings.redis_url)
             try:
-                await MarketDataService(bus, self.pool, cache).run(stop)
+                await MarketDataService(bus, RedisMarketStore(self.pool, cache)).run(stop)
             finally:
                 await cache.close()
                 await bus.close()

@@ -1,12 +1,11 @@
 """The market-data service's event handling without servers: ``handle``, ``flush_depth``,
-``tick`` and ``start`` over in-memory stand-ins of its bus (the ``MarketBus`` port), the
-Redis cache and the pairs/klines tables. The same behaviour against real NATS, PostgreSQL
+``tick`` and ``start`` over in-memory implementations of its ports (``MarketBus``,
+``MarketStore``). The same behaviour against real NATS, PostgreSQL
 and Redis stays in tests/integration/test_marketdata.py."""
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,12 +14,20 @@ from typing import Any
 import pytest
 
 from tradeplane.adapters import bus as bus_adapter
-from tradeplane.adapters.cache import DepthSnapshot, SymbolUpdate
 from tradeplane.domain import codec
 from tradeplane.domain.errors import Unavailable
 from tradeplane.domain.model import SCHEMA_VERSION, EventBatch, Side, Trade
-from tradeplane.domain.pairs import DEMO_PAIRS
-from tradeplane.marketdata.ports import EventHandler, EventMsg, market_subject
+from tradeplane.domain.pairs import DEMO_PAIRS, PairRules
+from tradeplane.marketdata.ports import (
+    Book,
+    Candle,
+    EventHandler,
+    EventMsg,
+    MarketBus,
+    MarketStore,
+    SymbolWrite,
+    market_subject,
+)
 from tradeplane.marketdata.service import MarketDataService
 from tradeplane.marketdata.state import DEPTH_FAST, TRADE
 
@@ -76,24 +83,30 @@ class MemoryMarketBus:
 
 
 @dataclass
-class MemoryCache:
-    """The part of MarketCache the service writes and reads back: per-symbol resume
-    snapshot and book, the stream position, and every update it was given."""
+class MemoryStore:
+    """The MarketStore port in memory: the pairs, per-symbol resume snapshot and book, the
+    stream position, the candles and every write it was given."""
 
+    pairs: dict[str, PairRules] = field(default_factory=lambda: {SYMBOL: RULES})
     stored_position: int | None = None
-    states: dict[str, tuple[bytes, DepthSnapshot]] = field(default_factory=dict)
-    updates: list[SymbolUpdate] = field(default_factory=list)
+    states: dict[str, tuple[bytes, Book]] = field(default_factory=dict)
+    writes: list[SymbolWrite] = field(default_factory=list)
+    candles: dict[tuple[str, str, int], Candle] = field(default_factory=dict)
     resets: int = 0
     down: bool = False
 
-    async def write(self, updates: Sequence[SymbolUpdate], *, position: int | None = None
-                    ) -> None:
+    async def load_pairs(self) -> dict[str, PairRules]:
+        return dict(self.pairs)
+
+    async def write(self, writes: Sequence[SymbolWrite], *, position: int | None) -> None:
         if self.down:
-            raise Down("redis: memory cache down")
-        for u in updates:
-            if u.state is not None and u.book is not None:
-                self.states[u.symbol] = (u.state, u.book)
-            self.updates.append(u)
+            raise Down("redis: memory store down")
+        for w in writes:
+            for interval, c in w.candles:
+                self.candles[(w.symbol, interval, c.open_time)] = c
+            if w.state is not None and w.book is not None:
+                self.states[w.symbol] = (w.state, w.book)
+            self.writes.append(w)
         if position is not None:
             self.stored_position = position
 
@@ -106,25 +119,8 @@ class MemoryCache:
     async def position(self) -> int | None:
         return self.stored_position
 
-    async def load_state(self, symbol: str) -> tuple[bytes, DepthSnapshot] | None:
+    async def load_state(self, symbol: str) -> tuple[bytes, Book] | None:
         return self.states.get(symbol)
-
-
-@dataclass
-class MemoryPool:
-    """The pairs table (what ``db.load_pairs`` reads) and the klines upserts (what
-    ``marketstore.upsert_klines`` executes), without PostgreSQL."""
-
-    klines: int = 0
-
-    async def fetch(self, query: str, *args: object) -> list[dict[str, Any]]:
-        assert "FROM pairs" in query
-        return [{"symbol": RULES.symbol, **dataclasses.asdict(RULES)}]
-
-    async def execute(self, query: str, *args: Any) -> str:
-        assert "INSERT INTO klines" in query
-        self.klines += len(args[0])
-        return "INSERT"
 
 
 def batch(first: int, last: int | None = None, *, trades: Sequence[Trade] = (),
@@ -137,10 +133,8 @@ def trade(tid: int, price: int, qty: int, ts: int = TS) -> Trade:
     return Trade(tid, price, qty, 100 + tid, 1, Side.BUY, 200 + tid, 2, ts)
 
 
-def service(bus: MemoryMarketBus, cache: MemoryCache, pool: MemoryPool | None = None
-            ) -> MarketDataService:
-    return MarketDataService(bus, pool or MemoryPool(), cache,  # type: ignore[arg-type]
-                             now_ms=lambda: TS)
+def service(bus: MemoryMarketBus, cache: MemoryStore) -> MarketDataService:
+    return MarketDataService(bus, cache, now_ms=lambda: TS)
 
 
 def payloads(bus: MemoryMarketBus, stream: str) -> list[dict[str, Any]]:
@@ -148,7 +142,7 @@ def payloads(bus: MemoryMarketBus, stream: str) -> list[dict[str, Any]]:
     return [json.loads(d) for s, d in bus.published if s == subject]
 
 
-async def started(bus: MemoryMarketBus, cache: MemoryCache) -> MarketDataService:
+async def started(bus: MemoryMarketBus, cache: MemoryStore) -> MarketDataService:
     svc = service(bus, cache)
     await svc.start()
     return svc
@@ -160,7 +154,7 @@ def test_market_subject_is_the_adapters() -> None:
 
 
 async def test_a_cold_start_resets_the_cache_and_starts_from_the_first_event() -> None:
-    bus, cache = MemoryMarketBus(), MemoryCache()
+    bus, cache = MemoryMarketBus(), MemoryStore()
     svc = await started(bus, cache)
     assert cache.resets == 1
     assert svc.position == 0 and cache.stored_position == 0
@@ -168,9 +162,8 @@ async def test_a_cold_start_resets_the_cache_and_starts_from_the_first_event() -
 
 
 async def test_a_group_is_applied_stored_with_its_position_and_published() -> None:
-    bus, cache = MemoryMarketBus(), MemoryCache()
-    pool = MemoryPool()
-    svc = service(bus, cache, pool)
+    bus, cache = MemoryMarketBus(), MemoryStore()
+    svc = service(bus, cache)
     await svc.start()
     m1 = bus.append(batch(1, levels=[(Side.SELL, 100, 5)]))
     m2 = bus.append(batch(2, trades=[trade(1, 100, 2)], levels=[(Side.SELL, 100, 3)]))
@@ -178,13 +171,13 @@ async def test_a_group_is_applied_stored_with_its_position_and_published() -> No
     assert svc.position == 2 and cache.stored_position == 2
     assert svc.states[SYMBOL].seq == 2
     assert [p["t"] for p in payloads(bus, TRADE)] == [1]
-    assert pool.klines > 0  # the candle the trade opened
+    assert cache.candles  # the candle the trade opened
     _state, book = cache.states[SYMBOL]
     assert book.last_update_id == 2 and book.asks == [(100, 3)]
 
 
 async def test_messages_at_or_below_the_position_are_not_applied_twice() -> None:
-    bus, cache = MemoryMarketBus(), MemoryCache()
+    bus, cache = MemoryMarketBus(), MemoryStore()
     svc = await started(bus, cache)
     m1 = bus.append(batch(1, trades=[trade(1, 100, 2)]))
     await svc.handle([m1])
@@ -193,7 +186,7 @@ async def test_messages_at_or_below_the_position_are_not_applied_twice() -> None
 
 
 async def test_a_restart_resumes_from_the_cache_and_the_stored_position() -> None:
-    bus, cache = MemoryMarketBus(), MemoryCache()
+    bus, cache = MemoryMarketBus(), MemoryStore()
     svc = await started(bus, cache)
     await svc.handle([bus.append(batch(1, levels=[(Side.BUY, 90, 4)]))])
     again = await started(bus, cache)
@@ -212,7 +205,7 @@ async def test_a_restart_resumes_from_the_cache_and_the_stored_position() -> Non
 
 
 async def test_a_failed_write_is_retried_from_the_cache_and_no_diff_leaves_meanwhile() -> None:
-    bus, cache = MemoryMarketBus(), MemoryCache()
+    bus, cache = MemoryMarketBus(), MemoryStore()
     svc = await started(bus, cache)
     await svc.handle([bus.append(batch(1, levels=[(Side.BUY, 90, 4)]))])
     await svc.flush_depth("100ms")
@@ -233,7 +226,7 @@ async def test_a_failed_write_is_retried_from_the_cache_and_no_diff_leaves_meanw
 
 
 async def test_tick_writes_every_state_back_when_the_cache_was_flushed() -> None:
-    bus, cache = MemoryMarketBus(), MemoryCache()
+    bus, cache = MemoryMarketBus(), MemoryStore()
     svc = await started(bus, cache)
     await svc.handle([bus.append(batch(1, levels=[(Side.BUY, 90, 4)]))])
     cache.stored_position, cache.states = None, {}  # FLUSHALL under a running service
@@ -245,7 +238,7 @@ async def test_tick_writes_every_state_back_when_the_cache_was_flushed() -> None
 async def test_a_timer_step_that_meets_an_unavailable_bus_is_logged_and_run_again(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    bus, cache = MemoryMarketBus(), MemoryCache()
+    bus, cache = MemoryMarketBus(), MemoryStore()
     svc = await started(bus, cache)
     await svc.handle([bus.append(batch(1, levels=[(Side.BUY, 90, 4)]))])
     bus.down = True
@@ -262,3 +255,9 @@ async def test_a_timer_step_that_meets_an_unavailable_bus_is_logged_and_run_agai
     await asyncio.wait_for(svc._every(0.001, step, stop), 5)  # Unavailable does not escape
     assert calls == 3
     assert "market-data timer step failed" in caplog.text
+
+
+def test_the_stand_ins_implement_the_ports() -> None:
+    bus: MarketBus = MemoryMarketBus()
+    store: MarketStore = MemoryStore()
+    assert bus and store

@@ -1,17 +1,22 @@
-"""The ports of the market-data service: what it needs of the bus, declared here as
-Protocols that ``tradeplane.adapters.bus.Bus`` satisfies structurally (mypy checks it where
-``tradeplane.services`` composes the service) and in-memory stand-ins implement in unit
-tests (``tests/unit/test_marketdata_service.py``).
+"""The ports of the market-data service: what it needs of the bus (:class:`MarketBus`,
+which ``tradeplane.adapters.bus.Bus`` satisfies) and of its storage (:class:`MarketStore`,
+which ``tradeplane.adapters.marketdata.RedisMarketStore`` satisfies over Redis and the
+klines table), declared here as Protocols; the adapters fit them structurally, without
+importing them (mypy checks the fit where ``tradeplane.services`` composes the service).
+In-memory stand-ins implement them in ``tests/unit/test_marketdata_service.py``.
 
-Errors: an operation that fails because NATS did not answer raises a
-:class:`tradeplane.domain.errors.Unavailable` (the adapter's ``BusUnavailable``).
+Errors: an operation that fails because NATS, Redis or PostgreSQL did not answer raises
+a :class:`tradeplane.domain.errors.Unavailable`.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
+
+from tradeplane.domain.pairs import PairRules
 
 
 class EventMsg(Protocol):
@@ -65,3 +70,98 @@ def market_subject(symbol: str, stream: str) -> str:
     adapter for a name."""
     return f"md.{symbol}.{stream}"
 
+
+
+# --------------------------------------------------------------------------- storage
+class StoredBook(Protocol):
+    """The book saved with a resume snapshot, at command sequence ``last_update_id``."""
+
+    @property
+    def last_update_id(self) -> int: ...
+
+    @property
+    def bids(self) -> Sequence[tuple[int, int]]: ...
+
+    @property
+    def asks(self) -> Sequence[tuple[int, int]]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Book:
+    """The book at command sequence ``last_update_id``, best levels first, as ``(price
+    ticks, qty lots)``."""
+
+    last_update_id: int
+    ts: int
+    bids: list[tuple[int, int]]
+    asks: list[tuple[int, int]]
+
+
+@dataclass(frozen=True, slots=True)
+class Top:
+    """Last trade and best levels in ticks and lots; 0 where there is none."""
+
+    seq: int
+    last_price: int
+    last_qty: int
+    bid: int
+    bid_qty: int
+    ask: int
+    ask_qty: int
+
+
+@dataclass(frozen=True, slots=True)
+class Candle:
+    """One candle in units (prices and volumes times 10**8), as the klines table holds it."""
+
+    open_time: int
+    open: int
+    high: int
+    low: int
+    close: int
+    volume: int
+    quote_volume: int
+    trades: int
+    taker_buy_volume: int
+    taker_buy_quote_volume: int
+
+
+@dataclass(slots=True)
+class SymbolWrite:
+    """What one write changes for one symbol; None / empty = leave as is. ``candles`` are
+    ``(interval, candle)`` oldest first: the last one per interval is the current one."""
+
+    symbol: str
+    candles: list[tuple[str, Candle]] = field(default_factory=list)
+    trades: Sequence[bytes] = ()
+    agg_trades: Sequence[bytes] = ()
+    ticker: bytes | None = None
+    avg_price: bytes | None = None
+    book: Book | None = None
+    state: bytes | None = None
+    top: Top | None = None
+
+
+class MarketStore(Protocol):
+    """The pairs, the market-data documents with the EVENTS position they include, and the
+    candles. Every method raises Unavailable when its server did not answer."""
+
+    async def load_pairs(self) -> dict[str, PairRules]: ...
+
+    async def position(self) -> int | None:
+        """The EVENTS stream sequence the stored snapshots include; None when nothing is
+        stored (never written, or flushed)."""
+        ...
+
+    async def reset(self, symbols: Sequence[str]) -> None:
+        """Forget the documents of ``symbols`` and the position (before a rebuild)."""
+        ...
+
+    async def load_state(self, symbol: str) -> tuple[bytes, StoredBook] | None:
+        """The resume snapshot and the book saved with it; None if absent."""
+        ...
+
+    async def write(self, writes: Sequence[SymbolWrite], *, position: int | None) -> None:
+        """The candles first (idempotent upserts), then everything else and ``position``
+        (when not None) in one transaction."""
+        ...

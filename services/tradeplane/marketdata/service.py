@@ -27,18 +27,19 @@ from opentelemetry import trace
 from prometheus_client import Counter, Gauge, Histogram
 
 from tradeplane import msgtrace
-from tradeplane.adapters import db
-from tradeplane.adapters.cache import (
-    DepthSnapshot,
-    MarketCache,
-    SymbolUpdate,
-    TopOfBook,
-)
-from tradeplane.adapters.marketstore import KlineRow, upsert_klines
 from tradeplane.domain import codec
 from tradeplane.domain.errors import Unavailable
 from tradeplane.domain.pairs import PairRules
-from tradeplane.marketdata.ports import EventMsg, MarketBus, market_subject
+from tradeplane.marketdata.ports import (
+    Book,
+    Candle,
+    EventMsg,
+    MarketBus,
+    MarketStore,
+    SymbolWrite,
+    Top,
+    market_subject,
+)
 from tradeplane.marketdata.state import (
     DEPTH_FAST,
     DEPTH_SLOW,
@@ -89,12 +90,11 @@ class MarketDataService:
     (``start``, ``handle``, ``flush_depth``, ``tick``) are what ``run`` drives."""
 
     def __init__(
-        self, bus: MarketBus, pool: db.Pool, cache: MarketCache, *, consumer: str = CONSUMER,
+        self, bus: MarketBus, store: MarketStore, *, consumer: str = CONSUMER,
         fast_ms: int = 100, slow_ms: int = 1000, now_ms: Callable[[], int] = _wall_ms,
     ) -> None:
         self.bus = bus
-        self.pool = pool
-        self.cache = cache
+        self.store = store
         self.consumer = consumer
         self.fast_s = fast_ms / 1000
         self.slow_s = slow_ms / 1000
@@ -129,8 +129,8 @@ class MarketDataService:
             await self._load(rebuild_if_unusable=True)
 
     async def _load(self, *, rebuild_if_unusable: bool) -> None:
-        pairs = await db.load_pairs(self.pool)
-        position = await self.cache.position()
+        pairs = await self.store.load_pairs()
+        position = await self.store.position()
         states: dict[str, MarketState] = {}
         if position is not None:
             for sym, rules in pairs.items():
@@ -149,7 +149,7 @@ class MarketDataService:
                 raise StateError("the market-data cache was emptied during a recovery")
             log.info("no market-data state in the cache: replaying the event stream")
             states = {}
-            await self.cache.reset(list(pairs))
+            await self.store.reset(list(pairs))
             position = 0
         fresh = [MarketState(rules) for sym, rules in pairs.items() if sym not in states]
         states.update({st.symbol: st for st in fresh})
@@ -168,7 +168,7 @@ class MarketDataService:
         """After a failed group, bring memory back to what Redis holds (the retry then
         applies the group again). If Redis was flushed meanwhile, memory is all that is
         left: it is written back whole instead."""
-        if await self.cache.position() is None:
+        if await self.store.position() is None:
             await self._reprime()
         else:
             await self._load(rebuild_if_unusable=False)
@@ -184,7 +184,7 @@ class MarketDataService:
 
     async def _restore(self, rules: PairRules) -> MarketState | None:
         """Raises StateError when the stored snapshot cannot be used."""
-        loaded = await self.cache.load_state(rules.symbol)
+        loaded = await self.store.load_state(rules.symbol)
         if loaded is None:
             return None
         data, book = loaded
@@ -277,7 +277,7 @@ class MarketDataService:
         return [(st, st.take_updates(now)) for st in touched.values()]
 
     async def _new_symbol(self, symbol: str) -> MarketState | None:
-        pairs = await db.load_pairs(self.pool)
+        pairs = await self.store.load_pairs()
         if symbol not in pairs:
             return None
         st = MarketState(pairs[symbol])
@@ -308,7 +308,7 @@ class MarketDataService:
         async with self._lock:
             if self._stale:
                 return
-            if await self.cache.position() is None:
+            if await self.store.position() is None:
                 await self._reprime()
             now = self.now_ms()
             changes = [(st, st.tick(now)) for st in self.states.values()]
@@ -324,29 +324,23 @@ class MarketDataService:
         stream payloads. With ``snapshot`` the states' resume snapshots go along."""
         if not changes and position is None:
             return
-        rows: list[tuple[str, str, KlineRow]] = []
-        writes: list[SymbolUpdate] = []
+        writes: list[SymbolWrite] = []
         for st, u in changes:
             rules = st.rules
-            current: dict[str, KlineRow] = {}
-            for k in u.klines:  # oldest first: the last per interval is the current one
-                row = _kline_row(rules, k)
-                rows.append((st.symbol, k.interval, row))
-                current[k.interval] = row
-            w = SymbolUpdate(
-                st.symbol, trades=u.trades, agg_trades=u.agg_trades, ticker=u.ticker,
-                avg_price=u.avg_price, klines=current,
+            w = SymbolWrite(
+                st.symbol, [(k.interval, _candle(rules, k)) for k in u.klines],
+                trades=u.trades, agg_trades=u.agg_trades, ticker=u.ticker,
+                avg_price=u.avg_price,
             )
             if snapshot:
                 bids, asks = st.book_levels()
-                w.book = DepthSnapshot(st.seq, st.ts, bids, asks)
+                w.book = Book(st.seq, st.ts, bids, asks)
                 w.state = st.snapshot()
                 top = st.top()
-                w.top = TopOfBook(st.seq, top.last_price, top.last_qty, top.bid, top.bid_qty,
-                                  top.ask, top.ask_qty)
+                w.top = Top(st.seq, top.last_price, top.last_qty, top.bid, top.bid_qty,
+                            top.ask, top.ask_qty)
             writes.append(w)
-        await upsert_klines(self.pool, rows)
-        await self.cache.write(writes, position=position)
+        await self.store.write(writes, position=position)
         n = 0
         publish = self.bus.publish
         for st, u in changes:
@@ -357,10 +351,10 @@ class MarketDataService:
         MESSAGES.inc(n)
 
 
-def _kline_row(rules: PairRules, k: Kline) -> KlineRow:
+def _candle(rules: PairRules, k: Kline) -> Candle:
     """A candle in units, as stored in PostgreSQL and Redis."""
     tick, lot = rules.tick, rules.lot
-    return KlineRow(
+    return Candle(
         k.open_time, k.open * tick, k.high * tick, k.low * tick, k.close * tick,
         k.volume * lot, k.quote_volume, k.trades, k.taker_buy_volume * lot,
         k.taker_buy_quote_volume,
