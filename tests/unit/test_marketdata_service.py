@@ -257,6 +257,21 @@ async def test_a_timer_step_that_meets_an_unavailable_bus_is_logged_and_run_agai
     assert "market-data timer step failed" in caplog.text
 
 
+async def test_a_depth_diff_whose_publish_failed_is_carried_by_the_next_flush() -> None:
+    bus, cache = MemoryMarketBus(), MemoryStore()
+    svc = await started(bus, cache)
+    await svc.handle([bus.append(batch(1, levels=[(Side.BUY, 90, 4)]))])
+    bus.down = True
+    with pytest.raises(Unavailable):
+        await svc.flush_depth("100ms")
+    bus.down = False
+    await svc.handle([bus.append(batch(2, levels=[(Side.SELL, 95, 1)]))])
+    await svc.flush_depth("100ms")
+    diffs = payloads(bus, DEPTH_FAST)
+    assert [(d["U"], d["u"]) for d in diffs] == [(1, 2)]  # no gap: 1 was not lost
+    assert diffs[0]["b"] and diffs[0]["a"]
+
+
 def test_the_stand_ins_implement_the_ports() -> None:
     bus: MarketBus = MemoryMarketBus()
     store: MarketStore = MemoryStore()

@@ -71,6 +71,22 @@ def test_depth_sequences_without_level_changes_are_covered_by_the_next_diff() ->
     assert (diff["U"], diff["u"]) == (2, 6)
 
 
+def test_a_diff_that_could_not_be_published_is_carried_by_the_next_one() -> None:
+    s = MarketState(RULES)
+    s.apply(batch(1, 3, levels=[(Side.BUY, 100, 5), (Side.SELL, 110, 1)]))
+    assert s.take_depth("100ms", T0) is not None
+    s.untake_depth("100ms")  # its publish failed
+    s.apply(batch(4, levels=[(Side.BUY, 100, 6)]))
+    diff = json.loads(s.take_depth("100ms", T0) or b"")
+    assert (diff["U"], diff["u"]) == (1, 4)  # no gap for clients
+    assert diff["b"] == [["1.00000000", "0.00006000"]]  # the newer total wins
+    assert diff["a"] == [["1.10000000", "0.00001000"]]
+    s.untake_depth("100ms")
+    s.untake_depth("100ms")  # only the last diff taken is put back, once
+    again = json.loads(s.take_depth("100ms", T0) or b"")
+    assert (again["U"], again["u"]) == (1, 4)
+
+
 def test_depth_cadences_are_independent() -> None:
     s = MarketState(RULES)
     s.apply(batch(1, levels=[(Side.BUY, 100, 5)]))

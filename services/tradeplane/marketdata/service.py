@@ -295,7 +295,11 @@ class MarketDataService:
             for st in self.states.values():
                 payload = st.take_depth(speed, now)
                 if payload is not None:
-                    await self.bus.publish(market_subject(st.symbol, stream), payload)
+                    try:
+                        await self.bus.publish(market_subject(st.symbol, stream), payload)
+                    except BaseException:
+                        st.untake_depth(speed)  # the next diff carries it: no gap
+                        raise
                     n += 1
             MESSAGES.inc(n)
 

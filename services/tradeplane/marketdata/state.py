@@ -208,12 +208,13 @@ class L2Book:
 class _DiffAccumulator:
     """The levels one depth cadence has not emitted yet, and its first unemitted sequence."""
 
-    __slots__ = ("asks", "bids", "first")
+    __slots__ = ("_taken", "asks", "bids", "first")
 
     def __init__(self, first: int) -> None:
         self.first = first
         self.bids: dict[int, int] = {}
         self.asks: dict[int, int] = {}
+        self._taken: tuple[int, dict[int, int], dict[int, int]] | None = None
 
     def note(self, side: int, price: int, qty: int) -> None:
         (self.bids if side == Side.BUY else self.asks)[price] = qty
@@ -229,7 +230,19 @@ class _DiffAccumulator:
         out = (self.first, self.bids, self.asks)
         self.first = last_seq + 1
         self.bids, self.asks = {}, {}
+        self._taken = out
         return out
+
+    def untake(self) -> None:
+        """Put the last diff taken back (it could not be published): the next one covers
+        its sequences and levels too, levels noted since winning."""
+        if self._taken is None:
+            return
+        first, bids, asks = self._taken
+        self._taken = None
+        self.first = first
+        self.bids = {**bids, **self.bids}
+        self.asks = {**asks, **self.asks}
 
 
 # --------------------------------------------------------------------------- 24h window
@@ -493,6 +506,11 @@ class MarketState:
             "b": [[price(p), qty(q)] for p, q in _sorted_levels(bids, True)],
             "a": [[price(p), qty(q)] for p, q in _sorted_levels(asks, False)],
         })
+
+    def untake_depth(self, speed: Speed) -> None:
+        """The payload :meth:`take_depth` last gave for ``speed`` was not published: keep
+        its changes for the next one, so clients see no gap in ``U``/``u``."""
+        (self._fast if speed == "100ms" else self._slow).untake()
 
     def tick(self, now_ms: int) -> Updates:
         """Time passing: close candles whose interval ended, expire the window, push the
