@@ -27,12 +27,6 @@ def ed25519_sign(private_key: Ed25519PrivateKey, payload: str) -> str:
     return base64.b64encode(private_key.sign(payload.encode())).decode()
 
 
-def ed25519_signed_query(private_key: Ed25519PrivateKey, params: dict[str, str | int]) -> str:
-    """ED25519 keys: ``params`` encoded, then their URL-encoded signature appended."""
-    q = urlencode(params)
-    return f"{q}&{urlencode({'signature': ed25519_sign(private_key, q)})}"
-
-
 class ApiClient:
     def __init__(self, base_url: str, api_key: str, api_secret: str,
                  client: httpx.AsyncClient | None = None) -> None:

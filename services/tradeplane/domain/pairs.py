@@ -206,8 +206,6 @@ CUSTODY_DEMO_PAIRS: tuple[PairRules, ...] = (
         min_qty=to_units("0.001"), max_qty=to_units("900000"), min_notional=to_units("5"),
     ),
 )
-#: Every market ``tradeplane up`` creates.
-LOCAL_DEMO_PAIRS: tuple[PairRules, ...] = DEMO_PAIRS + CUSTODY_DEMO_PAIRS
 
 
 def rules_from_spec(spec: dict[str, object]) -> PairRules:

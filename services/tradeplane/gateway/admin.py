@@ -40,14 +40,6 @@ from tradeplane.usecases.errors import Conflict, Invalid, NotFound, Unavailable
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
-PERMISSIONS = frozenset({"read", "trade", "withdraw"})
-
-
-async def require_admin(request: Request) -> None:
-    """Any admin identity (kept for endpoints not yet mapped to an action)."""
-    await rbac.identify(request)
-
-
 def _controls(request: Request) -> Controls:
     return gateway(request.app).controls
 

@@ -53,10 +53,6 @@ def not_required(name: str) -> ApiError:
     return ApiError(-1106, f"Parameter '{name}' sent when not required.")
 
 
-def no_such_order() -> ApiError:
-    return ApiError(-2013, "Order does not exist.")
-
-
 def timestamp_outside() -> ApiError:
     return ApiError(-1021, "Timestamp for this request is outside of the recvWindow.")
 

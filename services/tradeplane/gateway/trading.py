@@ -57,15 +57,8 @@ def _now_ms() -> int:
 
 
 def _limit(params: dict[str, str], default: int = 500, maximum: int = MAX_LIMIT) -> int:
-    v = optional_int(params, "limit")
-    if v is None:
-        return default
-    if not 1 <= v <= maximum:
-        raise errors.ApiError(
-            -1100,
-            f"Illegal characters found in parameter 'limit'; legal range is '1-{maximum}'.",
-        )
-    return v
+    v = optional_int(params, "limit", lo=1, hi=maximum)
+    return default if v is None else v
 
 
 def _refused(refusal: Refusal) -> NoReturn:

@@ -169,14 +169,8 @@ def _window(params: dict[str, str]) -> tuple[int, int]:
 
 def _paging(params: dict[str, str]) -> tuple[int, int]:
     offset = optional_int(params, "offset") or 0
-    limit = optional_int(params, "limit")
-    if limit is None:
-        limit = MAX_HISTORY
-    if not 1 <= limit <= MAX_HISTORY:
-        raise errors.ApiError(
-            -1100, f"Illegal characters found in parameter 'limit'; legal range is "
-                   f"'1-{MAX_HISTORY}'.")
-    return offset, limit
+    limit = optional_int(params, "limit", lo=1, hi=MAX_HISTORY)
+    return offset, MAX_HISTORY if limit is None else limit
 
 
 def _time_text(ms: int) -> str:
