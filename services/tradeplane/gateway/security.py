@@ -24,7 +24,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tradeplane.adapters.mailer import Mailer, mailer_for
-from tradeplane.adapters.ratelimits import RateLimitStore
+from tradeplane.adapters.ratelimits import RedisRateLimitStore
 from tradeplane.config import Settings
 from tradeplane.domain.access import client_ip, ip_allowed, parse_networks
 from tradeplane.gateway.auth import KeyCache
@@ -38,6 +38,7 @@ from tradeplane.gateway.ratelimit import (
     Meter,
     NoRateLimits,
     RateLimits,
+    RateLimitStore,
     route_cost,
 )
 from tradeplane.gateway.users import Credentials
@@ -236,7 +237,8 @@ async def start_security(settings: Settings, c: GatewayContext, keys: KeyCache) 
     """Build rate limits (Redis, or :class:`NoRateLimits` when ``rate_limits`` is off),
     credentials (password hashing, JWT), the mailer and the platform controls (kill
     switch, pair control, cross-replica invalidation), started; ``close`` stops them."""
-    store = RateLimitStore(settings.redis_url) if settings.rate_limits else None
+    store: RateLimitStore | None = (RedisRateLimitStore(settings.redis_url)
+                                    if settings.rate_limits else None)
     limiter: RateLimits = Limiter(store, settings) if store is not None else NoRateLimits()
     credentials = await asyncio.to_thread(Credentials, settings)
     pairs: PairControl

@@ -39,14 +39,13 @@ from pydantic import BaseModel, Field
 from tradeplane.adapters import accounts_db
 from tradeplane.adapters.accounts_db import Refresh, UserRow
 from tradeplane.adapters.mailer import Mail
-from tradeplane.adapters.ratelimits import RateLimitStore
 from tradeplane.config import Settings
 from tradeplane.gateway import apikeys, errors
 from tradeplane.gateway.apikeys import KeySpec
 from tradeplane.gateway.auth import request_ip
 from tradeplane.gateway.context import ctx, gateway
 from tradeplane.gateway.inputs import EMAIL_RE, KEY_ID, PLAIN_TEXT
-from tradeplane.gateway.ratelimit import NoRateLimits
+from tradeplane.gateway.ratelimit import NoRateLimits, RateLimitStore
 
 router = APIRouter(prefix="/api/v1", tags=["users"])
 
