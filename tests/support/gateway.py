@@ -15,4 +15,4 @@ def guard_only(limiter: RateLimits | None = None) -> Gateway:
     unused: Any = object()
     return Gateway(ctx=unused, keys=unused, limiter=limiter or NoRateLimits(),
                    controls=unused, credentials=unused, mailer=unused, user_streams=unused,
-                   watermarks=unused, orderpath=unused, stream_hub=unused)
+                   watermarks=unused, orderpath=unused, stream_hub=unused, market=unused)

@@ -20,6 +20,7 @@ from tradeplane.adapters.bus import Bus, BusError
 from tradeplane.adapters.cache import MarketCache
 from tradeplane.adapters.cipher import SecretCipher
 from tradeplane.adapters.listenkeys import ListenKeyStore
+from tradeplane.adapters.marketdata import RedisMarketReads
 from tradeplane.config import Settings
 from tradeplane.gateway import (
     admin,
@@ -122,7 +123,7 @@ async def compose(settings: Settings) -> AsyncIterator[Gateway]:
         yield Gateway(ctx=c, keys=keys, limiter=security.limiter, controls=security.controls,
                       credentials=security.credentials, mailer=security.mailer,
                       user_streams=user_streams, watermarks=marks, orderpath=orderpath,
-                      stream_hub=hub)
+                      stream_hub=hub, market=RedisMarketReads(pool, cache))
 
 
 def create_app(settings: Settings, *, wiring: Wiring = compose) -> FastAPI:

@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # these modules read the gateway through this one
     from tradeplane.adapters.mailer import Mailer
     from tradeplane.gateway.auth import KeyCache
     from tradeplane.gateway.control import Controls
+    from tradeplane.gateway.market import MarketReads
     from tradeplane.gateway.orderpath import OrderPath
     from tradeplane.gateway.ratelimit import RateLimits
     from tradeplane.gateway.streams import StreamHub
@@ -90,6 +91,8 @@ class Gateway:
     orderpath: OrderPath
     #: Market-data streams' shared NATS subscriptions.
     stream_hub: StreamHub
+    #: The market data the public endpoints read (documents, candles).
+    market: MarketReads
 
     def __post_init__(self) -> None:
         missing = [f.name for f in fields(self) if getattr(self, f.name) is None]
