@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from tradeplane.gateway.batching import Batcher
+from tradeplane.adapters.batching import Batcher
 from tradeplane.gateway.watermarks import Watermarks
 
 

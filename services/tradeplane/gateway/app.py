@@ -21,6 +21,7 @@ from tradeplane.adapters.cache import MarketCache
 from tradeplane.adapters.cipher import SecretCipher
 from tradeplane.adapters.listenkeys import ListenKeyStore
 from tradeplane.adapters.marketdata import RedisMarketReads
+from tradeplane.adapters.orderpath import OrderPath
 from tradeplane.config import Settings
 from tradeplane.gateway import (
     admin,
@@ -38,7 +39,6 @@ from tradeplane.gateway.auth import KeyCache
 from tradeplane.gateway.context import Gateway, GatewayContext, install
 from tradeplane.gateway.errors import ApiError, api_error_handler
 from tradeplane.gateway.fastpath import OrderFastPath
-from tradeplane.gateway.orderpath import OrderPath
 from tradeplane.gateway.references import ReferencePrices
 from tradeplane.gateway.security import start_security
 from tradeplane.gateway.watermarks import Watermarks

@@ -19,6 +19,7 @@ from starlette.requests import HTTPConnection
 from tradeplane.adapters.bus import Bus
 from tradeplane.adapters.cache import MarketCache
 from tradeplane.adapters.db import Pool
+from tradeplane.adapters.orderpath import OrderPath
 from tradeplane.config import Settings
 from tradeplane.domain.errors import ConfigurationError
 from tradeplane.domain.pairs import PairRules
@@ -30,7 +31,6 @@ if TYPE_CHECKING:  # these modules read the gateway through this one
     from tradeplane.gateway.auth import KeyCache
     from tradeplane.gateway.control import Controls
     from tradeplane.gateway.market import MarketReads
-    from tradeplane.gateway.orderpath import OrderPath
     from tradeplane.gateway.ratelimit import RateLimits
     from tradeplane.gateway.streams import StreamHub
     from tradeplane.gateway.users import Credentials

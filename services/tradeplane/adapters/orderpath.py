@@ -1,7 +1,9 @@
-"""The gateway's side of the order path: batched holds in PostgreSQL, batched commands
-on each symbol's JetStream stream (with the trace context of the requests, see
-:mod:`tradeplane.msgtrace`). :class:`OrderPath` implements the order use cases' store, history and
-command-log ports (:mod:`tradeplane.usecases.orders`)."""
+"""The order path's adapter: batched holds in PostgreSQL, batched commands on each
+symbol's JetStream stream (with the trace context of the requests, see
+:mod:`tradeplane.msgtrace`). :class:`OrderPath` implements the order use cases' store,
+history and command-log ports (:mod:`tradeplane.usecases.orders`); one per gateway
+process, built by its composition root (``gateway.app.compose``), so the batches gather
+that process's concurrent requests."""
 
 from __future__ import annotations
 
@@ -12,10 +14,10 @@ from opentelemetry.trace import SpanContext
 
 from tradeplane import msgtrace
 from tradeplane.adapters import db
+from tradeplane.adapters.batching import Batcher
 from tradeplane.adapters.bus import Bus, BusError
 from tradeplane.domain import codec
 from tradeplane.domain.model import Command
-from tradeplane.gateway.batching import Batcher
 from tradeplane.usecases.errors import Unavailable
 from tradeplane.usecases.orders import (
     BalanceRow,
