@@ -692,6 +692,7 @@ async def _reconcile_live(args: argparse.Namespace, loaded: Loaded, pool: Pool,
                           specs: list[WalletSpec]) -> tuple[int, int]:
     """Reconcile each wallet now; (shortfalls, wallets whose node could not answer), one
     line each."""
+    from tradeplane.adapters.custody import PgCustodyStore
     from tradeplane.wallets.chain import ChainError
     from tradeplane.wallets.reconcile import reconcile
     from tradeplane.wallets.service import connect_chain
@@ -707,7 +708,7 @@ async def _reconcile_live(args: argparse.Namespace, loaded: Loaded, pool: Pool,
             unreachable += 1
             continue
         try:
-            r = await reconcile(spec, chain, pool)
+            r = await reconcile(spec, chain, PgCustodyStore(pool))
         except ChainError as exc:
             print(f"{spec.name} {spec.asset}: NOT CHECKED: its node did not answer: {exc}")
             unreachable += 1
