@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tradeplane.adapters import db
+from tradeplane.adapters.accountstatus import PgAccountStatus
 from tradeplane.adapters.bus import Bus, BusError
 from tradeplane.adapters.cache import MarketCache
 from tradeplane.adapters.cipher import SecretCipher
@@ -115,7 +116,8 @@ async def compose(settings: Settings) -> AsyncIterator[Gateway]:
         security = await start_security(settings, c, keys)
         stack.push_async_callback(security.close)
         user_streams = userstream.UserStreams(listen_keys, keys, pool,
-                                              ttl_s=settings.listen_key_ttl_s)
+                                              ttl_s=settings.listen_key_ttl_s,
+                                              accounts=PgAccountStatus(pool))
         security.controls.user_streams = user_streams
         stack.callback(asyncio.create_task(_refresh_pairs(c)).cancel)
         await c.references.refresh(list(c.pairs))
