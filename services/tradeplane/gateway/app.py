@@ -20,6 +20,7 @@ from tradeplane.adapters.accountstatus import PgAccountStatus
 from tradeplane.adapters.bus import Bus, BusError
 from tradeplane.adapters.cache import MarketCache
 from tradeplane.adapters.cipher import SecretCipher
+from tradeplane.adapters.custody import BusWatchers, PgCustodyStore
 from tradeplane.adapters.listenkeys import ListenKeyStore
 from tradeplane.adapters.marketdata import RedisMarketReads
 from tradeplane.adapters.orderpath import OrderPath
@@ -43,6 +44,7 @@ from tradeplane.gateway.fastpath import OrderFastPath
 from tradeplane.gateway.references import ReferencePrices
 from tradeplane.gateway.security import start_security
 from tradeplane.gateway.watermarks import Watermarks
+from tradeplane.usecases.custody import CustodyCases
 
 log = logging.getLogger("tradeplane.gateway")
 
@@ -100,8 +102,10 @@ async def compose(settings: Settings) -> AsyncIterator[Gateway]:
         stack.push_async_callback(bus.close)
         cache = await MarketCache.connect(settings.redis_url)
         stack.push_async_callback(cache.close)
+        custody = CustodyCases(PgCustodyStore(pool),
+                               BusWatchers(bus, wallet.WATCHER_TIMEOUT_S))
         c = GatewayContext(settings, pool, bus, cache, ReferencePrices(cache),
-                           await db.load_pairs(pool))
+                           await db.load_pairs(pool), custody=custody)
         for sym in c.pairs:
             await bus.ensure_symbol(sym)
         marks = Watermarks(lambda: db.settlement_cursors(pool))

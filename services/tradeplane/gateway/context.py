@@ -25,6 +25,7 @@ from tradeplane.domain.errors import ConfigurationError
 from tradeplane.domain.pairs import PairRules
 from tradeplane.gateway.errors import bad_symbol
 from tradeplane.gateway.references import ReferencePrices
+from tradeplane.usecases.custody import CustodyCases
 
 if TYPE_CHECKING:  # these modules read the gateway through this one
     from tradeplane.adapters.mailer import Mailer
@@ -49,6 +50,8 @@ class GatewayContext:
     cache: MarketCache
     references: ReferencePrices
     pairs: dict[str, PairRules] = field(default_factory=dict)
+    #: Custody's use cases (the /sapi wallet routes and the withdrawal admin routes).
+    custody: CustodyCases = field(kw_only=True)
 
     def pair(self, symbol: str | None) -> PairRules:
         """Raises ApiError -1121 for an unknown symbol."""
