@@ -22,7 +22,7 @@ from tradeplane.domain.access import KeyPolicy, KeyType
 from tradeplane.domain.pairs import DEMO_PAIRS
 from tradeplane.gateway import streams
 from tradeplane.gateway.auth import KeyCache, KeyEntry
-from tradeplane.gateway.control import Controls, LocalPairControl
+from tradeplane.gateway.control import Controls
 from tradeplane.gateway.userstream import UserSession, UserStreams, is_listen_key, serve_user_stream
 from tradeplane.gateway.wslimits import MessageRate, WsLimits
 
@@ -358,8 +358,10 @@ class RecordingStreams:
 
 
 async def test_control_messages_from_other_replicas_reach_the_user_streams_here() -> None:
-    ctx: Any = SimpleNamespace(bus=StubBus())
-    controls = Controls(ctx, KeyCache(SecretCipher("k")), LocalPairControl(ctx.bus))
+    ctx: Any = SimpleNamespace()
+    unused: Any = None  # neither the channel, the pairs nor the use cases are reached
+    controls = Controls(ctx, KeyCache(SecretCipher("k"), unused), unused, unused,
+                        lambda _gateways: unused, lambda _events: unused)
     await controls._on_gateway({"kind": "listenKey", "listenKey": "L"})  # none yet: ignored
     recorder = RecordingStreams()
     controls.user_streams = recorder

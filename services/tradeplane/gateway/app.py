@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tradeplane.adapters import db
 from tradeplane.adapters.accountstatus import PgAccountStatus
+from tradeplane.adapters.admin_store import PgAccountStore
 from tradeplane.adapters.bus import Bus, BusError
 from tradeplane.adapters.cache import MarketCache
 from tradeplane.adapters.cipher import SecretCipher
@@ -110,7 +111,8 @@ async def compose(settings: Settings) -> AsyncIterator[Gateway]:
             await bus.ensure_symbol(sym)
         marks = Watermarks(lambda: db.settlement_cursors(pool))
         stack.push_async_callback(await bus.subscribe("settled.*", marks.on_settled))
-        keys = KeyCache(SecretCipher(settings.secret_key.get_secret_value()))
+        keys = KeyCache(SecretCipher(settings.secret_key.get_secret_value()),
+                        PgAccountStore(pool))
         listen_keys = await ListenKeyStore.connect(settings.redis_url)
         stack.push_async_callback(listen_keys.close)
         hub = streams.StreamHub(bus)
@@ -128,6 +130,7 @@ async def compose(settings: Settings) -> AsyncIterator[Gateway]:
         stack.callback(asyncio.create_task(c.references.run(lambda: c.pairs)).cancel)
         yield Gateway(ctx=c, keys=keys, limiter=security.limiter, controls=security.controls,
                       credentials=security.credentials, mailer=security.mailer,
+                      users=security.users,
                       user_streams=user_streams, watermarks=marks, orderpath=orderpath,
                       stream_hub=hub, market=RedisMarketReads(pool, cache))
 

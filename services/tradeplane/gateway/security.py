@@ -23,13 +23,21 @@ from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tradeplane.adapters import db
+from tradeplane.adapters.admin_store import PgAccountStore, PgPairStore, PgUserStore
+from tradeplane.adapters.control import (
+    BusCommandLog,
+    BusControlChannel,
+    LocalPairControl,
+    now_ms,
+)
 from tradeplane.adapters.mailer import Mailer, mailer_for
 from tradeplane.adapters.ratelimits import RedisRateLimitStore
 from tradeplane.config import Settings
 from tradeplane.domain.access import client_ip, ip_allowed, parse_networks
 from tradeplane.gateway.auth import KeyCache
 from tradeplane.gateway.context import GatewayContext, GatewayWiringError, gateway
-from tradeplane.gateway.control import Controls, LocalPairControl, PairControl
+from tradeplane.gateway.control import Controls, PairControl
 from tradeplane.gateway.errors import ApiError
 from tradeplane.gateway.ratelimit import (
     METER,
@@ -42,6 +50,9 @@ from tradeplane.gateway.ratelimit import (
     route_cost,
 )
 from tradeplane.gateway.users import Credentials
+from tradeplane.usecases.accounts import Accounts, KeyEvents
+from tradeplane.usecases.pairs import Gateways, Pairs
+from tradeplane.usecases.users import UserStore
 
 Closer = Callable[[], Awaitable[None]]
 
@@ -230,13 +241,15 @@ class Security:
     credentials: Credentials
     mailer: Mailer
     controls: Controls
+    users: UserStore
     close: Closer
 
 
 async def start_security(settings: Settings, c: GatewayContext, keys: KeyCache) -> Security:
     """Build rate limits (Redis, or :class:`NoRateLimits` when ``rate_limits`` is off),
-    credentials (password hashing, JWT), the mailer and the platform controls (kill
-    switch, pair control, cross-replica invalidation), started; ``close`` stops them."""
+    credentials (password hashing, JWT), the mailer, the users' store and the platform
+    controls (kill switch, pair control, cross-replica invalidation) with the pairs and
+    accounts use cases over PostgreSQL and NATS, started; ``close`` stops them."""
     store: RateLimitStore | None = (RedisRateLimitStore(settings.redis_url)
                                     if settings.rate_limits else None)
     limiter: RateLimits = Limiter(store, settings) if store is not None else NoRateLimits()
@@ -248,7 +261,15 @@ async def start_security(settings: Settings, c: GatewayContext, keys: KeyCache) 
         pairs = await asyncio.to_thread(KubePairs, settings.kube_namespace)
     else:
         pairs = LocalPairControl(c.bus)
-    controls = Controls(c, keys, pairs)
+
+    def pair_cases(gateways: Gateways) -> Pairs:
+        return Pairs(PgPairStore(c.pool), pairs, BusCommandLog(c.bus), gateways, now_ms)
+
+    def account_cases(events: KeyEvents) -> Accounts:
+        return Accounts(PgAccountStore(c.pool), keys.cipher, now_ms, events)
+
+    controls = Controls(c, keys, BusControlChannel(c.bus), lambda: db.load_pairs(c.pool),
+                        pair_cases, account_cases)
     await controls.start()
     syncer = asyncio.create_task(limiter.run())
 
@@ -260,4 +281,5 @@ async def start_security(settings: Settings, c: GatewayContext, keys: KeyCache) 
         if store is not None:
             await store.close()
 
-    return Security(limiter, credentials, mailer_for(settings.mail_outbox), controls, close)
+    return Security(limiter, credentials, mailer_for(settings.mail_outbox), controls,
+                    PgUserStore(c.pool), close)

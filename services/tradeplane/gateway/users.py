@@ -2,7 +2,7 @@
 has no public equivalent, so these are our own JSON endpoints with Binance-style errors).
 
 * Sign-up: argon2id password hash, one trading account per user, an email verification
-  token (sent through the :class:`~tradeplane.adapters.mailer.Mailer`); login needs a
+  token (sent through the :class:`~tradeplane.usecases.users.Mailer`); login needs a
   verified email.
 * Sessions: a short-lived JWT access token (HS256, ``jwt_secret``) plus an opaque refresh
   token (stored hashed). Each refresh rotates it; presenting a used one again revokes the
@@ -12,6 +12,10 @@ has no public equivalent, so these are our own JSON endpoints with Binance-style
   ten one-time recovery codes (stored hashed). Once enabled it is asked for at login, for
   API-key creation and, through :func:`require_2fa`, for withdrawals.
 * Login history: every attempt with address, user agent, time and outcome.
+
+The tables are behind the :class:`~tradeplane.usecases.users.UserStore` port the gateway
+composed (``Gateway.users``); a user's audited changes (API keys, 2FA) go through the
+accounts use case (``usecases/accounts.py``) as ``user:<id>``.
 """
 
 from __future__ import annotations
@@ -36,9 +40,6 @@ from fastapi import Path as FPath
 from limits import RateLimitItemPerSecond
 from pydantic import BaseModel, Field
 
-from tradeplane.adapters import accounts_db
-from tradeplane.adapters.accounts_db import Refresh, UserRow
-from tradeplane.adapters.mailer import Mail
 from tradeplane.config import Settings
 from tradeplane.gateway import apikeys, errors
 from tradeplane.gateway.apikeys import KeySpec
@@ -46,6 +47,10 @@ from tradeplane.gateway.auth import request_ip
 from tradeplane.gateway.context import ctx, gateway
 from tradeplane.gateway.inputs import EMAIL_RE, KEY_ID, PLAIN_TEXT
 from tradeplane.gateway.ratelimit import NoRateLimits, RateLimitStore
+from tradeplane.usecases.accounts import Accounts
+from tradeplane.usecases.audit import Actor, user_actor
+from tradeplane.usecases.errors import Invalid, NotFound
+from tradeplane.usecases.users import EmailTaken, Mail, Refresh, UserRow, UserStore
 
 router = APIRouter(prefix="/api/v1", tags=["users"])
 
@@ -116,6 +121,14 @@ def _creds(request: Request) -> Credentials:
     return gateway(request.app).credentials
 
 
+def _store(request: Request) -> UserStore:
+    return gateway(request.app).users
+
+
+def _accounts(request: Request) -> Accounts:
+    return gateway(request.app).controls.account_cases
+
+
 # --------------------------------------------------------------------------- 2FA
 def totp_step(secret: str, code: str, now: float) -> int | None:
     """The time step whose code ``code`` is (now, or one step either side), or None."""
@@ -160,15 +173,14 @@ async def check_second_factor(request: Request, user: UserRow, code: str) -> Sec
     """A TOTP code not used before, or an unused recovery code (used up now)."""
     if user.totp_secret_enc is None:
         return SecondFactor.INVALID
-    pool = ctx(request).pool
+    store = _store(request)
     secret = gateway(request.app).keys.cipher.decrypt(user.totp_secret_enc)
     step = totp_step(secret, code.strip(), time.time())
     if step is not None:
-        fresh = await accounts_db.accept_totp_step(pool, user.id, step)
+        fresh = await store.accept_totp_step(user.id, step)
         return SecondFactor.OK if fresh else SecondFactor.USED
     normal = _normal_recovery(code)
-    if len(normal) == 10 and await accounts_db.use_recovery_code(pool, user.id,
-                                                                 digest(normal)):
+    if len(normal) == 10 and await store.use_recovery_code(user.id, digest(normal)):
         return SecondFactor.OK
     return SecondFactor.INVALID
 
@@ -197,7 +209,7 @@ async def require_2fa(request: Request, user: UserRow, code: str | None) -> None
 async def require_2fa_for_account(request: Request, account: int, code: str | None) -> None:
     """:func:`require_2fa` for the user owning ``account`` (accounts without a user, made
     by an admin, have no 2FA)."""
-    user = await accounts_db.user_of_account(ctx(request).pool, account)
+    user = await _store(request).user_of_account(account)
     if user is not None:
         await require_2fa(request, user, code)
 
@@ -230,15 +242,15 @@ async def current_session(request: Request) -> Session:
     if token is None:
         raise _unauthorized("Access token required.")
     claims = _creds(request).read_access(token)
-    pool = ctx(request).pool
+    store = _store(request)
     try:
         uid = int(claims["sub"])
     except (TypeError, ValueError):
         raise _unauthorized("Access token invalid or expired.") from None
     sid = str(claims["sid"])
-    if not await accounts_db.session_live(pool, sid, uid):
+    if not await store.session_live(sid, uid):
         raise _unauthorized("Session ended.")
-    user = await accounts_db.user_by_id(pool, uid)
+    user = await store.user_by_id(uid)
     if user is None:
         raise _unauthorized("Session ended.")
     return Session(user, sid)
@@ -249,8 +261,8 @@ async def _new_session(request: Request, user: UserRow) -> dict[str, Any]:
     now = int(time.time())
     refresh = _stdlib_secrets.token_urlsafe(32)
     session_id = _stdlib_secrets.token_urlsafe(16)
-    await accounts_db.start_session(ctx(request).pool, user.id, session_id, digest(refresh),
-                                    (now + creds.refresh_ttl_s) * 1000)
+    await _store(request).start_session(user.id, session_id, digest(refresh),
+                                        (now + creds.refresh_ttl_s) * 1000)
     return {
         "accessToken": creds.access_token(user, session_id, now), "tokenType": "Bearer",
         "expiresIn": creds.access_ttl_s, "refreshToken": refresh,
@@ -287,7 +299,7 @@ async def _send_verification(request: Request, user: UserRow) -> None:
     creds = _creds(request)
     token = _stdlib_secrets.token_urlsafe(32)
     expires_ms = int((time.time() + creds.email_ttl_s) * 1000)
-    await accounts_db.add_email_token(ctx(request).pool, user.id, digest(token), expires_ms)
+    await _store(request).add_email_token(user.id, digest(token), expires_ms)
     await gateway(request.app).mailer.send(Mail(
         to=user.email, subject="Verify your tradeplane email",
         body=f"Your verification token: {token}\n"
@@ -309,11 +321,11 @@ async def signup(request: Request, body: SignupReq) -> dict[str, Any]:
         raise errors.bad_param("email", body.email[:64])
     # Hashed in either case: the answer takes as long for a taken email.
     password_hash = await _creds(request).hash_password(body.password)
-    pool = ctx(request).pool
+    store = _store(request)
     try:
-        user = await accounts_db.create_user(pool, body.email, password_hash)
-    except accounts_db.EmailTaken:
-        owner = await accounts_db.user_by_email(pool, body.email)
+        user = await store.create_user(body.email, password_hash)
+    except EmailTaken:
+        owner = await store.user_by_email(body.email)
         if owner is not None and not owner.email_verified:
             await _send_verification(request, owner)
         elif owner is not None:
@@ -329,7 +341,7 @@ async def signup(request: Request, body: SignupReq) -> dict[str, Any]:
 
 @router.post("/auth/verify-email")
 async def verify_email(request: Request, body: TokenReq) -> dict[str, Any]:
-    user_id = await accounts_db.verify_email(ctx(request).pool, digest(body.token))
+    user_id = await _store(request).verify_email(digest(body.token))
     if user_id is None:
         raise errors.ApiError(-1100, "Verification token invalid, used or expired.")
     return {"emailVerified": True}
@@ -338,7 +350,7 @@ async def verify_email(request: Request, body: TokenReq) -> dict[str, Any]:
 @router.post("/auth/resend-verification")
 async def resend_verification(request: Request, body: EmailReq) -> dict[str, Any]:
     """Always the same answer (nobody learns which emails have accounts)."""
-    user = await accounts_db.user_by_email(ctx(request).pool, body.email)
+    user = await _store(request).user_by_email(body.email)
     if user is not None and not user.email_verified:
         await _send_verification(request, user)
     return {"sent": True}
@@ -392,16 +404,16 @@ async def login(request: Request, body: LoginReq) -> dict[str, Any]:
             address (``login_max_failures``) or from anywhere
             (``login_max_account_failures``).
     """
-    pool = ctx(request).pool
+    store = _store(request)
     ip = request_ip(request)
     agent = request.headers.get("user-agent", "")[:512]
     if await _login_throttled(request, body.email, ip):
         raise errors.ApiError(-1003, "Too many failed logins; try again later.", 429)
-    user = await accounts_db.user_by_email(pool, body.email)
+    user = await store.user_by_email(body.email)
 
     async def fail(reason: str, msg: str) -> errors.ApiError:
-        await accounts_db.record_login(pool, user.id if user else None, body.email, ip,
-                                       agent, False, reason)
+        await store.record_login(user.id if user else None, body.email, ip, agent, False,
+                                 reason)
         await _login_failed(request, body.email, ip)
         return _unauthorized(msg)
 
@@ -416,7 +428,7 @@ async def login(request: Request, body: LoginReq) -> dict[str, Any]:
         outcome = await check_second_factor(request, user, body.totpCode)
         if outcome is not SecondFactor.OK:
             raise await fail("2fa invalid", CODE_REFUSED[outcome])
-    await accounts_db.record_login(pool, user.id, body.email, ip, agent, True, "ok")
+    await store.record_login(user.id, body.email, ip, agent, True, "ok")
     return await _new_session(request, user)
 
 
@@ -429,16 +441,15 @@ async def refresh(request: Request, body: RefreshReq) -> dict[str, Any]:
         ApiError: -1002 (401).
     """
     creds = _creds(request)
-    pool = ctx(request).pool
+    store = _store(request)
     new = _stdlib_secrets.token_urlsafe(32)
     expires_ms = (int(time.time()) + creds.refresh_ttl_s) * 1000
-    res = await accounts_db.rotate_refresh(pool, digest(body.refreshToken), digest(new),
-                                           expires_ms)
+    res = await store.rotate_refresh(digest(body.refreshToken), digest(new), expires_ms)
     if res.outcome is Refresh.REUSED:
         raise _unauthorized("Refresh token reused; the session has been revoked.")
     if res.outcome is not Refresh.OK:
         raise _unauthorized("Refresh token invalid or expired.")
-    user = await accounts_db.user_by_id(pool, res.user_id)
+    user = await store.user_by_id(res.user_id)
     assert user is not None
     now = int(time.time())
     return {"accessToken": creds.access_token(user, res.session_id, now),
@@ -449,32 +460,31 @@ async def refresh(request: Request, body: RefreshReq) -> dict[str, Any]:
 @router.post("/auth/logout")
 async def logout(request: Request, s: Session = Depends(current_session)) -> dict[str, Any]:
     """End this session: its access and refresh tokens stop working now."""
-    await accounts_db.revoke_sessions(ctx(request).pool, user_id=s.user.id,
-                                      session_id=s.session_id, reason="logout")
+    await _store(request).revoke_sessions(user_id=s.user.id, session_id=s.session_id,
+                                          reason="logout")
     return {"loggedOut": True}
 
 
 @router.post("/auth/logout-all")
 async def logout_all(request: Request, s: Session = Depends(current_session)) -> dict[str, Any]:
-    n = await accounts_db.revoke_sessions(ctx(request).pool, user_id=s.user.id,
-                                          session_id=None, reason="logout everywhere")
+    n = await _store(request).revoke_sessions(user_id=s.user.id, session_id=None,
+                                              reason="logout everywhere")
     return {"loggedOut": True, "sessions": n}
 
 
 # --------------------------------------------------------------------------- user routes
 @router.get("/user/me")
 async def me(request: Request, s: Session = Depends(current_session)) -> dict[str, Any]:
-    doc = await accounts_db.account_doc(ctx(request).pool, s.user.account)
-    assert doc is not None
+    frozen = await _store(request).frozen(s.user.account)
     return {"userId": s.user.id, "email": s.user.email, "account": s.user.account,
             "emailVerified": s.user.email_verified, "twoFactor": s.user.totp_enabled,
-            "frozen": doc["frozen"]}
+            "frozen": frozen}
 
 
 @router.get("/user/login-history")
 async def history(request: Request, limit: int = Query(default=50, ge=1, le=500),
                   s: Session = Depends(current_session)) -> list[dict[str, Any]]:
-    return await accounts_db.login_history(ctx(request).pool, s.user.id, limit)
+    return await _store(request).login_history(s.user.id, limit)
 
 
 class CodeReq(BaseModel):
@@ -486,7 +496,7 @@ async def totp_setup(request: Request, s: Session = Depends(current_session)) ->
     """A new TOTP secret for the authenticator app (pending until enabled with a code)."""
     secret = pyotp.random_base32()
     enc = gateway(request.app).keys.cipher.encrypt(secret)
-    if not await accounts_db.set_totp_pending(ctx(request).pool, s.user.id, enc):
+    if not await _store(request).set_totp_pending(s.user.id, enc):
         raise errors.ApiError(-1100, "Two-factor authentication is already enabled.")
     uri = pyotp.TOTP(secret, interval=TOTP_STEP_S).provisioning_uri(
         name=s.user.email, issuer_name=ISSUER)
@@ -502,8 +512,8 @@ async def totp_enable(request: Request, body: CodeReq,
     secret = gateway(request.app).keys.cipher.decrypt(s.user.totp_secret_enc)
     step = totp_step(secret, body.code.strip(), time.time())
     codes = new_recovery_codes()
-    if step is None or not await accounts_db.enable_totp(
-        ctx(request).pool, s.user.id, step, [digest(_normal_recovery(c)) for c in codes]
+    if step is None or not await _store(request).enable_totp(
+        s.user.id, step, [digest(_normal_recovery(c)) for c in codes]
     ):
         raise _unauthorized("Two-factor code is not valid.")
     await _user_audit(request, s.user, "user.2fa.enable", None, {"twoFactor": True})
@@ -516,7 +526,7 @@ async def totp_disable(request: Request, body: CodeReq,
     if not s.user.totp_enabled:
         raise errors.ApiError(-1100, "Two-factor authentication is not enabled.")
     await require_2fa(request, s.user, body.code)
-    await accounts_db.disable_totp(ctx(request).pool, s.user.id)
+    await _store(request).disable_totp(s.user.id)
     await _user_audit(request, s.user, "user.2fa.disable", {"twoFactor": True},
                       {"twoFactor": False})
     return {"twoFactor": False}
@@ -529,7 +539,7 @@ class UserKeyReq(KeySpec):
 @router.get("/user/api-keys")
 async def my_keys(request: Request, s: Session = Depends(current_session)
                   ) -> list[dict[str, Any]]:
-    keys = await accounts_db.list_keys(ctx(request).pool, s.user.account)
+    keys = await _accounts(request).keys(s.user.account)
     return [apikeys.key_json(k) for k in keys if not k.revoked_ms]
 
 
@@ -541,38 +551,29 @@ async def create_my_key(request: Request, body: UserKeyReq,
     if not s.user.email_verified:
         raise errors.ApiError(-1002, "Email not verified.", 401)
     await require_2fa(request, s.user, body.totpCode)
-    pool = ctx(request).pool
-    async with pool.acquire() as con, con.transaction():
-        rec, secret = await apikeys.issue(con, gateway(request.app).keys.cipher, s.user.account,
-                                          body)
-        await accounts_db.append_audit(con, _user_entry(
-            request, s.user, "user.apikey.create", f"apikey:{rec.api_key}", None,
-            apikeys.key_json(rec)))
+    try:
+        rec, secret = await _accounts(request).create_own_key(
+            _actor(request, s.user), s.user.account, apikeys.key_request(body))
+    except (Invalid, NotFound) as exc:
+        raise apikeys.refusal(exc) from None
     return apikeys.created_json(rec, secret)
 
 
 @router.delete("/user/api-keys/{api_key}")
 async def revoke_my_key(request: Request, api_key: str = FPath(pattern=KEY_ID),
                         s: Session = Depends(current_session)) -> dict[str, Any]:
-    async with ctx(request).pool.acquire() as con, con.transaction():
-        rec = await accounts_db.revoke_key(con, api_key, s.user.account)
-        if rec is None:
-            raise errors.ApiError(-2015, "No such live API key.", 404)
-        before = apikeys.key_json(rec)
-        after = {**before, "revoked": True}
-        await accounts_db.append_audit(con, _user_entry(
-            request, s.user, "user.apikey.revoke", f"apikey:{api_key}", before, after))
-    await gateway(request.app).controls.key_changed(api_key)
-    return after
+    try:
+        return await _accounts(request).revoke_own_key(_actor(request, s.user),
+                                                       s.user.account, api_key)
+    except NotFound:
+        raise errors.ApiError(-2015, "No such live API key.", 404) from None
 
 
-def _user_entry(request: Request, user: UserRow, action: str, target: str, before: Any,
-                after: Any) -> accounts_db.AuditEntry:
-    return accounts_db.AuditEntry(f"user:{user.id}", "User", action, target, before, after,
-                                  request_ip(request))
+def _actor(request: Request, user: UserRow) -> Actor:
+    return user_actor(user.id, request_ip(request))
 
 
 async def _user_audit(request: Request, user: UserRow, action: str, before: Any,
                       after: Any) -> None:
-    await accounts_db.append_audit(ctx(request).pool, _user_entry(
-        request, user, action, f"user:{user.id}", before, after))
+    await _accounts(request).record(_actor(request, user), action, f"user:{user.id}",
+                                    before, after)
