@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from tradeplane.adapters.bus import Bus
     from tradeplane.adapters.db import Pool
     from tradeplane.domain.custody import WalletSpec
-    from tradeplane.usecases.accounts import Accounts
+    from tradeplane.usecases.accounts import Accounts, KeyEvents
     from tradeplane.usecases.pairs import Pairs
     from tradeplane.wallets.settings import WalletSettings
 
@@ -252,7 +252,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 # holds the database credentials holds every power): the same rules, the same audit
 # records. The composition root of each command is the ``_*_cases`` helper it uses.
 def _account_cases(args: argparse.Namespace, pool: Pool,
-                         settings: Settings | None = None) -> Accounts:
+                         settings: Settings | None = None, *,
+                         events: KeyEvents | None = None) -> Accounts:
     from tradeplane.adapters.admin_store import PgAccountStore
     from tradeplane.adapters.cipher import SecretCipher
     from tradeplane.adapters.control import now_ms
@@ -261,7 +262,7 @@ def _account_cases(args: argparse.Namespace, pool: Pool,
     # API secrets are encrypted with secret_key: never with the placeholder outside dev mode.
     s = (settings or _settings(args)).for_process("cli-accounts")
     return Accounts(PgAccountStore(pool), SecretCipher(s.secret_key.get_secret_value()),
-                    now_ms)
+                    now_ms, events)
 
 
 async def _pair_cases(args: argparse.Namespace, bus: Bus, pool: Pool) -> Pairs:
@@ -309,6 +310,93 @@ def cmd_pair_trading(args: argparse.Namespace) -> int:
             except Unavailable as exc:
                 print(f"the engine did not take it: {exc}", file=sys.stderr)
                 return 1
+            finally:
+                await pool.close()
+        finally:
+            await bus.close()
+        print(json.dumps(after))
+        return 0
+
+    return _run_async(go)
+
+
+async def _over_pairs(args: argparse.Namespace,
+                      act: Callable[[Pairs], Coroutine[Any, Any, dict[str, Any]]]) -> int:
+    """Run one pairs use case against the platform and print its answer: exit 2 for a
+    refusal (no such pair, an invalid value), 1 when an engine or the TradingPair did not
+    take it."""
+    from tradeplane.usecases.errors import Invalid, NotFound, Unavailable
+
+    bus = await _bus(args)
+    try:
+        pool = await _db_pool(args)
+        try:
+            after = await act(await _pair_cases(args, bus, pool))
+        except (NotFound, Invalid) as exc:
+            print(f"{exc}", file=sys.stderr)
+            return 2
+        except Unavailable as exc:
+            print(f"not taken: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            await pool.close()
+    finally:
+        await bus.close()
+    print(json.dumps(after))
+    return 0
+
+
+def cmd_pair_fees(args: argparse.Namespace) -> int:
+    """New maker/taker fees of a pair (parts per million), as ``PUT
+    /admin/pairs/{symbol}/fees``: the pairs table (and the TradingPair, under the
+    operator), the audit log; settlement reloads the pair on ``control.pairs``."""
+    from tradeplane.domain.pairs import normalize_symbol
+    from tradeplane.usecases.audit import cli_actor
+
+    symbol = normalize_symbol(args.symbol)
+    return _run_async(lambda: _over_pairs(args, lambda cases: cases.set_fees(
+        cli_actor(), symbol, args.maker_fee_ppm, args.taker_fee_ppm)))
+
+
+def cmd_kill_switch(args: argparse.Namespace) -> int:
+    """The global kill switch, as ``/admin/kill-switch``: ``on`` halts every pair (the
+    gateways refuse trading at once, every engine gets SetTrading(HALTED)), keeping each
+    pair's state; ``off`` restores them; ``status`` shows it."""
+    from tradeplane.usecases.audit import cli_actor
+
+    if args.action == "on":
+        return _run_async(lambda: _over_pairs(
+            args, lambda cases: cases.kill_switch_on(cli_actor(), args.reason)))
+    if args.action == "off":
+        return _run_async(lambda: _over_pairs(
+            args, lambda cases: cases.kill_switch_off(cli_actor())))
+    return _run_async(lambda: _over_pairs(args, lambda cases: cases.kill_switch_state()))
+
+
+def cmd_user_freeze(args: argparse.Namespace) -> int:
+    """Freeze (``--reason``) or unfreeze (``--unfreeze``) a user's account, as ``POST
+    /admin/users/{account}/freeze`` / ``unfreeze``: its keys may still read, but neither
+    trade nor withdraw; the gateways drop its keys at once."""
+    from tradeplane.adapters.control import BusBroadcasts
+    from tradeplane.usecases.audit import cli_actor
+    from tradeplane.usecases.errors import NotFound
+
+    if args.unfreeze == bool(args.reason):
+        print("give either --reason (freeze) or --unfreeze", file=sys.stderr)
+        return 2
+
+    async def go() -> int:
+        bus = await _bus(args)
+        try:
+            pool = await _db_pool(args)
+            try:
+                cases = _account_cases(args, pool, events=BusBroadcasts(bus))
+                account = await cases.account_of(args.user)
+                after = await cases.set_frozen(cli_actor(), account,
+                                               None if args.unfreeze else args.reason)
+            except NotFound as exc:
+                print(f"{exc}", file=sys.stderr)
+                return 2
             finally:
                 await pool.close()
         finally:
@@ -1006,6 +1094,23 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--symbol", required=True, help="e.g. BTC-USDT")
     pt.add_argument("--state", required=True, choices=["enabled", "halted", "cancel-only"])
     pt.set_defaults(fn=cmd_pair_trading)
+
+    pf = cmd_parser("pair-fees", help="set a pair's maker/taker fees (parts per million)")
+    pf.add_argument("--symbol", required=True, help="e.g. BTC-USDT")
+    pf.add_argument("--maker-fee-ppm", type=int, required=True)
+    pf.add_argument("--taker-fee-ppm", type=int, required=True)
+    pf.set_defaults(fn=cmd_pair_fees)
+
+    ks = cmd_parser("kill-switch", help="halt every pair at once (on), resume (off), show")
+    ks.add_argument("action", choices=["on", "off", "status"])
+    ks.add_argument("--reason", default="", help="recorded with the switch (on)")
+    ks.set_defaults(fn=cmd_kill_switch)
+
+    fz = cmd_parser("user-freeze", help="freeze a user's account (or --unfreeze it)")
+    fz.add_argument("user")
+    fz.add_argument("--reason", default="", help="why (freeze)")
+    fz.add_argument("--unfreeze", action="store_true")
+    fz.set_defaults(fn=cmd_user_freeze)
 
     u = cmd_parser("user-create", help="create a user account")
     u.add_argument("name")
