@@ -15,7 +15,6 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from tradeplane.adapters import db
 from tradeplane.adapters.bus import Bus
@@ -25,7 +24,7 @@ from tradeplane.domain.custody import WalletSpec
 from tradeplane.domain.errors import TradeplaneError
 from tradeplane.usecases.custody import CustodyCases
 from tradeplane.wallets.chain import ChainAdapter, ChainError
-from tradeplane.wallets.ports import WalletBus, WalletStore
+from tradeplane.wallets.ports import CredentialSource, WalletBus, WalletStore
 from tradeplane.wallets.reconcile import run_reconciliation
 from tradeplane.wallets.settings import (
     NodeLogin,
@@ -35,9 +34,6 @@ from tradeplane.wallets.settings import (
 )
 from tradeplane.wallets.watcher import DepositWatcher
 from tradeplane.wallets.withdrawals import WithdrawalProcessor
-
-if TYPE_CHECKING:
-    from tradeplane.adapters.vault import VaultSession
 
 log = logging.getLogger("tradeplane.wallets")
 
@@ -161,7 +157,8 @@ def custody_over(spec: WalletSpec, chain: ChainAdapter, pool: db.Pool, bus: Bus 
 
 
 async def run_wallet_watcher(settings: Settings, ws: WalletSettings, wallet: str,
-                             stop: asyncio.Event, vault: VaultSession | None = None) -> None:
+                             stop: asyncio.Event,
+                             vault: CredentialSource | None = None) -> None:
     """``tradeplane wallet-watcher --wallet NAME``.
 
     Raises:
