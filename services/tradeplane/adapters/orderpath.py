@@ -33,13 +33,16 @@ from tradeplane.usecases.orders import (
 
 class OrderPath:
     def __init__(self, pool: db.Pool, bus: Bus, *, db_workers: int = 4,
-                 publish_workers: int = 2) -> None:
+                 list_workers: int = 2, publish_workers: int = 2) -> None:
         self.pool = pool
         self.bus = bus
         self._publish_workers = publish_workers
         # One statement over arrays: a request that fails it must fail alone.
         self._holds: Batcher[OrderRequest, tuple[int | None, PlaceResult]] = Batcher(
             self._place, workers=db_workers, isolate=True)
+        # OCO lists alike, in a statement of their own (each list all or nothing).
+        self._list_holds: Batcher[ListRequest, tuple[int | None, list[int], PlaceResult]] = (
+            Batcher(self._place_lists, workers=list_workers, isolate=True))
         self._publishers: dict[str, Batcher[tuple[Command, SpanContext | None], int]] = {}
 
     async def place(self, req: OrderRequest) -> tuple[int | None, PlaceResult]:
@@ -65,9 +68,9 @@ class OrderPath:
             raise Unavailable(str(exc)) from exc
 
     async def place_list(self, req: ListRequest) -> tuple[int | None, list[int], PlaceResult]:
-        """Lock an OCO list's one hold and create it (one statement of its own: a list's
-        legs and hold are all or nothing, which the batched array statement is not)."""
-        return await db.place_order_list(self.pool, req)
+        """Lock an OCO list's one hold and create it, batched with concurrent lists (one
+        round trip and one commit for the batch; each list all or nothing on its own)."""
+        return await self._list_holds.submit(req)
 
     async def order(self, account: int, symbol: str, order_id: int | None,
                     client_order_id: str | None) -> OrderRow | None:
@@ -119,6 +122,11 @@ class OrderPath:
     ) -> list[tuple[int | None, PlaceResult]]:
         return await db.place_orders(self.pool, reqs)
 
+    async def _place_lists(
+        self, reqs: list[ListRequest]
+    ) -> list[tuple[int | None, list[int], PlaceResult]]:
+        return await db.place_order_lists(self.pool, reqs)
+
     async def _publish(
         self, symbol: str, items: list[tuple[Command, SpanContext | None]]
     ) -> list[int]:
@@ -133,5 +141,6 @@ class OrderPath:
 
     async def close(self) -> None:
         await self._holds.close()
+        await self._list_holds.close()
         for pub in self._publishers.values():
             await pub.close()
