@@ -210,7 +210,3 @@ class PgUserStore:
 
     async def login_history(self, user_id: int, limit: int) -> list[dict[str, Any]]:
         return await accounts_db.login_history(self.pool, user_id, limit)
-
-    async def frozen(self, account: int) -> bool:
-        doc = await accounts_db.account_doc(self.pool, account)
-        return bool(doc and doc["frozen"])

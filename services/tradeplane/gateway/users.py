@@ -475,10 +475,10 @@ async def logout_all(request: Request, s: Session = Depends(current_session)) ->
 # --------------------------------------------------------------------------- user routes
 @router.get("/user/me")
 async def me(request: Request, s: Session = Depends(current_session)) -> dict[str, Any]:
-    frozen = await _store(request).frozen(s.user.account)
+    doc = await _accounts(request).account(s.user.account)
     return {"userId": s.user.id, "email": s.user.email, "account": s.user.account,
             "emailVerified": s.user.email_verified, "twoFactor": s.user.totp_enabled,
-            "frozen": frozen}
+            "frozen": doc["frozen"]}
 
 
 @router.get("/user/login-history")
