@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # these modules read the gateway through this one
     from tradeplane.gateway.users import Credentials
     from tradeplane.gateway.userstream import UserStreams
     from tradeplane.gateway.watermarks import Watermarks
-    from tradeplane.usecases.users import UserStore
+    from tradeplane.usecases.users import Users
 
 #: The one attribute of ``app.state`` the gateway uses.
 _STATE_KEY = "gateway"
@@ -87,8 +87,8 @@ class Gateway:
     #: Password hashing and session tokens.
     credentials: Credentials
     mailer: Mailer
-    #: Users, sessions and 2FA (``usecases.users.UserStore``).
-    users: UserStore
+    #: Users, sessions and 2FA (the users use case).
+    users: Users
     #: Listen keys and the user data streams' sockets.
     user_streams: UserStreams
     #: How far settlement has applied each symbol's commands (read-your-writes).

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -49,10 +50,10 @@ from tradeplane.gateway.ratelimit import (
     RateLimitStore,
     route_cost,
 )
-from tradeplane.gateway.users import Credentials
+from tradeplane.gateway.users import Credentials, LoginLimits
 from tradeplane.usecases.accounts import Accounts, KeyEvents
 from tradeplane.usecases.pairs import Gateways, Pairs
-from tradeplane.usecases.users import UserStore
+from tradeplane.usecases.users import Users
 
 Closer = Callable[[], Awaitable[None]]
 
@@ -241,7 +242,7 @@ class Security:
     credentials: Credentials
     mailer: Mailer
     controls: Controls
-    users: UserStore
+    users: Users
     close: Closer
 
 
@@ -281,5 +282,7 @@ async def start_security(settings: Settings, c: GatewayContext, keys: KeyCache) 
         if store is not None:
             await store.close()
 
-    return Security(limiter, credentials, mailer_for(settings.mail_outbox), controls,
-                    PgUserStore(c.pool), close)
+    mailer = mailer_for(settings.mail_outbox)
+    users = Users(PgUserStore(c.pool), mailer, keys.cipher, credentials, credentials,
+                  LoginLimits(store, settings), controls.account_cases, time.time)
+    return Security(limiter, credentials, mailer, controls, users, close)
