@@ -19,7 +19,8 @@ from tests.support.harness import Platform, eventually, running_platform
 from tests.support.security import FAST_HASHING, admin_headers
 
 from tradeplane import cli
-from tradeplane.adapters import accounts_db
+from tradeplane.adapters import accounts_db, db
+from tradeplane.adapters.bus import Bus
 
 pytestmark = pytest.mark.integration
 
@@ -97,6 +98,26 @@ async def _pair_state(plat: Platform, symbol: str, state: str) -> None:
         return bool(trading == state)
 
     await eventually(mirrored)
+
+
+async def _settled_states(plat: Platform) -> dict[str, str]:
+    """Every pair's trading state once settlement has applied every command of every
+    symbol's log (the pairs table then says what the engines do)."""
+    bus = await Bus.connect(plat.settings.nats_url, name="audit-parity")
+    try:
+        async def caught_up() -> bool:
+            cursors = await db.settlement_cursors(plat.pool)
+            symbols = [r["symbol"] for r in await plat.pool.fetch("SELECT symbol FROM pairs")]
+            for symbol in symbols:
+                if await bus.last_command_seq(symbol) > cursors.get(symbol, 0):
+                    return False
+            return True
+
+        await eventually(caught_up)
+    finally:
+        await bus.close()
+    return {r["symbol"]: r["trading"]
+            for r in await plat.pool.fetch("SELECT symbol, trading FROM pairs")}
 
 
 async def _cli(*argv: str) -> int:
@@ -224,19 +245,13 @@ async def test_the_cli_fee_and_kill_switch_commands_leave_the_records_of_their_a
         assert entry["actor"] == "admin:bootstrap"
         return entry, r.json()
 
-    async def settled(states: dict[str, str]) -> None:
-        for symbol, state in states.items():
-            await _pair_state(plat, symbol, state)
-
-    # Every pair as it is now, once settlement has mirrored the engines' states.
-    before = (await http.get("/admin/kill-switch")).json()
-    assert before == {"on": False}
-    states = {r["symbol"]: r["trading"]
-              for r in await plat.pool.fetch("SELECT symbol, trading FROM pairs")}
-    await settled(states)
+    # Every pair's state once settlement has applied every command so far (the pairs
+    # table mirrors the engines' states, so it can lag behind a change for a moment).
+    states = await _settled_states(plat)
     fees = await plat.pool.fetchrow(
         "SELECT maker_fee_ppm, taker_fee_ppm FROM pairs WHERE symbol = 'ETHUSDT'")
     assert fees is not None
+    assert (await http.get("/admin/kill-switch")).json() == {"on": False}
 
     runs: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
     c, c_out = await by_cli("pair-fees", "--symbol", "ETH-USDT", "--maker-fee-ppm", "900",
@@ -248,14 +263,14 @@ async def test_the_cli_fee_and_kill_switch_commands_leave_the_records_of_their_a
 
     c_on, c_out = await by_cli("kill-switch", "on", "--reason", "parity")
     assert c_out["on"] is True and c_out["pairs"] == states
-    await settled(dict.fromkeys(states, "halted"))
+    assert await _settled_states(plat) == dict.fromkeys(states, "halted")
     c_off, c_out = await by_cli("kill-switch", "off")
     assert c_out == {"on": False, "pairs": states}
-    await settled(states)
+    assert await _settled_states(plat) == states
     a_on, _ = await by_api("POST", "/admin/kill-switch", {"reason": "parity"})
-    await settled(dict.fromkeys(states, "halted"))
+    assert await _settled_states(plat) == dict.fromkeys(states, "halted")
     a_off, _ = await by_api("DELETE", "/admin/kill-switch")
-    await settled(states)
+    assert await _settled_states(plat) == states
     runs += [("kill-switch on", c_on, a_on), ("kill-switch off", c_off, a_off)]
 
     # Put the fees back for the module's other tests.
