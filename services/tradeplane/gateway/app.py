@@ -129,8 +129,7 @@ async def compose(settings: Settings) -> AsyncIterator[Gateway]:
         await c.references.refresh(list(c.pairs))
         stack.callback(asyncio.create_task(c.references.run(lambda: c.pairs)).cancel)
         yield Gateway(ctx=c, keys=keys, limiter=security.limiter, controls=security.controls,
-                      credentials=security.credentials, mailer=security.mailer,
-                      users=security.users,
+                      credentials=security.credentials, users=security.users,
                       user_streams=user_streams, watermarks=marks, orderpath=orderpath,
                       stream_hub=hub, market=RedisMarketReads(pool, cache))
 

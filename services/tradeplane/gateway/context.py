@@ -28,7 +28,6 @@ from tradeplane.gateway.references import ReferencePrices
 from tradeplane.usecases.custody import CustodyCases
 
 if TYPE_CHECKING:  # these modules read the gateway through this one
-    from tradeplane.adapters.mailer import Mailer
     from tradeplane.gateway.auth import KeyCache
     from tradeplane.gateway.control import Controls
     from tradeplane.gateway.market import MarketReads
@@ -86,7 +85,6 @@ class Gateway:
     controls: Controls
     #: Password hashing and session tokens.
     credentials: Credentials
-    mailer: Mailer
     #: Users, sessions and 2FA (the users use case).
     users: Users
     #: Listen keys and the user data streams' sockets.

@@ -32,7 +32,7 @@ from tradeplane.adapters.control import (
     LocalPairControl,
     now_ms,
 )
-from tradeplane.adapters.mailer import Mailer, mailer_for
+from tradeplane.adapters.mailer import mailer_for
 from tradeplane.adapters.ratelimits import RedisRateLimitStore
 from tradeplane.config import Settings
 from tradeplane.domain.access import client_ip, ip_allowed, parse_networks
@@ -240,7 +240,6 @@ class Security:
 
     limiter: RateLimits
     credentials: Credentials
-    mailer: Mailer
     controls: Controls
     users: Users
     close: Closer
@@ -248,9 +247,10 @@ class Security:
 
 async def start_security(settings: Settings, c: GatewayContext, keys: KeyCache) -> Security:
     """Build rate limits (Redis, or :class:`NoRateLimits` when ``rate_limits`` is off),
-    credentials (password hashing, JWT), the mailer, the users' store and the platform
-    controls (kill switch, pair control, cross-replica invalidation) with the pairs and
-    accounts use cases over PostgreSQL and NATS, started; ``close`` stops them."""
+    credentials (password hashing, JWT), the platform controls (kill switch, pair
+    control, cross-replica invalidation) with the pairs and accounts use cases over
+    PostgreSQL and NATS, and the users use case (its store, the mailer, the failed-login
+    counters), started; ``close`` stops them."""
     store: RateLimitStore | None = (RedisRateLimitStore(settings.redis_url)
                                     if settings.rate_limits else None)
     limiter: RateLimits = Limiter(store, settings) if store is not None else NoRateLimits()
@@ -285,4 +285,4 @@ async def start_security(settings: Settings, c: GatewayContext, keys: KeyCache) 
     mailer = mailer_for(settings.mail_outbox)
     users = Users(PgUserStore(c.pool), mailer, keys.cipher, credentials, credentials,
                   LoginLimits(store, settings), controls.account_cases, time.time)
-    return Security(limiter, credentials, mailer, controls, users, close)
+    return Security(limiter, credentials, controls, users, close)
