@@ -24,10 +24,9 @@ from typing import Any, Protocol
 
 import pyotp
 
-from tradeplane.domain.errors import Conflict
 from tradeplane.usecases.accounts import Accounts, Cipher
 from tradeplane.usecases.audit import Actor
-from tradeplane.usecases.errors import Invalid, UseCaseError
+from tradeplane.usecases.errors import Conflict, Invalid, UseCaseError
 
 ISSUER = "tradeplane"
 TOTP_STEP_S = 30
