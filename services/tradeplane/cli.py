@@ -1001,6 +1001,16 @@ e.g. tradeplane bench book --no-compare; tradeplane bench engine --symbols 2
 """
 
 
+def _fee_ppm(text: str) -> int:
+    """argparse type: a fee in parts per million, 0 to 999999 (as the admin API takes)."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 7):
+        raise argparse.ArgumentTypeError(f"not a fee in parts per million: {text[:40]!r}")
+    value = int(text)
+    if value >= 1_000_000:
+        raise argparse.ArgumentTypeError(f"must be below 1000000, got {value}")
+    return value
+
+
 def _symbol_arg(text: str) -> str:
     """argparse type: a Binance-style symbol (2-20 upper-case letters and digits)."""
     if not (2 <= len(text) <= 20 and text.isascii() and text.isalnum() and text.isupper()):
@@ -1097,8 +1107,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     pf = cmd_parser("pair-fees", help="set a pair's maker/taker fees (parts per million)")
     pf.add_argument("--symbol", required=True, help="e.g. BTC-USDT")
-    pf.add_argument("--maker-fee-ppm", type=int, required=True)
-    pf.add_argument("--taker-fee-ppm", type=int, required=True)
+    pf.add_argument("--maker-fee-ppm", type=_fee_ppm, required=True)
+    pf.add_argument("--taker-fee-ppm", type=_fee_ppm, required=True)
     pf.set_defaults(fn=cmd_pair_fees)
 
     ks = cmd_parser("kill-switch", help="halt every pair at once (on), resume (off), show")
