@@ -105,7 +105,7 @@ async def compose(settings: Settings) -> AsyncIterator[Gateway]:
         stack.push_async_callback(cache.close)
         custody = CustodyCases(PgCustodyStore(pool),
                                BusWatchers(bus, wallet.WATCHER_TIMEOUT_S))
-        c = GatewayContext(settings, pool, bus, cache, ReferencePrices(cache),
+        c = GatewayContext(settings, pool, bus, ReferencePrices(cache),
                            await db.load_pairs(pool), custody=custody)
         for sym in c.pairs:
             await bus.ensure_symbol(sym)

@@ -17,7 +17,6 @@ from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
 
 from tradeplane.adapters.bus import Bus
-from tradeplane.adapters.cache import MarketCache
 from tradeplane.adapters.db import Pool
 from tradeplane.adapters.orderpath import OrderPath
 from tradeplane.config import Settings
@@ -47,7 +46,6 @@ class GatewayContext:
     settings: Settings
     pool: Pool
     bus: Bus
-    cache: MarketCache
     references: ReferencePrices
     pairs: dict[str, PairRules] = field(default_factory=dict)
     #: Custody's use cases (the /sapi wallet routes and the withdrawal admin routes).
