@@ -516,21 +516,26 @@ def cmd_key_create(args: argparse.Namespace) -> int:
 
 
 def cmd_key_revoke(args: argparse.Namespace) -> int:
-    """Revoke an API key, as ``DELETE /admin/api-keys/{key}`` (gateways stop accepting it
-    within their key cache's TTL, at once when revoked through the API)."""
+    """Revoke an API key, as ``DELETE /admin/api-keys/{key}``: audited, and the gateways,
+    told over the bus, stop accepting it at once."""
+    from tradeplane.adapters.control import BusBroadcasts
     from tradeplane.usecases.audit import cli_actor
     from tradeplane.usecases.errors import NotFound
 
     async def go() -> int:
-        pool = await _db_pool(args)
+        bus = await _bus(args)
         try:
-            cases = _account_cases(args, pool)
-            await cases.revoke_key(cli_actor(), args.api_key)
-        except NotFound:
-            print("no such live API key", file=sys.stderr)
-            return 2
+            pool = await _db_pool(args)
+            try:
+                cases = _account_cases(args, pool, events=BusBroadcasts(bus))
+                await cases.revoke_key(cli_actor(), args.api_key)
+            except NotFound:
+                print("no such live API key", file=sys.stderr)
+                return 2
+            finally:
+                await pool.close()
         finally:
-            await pool.close()
+            await bus.close()
         print(json.dumps({"apiKey": args.api_key, "revoked": True}))
         return 0
 
@@ -808,24 +813,58 @@ async def _reconcile_live(args: argparse.Namespace, loaded: Loaded, pool: Pool,
     return bad, unreachable
 
 
+#: How long the CLI waits for a wallet's watcher to check an address (as the gateway).
+_WATCHER_TIMEOUT_S = 5.0
+
+
 def cmd_withdraw_whitelist(args: argparse.Namespace) -> int:
+    """Add (or ``--remove``) a user's withdrawal address, as ``POST``/``DELETE
+    /admin/withdraw-whitelist``: the same use case, so the wallet's watcher checks an added
+    address with its node first and the change is audited (as ``cli:<os user>``)."""
     from tradeplane.adapters import db, wallets_db
+    from tradeplane.adapters.custody import BusWatchers, PgCustodyStore
+    from tradeplane.domain.custody import WalletSpecError
+    from tradeplane.usecases.audit import cli_actor
+    from tradeplane.usecases.custody import CustodyCases, Refusal
+    from tradeplane.usecases.errors import NotFound, Unavailable
+
+    asset = args.asset.upper()
 
     async def go() -> int:
-        pool = await _db_pool(args)
+        bus = await _bus(args)
         try:
-            account = await db.account_id(pool, args.user)
-            if account is None:
-                print(f"no such user: {args.user}", file=sys.stderr)
+            pool = await _db_pool(args)
+            try:
+                account = await db.account_id(pool, args.user)
+                if account is None:
+                    print(f"no such user: {args.user}", file=sys.stderr)
+                    return 2
+                store = PgCustodyStore(pool)
+                cases = CustodyCases(store, BusWatchers(bus, _WATCHER_TIMEOUT_S))
+                entry = {"account": account, "asset": asset, "address": args.address}
+                if args.remove:
+                    done = await cases.whitelist_remove(cli_actor(), account, asset,
+                                                        args.address, entry)
+                else:
+                    specs = await cases.wallets(asset)
+                    if not specs:
+                        print(f"no wallet holds {asset}", file=sys.stderr)
+                        return 2
+                    added = await cases.whitelist_add(cli_actor(), specs[0], account,
+                                                      args.address, entry)
+                    if isinstance(added, Refusal):
+                        print(f"{args.address} is not a {asset} address its node accepts",
+                              file=sys.stderr)
+                        return 2
+                    done = added
+                listed = await wallets_db.whitelist(pool, account)
+            except (NotFound, WalletSpecError, Unavailable) as exc:
+                print(f"{exc}", file=sys.stderr)
                 return 2
-            asset = args.asset.upper()
-            if args.remove:
-                done = await wallets_db.whitelist_remove(pool, account, asset, args.address)
-            else:
-                done = await wallets_db.whitelist_add(pool, account, asset, args.address)
-            listed = await wallets_db.whitelist(pool, account)
+            finally:
+                await pool.close()
         finally:
-            await pool.close()
+            await bus.close()
         print(json.dumps({"account": account, "changed": done,
                           "whitelist": [{"asset": a, "address": ad} for a, ad in listed]}))
         return 0
@@ -1189,10 +1228,9 @@ def build_parser() -> argparse.ArgumentParser:
     cw.set_defaults(fn=cmd_check_wallets)
 
     wl = cmd_parser("withdraw-whitelist",
-                        help="add (or --remove) a user's withdrawal address (written "
-                             "directly, without asking the chain; POST "
-                             "/admin/withdraw-whitelist checks the address with the "
-                             "wallet's node first)")
+                        help="add (or --remove) a user's withdrawal address, as POST/"
+                             "DELETE /admin/withdraw-whitelist: the wallet's watcher checks "
+                             "an added address with its node first; audited")
     wl.add_argument("user")
     wl.add_argument("asset")
     wl.add_argument("address")

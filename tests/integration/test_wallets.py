@@ -549,6 +549,23 @@ async def test_bad_withdrawal_requests_get_binance_errors_and_lock_nothing(ltc: 
     assert await wallets_db.withdraw_history(
         ltc.pool, user.account, asset=None, statuses=None, client_id=None, ids=None,
         start_ms=0, end_ms=2**62, offset=0, limit=10) == []
+    # The CLI's whitelist command is the same use case: the node refuses what it cannot
+    # pay, and each change is audited as the API's is, under the CLI's actor.
+    name = (await ltc.pool.fetchval("SELECT name FROM accounts WHERE id = $1", user.account))
+    code, out = await cli(ltc.plat, "withdraw-whitelist", name, "LTC", "rltc1notanaddress")
+    assert code == 2 and "not a LTC address" in out, out
+    code, out = await cli(ltc.plat, "withdraw-whitelist", name, "LTC", own_address, "--remove")
+    assert code == 0 and json.loads(out)["whitelist"] == [], out
+    code, out = await cli(ltc.plat, "withdraw-whitelist", name, "LTC", own_address)
+    assert code == 0 and json.loads(out)["changed"] is True, out
+    rows = await ltc.pool.fetch(
+        "SELECT action, actor, before, after FROM audit_log WHERE target = $1 ORDER BY id",
+        f"account:{user.account}")
+    trail = [(r["action"], r["actor"].split(":")[0]) for r in rows]
+    assert trail == [("withdrawal.whitelist.add", "admin"),
+                     ("withdrawal.whitelist.remove", "cli"),
+                     ("withdrawal.whitelist.add", "cli")], trail
+    assert rows[0]["after"] == rows[2]["after"] == rows[1]["before"]
     await wallets_db.whitelist_remove(ltc.pool, user.account, "LTC", own_address)
 
 
@@ -710,6 +727,10 @@ async def test_a_whitelist_request_with_no_watcher_is_503_and_logs_the_wallet(
              if rec.name == "tradeplane.gateway.wallet"]
     assert any("ltc-nowatcher" in m and "wallet-watcher --wallet ltc-nowatcher" in m
                for m in lines), lines
+    # The CLI asks the same watcher, and without an answer stores nothing either.
+    name = await plat.pool.fetchval("SELECT name FROM accounts WHERE id = $1", user.account)
+    code, out = await cli(plat, "withdraw-whitelist", name, "LTCW", "rltc1qsomething")
+    assert code == 2 and "wallet-watcher --wallet ltc-nowatcher" in out, out
     assert await wallets_db.whitelist(plat.pool, user.account) == []
 
 
