@@ -293,31 +293,10 @@ def cmd_pair_trading(args: argparse.Namespace) -> int:
     kill switch is on, only the state the pair returns to when it is lifted."""
     from tradeplane.domain.pairs import normalize_symbol
     from tradeplane.usecases.audit import cli_actor
-    from tradeplane.usecases.errors import NotFound, Unavailable
 
     symbol = normalize_symbol(args.symbol)
-
-    async def go() -> int:
-        bus = await _bus(args)
-        try:
-            pool = await _db_pool(args)
-            try:
-                cases = await _pair_cases(args, bus, pool)
-                after = await cases.set_trading(cli_actor(), symbol, args.state)
-            except NotFound:
-                print(f"no such pair: {symbol}", file=sys.stderr)
-                return 2
-            except Unavailable as exc:
-                print(f"the engine did not take it: {exc}", file=sys.stderr)
-                return 1
-            finally:
-                await pool.close()
-        finally:
-            await bus.close()
-        print(json.dumps(after))
-        return 0
-
-    return _run_async(go)
+    return _run_async(lambda: _over_pairs(
+        args, lambda cases: cases.set_trading(cli_actor(), symbol, args.state)))
 
 
 async def _over_pairs(args: argparse.Namespace,
