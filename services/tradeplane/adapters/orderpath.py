@@ -8,13 +8,13 @@ that process's concurrent requests."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from opentelemetry.trace import SpanContext
 
 from tradeplane import msgtrace
 from tradeplane.adapters import db
-from tradeplane.adapters.batching import Batcher
+from tradeplane.adapters.batching import Batcher, BatcherFailed
 from tradeplane.adapters.bus import Bus, BusError
 from tradeplane.domain import codec
 from tradeplane.domain.model import Command
@@ -32,17 +32,24 @@ from tradeplane.usecases.orders import (
 
 
 class OrderPath:
+    """``on_failure(name, exc)`` is told when a batcher's worker dies (its requests fail
+    with ``BatcherFailed``; the gateway's composition root stops the gateway)."""
+
     def __init__(self, pool: db.Pool, bus: Bus, *, db_workers: int = 4,
-                 list_workers: int = 2, publish_workers: int = 2) -> None:
+                 list_workers: int = 2, publish_workers: int = 2,
+                 on_failure: Callable[[str, BaseException], None] | None = None) -> None:
         self.pool = pool
         self.bus = bus
         self._publish_workers = publish_workers
+        self._on_failure = on_failure
         # One statement over arrays: a request that fails it must fail alone.
         self._holds: Batcher[OrderRequest, tuple[int | None, PlaceResult]] = Batcher(
-            self._place, workers=db_workers, isolate=True)
+            self._place, workers=db_workers, isolate=True, name="order-holds",
+            on_failure=on_failure)
         # OCO lists alike, in a statement of their own (each list all or nothing).
         self._list_holds: Batcher[ListRequest, tuple[int | None, list[int], PlaceResult]] = (
-            Batcher(self._place_lists, workers=list_workers, isolate=True))
+            Batcher(self._place_lists, workers=list_workers, isolate=True,
+                    name="order-list-holds", on_failure=on_failure))
         self._publishers: dict[str, Batcher[tuple[Command, SpanContext | None], int]] = {}
 
     async def place(self, req: OrderRequest) -> tuple[int | None, PlaceResult]:
@@ -59,12 +66,13 @@ class OrderPath:
         pub = self._publishers.get(symbol)
         if pub is None:
             pub = Batcher(lambda items: self._publish(symbol, items),
-                          workers=self._publish_workers, max_batch=512)
+                          workers=self._publish_workers, max_batch=512,
+                          name=f"commands-{symbol}", on_failure=self._on_failure)
             self._publishers[symbol] = pub
         try:
             # Taken here, in the request's task: the batch is published from a worker task.
             return await pub.submit((cmd, msgtrace.sampled_context()))
-        except BusError as exc:
+        except (BusError, BatcherFailed) as exc:
             raise Unavailable(str(exc)) from exc
 
     async def place_list(self, req: ListRequest) -> tuple[int | None, list[int], PlaceResult]:
