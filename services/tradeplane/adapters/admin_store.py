@@ -62,8 +62,12 @@ class PgPairStore:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PgPairsTx]:
-        async with self.pool.acquire() as con, con.transaction():
-            yield PgPairsTx(con)
+        """Raises DatabaseUnavailable: no connection, or the commit failed."""
+        try:
+            async with self.pool.acquire() as con, con.transaction():
+                yield PgPairsTx(con)
+        except db.DRIVER_ERRORS as exc:
+            raise db.DatabaseUnavailable(f"PostgreSQL: {exc}") from exc
 
 
 class PgAccountsTx:
@@ -121,8 +125,12 @@ class PgAccountStore:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PgAccountsTx]:
-        async with self.pool.acquire() as con, con.transaction():
-            yield PgAccountsTx(con)
+        """Raises DatabaseUnavailable: no connection, or the commit failed."""
+        try:
+            async with self.pool.acquire() as con, con.transaction():
+                yield PgAccountsTx(con)
+        except db.DRIVER_ERRORS as exc:
+            raise db.DatabaseUnavailable(f"PostgreSQL: {exc}") from exc
 
     async def account(self, account: int) -> dict[str, Any] | None:
         return await accounts_db.account_doc(self.pool, account)

@@ -61,6 +61,11 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 
+#: What a failed round trip raises in the driver (server refused, connection lost, pool
+#: closed, timeout): translated into DatabaseUnavailable at this adapter's boundary.
+DRIVER_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
 def _translated(fn: Callable[_P, Awaitable[_R]]) -> Callable[_P, Awaitable[_R]]:
     """A failed round trip (server refused, connection lost, pool closed, timeout) raised
     as DatabaseUnavailable, so no asyncpg exception reaches a caller. Every function a
@@ -71,7 +76,7 @@ def _translated(fn: Callable[_P, Awaitable[_R]]) -> Callable[_P, Awaitable[_R]]:
     async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         try:
             return await fn(*args, **kwargs)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except DRIVER_ERRORS as exc:
             raise DatabaseUnavailable(f"PostgreSQL: {exc}") from exc
 
     return wrapper
