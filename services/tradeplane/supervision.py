@@ -40,6 +40,9 @@ class Backoff:
         self._next = self.first
 
 
+#: How long :meth:`BackgroundTasks.close` waits before it cancels a task again.
+CANCEL_AGAIN_S = 0.5
+
 #: Told of the first background task that died (its error carries the task's name in a
 #: note).
 OnFailure = Callable[[BaseException], None]
@@ -101,10 +104,13 @@ class BackgroundTasks:
         """Cancel every task and wait for them to end (their errors are not failures
         any more)."""
         self._closing = True
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        pending = set(self._tasks)
+        while pending:
+            for task in pending:
+                task.cancel()
+            # Again while one runs on: a client library may turn the cancellation into
+            # its own error (redis-py: a connection error) that the loop retries.
+            _, pending = await asyncio.wait(pending, timeout=CANCEL_AGAIN_S)
 
 
 async def alongside(work: Awaitable[None], background: BackgroundTasks) -> None:

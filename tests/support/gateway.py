@@ -16,4 +16,5 @@ def guard_only(limiter: RateLimits | None = None) -> Gateway:
     return Gateway(ctx=unused, keys=unused, limiter=limiter or NoRateLimits(),
                    controls=unused, credentials=unused, users=unused,
                    user_streams=unused,
-                   watermarks=unused, orderpath=unused, stream_hub=unused, market=unused)
+                   watermarks=unused, orderpath=unused, stream_hub=unused, market=unused,
+                   background=unused)

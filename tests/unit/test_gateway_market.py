@@ -10,8 +10,10 @@ from types import SimpleNamespace
 from typing import Any
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from tests.support.gateway import guard_only
+from tests.support.harness import eventually
 from tests.support.memory_market import MemoryMarketReads
 
 from tradeplane.domain.market import Candle, DepthSnapshot, TopOfBook
@@ -109,7 +111,9 @@ async def test_a_market_order_without_a_price_in_memory_is_sized_on_the_store_to
     assert refs.band_reference(SYMBOL) == 5_000_000  # kept in memory from then on
 
 
-async def test_a_store_that_does_not_answer_leaves_the_reference_prices_as_they_were() -> None:
+async def test_a_store_that_does_not_answer_leaves_the_reference_prices_as_they_were(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     reads = MemoryMarketReads()
     reads.top_of_book[SYMBOL] = TopOfBook(1, 5_000_000, 1, 0, 0, 0, 0)
     refs = ReferencePrices(reads, period=0.001)
@@ -117,10 +121,28 @@ async def test_a_store_that_does_not_answer_leaves_the_reference_prices_as_they_
     reads.down = True
     reads.top_of_book[SYMBOL] = TopOfBook(2, 6_000_000, 1, 0, 0, 0, 0)
     task = asyncio.create_task(refs.run(lambda: [SYMBOL]))
-    await asyncio.sleep(0.02)  # several refreshes fail meanwhile; the loop goes on
-    assert not task.done()
-    assert refs.band_reference(SYMBOL) == 5_000_000
-    reads.down = False
-    await asyncio.sleep(0.02)
-    task.cancel()
-    assert refs.band_reference(SYMBOL) == 6_000_000
+    try:
+        await eventually(lambda: _true(caplog.text.count("reference prices not refreshed") >= 3))
+        assert not task.done(), "an unavailable cache is retried; the loop goes on"
+        assert refs.band_reference(SYMBOL) == 5_000_000
+        reads.down = False
+        await eventually(lambda: _true(refs.band_reference(SYMBOL) == 6_000_000))
+    finally:
+        task.cancel()
+
+
+async def test_a_reference_refresh_that_fails_unexpectedly_ends_its_task() -> None:
+    """A defect is not retried: the task dies, and the gateway's supervision stops the
+    gateway (tests/integration/test_gateway_supervision.py)."""
+    reads = MemoryMarketReads()
+    refs = ReferencePrices(reads, period=0.001)
+
+    def broken() -> list[str]:
+        raise KeyError("symbols")
+
+    with pytest.raises(KeyError, match="symbols"):
+        await asyncio.wait_for(refs.run(broken), 5)
+
+
+async def _true(value: bool) -> bool:
+    return value

@@ -45,6 +45,7 @@ from tradeplane.gateway.fastpath import OrderFastPath
 from tradeplane.gateway.references import ReferencePrices
 from tradeplane.gateway.security import start_security
 from tradeplane.gateway.watermarks import Watermarks
+from tradeplane.supervision import BackgroundTasks, Backoff, OnFailure
 from tradeplane.usecases.custody import CustodyCases
 
 log = logging.getLogger("tradeplane.gateway")
@@ -89,12 +90,15 @@ Wiring = Callable[[Settings], AbstractAsyncContextManager[Gateway]]
 @asynccontextmanager
 async def compose(settings: Settings) -> AsyncIterator[Gateway]:
     """The gateway's composition root: connect the adapters, build every service the
-    routes use, start the background work; close it all on exit.
+    routes use, start the background work (supervised: ``Gateway.background``, see
+    :func:`serve`); close it all on exit.
 
     Raises:
         GatewayWiringError: a service is missing (see :class:`Gateway`).
     """
     async with contextlib.AsyncExitStack() as stack:  # a start-up error closes what opened
+        background = BackgroundTasks()
+        stack.push_async_callback(background.close)  # a start-up error stops what started
         pool = await db.create_pool(settings.database_url, settings.db_pool_size)
         stack.push_async_callback(pool.close)
         bus = await Bus.connect(settings.nats_url, name="gateway",
@@ -117,31 +121,39 @@ async def compose(settings: Settings) -> AsyncIterator[Gateway]:
         stack.push_async_callback(listen_keys.close)
         hub = streams.StreamHub(bus)
         stack.push_async_callback(hub.close)
-        orderpath = OrderPath(pool, bus)
+        orderpath = OrderPath(pool, bus, on_failure=background.fail)
         stack.push_async_callback(orderpath.close)
-        security = await start_security(settings, c, keys)
+        security = await start_security(settings, c, keys, background)
         stack.push_async_callback(security.close)
         user_streams = userstream.UserStreams(listen_keys, keys, pool,
                                               ttl_s=settings.listen_key_ttl_s,
                                               accounts=PgAccountStatus(pool))
         security.controls.user_streams = user_streams
-        stack.callback(asyncio.create_task(_refresh_pairs(c)).cancel)
+        background.start("pair-refresh", _refresh_pairs(c, PAIR_REFRESH_S))
         await c.references.refresh(list(c.pairs))
-        stack.callback(asyncio.create_task(c.references.run(lambda: c.pairs)).cancel)
+        background.start("reference-prices", c.references.run(lambda: c.pairs))
+        # First on exit: the tasks stop before what they use closes (a task's error then
+        # is not a failure).
+        stack.push_async_callback(background.close)
         yield Gateway(ctx=c, keys=keys, limiter=security.limiter, controls=security.controls,
                       credentials=security.credentials, users=security.users,
                       user_streams=user_streams, watermarks=marks, orderpath=orderpath,
-                      stream_hub=hub, market=RedisMarketReads(pool, cache))
+                      stream_hub=hub, market=RedisMarketReads(pool, cache),
+                      background=background)
 
 
-def create_app(settings: Settings, *, wiring: Wiring = compose) -> FastAPI:
+def create_app(settings: Settings, *, wiring: Wiring = compose,
+               on_background_failure: OnFailure | None = None) -> FastAPI:
     """The gateway's ASGI app; its lifespan composes the services with ``wiring`` and
-    refuses to start (raises) when one is missing."""
+    refuses to start (raises) when one is missing. ``on_background_failure`` is told of
+    the first background task that dies (:func:`serve` stops the server)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with wiring(settings) as gw:
             install(app, gw)
+            if on_background_failure is not None:
+                gw.background.on_failure(on_background_failure)
             yield
 
     app = FastAPI(
@@ -176,24 +188,58 @@ def create_app(settings: Settings, *, wiring: Wiring = compose) -> FastAPI:
     return app
 
 
-async def _refresh_pairs(c: GatewayContext) -> None:
-    """New pairs and trading-state changes reach the gateway within seconds."""
+#: Seconds between two reloads of the pairs; the most a failing reload waits to retry.
+PAIR_REFRESH_S = 5.0
+PAIR_REFRESH_MAX_S = 30.0
+
+
+async def _refresh_pairs(c: GatewayContext, every: float) -> None:
+    """New pairs and trading-state changes reach the gateway within seconds.
+
+    Retries with backoff: while PostgreSQL or NATS fails (``DatabaseError``,
+    ``BusError``) the gateway keeps serving with the pairs it has, logging each failure
+    once and trying again after ``every`` seconds, then twice as long each time, at most
+    ``PAIR_REFRESH_MAX_S``. Any other error is a defect and ends the task, which stops the
+    gateway (:func:`serve`): stale pairs served forever would be silent.
+    """
+    backoff = Backoff(every, max(every, PAIR_REFRESH_MAX_S))
+    delay = every
     while True:
-        await asyncio.sleep(5.0)
+        await asyncio.sleep(delay)
         try:
             pairs = await db.load_pairs(c.pool)
             for sym in set(pairs) - set(c.pairs):
                 await c.bus.ensure_symbol(sym)
-            c.pairs = pairs
         except (db.DatabaseError, BusError) as exc:  # keep serving with the pairs we have
-            log.warning("pair refresh failed: %s", exc)
-        except Exception:  # a defect: said loudly, and the refresh goes on
-            log.exception("pair refresh failed")
+            delay = backoff.failed()
+            log.warning("pair refresh failed; retrying in %.1fs: %s", delay, exc)
+            continue
+        c.pairs = pairs
+        backoff.succeeded()
+        delay = every
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    """Serve the gateway until ``stop`` (or SIGINT/SIGTERM, which uvicorn handles).
+
+    Its background tasks (pair refresh, reference prices, the rate-limit syncer, the
+    kill-switch poll, the order path's batch workers) run supervised for the app's
+    lifetime: the first that dies makes the server shut down as on SIGTERM, and ``serve``
+    then raises its error.
+
+    Raises:
+        ExceptionGroup: a background task died (``runner.supervised`` logs it on one
+            CRITICAL line; the process exits non-zero and is restarted).
+    """
+    failures: list[BaseException] = []
+
+    def background_failed(exc: BaseException) -> None:
+        failures.append(exc)
+        server.should_exit = True
+
     config = uvicorn.Config(
-        OrderFastPath(create_app(settings), settings),
+        OrderFastPath(create_app(settings, on_background_failure=background_failed),
+                      settings),
         host=settings.http_host, port=settings.http_port,
         log_config=None, access_log=False, lifespan="on", ws_ping_interval=20,
         # A larger client frame is refused (1009) before it is read (wslimits.py).
@@ -212,3 +258,5 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     server.should_exit = True
     stopper.cancel()
     await task
+    if failures:
+        raise BaseExceptionGroup("a gateway background task failed", failures)

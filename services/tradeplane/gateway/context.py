@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # these modules read the gateway through this one
     from tradeplane.gateway.users import Credentials
     from tradeplane.gateway.userstream import UserStreams
     from tradeplane.gateway.watermarks import Watermarks
+    from tradeplane.supervision import BackgroundTasks
     from tradeplane.usecases.users import Users
 
 #: The one attribute of ``app.state`` the gateway uses.
@@ -95,6 +96,8 @@ class Gateway:
     stream_hub: StreamHub
     #: The market data the public endpoints read (documents, candles).
     market: MarketReads
+    #: The gateway's background tasks, supervised for the app's lifetime (``app.serve``).
+    background: BackgroundTasks
 
     def __post_init__(self) -> None:
         missing = [f.name for f in fields(self) if getattr(self, f.name) is None]

@@ -28,6 +28,7 @@ from tradeplane.domain.errors import TradeplaneError
 from tradeplane.domain.pairs import PairRules
 from tradeplane.gateway.auth import KeyCache
 from tradeplane.gateway.context import GatewayContext
+from tradeplane.supervision import BackgroundTasks, Backoff
 from tradeplane.usecases.accounts import Accounts, KeyEvents
 from tradeplane.usecases.pairs import KILL_SWITCH, Gateways, PairControl, Pairs
 
@@ -36,6 +37,8 @@ __all__ = ["KILL_SWITCH", "ControlChannel", "Controls", "PairControl", "UserStre
 log = logging.getLogger("tradeplane.gateway")
 
 POLL_S = 5.0
+#: The longest wait between two polls of the kill-switch flag while the database fails.
+POLL_RETRY_MAX_S = 30.0
 
 #: A control message's document, as a handler receives it.
 Handler = Callable[[dict[str, Any]], Awaitable[None]]
@@ -85,23 +88,21 @@ class Controls:
         self.user_streams: UserStreamControl | None = None
         self.halted = False
         self._unsubs: list[Unsubscribe] = []
-        self._poller: asyncio.Task[None] | None = None
         self.pair_cases = pair_cases(self)
         self.account_cases = account_cases(self)
 
-    async def start(self) -> None:
+    async def start(self, background: BackgroundTasks, poll_s: float = POLL_S) -> None:
+        """Read the kill-switch flag, listen to the control subjects, and poll the flag
+        every ``poll_s`` seconds as the task ``kill-switch-poll`` of ``background`` (which
+        stops it)."""
         self.halted = await self._flag_on()
         self._unsubs = [
             await self.channel.on_gateway(self._on_gateway),
             await self.channel.on_pairs(self._on_pairs),
         ]
-        self._poller = asyncio.create_task(self._poll())
+        background.start("kill-switch-poll", self._poll(poll_s))
 
     async def stop(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
         for unsub in self._unsubs:
             with contextlib.suppress(TradeplaneError):
                 await unsub()
@@ -109,15 +110,28 @@ class Controls:
     async def _flag_on(self) -> bool:
         return bool((await self.pair_cases.kill_switch_state())["on"])
 
-    async def _poll(self) -> None:
+    async def _poll(self, every: float) -> None:
+        """Re-read the kill-switch flag every ``every`` seconds: a replica that missed a
+        ``control.gateway`` message follows within that time.
+
+        Retries with backoff: while the database fails (a ``TradeplaneError``) the last
+        known state stays, each failure is logged once and the next poll waits twice as
+        long, at most ``POLL_RETRY_MAX_S``. Any other error is a defect and ends the task,
+        which stops the gateway (``gateway.app.serve``): a kill switch that silently
+        stopped following the flag is not one.
+        """
+        backoff = Backoff(every, max(every, POLL_RETRY_MAX_S))
+        delay = every
         while True:
-            await asyncio.sleep(POLL_S)
+            await asyncio.sleep(delay)
             try:
                 self.halted = await self._flag_on()
             except TradeplaneError as exc:  # the database: keep the last known state
-                log.warning("kill-switch poll failed: %s", exc)
-            except Exception:  # a defect: said loudly; the last known state stays
-                log.exception("kill-switch poll failed")
+                delay = backoff.failed()
+                log.warning("kill-switch poll failed; retrying in %.0fs: %s", delay, exc)
+                continue
+            backoff.succeeded()
+            delay = every
 
     async def _on_gateway(self, doc: dict[str, Any]) -> None:
         kind = doc.get("kind")

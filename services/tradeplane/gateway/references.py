@@ -15,8 +15,12 @@ from typing import Protocol
 from tradeplane.domain.errors import Unavailable
 from tradeplane.domain.market import TopOfBook
 from tradeplane.domain.model import Side
+from tradeplane.supervision import Backoff
 
 log = logging.getLogger("tradeplane.gateway")
+
+#: The longest wait between two refreshes while the cache does not answer.
+RETRY_MAX_S = 5.0
 
 
 class Tops(Protocol):
@@ -41,11 +45,25 @@ class ReferencePrices:
         self._tops = {s: t for s, t in zip(symbols, tops, strict=True) if t is not None}
 
     async def run(self, symbols: Callable[[], Iterable[str]]) -> None:
+        """Refresh every ``period`` seconds, for the gateway's lifetime.
+
+        Retries with backoff: while the cache is unavailable the last prices stay (a
+        market order still asks the cache itself, :meth:`market_reference`); each failure
+        is logged once and the next try waits twice as long, at most ``RETRY_MAX_S``.
+        Any other error is a defect and ends the task, which stops the gateway
+        (``gateway.app.serve``): prices frozen without a word would be silent.
+        """
+        backoff = Backoff(self.period, max(self.period, RETRY_MAX_S))
         while True:
             try:
                 await self.refresh(list(symbols()))
             except Unavailable as exc:
-                log.warning("reference prices not refreshed: %s", exc)
+                delay = backoff.failed()
+                log.warning("reference prices not refreshed; retrying in %.1fs: %s",
+                            delay, exc)
+                await asyncio.sleep(delay)
+                continue
+            backoff.succeeded()
             await asyncio.sleep(self.period)
 
     def band_reference(self, symbol: str) -> int | None:

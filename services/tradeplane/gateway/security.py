@@ -13,7 +13,6 @@ caching of session and admin answers) and Binance's usage headers
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -51,6 +50,7 @@ from tradeplane.gateway.ratelimit import (
     route_cost,
 )
 from tradeplane.gateway.users import Credentials, LoginLimits
+from tradeplane.supervision import BackgroundTasks
 from tradeplane.usecases.accounts import Accounts, KeyEvents
 from tradeplane.usecases.pairs import Gateways, Pairs
 from tradeplane.usecases.users import Users
@@ -245,12 +245,20 @@ class Security:
     close: Closer
 
 
-async def start_security(settings: Settings, c: GatewayContext, keys: KeyCache) -> Security:
+async def start_security(settings: Settings, c: GatewayContext, keys: KeyCache,
+                         background: BackgroundTasks) -> Security:
     """Build rate limits (Redis, or :class:`NoRateLimits` when ``rate_limits`` is off),
     credentials (password hashing, JWT), the platform controls (kill switch, pair
     control, cross-replica invalidation) with the pairs and accounts use cases over
     PostgreSQL and NATS, and the users use case (its store, the mailer, the failed-login
-    counters), started; ``close`` stops them."""
+    counters), started; ``close`` stops them. Their loops (the rate-limit syncer
+    ``rate-limit-sync``, the kill-switch poll) run as tasks of ``background``, which
+    stops them.
+
+    The syncer does not retry at its level: a Redis that does not answer is the store's
+    to ride out (``RateLimitStore.sync`` returns None; the counts stay in-process and are
+    added at the next sync), so any error that ends it is a defect, and it stops the
+    gateway (``gateway.app.serve``) rather than let limits silently stop being shared."""
     store: RateLimitStore | None = (RedisRateLimitStore(settings.redis_url)
                                     if settings.rate_limits else None)
     limiter: RateLimits = Limiter(store, settings) if store is not None else NoRateLimits()
@@ -271,13 +279,10 @@ async def start_security(settings: Settings, c: GatewayContext, keys: KeyCache) 
 
     controls = Controls(c, keys, BusControlChannel(c.bus), lambda: db.load_pairs(c.pool),
                         pair_cases, account_cases)
-    await controls.start()
-    syncer = asyncio.create_task(limiter.run())
+    await controls.start(background)
+    background.start("rate-limit-sync", limiter.run())
 
     async def close() -> None:
-        syncer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await syncer
         await controls.stop()
         if store is not None:
             await store.close()
