@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,7 @@ from tradeplane.marketdata.ports import (
 )
 from tradeplane.marketdata.service import MarketDataService
 from tradeplane.marketdata.state import DEPTH_FAST, TRADE
+from tradeplane.runner import supervised
 
 RULES = DEMO_PAIRS[0]
 SYMBOL = RULES.symbol
@@ -277,3 +279,22 @@ def test_the_stand_ins_implement_the_ports() -> None:
     bus: MarketBus = MemoryMarketBus()
     store: MarketStore = MemoryStore()
     assert bus and store
+
+
+async def test_a_timer_step_that_fails_unexpectedly_takes_the_service_down_with_a_critical_line(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bus, cache = MemoryMarketBus(), MemoryStore()
+    svc = MarketDataService(bus, cache, now_ms=lambda: TS, fast_ms=1, slow_ms=1)
+
+    async def broken_tick() -> None:
+        raise KeyError("kline interval")  # not Redis or NATS failing: a defect
+
+    monkeypatch.setattr(svc, "tick", broken_tick)
+    stop = asyncio.Event()
+    with pytest.raises(KeyError, match="kline interval"):
+        await asyncio.wait_for(supervised("marketdata", svc.run(stop)), 5)
+    assert not stop.is_set(), "it stopped by itself"
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.CRITICAL]
+    assert lines == ["marketdata stopping: a background task failed: KeyError: "
+                     "'kline interval'"]

@@ -49,6 +49,7 @@ from tradeplane.marketdata.state import (
     StateError,
     Updates,
 )
+from tradeplane.supervision import Backoff
 
 log = logging.getLogger("tradeplane.marketdata")
 tracer = trace.get_tracer("tradeplane.marketdata")
@@ -56,6 +57,8 @@ tracer = trace.get_tracer("tradeplane.marketdata")
 #: Least time between two applied groups. Depth diffs leave every 100 ms anyway; 20 ms more
 #: on trades and tickers buys several times fewer pulls, Redis writes and publishes.
 LINGER_S = 0.02
+#: The longest wait between two tries of a timer step while its store or bus is down.
+TIMER_RETRY_MAX_S = 5.0
 
 CONSUMER = "marketdata"
 
@@ -106,21 +109,26 @@ class MarketDataService:
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self, stop: asyncio.Event) -> None:
+        """Consume EVENTS and run the depth/ticker timers until ``stop``, all three in one
+        task group. The timers retry an unavailable store or bus with backoff (see
+        :meth:`_every`) and the consumer redelivers a group whose handler failed; any other
+        error in any of them ends them all and ``run`` raises it (the process exits
+        non-zero and is restarted; the states resume from the cache).
+
+        Raises:
+            ExceptionGroup: a task died (the runner logs each cause, re-raises the first).
+            Unavailable: at start (the bus or the store did not answer).
+        """
         await self.bus.ensure_events()
         await self.start()
-        tasks = [
-            asyncio.create_task(self.bus.consume_events(
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self.bus.consume_events(
                 self.consumer, self.handle, start_seq=self.position + 1, stop=stop,
-                linger=LINGER_S)),
-            asyncio.create_task(self._every(self.fast_s, self._fast, stop)),
-            asyncio.create_task(self._every(self.slow_s, self._slow, stop)),
-        ]
-        try:
-            await asyncio.gather(*tasks)
-        finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+                linger=LINGER_S), name="marketdata-consumer")
+            tasks.create_task(self._every(self.fast_s, self._fast, stop),
+                              name="marketdata-fast-timer")
+            tasks.create_task(self._every(self.slow_s, self._slow, stop),
+                              name="marketdata-slow-timer")
 
     async def start(self) -> None:
         """Load the pairs and resume every state from the cache, or start them all empty
@@ -198,18 +206,31 @@ class MarketDataService:
     async def _every(
         self, period_s: float, step: Callable[[], Awaitable[None]], stop: asyncio.Event
     ) -> None:
+        """Run ``step`` every ``period_s`` seconds until ``stop``.
+
+        Retries with backoff: when Redis, NATS or PostgreSQL did not answer
+        (``Unavailable``; events are unaffected, a later flush carries what this one
+        missed), the failure is logged once and the next try waits twice as long, at most
+        ``TIMER_RETRY_MAX_S``. Any other error is a defect and ends the task (and the
+        service: :meth:`run`).
+        """
+        backoff = Backoff(period_s, max(period_s, TIMER_RETRY_MAX_S))
+        delay = period_s
         while not stop.is_set():
             try:
-                await asyncio.wait_for(stop.wait(), timeout=period_s)
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+                return
             except TimeoutError:
-                try:
-                    await step()
-                except Unavailable as exc:
-                    # Redis, NATS or PostgreSQL did not answer: the next period tries
-                    # again; events are unaffected
-                    log.warning("market-data timer step failed: %s", exc)
-                except Exception:  # a defect: said loudly; the next period tries again
-                    log.exception("market-data timer step failed")
+                pass
+            try:
+                await step()
+            except Unavailable as exc:
+                delay = backoff.failed()
+                log.warning("market-data timer step failed; retrying in %.1fs: %s",
+                            delay, exc)
+                continue
+            backoff.succeeded()
+            delay = period_s
 
     async def _fast(self) -> None:
         await self.flush_depth("100ms")

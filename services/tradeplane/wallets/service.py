@@ -101,24 +101,31 @@ class Custody:
         ]
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Serve requests and run the three loops until ``stop``."""
+        """Serve requests and run the three loops until ``stop``, in one task group. Each
+        loop retries a failed pass with backoff (``wallets.loop.run_passes``); an error
+        that escapes a loop ends them all and ``run`` raises it (the runner logs it on a
+        CRITICAL line; the process exits non-zero and is restarted).
+
+        Raises:
+            ExceptionGroup: a loop died.
+        """
         unsubscribe = await self.serve()
         s = self.settings
-        # The processor announces withdrawal states it changed without waiting for a scan.
-        tasks = [
-            asyncio.create_task(self.watcher.run(stop, s.wallet_scan_interval_s)),
-            asyncio.create_task(self.processor.run(
-                stop, s.wallet_withdraw_interval_s, after_pass=self.watcher.announce)),
-            asyncio.create_task(run_reconciliation(self.spec, self.chain, self.store, stop,
-                                                   s.wallet_reconcile_interval_s)),
-        ]
         log.info("wallet %s (%s %s on %s) watching", self.spec.name, self.spec.asset,
                  self.spec.network, self.spec.chain)
         try:
-            await asyncio.gather(*tasks)
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self.watcher.run(stop, s.wallet_scan_interval_s),
+                                  name=f"deposit-watcher-{self.spec.name}")
+                # The processor announces withdrawal states it changed without waiting for
+                # a scan.
+                tasks.create_task(self.processor.run(
+                    stop, s.wallet_withdraw_interval_s, after_pass=self.watcher.announce),
+                    name=f"withdrawal-processor-{self.spec.name}")
+                tasks.create_task(run_reconciliation(self.spec, self.chain, self.store, stop,
+                                                     s.wallet_reconcile_interval_s),
+                                  name=f"reconciliation-{self.spec.name}")
         finally:
-            for t in tasks:
-                t.cancel()
             for unsub in unsubscribe:
                 await unsub()
 
