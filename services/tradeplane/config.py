@@ -321,6 +321,15 @@ class Settings(VaultSettings):
         description="Seconds between full ledger-invariant checks in settlement (each scans "
         "every posting; the metric tradeplane_ledger_invariant_ok follows it).",
     )
+    relay_age_ms: int = Field(
+        default=10_000, gt=5_000,
+        description="How old (ms) an order still PENDING_NEW must be before settlement's "
+        "outbox relay looks at it. It must exceed the longest a gateway's command publish "
+        "may take (5 s, after which the gateway gives up), so the order's original "
+        "message, if it was ever stored, is in the command stream by then; a longer age "
+        "only delays the re-send of an order whose gateway died between its commit and "
+        "its publish.",
+    )
 
     @model_validator(mode="after")
     def _rules_of_the_groups_checked(self) -> Settings:
@@ -402,7 +411,7 @@ GROUPS: Final[Mapping[Group, tuple[str, ...]]] = {
                        "ws_connections_per_window", "ws_connection_window_s",
                        "listen_key_ttl_s"),
     Group.ENGINE: ("snapshot_every",),
-    Group.SETTLEMENT: ("invariant_check_s",),
+    Group.SETTLEMENT: ("invariant_check_s", "relay_age_ms"),
 }
 
 _COMMON: Final = frozenset({Group.BUS, Group.DATABASE, Group.OBSERVABILITY})

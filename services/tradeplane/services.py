@@ -87,7 +87,8 @@ async def run_settlement(settings: Settings, stop: asyncio.Event) -> None:
     pool = await db.create_pool(settings.database_url, settings.db_pool_size)
     bus = await _bus(settings, "settlement")
     try:
-        await settler(bus, pool, invariant_check_s=settings.invariant_check_s).run(stop)
+        await settler(bus, pool, invariant_check_s=settings.invariant_check_s,
+                      relay_age_ms=settings.relay_age_ms).run(stop)
     finally:
         await bus.close()
         await pool.close()

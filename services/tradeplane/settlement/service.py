@@ -88,6 +88,7 @@ LINGER_S = 0.005
 #: The outbox relay looks at a PENDING_NEW order only once it is this old: longer than a
 #: gateway's command publish may take (``Bus.publish_command`` gives up after 5 s), so
 #: the order's original message, if it is ever stored, is in the command stream by then.
+#: The default of the ``relay_age_ms`` setting (``config.Settings``).
 RELAY_AGE_MS = 10_000
 RELAY_INTERVAL_S = 2.0
 #: Retry delays of a background task whose database or bus failed: doubling, capped.
