@@ -1,19 +1,27 @@
 # The tradeplane image: every process (`tradeplane <cmd>`) and the operator
-# (`tradeplane-operator`). Built by skaffold (skaffold.yaml) or `docker build .`.
-FROM python:3.11-slim AS build
+# (`tradeplane-operator`).
+#
+# The build needs no network: it installs from a wheelhouse made outside the image
+# (`make wheelhouse`, tools/wheelhouse.py: the project's wheel and every pinned dependency
+# in build/wheelhouse/), so the same build works behind an air gap and gives the same
+# versions as the tests ran with. `make image` does both steps; skaffold.yaml runs the
+# first as a hook.
+#
+# BASE is any Debian-like image with Python 3.11, `python3 -m venv` and useradd: by default
+# python:3.11-slim; CI builds on a debootstrapped Debian bookworm (its python3 is 3.11),
+# since no registry is reachable there (tests/e2e/test_image.py).
+ARG BASE=python:3.11-slim
 
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-WORKDIR /src
-# Dependencies first (pinned by constraints.txt), so a source change reuses this layer.
-COPY pyproject.toml constraints.txt README.md ./
-COPY services ./services
-COPY operator ./operator
-RUN python -m venv /opt/tradeplane \
- && /opt/tradeplane/bin/pip install -c constraints.txt . \
+FROM ${BASE} AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INDEX=1
+COPY constraints.txt /src/constraints.txt
+COPY build/wheelhouse /src/wheelhouse
+RUN python3 -m venv /opt/tradeplane \
+ && /opt/tradeplane/bin/pip install --no-index --find-links /src/wheelhouse \
+      -c /src/constraints.txt tradeplane \
  && /opt/tradeplane/bin/python -m compileall -q /opt/tradeplane
 
-FROM python:3.11-slim
-
+FROM ${BASE}
 # The chart runs pods as 10001 with a read-only root filesystem: no bytecode written at
 # run time (it was compiled above), unbuffered JSON logs on stderr.
 ENV PATH=/opt/tradeplane/bin:$PATH \
@@ -24,6 +32,7 @@ RUN groupadd --system --gid 10001 tradeplane \
       --shell /usr/sbin/nologin tradeplane
 COPY --from=build /opt/tradeplane /opt/tradeplane
 WORKDIR /tmp
+# Numeric, so that the kubelet can check runAsNonRoot against it.
 USER 10001:10001
 EXPOSE 8080 9100
 ENTRYPOINT []

@@ -666,5 +666,10 @@ def test_skaffold_builds_the_image_and_deploys_this_chart() -> None:
     release = skaffold["deploy"]["helm"]["releases"][0]
     assert (ROOT / release["chartPath"]).resolve() == CHART.resolve()
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert "python:3.11-slim" in dockerfile and "-c constraints.txt" in dockerfile
+    # Base chosen by a build argument, the install offline from the pinned wheelhouse
+    # (tests/e2e/test_image.py builds it for real).
+    assert re.search(r"^ARG BASE=python:3\.11-slim$", dockerfile, re.M)
+    assert "--no-index" in dockerfile and "-c /src/constraints.txt" in dockerfile
+    hooks = artifact.get("hooks", {}).get("before", [])
+    assert ["make", "wheelhouse"] in [h["command"] for h in hooks]
     assert re.search(r"^USER\s+10001", dockerfile, re.M)  # podSecurityContext.runAsUser
