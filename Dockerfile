@@ -14,16 +14,21 @@ ARG BASE=python:3.11-slim
 
 FROM ${BASE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INDEX=1
+# The dependencies first (every wheel of build/wheelhouse/deps, at the pinned versions):
+# a change to our code alone reuses this layer.
 COPY constraints.txt /src/constraints.txt
-COPY build/wheelhouse /src/wheelhouse
+COPY build/wheelhouse/deps /src/deps
 RUN python3 -m venv /opt/tradeplane \
- && /opt/tradeplane/bin/pip install --no-index --find-links /src/wheelhouse \
-      -c /src/constraints.txt tradeplane \
- && /opt/tradeplane/bin/python -m compileall -q /opt/tradeplane
+ && /opt/tradeplane/bin/pip install --no-index --find-links /src/deps \
+      -c /src/constraints.txt /src/deps/*.whl
+COPY build/wheelhouse/tradeplane-*.whl /src/
+# pip compiles what it installs: no bytecode is written at run time (read-only root).
+RUN /opt/tradeplane/bin/pip install --no-index --no-deps /src/tradeplane-*.whl \
+ && /opt/tradeplane/bin/pip check
 
 FROM ${BASE}
 # The chart runs pods as 10001 with a read-only root filesystem: no bytecode written at
-# run time (it was compiled above), unbuffered JSON logs on stderr.
+# run time (pip compiled it above), unbuffered JSON logs on stderr.
 ENV PATH=/opt/tradeplane/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1

@@ -12,6 +12,9 @@ redis, for one, needs async-timeout before 3.11.3 only. So the wheelhouse is clo
 every 3.11 patch release: a requirement that any of them would select is added, with its
 own dependencies, until nothing is missing.
 
+The project's own wheel goes in FOLDER, its dependencies in FOLDER/deps: the Dockerfile
+installs them in two steps, so a change to our code alone reuses the dependencies' layer.
+
 Usage: python tools/wheelhouse.py [FOLDER]   (default: build/wheelhouse)
 Runs pip through this interpreter; needs ``packaging`` (a runtime dependency).
 """
@@ -33,6 +36,7 @@ DEFAULT = ROOT / "build" / "wheelhouse"
 IMAGE_PYTHON = (3, 11)
 #: Patch releases the wheelhouse must serve: markers compare python_full_version.
 PATCH_RELEASES = [f"3.11.{n}" for n in range(15)]
+PROJECT = canonicalize_name("tradeplane")
 
 
 def build(folder: Path) -> list[Path]:
@@ -57,7 +61,12 @@ def build(folder: Path) -> list[Path]:
     for leftover in (ROOT / "build" / "lib", *(ROOT / "build").glob("bdist.*")):
         # setuptools' build folders in the source tree, left by building our own wheel.
         shutil.rmtree(leftover, ignore_errors=True)
-    return sorted(folder.glob("*.whl"))
+    deps = folder / "deps"
+    deps.mkdir()
+    for wheel in folder.glob("*.whl"):
+        if parse_wheel_filename(wheel.name)[0] != PROJECT:
+            wheel.rename(deps / wheel.name)
+    return sorted(folder.rglob("*.whl"))
 
 
 def _pip_wheel(folder: Path, targets: list[str]) -> None:
