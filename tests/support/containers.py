@@ -264,6 +264,8 @@ class Started:
 @dataclass
 class Pod:
     """A pod spec run as docker containers on the host's network (see the module doc).
+    Each container runs the image its spec names: the test tags the image it built with
+    the reference the chart and the operator render.
 
     ``env_sources``: the Secrets and ConfigMaps ``envFrom`` names, by name. ``files``: a
     host folder for each ConfigMap, Secret or projected volume, by volume name.
@@ -273,7 +275,6 @@ class Pod:
 
     name: str
     spec: dict[str, Any]
-    image: str
     env_sources: dict[str, dict[str, str]]
     files: dict[str, Path] = field(default_factory=dict)
     env_override: dict[str, str] = field(default_factory=dict)
@@ -293,9 +294,10 @@ class Pod:
         if sc.get("privileged"):
             raise ContainerError(f"{docker_name}: privileged")
         args = ["run", "--detach", "--name", docker_name, "--network", "host"]
+        image = str(container["image"])
         user = sc.get("runAsUser")
         if user is None:
-            user = _image_user(self.image)
+            user = _image_user(image)
         if sc.get("runAsNonRoot") and (not str(user).isdigit() or int(user) == 0):
             # The kubelet refuses it: it cannot check a user name is not root.
             raise ContainerError(f"{docker_name}: runAsNonRoot with user {user!r}")
@@ -316,8 +318,8 @@ class Pod:
         limits = (container.get("resources") or {}).get("limits") or {}
         if "memory" in limits:
             args += ["--memory", str(parse_quantity(limits["memory"]))]
-        if grace := self.spec.get("terminationGracePeriodSeconds"):
-            args += ["--stop-timeout", str(grace)]
+        # Kubernetes' default grace period is 30 s (docker's 10 s).
+        args += ["--stop-timeout", str(self.spec.get("terminationGracePeriodSeconds", 30))]
         args += self._mounts(container, docker_name)
         env = self._environment(container) | dict(ports_env) | self.env_override
         args += [a for name in sorted(env) for a in ("-e", name)]
@@ -328,9 +330,9 @@ class Pod:
         if any("$(" in a for a in (*command, *cmd_args)):
             raise ContainerError(f"{docker_name}: $(VAR) expansion is not implemented")
         if command:
-            args += ["--entrypoint", command[0], self.image, *command[1:], *cmd_args]
+            args += ["--entrypoint", command[0], image, *command[1:], *cmd_args]
         else:
-            args += [self.image, *cmd_args]
+            args += [image, *cmd_args]
         return args, env
 
     def _mounts(self, container: Mapping[str, Any], docker_name: str) -> list[str]:
@@ -375,14 +377,25 @@ class Pod:
         Raises:
             ContainerError: one exited non-zero (its log is in the message).
         """
-        for container in self.spec.get("initContainers", []):
+        self._run_to_completion(self.spec.get("initContainers", []), timeout)
+
+    def run_to_completion(self, timeout: float = 120) -> None:
+        """The containers of a Job's pod, in order, each to exit 0.
+
+        Raises:
+            ContainerError: one exited non-zero (its log is in the message).
+        """
+        self._run_to_completion(self.spec["containers"], timeout)
+
+    def _run_to_completion(self, containers: list[dict[str, Any]], timeout: float) -> None:
+        for container in containers:
             name = self._docker_name(container)
             args, env = self.run_args(container, name, {})
             docker("rm", "--force", name, check=False)
             docker(*args, env=env)
             code = docker("wait", name, timeout=timeout).stdout.strip()
             if code != "0":
-                raise ContainerError(f"init container {name} exited {code}:\n{self.log(name)}")
+                raise ContainerError(f"{name} exited {code}:\n{self.log(name)}")
             docker("rm", name)
 
     def start(self) -> None:
