@@ -16,96 +16,19 @@ Services' DNS names are replaced by the servers' addresses in the Secret; tracin
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
-import secrets
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any
 
 import pytest
-import yaml
-from tests.support.containers import Pod, docker, write_files
-from tests.support.harness import Trader, eventually, fresh_database, reset_bus_and_cache
-from tests.support.helm import ROOT, HelmUnavailable, helm
+from tests.support.cluster import SYMBOL, Cluster, running_cluster
+from tests.support.containers import docker
+from tests.support.harness import Trader, eventually
 
 from tradeplane.adapters import db
 from tradeplane.adapters.bus import Bus
-from tradeplane.adapters.cipher import SecretCipher
-from tradeplane.demo.client import ApiClient
-from tradeplane.domain.money import to_units
-from tradeplane_operator import children
-from tradeplane_operator.settings import OperatorSettings
 
 pytestmark = pytest.mark.e2e
-
-CHART = ROOT / "charts" / "tradeplane"
-RELEASE, NAMESPACE = "tp", "trading"
-FULLNAME = f"{RELEASE}-tradeplane"
-PAIR_MANIFEST = ROOT / "manifests" / "tradingpair-btc-usdt.yaml"
-SYMBOL = "BTCUSDT"
-#: The chart's rate limits are Binance's (100 orders per 10 s per key); the load below is
-#: faster than that on purpose, so the release raises them, as an operator would in values.
-RAISED_LIMITS = (
-    "gateway.rateLimits.ipWeightPerMinute=10000000",
-    "gateway.rateLimits.keyWeightPerMinute=10000000",
-    "gateway.rateLimits.ordersPer10s=1000000",
-    "gateway.rateLimits.ordersPerDay=100000000",
-)
-#: The Secret's addresses of the bundled servers, replaced by the test's servers.
-SERVER_KEYS = ("TRADEPLANE_NATS_URL", "TRADEPLANE_DATABASE_URL", "TRADEPLANE_REDIS_URL")
-
-
-def _render() -> list[dict[str, Any]]:
-    try:
-        done = helm("template", RELEASE, str(CHART), "-n", NAMESPACE,
-                    "-f", str(CHART / "ci" / "default-values.yaml"),
-                    *(a for s in RAISED_LIMITS for a in ("--set", s)))
-    except HelmUnavailable as exc:
-        pytest.skip(str(exc))
-    return [d for d in yaml.safe_load_all(done.stdout) if d]
-
-
-def _object(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
-    return next(d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name)
-
-
-def _pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
-    spec: dict[str, Any] = workload["spec"]["template"]["spec"]
-    return spec
-
-
-def _operator_settings(docs: list[dict[str, Any]]) -> OperatorSettings:
-    """The operator's settings exactly as the chart's operator Deployment gives them."""
-    operator = _pod_spec(_object(docs, "Deployment", f"{FULLNAME}-operator"))["containers"][0]
-    values = {e["name"]: e["value"] for e in operator["env"] if "value" in e}
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in values.items():
-            mp.setenv(name, value)
-        return OperatorSettings()
-
-
-@dataclass
-class Cluster:
-    pods: dict[str, Pod]
-    pool: db.Pool
-    nats_url: str
-    secret_key: str
-
-    @property
-    def gateway_url(self) -> str:
-        return f"http://127.0.0.1:{self.pods['gateway'].containers['gateway'].ports['http']}"
-
-    async def trader(self, name: str) -> Trader:
-        account = await db.create_account(self.pool, name)
-        secret = secrets.token_hex(32)
-        key = await db.create_api_key(self.pool, account,
-                                      SecretCipher(self.secret_key).encrypt(secret),
-                                      ["read", "trade"])
-        for asset, amount in (("BTC", "1000"), ("USDT", "100000000")):
-            await db.credit(self.pool, account, asset, to_units(amount), f"{name}-{asset}")
-        return Trader(account, key, secret, ApiClient(self.gateway_url, key, secret))
 
 
 @pytest.fixture(scope="module")
@@ -113,53 +36,11 @@ async def cluster(
     tradeplane_image: str, nats_url: str, pg_url: str, redis_url: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Cluster]:
-    docs = _render()
-    await reset_bus_and_cache(nats_url, redis_url)
-    dsn = await fresh_database(pg_url)
-    secret = _object(docs, "Secret", f"{FULLNAME}-env")
-    env = dict(secret["stringData"]) | dict(zip(SERVER_KEYS, (nats_url, dsn, redis_url),
-                                                strict=True))
-    sources = {secret["metadata"]["name"]: env}
-    no_tracing = {"TRADEPLANE_OTLP_ENDPOINT": ""}
-    migrate = _pod_spec(_object(docs, "Job", f"{FULLNAME}-migrate"))
-    # Every container names the image by the chart's reference: the one just built is it.
-    docker("tag", tradeplane_image, migrate["containers"][0]["image"])
-
-    settings = _operator_settings(docs)
-    assert settings.secret == secret["metadata"]["name"]  # the engines read the same Secret
-    manifest = yaml.safe_load(PAIR_MANIFEST.read_text())
-    objects = children.desired_children(manifest["metadata"]["name"], NAMESPACE,
-                                        manifest["spec"], settings, uid="uid-btc-usdt")
-    config = next(o for o in objects if o["kind"] == "ConfigMap")
-    engine = next(o for o in objects if o["kind"] == "Deployment")
-    folder = tmp_path_factory.mktemp("engine")
-    files = {"rules": write_files(folder / "rules", config["data"]),
-             "vault-token": write_files(folder / "vault-token", {})}
-
-    pods = {
-        "migrate": Pod("migrate", migrate, sources, env_override=no_tracing),
-        "engine": Pod("engine", _pod_spec(engine), sources, files, no_tracing),
-        **{name: Pod(name, _pod_spec(_object(docs, "Deployment", f"{FULLNAME}-{name}")),
-                     sources, env_override=no_tracing)
-           for name in ("settlement", "marketdata", "gateway")},
-    }
-    pool = await db.create_pool(dsn, 4)
-    try:
-        await asyncio.to_thread(pods["migrate"].run_to_completion)
-        # The engine registers its pair from the mounted rules, so it goes first: the
-        # gateway loads the pairs when it starts.
-        for name in ("engine", "settlement", "marketdata", "gateway"):
-            await asyncio.to_thread(pods[name].run_init_containers)
-            await asyncio.to_thread(pods[name].start)
-            await asyncio.to_thread(pods[name].wait_ready)
-        yield Cluster(pods, pool, nats_url, env["TRADEPLANE_SECRET_KEY"])
-    finally:
-        for pod in pods.values():
-            with contextlib.suppress(Exception):
-                for started in pod.containers.values():
-                    print(f"--- {started.name}\n{pod.log(started.name)[-2000:]}")
-            pod.remove()
-        await pool.close()
+    # No trace collector in this test: tracing off.
+    async with running_cluster(tradeplane_image, nats_url, pg_url, redis_url,
+                               tmp_path_factory.mktemp("pods"),
+                               env={"*": {"TRADEPLANE_OTLP_ENDPOINT": ""}}) as c:
+        yield c
 
 
 def test_every_pod_starts_from_its_spec_in_the_image_and_passes_its_probes(
