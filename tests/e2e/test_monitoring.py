@@ -4,7 +4,8 @@ tests/support/monitoring.py) scrapes the release running in containers of the im
 (tests/support/cluster.py); after traffic every dashboard panel's query returns data and
 every alert rule evaluates; a killed engine container fires TradeplaneEngineDown and a
 broken ledger in the test's throw-away database fires TradeplaneLedgerImbalance, both
-received by Alertmanager.
+received by Alertmanager; one order's trace reaches a real OTLP receiver (rotel) with the
+spans of the gateway, the engine and settlement under one trace id.
 
 Skipped, saying why, without Docker; fails naming the package without prometheus or
 prometheus-alertmanager (.ci/run installs both)."""
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
@@ -31,6 +33,7 @@ from tests.support.monitoring import (
     running_alertmanager,
     running_prometheus,
 )
+from tests.support.otlp import Collector, ReceivedSpan, running_rotel
 
 pytestmark = pytest.mark.e2e
 
@@ -50,6 +53,7 @@ class Monitored:
     cluster: Cluster
     prometheus: str
     alertmanager: str
+    collector: Collector
 
 
 @pytest.fixture(scope="module")
@@ -66,16 +70,19 @@ async def monitored(
     redis_url: str, tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Monitored]:
     folder = tmp_path_factory.mktemp("monitoring")
-    # Settlement checks the ledger every second instead of every minute, so a broken
-    # ledger shows within the test's patience.
-    env = {"*": {"TRADEPLANE_OTLP_ENDPOINT": ""},
-           "settlement": {"TRADEPLANE_INVARIANT_CHECK_S": "1"}}
-    async with running_cluster(tradeplane_image, nats_url, pg_url, redis_url, folder,
-                               values=("prometheus.scrapeInterval=1s",), env=env) as cluster:
-        with running_alertmanager(folder) as am:
-            config = prometheus_config(cluster, folder, am.removeprefix("http://"))
-            with running_prometheus(config) as prom:
-                yield Monitored(cluster, prom, am)
+    with running_rotel(folder) as collector:
+        # Traces go to the local collector instead of the chart's Jaeger Service, and
+        # settlement checks the ledger every second instead of every minute, so a broken
+        # ledger shows within the test's patience.
+        env = {"*": {"TRADEPLANE_OTLP_ENDPOINT": collector.endpoint},
+               "settlement": {"TRADEPLANE_INVARIANT_CHECK_S": "1"}}
+        async with running_cluster(tradeplane_image, nats_url, pg_url, redis_url, folder,
+                                   values=("prometheus.scrapeInterval=1s",),
+                                   env=env) as cluster:
+            with running_alertmanager(folder) as am:
+                config = prometheus_config(cluster, folder, am.removeprefix("http://"))
+                with running_prometheus(config) as prom:
+                    yield Monitored(cluster, prom, am, collector)
 
 
 def _components(m: Monitored) -> dict[str, str]:
@@ -203,3 +210,32 @@ async def test_a_broken_ledger_fires_the_ledger_alert_and_alertmanager_receives_
 
     labels = (await eventually(fired, timeout=30, interval=0.5))[0]
     assert labels["severity"] == "critical"
+
+
+async def test_one_orders_trace_reaches_the_collector_from_gateway_engine_and_settlement(
+    monitored: Monitored,
+) -> None:
+    carol = await monitored.cluster.trader("carol")
+    try:
+        r = await carol.api.signed("POST", "/api/v3/order", symbol=SYMBOL, side="BUY",
+                                   type="LIMIT", timeInForce="GTC", price="59999.00",
+                                   quantity="0.010", newOrderRespType="RESULT")
+        assert r.status_code == 200, r.text
+    finally:
+        await carol.api.close()
+
+    async def joined() -> dict[str, ReceivedSpan] | None:
+        traces: dict[str, list[ReceivedSpan]] = defaultdict(list)
+        for span in monitored.collector.spans():
+            traces[span.trace_id].append(span)
+        for spans in traces.values():
+            by_service = {s.service: s for s in spans}
+            if {"gateway", "matching", "settlement"} <= by_service.keys():
+                return by_service
+        return None
+
+    # The services' batch span processors export every 5 s.
+    spans = await eventually(joined, timeout=30, interval=0.5)
+    gateway, engine, settlement = (spans[s] for s in ("gateway", "matching", "settlement"))
+    assert engine.parent_id == gateway.span_id  # through the command message's headers
+    assert settlement.parent_id == engine.span_id  # through the event message's headers
