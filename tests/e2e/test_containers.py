@@ -28,7 +28,9 @@ from tests.support.harness import Trader, eventually
 from tradeplane.adapters import db
 from tradeplane.adapters.bus import Bus
 
-pytestmark = pytest.mark.e2e
+#: The first test to ask for the image may build it: debootstrap (first run on a machine),
+#: the wheelhouse and the build take up to three minutes on two busy cores.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,9 @@ from __future__ import annotations
 import pytest
 from tests.support.containers import BuildFigures, docker, image_config
 
-pytestmark = pytest.mark.e2e
+#: The first test to ask for the image may build it: debootstrap (first run on a machine),
+#: the wheelhouse and the build take up to three minutes on two busy cores.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 #: The image's size today is about 460 MB (Debian base 125 MB, the venv 350 MB: the
 #: kubernetes client alone is 130 MB). A jump past this is a dependency or a build step

@@ -35,7 +35,9 @@ from tests.support.monitoring import (
 )
 from tests.support.otlp import Collector, ReceivedSpan, running_rotel
 
-pytestmark = pytest.mark.e2e
+#: The first test to ask for the image may build it: debootstrap (first run on a machine),
+#: the wheelhouse and the build take up to three minutes on two busy cores.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 DASHBOARDS = sorted((CHART / "dashboards").glob("*.json"))
 #: Grafana's variables as a dashboard on this Prometheus would fill them: a scrape every
