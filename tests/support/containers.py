@@ -320,6 +320,9 @@ class Pod:
         limits = (container.get("resources") or {}).get("limits") or {}
         if "memory" in limits:
             args += ["--memory", str(parse_quantity(limits["memory"]))]
+        if "cpu" in limits:
+            cpu = str(limits["cpu"])
+            args += ["--cpus", str(int(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu))]
         # Kubernetes' default grace period is 30 s (docker's 10 s).
         args += ["--stop-timeout", str(self.spec.get("terminationGracePeriodSeconds", 30))]
         args += self._mounts(container, docker_name)
