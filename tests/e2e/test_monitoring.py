@@ -5,7 +5,8 @@ tests/support/monitoring.py) scrapes the release running in containers of the im
 every alert rule evaluates; a killed engine container fires TradeplaneEngineDown and a
 broken ledger in the test's throw-away database fires TradeplaneLedgerImbalance, both
 received by Alertmanager; one order's trace reaches a real OTLP receiver (rotel) with the
-spans of the gateway, the engine and settlement under one trace id.
+spans of the gateway, the engine and settlement under one trace id, and a cancel's trace
+goes from the gateway's HTTP server span (FastAPI's) to the engine.
 
 Skipped, saying why, without Docker; fails naming the package without prometheus or
 prometheus-alertmanager (.ci/run installs both)."""
@@ -243,3 +244,32 @@ async def test_one_orders_trace_reaches_the_collector_from_gateway_engine_and_se
     gateway, engine, settlement = (spans[s] for s in ("gateway", "matching", "settlement"))
     assert engine.parent_id == gateway.span_id  # through the command message's headers
     assert settlement.parent_id == engine.span_id  # through the event message's headers
+
+
+async def test_a_cancels_trace_goes_from_the_gateways_http_span_to_the_engine(
+    monitored: Monitored,
+) -> None:
+    dave = await monitored.cluster.trader("dave")
+    try:
+        r = await dave.api.signed("POST", "/api/v3/order", symbol=SYMBOL, side="BUY",
+                                  type="LIMIT", timeInForce="GTC", price="59998.00",
+                                  quantity="0.010", newOrderRespType="RESULT")
+        assert r.status_code == 200, r.text
+        r = await dave.api.signed("DELETE", "/api/v3/order", symbol=SYMBOL,
+                                  orderId=r.json()["orderId"])
+        assert r.status_code == 200, r.text
+    finally:
+        await dave.api.close()
+
+    async def joined() -> tuple[ReceivedSpan, ReceivedSpan] | None:
+        spans = monitored.collector.spans()
+        engine = {s.trace_id: s for s in spans if s.service == "matching"}
+        for span in spans:
+            if (span.service, span.name) == ("gateway", "DELETE /api/v3/order") \
+                    and span.trace_id in engine:
+                return span, engine[span.trace_id]
+        return None
+
+    http, engine = await eventually(joined, timeout=30, interval=0.5)
+    assert http.kind == "SPAN_KIND_SERVER" and http.parent_id == ""  # the trace's root
+    assert engine.trace_id == http.trace_id
