@@ -5,8 +5,8 @@ tests/support/monitoring.py) scrapes the release running in containers of the im
 every alert rule evaluates; a killed engine container fires TradeplaneEngineDown and a
 broken ledger in the test's throw-away database fires TradeplaneLedgerImbalance, both
 received by Alertmanager; one order's trace reaches a real OTLP receiver (rotel) with the
-spans of the gateway, the engine and settlement under one trace id, and a cancel's trace
-goes from the gateway's HTTP server span (FastAPI's) to the engine.
+spans of the gateway (its HTTP server span the root), the engine and settlement under one
+trace id, and a cancel's trace goes from the gateway's HTTP server span to the engine.
 
 Skipped, saying why, without Docker; fails naming the package without prometheus or
 prometheus-alertmanager (.ci/run installs both)."""
@@ -234,15 +234,20 @@ async def test_one_orders_trace_reaches_the_collector_from_gateway_engine_and_se
         for span in monitored.collector.spans():
             traces[span.trace_id].append(span)
         for spans in traces.values():
-            by_service = {s.service: s for s in spans}
-            if {"gateway", "matching", "settlement"} <= by_service.keys():
-                return by_service
+            by_name = {s.name: s for s in spans}
+            if {"POST /api/v3/order", "engine.process", "settlement.apply"} <= by_name.keys():
+                return by_name
         return None
 
     # The services' batch span processors export every 5 s.
     spans = await eventually(joined, timeout=30, interval=0.5)
-    gateway, engine, settlement = (spans[s] for s in ("gateway", "matching", "settlement"))
-    assert engine.parent_id == gateway.span_id  # through the command message's headers
+    http, order, engine, settlement = (spans[n] for n in (
+        "POST /api/v3/order", "order.new", "engine.process", "settlement.apply"))
+    assert (http.service, http.kind, http.parent_id) == ("gateway", "SPAN_KIND_SERVER", "")
+    assert order.service == "gateway" and order.parent_id == http.span_id
+    assert engine.service == "matching"
+    assert engine.parent_id == order.span_id  # through the command message's headers
+    assert settlement.service == "settlement"
     assert settlement.parent_id == engine.span_id  # through the event message's headers
 
 
