@@ -13,7 +13,7 @@ BIN := $(VENV)/bin
 RUNTIME_STAMP := $(VENV)/.installed-runtime
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: venv dev up test bench vendor
+.PHONY: venv dev up test bench vendor wheelhouse image
 
 venv: $(RUNTIME_STAMP)
 
@@ -56,3 +56,14 @@ bench: $(DEV_STAMP)
 # `make vendor SWAGGER_UI_VERSION=5.x.y` moves to another version.
 vendor:
 	$(PYTHON) tools/vendor_swagger_ui.py $(SWAGGER_UI_VERSION)
+
+# The image (Dockerfile) installs from a wheelhouse built here, so its build needs no
+# network: `make image` (BASE, IMAGE to change the base and the tag). The venv's Python
+# builds the wheels and must be CPython 3.11 on Linux, like the image's.
+BASE ?= python:3.11-slim
+IMAGE ?= tradeplane:dev
+wheelhouse: $(RUNTIME_STAMP)
+	$(BIN)/python tools/wheelhouse.py build/wheelhouse
+
+image: wheelhouse
+	docker build --network none --build-arg BASE=$(BASE) -t $(IMAGE) .

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 from tests.support.chains import LitecoinNode, MoneroNodes, running_litecoind, running_monero
+from tests.support.containers import BuildFigures, build_image, docker_unavailable
 from tests.support.harness import Platform, running_platform
 from tests.support.k8s_emulator import RunningEmulator, running_emulator
 
@@ -115,3 +116,24 @@ def monero_nodes() -> Iterator[MoneroNodes]:
     """monerod --regtest and two monero-wallet-rpc: ``hot`` (the exchange's) and ``payer``."""
     with data_folder("tp-xmr-") as folder, running_monero(folder) as nodes:
         yield nodes
+
+
+# --------------------------------------------------------------------------------------
+# The tradeplane image (tests/support/containers.py), built once per session from the
+# Dockerfile on a debootstrapped Debian base, only when a test asks for it. Without a
+# running dockerd the tests that need it are skipped, saying why.
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def image_build() -> tuple[str, BuildFigures]:
+    """The image's tag and how long building it took."""
+    if reason := docker_unavailable():
+        pytest.skip(reason)
+    figures = BuildFigures()
+    return build_image(figures), figures
+
+
+@pytest.fixture(scope="session")
+def tradeplane_image(image_build: tuple[str, BuildFigures]) -> str:
+    return image_build[0]

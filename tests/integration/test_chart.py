@@ -46,6 +46,11 @@ PROMETHEUS_SERIES = {"up"}
 #: watcher's (it needs a chain node; tests/integration/test_wallets.py runs it).
 AWAITED_SERIES: set[str] = {"tradeplane_wallet_reconciliation_ok",
                             "tradeplane_wallet_reorg_after_credit_total"}
+#: The wallet watcher's series, as its modules define them: the custody panels query them.
+WALLET_SERIES = {
+    name for path in (ROOT / "services" / "tradeplane" / "wallets").glob("*.py")
+    for name in re.findall(r'"(tradeplane_wallet_[a-z0-9_]+)"', path.read_text())
+}
 
 #: The one pod allowed to run as root: Promtail reads the node's /var/log/pods.
 ROOT_PODS = {f"{FULLNAME}-promtail"}
@@ -531,6 +536,11 @@ async def live_series(plat: Platform) -> set[str]:
 async def test_dashboard_queries_use_only_exported_metrics(busy_platform: Platform) -> None:
     wanted = {n for exprs in dashboard_exprs().values() for e in exprs
               for n in metric_names(e)} - PROMETHEUS_SERIES
+    # The custody panels' series come from the wallet watcher (it needs a chain node:
+    # tests/integration/test_wallets.py): each must be one its modules define.
+    custody = {n for n in wanted if n.startswith("tradeplane_wallet_")}
+    assert custody <= WALLET_SERIES, sorted(custody - WALLET_SERIES)
+    wanted -= custody
 
     async def all_there() -> bool:
         missing = wanted - await live_series(busy_platform)
@@ -666,5 +676,10 @@ def test_skaffold_builds_the_image_and_deploys_this_chart() -> None:
     release = skaffold["deploy"]["helm"]["releases"][0]
     assert (ROOT / release["chartPath"]).resolve() == CHART.resolve()
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert "python:3.11-slim" in dockerfile and "-c constraints.txt" in dockerfile
+    # Base chosen by a build argument, the install offline from the pinned wheelhouse
+    # (tests/e2e/test_image.py builds it for real).
+    assert re.search(r"^ARG BASE=python:3\.11-slim$", dockerfile, re.M)
+    assert "--no-index" in dockerfile and "-c /src/constraints.txt" in dockerfile
+    hooks = artifact.get("hooks", {}).get("before", [])
+    assert ["make", "wheelhouse"] in [h["command"] for h in hooks]
     assert re.search(r"^USER\s+10001", dockerfile, re.M)  # podSecurityContext.runAsUser

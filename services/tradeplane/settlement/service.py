@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from opentelemetry import trace
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
 from tradeplane import msgtrace
 from tradeplane.domain import codec
@@ -59,10 +59,14 @@ TX_SECONDS = Histogram(
     buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0, 5.0),
 )
 CURSOR = Gauge("tradeplane_settlement_last_sequence", "Last settled command seq", ["symbol"])
+#: Registered by the settler when it runs (:func:`_export_verdict`), not at import: every
+#: process imports this module (services.py), and an unset gauge reads 0, "violated" — on a
+#: real Prometheus each gateway, market-data and engine pod fired TradeplaneLedgerImbalance.
 INVARIANT_OK = Gauge(
     "tradeplane_ledger_invariant_ok",
     "1 when every ledger invariant holds, 0 when one is violated, NaN while unknown "
     "(not checked yet, or the last check failed)",
+    registry=None,
 )
 INVARIANT_CHECK_FAILURES = Counter(
     "tradeplane_ledger_invariant_check_failures_total",
@@ -79,6 +83,12 @@ IMBALANCE = Gauge(
     "Per asset: sum of balances minus external net credits (0 when sound)", ["asset"],
 )
 HELD = Gauge("tradeplane_ledger_locked_units", "Funds held for open orders", ["asset"])
+
+
+def _export_verdict() -> None:
+    """Put the ledger verdict on this process's /metrics: only the process that checks."""
+    with contextlib.suppress(ValueError):  # an earlier settler in this process did
+        REGISTRY.register(INVARIANT_OK)
 
 
 CONSUMER = "settlement"
@@ -260,6 +270,7 @@ class Settler:
             ExceptionGroup: a task died (the runner logs each cause, re-raises the first).
             Unavailable: at start (the database or the bus did not answer).
         """
+        _export_verdict()
         INVARIANT_OK.set(math.nan)  # unknown until the first check has run
         await self.start()
         unsubscribe = await self.bus.watch_pairs(self._pairs_changed)
