@@ -13,7 +13,7 @@ so a browser session is:
   trade, withdraw; withdrawals still ask for the 2FA code; it expires after a day and is
   revoked at logout); the page signs its requests with it, so there is no API secret to
   show or store. The refresh token goes into an HttpOnly, SameSite=Strict cookie scoped to
-  these endpoints: page script never sees it. The answer carries the short-lived access
+  ``/api/v1/auth/``: page script never sees it. The answer carries the short-lived access
   token (for the user endpoints) and the key's id.
 * ``POST /api/v1/auth/browser-refresh``: a new access token for the cookie (rotated).
 * ``POST /api/v1/auth/browser-logout``: revokes the session's key, ends the session and
@@ -43,9 +43,9 @@ UI_DIR: Final = resources.files("tradeplane.gateway") / "static" / "ui"
 #: The pages, by their path (``/trade/{symbol}`` is the trade page too).
 PAGES: Final = {"/": "trade.html", "/wallet": "wallet.html", "/admin": "admin.html"}
 _TRADE_PREFIX: Final = "/trade/"
-#: The refresh cookie: sent back only to the browser-session endpoints.
+#: The refresh cookie: sent back only to the session endpoints (``/api/v1/auth/``).
 COOKIE: Final = "tp_refresh"
-_COOKIE_PATH: Final = "/api/v1/auth/browser-"
+_COOKIE_PATH: Final = "/api/v1/auth/"
 #: How long a browser session's API key lives at most (it is revoked at logout).
 SESSION_KEY_DAYS: Final = 1
 

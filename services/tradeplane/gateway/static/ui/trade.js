@@ -138,10 +138,11 @@ function makeCharts() {
   volumeSeries = candleChart.addSeries(HistogramSeries, { priceScaleId: "vol", priceFormat: { type: "volume" } });
   candleChart.priceScale("vol").applyOptions({ scaleMargins: { top: 0.82, bottom: 0 } });
   depthChart = createOptionsChart($("#depth"), { ...chartColors(), autoSize: true });
+  // Cumulative amount by price (a price axis, not time): a step line per side.
   bidArea = depthChart.addSeries(AreaSeries, { lineColor: css("--up"), topColor: css("--up-fill"),
-    bottomColor: "rgba(0,0,0,0)", priceFormat: { type: "volume" } });
+    bottomColor: css("--up-fill"), lineType: 1, lineWidth: 2, priceFormat: { type: "volume" } });
   askArea = depthChart.addSeries(AreaSeries, { lineColor: css("--down"), topColor: css("--down-fill"),
-    bottomColor: "rgba(0,0,0,0)", priceFormat: { type: "volume" } });
+    bottomColor: css("--down-fill"), lineType: 1, lineWidth: 2, priceFormat: { type: "volume" } });
   onTheme(() => {
     candleChart.applyOptions(chartColors());
     depthChart.applyOptions(chartColors());
@@ -175,6 +176,7 @@ function renderDepthChart() {
   const a = asks.map(([, , p, q]) => ({ time: p, value: (cum += q) }));
   bidArea.setData(b);
   askArea.setData(a);
+  depthChart.timeScale().fitContent();
 }
 
 function intervals() {
@@ -220,7 +222,11 @@ function startMarket() {
       const d = doc.data;
       if (!d || !d.e) return;
       if (d.e === "depthUpdate") book.apply(d);
-      else if (d.e === "trade") addToTape($("#tape"), tapeRow(d.p, d.q, d.T, d.m));
+      else if (d.e === "trade") {
+        addToTape($("#tape"), tapeRow(d.p, d.q, d.T, d.m));
+        state.last = Number(d.p); // the ticker follows within its own period
+        $("#last").textContent = fmt(d.p, pdp());
+      }
       else if (d.e === "kline" && d.k.i === state.interval) onKline(d.k);
       else if (d.e === "24hrTicker") showTicker(d);
     },
@@ -466,9 +472,11 @@ function onExecution(r) {
 }
 
 let user;
+let keepalive;
 
 async function startUser() {
   if (user) { user.close(); user = null; }
+  clearInterval(keepalive);
   if (!session.signedIn) {
     state.open.clear(); state.history = []; state.myTrades = []; state.balances.clear();
     renderOpen(); renderHistory(); renderMyTrades(); renderBalances();
@@ -489,7 +497,9 @@ async function startUser() {
         }
       },
     });
-    setInterval(() => session.keyed("PUT", "/api/v3/userDataStream", { listenKey }).catch(() => {}), 30 * 60_000);
+    clearInterval(keepalive);
+    keepalive = setInterval(() => session.keyed("PUT", "/api/v3/userDataStream", { listenKey })
+      .catch(() => {}), 30 * 60_000);
   } catch (e) {
     notice(`Account stream: ${e.message}`, "error");
   }
