@@ -1,7 +1,8 @@
 """The API reference says everything a client needs: every Binance operation's parameters
 and security, the error model with every code the gateway answers, the admin roles and
 body fields, in client words; ``/docs`` is served from the package (no CDN) under a strict
-CSP (``/`` is the trading UI's: test_ui_pages.py), and unknown paths answer Binance's ``{"code", "msg"}``."""
+CSP (``/`` is the trading UI's: test_ui_pages.py), and unknown paths answer Binance's
+``{"code", "msg"}``."""
 
 from __future__ import annotations
 

@@ -31,7 +31,6 @@ from fastapi import Path as FPath
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
-from tradeplane.adapters import accounts_db
 from tradeplane.gateway import apikeys, errors, users
 from tradeplane.gateway.apikeys import KeySpec
 from tradeplane.gateway.context import ctx, gateway
@@ -153,10 +152,11 @@ async def browser_logout(request: Request, response: Response, body: BrowserLogo
     """Revoke the session's API key (when named and the user's), end the session and
     clear the cookie."""
     if body.apiKey and KEY_ID_RE.fullmatch(body.apiKey):
-        async with ctx(request).pool.acquire() as con, con.transaction():
-            revoked = await accounts_db.revoke_key(con, body.apiKey, s.user.account)
-        if revoked is not None:
-            await gateway(request.app).controls.key_changed(body.apiKey)
+        try:  # as the user's own revocation: audited, every replica told
+            await users.revoke_my_key(request, body.apiKey, s)
+        except errors.ApiError as exc:
+            if exc.code != -2015:  # -2015: revoked or expired already, or not theirs
+                raise
     await users.logout(request, s)
     response.delete_cookie(COOKIE, path=_COOKIE_PATH)
     return {"loggedOut": True}
