@@ -66,8 +66,13 @@ export class DepthBook {
   }
 
   async snapshot() {
-    if (this.loading) return;
+    if (this.loading) { // a gap while the snapshot loads: take another one after it
+      this.again = true;
+      return;
+    }
     this.loading = true;
+    this.again = false;
+    let delay = 200;
     try {
       const snap = await get("/api/v3/depth", { symbol: this.symbol, limit: 1000 });
       this.bids = new Map(snap.bids.map(([p, q]) => [p, q]));
@@ -77,12 +82,15 @@ export class DepthBook {
       const pending = this.buffer;
       this.buffer = [];
       for (const ev of pending) this.apply(ev);
-      this.onChange(this);
+      if (this.synced) this.onChange(this);
     } catch {
-      setTimeout(() => this.snapshot(), 1000);
+      this.synced = false;
+      delay = 1000;
     } finally {
       this.loading = false;
     }
+    // The snapshot was older than the first buffered diff (or failed): another one.
+    if (!this.synced || this.again) setTimeout(() => this.snapshot(), delay);
   }
 
   /** One diff event (`depthUpdate`). */
