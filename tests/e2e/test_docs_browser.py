@@ -1,7 +1,8 @@
 """The API reference in a real browser: headless Chromium (Debian's ``chromium``, driven by
 Playwright) opens ``/docs`` on the in-process platform with every request to another host
-blocked (``/`` is the trading UI: test_ui_browser.py), and Swagger UI (vendored, no CDN) lists every operation of
-the OpenAPI description under the page's strict CSP, without a script error."""
+blocked (``/`` is the trading UI: test_ui_browser.py), and Swagger UI (vendored, no CDN)
+lists every operation of the OpenAPI description under the page's strict CSP, without a
+script error."""
 
 from __future__ import annotations
 

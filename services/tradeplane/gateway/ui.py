@@ -31,6 +31,7 @@ from fastapi import Path as FPath
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
+from tradeplane.domain.signatures import KeyFormatError, ed25519_public_key
 from tradeplane.gateway import apikeys, errors, users
 from tradeplane.gateway.apikeys import KeySpec
 from tradeplane.gateway.context import ctx, gateway
@@ -117,6 +118,10 @@ async def browser_session(request: Request, response: Response,
         ApiError: as login (-1002 401, -1003 429); -1100 for a public key that is not an
             Ed25519 key.
     """
+    try:  # refused before the login: a failed key leaves no session behind
+        ed25519_public_key(body.publicKey)
+    except KeyFormatError as exc:
+        raise errors.ApiError(-1100, f"publicKey: {exc}") from None
     tokens = await users.login(request, users.LoginReq(
         email=body.email, password=body.password, totpCode=body.totpCode))
     claims = gateway(request.app).credentials.read_access(tokens["accessToken"])
