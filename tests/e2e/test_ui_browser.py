@@ -7,7 +7,9 @@ by clicking a row of the book, sees the order in open orders without a reload, c
 it, trades against another account and sees the trade on the tape and in their trades,
 places MARKET (by quote amount) and OCO orders (confirming the far-from-market price),
 sees another account's trade arrive on the tape, toggles the theme, and an admin opens
-the console. Screenshots of each page in both themes go to a temporary folder (printed;
+the console. On the wallet page (a wallet on the in-memory FakeChain) a user with 2FA
+sees their deposit address as a QR code and the deposit credited, asks a withdrawal with
+the 2FA code, and sees it move once an admin approves it in the console. Screenshots of each page in both themes go to a temporary folder (printed;
 ``TRADEPLANE_UI_SCREENSHOTS`` names another), not to the repository.
 """
 
@@ -16,19 +18,32 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pyotp
 import pytest
-from playwright.async_api import ConsoleMessage, Page, Request, Route, async_playwright
+from playwright.async_api import (
+    BrowserContext,
+    ConsoleMessage,
+    Page,
+    Request,
+    Route,
+    async_playwright,
+)
 from tests.e2e.test_docs_browser import chromium
+from tests.support.fake_chain import FakeChain
 from tests.support.harness import Platform, Trader, running_platform
 from tests.support.security import FAST_HASHING, Mailbox, verified_user
 
-from tradeplane.adapters import db
+from tradeplane.adapters import db, wallets_db
+from tradeplane.adapters.bus import Bus
+from tradeplane.domain.custody import wallet_from_spec
 from tradeplane.domain.money import to_units
+from tradeplane.wallets.service import Custody
+from tradeplane.wallets.settings import WalletSettings
 
 pytestmark = pytest.mark.e2e
 
@@ -75,6 +90,47 @@ async def order(trader: Trader, **params: Any) -> dict[str, Any]:
     return doc
 
 
+@dataclass
+class Browser:
+    """A Chromium page that may reach the gateway only, with its problems collected."""
+
+    base: str
+    outside: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    async def only_the_gateway(self, route: Route, request: Request) -> None:
+        if request.url.startswith(f"{self.base}/"):
+            await route.continue_()
+        else:
+            self.outside.append(request.url)
+            await route.abort("internetdisconnected")
+
+    def on_console(self, msg: ConsoleMessage) -> None:
+        if msg.type == "error":  # CSP refusals and failed loads are reported here
+            self.problems.append(f"console: {msg.text}")
+
+    async def page(self, context: BrowserContext) -> Page:
+        await context.route("**/*", self.only_the_gateway)
+        page = await context.new_page()
+        page.on("console", self.on_console)
+        page.on("pageerror", lambda exc: self.problems.append(f"page error: {exc}"))
+        return page
+
+    def check(self) -> None:
+        assert not self.outside, f"the pages tried to reach other hosts: {self.outside}"
+        assert not self.problems, "\n".join(self.problems)
+
+
+async def sign_in_2fa(watch: Browser, page: Page, email: str, code: str) -> None:
+    """Sign in through the 2FA step. The password alone is refused first (401, as asked
+    for): Chromium reports every refused request on the console, this one expected."""
+    before = len(watch.problems)
+    await sign_in(page, email, code)
+    asked = [p for p in watch.problems[before:] if "status of 401" in p]
+    assert len(asked) == 1, watch.problems[before:]
+    watch.problems.remove(asked[0])
+
+
 async def sign_in(page: Page, email: str, code: str | None = None) -> None:
     await page.click("#signin-open")
     await page.fill("#si-email", email)
@@ -114,30 +170,14 @@ async def test_trading_in_the_browser_offline(plat: Platform, outbox: Path) -> N
                 price="50100")
 
     shots = screenshots()
-    outside: list[str] = []
-    problems: list[str] = []
-
-    async def only_the_gateway(route: Route, request: Request) -> None:
-        if request.url.startswith(f"{base}/"):
-            await route.continue_()
-        else:
-            outside.append(request.url)
-            await route.abort("internetdisconnected")
-
-    def on_console(msg: ConsoleMessage) -> None:
-        if msg.type == "error":
-            problems.append(f"console: {msg.text}")
-
+    watch = Browser(base)
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=chromium(), args=["--no-sandbox"],
                                            headless=True)
         try:
             context = await browser.new_context(viewport={"width": 1280, "height": 800},
                                                 color_scheme="dark")
-            await context.route("**/*", only_the_gateway)
-            page = await context.new_page()
-            page.on("console", on_console)
-            page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+            page = await watch.page(context)
 
             await page.goto(f"{base}/")
             await page.wait_for_selector("#bids .level", timeout=WAIT_MS)
@@ -252,27 +292,112 @@ async def test_trading_in_the_browser_offline(plat: Platform, outbox: Path) -> N
             # The second user: the sign-in asks for the 2FA code; a phone-width screen.
             phone = await browser.new_context(viewport={"width": 390, "height": 844},
                                               color_scheme="light")
-            await phone.route("**/*", only_the_gateway)
-            small = await phone.new_page()
-            small.on("console", on_console)
-            small.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+            small = await watch.page(phone)
             await small.goto(f"{base}/trade/BTCUSDT")
-            before = len(problems)
-            await sign_in(small, "tom@example.com", code=recovery)
-            # The password alone was refused (401, as asked for): Chromium reports every
-            # refused request on the console, this one expected.
-            asked = [p for p in problems[before:] if "status of 401" in p]
-            assert len(asked) == 1, problems[before:]
-            problems.remove(asked[0])
+            await sign_in_2fa(watch, small, "tom@example.com", recovery)
             await small.wait_for_selector("#bids .level", timeout=WAIT_MS)
             await small.screenshot(path=str(shots / "trade-phone-light.png"), full_page=True)
         finally:
             await browser.close()
 
     print(f"screenshots: {shots}")
-    assert not outside, f"the pages tried to reach other hosts: {outside}"
-    assert not problems, "\n".join(problems)
+    watch.check()
     keys = await plat.pool.fetch(
         "SELECT k.revoked_at FROM api_keys k JOIN users u ON u.account_id = k.account_id "
         "WHERE u.email = 'ann@example.com'")
     assert keys and all(k["revoked_at"] is not None for k in keys)
+
+
+async def test_wallet_deposit_and_withdrawal_approved_in_the_console(
+    plat: Platform, outbox: Path
+) -> None:
+    """A wallet (its watcher on the in-memory FakeChain) serves LTC: the user's deposit
+    address and its QR code, a deposit credited, a withdrawal asked with the 2FA code,
+    waiting for approval, approved by the admin in the console, and the user's page
+    following its status without a reload."""
+    base = plat.base_url
+    chain = FakeChain(asset="LTC")
+    spec = wallet_from_spec("ltc-ui", {
+        "chain": "litecoin", "network": "regtest", "asset": "LTC",
+        "rpc": {"url": "http://fake-node:1"}, "confirmations": 1,
+        "withdrawals": {"fee": "0.001", "min": "0.01", "approvalThreshold": "0.1"}})
+    await wallets_db.upsert_wallet(plat.pool, spec)
+    bus = await Bus.connect(plat.settings.nats_url, name="ui-test-wallet")
+    custody = Custody(spec, chain, plat.pool, bus, WalletSettings())
+    unsubscribe = await custody.serve()
+    async with httpx.AsyncClient(base_url=base) as http:
+        una = await verified_user(http, Mailbox(outbox), "una@example.com", PASSWORD)
+        auth = {"Authorization": f"Bearer {una['accessToken']}"}
+        secret = (await http.post("/api/v1/user/2fa/setup", headers=auth)).json()["secret"]
+        enabled = await http.post("/api/v1/user/2fa/enable", headers=auth,
+                                  json={"code": pyotp.TOTP(secret).now()})
+        codes = enabled.json()["recoveryCodes"]
+    shots = screenshots()
+    watch = Browser(base)
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=chromium(),
+                                               args=["--no-sandbox"], headless=True)
+            try:
+                context = await browser.new_context(viewport={"width": 1280, "height": 800},
+                                                    color_scheme="dark")
+                page = await watch.page(context)
+                await page.goto(f"{base}/wallet")
+                await sign_in_2fa(watch, page, "una@example.com", codes[0])
+
+                await page.wait_for_selector("#dep-coin option[value=LTC]", state="attached",
+                                             timeout=WAIT_MS)
+                await page.select_option("#dep-coin", "LTC")
+                await page.click("#dep-show")
+                await page.wait_for_selector("#dep-address .qr svg path", timeout=WAIT_MS)
+                address = await page.inner_text("#dep-address-text")
+                assert address.startswith("fake1acct")
+
+                # Someone pays 0.5 LTC to it; one confirmation credits it.
+                chain.pay(address, to_units("0.5"))
+                chain.mine(1)
+                await custody.watcher.step()
+                await page.wait_for_selector("#dep-history td:has-text('Credited')",
+                                             timeout=WAIT_MS)
+                await page.wait_for_selector("#balances tr[data-coin=LTC] td:has-text('0.5')",
+                                             timeout=WAIT_MS)
+                await page.screenshot(path=str(shots / "wallet-deposit-dark.png"),
+                                      full_page=True)
+
+                # Withdraw 0.2 (above the approval threshold) with the 2FA code.
+                await page.select_option("#wd-coin", "LTC")
+                await page.fill("#wd-address", "fake1out")
+                await page.fill("#wd-amount", "0.2")
+                await page.fill("#wd-code", codes[1])
+                await page.click("#wd-submit")
+                await page.wait_for_selector(
+                    "#wd-history td.status:has-text('Awaiting approval')", timeout=WAIT_MS)
+                await page.screenshot(path=str(shots / "wallet-withdrawal-dark.png"),
+                                      full_page=True)
+
+                # The admin approves it in the console (another tab).
+                console = await watch.page(context)
+                await console.goto(f"{base}/admin")
+                await console.fill("#adm-token", ADMIN_TOKEN)
+                await console.click("#adm-signin")
+                row = console.locator("#wd-queue tr[data-withdrawal-id]")
+                await row.first.wait_for(timeout=WAIT_MS)
+                assert "fake1out" in await row.first.inner_text()
+                await console.screenshot(path=str(shots / "admin-withdrawals-dark.png"),
+                                         full_page=True)
+                await console.click("#wd-queue button.approve")
+                await row.first.wait_for(state="detached", timeout=WAIT_MS)
+
+                # The user's page follows the status.
+                await page.wait_for_selector("#wd-history td.status:has-text('Processing')",
+                                             timeout=WAIT_MS)
+            finally:
+                await browser.close()
+    finally:
+        for unsub in unsubscribe:
+            await unsub()
+        await bus.close()
+    print(f"screenshots: {shots}")
+    w = await plat.pool.fetchval("SELECT status FROM withdrawals WHERE address = 'fake1out'")
+    assert w == "APPROVED"
+    watch.check()

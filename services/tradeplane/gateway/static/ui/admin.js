@@ -1,7 +1,7 @@
 // The admin console: withdrawal approvals, pairs (halt / resume / cancel-only, fees), the
 // kill switch, users (look up, freeze) and the audit log. Roles are the API's to enforce:
 // a section whose read answers 403 is hidden, an action it refuses says why.
-import { $, connection, h, header, notice, time } from "./common.js";
+import { $, connection, h, header, notice, time, trimZeros } from "./common.js";
 import { ApiError, get, postJson } from "./session.js";
 
 let token = null; // in this page's memory only
@@ -55,7 +55,7 @@ async function loadWithdrawals() {
   const rows = await read(`/admin/withdrawals${status ? `?status=${status}` : ""}`);
   $("#wd-queue").replaceChildren(table(["Id", "Time", "Account", "Coin", "Amount", "Fee", "Address", "Status", ""],
     rows.map((w) => h("tr", { dataset: { withdrawalId: w.id } }, h("td", {}, w.id), h("td", {}, time(w.createdMs, true)),
-      h("td", {}, w.account), h("td", {}, w.asset), h("td", {}, w.amount), h("td", {}, w.fee),
+      h("td", {}, w.account), h("td", {}, w.asset), h("td", {}, trimZeros(w.amount)), h("td", {}, trimZeros(w.fee)),
       h("td", { class: "address" }, w.address), h("td", {}, w.status),
       h("td", { class: "actions" }, ["PENDING"].includes(w.status) ? [
         h("button", { type: "button", class: "approve", onclick: () => act(() => api("POST", `/admin/withdrawals/${w.id}/approve`), loadWithdrawals) }, "Approve"),
