@@ -2,14 +2,17 @@
 Playwright) against the in-process platform, every request to another host blocked
 throughout, failing on any page error or console error (CSP refusals are console errors).
 
-A verified user signs in (a second one with 2FA, through the code step), takes a price
-by clicking a row of the book, sees the order in open orders without a reload, cancels
-it, trades against another account and sees the trade on the tape and in their trades,
-places MARKET (by quote amount) and OCO orders (confirming the far-from-market price),
-sees another account's trade arrive on the tape, toggles the theme, and an admin opens
-the console. On the wallet page (a wallet on the in-memory FakeChain) a user with 2FA
-sees their deposit address as a QR code and the deposit credited, asks a withdrawal with
-the 2FA code, and sees it move once an admin approves it in the console. Screenshots of each page in both themes go to a temporary folder (printed;
+Trade page: a verified user signs in (a second one with 2FA, through the code step),
+takes a price by clicking a row of the book, sees the order in open orders without a
+reload, cancels it, trades against another account and sees the trade on the tape and in
+their trades, places MARKET (by quote amount) and OCO orders (confirming the
+far-from-market price), sees another account's trade arrive on the tape, toggles the
+theme; an admin opens the console. Wallet page (a wallet on the in-memory FakeChain): a
+user with 2FA sees their deposit address as a QR code and the deposit credited, asks a
+withdrawal with the 2FA code, and sees it move once an admin approves it in the console.
+Account page: sign up, verify, 2FA, API keys, log out everywhere.
+
+Screenshots of each page in both themes go to a temporary folder (printed;
 ``TRADEPLANE_UI_SCREENSHOTS`` names another), not to the repository.
 """
 
@@ -401,3 +404,78 @@ async def test_wallet_deposit_and_withdrawal_approved_in_the_console(
     w = await plat.pool.fetchval("SELECT status FROM withdrawals WHERE address = 'fake1out'")
     assert w == "APPROVED"
     watch.check()
+
+
+async def test_sign_up_verify_2fa_and_api_keys_in_the_browser(
+    plat: Platform, outbox: Path
+) -> None:
+    """The account page: sign up, verify the email with the mailed token, sign in, turn on
+    2FA from the QR code's secret (recovery codes shown once), create an API key with the
+    2FA code and an IP list (its secret shown once), revoke it, see the login history, and
+    log out everywhere (the browser sessions' keys revoked)."""
+    base = plat.base_url
+    mail = Mailbox(outbox)
+    shots = screenshots()
+    watch = Browser(base)
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=chromium(), args=["--no-sandbox"],
+                                           headless=True)
+        try:
+            context = await browser.new_context(viewport={"width": 1280, "height": 800},
+                                                color_scheme="light")
+            page = await watch.page(context)
+            await page.goto(f"{base}/account")
+            await page.fill("#su-email", "sue@example.com")
+            await page.fill("#su-password", PASSWORD)
+            await page.click("#su-submit")
+            await page.wait_for_selector("#su-msg:has-text('Check your email')",
+                                         timeout=WAIT_MS)
+            await page.fill("#ve-token", mail.token_for("sue@example.com"))
+            await page.click("#ve-submit")
+            await page.wait_for_selector("#ve-msg:has-text('Email verified')", timeout=WAIT_MS)
+            await page.screenshot(path=str(shots / "account-signup-light.png"), full_page=True)
+            await sign_in(page, "sue@example.com")
+
+            await page.click("#tf-setup")
+            await page.wait_for_selector("#tf-body .qr svg path", timeout=WAIT_MS)
+            secret = await page.inner_text("#tf-secret")
+            await page.screenshot(path=str(shots / "account-2fa-light.png"), full_page=True)
+            await page.fill("#tf-code", pyotp.TOTP(secret).now())
+            await page.click("#tf-enable")
+            codes = page.locator("#recovery-codes li")
+            await codes.first.wait_for(timeout=WAIT_MS)
+            assert await codes.count() == 10
+            recovery = await codes.nth(0).inner_text()
+            assert await page.inner_text("#tf-state") == "on"
+
+            await page.fill("#key-label", "bot")
+            await page.check("input[name=perm][value=withdraw]")
+            await page.fill("#key-ips", "127.0.0.1, 10.0.0.0/8")
+            await page.fill("#key-code", recovery)
+            await page.click("#key-create")
+            await page.wait_for_selector("#new-secret", timeout=WAIT_MS)
+            assert len(await page.inner_text("#new-secret")) == 64
+            bot = page.locator("#keys tr:has-text('bot')")
+            await bot.wait_for(timeout=WAIT_MS)
+            listed = await bot.inner_text()
+            assert "withdraw" in listed and "10.0.0.0/8" in listed
+            await page.wait_for_selector("#logins td:has-text('ok')", timeout=WAIT_MS)
+            await page.click("#theme")
+            await page.screenshot(path=str(shots / "account-dark.png"), full_page=True)
+            await bot.locator("button.revoke").click()
+            await bot.wait_for(state="detached", timeout=WAIT_MS)
+
+            await page.click("#logout-all")
+            await page.wait_for_selector("#signin-open", timeout=WAIT_MS)
+            assert not await page.is_visible("#sec-keys")
+        finally:
+            await browser.close()
+    print(f"screenshots: {shots}")
+    watch.check()
+    live = await plat.pool.fetchval(
+        "SELECT count(*) FROM api_keys k JOIN users u ON u.account_id = k.account_id "
+        "WHERE u.email = 'sue@example.com' AND k.revoked_at IS NULL")
+    assert live == 0
+    assert await plat.pool.fetchval(
+        "SELECT count(*) FROM sessions s JOIN users u ON u.id = s.user_id "
+        "WHERE u.email = 'sue@example.com' AND s.revoked_at IS NULL") == 0

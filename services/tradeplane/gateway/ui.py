@@ -1,7 +1,7 @@
 """The web trading UI the gateway serves itself: its pages (``/``, ``/trade/{symbol}``,
-``/wallet``, ``/admin``) from package data under ``static/ui`` (native ES modules, no build
-step, no CDN; the vendored libraries are under ``static/vendor``, see LOCK.json), and the
-three session endpoints a browser needs beyond the public API.
+``/wallet``, ``/account``, ``/admin``) from package data under ``static/ui`` (native ES
+modules, no build step, no CDN; the vendored libraries are under ``static/vendor``, see
+LOCK.json), and the three session endpoints a browser needs beyond the public API.
 
 Every action of the pages goes through the same REST/WebSocket API as any client. What
 a browser cannot do with the plain user endpoints is keep its secrets out of page script,
@@ -41,7 +41,8 @@ router = APIRouter(tags=["users"])
 
 UI_DIR: Final = resources.files("tradeplane.gateway") / "static" / "ui"
 #: The pages, by their path (``/trade/{symbol}`` is the trade page too).
-PAGES: Final = {"/": "trade.html", "/wallet": "wallet.html", "/admin": "admin.html"}
+PAGES: Final = {"/": "trade.html", "/wallet": "wallet.html", "/account": "account.html",
+                 "/admin": "admin.html"}
 _TRADE_PREFIX: Final = "/trade/"
 #: The refresh cookie: sent back only to the session endpoints (``/api/v1/auth/``).
 COOKIE: Final = "tp_refresh"
@@ -80,6 +81,11 @@ async def trade(symbol: str = FPath(pattern=SYMBOL)) -> HTMLResponse:
 @router.get("/wallet", include_in_schema=False)
 async def wallet() -> HTMLResponse:
     return _page("wallet.html")
+
+
+@router.get("/account", include_in_schema=False)
+async def account() -> HTMLResponse:
+    return _page("account.html")
 
 
 @router.get("/admin", include_in_schema=False)

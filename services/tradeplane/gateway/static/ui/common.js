@@ -156,6 +156,7 @@ export function header(page) {
     h("a", { class: "brand", href: "/" }, "tradeplane"),
     h("nav", { "aria-label": "Pages" },
       link("/", "Trade", "trade"), link("/wallet", "Wallet", "wallet"),
+      link("/account", "Account", "account"),
       link("/admin", "Admin", "admin"), h("a", { href: "/docs" }, "API")),
     h("span", { class: "spacer" }),
     h("span", { id: "conn", role: "status", "data-state": "connecting" }, "○ Connecting"),

@@ -134,6 +134,32 @@ class Session {
     return this.accessToken;
   }
 
+  /** Our own user endpoints with the access token (renewed once through the cookie). */
+  async user(method, path, body) {
+    try {
+      return await postJson(path, body, await this.token(), method);
+    } catch (err) {
+      if (err.status !== 401 || !this.accessToken) throw err;
+      this.accessToken = null; // expired: once more with a new one
+      return postJson(path, body, await this.token(), method);
+    }
+  }
+
+  /** End every session of the user (all devices), then this one here. The browser
+   * sessions' keys are revoked first: ending a session alone leaves its key valid until
+   * it expires. */
+  async signOutEverywhere() {
+    const keys = await this.user("GET", "/api/v1/user/api-keys");
+    for (const k of keys.filter((k) => k.label === "browser session")) {
+      await this.user("DELETE", `/api/v1/user/api-keys/${encodeURIComponent(k.apiKey)}`);
+    }
+    await this.user("POST", "/api/v1/auth/logout-all");
+    this.current = null;
+    this.accessToken = null;
+    await clear();
+    this.notify();
+  }
+
   async signOut() {
     const apiKey = this.apiKey;
     try {

@@ -1,7 +1,7 @@
 // The wallet page: balances with their value in USDT, deposit address with its QR code and
 // the deposit history, withdrawals (with the 2FA code) and their status, live.
-import { encode } from "/static/vendor/uqr/uqr.mjs";
 import { $, connection, fmt, h, header, notice, time, trimZeros } from "./common.js";
+import { qrSvg } from "./qr.js";
 import { get, session } from "./session.js";
 
 const QUOTE = "USDT";
@@ -9,23 +9,6 @@ const WITHDRAW_STATUS = { 0: "Email sent", 1: "Cancelled", 2: "Awaiting approval
                           4: "Processing", 5: "Failed", 6: "Completed" };
 const DEPOSIT_STATUS = { 0: "Pending", 1: "Credited", 6: "Credited", 7: "Wrong deposit" };
 let coins = [];
-
-/** A QR code as SVG elements (no markup strings, no inline styles: the CSP allows neither). */
-export function qrSvg(text) {
-  const { data, size } = encode(text, { border: 2 });
-  const ns = "http://www.w3.org/2000/svg";
-  const svg = document.createElementNS(ns, "svg");
-  svg.setAttribute("viewBox", `0 0 ${size} ${size}`);
-  svg.setAttribute("role", "img");
-  svg.setAttribute("aria-label", `QR code: ${text}`);
-  let d = "";
-  data.forEach((row, y) => row.forEach((on, x) => { if (on) d += `M${x} ${y}h1v1h-1z`; }));
-  const path = document.createElementNS(ns, "path");
-  path.setAttribute("d", d);
-  path.setAttribute("fill", "#000");
-  svg.append(path);
-  return svg;
-}
 
 function table(cols, rows, empty) {
   if (!rows.length) return h("p", { class: "muted empty" }, empty);
