@@ -207,6 +207,27 @@ async def test_trading_in_the_browser_offline(plat: Platform, outbox: Path) -> N
             await page.wait_for_selector("#pane-history td:has-text('CANCELED')",
                                          timeout=WAIT_MS)
 
+            # Amend: a resting order's amount, lowered in place (it keeps its priority).
+            await page.click("#tab-open")
+            await page.fill("#o-price", "49000")
+            await page.fill("#o-qty", "0.05")
+            await page.click("#o-submit")
+            await open_row.first.wait_for(timeout=WAIT_MS)
+            await page.click("#pane-open button.amend")
+            await page.fill("#pane-open input.amend-qty", "0.03")
+            await page.click("#pane-open button.amend-save")
+            await page.wait_for_selector("#pane-open tr[data-order-id] td:text-is('0.03')",
+                                         timeout=WAIT_MS)
+            await page.click("#pane-open button.cancel")
+            await open_row.first.wait_for(state="detached", timeout=WAIT_MS)
+
+            # The % slider: half of the available BTC on the SELL side.
+            await page.check("input[name=side][value=SELL]")
+            await page.fill("#o-pct", "50")
+            await page.dispatch_event("#o-pct", "input")
+            assert float(await page.input_value("#o-qty")) == pytest.approx(1.0, abs=1e-5)
+            await page.check("input[name=side][value=BUY]")
+
             # A BUY at the ask trades with bob: the tape and my trades show it, live.
             await page.fill("#o-price", "50100")
             await page.fill("#o-qty", "0.02")
@@ -479,3 +500,41 @@ async def test_sign_up_verify_2fa_and_api_keys_in_the_browser(
     assert await plat.pool.fetchval(
         "SELECT count(*) FROM sessions s JOIN users u ON u.id = s.user_id "
         "WHERE u.email = 'sue@example.com' AND s.revoked_at IS NULL") == 0
+
+
+async def test_the_page_reconnects_and_resyncs_without_a_reload(plat: Platform) -> None:
+    """The gateway goes away and comes back: the header says so, and the book (a new
+    snapshot, then the diffs) and the tape are live again without a reload."""
+    base = plat.base_url
+    dan = await plat.trader("dan", {"USDT": "1000000", "BTC": "100"})
+    await order(dan, side="BUY", type="LIMIT", timeInForce="GTC", quantity="0.7",
+                price="48800")
+    watch = Browser(base)
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=chromium(), args=["--no-sandbox"],
+                                           headless=True)
+        try:
+            context = await browser.new_context(viewport={"width": 1280, "height": 800})
+            page = await watch.page(context)
+            await page.goto(f"{base}/")
+            await page.wait_for_selector('#bids .level[data-price^="48800"]', timeout=WAIT_MS)
+            await page.wait_for_selector("#conn[data-state=live]", timeout=WAIT_MS)
+            before = len(watch.problems)
+            await plat.stop_service("gateway")
+            await page.wait_for_selector("#conn[data-state=reconnecting]", timeout=WAIT_MS)
+            await plat.start_gateway()
+            await page.wait_for_selector("#conn[data-state=live]", timeout=30_000)
+            # While it was away, the failed connections were reported on the console.
+            gone = watch.problems[before:]
+            assert all("WebSocket" in p or "Failed to load" in p or "ERR_" in p
+                       for p in gone), gone
+            del watch.problems[before:]
+            await order(dan, side="BUY", type="LIMIT", timeInForce="GTC", quantity="0.3",
+                        price="48700")
+            await page.wait_for_selector('#bids .level[data-price^="48700"]', timeout=WAIT_MS)
+            await order(dan, side="SELL", type="LIMIT", timeInForce="GTC", quantity="0.011",
+                        price="48800")
+            await page.wait_for_selector("#tape .trow:has-text('0.01100')", timeout=WAIT_MS)
+        finally:
+            await browser.close()
+    watch.check()
