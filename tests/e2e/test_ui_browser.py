@@ -272,6 +272,14 @@ async def test_trading_in_the_browser_offline(plat: Platform, outbox: Path) -> N
                                          timeout=WAIT_MS)
             legs = await page.inner_text("#pane-open")
             assert "LIMIT_MAKER" in legs and "STOP_LOSS_LIMIT" in legs
+            # TAKE_PROFIT_LIMIT, SELL: triggered at 50500, sells at 50400.
+            await page.select_option("#o-type", "TAKE_PROFIT_LIMIT")
+            await page.fill("#o-stop", "50500")
+            await page.fill("#o-price", "50400")
+            await page.fill("#o-qty", "0.01")
+            await page.click("#o-submit")
+            await page.wait_for_selector("#pane-open td:text-is('TAKE_PROFIT_LIMIT')",
+                                         timeout=WAIT_MS)
 
             # The depth chart, then both themes.
             await page.click("#tab-depth")
@@ -304,6 +312,10 @@ async def test_trading_in_the_browser_offline(plat: Platform, outbox: Path) -> N
             await page.click("#user-find button")
             await page.wait_for_selector("#user-doc td:has-text('ann@example.com')",
                                          timeout=WAIT_MS)
+            await page.fill("#credit-asset", "ETH")
+            await page.fill("#credit-amount", "3")
+            await page.click("#credit-submit")
+            await page.wait_for_selector("#notices :text('Credited 3 ETH')", timeout=WAIT_MS)
             await page.screenshot(path=str(shots / "admin-dark.png"), full_page=True)
             await page.click("#theme")
             await page.screenshot(path=str(shots / "admin-light.png"), full_page=True)
@@ -326,6 +338,9 @@ async def test_trading_in_the_browser_offline(plat: Platform, outbox: Path) -> N
 
     print(f"screenshots: {shots}")
     watch.check()
+    credits = await plat.pool.fetchval(
+        "SELECT count(*) FROM audit_log WHERE action = 'account.credit'")
+    assert credits == 1
     keys = await plat.pool.fetch(
         "SELECT k.revoked_at FROM api_keys k JOIN users u ON u.account_id = k.account_id "
         "WHERE u.email = 'ann@example.com'")

@@ -106,6 +106,7 @@ async function findUser(ev) {
       table(["Account", "Email", "Verified", "2FA", "Frozen"], [h("tr", {},
         h("td", {}, doc.account), h("td", {}, doc.email || doc.name), h("td", {}, doc.emailVerified ? "yes" : "no"),
         h("td", {}, doc.twoFactor ? "on" : "off"), h("td", { class: doc.frozen ? "down" : "" }, doc.frozen ? `yes: ${doc.frozenReason}` : "no"))], ""),
+      credit(doc.account),
       h("div", { class: "inline" }, doc.frozen
         ? h("button", { type: "button", onclick: () => act(() => api("POST", `/admin/users/${doc.account}/unfreeze`), () => findUser()) }, "Unfreeze")
         : [reason, h("button", { type: "button", class: "primary sell", onclick: () => act(
@@ -113,6 +114,19 @@ async function findUser(ev) {
   } catch (e) {
     $("#user-doc").replaceChildren(h("p", { class: "error" }, e.message));
   }
+}
+
+/** Credit funds from the outside world (idempotent by its reference). */
+function credit(account) {
+  const asset = h("input", { id: "credit-asset", size: "6", placeholder: "USDT", "aria-label": "Asset to credit" });
+  const amount = h("input", { id: "credit-amount", inputmode: "decimal", size: "10", placeholder: "amount", "aria-label": "Amount to credit" });
+  return h("form", { class: "inline", onsubmit: (ev) => {
+    ev.preventDefault();
+    const ref = `console:${account}:${Date.now()}`;
+    act(() => api("POST", "/admin/credit", { account, asset: asset.value.trim().toUpperCase(),
+                                           amount: amount.value.trim(), ref }),
+        () => notice(`Credited ${amount.value.trim()} ${asset.value.trim().toUpperCase()} to ${account}`, "ok"));
+  } }, asset, amount, h("button", { type: "submit", id: "credit-submit" }, "Credit"));
 }
 
 // --------------------------------------------------------------------------- audit
