@@ -553,3 +553,70 @@ async def test_the_page_reconnects_and_resyncs_without_a_reload(plat: Platform) 
         finally:
             await browser.close()
     watch.check()
+
+
+# The order book's sync, Binance's way, driven event by event in the browser: the page's
+# own module, with the REST snapshot stubbed (``fetch`` answers the snapshots in turn).
+DEPTH_SCRIPT = """async () => {
+  const snapshots = [
+    {lastUpdateId: 100, bids: [["10.00", "1.0"]], asks: [["11.00", "1.0"]]},
+    {lastUpdateId: 205, bids: [["10.00", "3.0"]], asks: [["11.00", "1.0"]]},
+    {lastUpdateId: 300, bids: [["10.00", "4.0"]], asks: []},
+    {lastUpdateId: 310, bids: [["10.00", "5.0"]], asks: []},
+  ];
+  const asked = [];
+  window.fetch = async (url) => {
+    asked.push(String(url));
+    return new Response(JSON.stringify(snapshots.shift()), {status: 200});
+  };
+  const { DepthBook } = await import("/static/ui/net.js");
+  const changes = [];
+  const book = new DepthBook("BTCUSDT", (b) => changes.push(b.lastUpdateId));
+  const ev = (U, u, b = [], a = []) => ({e: "depthUpdate", U, u, b, a});
+  const until = async (cond) => {
+    for (let i = 0; i < 200 && !cond(); i++) await new Promise((r) => setTimeout(r, 10));
+  };
+  book.reset();                                  // snapshot 100 is being fetched
+  book.apply(ev(95, 99, [["10.00", "9.0"]]));    // buffered, then dropped: u <= 100
+  book.apply(ev(100, 102, [["9.00", "2.0"]]));   // buffered, then applied: U <= 101 <= u
+  await until(() => book.synced);
+  const first = {id: book.lastUpdateId, bids: book.levels("bids").map((l) => [l[0], l[1]])};
+  book.apply(ev(103, 103, [], [["11.00", "0"]])); // contiguous: the ask goes
+  const second = {id: book.lastUpdateId, asks: book.asks.size};
+  book.apply(ev(110, 111));                       // a gap (104..109 missing): resync
+  const resyncing = book.synced;
+  book.apply(ev(112, 206, [["8.00", "1.0"]]));    // buffered until the new snapshot
+  await until(() => book.synced && book.lastUpdateId === 206);
+  const final = book.lastUpdateId;
+  const bids = book.levels("bids").map((l) => [l[0], l[1]]);
+  // A snapshot older than the first buffered diff (300 < 305 - 1): another one is taken.
+  book.reset();
+  book.apply(ev(305, 306, [["7.00", "1.0"]]));
+  await new Promise((r) => setTimeout(r, 50));
+  book.apply(ev(307, 311, [["6.00", "1.0"]]));
+  await until(() => book.synced && book.lastUpdateId === 311);
+  return {first, second, resyncing, final, bids, asked: asked.length,
+          late: {id: book.lastUpdateId, bids: book.levels("bids").map((l) => [l[0], l[1]])}};
+}"""
+
+
+async def test_the_book_follows_binances_sync_rules(plat: Platform) -> None:
+    watch = Browser(plat.base_url)
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=chromium(), args=["--no-sandbox"],
+                                           headless=True)
+        try:
+            page = await watch.page(await browser.new_context())
+            await page.goto(f"{plat.base_url}/static/ui/favicon.svg")  # the gateway's origin
+            got = await page.evaluate(DEPTH_SCRIPT)
+        finally:
+            await browser.close()
+    assert got["first"] == {"id": 102, "bids": [["10.00", "1.0"], ["9.00", "2.0"]]}
+    assert got["second"] == {"id": 103, "asks": 0}
+    assert got["resyncing"] is False and got["asked"] == 4
+    # The second snapshot (205) replaced the book; the buffered diff 112..206 followed it.
+    assert got["final"] == 206
+    assert got["bids"] == [["10.00", "3.0"], ["8.00", "1.0"]]
+    # 305..306 is before snapshot 310 (dropped); 307..311 straddles it (applied).
+    assert got["late"] == {"id": 311, "bids": [["10.00", "5.0"], ["6.00", "1.0"]]}
+    watch.check()
