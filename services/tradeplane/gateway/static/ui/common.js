@@ -134,6 +134,7 @@ function signInDialog() {
     h("label", { class: "field" }, "Email", email),
     h("label", { class: "field" }, "Password", password),
     codeRow, error,
+    h("p", { class: "muted" }, "No account yet? ", h("a", { href: "/account" }, "Create one")),
     h("div", { class: "actions" },
       h("button", { type: "button", onclick: () => dlg.close() }, "Cancel"), submit)));
   return dlg;

@@ -34,10 +34,20 @@ function selectTab(group, chosen) {
   }
 }
 
+/** A tab list: click, or the arrow keys (WAI-ARIA's tabs pattern). */
 function tabs(group, after) {
-  for (const [tab] of group) {
-    $(`#${tab}`).addEventListener("click", () => { selectTab(group, tab); if (after) after(tab); });
-  }
+  const choose = (tab) => { selectTab(group, tab); if (after) after(tab); };
+  group.forEach(([tab], i) => {
+    const el = $(`#${tab}`);
+    el.addEventListener("click", () => choose(tab));
+    el.addEventListener("keydown", (ev) => {
+      const step = { ArrowRight: 1, ArrowLeft: -1 }[ev.key];
+      if (!step) return;
+      const [next] = group[(i + step + group.length) % group.length];
+      $(`#${next}`).focus();
+      choose(next);
+    });
+  });
 }
 
 // --------------------------------------------------------------------------- market bar
