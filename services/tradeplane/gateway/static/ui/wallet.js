@@ -62,7 +62,13 @@ function fillCoins(coinSel, netSel) {
   sel.onchange = nets;
   $(netSel).onchange = withdrawInfo;
   nets();
-  if (!usable.length) $(netSel).replaceChildren(h("option", {}, "no wallets"));
+  if (!usable.length) {
+    sel.replaceChildren(h("option", { value: "" }, "–"));
+    $(netSel).replaceChildren(h("option", { value: "" }, "no wallets"));
+  }
+  // Nothing to deposit or withdraw until a wallet serves a coin.
+  $("#dep-show").disabled = !usable.length;
+  $("#wd-submit").disabled = !usable.length;
 }
 
 function withdrawInfo() {
