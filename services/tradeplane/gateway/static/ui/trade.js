@@ -208,10 +208,15 @@ function tapeRow(price, qty, ms, buyerMaker) {
     h("span", {}, fmt(price, pdp())), h("span", {}, fmt(qty, qdp())), h("span", { class: "muted" }, time(ms)));
 }
 
-function addToTape(el, row) {
-  el.prepend(row);
+// Market trades arrive as fast as they happen: drawn together once per frame.
+let tapeQueue = [];
+const flushTape = perFrame(() => {
+  const rows = tapeQueue;
+  tapeQueue = [];
+  const el = $("#tape");
+  el.prepend(...rows.reverse());
   while (el.children.length > TAPE_ROWS) el.lastChild.remove();
-}
+});
 
 async function loadTape() {
   const trades = await get("/api/v3/trades", { symbol: state.symbol, limit: TAPE_ROWS });
@@ -233,7 +238,8 @@ function startMarket() {
       if (!d || !d.e) return;
       if (d.e === "depthUpdate") book.apply(d);
       else if (d.e === "trade") {
-        addToTape($("#tape"), tapeRow(d.p, d.q, d.T, d.m));
+        tapeQueue.push(tapeRow(d.p, d.q, d.T, d.m));
+        flushTape();
         state.last = Number(d.p); // the ticker follows within its own period
         $("#last").textContent = fmt(d.p, pdp());
       }
