@@ -6,27 +6,15 @@ script error."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import httpx
 import pytest
 from playwright.async_api import ConsoleMessage, Request, Route, async_playwright
+from tests.support.browser import chromium
 from tests.support.harness import Platform
 
 pytestmark = pytest.mark.e2e
-
-
-def chromium() -> str:
-    """Debian's chromium; the test fails (it is not skipped) when it is missing."""
-    found = shutil.which("chromium") or next(
-        (p for p in ("/usr/bin/chromium", "/usr/lib/chromium/chromium") if Path(p).exists()),
-        None)
-    if found is None:
-        pytest.fail("chromium is not installed (not on PATH nor in /usr/bin): install "
-                    "Debian's 'chromium' package: apt-get install -y --no-install-recommends "
-                    "chromium (bash .ci/run does)")
-    return found
 
 
 async def test_docs_render_offline_and_list_every_operation(

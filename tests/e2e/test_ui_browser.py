@@ -36,7 +36,7 @@ from playwright.async_api import (
     Route,
     async_playwright,
 )
-from tests.e2e.test_docs_browser import chromium
+from tests.support.browser import chromium
 from tests.support.fake_chain import FakeChain
 from tests.support.harness import Platform, Trader, running_platform
 from tests.support.security import FAST_HASHING, Mailbox, verified_user
