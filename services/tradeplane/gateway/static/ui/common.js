@@ -64,6 +64,7 @@ export function notice(text, kind = "info") {
   }
   const item = h("div", { class: `notice ${kind}` }, text);
   box.append(item);
+  while (box.children.length > 3) box.firstChild.remove(); // the latest three only
   setTimeout(() => item.remove(), kind === "error" ? 8000 : 4000);
 }
 
