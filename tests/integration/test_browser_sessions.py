@@ -69,6 +69,8 @@ async def test_a_browser_session_signs_with_its_own_key_and_keeps_no_secret(
     assert r.status_code == 200, r.text
     doc = r.json()
     assert set(doc) == {"accessToken", "tokenType", "expiresIn", "apiKey", "expiresAt"}
+    # The key lives a day at most (it is revoked at sign-out).
+    assert 0 < doc["expiresAt"] - time.time() * 1000 <= 86_400_000
     assert "no-store" in r.headers["cache-control"]
     cookie = r.headers["set-cookie"].lower()
     for part in ("tp_refresh=", "httponly", "samesite=strict", "path=/api/v1/auth/"):

@@ -22,7 +22,6 @@ so a browser session is:
 
 from __future__ import annotations
 
-import time
 from importlib import resources
 from typing import Any, Final
 
@@ -138,8 +137,7 @@ async def browser_session(request: Request, response: Response,
         rec, _ = await apikeys.issue(con, gateway(request.app).keys.cipher,
                                      int(claims["acc"]), spec)
     _set_cookie(request, response, tokens["refreshToken"], tokens["refreshExpiresIn"])
-    return {**_session_doc(tokens), "apiKey": rec.api_key,
-            "expiresAt": int(time.time()) * 1000 + SESSION_KEY_DAYS * 86_400_000}
+    return {**_session_doc(tokens), "apiKey": rec.api_key, "expiresAt": rec.expires_ms}
 
 
 @router.post("/api/v1/auth/browser-refresh")
