@@ -519,7 +519,8 @@ async def test_sign_up_verify_2fa_and_api_keys_in_the_browser(
 
 async def test_the_page_reconnects_and_resyncs_without_a_reload(plat: Platform) -> None:
     """The gateway goes away and comes back: the header says so, and the book (a new
-    snapshot, then the diffs) and the tape are live again without a reload."""
+    snapshot, then the diffs), the tape and the user's orders (a listen key asked for
+    again) are live again without a reload."""
     base = plat.base_url
     dan = await plat.trader("dan", {"USDT": "1000000", "BTC": "100"})
     await order(dan, side="BUY", type="LIMIT", timeInForce="GTC", quantity="0.7",
@@ -533,6 +534,7 @@ async def test_the_page_reconnects_and_resyncs_without_a_reload(plat: Platform) 
             page = await watch.page(context)
             await page.goto(f"{base}/")
             await page.wait_for_selector('#bids .level[data-price^="48800"]', timeout=WAIT_MS)
+            await sign_in(page, "ann@example.com")
             await page.wait_for_selector("#conn[data-state=live]", timeout=WAIT_MS)
             before = len(watch.problems)
             await plat.stop_service("gateway")
@@ -550,6 +552,12 @@ async def test_the_page_reconnects_and_resyncs_without_a_reload(plat: Platform) 
             await order(dan, side="SELL", type="LIMIT", timeInForce="GTC", quantity="0.011",
                         price="48800")
             await page.wait_for_selector("#tape .trow:has-text('0.01100')", timeout=WAIT_MS)
+            # The user data stream is back too: a new order shows in open orders, live.
+            await page.fill("#o-price", "48000")
+            await page.fill("#o-qty", "0.01")
+            await page.click("#o-submit")
+            await page.wait_for_selector("#pane-open tr[data-order-id] td:text-is('48000')",
+                                         timeout=WAIT_MS)
         finally:
             await browser.close()
     watch.check()

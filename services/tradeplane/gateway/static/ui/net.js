@@ -2,7 +2,9 @@
 // book kept in sync Binance's way (snapshot, drop u <= lastUpdateId, resync on a gap).
 import { get } from "./session.js";
 
-/** A WebSocket to the gateway that comes back after 0.5, 1, 2 ... 15 s. */
+/** A WebSocket to the gateway that comes back after 0.5, 1, 2 ... 15 s. `path` is the
+ * path, or an async function giving it for each connection (a user data stream asks for
+ * its listen key again: the old one may have expired while the socket was away). */
 export class LiveSocket {
   constructor(path, { onMessage, onOpen, onState }) {
     this.path = path;
@@ -15,25 +17,35 @@ export class LiveSocket {
     this.connect();
   }
 
-  connect() {
+  async connect() {
+    if (this.closed) return;
+    this.onState(this.ws ? "reconnecting" : "connecting");
+    let path;
+    try {
+      path = typeof this.path === "function" ? await this.path() : this.path;
+    } catch {
+      this.retry();
+      return;
+    }
     if (this.closed) return;
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
-    const ws = new WebSocket(`${proto}//${location.host}${this.path}`);
+    const ws = new WebSocket(`${proto}//${location.host}${path}`);
     this.ws = ws;
-    this.onState("connecting");
     ws.onopen = () => { this.delay = 500; this.onState("live"); this.onOpen(this); };
     ws.onmessage = (ev) => {
       let doc;
       try { doc = JSON.parse(ev.data); } catch { return; }
       this.onMessage(doc);
     };
-    ws.onclose = () => {
-      if (this.closed) return;
-      this.onState("reconnecting");
-      setTimeout(() => this.connect(), this.delay);
-      this.delay = Math.min(this.delay * 2, 15_000);
-    };
+    ws.onclose = () => this.retry();
     ws.onerror = () => ws.close();
+  }
+
+  retry() {
+    if (this.closed) return;
+    this.onState("reconnecting");
+    setTimeout(() => this.connect(), this.delay);
+    this.delay = Math.min(this.delay * 2, 15_000);
   }
 
   send(doc) {

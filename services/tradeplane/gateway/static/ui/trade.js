@@ -499,26 +499,25 @@ async function startUser() {
     connection("account", "live");
     return;
   }
-  try {
-    const { listenKey } = await session.keyed("POST", "/api/v3/userDataStream");
-    user = new LiveSocket(`/ws/${listenKey}`, {
-      onState: (st) => connection("account", st),
-      // Reloaded on every (re)connection: nothing missed while the socket was away.
-      onOpen: () => { loadOrders().catch((e) => notice(e.message, "error")); loadAccount().catch(() => {}); },
-      onMessage: (d) => {
-        if (d.e === "executionReport") onExecution(d);
-        else if (d.e === "outboundAccountPosition") {
-          for (const b of d.B) state.balances.set(b.a, { free: b.f, locked: b.l });
-          renderBalances();
-        }
-      },
-    });
-    clearInterval(keepalive);
-    keepalive = setInterval(() => session.keyed("PUT", "/api/v3/userDataStream", { listenKey })
-      .catch(() => {}), 30 * 60_000);
-  } catch (e) {
-    notice(`Account stream: ${e.message}`, "error");
-  }
+  let listenKey = null;
+  user = new LiveSocket(async () => {
+    ({ listenKey } = await session.keyed("POST", "/api/v3/userDataStream"));
+    return `/ws/${listenKey}`;
+  }, {
+    onState: (st) => connection("account", st),
+    // Reloaded on every (re)connection: nothing missed while the socket was away.
+    onOpen: () => { loadOrders().catch((e) => notice(e.message, "error")); loadAccount().catch(() => {}); },
+    onMessage: (d) => {
+      if (d.e === "executionReport") onExecution(d);
+      else if (d.e === "outboundAccountPosition") {
+        for (const b of d.B) state.balances.set(b.a, { free: b.f, locked: b.l });
+        renderBalances();
+      }
+    },
+  });
+  keepalive = setInterval(() => {
+    if (listenKey) session.keyed("PUT", "/api/v3/userDataStream", { listenKey }).catch(() => {});
+  }, 30 * 60_000);
 }
 
 // --------------------------------------------------------------------------- start
