@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -447,8 +448,9 @@ async def test_sign_up_verify_2fa_and_api_keys_in_the_browser(
 ) -> None:
     """The account page: sign up, verify the email with the mailed token, sign in, turn on
     2FA from the QR code's secret (recovery codes shown once), create an API key with the
-    2FA code and an IP list (its secret shown once), revoke it, see the login history, and
-    log out everywhere (the browser sessions' keys revoked)."""
+    2FA code and an IP list (its secret shown once), revoke it, see the login history, log
+    out everywhere (the browser sessions' keys revoked), and sign in again through the
+    authenticator's code."""
     base = plat.base_url
     mail = Mailbox(outbox)
     shots = screenshots()
@@ -504,6 +506,14 @@ async def test_sign_up_verify_2fa_and_api_keys_in_the_browser(
             await page.click("#logout-all")
             await page.wait_for_selector("#signin-open", timeout=WAIT_MS)
             assert not await page.is_visible("#sec-keys")
+
+            # Signing in again asks for the authenticator's code: the next 30 s step's
+            # (one step of clock skew is allowed; the enabling code's step is used up).
+            await sign_in_2fa(watch, page, "sue@example.com",
+                              pyotp.TOTP(secret).at(time.time() + 30))
+            await page.wait_for_selector("#tf-state:text-is('on')", timeout=WAIT_MS)
+            await page.click("#signout")
+            await page.wait_for_selector("#signin-open", timeout=WAIT_MS)
         finally:
             await browser.close()
     print(f"screenshots: {shots}")
