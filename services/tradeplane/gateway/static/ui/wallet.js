@@ -1,6 +1,7 @@
 // The wallet page: balances with their value in USDT, deposit address with its QR code and
 // the deposit history, withdrawals (with the 2FA code) and their status, live.
 import { $, connection, fmt, h, header, notice, time, trimZeros } from "./common.js";
+import { LiveSocket, perFrame } from "./net.js";
 import { qrSvg } from "./qr.js";
 import { get, session } from "./session.js";
 
@@ -127,25 +128,29 @@ async function withdraw(ev) {
 }
 
 let poller;
+let stream;
 
 async function refresh() {
   clearInterval(poller);
+  if (stream) { stream.close(); stream = null; }
   if (!session.signedIn) {
     $("#balances").replaceChildren(h("p", { class: "muted" }, "Sign in to see your wallet."));
     connection("account", "live");
     return;
   }
-  try {
-    await loadBalances();
-    await loadHistory();
-    connection("account", "live");
-  } catch (e) {
-    connection("account", "reconnecting");
-    notice(e.message, "error");
-  }
-  // Deposits confirm and withdrawals move through approval and the chain: follow them.
-  poller = setInterval(() => Promise.all([loadBalances(), loadHistory()])
-    .then(() => connection("account", "live")).catch(() => connection("account", "reconnecting")), 5000);
+  const reload = () => Promise.all([loadBalances(), loadHistory()]).catch((e) => notice(e.message, "error"));
+  // Balances move live with the user data stream (trades, orders); deposits credited by
+  // a watcher, their confirmations and the withdrawals' states are polled.
+  const balances = perFrame(() => loadBalances().catch(() => {}));
+  stream = new LiveSocket(async () => {
+    const { listenKey } = await session.keyed("POST", "/api/v3/userDataStream");
+    return `/ws/${listenKey}`;
+  }, {
+    onState: (st) => connection("account", st),
+    onOpen: reload,
+    onMessage: (d) => { if (d.e === "outboundAccountPosition" || d.e === "balanceUpdate") balances(); },
+  });
+  poller = setInterval(() => Promise.all([loadBalances(), loadHistory()]).catch(() => {}), 5000);
 }
 
 header("wallet");
