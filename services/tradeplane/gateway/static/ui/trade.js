@@ -71,9 +71,10 @@ function showTicker(t) {
   // A REST ticker (24hr) or a stream one (24hrTicker): the same values, other names.
   const last = t.lastPrice ?? t.c;
   const pct = Number(t.priceChangePercent ?? t.P);
-  state.last = Number(last);
-  const lastEl = $("#last");
-  lastEl.textContent = fmt(last, pdp());
+  const traded = Number(last) > 0; // a pair that never traded has no price yet
+  state.last = traded ? Number(last) : null;
+  $("#last").textContent = traded ? fmt(last, pdp()) : "–";
+  if (!traded) return;
   const change = $("#change");
   change.textContent = `${pct >= 0 ? "+" : ""}${fmt(pct, 2)}%`;
   change.className = pct >= 0 ? "up" : "down";
@@ -167,10 +168,12 @@ async function loadCandles() {
   const rows = await get("/api/v3/klines", { symbol: state.symbol, interval: state.interval, limit: 500 });
   candleSeries.setData(rows.map(candle));
   volumeSeries.setData(rows.map(volume));
+  $("#no-candles").hidden = rows.length > 0;
   candleChart.timeScale().fitContent();
 }
 
 function onKline(k) {
+  $("#no-candles").hidden = true;
   const row = [k.t, k.o, k.h, k.l, k.c, k.v];
   candleSeries.update(candle(row));
   volumeSeries.update(volume(row));
