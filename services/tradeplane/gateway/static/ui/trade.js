@@ -336,13 +336,22 @@ function orderParams() {
   return { ...base, type, timeInForce: $("#o-tif").value, quantity: v("#o-qty"), price: v("#o-price"), stopPrice: v("#o-stop") };
 }
 
+/** The market's price: the last trade's, else the middle of the book. */
+function marketPrice() {
+  if (state.last) return [state.last, "the last price"];
+  const [bid] = book && book.synced ? book.levels("bids", 1) : [];
+  const [ask] = book && book.synced ? book.levels("asks", 1) : [];
+  return bid && ask ? [(bid[2] + ask[2]) / 2, "the middle of the book"] : [null, ""];
+}
+
 function confirmFar(params) {
   const price = Number(params.price || params.abovePrice || 0);
-  if (!price || !state.last) return Promise.resolve(true);
-  const off = Math.abs(price - state.last) / state.last;
+  const [market, what] = marketPrice();
+  if (!price || !market) return Promise.resolve(true);
+  const off = Math.abs(price - market) / market;
   if (off < FAR_FROM_MARKET) return Promise.resolve(true);
   $("#confirm-text").textContent = `${params.side} at ${trimZeros(price)} is ${fmt(off * 100, 1)}% `
-    + `from the last price ${fmt(state.last, pdp())}. Place it anyway?`;
+    + `from ${what} ${fmt(market, pdp())}. Place it anyway?`;
   const dlg = $("#confirm");
   dlg.returnValue = "";
   dlg.showModal();
