@@ -282,6 +282,14 @@ async def test_trading_in_the_browser_offline(plat: Platform, outbox: Path) -> N
             await page.wait_for_selector("#pane-open td:text-is('TAKE_PROFIT_LIMIT')",
                                          timeout=WAIT_MS)
 
+            # Another candle interval: its candles are loaded and its stream followed.
+            async with page.expect_response(lambda r: "/api/v3/klines" in r.url
+                                            and "interval=5m" in r.url) as klines:
+                await page.click("#intervals [data-interval='5m']")
+            assert (await klines.value).status == 200
+            assert await page.get_attribute("[data-interval='5m']", "aria-pressed") == "true"
+            await page.click("#intervals [data-interval='1m']")
+
             # The depth chart, then both themes.
             await page.click("#tab-depth")
             await page.wait_for_timeout(300)  # one frame of the chart's drawing
