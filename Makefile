@@ -51,11 +51,12 @@ test: $(DEV_STAMP)
 bench: $(DEV_STAMP)
 	$(BIN)/tradeplane bench
 
-# Refresh the vendored Swagger UI behind /docs (needs npm): the files, their sha256 and the
-# tarball's integrity go to services/tradeplane/gateway/static/vendor/LOCK.json.
-# `make vendor SWAGGER_UI_VERSION=5.x.y` moves to another version.
+# Refresh the vendored browser code (needs npm): Swagger UI behind /docs, lightweight-charts
+# and uqr behind the trading UI at /. The files, their sha256 and each tarball's integrity go
+# to services/tradeplane/gateway/static/vendor/LOCK.json.
+# `make vendor VENDOR_PACKAGES="lightweight-charts@5.x.y"` moves a package to another version.
 vendor:
-	$(PYTHON) tools/vendor_swagger_ui.py $(SWAGGER_UI_VERSION)
+	$(PYTHON) tools/vendor_npm.py $(VENDOR_PACKAGES)
 
 # The image (Dockerfile) installs from a wheelhouse built here, so its build needs no
 # network: `make image` (BASE, IMAGE to change the base and the tag). The venv's Python

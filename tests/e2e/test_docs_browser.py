@@ -1,31 +1,20 @@
 """The API reference in a real browser: headless Chromium (Debian's ``chromium``, driven by
-Playwright) opens ``/`` on the in-process platform with every request to another host
-blocked, lands on ``/docs``, and Swagger UI (vendored, no CDN) lists every operation of
-the OpenAPI description under the page's strict CSP, without a script error."""
+Playwright) opens ``/docs`` on the in-process platform with every request to another host
+blocked (``/`` is the trading UI: test_ui_browser.py), and Swagger UI (vendored, no CDN)
+lists every operation of the OpenAPI description under the page's strict CSP, without a
+script error."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import httpx
 import pytest
 from playwright.async_api import ConsoleMessage, Request, Route, async_playwright
+from tests.support.browser import chromium
 from tests.support.harness import Platform
 
 pytestmark = pytest.mark.e2e
-
-
-def chromium() -> str:
-    """Debian's chromium; the test fails (it is not skipped) when it is missing."""
-    found = shutil.which("chromium") or next(
-        (p for p in ("/usr/bin/chromium", "/usr/lib/chromium/chromium") if Path(p).exists()),
-        None)
-    if found is None:
-        pytest.fail("chromium is not installed (not on PATH nor in /usr/bin): install "
-                    "Debian's 'chromium' package: apt-get install -y --no-install-recommends "
-                    "chromium (bash .ci/run does)")
-    return found
 
 
 async def test_docs_render_offline_and_list_every_operation(
@@ -64,8 +53,7 @@ async def test_docs_render_offline_and_list_every_operation(
             await page.route("**/*", only_the_gateway)
             page.on("console", on_console)
             page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
-            await page.goto(f"{base}/")
-            assert page.url == f"{base}/docs"
+            await page.goto(f"{base}/docs")
             await page.wait_for_selector(".opblock", timeout=30_000)
             top = tmp_path / "docs.png"
             await page.screenshot(path=str(top))
@@ -99,8 +87,7 @@ async def test_docs_render_offline_and_list_every_operation(
     assert spec_errors == 0
     for scheme in ("ApiKey", "Signature", "UserSession", "AdminToken", "X-MBX-APIKEY"):
         assert scheme in schemes, scheme
-    # Chromium follows the redirect from / itself: /docs is not routed separately.
-    assert {"/", "/openapi.json", "/static/docs.js"} <= {u.split("?")[0] for u in fetched}
+    assert {"/docs", "/openapi.json", "/static/docs.js"} <= {u.split("?")[0] for u in fetched}
     shown = {(m, p) for m, p in listed}
     for wanted in [("POST", "/api/v3/order"), ("GET", "/api/v3/order"),
                    ("DELETE", "/api/v3/order"), ("GET", "/api/v3/depth"),

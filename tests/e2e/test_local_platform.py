@@ -52,8 +52,8 @@ class Up:
         while time.monotonic() < deadline:
             text = self.out.read_text()
             if "Press Ctrl-C" in text:
-                return dict(re.findall(r"^\s+(API key|API secret|REST API|admin token)\s+(\S+)",
-                                       text, re.M))
+                return dict(re.findall(
+                    r"^\s+(web UI|API key|API secret|REST API|admin token)\s+(\S+)", text, re.M))
             assert self.proc.poll() is None, text
             time.sleep(0.2)
         raise AssertionError(self.out.read_text())
@@ -168,6 +168,13 @@ async def test_up_runs_the_platform_stops_cleanly_and_keeps_data(data_dir: Path)
         keys = _check_secrets(data, up.out.read_text(), info["admin token"])
         base = f"http://127.0.0.1:{port}"
         assert info["REST API"] == f"{base}/api/v3"
+        # The UI's address comes first, and the gateway serves it.
+        assert up.out.read_text().split("tradeplane is running.\n", 1)[1].startswith(
+            f"  web UI        {base}/")
+        assert info["web UI"] == f"{base}/"
+        async with httpx.AsyncClient() as http:
+            page = await http.get(info["web UI"])
+        assert page.status_code == 200 and "/static/ui/trade.js" in page.text
         api = ApiClient(base, info["API key"], info["API secret"])
         markets = await api.public("/api/v3/exchangeInfo")
         assert {s["symbol"] for s in markets["symbols"]} == {"BTCUSDT", "ETHUSDT", "ETHBTC"}

@@ -288,6 +288,9 @@ def test_gateway_ingress_routes_rest_and_websockets() -> None:
     paths = {p["path"] for r in ingress["spec"]["rules"] for p in r["http"]["paths"]}
     assert {"/api", "/sapi", "/fapi", "/dapi", "/ws", "/stream"} <= paths  # ccxt reads all
     assert {"/docs", "/openapi.json", "/static"} <= paths  # the API reference and its files
+    assert {"/", "/trade", "/wallet", "/account", "/admin"} <= paths  # the web UI
+    home = [p for r in ingress["spec"]["rules"] for p in r["http"]["paths"] if p["path"] == "/"]
+    assert [p["pathType"] for p in home] == ["Exact"]  # not /metrics nor /healthz
     assert ingress["spec"]["tls"][0]["secretName"] == "api-exchange-tls"
 
 

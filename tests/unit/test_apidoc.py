@@ -1,7 +1,8 @@
 """The API reference says everything a client needs: every Binance operation's parameters
 and security, the error model with every code the gateway answers, the admin roles and
 body fields, in client words; ``/docs`` is served from the package (no CDN) under a strict
-CSP, ``/`` leads to it, and unknown paths answer Binance's ``{"code", "msg"}``."""
+CSP (``/`` is the trading UI's: test_ui_pages.py), and unknown paths answer Binance's
+``{"code", "msg"}``."""
 
 from __future__ import annotations
 
@@ -167,11 +168,6 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                  base_url="http://gateway") as client:
         yield client
-
-
-async def test_root_leads_to_the_docs(http: httpx.AsyncClient) -> None:
-    r = await http.get("/")
-    assert (r.status_code, r.headers["location"]) == (307, "/docs")
 
 
 async def test_the_docs_page_and_its_files_come_from_the_gateway(

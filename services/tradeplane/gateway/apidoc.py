@@ -21,7 +21,7 @@ from importlib import resources
 from typing import Any, Final
 
 from fastapi import FastAPI
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from tradeplane.domain.access import PERMISSION_MATRIX, Role
@@ -942,8 +942,8 @@ def docs_page() -> str:
 
 
 def install(app: FastAPI) -> None:
-    """Serve the description (completed, built once), ``/docs`` from the vendored assets
-    under ``/static``, and ``/`` as a redirect to ``/docs``. The app must be created with
+    """Serve the description (completed, built once) and ``/docs`` from the vendored assets
+    under ``/static`` (``/`` is the trading UI's: ``ui.py``). The app must be created with
     ``docs_url=None, redoc_url=None``."""
     generate = app.openapi
 
@@ -958,9 +958,5 @@ def install(app: FastAPI) -> None:
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
         return HTMLResponse(page)
-
-    @app.get("/", include_in_schema=False)
-    async def root() -> RedirectResponse:
-        return RedirectResponse("/docs", status_code=307)
 
     app.mount(STATIC_PATH, StaticFiles(directory=str(STATIC_DIR)), name="static")

@@ -34,6 +34,7 @@ from tradeplane.gateway import (
     sapi,
     streams,
     trading,
+    ui,
     users,
     userstream,
     wallet,
@@ -175,7 +176,8 @@ def create_app(settings: Settings, *, wiring: Wiring = compose,
               streams.router, wallet.router, sapi.router):
         app.include_router(r)
     app.include_router(users.router)
-    apidoc.install(app)  # /openapi.json completed, /docs, /static, / -> /docs
+    app.include_router(ui.router)  # the trading UI's pages and browser sessions
+    apidoc.install(app)  # /openapi.json completed, /docs, /static
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

@@ -5,7 +5,8 @@ In: the client's address (the peer, or ``X-Forwarded-For`` from a trusted proxy)
 body size limit (HTTP 413), CORS when configured (off by default), the rate-limit meter
 (unsigned requests are charged here, signed ones in authentication). Out: security
 headers (HSTS on HTTPS, nosniff, DENY framing, no referrer, a CSP for a JSON API or, on
-the API reference's page and files, one allowing the gateway's own scripts and styles, no
+the API reference's page and files and the trading UI's pages, one allowing the gateway's
+own scripts and styles, no
 caching of session and admin answers) and Binance's usage headers
 (``X-MBX-USED-WEIGHT-1M``, ``X-MBX-ORDER-COUNT-10S``/``-1D``, ``Retry-After``).
 """
@@ -35,6 +36,7 @@ from tradeplane.adapters.mailer import mailer_for
 from tradeplane.adapters.ratelimits import RedisRateLimitStore
 from tradeplane.config import Settings
 from tradeplane.domain.access import client_ip, ip_allowed, parse_networks
+from tradeplane.gateway import ui
 from tradeplane.gateway.auth import KeyCache
 from tradeplane.gateway.context import GatewayContext, GatewayWiringError, gateway
 from tradeplane.gateway.control import Controls, PairControl
@@ -74,6 +76,8 @@ _DOCS_CSP = (b"content-security-policy",
              b"img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'none'; "
              b"frame-ancestors 'none'")
 _DOCS_PAGE, _DOCS_FILES = "/docs", "/static/"
+# The trading UI's pages (ui.py): the gateway's own modules, styles and streams only.
+_UI_CSP = (b"content-security-policy", ui.CSP)
 _NO_STORE = (b"cache-control", b"no-store")
 _PRIVATE_PREFIXES = ("/api/v1/", "/admin", "/sapi/")
 _CORS_HEADERS = ["X-MBX-APIKEY", "Content-Type", "Authorization"]
@@ -99,12 +103,12 @@ class Guard:
         self.trusted = parse_networks(settings.trusted_proxies)
         self.hsts = (b"strict-transport-security",
                      f"max-age={settings.hsts_max_age_s}; includeSubDomains".encode())
-        # The security headers for (docs page, private answer, HTTPS), built once.
+        # The security headers for (page's CSP, private answer, HTTPS), built once.
         self._extra = {
-            (docs, private, https): (*_BASE_HEADERS, _DOCS_CSP if docs else _CSP,
-                                     *([_NO_STORE] if private else []),
-                                     *([self.hsts] if https else []))
-            for docs in (False, True) for private in (False, True) for https in (False, True)
+            (csp, private, https): (*_BASE_HEADERS, csp, *([_NO_STORE] if private else []),
+                                    *([self.hsts] if https else []))
+            for csp in (_CSP, _DOCS_CSP, _UI_CSP) for private in (False, True)
+            for https in (False, True)
         }
         inner = downstream
         if settings.cors_origins:
@@ -137,8 +141,9 @@ class Guard:
                                             scope.get("query_string", b"").decode("latin-1"))
         meter = Meter(ip, weight, orders, signed)
         scope[METER] = meter
-        extra = self._extra[(path == _DOCS_PAGE or path.startswith(_DOCS_FILES),
-                             path.startswith(_PRIVATE_PREFIXES), https)]
+        csp = (_UI_CSP if ui.is_page(path) else
+               _DOCS_CSP if path == _DOCS_PAGE or path.startswith(_DOCS_FILES) else _CSP)
+        extra = self._extra[(csp, path.startswith(_PRIVATE_PREFIXES), https)]
         try:
             limiter = gateway(self.app).limiter
         except GatewayWiringError:  # not started: nothing is served unguarded

@@ -481,6 +481,7 @@ def _print_banner(root: Path, base: str, http_port: int, demo: Credentials,
     print(
         "\n"
         "tradeplane is running.\n"
+        f"  web UI        {base}/   (admin console: {base}/admin)\n"
         f"  REST API      {base}/api/v3   (OpenAPI docs: {base}/docs)\n"
         f"  WebSocket     ws://{HOST}:{http_port}/ws\n"
         f"  demo account  {demo.account}\n"
