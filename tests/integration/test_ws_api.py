@@ -189,6 +189,11 @@ async def test_ccxt_pro_watches_orders_balance_and_trades_on_the_ws_api_socket(
         bal = await asyncio.wait_for(balance, 15)
         assert bal["ETH"]["free"] == 0.3996  # less the taker fee
         assert (bal["USDT"]["free"], bal["USDT"]["used"]) == (9000.0, 0.0)
+        # the same over requests: myTrades and allOrders
+        [mine] = await tex.fetch_my_trades_ws("ETH/USDT")
+        assert (mine["order"], mine["amount"], mine["side"]) == (bought["id"], 0.4, "buy")
+        history = await tex.fetch_orders_ws("ETH/USDT")
+        assert [(o["id"], o["status"]) for o in history] == [(bought["id"], "closed")]
         await mex.cancel_order_ws(ask["id"], "ETH/USDT")
 
 
@@ -279,6 +284,30 @@ async def test_answers_carry_the_id_status_result_and_rate_limits(plat: Platform
         assert quiet["result"]["status"] == "CANCELED" and "rateLimits" not in quiet
     async with websockets.connect(ws_url(plat, "?returnRateLimits=false")) as ws:
         assert await call(ws, "ping") == {"id": "r", "status": 200, "result": {}}
+
+
+async def test_oco_lists_are_placed_queried_and_canceled_over_the_ws_api(
+    plat: Platform,
+) -> None:
+    t = await plat.trader("ws-oco", {"ETH": "2"})
+    async with websockets.connect(ws_url(plat, "?returnRateLimits=false")) as ws:
+        placed = await call(ws, "orderList.place.oco", hmac_params(
+            t, symbol="ETHUSDT", side="SELL", quantity="1", aboveType="LIMIT_MAKER",
+            abovePrice="2800", belowType="STOP_LOSS_LIMIT", belowPrice="2300",
+            belowStopPrice="2350", belowTimeInForce="GTC"))
+        assert placed["status"] == 200, placed
+        lst = placed["result"]
+        assert (lst["contingencyType"], len(lst["orderReports"])) == ("OCO", 2)
+        found = await call(ws, "orderList.status", hmac_params(
+            t, orderListId=lst["orderListId"]))
+        assert found["result"]["listOrderStatus"] == "EXECUTING"
+        open_lists = await call(ws, "openOrderLists.status", hmac_params(t))
+        assert [x["orderListId"] for x in open_lists["result"]] == [lst["orderListId"]]
+        gone = await call(ws, "orderList.cancel", hmac_params(
+            t, symbol="ETHUSDT", orderListId=lst["orderListId"]))
+        assert gone["result"]["listOrderStatus"] == "ALL_DONE"
+        assert {r["status"] for r in gone["result"]["orderReports"]} == {"CANCELED"}
+    assert (await plat.balances(t.account))["ETH"] == (2 * 10**8, 0)
 
 
 async def test_errors_are_binance_codes_in_the_envelope_and_the_socket_lives_on(
