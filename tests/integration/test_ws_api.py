@@ -10,7 +10,6 @@ import asyncio
 import base64
 import contextlib
 import json
-import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,31 +20,13 @@ import httpx
 import pytest
 import websockets
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from tests.integration.test_ccxt import point_at
 from tests.support.harness import Platform, Trader, eventually
 from tests.support.security import admin_headers, pem
 
 from tradeplane.domain.signing import sign
 
 pytestmark = pytest.mark.integration
-
-ORIGIN = re.compile(r"^https?://[^/]+")
-
-
-def point_at(ex: Any, base_url: str) -> None:
-    """Every REST URL to the gateway (same paths), the spot WebSocket API to ours and
-    every other stream nowhere."""
-    api = ex.urls["api"]
-    for key, value in list(api.items()):
-        if isinstance(value, str):
-            api[key] = ORIGIN.sub(base_url, value)
-    ws_base = base_url.replace("http://", "ws://", 1)
-    ws = api.get("ws", {})  # ccxt.pro's classes only
-    for key, value in list(ws.items()):
-        if isinstance(value, str):
-            ws[key] = f"{ws_base}/ws" if key == "spot" else f"{ws_base}/unused/{key}"
-        elif isinstance(value, dict):
-            ws[key] = {k: f"{ws_base}/ws-api/v3" if k == "spot" else f"{ws_base}/unused/{k}"
-                       for k in value}
 
 
 @contextlib.asynccontextmanager

@@ -13,7 +13,7 @@ from typing import Any
 import ccxt.pro as ccxtpro
 import pytest
 import websockets
-from tests.integration.test_ws_api import point_at
+from tests.integration.test_ccxt import point_at
 from tests.support.harness import Platform, Trader
 
 pytestmark = pytest.mark.integration
