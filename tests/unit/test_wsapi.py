@@ -50,13 +50,13 @@ def test_the_payload_is_every_param_but_the_signature_sorted_by_name() -> None:
     ('{"id": 1.5, "method": "ping"}', -1100, None),
     ('{"id": 99999999999999999999, "method": "ping"}', -1100, None),
     (json.dumps({"id": "x" * 65, "method": "ping"}), -1100, None),
-    ('{"id": 4, "method": "ping", "params": [1]}', -1100, 4),
+    ('{"id": 4, "method": "ping", "params": [1]}', -1135, 4),
     ('{"id": 4, "method": "ping", "params": {"a": null}}', -1100, 4),
     ('{"id": 4, "method": "ping", "params": {"a": {"b": 1}}}', -1100, 4),
     ('{"id": 4, "method": "ping", "params": {"a": [[1]]}}', -1100, 4),
     (json.dumps({"id": 4, "method": "ping", "params": {"x" * 65: 1}}), -1100, 4),
     (json.dumps({"id": 4, "method": "ping",
-                 "params": {f"p{i}": 1 for i in range(MAX_PARAMS + 1)}}), -1100, 4),
+                 "params": {f"p{i}": 1 for i in range(MAX_PARAMS + 1)}}), -1101, 4),
 ])
 def test_a_frame_that_is_no_request_is_refused_with_its_id_when_readable(
     frame: str, code: int, rid: object,

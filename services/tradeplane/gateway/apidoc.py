@@ -509,10 +509,11 @@ BINANCE: Final[dict[tuple[str, str], Op]] = {
 #: Every code the gateway answers, with what it means here (Binance's codes and texts).
 ERROR_CODES: Final[dict[int, str]] = {
     -1000: "Unknown error (HTTP 500), or an administrative change that could not reach a "
-           "component (HTTP 503; call again).",
+           "component (HTTP 503; call again); WebSocket API: a frame that is not JSON.",
     -1001: "Internal error: a wallet did not answer in time; try again.",
     -1002: "User session: no, an invalid or an expired access token; wrong credentials; "
-           "email not verified (HTTP 401).",
+           "email not verified (HTTP 401); WebSocket API: "
+           "`userDataStream.subscribe` before `session.logon`.",
     -1003: "Too much request weight (HTTP 429, with `Retry-After`), banned for repeating "
            "that (HTTP 418), or too many failed logins (HTTP 429).",
     -1007: "Timeout waiting for the backend: the request was accepted but its outcome is "
@@ -522,13 +523,14 @@ ERROR_CODES: Final[dict[int, str]] = {
            "closed (halted pair, kill switch).",
     -1014: "Unsupported order combination.",
     -1015: "Too many new orders (HTTP 429, with `Retry-After`).",
-    -1020: "This operation is not supported: no such path (HTTP 404) or method (405).",
+    -1020: "This operation is not supported: no such path (HTTP 404) or method (405), or "
+           "WebSocket API method.",
     -1021: "Timestamp outside of the `recvWindow`.",
     -1022: "Signature not valid.",
     -1100: "Illegal characters or a value out of range in a parameter (the message names "
            "the legal range); also refusals of the admin and user APIs (HTTP 400, or 404 "
            "for an unknown account or user).",
-    -1101: "Request body too large (HTTP 413).",
+    -1101: "Request body too large (HTTP 413); WebSocket API: too many params.",
     -1102: "A mandatory parameter was not sent, was empty or malformed.",
     -1104: "A non-empty JSON body on a Binance endpoint: send a form body or the query.",
     -1106: "A parameter sent when not required (by the order type).",
@@ -541,6 +543,7 @@ ERROR_CODES: Final[dict[int, str]] = {
     -1128: "Combination of optional parameters invalid.",
     -1130: "Data sent for a parameter is not valid.",
     -1131: "recvWindow must be less than 60000.",
+    -1135: "WebSocket API: `params` is not a JSON object.",
     -1158: "Order type not supported in OCO.",
     -1165: "A limit order in a buy OCO must be below.",
     -1166: "A limit order in a sell OCO must be above.",

@@ -146,7 +146,8 @@ def parse_frame(text: str) -> WsRequest:
 
     Raises:
         BadFrame: -1000 not JSON (or nested too deep), -1102 not a request object or no
-            method, -1100 a malformed id or params.
+            method, -1135 params not an object, -1101 too many params, -1100 a malformed
+            id, param name or value.
     """
     try:
         doc = json.loads(text, parse_float=_Number)
@@ -169,9 +170,10 @@ def parse_frame(text: str) -> WsRequest:
     raw = doc.get("params", {})
     if raw is None:
         raw = {}
-    if not isinstance(raw, dict) or len(raw) > MAX_PARAMS:
-        raise BadFrame(-1100, "Illegal characters found in parameter 'params'; legal range "
-                              f"is an object of at most {MAX_PARAMS} parameters.", rid)
+    if not isinstance(raw, dict):
+        raise BadFrame(-1135, "Invalid 'params' in JSON request; expected an object.", rid)
+    if len(raw) > MAX_PARAMS:
+        raise BadFrame(-1101, f"Too many parameters; expected at most {MAX_PARAMS}.", rid)
     params: dict[str, str] = {}
     for name, value in raw.items():
         if len(name) > MAX_NAME:
