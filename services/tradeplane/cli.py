@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from tradeplane.adapters.bus import Bus
     from tradeplane.adapters.db import Pool
     from tradeplane.domain.custody import WalletSpec
-    from tradeplane.usecases.accounts import Accounts
+    from tradeplane.usecases.accounts import Accounts, KeyEvents
     from tradeplane.usecases.pairs import Pairs
     from tradeplane.wallets.settings import WalletSettings
 
@@ -252,7 +252,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 # holds the database credentials holds every power): the same rules, the same audit
 # records. The composition root of each command is the ``_*_cases`` helper it uses.
 def _account_cases(args: argparse.Namespace, pool: Pool,
-                         settings: Settings | None = None) -> Accounts:
+                         settings: Settings | None = None, *,
+                         events: KeyEvents | None = None) -> Accounts:
     from tradeplane.adapters.admin_store import PgAccountStore
     from tradeplane.adapters.cipher import SecretCipher
     from tradeplane.adapters.control import now_ms
@@ -261,7 +262,7 @@ def _account_cases(args: argparse.Namespace, pool: Pool,
     # API secrets are encrypted with secret_key: never with the placeholder outside dev mode.
     s = (settings or _settings(args)).for_process("cli-accounts")
     return Accounts(PgAccountStore(pool), SecretCipher(s.secret_key.get_secret_value()),
-                    now_ms)
+                    now_ms, events)
 
 
 async def _pair_cases(args: argparse.Namespace, bus: Bus, pool: Pool) -> Pairs:
@@ -292,23 +293,89 @@ def cmd_pair_trading(args: argparse.Namespace) -> int:
     kill switch is on, only the state the pair returns to when it is lifted."""
     from tradeplane.domain.pairs import normalize_symbol
     from tradeplane.usecases.audit import cli_actor
-    from tradeplane.usecases.errors import NotFound, Unavailable
 
     symbol = normalize_symbol(args.symbol)
+    return _run_async(lambda: _over_pairs(
+        args, lambda cases: cases.set_trading(cli_actor(), symbol, args.state)))
+
+
+async def _over_pairs(args: argparse.Namespace,
+                      act: Callable[[Pairs], Coroutine[Any, Any, dict[str, Any]]]) -> int:
+    """Run one pairs use case against the platform and print its answer: exit 2 for a
+    refusal (no such pair, an invalid value), 1 when an engine or the TradingPair did not
+    take it."""
+    from tradeplane.usecases.errors import Invalid, NotFound, Unavailable
+
+    bus = await _bus(args)
+    try:
+        pool = await _db_pool(args)
+        try:
+            after = await act(await _pair_cases(args, bus, pool))
+        except (NotFound, Invalid) as exc:
+            print(f"{exc}", file=sys.stderr)
+            return 2
+        except Unavailable as exc:
+            print(f"not taken: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            await pool.close()
+    finally:
+        await bus.close()
+    print(json.dumps(after))
+    return 0
+
+
+def cmd_pair_fees(args: argparse.Namespace) -> int:
+    """New maker/taker fees of a pair (parts per million), as ``PUT
+    /admin/pairs/{symbol}/fees``: the pairs table (and the TradingPair, under the
+    operator), the audit log; settlement reloads the pair on ``control.pairs``."""
+    from tradeplane.domain.pairs import normalize_symbol
+    from tradeplane.usecases.audit import cli_actor
+
+    symbol = normalize_symbol(args.symbol)
+    return _run_async(lambda: _over_pairs(args, lambda cases: cases.set_fees(
+        cli_actor(), symbol, args.maker_fee_ppm, args.taker_fee_ppm)))
+
+
+def cmd_kill_switch(args: argparse.Namespace) -> int:
+    """The global kill switch, as ``/admin/kill-switch``: ``on`` halts every pair (the
+    gateways refuse trading at once, every engine gets SetTrading(HALTED)), keeping each
+    pair's state; ``off`` restores them; ``status`` shows it."""
+    from tradeplane.usecases.audit import cli_actor
+
+    if args.action == "on":
+        return _run_async(lambda: _over_pairs(
+            args, lambda cases: cases.kill_switch_on(cli_actor(), args.reason)))
+    if args.action == "off":
+        return _run_async(lambda: _over_pairs(
+            args, lambda cases: cases.kill_switch_off(cli_actor())))
+    return _run_async(lambda: _over_pairs(args, lambda cases: cases.kill_switch_state()))
+
+
+def cmd_user_freeze(args: argparse.Namespace) -> int:
+    """Freeze (``--reason``) or unfreeze (``--unfreeze``) a user's account, as ``POST
+    /admin/users/{account}/freeze`` / ``unfreeze``: its keys may still read, but neither
+    trade nor withdraw; the gateways drop its keys at once."""
+    from tradeplane.adapters.control import BusBroadcasts
+    from tradeplane.usecases.audit import cli_actor
+    from tradeplane.usecases.errors import NotFound
+
+    if args.unfreeze == bool(args.reason):
+        print("give either --reason (freeze) or --unfreeze", file=sys.stderr)
+        return 2
 
     async def go() -> int:
         bus = await _bus(args)
         try:
             pool = await _db_pool(args)
             try:
-                cases = await _pair_cases(args, bus, pool)
-                after = await cases.set_trading(cli_actor(), symbol, args.state)
-            except NotFound:
-                print(f"no such pair: {symbol}", file=sys.stderr)
+                cases = _account_cases(args, pool, events=BusBroadcasts(bus))
+                account = await cases.account_of(args.user)
+                after = await cases.set_frozen(cli_actor(), account,
+                                               None if args.unfreeze else args.reason)
+            except NotFound as exc:
+                print(f"{exc}", file=sys.stderr)
                 return 2
-            except Unavailable as exc:
-                print(f"the engine did not take it: {exc}", file=sys.stderr)
-                return 1
             finally:
                 await pool.close()
         finally:
@@ -428,21 +495,26 @@ def cmd_key_create(args: argparse.Namespace) -> int:
 
 
 def cmd_key_revoke(args: argparse.Namespace) -> int:
-    """Revoke an API key, as ``DELETE /admin/api-keys/{key}`` (gateways stop accepting it
-    within their key cache's TTL, at once when revoked through the API)."""
+    """Revoke an API key, as ``DELETE /admin/api-keys/{key}``: audited, and the gateways,
+    told over the bus, stop accepting it at once."""
+    from tradeplane.adapters.control import BusBroadcasts
     from tradeplane.usecases.audit import cli_actor
     from tradeplane.usecases.errors import NotFound
 
     async def go() -> int:
-        pool = await _db_pool(args)
+        bus = await _bus(args)
         try:
-            cases = _account_cases(args, pool)
-            await cases.revoke_key(cli_actor(), args.api_key)
-        except NotFound:
-            print("no such live API key", file=sys.stderr)
-            return 2
+            pool = await _db_pool(args)
+            try:
+                cases = _account_cases(args, pool, events=BusBroadcasts(bus))
+                await cases.revoke_key(cli_actor(), args.api_key)
+            except NotFound:
+                print("no such live API key", file=sys.stderr)
+                return 2
+            finally:
+                await pool.close()
         finally:
-            await pool.close()
+            await bus.close()
         print(json.dumps({"apiKey": args.api_key, "revoked": True}))
         return 0
 
@@ -692,6 +764,7 @@ async def _reconcile_live(args: argparse.Namespace, loaded: Loaded, pool: Pool,
                           specs: list[WalletSpec]) -> tuple[int, int]:
     """Reconcile each wallet now; (shortfalls, wallets whose node could not answer), one
     line each."""
+    from tradeplane.adapters.custody import PgCustodyStore
     from tradeplane.wallets.chain import ChainError
     from tradeplane.wallets.reconcile import reconcile
     from tradeplane.wallets.service import connect_chain
@@ -707,7 +780,7 @@ async def _reconcile_live(args: argparse.Namespace, loaded: Loaded, pool: Pool,
             unreachable += 1
             continue
         try:
-            r = await reconcile(spec, chain, pool)
+            r = await reconcile(spec, chain, PgCustodyStore(pool))
         except ChainError as exc:
             print(f"{spec.name} {spec.asset}: NOT CHECKED: its node did not answer: {exc}")
             unreachable += 1
@@ -719,24 +792,58 @@ async def _reconcile_live(args: argparse.Namespace, loaded: Loaded, pool: Pool,
     return bad, unreachable
 
 
+#: How long the CLI waits for a wallet's watcher to check an address (as the gateway).
+_WATCHER_TIMEOUT_S = 5.0
+
+
 def cmd_withdraw_whitelist(args: argparse.Namespace) -> int:
+    """Add (or ``--remove``) a user's withdrawal address, as ``POST``/``DELETE
+    /admin/withdraw-whitelist``: the same use case, so the wallet's watcher checks an added
+    address with its node first and the change is audited (as ``cli:<os user>``)."""
     from tradeplane.adapters import db, wallets_db
+    from tradeplane.adapters.custody import BusWatchers, PgCustodyStore
+    from tradeplane.domain.custody import WalletSpecError
+    from tradeplane.usecases.audit import cli_actor
+    from tradeplane.usecases.custody import CustodyCases, Refusal
+    from tradeplane.usecases.errors import NotFound, Unavailable
+
+    asset = args.asset.upper()
 
     async def go() -> int:
-        pool = await _db_pool(args)
+        bus = await _bus(args)
         try:
-            account = await db.account_id(pool, args.user)
-            if account is None:
-                print(f"no such user: {args.user}", file=sys.stderr)
+            pool = await _db_pool(args)
+            try:
+                account = await db.account_id(pool, args.user)
+                if account is None:
+                    print(f"no such user: {args.user}", file=sys.stderr)
+                    return 2
+                store = PgCustodyStore(pool)
+                cases = CustodyCases(store, BusWatchers(bus, _WATCHER_TIMEOUT_S))
+                entry = {"account": account, "asset": asset, "address": args.address}
+                if args.remove:
+                    done = await cases.whitelist_remove(cli_actor(), account, asset,
+                                                        args.address, entry)
+                else:
+                    specs = await cases.wallets(asset)
+                    if not specs:
+                        print(f"no wallet holds {asset}", file=sys.stderr)
+                        return 2
+                    added = await cases.whitelist_add(cli_actor(), specs[0], account,
+                                                      args.address, entry)
+                    if isinstance(added, Refusal):
+                        print(f"{args.address} is not a {asset} address its node accepts",
+                              file=sys.stderr)
+                        return 2
+                    done = added
+                listed = await wallets_db.whitelist(pool, account)
+            except (NotFound, WalletSpecError, Unavailable) as exc:
+                print(f"{exc}", file=sys.stderr)
                 return 2
-            asset = args.asset.upper()
-            if args.remove:
-                done = await wallets_db.whitelist_remove(pool, account, asset, args.address)
-            else:
-                done = await wallets_db.whitelist_add(pool, account, asset, args.address)
-            listed = await wallets_db.whitelist(pool, account)
+            finally:
+                await pool.close()
         finally:
-            await pool.close()
+            await bus.close()
         print(json.dumps({"account": account, "changed": done,
                           "whitelist": [{"asset": a, "address": ad} for a, ad in listed]}))
         return 0
@@ -912,6 +1019,16 @@ e.g. tradeplane bench book --no-compare; tradeplane bench engine --symbols 2
 """
 
 
+def _fee_ppm(text: str) -> int:
+    """argparse type: a fee in parts per million, 0 to 999999 (as the admin API takes)."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 7):
+        raise argparse.ArgumentTypeError(f"not a fee in parts per million: {text[:40]!r}")
+    value = int(text)
+    if value >= 1_000_000:
+        raise argparse.ArgumentTypeError(f"must be below 1000000, got {value}")
+    return value
+
+
 def _symbol_arg(text: str) -> str:
     """argparse type: a Binance-style symbol (2-20 upper-case letters and digits)."""
     if not (2 <= len(text) <= 20 and text.isascii() and text.isalnum() and text.isupper()):
@@ -1006,6 +1123,23 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--state", required=True, choices=["enabled", "halted", "cancel-only"])
     pt.set_defaults(fn=cmd_pair_trading)
 
+    pf = cmd_parser("pair-fees", help="set a pair's maker/taker fees (parts per million)")
+    pf.add_argument("--symbol", required=True, help="e.g. BTC-USDT")
+    pf.add_argument("--maker-fee-ppm", type=_fee_ppm, required=True)
+    pf.add_argument("--taker-fee-ppm", type=_fee_ppm, required=True)
+    pf.set_defaults(fn=cmd_pair_fees)
+
+    ks = cmd_parser("kill-switch", help="halt every pair at once (on), resume (off), show")
+    ks.add_argument("action", choices=["on", "off", "status"])
+    ks.add_argument("--reason", default="", help="recorded with the switch (on)")
+    ks.set_defaults(fn=cmd_kill_switch)
+
+    fz = cmd_parser("user-freeze", help="freeze a user's account (or --unfreeze it)")
+    fz.add_argument("user")
+    fz.add_argument("--reason", default="", help="why (freeze)")
+    fz.add_argument("--unfreeze", action="store_true")
+    fz.set_defaults(fn=cmd_user_freeze)
+
     u = cmd_parser("user-create", help="create a user account")
     u.add_argument("name")
     u.set_defaults(fn=cmd_user_create)
@@ -1073,10 +1207,9 @@ def build_parser() -> argparse.ArgumentParser:
     cw.set_defaults(fn=cmd_check_wallets)
 
     wl = cmd_parser("withdraw-whitelist",
-                        help="add (or --remove) a user's withdrawal address (written "
-                             "directly, without asking the chain; POST "
-                             "/admin/withdraw-whitelist checks the address with the "
-                             "wallet's node first)")
+                        help="add (or --remove) a user's withdrawal address, as POST/"
+                             "DELETE /admin/withdraw-whitelist: the wallet's watcher checks "
+                             "an added address with its node first; audited")
     wl.add_argument("user")
     wl.add_argument("asset")
     wl.add_argument("address")

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from tradeplane.config import Settings
 from tradeplane.observability import setup
+from tradeplane.supervision import BackgroundTasks, alongside
 
 if TYPE_CHECKING:
     from tradeplane.adapters.vault import VaultSession
@@ -21,8 +22,9 @@ log = logging.getLogger("tradeplane.runner")
 
 async def supervised(name: str, body: Awaitable[None]) -> None:
     """Await ``body``; when a task group inside it failed, log each cause on one CRITICAL
-    line (with its traceback) and raise the first, so the CLI reports it and the process
-    exits non-zero (the platform's supervisor or Kubernetes restarts it).
+    line (with its traceback; the task's name when :class:`BackgroundTasks` ran it) and
+    raise the first, so the CLI reports it and the process exits non-zero (the platform's
+    supervisor or Kubernetes restarts it).
 
     Raises:
         BaseException: whatever ``body`` raised, a task group's first cause unwrapped.
@@ -32,8 +34,10 @@ async def supervised(name: str, body: Awaitable[None]) -> None:
     except BaseExceptionGroup as group:
         causes = _leaves(group)
         for exc in causes:
-            log.critical("%s stopping: a background task failed: %s: %s", name,
-                         type(exc).__name__, exc, exc_info=exc)
+            where = "".join(f" ({note})" for note in getattr(exc, "__notes__", ())
+                            if note.startswith("background task: "))
+            log.critical("%s stopping: a background task failed: %s: %s%s", name,
+                         type(exc).__name__, exc, where, exc_info=exc)
         raise causes[0] from group
 
 
@@ -49,7 +53,10 @@ def run_service(
     *, metrics: bool = True, vault: VaultSession | None = None,
 ) -> int:
     """Run ``body(stop)`` until it returns; SIGINT/SIGTERM set ``stop``. With ``vault``
-    (where the secrets came from), its token is kept alive meanwhile.
+    (where the secrets came from), its token is kept alive meanwhile by the background task
+    ``vault-token-renewal``, supervised: it retries Vault's failures itself, and if it
+    dies of anything else ``stop`` is set, the service stops and the process exits
+    non-zero with a CRITICAL line, rather than run on until its token expires.
 
     ``settings`` are checked first against what the process ``name`` uses (the gateway's
     secrets for the gateway only: :meth:`Settings.for_process`).
@@ -72,12 +79,14 @@ def run_service(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        renewal = asyncio.create_task(vault.keep_alive(stop)) if vault is not None else None
+        background = BackgroundTasks()
+        if vault is not None:
+            background.start("vault-token-renewal", vault.keep_alive(stop))
+        background.on_failure(lambda _exc: stop.set())
         try:
-            await supervised(name, body(stop))
+            await supervised(name, alongside(body(stop), background))
         finally:
-            if renewal is not None:
-                renewal.cancel()
+            await background.close()
 
     try:
         import uvloop

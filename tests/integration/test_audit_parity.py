@@ -19,7 +19,8 @@ from tests.support.harness import Platform, eventually, running_platform
 from tests.support.security import FAST_HASHING, admin_headers
 
 from tradeplane import cli
-from tradeplane.adapters import accounts_db
+from tradeplane.adapters import accounts_db, db
+from tradeplane.adapters.bus import Bus
 
 pytestmark = pytest.mark.integration
 
@@ -99,6 +100,26 @@ async def _pair_state(plat: Platform, symbol: str, state: str) -> None:
     await eventually(mirrored)
 
 
+async def _settled_states(plat: Platform) -> dict[str, str]:
+    """Every pair's trading state once settlement has applied every command of every
+    symbol's log (the pairs table then says what the engines do)."""
+    bus = await Bus.connect(plat.settings.nats_url, name="audit-parity")
+    try:
+        async def caught_up() -> bool:
+            cursors = await db.settlement_cursors(plat.pool)
+            symbols = [r["symbol"] for r in await plat.pool.fetch("SELECT symbol FROM pairs")]
+            for symbol in symbols:
+                if await bus.last_command_seq(symbol) > cursors.get(symbol, 0):
+                    return False
+            return True
+
+        await eventually(caught_up)
+    finally:
+        await bus.close()
+    return {r["symbol"]: r["trading"]
+            for r in await plat.pool.fetch("SELECT symbol, trading FROM pairs")}
+
+
 async def _cli(*argv: str) -> int:
     return await asyncio.to_thread(cli.main, list(argv))
 
@@ -152,6 +173,13 @@ async def test_each_cli_admin_command_leaves_the_audit_record_of_its_admin_api_c
                                                   "role": "Support"})
     runs.append(("admin-create", c, a))
 
+    c, _ = await by_cli("user-freeze", "parity-cli", "--reason", "parity")
+    a, _ = await by_api("POST", f"/admin/users/{api_account}/freeze", {"reason": "parity"})
+    runs.append(("user-freeze", c, a))
+    c, _ = await by_cli("user-freeze", "parity-cli", "--unfreeze")
+    a, _ = await by_api("POST", f"/admin/users/{api_account}/unfreeze")
+    runs.append(("user-unfreeze", c, a))
+
     # Both directions, the CLI on one pair and the API on another (each pair's "before"
     # is then its own: settlement mirrors the engine's state into the pairs table later).
     c, _ = await by_cli("pair-trading", "--symbol", "ETH-USDT", "--state", "halted")
@@ -194,3 +222,68 @@ async def test_the_cli_cannot_resume_a_pair_under_the_kill_switch_only_set_its_r
 
     await _pair_state(plat, "ETHBTC", "cancel-only")
     await http.put("/admin/pairs/ETHBTC/trading", json={"trading": "enabled"})
+
+
+async def test_the_cli_fee_and_kill_switch_commands_leave_the_records_of_their_api_calls(
+    plat: Platform, http: httpx.AsyncClient, cli_env: None,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    async def by_cli(*argv: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        since = await _last_id(plat)
+        assert await _cli(*argv) == 0
+        out = json.loads(capsys.readouterr().out)
+        entry = await _one_record_since(plat, since)
+        assert entry["actor"] == CLI_ACTOR and entry["ip"] == "cli"
+        return entry, out
+
+    async def by_api(method: str, path: str, body: dict[str, Any] | None = None
+                     ) -> tuple[dict[str, Any], dict[str, Any]]:
+        since = await _last_id(plat)
+        r = await http.request(method, path, json=body)
+        assert r.status_code == 200, r.text
+        entry = await _one_record_since(plat, since)
+        assert entry["actor"] == "admin:bootstrap"
+        return entry, r.json()
+
+    # Every pair's state once settlement has applied every command so far (the pairs
+    # table mirrors the engines' states, so it can lag behind a change for a moment).
+    states = await _settled_states(plat)
+    fees = await plat.pool.fetchrow(
+        "SELECT maker_fee_ppm, taker_fee_ppm FROM pairs WHERE symbol = 'ETHUSDT'")
+    assert fees is not None
+    assert (await http.get("/admin/kill-switch")).json() == {"on": False}
+
+    runs: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+    c, c_out = await by_cli("pair-fees", "--symbol", "ETH-USDT", "--maker-fee-ppm", "900",
+                            "--taker-fee-ppm", "1100")
+    a, _ = await by_api("PUT", "/admin/pairs/BTCUSDT/fees",
+                            {"makerFeePpm": 900, "takerFeePpm": 1100})
+    assert (c_out["makerFeePpm"], c_out["takerFeePpm"]) == (900, 1100)
+    runs.append(("pair-fees", c, a))
+
+    c_on, c_out = await by_cli("kill-switch", "on", "--reason", "parity")
+    assert c_out["on"] is True and c_out["pairs"] == states
+    assert await _settled_states(plat) == dict.fromkeys(states, "halted")
+    c_off, c_out = await by_cli("kill-switch", "off")
+    assert c_out == {"on": False, "pairs": states}
+    assert await _settled_states(plat) == states
+    a_on, _ = await by_api("POST", "/admin/kill-switch", {"reason": "parity"})
+    assert await _settled_states(plat) == dict.fromkeys(states, "halted")
+    a_off, _ = await by_api("DELETE", "/admin/kill-switch")
+    assert await _settled_states(plat) == states
+    runs += [("kill-switch on", c_on, a_on), ("kill-switch off", c_off, a_off)]
+
+    # Put the fees back for the module's other tests.
+    for symbol in ("ETHUSDT", "BTCUSDT"):
+        r = await http.put(f"/admin/pairs/{symbol}/fees",
+                           json={"makerFeePpm": fees["maker_fee_ppm"],
+                                 "takerFeePpm": fees["taker_fee_ppm"]})
+        assert r.status_code == 200, r.text
+
+    cli_names: dict[Any, str] = {"ETHUSDT": "<symbol>", getpass.getuser(): "<by>"}
+    api_names: dict[Any, str] = {"BTCUSDT": "<symbol>", "bootstrap": "<by>"}
+    for what, from_cli, from_api in runs:
+        if what.startswith("kill-switch"):  # every pair, by name: only "by" differs
+            cli_names.pop("ETHUSDT", None)
+            api_names.pop("BTCUSDT", None)
+        assert _comparable(from_cli, cli_names) == _comparable(from_api, api_names), what

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from tests.support.harness import Platform, running_platform
+from tests.support.harness import Platform, eventually, running_platform
 from tests.support.security import (
     FAST_HASHING,
     admin_headers,
@@ -254,6 +254,7 @@ async def test_the_cli_issues_restricted_keys_and_revokes_them(
     await plat.trader("cli-user", {"USDT": "1000"})
     monkeypatch.setenv("TRADEPLANE_DATABASE_URL", plat.settings.database_url)
     monkeypatch.setenv("TRADEPLANE_SECRET_KEY", plat.settings.secret_key.get_secret_value())
+    monkeypatch.setenv("TRADEPLANE_NATS_URL", plat.settings.nats_url)
     monkeypatch.setenv("TRADEPLANE_DEV_MODE", "1")
     rc = await asyncio.to_thread(cli.main, ["key-create", "cli-user", "--permissions", "read",
                                             "--ip-allow", "127.0.0.1", "--expires-days", "7"])
@@ -267,6 +268,15 @@ async def test_the_cli_issues_restricted_keys_and_revokes_them(
                                   signed_payload(ORDER, secret=doc["secretKey"]))) \
         == (401, -2015)
     assert await asyncio.to_thread(cli.main, ["key-revoke", doc["apiKey"]]) == 0
+
+    # The key was cached by the read above; the CLI tells the gateways, so the revocation
+    # holds well before the key cache's 30 s would have expired it.
+    async def refused() -> bool:
+        r = await send_signed(http, "GET", "/api/v3/account", doc["apiKey"],
+                              signed_payload({}, secret=doc["secretKey"]))
+        return code(r) == (401, -2015)
+
+    await eventually(refused, timeout=5.0)
     assert await asyncio.to_thread(cli.main, ["key-create", "cli-user", "--permissions",
                                               "read,root"]) == 2
     rows = await plat.pool.fetch("SELECT action, actor FROM audit_log WHERE target = $1"

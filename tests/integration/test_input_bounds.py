@@ -16,10 +16,10 @@ from tests.support.harness import Platform, Trader, eventually
 
 from tradeplane.adapters import db
 from tradeplane.adapters.bus import Bus
+from tradeplane.adapters.orderpath import OrderPath
 from tradeplane.domain.model import OrderType, Side, Status, TimeInForce
 from tradeplane.domain.money import to_units
 from tradeplane.domain.signing import sign
-from tradeplane.gateway.orderpath import OrderPath
 
 pytestmark = pytest.mark.integration
 

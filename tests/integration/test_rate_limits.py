@@ -20,11 +20,11 @@ from limits import RateLimitItemPerDay
 from tests.support.harness import Platform, eventually, running_platform
 from tests.support.security import FAST_HASHING, send_signed, signed_payload
 
-from tradeplane.adapters.ratelimits import Hit, RateLimitStore
+from tradeplane.adapters.ratelimits import RedisRateLimitStore as RateLimitStore
 from tradeplane.config import Settings
 from tradeplane.domain.money import to_units
 from tradeplane.gateway.errors import ApiError
-from tradeplane.gateway.ratelimit import Limiter, Meter, route_cost
+from tradeplane.gateway.ratelimit import Hit, Limiter, Meter, route_cost
 
 pytestmark = pytest.mark.integration
 

@@ -41,6 +41,7 @@ from tests.support.harness import Platform, eventually
 from tradeplane.adapters import db, wallets_db
 from tradeplane.adapters.bus import Bus, wallet_events
 from tradeplane.adapters.cipher import SecretCipher
+from tradeplane.adapters.custody import PgCustodyStore
 from tradeplane.adapters.wallets_db import RequestResult
 from tradeplane.demo.client import ApiClient
 from tradeplane.domain.custody import (
@@ -57,7 +58,7 @@ from tradeplane.platform.local import service_env
 from tradeplane.platform.servers import free_port
 from tradeplane.wallets.chain import ChainAdapter, ChainError, ChainUnavailable
 from tradeplane.wallets.reconcile import reconcile
-from tradeplane.wallets.service import Custody, connect_chain
+from tradeplane.wallets.service import Custody, connect_chain, custody_over
 from tradeplane.wallets.settings import NodeLogin, WalletSettings
 from tradeplane.wallets.withdrawals import WithdrawalProcessor
 
@@ -155,7 +156,7 @@ async def ltc(plat: Platform, litecoin_node: LitecoinNode) -> AsyncIterator[Ltc]
     chain = connect_chain(spec, NodeLogin(litecoin_node.url, litecoin_node.user,
                                           SecretStr(litecoin_node.password)))
     bus = await Bus.connect(plat.settings.nats_url, name="test-wallet")
-    custody = Custody(spec, chain, plat.pool, bus, WalletSettings())
+    custody = custody_over(spec, chain, plat.pool, bus, WalletSettings())
     unsubscribe = await custody.serve()
     try:
         yield Ltc(plat, litecoin_node, wallet, spec, custody, bus)
@@ -263,7 +264,7 @@ async def test_a_watcher_killed_mid_flow_and_restarted_credits_nothing_twice(ltc
                                                   SecretStr(ltc.node.password)))
         adapters.append(chain)
         stop = asyncio.Event()
-        return asyncio.create_task(Custody(ltc.spec, chain, ltc.pool, None, settings).run(stop)
+        return asyncio.create_task(custody_over(ltc.spec, chain, ltc.pool, None, settings).run(stop)
                                    ), stop
 
     task, _stop = start()
@@ -357,7 +358,7 @@ async def test_a_reorg_after_the_credit_records_an_adjustment_and_changes_no_bal
         await ltc.steps()
         assert metric("tradeplane_wallet_reorg_after_credit_total", wallet=WALLET) == alerts + 1
         # Meanwhile the chain holds less than the ledger owes: reconciliation says so.
-        r = await reconcile(ltc.spec, ltc.custody.chain, ltc.pool)
+        r = await reconcile(ltc.spec, ltc.custody.chain, PgCustodyStore(ltc.pool))
         assert not r.ok and r.difference == -amount
     finally:
         ltc.node.reconsider(block)
@@ -435,14 +436,15 @@ async def test_a_crash_between_send_and_record_never_sends_twice(ltc: Ltc) -> No
     result, wid = await wallets_db.request_withdrawal(ltc.pool, ltc.spec, user.account, to,
                                                       to_units("0.1"), None, 0)
     assert result == RequestResult.CREATED and wid is not None
-    crashing = WithdrawalProcessor(ltc.spec, CrashAfterSend(ltc.custody.chain), ltc.pool)
+    crashing = WithdrawalProcessor(ltc.spec, CrashAfterSend(ltc.custody.chain),
+                                   PgCustodyStore(ltc.pool))
     with pytest.raises(SystemExit):
         await crashing.step()
     w = await wallets_db.withdrawal(ltc.pool, wid)
     assert w is not None and w.status == WithdrawalStatus.PROCESSING and w.txid is None
 
     # The restarted process finds the send by its intent and records it; no second send.
-    restarted = WithdrawalProcessor(ltc.spec, ltc.custody.chain, ltc.pool)
+    restarted = WithdrawalProcessor(ltc.spec, ltc.custody.chain, PgCustodyStore(ltc.pool))
     await restarted.step()
     w = await wallets_db.withdrawal(ltc.pool, wid)
     assert w is not None and w.status == WithdrawalStatus.ON_CHAIN
@@ -547,6 +549,23 @@ async def test_bad_withdrawal_requests_get_binance_errors_and_lock_nothing(ltc: 
     assert await wallets_db.withdraw_history(
         ltc.pool, user.account, asset=None, statuses=None, client_id=None, ids=None,
         start_ms=0, end_ms=2**62, offset=0, limit=10) == []
+    # The CLI's whitelist command is the same use case: the node refuses what it cannot
+    # pay, and each change is audited as the API's is, under the CLI's actor.
+    name = (await ltc.pool.fetchval("SELECT name FROM accounts WHERE id = $1", user.account))
+    code, out = await cli(ltc.plat, "withdraw-whitelist", name, "LTC", "rltc1notanaddress")
+    assert code == 2 and "not a LTC address" in out, out
+    code, out = await cli(ltc.plat, "withdraw-whitelist", name, "LTC", own_address, "--remove")
+    assert code == 0 and json.loads(out)["whitelist"] == [], out
+    code, out = await cli(ltc.plat, "withdraw-whitelist", name, "LTC", own_address)
+    assert code == 0 and json.loads(out)["changed"] is True, out
+    rows = await ltc.pool.fetch(
+        "SELECT action, actor, before, after FROM audit_log WHERE target = $1 ORDER BY id",
+        f"account:{user.account}")
+    trail = [(r["action"], r["actor"].split(":")[0]) for r in rows]
+    assert trail == [("withdrawal.whitelist.add", "admin"),
+                     ("withdrawal.whitelist.remove", "cli"),
+                     ("withdrawal.whitelist.add", "cli")], trail
+    assert rows[0]["after"] == rows[2]["after"] == rows[1]["before"]
     await wallets_db.whitelist_remove(ltc.pool, user.account, "LTC", own_address)
 
 
@@ -556,7 +575,7 @@ async def test_reconciliation_shows_zero_difference_after_all_of_it(
     """Runs last: every deposit, reorganisation, withdrawal (one sent through a crash) and
     rejection above left the chain and the ledger in agreement, to the unit."""
     await ltc.steps()
-    r = await reconcile(ltc.spec, ltc.custody.chain, ltc.pool)
+    r = await reconcile(ltc.spec, ltc.custody.chain, PgCustodyStore(ltc.pool))
     assert r.ledger_total > 0 and r.uncredited == 0 and r.sent_unfinished == 0
     assert r.difference == 0 and r.ok, r.describe()
     assert metric("tradeplane_wallet_reconciliation_difference_units",
@@ -708,6 +727,10 @@ async def test_a_whitelist_request_with_no_watcher_is_503_and_logs_the_wallet(
              if rec.name == "tradeplane.gateway.wallet"]
     assert any("ltc-nowatcher" in m and "wallet-watcher --wallet ltc-nowatcher" in m
                for m in lines), lines
+    # The CLI asks the same watcher, and without an answer stores nothing either.
+    name = await plat.pool.fetchval("SELECT name FROM accounts WHERE id = $1", user.account)
+    code, out = await cli(plat, "withdraw-whitelist", name, "LTCW", "rltc1qsomething")
+    assert code == 2 and "wallet-watcher --wallet ltc-nowatcher" in out, out
     assert await wallets_db.whitelist(plat.pool, user.account) == []
 
 
@@ -818,7 +841,7 @@ async def test_monero_deposit_and_withdrawal_end_to_end_reconcile_to_zero(
     chain = connect_chain(spec, NodeLogin(spec.rpc_url, monero_nodes.wallet_user,
                                           SecretStr(monero_nodes.wallet_password)))
     bus = await Bus.connect(plat.settings.nats_url, name="test-xmr")
-    c = Custody(spec, chain, plat.pool, bus, WalletSettings())
+    c = custody_over(spec, chain, plat.pool, bus, WalletSettings())
     unsubscribe = await c.serve()
     try:
         user = await new_user(plat)
@@ -856,7 +879,7 @@ async def test_monero_deposit_and_withdrawal_end_to_end_reconcile_to_zero(
         assert w is not None and w.network_fee is not None and 0 < w.network_fee < w.fee
         assert await plat.balances(user.account) == {
             "XMR": (to_units("2") - to_units("0.5") - to_units("0.01"), 0)}
-        rec = await reconcile(spec, chain, plat.pool)
+        rec = await reconcile(spec, chain, PgCustodyStore(plat.pool))
         assert rec.difference == 0 and rec.ok, rec.describe()
     finally:
         for unsub in unsubscribe:
@@ -880,7 +903,7 @@ async def fake_custody(plat: Platform, *, confirmations: int = 2, **spec: Any
         "chain": "litecoin", "network": "regtest", "asset": asset,
         "rpc": {"url": "http://fake-node:1"}, "confirmations": confirmations, **spec})
     await wallets_db.upsert_wallet(plat.pool, wallet)
-    return Custody(wallet, chain, plat.pool, None,
+    return custody_over(wallet, chain, plat.pool, None,
                    WalletSettings(wallet_max_send_attempts=2)), chain
 
 
@@ -914,7 +937,7 @@ async def test_fake_a_payment_gone_for_good_before_its_credit_is_dropped(plat: P
     await c.watcher.step()
     assert await _status(plat, txid) == DepositStatus.DROPPED
     assert await plat.balances(account) == {}
-    r = await reconcile(c.spec, chain, plat.pool)
+    r = await reconcile(c.spec, chain, PgCustodyStore(plat.pool))
     assert r.difference == 0
 
 
@@ -930,7 +953,7 @@ async def test_fake_a_credited_payment_gone_for_good_stays_an_open_adjustment(
     [adj] = await wallets_db.open_adjustments(plat.pool, c.spec.name)
     assert (adj["account_id"], adj["amount"]) == (account, 7_000)
     assert await plat.balances(account) == {c.spec.asset: (7_000, 0)}
-    r = await reconcile(c.spec, chain, plat.pool)
+    r = await reconcile(c.spec, chain, PgCustodyStore(plat.pool))
     assert not r.ok and r.difference == -7_000
 
 
@@ -942,7 +965,7 @@ async def test_fake_a_restarted_watcher_scans_on_from_its_cursor_not_from_genesi
     chain.mine(4)
     saved = await wallets_db.load_cursor(plat.pool, c.spec.name)
     assert saved is not None
-    restarted = Custody(c.spec, chain, plat.pool, None, WalletSettings())
+    restarted = custody_over(c.spec, chain, plat.pool, None, WalletSettings())
     await restarted.watcher.step()
     assert chain.scans[0] is None  # the wallet's very first scan
     assert chain.scans[1:] == [saved[0]]  # the restart's: the persisted cursor
@@ -966,7 +989,7 @@ async def test_fake_a_send_whose_answer_was_lost_is_found_not_repeated(plat: Pla
     await c.processor.step()
     w = await wallets_db.withdrawal(plat.pool, wid)
     assert w is not None and w.status == WithdrawalStatus.COMPLETED
-    assert (await reconcile(c.spec, chain, plat.pool)).difference == 0
+    assert (await reconcile(c.spec, chain, PgCustodyStore(plat.pool))).difference == 0
 
 
 async def test_fake_sends_the_node_keeps_refusing_fail_and_release_the_funds(
@@ -1005,5 +1028,5 @@ async def test_fake_the_hot_wallet_floor_holds_a_withdrawal_until_there_is_enoug
     w = await wallets_db.withdrawal(plat.pool, wid)
     assert w is not None and w.status == WithdrawalStatus.ON_CHAIN
     assert metric("tradeplane_wallet_hot_wallet_low", wallet=c.spec.name) == 0
-    r = await reconcile(c.spec, chain, plat.pool)
+    r = await reconcile(c.spec, chain, PgCustodyStore(plat.pool))
     assert r.difference == 20_000_000 and r.ok  # the top-up is a surplus, not a liability

@@ -14,5 +14,6 @@ def guard_only(limiter: RateLimits | None = None) -> Gateway:
     services are stand-ins that these tests never reach."""
     unused: Any = object()
     return Gateway(ctx=unused, keys=unused, limiter=limiter or NoRateLimits(),
-                   controls=unused, credentials=unused, mailer=unused, user_streams=unused,
-                   watermarks=unused, orderpath=unused, stream_hub=unused)
+                   controls=unused, credentials=unused, users=unused,
+                   user_streams=unused,
+                   watermarks=unused, orderpath=unused, stream_hub=unused, market=unused)

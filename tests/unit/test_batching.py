@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from tradeplane.gateway.batching import Batcher
+from tradeplane.adapters.batching import Batcher, BatcherFailed
 from tradeplane.gateway.watermarks import Watermarks
 
 
@@ -88,6 +88,62 @@ async def test_a_batcher_without_isolation_fails_the_whole_batch_once() -> None:
             await t
     assert calls == 1
     await b.close()
+
+
+async def test_a_worker_that_dies_fails_its_batch_and_the_waiting_requests_and_reports_it(
+) -> None:
+    """flush returning too few results is a defect outside a flush's own failure: nobody
+    may wait forever, later requests are refused at once, and the owner is told once."""
+    gate = asyncio.Event()
+    told: list[tuple[str, BaseException]] = []
+
+    async def flush(items: list[int]) -> list[int]:
+        await gate.wait()
+        return items[:-1]  # one result short
+
+    b: Batcher[int, int] = Batcher(flush, workers=1, name="holds",
+                                   on_failure=lambda name, exc: told.append((name, exc)))
+    in_flush = asyncio.create_task(b.submit(1))
+    await asyncio.sleep(0)  # the worker holds [1] in its flush
+    queued = [asyncio.create_task(b.submit(i)) for i in (2, 3)]
+    await asyncio.sleep(0)
+    gate.set()
+    for t in (in_flush, *queued):
+        with pytest.raises(BatcherFailed, match="holds stopped"):
+            await asyncio.wait_for(t, 5)
+    with pytest.raises(BatcherFailed, match="holds stopped"):
+        await asyncio.wait_for(b.submit(4), 5)
+    assert [(name, type(exc)) for name, exc in told] == [("holds", ValueError)]
+    await b.close()
+
+
+async def test_a_worker_cancelled_by_someone_else_does_not_leave_its_batch_waiting() -> None:
+    entered = asyncio.Event()
+    told: list[str] = []
+
+    async def flush(items: list[int]) -> list[int]:
+        entered.set()
+        raise asyncio.CancelledError  # a library's cancellation leaking out of a flush
+
+    b: Batcher[int, int] = Batcher(flush, workers=1,
+                                   on_failure=lambda name, _exc: told.append(name))
+    with pytest.raises(BatcherFailed):
+        await asyncio.wait_for(b.submit(1), 5)
+    assert entered.is_set() and told == ["batcher"]
+    await b.close()
+
+
+async def test_closing_a_batcher_is_not_a_failure() -> None:
+    told: list[str] = []
+
+    async def flush(items: list[int]) -> list[int]:
+        return items
+
+    b: Batcher[int, int] = Batcher(flush, workers=2,
+                                   on_failure=lambda name, _exc: told.append(name))
+    assert await b.submit(5) == 5
+    await b.close()
+    assert told == []
 
 
 async def test_watermark_wait_returns_once_the_sequence_is_settled() -> None:

@@ -39,6 +39,11 @@ def test_bench_help_lists_every_option_of_every_benchmark() -> None:
     ["check-ledger", "--data-dir", ""],
     ["--data-dir", "x" * 5000, "check-ledger"],
     ["env", "--data-dir", "a\nb"],
+    ["pair-fees", "--symbol", "BTC-USDT", "--maker-fee-ppm", "-1", "--taker-fee-ppm", "0"],
+    ["pair-fees", "--symbol", "BTC-USDT", "--maker-fee-ppm", "0", "--taker-fee-ppm",
+     "1000000"],
+    ["pair-fees", "--symbol", "BTC-USDT", "--maker-fee-ppm", "\u0661", "--taker-fee-ppm", "0"],
+    ["kill-switch", "maybe"],
 ])
 def test_out_of_range_flags_are_refused_in_one_line(
     argv: list[str], capsys: pytest.CaptureFixture[str]
@@ -54,3 +59,14 @@ def test_data_dir_is_taken_before_or_after_the_subcommand() -> None:
     after = build_parser().parse_args(["credit", "a", "USDT", "1", "--data-dir", "/d"])
     assert (before.global_data_dir, before.platform_dir) == ("/d", None)
     assert (after.global_data_dir, after.platform_dir) == (None, "/d")
+
+
+@pytest.mark.parametrize("argv", [["user-freeze", "alice"],
+                                  ["user-freeze", "alice", "--reason", "r", "--unfreeze"]])
+def test_user_freeze_takes_a_reason_or_unfreeze_and_not_both(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tradeplane.cli import main
+
+    assert main(argv) == 2  # refused before anything is reached
+    assert "either --reason (freeze) or --unfreeze" in capsys.readouterr().err

@@ -272,3 +272,21 @@ async def test_a_writer_whose_lease_is_taken_stops_with_not_writer(fast_lease: N
         await asyncio.wait_for(task, 5)
     assert bus.snapshots == {}  # a writer that lost its lease saves nothing
     assert bus.leases[SYMBOL].value == b"second"  # ... and releases nothing
+
+
+async def test_a_writer_whose_lease_renewal_goes_unanswered_stops_with_not_writer(
+    fast_lease: None,
+) -> None:
+    bus = MemoryBus()
+    engine = Engine(bus, RULES, lease=True, holder="first")
+    task = asyncio.create_task(engine.run(asyncio.Event()))
+
+    async def holding() -> bool:
+        return SYMBOL in bus.leases
+
+    await eventually(holding, timeout=5, interval=0.005)
+    bus.down = True  # the renewal is Unavailable: it can no longer be sure it is the writer
+
+    with pytest.raises(NotWriter):
+        await asyncio.wait_for(task, 5)
+    assert bus.snapshots == {}

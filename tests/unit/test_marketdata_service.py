@@ -19,8 +19,8 @@ from tradeplane.domain.errors import Unavailable
 from tradeplane.domain.model import SCHEMA_VERSION, EventBatch, Side, Trade
 from tradeplane.domain.pairs import DEMO_PAIRS, PairRules
 from tradeplane.marketdata.ports import (
-    Book,
     Candle,
+    DepthSnapshot,
     EventHandler,
     EventMsg,
     MarketBus,
@@ -89,7 +89,7 @@ class MemoryStore:
 
     pairs: dict[str, PairRules] = field(default_factory=lambda: {SYMBOL: RULES})
     stored_position: int | None = None
-    states: dict[str, tuple[bytes, Book]] = field(default_factory=dict)
+    states: dict[str, tuple[bytes, DepthSnapshot]] = field(default_factory=dict)
     writes: list[SymbolWrite] = field(default_factory=list)
     candles: dict[tuple[str, str, int], Candle] = field(default_factory=dict)
     resets: int = 0
@@ -119,7 +119,7 @@ class MemoryStore:
     async def position(self) -> int | None:
         return self.stored_position
 
-    async def load_state(self, symbol: str) -> tuple[bytes, Book] | None:
+    async def load_state(self, symbol: str) -> tuple[bytes, DepthSnapshot] | None:
         return self.states.get(symbol)
 
 
@@ -149,8 +149,9 @@ async def started(bus: MemoryMarketBus, cache: MemoryStore) -> MarketDataService
 
 
 # --------------------------------------------------------------------------- tests
-def test_market_subject_is_the_adapters() -> None:
-    assert market_subject(SYMBOL, DEPTH_FAST) == bus_adapter.market_subject(SYMBOL, DEPTH_FAST)
+def test_stream_payloads_go_to_md_symbol_stream_the_subject_the_gateway_relays() -> None:
+    assert market_subject(SYMBOL, DEPTH_FAST) == f"md.{SYMBOL}.{DEPTH_FAST}"
+    assert bus_adapter.market_subject is market_subject
 
 
 async def test_a_cold_start_resets_the_cache_and_starts_from_the_first_event() -> None:

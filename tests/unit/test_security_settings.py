@@ -10,9 +10,8 @@ import pytest
 from limits import RateLimitItemPerMinute
 from pydantic import ValidationError
 
-from tradeplane.adapters.ratelimits import Hit
 from tradeplane.config import DEV_PLACEHOLDER, Settings
-from tradeplane.gateway.ratelimit import LocalCounts
+from tradeplane.gateway.ratelimit import Hit, LocalCounts
 
 PROD = {"admin_token": "a" * 32, "secret_key": "s" * 32}
 

@@ -22,7 +22,7 @@ from tradeplane.domain.access import KeyPolicy, KeyType
 from tradeplane.domain.pairs import DEMO_PAIRS
 from tradeplane.gateway import streams
 from tradeplane.gateway.auth import KeyCache, KeyEntry
-from tradeplane.gateway.control import Controls, LocalPairControl
+from tradeplane.gateway.control import Controls
 from tradeplane.gateway.userstream import UserSession, UserStreams, is_listen_key, serve_user_stream
 from tradeplane.gateway.wslimits import MessageRate, WsLimits
 
@@ -105,7 +105,10 @@ class StubStore:
         return None
 
     async def remove_account(self, account: int) -> list[str]:
-        raise NotImplementedError
+        gone = [lk for lk, (acct, _, _) in self.keys.items() if acct == account]
+        for lk in gone:
+            del self.keys[lk]
+        return gone
 
     async def lookup(self, listen_key: str) -> ListenKeyGrant | None:
         hit = self.keys.get(listen_key)
@@ -129,13 +132,25 @@ class StubKeys:
         return KeyEntry(rec, KeyType.HMAC_SHA256, "secret", policy)
 
 
+class StubAccounts:
+    """Accounts: the frozen ones."""
+
+    def __init__(self) -> None:
+        self.frozen_accounts: set[int] = set()
+
+    async def frozen(self, account: int) -> bool:
+        return account in self.frozen_accounts
+
+
 class Env:
     def __init__(self, *, ttl_s: float = 3600, key_expires_ms: int = 0) -> None:
         self.bus = StubBus()
         self.store = StubStore()
         self.keys = StubKeys()
         self.keys.expiry["K"] = key_expires_ms
-        self.users = UserStreams(self.store, self.keys, None, ttl_s=3600)
+        self.accounts = StubAccounts()
+        self.users = UserStreams(self.store, self.keys, None, ttl_s=3600,
+                                 accounts=self.accounts)
         self.listen_key = self.store.add(1234, "K", ttl_s)
 
     async def serve(self, ws: StubSocket, limits: WsLimits = LIMITS) -> asyncio.Task[None]:
@@ -211,6 +226,29 @@ async def test_revoking_the_api_key_closes_its_sockets_and_drops_its_listen_key(
     await asyncio.wait_for(task, 5)
     _expired_event(ws, env.listen_key)
     assert env.store.keys == {} and await env.users.open(env.listen_key) is None
+
+
+async def test_freezing_the_account_closes_its_sockets_and_drops_its_listen_keys() -> None:
+    env = Env()
+    ws = StubSocket(env.bus)
+    task = await env.serve(ws)
+    env.accounts.frozen_accounts.add(1234)
+    await env.users.account_changed(1234)
+    await asyncio.wait_for(task, 5)
+    _expired_event(ws, env.listen_key)
+    assert env.store.keys == {} and env.users.sessions() == []
+
+
+async def test_an_account_change_that_is_not_a_freeze_keeps_its_sockets() -> None:
+    env = Env()
+    ws = StubSocket(env.bus)
+    task = await env.serve(ws)
+    await env.users.account_changed(1234)  # unfrozen, say
+    await asyncio.sleep(0.05)
+    assert not task.done() and env.listen_key in env.store.keys
+    ws.leave()
+    await asyncio.wait_for(task, 5)
+    assert ws.closed is None
 
 
 async def test_a_deleted_listen_key_closes_its_socket_without_listen_key_expired() -> None:
@@ -320,8 +358,10 @@ class RecordingStreams:
 
 
 async def test_control_messages_from_other_replicas_reach_the_user_streams_here() -> None:
-    ctx: Any = SimpleNamespace(bus=StubBus())
-    controls = Controls(ctx, KeyCache(SecretCipher("k")), LocalPairControl(ctx.bus))
+    ctx: Any = SimpleNamespace()
+    unused: Any = None  # neither the channel, the pairs nor the use cases are reached
+    controls = Controls(ctx, KeyCache(SecretCipher("k"), unused), unused, unused,
+                        lambda _gateways: unused, lambda _events: unused)
     await controls._on_gateway({"kind": "listenKey", "listenKey": "L"})  # none yet: ignored
     recorder = RecordingStreams()
     controls.user_streams = recorder

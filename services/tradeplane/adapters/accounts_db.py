@@ -15,16 +15,21 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
 import asyncpg
 
 from tradeplane.adapters.db import Conn, DatabaseError, Pool, UnknownAccount, _translated
 from tradeplane.domain.errors import Conflict
+from tradeplane.usecases import users
+from tradeplane.usecases.accounts import KeyRecord
+from tradeplane.usecases.users import Refresh, RefreshResult, UserRow
+
+# The application layer's typed rows, built here.
+__all__ = ["KeyRecord", "Refresh", "RefreshResult", "UserRow"]
 
 
-class EmailTaken(DatabaseError, Conflict):
+class EmailTaken(DatabaseError, users.EmailTaken):
     pass
 
 
@@ -41,22 +46,6 @@ def _ts(ms: int) -> datetime | None:
 
 
 # --------------------------------------------------------------------------- API keys
-@dataclass(frozen=True, slots=True)
-class KeyRecord:
-    api_key: str
-    account: int
-    key_type: str
-    secret_enc: bytes | None
-    public_key: bytes | None
-    perms: frozenset[str]
-    ip_allow: tuple[str, ...]
-    expires_ms: int
-    frozen: bool
-    label: str
-    created_ms: int
-    revoked_ms: int
-
-
 _KEY_COLUMNS = (
     "k.api_key, k.account_id, k.key_type, k.secret_enc, k.public_key, k.perms, k.ip_allow,"
     " k.expires_at, a.frozen_at, k.label, k.created_at, k.revoked_at"
@@ -174,18 +163,6 @@ async def set_frozen(con: Conn, account: int, reason: str | None) -> bool:
 
 
 # --------------------------------------------------------------------------- users
-@dataclass(frozen=True, slots=True)
-class UserRow:
-    id: int
-    email: str
-    password_hash: str
-    account: int
-    email_verified: bool
-    totp_secret_enc: bytes | None
-    totp_enabled: bool
-    totp_last_step: int
-
-
 _USER_COLUMNS = (
     "id, email, password_hash, account_id, email_verified_at, totp_secret_enc,"
     " totp_enabled_at, totp_last_step"
@@ -277,21 +254,6 @@ async def verify_email(pool: Pool, token_hash: bytes) -> int | None:
 
 
 # --------------------------------------------------------------------------- sessions
-class Refresh(StrEnum):
-    OK = "ok"
-    UNKNOWN = "unknown"
-    EXPIRED = "expired"
-    REVOKED = "revoked"  # the session was ended (logout, reuse, admin)
-    REUSED = "reused"  # a used token again: the session is revoked now
-
-
-@dataclass(frozen=True, slots=True)
-class RefreshResult:
-    outcome: Refresh
-    user_id: int = 0
-    session_id: str = ""
-
-
 @_translated
 async def start_session(
     pool: Pool, user_id: int, session_id: str, token_hash: bytes, expires_ms: int

@@ -1,5 +1,6 @@
-"""PostgreSQL behind the application layer's pair and account stores
-(:mod:`tradeplane.usecases.pairs`, :mod:`tradeplane.usecases.accounts`): one transaction
+"""PostgreSQL behind the application layer's pair, account and user stores
+(:mod:`tradeplane.usecases.pairs`, :mod:`tradeplane.usecases.accounts`,
+:mod:`tradeplane.usecases.users`): one transaction
 per use case, the audit record written inside it. The SQL itself is in ``accounts_db``
 and ``db``; this module turns their results into the use cases' typed rows and errors."""
 
@@ -7,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import cast
+from typing import Any, cast
 
 from tradeplane.adapters import accounts_db, db
-from tradeplane.usecases.accounts import KeyRow
+from tradeplane.usecases.accounts import KeyRecord, KeyRow
 from tradeplane.usecases.audit import AuditRecord
 from tradeplane.usecases.errors import Conflict, NotFound
 from tradeplane.usecases.pairs import KILL_SWITCH, KillSwitch, PairRow
+from tradeplane.usecases.users import RefreshResult, UserRow
 
 
 async def _audit(con: db.Conn, r: AuditRecord) -> None:
@@ -89,8 +91,14 @@ class PgAccountsTx:
         except db.UnknownAccount:
             raise NotFound(f"Unknown account {account}.") from None
 
-    async def revoke_key(self, api_key: str) -> KeyRow | None:
-        return await accounts_db.revoke_key(self.con, api_key)
+    async def revoke_key(self, api_key: str, account: int | None = None) -> KeyRow | None:
+        return await accounts_db.revoke_key(self.con, api_key, account)
+
+    async def account_doc(self, account: int) -> dict[str, Any] | None:
+        return await accounts_db.account_doc(self.con, account)
+
+    async def set_frozen(self, account: int, reason: str | None) -> bool:
+        return await accounts_db.set_frozen(self.con, account, reason)
 
     async def create_admin(self, name: str, role: str, token_hash: bytes) -> None:
         try:
@@ -106,6 +114,8 @@ class PgAccountsTx:
 
 
 class PgAccountStore:
+    """``usecases.accounts.AccountStore``: transactions, and reads outside any."""
+
     def __init__(self, pool: db.Pool) -> None:
         self.pool = pool
 
@@ -113,3 +123,90 @@ class PgAccountStore:
     async def transaction(self) -> AsyncIterator[PgAccountsTx]:
         async with self.pool.acquire() as con, con.transaction():
             yield PgAccountsTx(con)
+
+    async def account(self, account: int) -> dict[str, Any] | None:
+        return await accounts_db.account_doc(self.pool, account)
+
+    async def account_of_email(self, email: str) -> int | None:
+        return await accounts_db.account_of_email(self.pool, email)
+
+    async def keys(self, account: int) -> list[KeyRecord]:
+        return await accounts_db.list_keys(self.pool, account)
+
+    async def live_key(self, api_key: str) -> KeyRecord | None:
+        return await accounts_db.get_key(self.pool, api_key)
+
+    async def admin_of_token(self, token_hash: bytes) -> tuple[str, str] | None:
+        return await accounts_db.admin_by_token(self.pool, token_hash)
+
+    async def audit_entries(self, *, from_id: int, limit: int, action: str | None,
+                            actor: str | None, target: str | None) -> list[dict[str, Any]]:
+        return await accounts_db.audit_entries(self.pool, from_id=from_id, limit=limit,
+                                               action=action, actor=actor, target=target)
+
+
+
+class PgUserStore:
+    """``usecases.users.UserStore``."""
+
+    def __init__(self, pool: db.Pool) -> None:
+        self.pool = pool
+
+    async def create_user(self, email: str, password_hash: str) -> UserRow:
+        return await accounts_db.create_user(self.pool, email, password_hash)
+
+    async def user_by_email(self, email: str) -> UserRow | None:
+        return await accounts_db.user_by_email(self.pool, email)
+
+    async def user_by_id(self, user_id: int) -> UserRow | None:
+        return await accounts_db.user_by_id(self.pool, user_id)
+
+    async def user_of_account(self, account: int) -> UserRow | None:
+        return await accounts_db.user_of_account(self.pool, account)
+
+    async def add_email_token(self, user_id: int, token_hash: bytes, expires_ms: int) -> None:
+        await accounts_db.add_email_token(self.pool, user_id, token_hash, expires_ms)
+
+    async def verify_email(self, token_hash: bytes) -> int | None:
+        return await accounts_db.verify_email(self.pool, token_hash)
+
+    async def start_session(self, user_id: int, session_id: str, token_hash: bytes,
+                            expires_ms: int) -> None:
+        await accounts_db.start_session(self.pool, user_id, session_id, token_hash,
+                                        expires_ms)
+
+    async def rotate_refresh(self, token_hash: bytes, new_hash: bytes,
+                             expires_ms: int) -> RefreshResult:
+        return await accounts_db.rotate_refresh(self.pool, token_hash, new_hash, expires_ms)
+
+    async def revoke_sessions(self, *, user_id: int, session_id: str | None,
+                              reason: str) -> int:
+        return await accounts_db.revoke_sessions(self.pool, user_id=user_id,
+                                                 session_id=session_id, reason=reason)
+
+    async def session_live(self, session_id: str, user_id: int) -> bool:
+        return await accounts_db.session_live(self.pool, session_id, user_id)
+
+    async def set_totp_pending(self, user_id: int, secret_enc: bytes) -> bool:
+        return await accounts_db.set_totp_pending(self.pool, user_id, secret_enc)
+
+    async def accept_totp_step(self, user_id: int, step: int) -> bool:
+        return await accounts_db.accept_totp_step(self.pool, user_id, step)
+
+    async def enable_totp(self, user_id: int, step: int,
+                          code_hashes: Sequence[bytes]) -> bool:
+        return await accounts_db.enable_totp(self.pool, user_id, step, code_hashes)
+
+    async def disable_totp(self, user_id: int) -> None:
+        await accounts_db.disable_totp(self.pool, user_id)
+
+    async def use_recovery_code(self, user_id: int, code_hash: bytes) -> bool:
+        return await accounts_db.use_recovery_code(self.pool, user_id, code_hash)
+
+    async def record_login(self, user_id: int | None, email: str, ip: str, user_agent: str,
+                           success: bool, reason: str) -> None:
+        await accounts_db.record_login(self.pool, user_id, email, ip, user_agent, success,
+                                       reason)
+
+    async def login_history(self, user_id: int, limit: int) -> list[dict[str, Any]]:
+        return await accounts_db.login_history(self.pool, user_id, limit)

@@ -41,6 +41,11 @@ from nats.js.object_store import ObjectStore
 from tradeplane.config import redacted
 from tradeplane.domain.errors import Conflict, TradeplaneError, Unavailable
 
+# The core subjects of stream payloads and user data are named in the domain (one
+# definition for publishers and relays), re-exported here for this adapter's callers.
+from tradeplane.domain.market import market_subject as market_subject
+from tradeplane.domain.market import user_subject as user_subject
+
 log = logging.getLogger("tradeplane.bus")
 
 EVENTS_STREAM = "EVENTS"
@@ -100,14 +105,6 @@ def event_subject(symbol: str) -> str:
 
 def settled_subject(symbol: str) -> str:
     return f"settled.{symbol}"
-
-
-def market_subject(symbol: str, stream: str) -> str:
-    return f"md.{symbol}.{stream}"
-
-
-def user_subject(account: int) -> str:
-    return f"user.{account}"
 
 
 #: Message headers as NATS gives them (None when a message has none).

@@ -10,11 +10,14 @@ Keys per symbol (``md:<SYMBOL>:<name>``):
   oldest first, capped.
 * ``ticker`` / ``avgPrice``: the ``/api/v3/ticker/24hr`` / ``avgPrice`` JSON documents.
 * ``top``: last trade and best bid/ask in ticks and lots (``TopOfBook``).
-* ``klines``: hash interval -> the current candle (``KlineRow``, units).
+* ``klines``: hash interval -> the current candle (``Candle``, units).
 
 ``md:position`` is the EVENTS stream sequence the snapshots include, written in the same
 transaction as them: marketdata resumes consuming after it. Its absence means the cache
 lost (or never had) the market-data state, which is then rebuilt from the first event.
+
+The records (``DepthSnapshot``, ``TopOfBook``, ``Candle``) are the domain's
+(``domain/market.py``), stored as they are.
 """
 
 from __future__ import annotations
@@ -28,9 +31,9 @@ import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from tradeplane.adapters.marketstore import KlineRow
 from tradeplane.config import redacted
 from tradeplane.domain.errors import Unavailable
+from tradeplane.domain.market import Candle, DepthSnapshot, TopOfBook
 
 POSITION: Final = "md:position"
 _NAMES: Final = ("book", "state", "trades", "aggTrades", "ticker", "avgPrice", "top", "klines")
@@ -45,36 +48,6 @@ class CacheError(Unavailable):
     """Redis could not be reached or refused an operation."""
 
 
-class DepthSnapshot(msgspec.Struct, array_like=True, frozen=True, gc=False):
-    """The book at command sequence ``last_update_id``: bids best (highest) first, asks
-    best (lowest) first, as ``(price ticks, qty lots)``."""
-
-    last_update_id: int
-    ts: int
-    bids: list[tuple[int, int]]
-    asks: list[tuple[int, int]]
-
-
-class TopOfBook(msgspec.Struct, array_like=True, frozen=True, gc=False):
-    """Last trade and best levels in ticks and lots; 0 where there is none."""
-
-    seq: int
-    last_price: int
-    last_qty: int
-    bid: int
-    bid_qty: int
-    ask: int
-    ask_qty: int
-
-    def reference_price(self) -> int | None:
-        """The last trade price, else the mid of the best bid and ask, else None."""
-        if self.last_price:
-            return self.last_price
-        if self.bid and self.ask:
-            return (self.bid + self.ask) // 2
-        return None
-
-
 @dataclass(slots=True)
 class SymbolUpdate:
     """What one write changes for one symbol; None / empty = leave as is."""
@@ -87,7 +60,7 @@ class SymbolUpdate:
     ticker: bytes | None = None
     avg_price: bytes | None = None
     top: TopOfBook | None = None
-    klines: dict[str, KlineRow] = field(default_factory=dict)
+    klines: dict[str, Candle] = field(default_factory=dict)
 
 
 def _key(symbol: str, name: str) -> str:
@@ -102,7 +75,7 @@ def _bytes(value: bytes | str) -> bytes:
 _enc = msgspec.msgpack.Encoder()
 _book_dec = msgspec.msgpack.Decoder(DepthSnapshot)
 _top_dec = msgspec.msgpack.Decoder(TopOfBook)
-_kline_dec = msgspec.msgpack.Decoder(KlineRow)
+_kline_dec = msgspec.msgpack.Decoder(Candle)
 
 
 def _translated(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
@@ -260,6 +233,6 @@ class MarketCache:
         return None if t is None else t.reference_price()
 
     @_translated
-    async def current_kline(self, symbol: str, interval: str) -> KlineRow | None:
+    async def current_kline(self, symbol: str, interval: str) -> Candle | None:
         raw = await self._r.hget(_key(symbol, "klines"), interval)  # type: ignore[misc]
         return None if raw is None else _kline_dec.decode(_bytes(raw))

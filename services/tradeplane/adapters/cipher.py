@@ -8,14 +8,16 @@ from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from tradeplane.domain.errors import TradeplaneError
+from tradeplane.usecases.errors import SecretUnreadable
 
 
-class CipherError(TradeplaneError):
+class CipherError(SecretUnreadable):
     """A stored secret could not be decrypted (wrong key or tampered)."""
 
 
 class SecretCipher:
+    """The application layer's ``Cipher`` (``usecases.accounts.Cipher``)."""
+
     def __init__(self, master_key: str) -> None:
         key = HKDF(
             algorithm=hashes.SHA256(), length=32, salt=b"tradeplane-api-secrets", info=b"v1"

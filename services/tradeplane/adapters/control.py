@@ -7,7 +7,8 @@ learn at once: the kill switch, a revoked key, a frozen account.
 
 Also the bus-side ports of the pairs use cases (:mod:`tradeplane.usecases.pairs`): the
 symbols' command logs, the pair control of local mode, and the broadcasts of a process
-that is not a gateway (the CLI).
+that is not a gateway (the CLI); and the gateway's own channel
+(``gateway.control.ControlChannel``).
 """
 
 from __future__ import annotations
@@ -97,3 +98,28 @@ class BusBroadcasts:
 
     async def key_revoked(self, api_key: str) -> None:
         await publish(self.bus, GATEWAY, {"kind": "key", "apiKey": api_key})
+
+    async def account_changed(self, account: int) -> None:
+        await publish(self.bus, GATEWAY, {"kind": "account", "account": account})
+
+
+class BusControlChannel:
+    """A gateway's ``control.gateway`` and ``control.pairs`` over core NATS
+    (``gateway.control.ControlChannel``)."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+
+    async def tell_gateways(self, doc: dict[str, Any]) -> None:
+        await publish(self.bus, GATEWAY, doc)
+
+    async def pairs_changed(self) -> None:
+        await publish(self.bus, PAIRS_CHANGED, {})
+
+    async def on_gateway(self, handler: Callable[[dict[str, Any]], Awaitable[None]]
+                         ) -> Callable[[], Awaitable[None]]:
+        return await subscribe(self.bus, GATEWAY, handler)
+
+    async def on_pairs(self, handler: Callable[[dict[str, Any]], Awaitable[None]]
+                       ) -> Callable[[], Awaitable[None]]:
+        return await subscribe(self.bus, PAIRS_CHANGED, handler)

@@ -351,6 +351,81 @@ async def place_order_list(
     return int(row["list_id"]), [int(i) for i in row["order_ids"]], result
 
 
+async def place_order_lists(
+    pool: Pool, reqs: Sequence[ListRequest]
+) -> list[tuple[int | None, list[int], PlaceResult]]:
+    """:func:`place_order_list` for many lists in one round trip and one commit: the same
+    function once per list, so each list still stands alone (all or nothing, its own
+    INSUFFICIENT or DUPLICATE); results in the order of ``reqs``.
+
+    Raises:
+        ValueError: a list holds nothing.
+    """
+    if any(r.hold <= 0 for r in reqs):
+        raise ValueError("an order list must hold a positive amount")
+    # Balance rows locked in the one global order (account, asset), as place_orders does.
+    order = sorted(range(len(reqs)), key=lambda i: (reqs[i].account, reqs[i].hold_asset))
+    ordered = [reqs[i] for i in order]
+    for attempt in range(5):
+        try:
+            rows = await _place_order_lists(pool, ordered)
+            break
+        except asyncpg.DeadlockDetectedError:
+            if attempt == 4:
+                raise
+    out: list[tuple[int | None, list[int], PlaceResult]] = [
+        (None, [], PlaceResult.INSUFFICIENT)] * len(reqs)
+    for pos, i in enumerate(order):
+        out[i] = rows[pos]
+    return out
+
+
+async def _place_order_lists(
+    pool: Pool, reqs: Sequence[ListRequest]
+) -> list[tuple[int | None, list[int], PlaceResult]]:
+    one = [r.legs[0] for r in reqs]
+    two = [r.legs[1] for r in reqs]
+    rows = await pool.fetch(
+        """SELECT p.list_id, p.order_ids, p.result
+           FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[],
+                       $6::bigint[], $7::smallint[], $8::smallint[], $9::text[], $10::text[],
+                       $11::smallint[], $12::smallint[], $13::smallint[], $14::smallint[],
+                       $15::bigint[], $16::bigint[], $17::bigint[], $18::bigint[],
+                       $19::bigint[], $20::bigint[], $21::bigint[], $22::bigint[],
+                       $23::bigint[], $24::bigint[])
+                WITH ORDINALITY AS u(account, symbol, list_cid, hold_asset, hold, ts, side,
+                                     stp, cid1, cid2, type1, type2, tif1, tif2, price1,
+                                     price2, qty1, qty2, quote1, quote2, stop1, stop2, ice1,
+                                     ice2, n)
+           CROSS JOIN LATERAL place_order_list(
+                u.account, u.symbol, u.list_cid, u.hold_asset, u.hold, u.ts,
+                ARRAY[u.cid1, u.cid2], u.side, ARRAY[u.type1, u.type2],
+                ARRAY[u.tif1, u.tif2], ARRAY[u.price1, u.price2], ARRAY[u.qty1, u.qty2],
+                ARRAY[u.quote1, u.quote2], ARRAY[u.stop1, u.stop2], ARRAY[u.ice1, u.ice2],
+                u.stp) AS p
+           ORDER BY u.n""",
+        [r.account for r in reqs], [r.symbol for r in reqs],
+        [r.list_client_order_id for r in reqs], [r.hold_asset for r in reqs],
+        [r.hold for r in reqs], [r.ts for r in reqs], [int(r.legs[0].side) for r in reqs],
+        [int(r.legs[0].stp) for r in reqs],
+        [g.client_order_id for g in one], [g.client_order_id for g in two],
+        [int(g.type) for g in one], [int(g.type) for g in two],
+        [int(g.tif) for g in one], [int(g.tif) for g in two],
+        [g.price for g in one], [g.price for g in two], [g.qty for g in one],
+        [g.qty for g in two], [g.quote_qty for g in one], [g.quote_qty for g in two],
+        [g.stop_price for g in one], [g.stop_price for g in two],
+        [g.iceberg_qty for g in one], [g.iceberg_qty for g in two],
+    )
+    out: list[tuple[int | None, list[int], PlaceResult]] = []
+    for row in rows:
+        result = PlaceResult(row["result"])
+        if result != PlaceResult.PLACED:
+            out.append((None, [], result))
+        else:
+            out.append((int(row["list_id"]), [int(i) for i in row["order_ids"]], result))
+    return out
+
+
 ORDER_COLUMNS = (
     "id, account_id, symbol, client_order_id, side, type, tif, price, qty, quote_qty, by_quote,"
     " status, executed, cum_quote, hold_asset, hold_amount, hold_remaining, created_ms,"

@@ -17,7 +17,6 @@ from __future__ import annotations
 import secrets
 import string
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from functools import wraps
 from typing import Any, Final, ParamSpec, Self, TypeVar
 
@@ -27,25 +26,19 @@ from redis.exceptions import RedisError
 from tradeplane.config import redacted
 from tradeplane.domain.errors import Unavailable
 
+# The form of a listen key and what one grants are the domain's (the gateway checks a
+# client's text against the same definition); re-exported for this adapter's callers.
+from tradeplane.domain.listenkeys import LISTEN_KEY_LENGTH as LISTEN_KEY_LENGTH
+from tradeplane.domain.listenkeys import ListenKeyGrant as ListenKeyGrant
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
-LISTEN_KEY_LENGTH: Final = 60
 _ALPHABET: Final = string.ascii_letters + string.digits
 
 
 class ListenKeyError(Unavailable):
     """Redis could not be reached or refused an operation."""
-
-
-@dataclass(frozen=True, slots=True)
-class ListenKeyGrant:
-    """A live listen key: whose it is and how long it has left."""
-
-    listen_key: str
-    account: int
-    api_key: str
-    ttl_ms: int
 
 
 def new_listen_key() -> str:

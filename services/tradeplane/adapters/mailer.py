@@ -3,7 +3,8 @@
 Locally and in tests mail lands as one JSON file per message in a folder
 (``TRADEPLANE_MAIL_OUTBOX``); without one, messages are dropped with a warning naming
 only the recipient (their bodies hold tokens, which never go to logs). A real transport
-(SMTP, a provider's API) is another class with the same ``send``.
+(SMTP, a provider's API) is another class with the same ``send``
+(``usecases.users.Mailer``).
 """
 
 from __future__ import annotations
@@ -14,28 +15,19 @@ import logging
 import os
 import secrets as _stdlib_secrets
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Protocol
 
 from tradeplane.domain.errors import Unavailable
+from tradeplane.usecases.users import Mail, Mailer
+
+__all__ = ["DroppingMailer", "FileMailer", "Mail", "MailError", "Mailer", "mailer_for"]
 
 log = logging.getLogger("tradeplane.mail")
 
 
 class MailError(Unavailable):
     """The message could not be handed to the transport (the outbox is not writable)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Mail:
-    to: str
-    subject: str
-    body: str
-
-
-class Mailer(Protocol):
-    async def send(self, mail: Mail) -> None: ...
 
 
 class FileMailer:

@@ -2,32 +2,15 @@
 
 Rows are stored in units, not ticks and lots, so they stay readable if a pair's tick or
 lot changes: prices in quote units per whole base coin, volumes in base units, quote
-volumes in quote units.
+volumes in quote units: the domain's ``Candle``, as the cache holds the current one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import msgspec
-
 from tradeplane.adapters.db import Pool, _translated
-
-
-class KlineRow(msgspec.Struct, array_like=True, frozen=True, gc=False):
-    """One candle in units (see the module docstring); ``close_time`` is derived."""
-
-    open_time: int
-    open: int
-    high: int
-    low: int
-    close: int
-    volume: int
-    quote_volume: int
-    trades: int
-    taker_buy_volume: int
-    taker_buy_quote_volume: int
-
+from tradeplane.domain.market import Candle
 
 _COLUMNS = (
     "open_time, open, high, low, close, volume, quote_volume, trades, taker_buy_volume,"
@@ -36,7 +19,7 @@ _COLUMNS = (
 
 
 @_translated
-async def upsert_klines(pool: Pool, rows: Sequence[tuple[str, str, KlineRow]]) -> None:
+async def upsert_klines(pool: Pool, rows: Sequence[tuple[str, str, Candle]]) -> None:
     """Insert or replace candles given as ``(symbol, interval, row)``, in one statement.
 
     Idempotent: a candle rebuilt from the same trades overwrites itself with equal values.
@@ -44,7 +27,7 @@ async def upsert_klines(pool: Pool, rows: Sequence[tuple[str, str, KlineRow]]) -
     """
     if not rows:
         return
-    latest: dict[tuple[str, str, int], KlineRow] = {}
+    latest: dict[tuple[str, str, int], Candle] = {}
     for symbol, interval, row in rows:
         latest[(symbol, interval, row.open_time)] = row
     keys = list(latest)
@@ -72,7 +55,7 @@ async def upsert_klines(pool: Pool, rows: Sequence[tuple[str, str, KlineRow]]) -
 async def fetch_klines(
     pool: Pool, symbol: str, interval: str, start_ms: int | None, end_ms: int | None,
     limit: int,
-) -> list[KlineRow]:
+) -> list[Candle]:
     """Candles by open time, oldest first, as Binance selects them: from ``start_ms`` on
     when given, else the latest ``limit`` ones (up to ``end_ms`` when given)."""
     conds = ["symbol = $1", "interval = $2"]
@@ -91,7 +74,7 @@ async def fetch_klines(
         *args,
     )
     out = [
-        KlineRow(r["open_time"], r["open"], r["high"], r["low"], r["close"], r["volume"],
+        Candle(r["open_time"], r["open"], r["high"], r["low"], r["close"], r["volume"],
                  r["quote_volume"], r["trades"], r["taker_buy_volume"],
                  r["taker_buy_quote_volume"])
         for r in rows

@@ -1,7 +1,7 @@
 """Rate-limit counters in Redis through the ``limits`` library (fixed windows).
 
 One request is charged against several limits at once (IP weight, key weight, order
-counts) and its bans are checked in the same breath: :meth:`RateLimitStore.charge` sends
+counts) and its bans are checked in the same breath: :meth:`RedisRateLimitStore.charge` sends
 all of it as ONE pipelined round trip, each counter through the library's own atomic Lua
 operation (``incr_expire``: INCRBY, and EXPIRE on the window's first hit), so the keys and
 windows are exactly those of ``limits.aio.strategies.FixedWindowRateLimiter`` (its
@@ -11,6 +11,10 @@ constraints.txt and the store refuses to start should a release move them.
 
 Redis being unreachable fails open (requests are served, the error is logged and
 counted): rate limits protect capacity, they are not an authorisation.
+
+The store implements the gateway's port (``gateway.ratelimit.RateLimitStore``, checked by
+mypy where ``gateway.security`` composes it); a hit is anything with the gateway's
+``Hit`` shape (:class:`Counted`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from limits import RateLimitItem
 from limits.aio.storage import RedisStorage
@@ -37,17 +41,20 @@ STORE_ERRORS = Counter(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Hit:
-    """Charge ``cost`` against ``item`` for ``identifiers`` (e.g. ("ip", "203.0.113.7"))."""
-
-    item: RateLimitItem
-    identifiers: tuple[str, ...]
-    cost: int
+class Counted(Protocol):
+    """Charge ``cost`` against ``item`` for ``identifiers`` (e.g. ("ip", "203.0.113.7")):
+    the gateway's ``ratelimit.Hit``."""
 
     @property
-    def key(self) -> str:
-        return self.item.key_for(*self.identifiers)
+    def item(self) -> RateLimitItem: ...
+    @property
+    def identifiers(self) -> tuple[str, ...]: ...
+    @property
+    def cost(self) -> int: ...
+
+
+def _hit_key(hit: Counted) -> str:
+    return hit.item.key_for(*hit.identifiers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +66,7 @@ class Charged:
     ok: bool = True  # False: Redis could not be asked
 
 
-class RateLimitStore:
+class RedisRateLimitStore:
     PREFIX = "LIMITS"
 
     def __init__(self, redis_url: str) -> None:
@@ -83,7 +90,7 @@ class RateLimitStore:
     def ban_key(subject: str) -> str:
         return f"tp:ban:{subject}"
 
-    async def charge(self, hits: Sequence[Hit], ban_subjects: Sequence[str]) -> Charged:
+    async def charge(self, hits: Sequence[Counted], ban_subjects: Sequence[str]) -> Charged:
         """Count ``hits`` and read the bans of ``ban_subjects``, in one round trip."""
         try:
             return await self._charge_pipelined(hits, ban_subjects)
@@ -92,13 +99,14 @@ class RateLimitStore:
             log.warning("rate-limit store unavailable: %s", type(exc).__name__)
             return Charged(tuple(0 for _ in hits), 0, ok=False)
 
-    async def _charge_pipelined(self, hits: Sequence[Hit], bans: Sequence[str]) -> Charged:
+    async def _charge_pipelined(self, hits: Sequence[Counted], bans: Sequence[str]) -> Charged:
         for attempt in (0, 1):
             pipe = self._conn.pipeline(transaction=False)
             for subject in bans:
                 pipe.pttl(self.ban_key(subject))
             for h in hits:
-                pipe.evalsha(self._script.sha, 1, self._key(h.key), h.item.get_expiry(), h.cost)
+                pipe.evalsha(self._script.sha, 1, self._key(_hit_key(h)), h.item.get_expiry(),
+                             h.cost)
             try:
                 res = await pipe.execute()
             except NoScriptError:
@@ -112,7 +120,7 @@ class RateLimitStore:
         raise AssertionError("unreachable")
 
     async def sync(
-        self, hits: Sequence[Hit], ban_subjects: Sequence[str]
+        self, hits: Sequence[Counted], ban_subjects: Sequence[str]
     ) -> tuple[list[tuple[int, int]], list[int]] | None:
         """Add batched ``hits`` to their counters in one round trip. Returns each
         counter's ``(count, milliseconds to its window's end)`` and each subject's ban
@@ -121,7 +129,7 @@ class RateLimitStore:
             for attempt in (0, 1):
                 pipe = self._conn.pipeline(transaction=False)
                 for h in hits:
-                    key = self._key(h.key)
+                    key = self._key(_hit_key(h))
                     pipe.evalsha(self._script.sha, 1, key, h.item.get_expiry(), h.cost)
                     pipe.pttl(key)
                 for subject in ban_subjects:
@@ -141,10 +149,10 @@ class RateLimitStore:
             log.warning("rate-limit store unavailable: %s", type(exc).__name__)
         return None
 
-    async def retry_after_s(self, hit: Hit) -> int:
+    async def retry_after_s(self, hit: Counted) -> int:
         """Seconds until ``hit``'s window resets (at least 1)."""
         try:
-            reset = await self.storage.get_expiry(hit.key)
+            reset = await self.storage.get_expiry(_hit_key(hit))
         except (RedisError, OSError):
             return int(hit.item.get_expiry())
         return max(1, int(reset - time.time() + 0.999))

@@ -200,8 +200,10 @@ class VaultSession:
         self.renewals += 1
 
     async def keep_alive(self, stop: asyncio.Event) -> None:
-        """Renew the token before it expires until ``stop`` is set. Failures are logged
-        and retried (sooner as the expiry nears); they never end the task."""
+        """Renew the token before it expires until ``stop`` is set. Vault's failures
+        (``VaultError``) are logged and retried (sooner as the expiry nears); they never
+        end the task. Any other error is a defect and ends it: the runner, which
+        supervises it, then stops the process (``runner.run_service``)."""
         while not stop.is_set():
             wait = self.seconds_until_renewal()
             if wait is None:

@@ -13,13 +13,12 @@ import json
 import secrets as _stdlib_secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from enum import IntEnum
 from typing import Any
 
 import asyncpg
 
 from tradeplane.adapters import db
-from tradeplane.adapters.db import Conn, Pool
+from tradeplane.adapters.db import Conn, Pool, _translated
 from tradeplane.domain.custody import (
     HOLDING,
     DepositChange,
@@ -34,11 +33,15 @@ from tradeplane.domain.custody import (
     wallet_from_spec,
     withdrawal_intent,
 )
+from tradeplane.usecases import custody
+from tradeplane.usecases.custody import RequestResult as RequestResult
+from tradeplane.usecases.custody import WithdrawalRow as WithdrawalRow
 
 _OPEN = [s.value for s in HOLDING]
 
 
 # --------------------------------------------------------------------------- wallets
+@_translated
 async def upsert_wallet(pool: Pool, spec: WalletSpec) -> None:
     await pool.execute(
         """INSERT INTO wallets (name, chain, asset, spec) VALUES ($1, $2, $3, $4::jsonb)
@@ -53,12 +56,14 @@ def _spec(r: asyncpg.Record) -> WalletSpec:
     return wallet_from_spec(r["name"], json.loads(doc) if isinstance(doc, str) else doc)
 
 
+@_translated
 async def load_wallet(pool: Pool, name: str) -> WalletSpec | None:
     """Raises WalletSpecError when the stored spec is invalid."""
     r = await pool.fetchrow("SELECT name, spec FROM wallets WHERE name = $1", name)
     return None if r is None else _spec(r)
 
 
+@_translated
 async def wallets(pool: Pool, asset: str | None = None) -> list[WalletSpec]:
     rows = await pool.fetch(
         "SELECT name, spec FROM wallets WHERE $1::text IS NULL OR asset = $1 ORDER BY name",
@@ -68,6 +73,7 @@ async def wallets(pool: Pool, asset: str | None = None) -> list[WalletSpec]:
 
 
 # --------------------------------------------------------------------------- addresses
+@_translated
 async def deposit_address(pool: Pool, wallet: str, account: int) -> str | None:
     v = await pool.fetchval(
         "SELECT address FROM deposit_addresses WHERE wallet = $1 AND account_id = $2",
@@ -76,6 +82,7 @@ async def deposit_address(pool: Pool, wallet: str, account: int) -> str | None:
     return None if v is None else str(v)
 
 
+@_translated
 async def save_deposit_address(pool: Pool, wallet: str, account: int, address: str) -> str:
     """Remember ``address`` as ``account``'s on ``wallet`` and return the account's address
     (the one stored first, should two requests race).
@@ -100,6 +107,7 @@ async def save_deposit_address(pool: Pool, wallet: str, account: int, address: s
     return stored
 
 
+@_translated
 async def address_owners(pool: Pool, wallet: str, addresses: Iterable[str]) -> dict[str, int]:
     rows = await pool.fetch(
         "SELECT address, account_id FROM deposit_addresses"
@@ -110,6 +118,7 @@ async def address_owners(pool: Pool, wallet: str, addresses: Iterable[str]) -> d
 
 
 # --------------------------------------------------------------------------- deposits
+@_translated
 async def load_cursor(pool: Pool, wallet: str) -> tuple[str, int] | None:
     """The scan cursor and the tip height it was taken at, None before the first scan."""
     r = await pool.fetchrow("SELECT cursor, height FROM wallet_cursors WHERE wallet = $1",
@@ -131,6 +140,7 @@ def _deposit(r: asyncpg.Record) -> DepositRow:
     )
 
 
+@_translated
 async def deposits_to_follow(
     pool: Pool, wallet: str, chain: str, keys: Sequence[tuple[str, int]], min_height: int
 ) -> dict[tuple[str, int], DepositRow]:
@@ -160,6 +170,7 @@ class Adjustment:
     detail: str
 
 
+@_translated
 async def apply_scan(
     pool: Pool, spec: WalletSpec, changes: Sequence[DepositChange], cursor: str, height: int,
     now_ms: int,
@@ -221,6 +232,7 @@ async def apply_scan(
     return opened
 
 
+@_translated
 async def deposits_due(pool: Pool, wallet: str) -> list[DepositRow]:
     """CONFIRMED deposits: confirmed enough, not yet credited."""
     rows = await pool.fetch(
@@ -231,6 +243,7 @@ async def deposits_due(pool: Pool, wallet: str) -> list[DepositRow]:
     return [_deposit(r) for r in rows]
 
 
+@_translated
 async def credit_deposit(pool: Pool, deposit_id: int, now_ms: int) -> bool:
     """Credit a CONFIRMED deposit to its account and mark it CREDITED, in one transaction;
     the ledger credit is idempotent by ``deposit:<chain>:<txid>:<idx>`` besides. Returns
@@ -254,6 +267,7 @@ async def credit_deposit(pool: Pool, deposit_id: int, now_ms: int) -> bool:
     return True
 
 
+@_translated
 async def unpublished_deposits(pool: Pool, wallet: str, limit: int = 500) -> list[DepositRow]:
     rows = await pool.fetch(
         f"SELECT {_DEPOSIT_COLUMNS} FROM deposits"
@@ -263,11 +277,13 @@ async def unpublished_deposits(pool: Pool, wallet: str, limit: int = 500) -> lis
     return [_deposit(r) for r in rows]
 
 
+@_translated
 async def mark_deposit_published(pool: Pool, deposit_id: int, status: DepositStatus) -> None:
     await pool.execute("UPDATE deposits SET published = $2 WHERE id = $1 AND status = $2",
                        deposit_id, status.value)
 
 
+@_translated
 async def pending_deposits(pool: Pool, wallet: str) -> int:
     return int(await pool.fetchval(
         "SELECT count(*) FROM deposits WHERE wallet = $1 AND status IN ('PENDING', 'CONFIRMED')",
@@ -275,6 +291,7 @@ async def pending_deposits(pool: Pool, wallet: str) -> int:
     ))
 
 
+@_translated
 async def deposit_history(
     pool: Pool, account: int, *, asset: str | None, statuses: Sequence[str] | None,
     start_ms: int, end_ms: int, offset: int, limit: int, txid: str | None,
@@ -294,6 +311,7 @@ async def deposit_history(
     return [_deposit(r) for r in rows]
 
 
+@_translated
 async def open_adjustments(pool: Pool, wallet: str | None = None) -> list[asyncpg.Record]:
     return await pool.fetch(
         "SELECT * FROM wallet_adjustments WHERE status = 'OPEN'"
@@ -303,29 +321,6 @@ async def open_adjustments(pool: Pool, wallet: str | None = None) -> list[asyncp
 
 
 # --------------------------------------------------------------------------- withdrawals
-@dataclass(frozen=True, slots=True)
-class WithdrawalRow:
-    id: int
-    wallet: str
-    account: int
-    asset: str
-    address: str
-    amount: int
-    fee: int
-    hold: int
-    client_id: str | None
-    status: WithdrawalStatus
-    intent: str
-    txid: str | None
-    network_fee: int | None
-    confirmations: int
-    attempts: int
-    info: str
-    created_ms: int
-    updated_ms: int
-    completed_ms: int | None
-
-
 def _withdrawal(r: asyncpg.Record) -> WithdrawalRow:
     return WithdrawalRow(
         int(r["id"]), r["wallet"], int(r["account_id"]), r["asset"], r["address"],
@@ -336,18 +331,12 @@ def _withdrawal(r: asyncpg.Record) -> WithdrawalRow:
     )
 
 
-class FeeShortfall(db.DatabaseError):
+class FeeShortfall(db.DatabaseError, custody.FeeShortfall):
     """A withdrawal's network fee exceeded its charged fee by more than the fee account
     holds: it cannot be completed in the ledger yet."""
 
 
-class RequestResult(IntEnum):
-    CREATED = 0
-    DUPLICATE = 1  # the same withdrawOrderId with the same content: the existing one
-    CONFLICT = 2  # the same withdrawOrderId with other content
-    INSUFFICIENT = 3  # the balance cannot hold amount + fee
-
-
+@_translated
 async def whitelisted(
     pool: Pool, account: int, asset: str, address: str, *, required: bool
 ) -> bool:
@@ -364,6 +353,7 @@ async def whitelisted(
     return bool(r["listed"])
 
 
+@_translated
 async def whitelist_add(pool: Pool, account: int, asset: str, address: str) -> bool:
     """Returns False when it was listed already.
 
@@ -381,6 +371,7 @@ async def whitelist_add(pool: Pool, account: int, asset: str, address: str) -> b
     return bool(done)
 
 
+@_translated
 async def whitelist_remove(pool: Pool, account: int, asset: str, address: str) -> bool:
     done = await pool.fetchval(
         "DELETE FROM withdraw_whitelist WHERE account_id = $1 AND asset = $2 AND address = $3"
@@ -390,6 +381,7 @@ async def whitelist_remove(pool: Pool, account: int, asset: str, address: str) -
     return bool(done)
 
 
+@_translated
 async def whitelist(pool: Pool, account: int) -> list[tuple[str, str]]:
     rows = await pool.fetch(
         "SELECT asset, address FROM withdraw_whitelist WHERE account_id = $1"
@@ -399,6 +391,7 @@ async def whitelist(pool: Pool, account: int) -> list[tuple[str, str]]:
     return [(r["asset"], r["address"]) for r in rows]
 
 
+@_translated
 async def request_withdrawal(
     pool: Pool, spec: WalletSpec, account: int, address: str, amount: int,
     client_id: str | None, now_ms: int,
@@ -444,11 +437,13 @@ async def request_withdrawal(
 _W = "SELECT * FROM withdrawals"
 
 
+@_translated
 async def withdrawal(pool: Pool, wid: int) -> WithdrawalRow | None:
     r = await pool.fetchrow(f"{_W} WHERE id = $1", wid)
     return None if r is None else _withdrawal(r)
 
 
+@_translated
 async def withdrawals_in(
     pool: Pool, wallet: str, statuses: Iterable[WithdrawalStatus]
 ) -> list[WithdrawalRow]:
@@ -471,6 +466,7 @@ async def _move(
     return None if r is None else _withdrawal(r)
 
 
+@_translated
 async def approve(pool: Pool, wid: int, now_ms: int) -> WithdrawalRow | None:
     """PENDING -> APPROVED; None when it is not awaiting approval."""
     async with pool.acquire() as con:
@@ -489,6 +485,7 @@ async def _release(
         return w
 
 
+@_translated
 async def reject(pool: Pool, wid: int, reason: str, now_ms: int) -> WithdrawalRow | None:
     """An admin refuses a withdrawal not yet being sent (PENDING or APPROVED): REJECTED,
     the hold released in the same transaction. None when it is past that point."""
@@ -496,6 +493,7 @@ async def reject(pool: Pool, wid: int, reason: str, now_ms: int) -> WithdrawalRo
                           WithdrawalStatus.REJECTED, reason, now_ms)
 
 
+@_translated
 async def fail(pool: Pool, wid: int, info: str, now_ms: int) -> WithdrawalRow | None:
     """A send that definitely did not happen and will not be retried: FAILED, hold
     released."""
@@ -503,6 +501,7 @@ async def fail(pool: Pool, wid: int, info: str, now_ms: int) -> WithdrawalRow | 
                           info, now_ms)
 
 
+@_translated
 async def start_processing(pool: Pool, wid: int, now_ms: int) -> WithdrawalRow | None:
     """APPROVED -> PROCESSING: the intent (the row's ``intent``) is durable before the send
     is made. None when it is no longer APPROVED (rejected meanwhile)."""
@@ -511,6 +510,7 @@ async def start_processing(pool: Pool, wid: int, now_ms: int) -> WithdrawalRow |
                            WithdrawalStatus.PROCESSING, now_ms)
 
 
+@_translated
 async def back_to_approved(pool: Pool, wid: int, info: str, now_ms: int) -> bool:
     """PROCESSING -> APPROVED when the send was certainly not made (the hot wallet could not
     pay it); it is tried again later."""
@@ -519,6 +519,7 @@ async def back_to_approved(pool: Pool, wid: int, info: str, now_ms: int) -> bool
                            now_ms, "info = $5", info) is not None
 
 
+@_translated
 async def note_attempt(pool: Pool, wid: int, info: str, now_ms: int, *, count: bool) -> None:
     """Record why a send did not go through (and, with ``count``, one more attempt)."""
     await pool.execute(
@@ -528,6 +529,7 @@ async def note_attempt(pool: Pool, wid: int, info: str, now_ms: int, *, count: b
     )
 
 
+@_translated
 async def record_sent(pool: Pool, wid: int, txid: str, now_ms: int) -> bool:
     """PROCESSING -> ON_CHAIN with the send's txid."""
     async with pool.acquire() as con:
@@ -535,6 +537,7 @@ async def record_sent(pool: Pool, wid: int, txid: str, now_ms: int) -> bool:
                            now_ms, "txid = $5, info = ''", txid) is not None
 
 
+@_translated
 async def update_on_chain(
     pool: Pool, wid: int, confirmations: int, network_fee: int, now_ms: int
 ) -> None:
@@ -546,6 +549,7 @@ async def update_on_chain(
     )
 
 
+@_translated
 async def complete(
     pool: Pool, wid: int, confirmations: int, network_fee: int, now_ms: int
 ) -> WithdrawalRow | None:
@@ -570,6 +574,7 @@ async def complete(
                            f"of {network_fee} units") from exc
 
 
+@_translated
 async def unpublished_withdrawals(pool: Pool, wallet: str, limit: int = 500
                                   ) -> list[WithdrawalRow]:
     rows = await pool.fetch(
@@ -579,11 +584,13 @@ async def unpublished_withdrawals(pool: Pool, wallet: str, limit: int = 500
     return [_withdrawal(r) for r in rows]
 
 
+@_translated
 async def mark_withdrawal_published(pool: Pool, wid: int, status: WithdrawalStatus) -> None:
     await pool.execute("UPDATE withdrawals SET published = $2 WHERE id = $1 AND status = $2",
                        wid, status.value)
 
 
+@_translated
 async def withdraw_history(
     pool: Pool, account: int, *, asset: str | None, statuses: Sequence[str] | None,
     client_id: str | None, ids: Sequence[int] | None, start_ms: int, end_ms: int,
@@ -603,6 +610,7 @@ async def withdraw_history(
     return [_withdrawal(r) for r in rows]
 
 
+@_translated
 async def withdrawing(pool: Pool, account: int) -> dict[str, int]:
     """Per asset, the units an account's withdrawals in flight hold (part of its locked
     balance until they complete, fail or are rejected)."""
@@ -614,6 +622,7 @@ async def withdrawing(pool: Pool, account: int) -> dict[str, int]:
     return {r["asset"]: int(r["held"]) for r in rows}
 
 
+@_translated
 async def all_withdrawals(pool: Pool, status: WithdrawalStatus | None, limit: int
                           ) -> list[WithdrawalRow]:
     rows = await pool.fetch(
@@ -638,6 +647,7 @@ class LedgerSide:
         return self.ledger_total - self.sent_unfinished
 
 
+@_translated
 async def ledger_side(pool: Pool, wallet: str, asset: str) -> LedgerSide:
     r = await pool.fetchrow(
         """SELECT
@@ -654,6 +664,7 @@ async def ledger_side(pool: Pool, wallet: str, asset: str) -> LedgerSide:
     return LedgerSide(int(r["total"]), int(r["sent"]), int(r["uncredited"]))
 
 
+@_translated
 async def save_reconciliation(
     pool: Pool, wallet: str, asset: str, holdings: int, liabilities: int, difference: int,
     ok: bool, detail: dict[str, Any],
@@ -669,11 +680,13 @@ async def save_reconciliation(
     )
 
 
+@_translated
 async def reconciliations(pool: Pool) -> list[asyncpg.Record]:
     return await pool.fetch("SELECT * FROM wallet_reconciliations ORDER BY wallet")
 
 
 # --------------------------------------------------------------------------- invariants
+@_translated
 async def custody_problems(pool: Pool) -> list[str]:
     """Custody's own ledger invariants (empty = sound): each credited deposit was credited
     exactly once with its amount, each deposit credit belongs to a credited deposit, and

@@ -29,7 +29,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 import msgspec
@@ -38,10 +38,9 @@ from opentelemetry import trace
 from prometheus_client import Counter, Gauge, Histogram
 
 from tradeplane import msgtrace
-from tradeplane.adapters.bus import BusError, Fenced, Headers, StoredMsg
 from tradeplane.domain import codec
 from tradeplane.domain.book import DEFAULT_RECENT_LIMIT, BookSnapshot, OrderBook
-from tradeplane.domain.errors import Conflict
+from tradeplane.domain.errors import Conflict, Unavailable
 from tradeplane.domain.model import (
     SCHEMA_VERSION,
     Event,
@@ -94,16 +93,31 @@ LEASE_TRUST_S = LEASE_TTL_S - LEASE_RENEW_S
 STANDBY_POLL_S = 0.25
 
 
+#: Message headers as the bus gives them (None when a message has none).
+Headers = Mapping[str, str] | None
+
+
+class StoredMsg(Protocol):
+    """One stored message read back from the bus: its stream sequence and payload."""
+
+    @property
+    def seq(self) -> int: ...
+
+    @property
+    def data(self) -> bytes: ...
+
+
 class EngineBus(Protocol):
-    """What the engine needs of the bus (``tradeplane.adapters.bus.Bus`` is the real one;
-    ``tests/support/memory_bus.py`` an in-memory one for unit tests).
+    """What the engine needs of the bus (``tradeplane.adapters.bus.Bus`` is the real one,
+    fitting structurally; ``tests/support/memory_bus.py`` an in-memory one for unit tests).
 
     The symbol's command log (append with de-duplication by message id, follow in order
     from a sequence, its last sequence), its event batches in EVENTS (appended fenced on
     the symbol's previous batch, the last one read back), one snapshot per symbol, and the
-    hot-standby lease (compare-and-set, expiring). Errors: ``BusError``; ``Fenced`` from
-    ``publish_events_fenced`` when another writer appended first; ``LeaseTaken`` from
-    ``lease_renew`` when the lease moved on.
+    hot-standby lease (compare-and-set, expiring). Errors are the domain's causes (the
+    bus's own classes under them): ``Unavailable`` when the bus did not answer or store;
+    ``Conflict`` from ``publish_events_fenced`` when another writer appended first (the
+    bus's ``Fenced``) and from ``lease_renew`` when the lease moved on (``LeaseTaken``).
     """
 
     async def ensure_symbol(self, symbol: str) -> None: ...
@@ -139,7 +153,7 @@ class EngineBus(Protocol):
     async def lease_release(self, symbol: str, revision: int) -> None: ...
 
 
-class NotWriter(BusError, Conflict):
+class NotWriter(Conflict):
     """This engine is not, or no longer surely, the symbol's only writer: its lease renewal
     was refused or unanswered, or another engine's batch is in EVENTS. Its book may be
     ahead of the events, so it must not go on: the process exits (status 1), and restarts
@@ -260,7 +274,7 @@ class Engine:
 
         Raises:
             NotWriter: with ``lease``, this engine stopped being the writer.
-            BusError: the bus failed (crash-only: restart and recover).
+            Unavailable: the bus failed (crash-only: restart and recover).
         """
         await self.recover()
         unsubscribe = await self.bus.follow_commands(
@@ -315,7 +329,7 @@ class Engine:
         when stopped first.
 
         Raises:
-            BusError: the bus failed.
+            Unavailable: the bus failed.
         """
         await self.bus.ensure_leases(LEASE_TTL_S)
         WRITER.labels(self.symbol).set(0)
@@ -380,7 +394,7 @@ class Engine:
                 self._lease_rev = await self.bus.lease_renew(
                     self.symbol, self._lease_record(), self._lease_rev
                 )
-            except BusError as exc:
+            except (Conflict, Unavailable) as exc:
                 # Refused (expired, taken) or unanswered: either way this engine can no
                 # longer be sure it is the only writer.
                 self._lease_until = 0.0
@@ -481,7 +495,7 @@ class Engine:
                         self.symbol, codec.encode(eb), f"{self.symbol}:{first}",
                         self._evt_seq, headers_out,
                     )
-                except Fenced as exc:
+                except Conflict as exc:  # fenced: another writer appended first
                     raise NotWriter(f"{self.symbol}: another engine wrote events") from exc
                 self.published_seq = self.seq
                 BATCHES.labels(self.symbol).inc()
@@ -522,7 +536,7 @@ class Engine:
         store is retried; any other error ends the clock, and with it the engine's run.
 
         Raises:
-            Exception: anything but BusError from appending a Tick.
+            Exception: anything but Unavailable from appending a Tick.
         """
         while True:
             due = self._tick_due
@@ -545,7 +559,7 @@ class Engine:
                     self.symbol, codec.encode([Tick(ts)]), f"k{self.symbol}:{ts}"
                 )
                 TICKS.labels(self.symbol).inc()
-            except BusError as exc:
+            except Unavailable as exc:
                 log.warning("clock tick not appended; retrying",
                             extra={"fields": {"symbol": self.symbol, "error": str(exc)}})
                 await asyncio.sleep(1.0)

@@ -5,9 +5,10 @@ Every endpoint is guarded by one action of the permission matrix
 (:data:`tradeplane.domain.access.PERMISSION_MATRIX`, checked in
 :mod:`tradeplane.gateway.rbac`), and every change it makes is recorded once in the
 append-only audit log, in the same transaction as the change where the change is a
-database write. Reads are not recorded. Users, keys, admins, credits, pair states, fees
-and the kill switch are the application layer's use cases (``usecases/accounts.py``,
-``usecases/pairs.py``, the same the CLI calls): these routes parse, call and answer.
+database write. Reads are not recorded. Users, freezes, keys, admins, credits, the audit
+log, pair states, fees and the kill switch are the application layer's use cases
+(``usecases/accounts.py``, ``usecases/pairs.py``, the same the CLI calls): these routes
+parse, call and answer.
 """
 
 from __future__ import annotations
@@ -18,13 +19,12 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as FPath
 from pydantic import BaseModel, Field
 
-from tradeplane.adapters import accounts_db
 from tradeplane.domain.access import AdminAction as A
 from tradeplane.domain.access import Role
 from tradeplane.domain.money import AmountError, fmt_units, plain_to_units
-from tradeplane.gateway import apikeys, errors, rbac
+from tradeplane.gateway import apikeys, errors
 from tradeplane.gateway.apikeys import KeySpec
-from tradeplane.gateway.context import ctx, gateway
+from tradeplane.gateway.context import gateway
 from tradeplane.gateway.control import Controls
 from tradeplane.gateway.inputs import (
     INT64_MAX,
@@ -36,12 +36,17 @@ from tradeplane.gateway.inputs import (
     QueryId,
 )
 from tradeplane.gateway.rbac import AdminIdentity, admin_action
+from tradeplane.usecases.accounts import Accounts
 from tradeplane.usecases.errors import Conflict, Invalid, NotFound, Unavailable
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
 def _controls(request: Request) -> Controls:
     return gateway(request.app).controls
+
+
+def _accounts(request: Request) -> Accounts:
+    return gateway(request.app).controls.account_cases
 
 
 # --------------------------------------------------------------------------- accounts
@@ -58,10 +63,10 @@ async def create_user(
 
 
 async def _account(request: Request, account: int) -> dict[str, Any]:
-    doc = await accounts_db.account_doc(ctx(request).pool, account)
-    if doc is None:
-        raise errors.ApiError(-1100, f"Unknown account {account}.", 404)
-    return doc
+    try:
+        return await _accounts(request).account(account)
+    except NotFound:
+        raise errors.ApiError(-1100, f"Unknown account {account}.", 404) from None
 
 
 @router.get("/users")
@@ -69,9 +74,10 @@ async def find_user(
     request: Request, email: str = Query(min_length=3, max_length=320, pattern=PLAIN_TEXT),
     who: AdminIdentity = Depends(admin_action(A.USER_READ)),
 ) -> dict[str, Any]:
-    account = await accounts_db.account_of_email(ctx(request).pool, email)
-    if account is None:
-        raise errors.ApiError(-1100, "No user with that email.", 404)
+    try:
+        account = await _accounts(request).account_of_email(email)
+    except NotFound:
+        raise errors.ApiError(-1100, "No user with that email.", 404) from None
     return await _account(request, account)
 
 
@@ -80,7 +86,7 @@ async def get_user(
     request: Request, account: PathId, who: AdminIdentity = Depends(admin_action(A.USER_READ))
 ) -> dict[str, Any]:
     doc = await _account(request, account)
-    keys = await accounts_db.list_keys(ctx(request).pool, account)
+    keys = await _accounts(request).keys(account)
     return {**doc, "apiKeys": [apikeys.key_json(k) for k in keys]}
 
 
@@ -88,20 +94,12 @@ class FreezeReq(BaseModel):
     reason: str = Field(min_length=1, max_length=256, pattern=PLAIN_TEXT)
 
 
-async def _set_frozen(request: Request, who: AdminIdentity, action: A, account: int,
+async def _set_frozen(request: Request, who: AdminIdentity, account: int,
                       reason: str | None) -> dict[str, Any]:
-    async with ctx(request).pool.acquire() as con, con.transaction():
-        before = await accounts_db.account_doc(con, account)
-        if before is None or before["kind"] != "user":
-            raise errors.ApiError(-1100, f"Unknown user account {account}.", 404)
-        if before["frozen"] == (reason is not None):
-            return before  # nothing changes: nothing to record
-        await accounts_db.set_frozen(con, account, reason)
-        after = await accounts_db.account_doc(con, account)
-        await rbac.audit(con, who, action, f"account:{account}", before, after)
-    await _controls(request).account_changed(account)
-    assert after is not None
-    return after
+    try:
+        return await _accounts(request).set_frozen(who.actor, account, reason)
+    except NotFound:
+        raise errors.ApiError(-1100, f"Unknown user account {account}.", 404) from None
 
 
 @router.post("/users/{account}/freeze")
@@ -110,14 +108,14 @@ async def freeze(
     who: AdminIdentity = Depends(admin_action(A.USER_FREEZE)),
 ) -> dict[str, Any]:
     """A frozen account's keys may still read, but neither trade nor withdraw."""
-    return await _set_frozen(request, who, A.USER_FREEZE, account, body.reason)
+    return await _set_frozen(request, who, account, body.reason)
 
 
 @router.post("/users/{account}/unfreeze")
 async def unfreeze(
     request: Request, account: PathId, who: AdminIdentity = Depends(admin_action(A.USER_UNFREEZE))
 ) -> dict[str, Any]:
-    return await _set_frozen(request, who, A.USER_UNFREEZE, account, None)
+    return await _set_frozen(request, who, account, None)
 
 
 # --------------------------------------------------------------------------- API keys
@@ -142,7 +140,7 @@ async def create_key(
 async def list_keys(
     request: Request, account: QueryId, who: AdminIdentity = Depends(admin_action(A.APIKEY_READ))
 ) -> list[dict[str, Any]]:
-    return [apikeys.key_json(k) for k in await accounts_db.list_keys(ctx(request).pool, account)]
+    return [apikeys.key_json(k) for k in await _accounts(request).keys(account)]
 
 
 @router.delete("/api-keys/{api_key}")
@@ -294,5 +292,5 @@ async def audit_log(
 ) -> list[dict[str, Any]]:
     """The audit log, oldest first from ``fromId``. Read-only: no API changes it, and the
     database refuses UPDATE/DELETE/TRUNCATE on it."""
-    return await accounts_db.audit_entries(ctx(request).pool, from_id=fromId, limit=limit,
-                                           action=action, actor=actor, target=target)
+    return await _accounts(request).audit_log(from_id=fromId, limit=limit, action=action,
+                                              actor=actor, target=target)

@@ -1,6 +1,6 @@
-"""API keys at the HTTP edge: the body that asks for one, how a key is shown, and
-:func:`issue` for a user's own keys. Issuing itself is ``usecases.accounts.issue_key``
-(the admin API and the CLI go through ``Accounts.create_key``, audited).
+"""API keys at the HTTP edge: the body that asks for one and how a key is shown. Issuing
+is the accounts use case's (``usecases/accounts.py``): ``Accounts.create_key`` for the
+admin API and the CLI, ``Accounts.create_own_key`` for a user's own keys, both audited.
 
 An HMAC_SHA256 key gets a random secret, returned once and kept encrypted; an ED25519
 key carries the public key its owner registered (Binance's model: the private key never
@@ -9,18 +9,14 @@ leaves the owner), so there is no secret to return.
 
 from __future__ import annotations
 
-import time
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from tradeplane.adapters import accounts_db, db
-from tradeplane.adapters.admin_store import PgAccountsTx
-from tradeplane.adapters.cipher import SecretCipher
 from tradeplane.gateway import errors
 from tradeplane.gateway.inputs import PLAIN_TEXT
-from tradeplane.usecases.accounts import KeyRequest, KeyRow, issue_key, key_doc
-from tradeplane.usecases.errors import Invalid, NotFound, NotRequired, UseCaseError
+from tradeplane.usecases.accounts import KeyRequest, KeyRow, key_doc
+from tradeplane.usecases.errors import NotRequired, UseCaseError
 
 MAX_KEY_DAYS = 3650
 
@@ -51,24 +47,6 @@ def refusal(exc: UseCaseError) -> errors.ApiError:
     if isinstance(exc, NotRequired):
         return errors.not_required(exc.field)
     return errors.ApiError(-1100, str(exc))
-
-
-async def issue(
-    con: db.Conn, cipher: SecretCipher, account: int, spec: KeySpec
-) -> tuple[accounts_db.KeyRecord, str | None]:
-    """Create a key inside the caller's transaction (a user's own key: not audited);
-    returns it and its secret (None for ED25519).
-
-    Raises:
-        ApiError: -1100 for bad permissions, addresses or public key, or no such account.
-    """
-    try:
-        rec, secret = await issue_key(PgAccountsTx(con), cipher, account, key_request(spec),
-                                      int(time.time() * 1000))
-    except (Invalid, NotFound) as exc:
-        raise refusal(exc) from None
-    assert isinstance(rec, accounts_db.KeyRecord)
-    return rec, secret
 
 
 def key_json(rec: KeyRow) -> dict[str, Any]:

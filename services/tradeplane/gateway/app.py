@@ -16,10 +16,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tradeplane.adapters import db
+from tradeplane.adapters.accountstatus import PgAccountStatus
+from tradeplane.adapters.admin_store import PgAccountStore
 from tradeplane.adapters.bus import Bus, BusError
 from tradeplane.adapters.cache import MarketCache
 from tradeplane.adapters.cipher import SecretCipher
+from tradeplane.adapters.custody import BusWatchers, PgCustodyStore
 from tradeplane.adapters.listenkeys import ListenKeyStore
+from tradeplane.adapters.marketdata import RedisMarketReads
+from tradeplane.adapters.orderpath import OrderPath
 from tradeplane.config import Settings
 from tradeplane.gateway import (
     admin,
@@ -38,10 +43,10 @@ from tradeplane.gateway.auth import KeyCache
 from tradeplane.gateway.context import Gateway, GatewayContext, install
 from tradeplane.gateway.errors import ApiError, api_error_handler
 from tradeplane.gateway.fastpath import OrderFastPath
-from tradeplane.gateway.orderpath import OrderPath
 from tradeplane.gateway.references import ReferencePrices
 from tradeplane.gateway.security import start_security
 from tradeplane.gateway.watermarks import Watermarks
+from tradeplane.usecases.custody import CustodyCases
 
 log = logging.getLogger("tradeplane.gateway")
 
@@ -99,13 +104,16 @@ async def compose(settings: Settings) -> AsyncIterator[Gateway]:
         stack.push_async_callback(bus.close)
         cache = await MarketCache.connect(settings.redis_url)
         stack.push_async_callback(cache.close)
-        c = GatewayContext(settings, pool, bus, cache, ReferencePrices(cache),
-                           await db.load_pairs(pool))
+        custody = CustodyCases(PgCustodyStore(pool),
+                               BusWatchers(bus, wallet.WATCHER_TIMEOUT_S))
+        c = GatewayContext(settings, pool, bus, ReferencePrices(cache),
+                           await db.load_pairs(pool), custody=custody)
         for sym in c.pairs:
             await bus.ensure_symbol(sym)
         marks = Watermarks(lambda: db.settlement_cursors(pool))
         stack.push_async_callback(await bus.subscribe("settled.*", marks.on_settled))
-        keys = KeyCache(SecretCipher(settings.secret_key.get_secret_value()))
+        keys = KeyCache(SecretCipher(settings.secret_key.get_secret_value()),
+                        PgAccountStore(pool))
         listen_keys = await ListenKeyStore.connect(settings.redis_url)
         stack.push_async_callback(listen_keys.close)
         hub = streams.StreamHub(bus)
@@ -115,15 +123,16 @@ async def compose(settings: Settings) -> AsyncIterator[Gateway]:
         security = await start_security(settings, c, keys)
         stack.push_async_callback(security.close)
         user_streams = userstream.UserStreams(listen_keys, keys, pool,
-                                              ttl_s=settings.listen_key_ttl_s)
+                                              ttl_s=settings.listen_key_ttl_s,
+                                              accounts=PgAccountStatus(pool))
         security.controls.user_streams = user_streams
         stack.callback(asyncio.create_task(_refresh_pairs(c)).cancel)
         await c.references.refresh(list(c.pairs))
         stack.callback(asyncio.create_task(c.references.run(lambda: c.pairs)).cancel)
         yield Gateway(ctx=c, keys=keys, limiter=security.limiter, controls=security.controls,
-                      credentials=security.credentials, mailer=security.mailer,
+                      credentials=security.credentials, users=security.users,
                       user_streams=user_streams, watermarks=marks, orderpath=orderpath,
-                      stream_hub=hub)
+                      stream_hub=hub, market=RedisMarketReads(pool, cache))
 
 
 def create_app(settings: Settings, *, wiring: Wiring = compose) -> FastAPI:

@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import parse_qsl
 
 from fastapi import Request
 
-from tradeplane.adapters import accounts_db, db
-from tradeplane.adapters.cipher import CipherError, SecretCipher
 from tradeplane.domain.access import KeyPolicy, KeyRefusal, KeyType, key_refusal, parse_networks
 from tradeplane.domain.signatures import verify
 from tradeplane.domain.signing import strip_signature
 from tradeplane.gateway import errors
-from tradeplane.gateway.context import Gateway, ctx, gateway
+from tradeplane.gateway.context import Gateway, gateway
 from tradeplane.gateway.inputs import KEY_ID_RE, optional_int
 from tradeplane.gateway.ratelimit import METER, Meter
+from tradeplane.usecases.accounts import Cipher, KeyRecord
+from tradeplane.usecases.errors import SecretUnreadable
 
 MAX_RECV_WINDOW = 60_000
 #: How long a key's row is trusted without asking PostgreSQL again. Revocation, freezing
@@ -38,9 +39,17 @@ class Caller:
     ip: str = ""
 
 
+class KeySource(Protocol):
+    """Where API keys are kept (``usecases.accounts.AccountStore`` has this read)."""
+
+    async def live_key(self, api_key: str) -> KeyRecord | None:
+        """The key unless revoked, with its account's frozen flag."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class KeyEntry:
-    record: accounts_db.KeyRecord
+    record: KeyRecord
     key_type: KeyType
     material: str | bytes  # the HMAC secret, or the Ed25519 public key
     policy: KeyPolicy
@@ -49,30 +58,33 @@ class KeyEntry:
 class KeyCache:
     """API keys ready to verify (decrypted secret, parsed allow-list), for a short time."""
 
-    def __init__(self, cipher: SecretCipher) -> None:
+    def __init__(self, cipher: Cipher, source: KeySource) -> None:
         self.cipher = cipher
+        self.source = source
         self._entries: dict[str, tuple[float, KeyEntry]] = {}
 
-    async def lookup(self, pool: db.Pool, api_key: str) -> KeyEntry | None:
-        """The live key, or None (unknown, revoked or undecryptable)."""
+    async def lookup(self, _pool: object, api_key: str) -> KeyEntry | None:
+        """The live key, or None (unknown, revoked or undecryptable). ``_pool`` is not
+        used (the keys come from the cache's source): it is what the user streams still
+        pass."""
         now = time.monotonic()
         hit = self._entries.get(api_key)
         if hit and hit[0] > now:
             return hit[1]
         if not KEY_ID_RE.fullmatch(api_key):
             return None
-        rec = await accounts_db.get_key(pool, api_key)
+        rec = await self.source.live_key(api_key)
         if rec is None:
             self._entries.pop(api_key, None)
             return None
         try:
             entry = self._entry(rec)
-        except (CipherError, ValueError):
+        except (SecretUnreadable, ValueError):
             return None
         self._entries[api_key] = (now + KEY_CACHE_SECONDS, entry)
         return entry
 
-    def _entry(self, rec: accounts_db.KeyRecord) -> KeyEntry:
+    def _entry(self, rec: KeyRecord) -> KeyEntry:
         key_type = KeyType(rec.key_type)
         material: str | bytes
         if key_type is KeyType.ED25519:
@@ -137,11 +149,10 @@ def request_ip(request: Request) -> str:
 async def api_key_only(request: Request) -> Caller:
     """USER_STREAM security: a valid API key (not expired, from an allowed address), no
     signature."""
-    c = ctx(request)
     key = request.headers.get("X-MBX-APIKEY", "")
     if not key:
         raise errors.ApiError(-2014, "API-key format invalid.", 401)
-    entry = await gateway(request.app).keys.lookup(c.pool, key)
+    entry = await gateway(request.app).keys.lookup(None, key)
     if entry is None:
         raise errors.bad_api_key()
     ip = request_ip(request)
@@ -197,7 +208,7 @@ async def authenticate_payload(
     """
     if not key:
         raise errors.ApiError(-2014, "API-key format invalid.", 401)
-    entry = await gw.keys.lookup(gw.ctx.pool, key)
+    entry = await gw.keys.lookup(None, key)
     if entry is None:
         raise errors.bad_api_key()
     if not signature and not proven:

@@ -17,24 +17,25 @@ from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
 
 from tradeplane.adapters.bus import Bus
-from tradeplane.adapters.cache import MarketCache
 from tradeplane.adapters.db import Pool
+from tradeplane.adapters.orderpath import OrderPath
 from tradeplane.config import Settings
 from tradeplane.domain.errors import ConfigurationError
 from tradeplane.domain.pairs import PairRules
 from tradeplane.gateway.errors import bad_symbol
 from tradeplane.gateway.references import ReferencePrices
+from tradeplane.usecases.custody import CustodyCases
 
 if TYPE_CHECKING:  # these modules read the gateway through this one
-    from tradeplane.adapters.mailer import Mailer
     from tradeplane.gateway.auth import KeyCache
     from tradeplane.gateway.control import Controls
-    from tradeplane.gateway.orderpath import OrderPath
+    from tradeplane.gateway.market import MarketReads
     from tradeplane.gateway.ratelimit import RateLimits
     from tradeplane.gateway.streams import StreamHub
     from tradeplane.gateway.users import Credentials
     from tradeplane.gateway.userstream import UserStreams
     from tradeplane.gateway.watermarks import Watermarks
+    from tradeplane.usecases.users import Users
 
 #: The one attribute of ``app.state`` the gateway uses.
 _STATE_KEY = "gateway"
@@ -45,9 +46,10 @@ class GatewayContext:
     settings: Settings
     pool: Pool
     bus: Bus
-    cache: MarketCache
     references: ReferencePrices
     pairs: dict[str, PairRules] = field(default_factory=dict)
+    #: Custody's use cases (the /sapi wallet routes and the withdrawal admin routes).
+    custody: CustodyCases = field(kw_only=True)
 
     def pair(self, symbol: str | None) -> PairRules:
         """Raises ApiError -1121 for an unknown symbol."""
@@ -81,7 +83,8 @@ class Gateway:
     controls: Controls
     #: Password hashing and session tokens.
     credentials: Credentials
-    mailer: Mailer
+    #: Users, sessions and 2FA (the users use case).
+    users: Users
     #: Listen keys and the user data streams' sockets.
     user_streams: UserStreams
     #: How far settlement has applied each symbol's commands (read-your-writes).
@@ -90,6 +93,8 @@ class Gateway:
     orderpath: OrderPath
     #: Market-data streams' shared NATS subscriptions.
     stream_hub: StreamHub
+    #: The market data the public endpoints read (documents, candles).
+    market: MarketReads
 
     def __post_init__(self) -> None:
         missing = [f.name for f in fields(self) if getattr(self, f.name) is None]

@@ -24,21 +24,38 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from tradeplane.adapters import accounts_db, control, db
-from tradeplane.adapters.admin_store import PgAccountStore, PgPairStore
-from tradeplane.adapters.bus import BusError
-from tradeplane.adapters.control import BusCommandLog, LocalPairControl, now_ms
+from tradeplane.domain.errors import TradeplaneError
+from tradeplane.domain.pairs import PairRules
 from tradeplane.gateway.auth import KeyCache
 from tradeplane.gateway.context import GatewayContext
-from tradeplane.usecases.accounts import Accounts
-from tradeplane.usecases.pairs import KILL_SWITCH, PairControl, Pairs
+from tradeplane.usecases.accounts import Accounts, KeyEvents
+from tradeplane.usecases.pairs import KILL_SWITCH, Gateways, PairControl, Pairs
 
-__all__ = ["KILL_SWITCH", "Controls", "LocalPairControl", "PairControl",
-           "UserStreamControl"]
+__all__ = ["KILL_SWITCH", "ControlChannel", "Controls", "PairControl", "UserStreamControl"]
 
 log = logging.getLogger("tradeplane.gateway")
 
 POLL_S = 5.0
+
+#: A control message's document, as a handler receives it.
+Handler = Callable[[dict[str, Any]], Awaitable[None]]
+Unsubscribe = Callable[[], Awaitable[None]]
+
+
+class ControlChannel(Protocol):
+    """``control.gateway`` and ``control.pairs`` between the gateway replicas (and the
+    processes that reload pairs): fire-and-forget, so every receiver also polls.
+    ``adapters/control.BusControlChannel`` implements it over NATS."""
+
+    async def tell_gateways(self, doc: dict[str, Any]) -> None: ...
+
+    async def pairs_changed(self) -> None: ...
+
+    async def on_gateway(self, handler: Handler) -> Unsubscribe:
+        """Deliver each well-formed ``control.gateway`` document; returns unsubscribe."""
+        ...
+
+    async def on_pairs(self, handler: Handler) -> Unsubscribe: ...
 
 
 class UserStreamControl(Protocol):
@@ -52,39 +69,31 @@ class UserStreamControl(Protocol):
 
 
 class Controls:
-    def __init__(self, c: GatewayContext, keys: KeyCache, pairs: PairControl) -> None:
+    """``pair_cases`` and ``account_cases`` are built by the composition root
+    (``security.start_security``) with this object as their ``Gateways`` and
+    ``KeyEvents`` port; ``load_pairs`` reads every pair's rules."""
+
+    def __init__(self, c: GatewayContext, keys: KeyCache, channel: ControlChannel,
+                 load_pairs: Callable[[], Awaitable[dict[str, PairRules]]],
+                 pair_cases: Callable[[Gateways], Pairs],
+                 account_cases: Callable[[KeyEvents], Accounts]) -> None:
         self.c = c
         self.keys = keys
-        self.pairs = pairs
+        self.channel = channel
+        self.load_pairs = load_pairs
         #: Set once the gateway has its user streams (app.py); None: nothing to close.
         self.user_streams: UserStreamControl | None = None
         self.halted = False
-        self._unsubs: list[Callable[[], Awaitable[None]]] = []
+        self._unsubs: list[Unsubscribe] = []
         self._poller: asyncio.Task[None] | None = None
-        self._pair_cases: Pairs | None = None
-        self._account_cases: Accounts | None = None
-
-    # The gateway's use cases, built once (on first use: the pool and the bus are the
-    # context's, connected by then); this object is their Gateways and KeyEvents port.
-    @property
-    def pair_cases(self) -> Pairs:
-        if self._pair_cases is None:
-            self._pair_cases = Pairs(PgPairStore(self.c.pool), self.pairs,
-                                     BusCommandLog(self.c.bus), self, now_ms)
-        return self._pair_cases
-
-    @property
-    def account_cases(self) -> Accounts:
-        if self._account_cases is None:
-            self._account_cases = Accounts(PgAccountStore(self.c.pool), self.keys.cipher,
-                                           now_ms, self)
-        return self._account_cases
+        self.pair_cases = pair_cases(self)
+        self.account_cases = account_cases(self)
 
     async def start(self) -> None:
         self.halted = await self._flag_on()
         self._unsubs = [
-            await control.subscribe(self.c.bus, control.GATEWAY, self._on_gateway),
-            await control.subscribe(self.c.bus, control.PAIRS_CHANGED, self._on_pairs),
+            await self.channel.on_gateway(self._on_gateway),
+            await self.channel.on_pairs(self._on_pairs),
         ]
         self._poller = asyncio.create_task(self._poll())
 
@@ -94,19 +103,18 @@ class Controls:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
         for unsub in self._unsubs:
-            with contextlib.suppress(BusError):
+            with contextlib.suppress(TradeplaneError):
                 await unsub()
 
     async def _flag_on(self) -> bool:
-        flag = await accounts_db.get_flag(self.c.pool, KILL_SWITCH)
-        return bool(flag and flag.get("on"))
+        return bool((await self.pair_cases.kill_switch_state())["on"])
 
     async def _poll(self) -> None:
         while True:
             await asyncio.sleep(POLL_S)
             try:
                 self.halted = await self._flag_on()
-            except db.DatabaseError as exc:  # keep the last known state
+            except TradeplaneError as exc:  # the database: keep the last known state
                 log.warning("kill-switch poll failed: %s", exc)
             except Exception:  # a defect: said loudly; the last known state stays
                 log.exception("kill-switch poll failed")
@@ -131,21 +139,20 @@ class Controls:
         await self.reload_pairs()
 
     async def reload_pairs(self) -> None:
-        self.c.pairs = await db.load_pairs(self.c.pool)
+        self.c.pairs = await self.load_pairs()
 
     # ------------------------------------------------------------------ broadcasts
     async def key_changed(self, api_key: str) -> None:
         """The key was revoked."""
         self.keys.invalidate(api_key=api_key)
-        await control.publish(self.c.bus, control.GATEWAY, {"kind": "key", "apiKey": api_key})
+        await self.channel.tell_gateways({"kind": "key", "apiKey": api_key})
         if self.user_streams is not None:
             await self.user_streams.key_revoked(api_key)
 
     async def account_changed(self, account: int) -> None:
         """The account was frozen or unfrozen."""
         self.keys.invalidate(account=account)
-        await control.publish(self.c.bus, control.GATEWAY, {"kind": "account",
-                                                            "account": account})
+        await self.channel.tell_gateways({"kind": "account", "account": account})
         if self.user_streams is not None:
             await self.user_streams.account_changed(account)
 
@@ -153,12 +160,11 @@ class Controls:
         """A listen key was DELETEd: its sockets close on every replica."""
         if self.user_streams is not None:
             self.user_streams.close_listen_key(listen_key)
-        await control.publish(self.c.bus, control.GATEWAY, {"kind": "listenKey",
-                                                            "listenKey": listen_key})
+        await self.channel.tell_gateways({"kind": "listenKey", "listenKey": listen_key})
 
     async def pairs_changed(self) -> None:
         await self.reload_pairs()
-        await control.publish(self.c.bus, control.PAIRS_CHANGED, {})
+        await self.channel.pairs_changed()
 
     async def key_revoked(self, api_key: str) -> None:
         await self.key_changed(api_key)
@@ -169,4 +175,4 @@ class Controls:
         told by the use case (``usecases.pairs.Pairs``): halted after this, revived
         before it."""
         self.halted = on
-        await control.publish(self.c.bus, control.GATEWAY, {"kind": "kill", "on": on})
+        await self.channel.tell_gateways({"kind": "kill", "on": on})

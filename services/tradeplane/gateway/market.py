@@ -11,21 +11,54 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import msgspec
 from fastapi import APIRouter, Request, Response
 
-from tradeplane.adapters.cache import TopOfBook
-from tradeplane.adapters.marketstore import KlineRow, fetch_klines
+from tradeplane.domain.market import EMPTY_TOP, Candle, DepthSnapshot, TopOfBook
 from tradeplane.domain.money import fmt_units
 from tradeplane.domain.pairs import PairRules
 from tradeplane.gateway import errors
-from tradeplane.gateway.context import GatewayContext, ctx, gateway
+from tradeplane.gateway.context import ctx, gateway
 from tradeplane.gateway.inputs import optional_int, symbol_list
 from tradeplane.usecases.orders import OrderQueries, TradeRow
 
 router = APIRouter(prefix="/api/v3", tags=["market data"])
+
+
+class MarketReads(Protocol):
+    """What these endpoints read of the market data (``adapters.marketdata.RedisMarketReads``
+    over Redis and the klines table). Every method raises Unavailable when its store
+    cannot be read."""
+
+    async def depth(self, symbol: str) -> DepthSnapshot | None: ...
+
+    async def recent_trades(self, symbol: str, limit: int) -> list[bytes]:
+        """Up to ``limit`` latest ``/api/v3/trades`` JSON documents, oldest first."""
+        ...
+
+    async def agg_trades(self, symbol: str) -> list[bytes]:
+        """Every recent ``/api/v3/aggTrades`` JSON document, oldest first."""
+        ...
+
+    async def tickers(self, symbols: Sequence[str]) -> list[bytes | None]:
+        """The ``/api/v3/ticker/24hr`` JSON documents, None where not written yet."""
+        ...
+
+    async def avg_price(self, symbol: str) -> bytes | None: ...
+
+    async def tops(self, symbols: Sequence[str]) -> list[TopOfBook | None]: ...
+
+    async def current_kline(self, symbol: str, interval: str) -> Candle | None:
+        """The candle of ``interval`` still open (not yet in :meth:`klines` for good)."""
+        ...
+
+    async def klines(self, symbol: str, interval: str, start_ms: int | None,
+                     end_ms: int | None, limit: int) -> list[Candle]:
+        """Stored candles by open time, oldest first: from ``start_ms`` on when given,
+        else the latest ``limit`` (up to ``end_ms`` when given)."""
+        ...
 
 #: The kline intervals served, with their length in ms. The gateway may not import the
 #: marketdata package; a unit test pins this to ``marketdata.state.INTERVALS``.
@@ -87,19 +120,23 @@ def _limit(request: Request, default: int, most: int, *, clamp: bool = False) ->
     return value
 
 
-def _pair(request: Request) -> tuple[GatewayContext, PairRules]:
+def _reads(request: Request) -> MarketReads:
+    return gateway(request.app).market
+
+
+def _pair(request: Request) -> tuple[MarketReads, PairRules]:
     """Raises ApiError -1102 without ``symbol``, -1121 for an unknown one."""
     c = ctx(request)
     symbol = request.query_params.get("symbol")
     if not symbol:
         raise errors.mandatory("symbol")
-    return c, c.pair(symbol)
+    return _reads(request), c.pair(symbol)
 
 
-def _pairs(request: Request) -> tuple[GatewayContext, list[PairRules], bool]:
+def _pairs(request: Request) -> tuple[MarketReads, list[PairRules], bool]:
     """``symbol`` (one document), ``symbols`` (a JSON array) or neither (every pair).
 
-    Returns the context, the pairs and whether the answer is a single document.
+    Returns the market data, the pairs and whether the answer is a single document.
 
     Raises:
         ApiError: -1128 for both parameters, -1100 for a malformed array, -1121 for an
@@ -110,11 +147,12 @@ def _pairs(request: Request) -> tuple[GatewayContext, list[PairRules], bool]:
     many = request.query_params.get("symbols")
     if one and many:
         raise errors.ApiError(-1128, "Combination of optional parameters invalid.")
+    reads = _reads(request)
     if one:
-        return c, [c.pair(one)], True
+        return reads, [c.pair(one)], True
     if many:
-        return c, [c.pair(n) for n in symbol_list(many)], False
-    return c, [c.pairs[s] for s in sorted(c.pairs)], False
+        return reads, [c.pair(n) for n in symbol_list(many)], False
+    return reads, [c.pairs[s] for s in sorted(c.pairs)], False
 
 
 def _price(rules: PairRules, ticks: int) -> str:
@@ -131,7 +169,7 @@ async def depth(request: Request) -> Response:
     """The book with its ``lastUpdateId`` (the last command sequence it includes)."""
     c, rules = _pair(request)
     limit = _limit(request, 100, 5000, clamp=True)
-    snap = await c.cache.depth(rules.symbol)
+    snap = await c.depth(rules.symbol)
     if snap is None:
         return _json({"lastUpdateId": 0, "bids": [], "asks": []})
     tick, lot = rules.tick, rules.lot
@@ -164,7 +202,7 @@ def _ledger(request: Request) -> OrderQueries:
 async def trades(request: Request) -> Response:
     c, rules = _pair(request)
     limit = _limit(request, 500, 1000)
-    cached = await c.cache.recent_trades(rules.symbol, limit)
+    cached = await c.recent_trades(rules.symbol, limit)
     if cached:
         return _raw_list(cached)
     # an emptied cache: the ledger has the settled trades
@@ -190,7 +228,7 @@ async def agg_trades(request: Request) -> Response:
     from_id = _int(request, "fromId")
     start = _int(request, "startTime")
     end = _int(request, "endTime")
-    items = await c.cache.agg_trades(rules.symbol)
+    items = await c.agg_trades(rules.symbol)
     if from_id is None and start is None and end is None:
         return _raw_list(items[-limit:])
     picked: list[bytes] = []
@@ -209,7 +247,7 @@ async def agg_trades(request: Request) -> Response:
 
 
 # --------------------------------------------------------------------------- klines
-def _kline_json(row: KlineRow, length: int) -> list[Any]:
+def _kline_json(row: Candle, length: int) -> list[Any]:
     return [
         row.open_time, fmt_units(row.open), fmt_units(row.high), fmt_units(row.low),
         fmt_units(row.close), fmt_units(row.volume), row.open_time + length - 1,
@@ -234,8 +272,8 @@ async def klines(request: Request) -> Response:
         raise errors.ApiError(-1120, "Invalid interval.")
     limit = _limit(request, 500, 1000)
     start, end = _int(request, "startTime"), _int(request, "endTime")
-    rows = await fetch_klines(c.pool, rules.symbol, interval, start, end, limit)
-    current = await c.cache.current_kline(rules.symbol, interval)
+    rows = await c.klines(rules.symbol, interval, start, end, limit)
+    current = await c.current_kline(rules.symbol, interval)
     if current is not None and (start is None or current.open_time >= start) and (
         end is None or current.open_time <= end
     ):
@@ -267,7 +305,7 @@ async def ticker_24hr(request: Request) -> Response:
     kind = request.query_params.get("type", "FULL")
     if kind not in ("FULL", "MINI"):
         raise errors.bad_param("type", kind)
-    docs = await c.cache.tickers([p.symbol for p in pairs])
+    docs = await c.tickers([p.symbol for p in pairs])
     if kind == "FULL" and all(d is not None for d in docs):
         items = [d for d in docs if d is not None]
         return Response(items[0], media_type="application/json") if single else _raw_list(items)
@@ -282,13 +320,13 @@ async def ticker_24hr(request: Request) -> Response:
 
 
 def _top_or_empty(top: TopOfBook | None) -> TopOfBook:
-    return top if top is not None else TopOfBook(0, 0, 0, 0, 0, 0, 0)
+    return top if top is not None else EMPTY_TOP
 
 
 @router.get("/ticker/price")
 async def ticker_price(request: Request) -> Response:
     c, pairs, single = _pairs(request)
-    tops = await c.cache.tops([p.symbol for p in pairs])
+    tops = await c.tops([p.symbol for p in pairs])
     out = [
         {"symbol": p.symbol, "price": _price(p, _top_or_empty(t).last_price)}
         for p, t in zip(pairs, tops, strict=True)
@@ -299,7 +337,7 @@ async def ticker_price(request: Request) -> Response:
 @router.get("/ticker/bookTicker")
 async def book_ticker(request: Request) -> Response:
     c, pairs, single = _pairs(request)
-    tops = await c.cache.tops([p.symbol for p in pairs])
+    tops = await c.tops([p.symbol for p in pairs])
     out = []
     for p, t in zip(pairs, tops, strict=True):
         top = _top_or_empty(t)
@@ -314,7 +352,7 @@ async def book_ticker(request: Request) -> Response:
 async def avg_price(request: Request) -> Response:
     """Volume-weighted price of the last 5 minutes (the last price when none traded)."""
     c, rules = _pair(request)
-    doc = await c.cache.avg_price(rules.symbol)
+    doc = await c.avg_price(rules.symbol)
     if doc is None:
         return _json({"mins": 5, "price": ZERO, "closeTime": _now_ms()})
     return Response(doc, media_type="application/json")

@@ -12,12 +12,16 @@ counts in-process and syncs with Redis every ``rate_limit_sync_ms`` (:class:`Loc
 a few microseconds per request; exact within a replica, replicas may overshoot a limit
 by one sync interval's worth). With ``rate_limit_sync_ms = 0`` every request is charged
 in Redis as it comes, address and key in one pipelined round trip
-(:meth:`tradeplane.adapters.ratelimits.RateLimitStore.charge`): exact across replicas,
+(:meth:`RateLimitStore.charge`): exact across replicas,
 but ~0.15 ms of gateway CPU per request, measured, which halves order throughput.
 
 Whoever is over a limit or banned is remembered in-process until the window resets or the
 ban ends, so refused traffic costs no Redis round trip (other replicas learn it from Redis
 on their next charge).
+
+The counters' store is a port this module declares (:class:`RateLimitStore`, with the
+:class:`Hit` it counts); ``adapters/ratelimits.py`` implements it over Redis and the
+gateway's composition root (``security.start_security``) builds it.
 """
 
 from __future__ import annotations
@@ -25,17 +29,90 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 from urllib.parse import parse_qsl
 
 from limits import RateLimitItem, RateLimitItemPerDay, RateLimitItemPerMinute
 from limits import RateLimitItemPerSecond as PerSecond
 
-from tradeplane.adapters.ratelimits import Hit, RateLimitStore
 from tradeplane.config import Settings
 from tradeplane.domain.access import ban_seconds
 from tradeplane.gateway.errors import ApiError
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """Charge ``cost`` against ``item`` for ``identifiers`` (e.g. ("ip", "203.0.113.7"))."""
+
+    item: RateLimitItem
+    identifiers: tuple[str, ...]
+    cost: int
+
+    @property
+    def key(self) -> str:
+        """The counter's key in ``limits``' storage."""
+        return self.item.key_for(*self.identifiers)
+
+
+class Charge(Protocol):
+    """What one charge found out."""
+
+    @property
+    def counts(self) -> tuple[int, ...]:
+        """Each hit's count in its current window after this charge (0 when unknown)."""
+        ...
+
+    @property
+    def banned_ms(self) -> int:
+        """Milliseconds left on the longest ban among the checked subjects (0 = none)."""
+        ...
+
+    @property
+    def ok(self) -> bool:
+        """False: the store could not be asked (the request is let through)."""
+        ...
+
+
+class RateLimitStore(Protocol):
+    """The shared counters and bans (``limits``' fixed windows). Every method fails open:
+    when the store cannot be reached it answers as if within the limits."""
+
+    async def charge(self, hits: Sequence[Hit], ban_subjects: Sequence[str]) -> Charge:
+        """Count ``hits`` and read the bans of ``ban_subjects``, in one round trip."""
+        ...
+
+    async def sync(self, hits: Sequence[Hit], ban_subjects: Sequence[str]
+                   ) -> tuple[list[tuple[int, int]], list[int]] | None:
+        """Add batched hits; each counter's ``(count, ms to its window's end)`` and each
+        subject's ban milliseconds left; None when the store could not be reached."""
+        ...
+
+    async def retry_after_s(self, hit: Hit) -> int:
+        """Seconds until ``hit``'s window resets (at least 1)."""
+        ...
+
+    async def test_hit(self, item: RateLimitItem, *identifiers: str) -> bool:
+        """Count one; True while within the limit."""
+        ...
+
+    async def within(self, item: RateLimitItem, *identifiers: str) -> bool:
+        """True while one more would be within the limit (counts nothing)."""
+        ...
+
+    async def count(self, item: RateLimitItem, *identifiers: str) -> int:
+        """Count one more and return the window's count (0 = unknown)."""
+        ...
+
+    async def ban_once(self, subject: str, levels: RateLimitItem,
+                       length_s: Callable[[int], int]) -> int:
+        """Ban ``subject`` unless banned already; the milliseconds left on its ban (0: the
+        store could not be asked)."""
+        ...
+
+    async def close(self) -> None: ...
+
 
 #: The scope key under which a request's meter travels to authentication.
 METER = "tradeplane.meter"

@@ -7,6 +7,9 @@ configured ``TRADEPLANE_ADMIN_TOKEN`` is the break-glass identity "bootstrap" wi
 SuperAdmin role (compared in constant time). Each endpoint names one
 :class:`~tradeplane.domain.access.AdminAction`; the role must be allowed it by
 :data:`~tradeplane.domain.access.PERMISSION_MATRIX`, or the answer is 403.
+
+Identities are read through the accounts use case (``usecases/accounts.py``) the gateway
+composed; every change an admin makes is recorded by the use case that makes it.
 """
 
 from __future__ import annotations
@@ -14,21 +17,19 @@ from __future__ import annotations
 import hmac
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 from fastapi import Request
 
-from tradeplane.adapters import accounts_db, db
 from tradeplane.domain.access import AdminAction, Role, allowed
 from tradeplane.gateway import errors
 from tradeplane.gateway.auth import request_ip
-from tradeplane.gateway.context import ctx
+from tradeplane.gateway.context import gateway
 from tradeplane.gateway.users import bearer_token
 from tradeplane.usecases.accounts import ADMIN_TOKEN_PREFIX as TOKEN_PREFIX
 from tradeplane.usecases.accounts import BOOTSTRAP, admin_token_hash, new_admin_token
 from tradeplane.usecases.audit import Actor
 
-__all__ = ["BOOTSTRAP", "TOKEN_PREFIX", "AdminIdentity", "admin_action", "audit", "identify",
+__all__ = ["BOOTSTRAP", "TOKEN_PREFIX", "AdminIdentity", "admin_action", "identify",
            "new_admin_token", "token_hash"]
 
 
@@ -43,12 +44,6 @@ class AdminIdentity:
         """The identity the use cases act for (``admin:<name>`` in the audit log)."""
         return Actor("admin", self.name, self.role, self.ip)
 
-    def entry(self, action: AdminAction | str, target: str, before: Any,
-              after: Any) -> accounts_db.AuditEntry:
-        r = self.actor.record(str(action), target, before, after)
-        return accounts_db.AuditEntry(r.actor, r.role, r.action, r.target, r.before, r.after,
-                                      r.ip)
-
 
 token_hash = admin_token_hash
 
@@ -59,18 +54,18 @@ async def identify(request: Request) -> AdminIdentity:
     Raises:
         ApiError: -2015 (401) without a valid admin token.
     """
-    c = ctx(request)
+    gw = gateway(request.app)
     given = bearer_token(request)
     if given is None or len(given) > 256:
         raise _unauthorized()
     ip = request_ip(request)
-    bootstrap = c.settings.admin_token.get_secret_value()
+    bootstrap = gw.ctx.settings.admin_token.get_secret_value()
     if hmac.compare_digest(given.encode(), bootstrap.encode()):
         return AdminIdentity(BOOTSTRAP, Role.SUPER_ADMIN, ip)
-    found = await accounts_db.admin_by_token(c.pool, token_hash(given))
+    found = await gw.controls.account_cases.admin_of_token(given)
     if found is None:
         raise _unauthorized()
-    return AdminIdentity(found[0], Role(found[1]), ip)
+    return AdminIdentity(found[0], found[1], ip)
 
 
 def admin_action(action: AdminAction) -> Callable[[Request], Awaitable[AdminIdentity]]:
@@ -88,13 +83,6 @@ def admin_action(action: AdminAction) -> Callable[[Request], Awaitable[AdminIden
 
     dependency.__name__ = f"admin_{action.name.lower()}"
     return dependency
-
-
-async def audit(pool_or_con: db.Pool | db.Conn, who: AdminIdentity, action: AdminAction | str,
-                target: str, before: Any, after: Any) -> None:
-    """Append one audit record (inside the caller's transaction when given one), for the
-    admin actions not yet behind a use case (withdrawal approvals, freezes)."""
-    await accounts_db.append_audit(pool_or_con, who.entry(action, target, before, after))
 
 
 def _unauthorized() -> errors.ApiError:

@@ -9,16 +9,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Protocol
 
-from tradeplane.adapters.cache import CacheError, MarketCache, TopOfBook
+from tradeplane.domain.errors import Unavailable
+from tradeplane.domain.market import TopOfBook
 from tradeplane.domain.model import Side
 
 log = logging.getLogger("tradeplane.gateway")
 
 
+class Tops(Protocol):
+    """Where the market-data service keeps each market's top of book (the Redis cache:
+    ``adapters.cache.MarketCache``). Both raise Unavailable when it cannot be read."""
+
+    def tops(self, symbols: Sequence[str]) -> Awaitable[list[TopOfBook | None]]:
+        """One per symbol, None where nothing is written yet (one round trip)."""
+        ...
+
+    def top(self, symbol: str) -> Awaitable[TopOfBook | None]: ...
+
+
 class ReferencePrices:
-    def __init__(self, cache: MarketCache, period: float = 0.1) -> None:
+    def __init__(self, cache: Tops, period: float = 0.1) -> None:
         self.cache = cache
         self.period = period
         self._tops: dict[str, TopOfBook] = {}
@@ -31,7 +44,7 @@ class ReferencePrices:
         while True:
             try:
                 await self.refresh(list(symbols()))
-            except CacheError as exc:
+            except Unavailable as exc:
                 log.warning("reference prices not refreshed: %s", exc)
             await asyncio.sleep(self.period)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -23,13 +24,21 @@ from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tradeplane.adapters.mailer import Mailer, mailer_for
-from tradeplane.adapters.ratelimits import RateLimitStore
+from tradeplane.adapters import db
+from tradeplane.adapters.admin_store import PgAccountStore, PgPairStore, PgUserStore
+from tradeplane.adapters.control import (
+    BusCommandLog,
+    BusControlChannel,
+    LocalPairControl,
+    now_ms,
+)
+from tradeplane.adapters.mailer import mailer_for
+from tradeplane.adapters.ratelimits import RedisRateLimitStore
 from tradeplane.config import Settings
 from tradeplane.domain.access import client_ip, ip_allowed, parse_networks
 from tradeplane.gateway.auth import KeyCache
 from tradeplane.gateway.context import GatewayContext, GatewayWiringError, gateway
-from tradeplane.gateway.control import Controls, LocalPairControl, PairControl
+from tradeplane.gateway.control import Controls, PairControl
 from tradeplane.gateway.errors import ApiError
 from tradeplane.gateway.ratelimit import (
     METER,
@@ -38,9 +47,13 @@ from tradeplane.gateway.ratelimit import (
     Meter,
     NoRateLimits,
     RateLimits,
+    RateLimitStore,
     route_cost,
 )
-from tradeplane.gateway.users import Credentials
+from tradeplane.gateway.users import Credentials, LoginLimits
+from tradeplane.usecases.accounts import Accounts, KeyEvents
+from tradeplane.usecases.pairs import Gateways, Pairs
+from tradeplane.usecases.users import Users
 
 Closer = Callable[[], Awaitable[None]]
 
@@ -227,16 +240,19 @@ class Security:
 
     limiter: RateLimits
     credentials: Credentials
-    mailer: Mailer
     controls: Controls
+    users: Users
     close: Closer
 
 
 async def start_security(settings: Settings, c: GatewayContext, keys: KeyCache) -> Security:
     """Build rate limits (Redis, or :class:`NoRateLimits` when ``rate_limits`` is off),
-    credentials (password hashing, JWT), the mailer and the platform controls (kill
-    switch, pair control, cross-replica invalidation), started; ``close`` stops them."""
-    store = RateLimitStore(settings.redis_url) if settings.rate_limits else None
+    credentials (password hashing, JWT), the platform controls (kill switch, pair
+    control, cross-replica invalidation) with the pairs and accounts use cases over
+    PostgreSQL and NATS, and the users use case (its store, the mailer, the failed-login
+    counters), started; ``close`` stops them."""
+    store: RateLimitStore | None = (RedisRateLimitStore(settings.redis_url)
+                                    if settings.rate_limits else None)
     limiter: RateLimits = Limiter(store, settings) if store is not None else NoRateLimits()
     credentials = await asyncio.to_thread(Credentials, settings)
     pairs: PairControl
@@ -246,7 +262,15 @@ async def start_security(settings: Settings, c: GatewayContext, keys: KeyCache) 
         pairs = await asyncio.to_thread(KubePairs, settings.kube_namespace)
     else:
         pairs = LocalPairControl(c.bus)
-    controls = Controls(c, keys, pairs)
+
+    def pair_cases(gateways: Gateways) -> Pairs:
+        return Pairs(PgPairStore(c.pool), pairs, BusCommandLog(c.bus), gateways, now_ms)
+
+    def account_cases(events: KeyEvents) -> Accounts:
+        return Accounts(PgAccountStore(c.pool), keys.cipher, now_ms, events)
+
+    controls = Controls(c, keys, BusControlChannel(c.bus), lambda: db.load_pairs(c.pool),
+                        pair_cases, account_cases)
     await controls.start()
     syncer = asyncio.create_task(limiter.run())
 
@@ -258,4 +282,7 @@ async def start_security(settings: Settings, c: GatewayContext, keys: KeyCache) 
         if store is not None:
             await store.close()
 
-    return Security(limiter, credentials, mailer_for(settings.mail_outbox), controls, close)
+    mailer = mailer_for(settings.mail_outbox)
+    users = Users(PgUserStore(c.pool), mailer, keys.cipher, credentials, credentials,
+                  LoginLimits(store, settings), controls.account_cases, time.time)
+    return Security(limiter, credentials, controls, users, close)

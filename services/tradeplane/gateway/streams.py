@@ -29,12 +29,13 @@ from fastapi import APIRouter, WebSocket
 from prometheus_client import Gauge
 from starlette.websockets import WebSocketDisconnect
 
-from tradeplane.adapters.bus import Bus, BusError, market_subject
-from tradeplane.adapters.listenkeys import ListenKeyError
+from tradeplane.domain.errors import Unavailable
+from tradeplane.domain.market import market_subject
 from tradeplane.domain.pairs import PairRules
 from tradeplane.gateway import userstream, wslimits
 from tradeplane.gateway.context import GatewayContext, ctx, gateway
 from tradeplane.gateway.errors import shown
+from tradeplane.gateway.userstream import Subscriber
 from tradeplane.gateway.wslimits import POLICY_VIOLATION, Inbound, Violation, WsLimits
 
 log = logging.getLogger("tradeplane.gateway.streams")
@@ -103,7 +104,7 @@ class _Subscription:
 class StreamHub:
     """One NATS subscription per market-data subject, shared by every socket."""
 
-    def __init__(self, bus: Bus) -> None:
+    def __init__(self, bus: Subscriber) -> None:
         self._bus = bus
         self._subs: dict[str, _Subscription] = {}
         self._clients: set[_Client] = set()
@@ -159,7 +160,7 @@ class StreamHub:
         async with self._lock:
             subs, self._subs = self._subs, {}
             for sub in subs.values():
-                with contextlib.suppress(BusError):  # the connection may be closing
+                with contextlib.suppress(Unavailable):  # the connection may be closing
                     await sub.unsubscribe()
         for client in self._clients:
             client.gone.set()
@@ -184,7 +185,7 @@ async def raw_streams(websocket: WebSocket, stream_path: str) -> None:
     if userstream.is_listen_key(stream_path):
         try:
             session = await users.open(stream_path)
-        except ListenKeyError as exc:  # cannot tell whose it is: refuse, the client retries
+        except Unavailable as exc:  # cannot tell whose it is: refuse, the client retries
             log.warning("listen key store: %s", exc)
             await websocket.close(code=1013)
             return

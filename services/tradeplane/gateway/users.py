@@ -2,7 +2,7 @@
 has no public equivalent, so these are our own JSON endpoints with Binance-style errors).
 
 * Sign-up: argon2id password hash, one trading account per user, an email verification
-  token (sent through the :class:`~tradeplane.adapters.mailer.Mailer`); login needs a
+  token (sent through the :class:`~tradeplane.usecases.users.Mailer`); login needs a
   verified email.
 * Sessions: a short-lived JWT access token (HS256, ``jwt_secret``) plus an opaque refresh
   token (stored hashed). Each refresh rotates it; presenting a used one again revokes the
@@ -12,21 +12,22 @@ has no public equivalent, so these are our own JSON endpoints with Binance-style
   ten one-time recovery codes (stored hashed). Once enabled it is asked for at login, for
   API-key creation and, through :func:`require_2fa`, for withdrawals.
 * Login history: every attempt with address, user agent, time and outcome.
+
+These routes parse, call the users use case (``usecases/users.py``, ``Gateway.users``)
+and answer; a user's own API keys are the accounts use case's (``usecases/accounts.py``),
+recorded as ``user:<id>``. This module keeps the edge: reading the bearer token, password
+hashing and token signing (:class:`Credentials`, the use case's ``Passwords`` and
+``Tokens``) and the failed-login counters over the rate-limit store (:class:`LoginLimits`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import secrets as _stdlib_secrets
-import time
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
 import jwt
-import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography.hazmat.primitives import hashes
@@ -36,23 +37,27 @@ from fastapi import Path as FPath
 from limits import RateLimitItemPerSecond
 from pydantic import BaseModel, Field
 
-from tradeplane.adapters import accounts_db
-from tradeplane.adapters.accounts_db import Refresh, UserRow
-from tradeplane.adapters.mailer import Mail
-from tradeplane.adapters.ratelimits import RateLimitStore
 from tradeplane.config import Settings
 from tradeplane.gateway import apikeys, errors
 from tradeplane.gateway.apikeys import KeySpec
 from tradeplane.gateway.auth import request_ip
-from tradeplane.gateway.context import ctx, gateway
+from tradeplane.gateway.context import gateway
 from tradeplane.gateway.inputs import EMAIL_RE, KEY_ID, PLAIN_TEXT
-from tradeplane.gateway.ratelimit import NoRateLimits
+from tradeplane.gateway.ratelimit import RateLimitStore
+from tradeplane.usecases.accounts import Accounts
+from tradeplane.usecases.audit import Actor, user_actor
+from tradeplane.usecases.errors import Invalid, NotFound, UseCaseError
+from tradeplane.usecases.users import (
+    ISSUER,
+    Issued,
+    TooManyAttempts,
+    Unauthenticated,
+    UserRow,
+    Users,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["users"])
 
-ISSUER = "tradeplane"
-TOTP_STEP_S = 30
-RECOVERY_CODES = 10
 _ALGORITHM = "HS256"
 
 
@@ -104,81 +109,78 @@ class Credentials:
         return claims
 
 
-def digest(token: str) -> bytes:
-    """Tokens and codes are random: SHA-256 is how they are stored and looked up."""
-    return hashlib.sha256(token.encode()).digest()
+class LoginLimits:
+    """The users use case's ``LoginThrottle`` over the rate-limit store: failed logins
+    of this account from this address (``login_max_failures``) and of this account from
+    anywhere (``login_max_account_failures``) per ``login_failure_window_s``. Deliberately
+    none per address alone: behind one NAT or proxy, someone else's failures must never
+    lock out a correct login to another account. ``store`` None: rate limits are off, no
+    login is throttled."""
+
+    def __init__(self, store: RateLimitStore | None, s: Settings) -> None:
+        self.store = store
+        self.pair = RateLimitItemPerSecond(s.login_max_failures, s.login_failure_window_s,
+                                           namespace="loginfail")
+        self.anywhere = RateLimitItemPerSecond(s.login_max_account_failures,
+                                               s.login_failure_window_s,
+                                               namespace="loginfail")
+
+    def _counters(self, email: str, ip: str
+                  ) -> list[tuple[RateLimitItemPerSecond, tuple[str, ...]]]:
+        account = email.lower()
+        return [(self.pair, ("pair", account, ip)), (self.anywhere, ("email", account))]
+
+    async def throttled(self, email: str, ip: str) -> bool:
+        if self.store is None:
+            return False
+        for item, ids in self._counters(email, ip):
+            if not await self.store.within(item, *ids):
+                return True
+        return False
+
+    async def failed(self, email: str, ip: str) -> None:
+        if self.store is not None:
+            for item, ids in self._counters(email, ip):
+                await self.store.test_hit(item, *ids)
 
 
 def _unauthorized(msg: str) -> errors.ApiError:
     return errors.ApiError(-1002, msg, 401)
 
 
+def refused(exc: UseCaseError) -> errors.ApiError:
+    """A refusal of the users use case as the API answers it: -1002 (401) for refused
+    credentials, tokens and codes, -1003 (429) throttled, -1100 otherwise."""
+    if isinstance(exc, Unauthenticated):
+        return _unauthorized(str(exc))
+    if isinstance(exc, TooManyAttempts):
+        return errors.ApiError(-1003, str(exc), 429)
+    return errors.ApiError(-1100, str(exc))
+
+
 def _creds(request: Request) -> Credentials:
     return gateway(request.app).credentials
 
 
+def _users(request: Request) -> Users:
+    return gateway(request.app).users
+
+
+def _accounts(request: Request) -> Accounts:
+    return gateway(request.app).controls.account_cases
+
+
+def _actor(request: Request, user: UserRow) -> Actor:
+    return user_actor(user.id, request_ip(request))
+
+
+def _tokens(issued: Issued) -> dict[str, Any]:
+    return {"accessToken": issued.access_token, "tokenType": "Bearer",
+            "expiresIn": issued.access_ttl_s, "refreshToken": issued.refresh_token,
+            "refreshExpiresIn": issued.refresh_ttl_s}
+
+
 # --------------------------------------------------------------------------- 2FA
-def totp_step(secret: str, code: str, now: float) -> int | None:
-    """The time step whose code ``code`` is (now, or one step either side), or None."""
-    if len(code) != 6 or not code.isdigit():
-        return None
-    totp = pyotp.TOTP(secret, interval=TOTP_STEP_S)
-    step = int(now // TOTP_STEP_S)
-    for s in (step - 1, step, step + 1):
-        if hmac.compare_digest(totp.generate_otp(s), code):
-            return s
-    return None
-
-
-def _normal_recovery(code: str) -> str:
-    return code.strip().lower().replace("-", "").replace(" ", "")
-
-
-def new_recovery_codes() -> list[str]:
-    out = []
-    for _ in range(RECOVERY_CODES):
-        raw = _stdlib_secrets.token_hex(5)
-        out.append(f"{raw[:5]}-{raw[5:]}")
-    return out
-
-
-class SecondFactor(Enum):
-    """What a presented 2FA code turned out to be."""
-
-    OK = "ok"
-    USED = "used"
-    """A correct TOTP code whose time step was already used (to enable 2FA, to log in):
-    each is good once, so the next one is needed."""
-    INVALID = "invalid"
-
-
-#: The answers to a refused code; a used one says so (the user typed the right code).
-CODE_REFUSED = {SecondFactor.USED: "Two-factor code already used; wait for the next one.",
-                SecondFactor.INVALID: "Two-factor code is not valid."}
-
-
-async def check_second_factor(request: Request, user: UserRow, code: str) -> SecondFactor:
-    """A TOTP code not used before, or an unused recovery code (used up now)."""
-    if user.totp_secret_enc is None:
-        return SecondFactor.INVALID
-    pool = ctx(request).pool
-    secret = gateway(request.app).keys.cipher.decrypt(user.totp_secret_enc)
-    step = totp_step(secret, code.strip(), time.time())
-    if step is not None:
-        fresh = await accounts_db.accept_totp_step(pool, user.id, step)
-        return SecondFactor.OK if fresh else SecondFactor.USED
-    normal = _normal_recovery(code)
-    if len(normal) == 10 and await accounts_db.use_recovery_code(pool, user.id,
-                                                                 digest(normal)):
-        return SecondFactor.OK
-    return SecondFactor.INVALID
-
-
-async def second_factor_ok(request: Request, user: UserRow, code: str) -> bool:
-    """:func:`check_second_factor` is OK."""
-    return await check_second_factor(request, user, code) is SecondFactor.OK
-
-
 async def require_2fa(request: Request, user: UserRow, code: str | None) -> None:
     """For sensitive actions (API-key creation, withdrawals): nothing when the user has
     no 2FA; otherwise a valid TOTP or recovery code.
@@ -186,21 +188,19 @@ async def require_2fa(request: Request, user: UserRow, code: str | None) -> None
     Raises:
         ApiError: -1002 (401) code missing, wrong or already used.
     """
-    if not user.totp_enabled:
-        return
-    if not code:
-        raise _unauthorized("Two-factor code required.")
-    outcome = await check_second_factor(request, user, code)
-    if outcome is not SecondFactor.OK:
-        raise _unauthorized(CODE_REFUSED[outcome])
+    try:
+        await _users(request).require_2fa(user, code)
+    except Unauthenticated as exc:
+        raise refused(exc) from None
 
 
 async def require_2fa_for_account(request: Request, account: int, code: str | None) -> None:
     """:func:`require_2fa` for the user owning ``account`` (accounts without a user, made
     by an admin, have no 2FA)."""
-    user = await accounts_db.user_of_account(ctx(request).pool, account)
-    if user is not None:
-        await require_2fa(request, user, code)
+    try:
+        await _users(request).require_2fa_for_account(account, code)
+    except Unauthenticated as exc:
+        raise refused(exc) from None
 
 
 # --------------------------------------------------------------------------- sessions
@@ -231,32 +231,16 @@ async def current_session(request: Request) -> Session:
     if token is None:
         raise _unauthorized("Access token required.")
     claims = _creds(request).read_access(token)
-    pool = ctx(request).pool
     try:
         uid = int(claims["sub"])
     except (TypeError, ValueError):
         raise _unauthorized("Access token invalid or expired.") from None
     sid = str(claims["sid"])
-    if not await accounts_db.session_live(pool, sid, uid):
-        raise _unauthorized("Session ended.")
-    user = await accounts_db.user_by_id(pool, uid)
-    if user is None:
-        raise _unauthorized("Session ended.")
+    try:
+        user = await _users(request).session_user(sid, uid)
+    except Unauthenticated as exc:
+        raise refused(exc) from None
     return Session(user, sid)
-
-
-async def _new_session(request: Request, user: UserRow) -> dict[str, Any]:
-    creds = _creds(request)
-    now = int(time.time())
-    refresh = _stdlib_secrets.token_urlsafe(32)
-    session_id = _stdlib_secrets.token_urlsafe(16)
-    await accounts_db.start_session(ctx(request).pool, user.id, session_id, digest(refresh),
-                                    (now + creds.refresh_ttl_s) * 1000)
-    return {
-        "accessToken": creds.access_token(user, session_id, now), "tokenType": "Bearer",
-        "expiresIn": creds.access_ttl_s, "refreshToken": refresh,
-        "refreshExpiresIn": creds.refresh_ttl_s,
-    }
 
 
 # --------------------------------------------------------------------------- auth routes
@@ -284,19 +268,6 @@ class RefreshReq(BaseModel):
     refreshToken: str = Field(min_length=1, max_length=256)
 
 
-async def _send_verification(request: Request, user: UserRow) -> None:
-    creds = _creds(request)
-    token = _stdlib_secrets.token_urlsafe(32)
-    expires_ms = int((time.time() + creds.email_ttl_s) * 1000)
-    await accounts_db.add_email_token(ctx(request).pool, user.id, digest(token), expires_ms)
-    await gateway(request.app).mailer.send(Mail(
-        to=user.email, subject="Verify your tradeplane email",
-        body=f"Your verification token: {token}\n"
-             f"POST /api/v1/auth/verify-email with {{\"token\": \"{token}\"}}\n"
-             f"It expires in {creds.email_ttl_s // 3600} hours.",
-    ))
-
-
 @router.post("/auth/signup", status_code=201)
 async def signup(request: Request, body: SignupReq) -> dict[str, Any]:
     """Create a user and its trading account; a verification token goes by mail.
@@ -308,79 +279,24 @@ async def signup(request: Request, body: SignupReq) -> dict[str, Any]:
     """
     if not EMAIL_RE.fullmatch(body.email):
         raise errors.bad_param("email", body.email[:64])
-    # Hashed in either case: the answer takes as long for a taken email.
-    password_hash = await _creds(request).hash_password(body.password)
-    pool = ctx(request).pool
-    try:
-        user = await accounts_db.create_user(pool, body.email, password_hash)
-    except accounts_db.EmailTaken:
-        owner = await accounts_db.user_by_email(pool, body.email)
-        if owner is not None and not owner.email_verified:
-            await _send_verification(request, owner)
-        elif owner is not None:
-            await gateway(request.app).mailer.send(Mail(
-                to=owner.email, subject="Sign-up attempt with your tradeplane email",
-                body="Someone (you?) tried to sign up with this email, which already has "
-                     "an account. Nothing was changed. If it was you, log in instead.",
-            ))
-    else:
-        await _send_verification(request, user)
+    await _users(request).signup(body.email, body.password)
     return {"email": body.email, "sent": True}
 
 
 @router.post("/auth/verify-email")
 async def verify_email(request: Request, body: TokenReq) -> dict[str, Any]:
-    user_id = await accounts_db.verify_email(ctx(request).pool, digest(body.token))
-    if user_id is None:
-        raise errors.ApiError(-1100, "Verification token invalid, used or expired.")
+    try:
+        await _users(request).verify_email(body.token)
+    except Invalid as exc:
+        raise refused(exc) from None
     return {"emailVerified": True}
 
 
 @router.post("/auth/resend-verification")
 async def resend_verification(request: Request, body: EmailReq) -> dict[str, Any]:
     """Always the same answer (nobody learns which emails have accounts)."""
-    user = await accounts_db.user_by_email(ctx(request).pool, body.email)
-    if user is not None and not user.email_verified:
-        await _send_verification(request, user)
+    await _users(request).resend_verification(body.email)
     return {"sent": True}
-
-
-def _login_limits(
-    request: Request, email: str, ip: str
-) -> tuple[RateLimitStore, list[tuple[RateLimitItemPerSecond, tuple[str, ...]]]] | None:
-    """The rate-limit store and the failed-login counters of one attempt (None: rate
-    limits are off): this account from this address, and this account from anywhere.
-    Deliberately none per address alone: behind one NAT or proxy, someone else's
-    failures must never lock out a correct login to another account."""
-    limiter = gateway(request.app).limiter
-    if isinstance(limiter, NoRateLimits):
-        return None
-    s = ctx(request).settings
-    account = email.lower()
-    pair = RateLimitItemPerSecond(s.login_max_failures, s.login_failure_window_s,
-                                  namespace="loginfail")
-    anywhere = RateLimitItemPerSecond(s.login_max_account_failures,
-                                      s.login_failure_window_s, namespace="loginfail")
-    return limiter.store, [(pair, ("pair", account, ip)), (anywhere, ("email", account))]
-
-
-async def _login_throttled(request: Request, email: str, ip: str) -> bool:
-    found = _login_limits(request, email, ip)
-    if found is None:
-        return False
-    store, counters = found
-    for item, ids in counters:
-        if not await store.within(item, *ids):
-            return True
-    return False
-
-
-async def _login_failed(request: Request, email: str, ip: str) -> None:
-    found = _login_limits(request, email, ip)
-    if found is not None:
-        store, counters = found
-        for item, ids in counters:
-            await store.test_hit(item, *ids)
 
 
 @router.post("/auth/login")
@@ -393,32 +309,13 @@ async def login(request: Request, body: LoginReq) -> dict[str, Any]:
             address (``login_max_failures``) or from anywhere
             (``login_max_account_failures``).
     """
-    pool = ctx(request).pool
-    ip = request_ip(request)
     agent = request.headers.get("user-agent", "")[:512]
-    if await _login_throttled(request, body.email, ip):
-        raise errors.ApiError(-1003, "Too many failed logins; try again later.", 429)
-    user = await accounts_db.user_by_email(pool, body.email)
-
-    async def fail(reason: str, msg: str) -> errors.ApiError:
-        await accounts_db.record_login(pool, user.id if user else None, body.email, ip,
-                                       agent, False, reason)
-        await _login_failed(request, body.email, ip)
-        return _unauthorized(msg)
-
-    if not await _creds(request).check_password(user.password_hash if user else None,
-                                                 body.password) or user is None:
-        raise await fail("bad credentials", "Email or password is wrong.")
-    if not user.email_verified:
-        raise await fail("email not verified", "Email not verified.")
-    if user.totp_enabled:
-        if not body.totpCode:
-            raise await fail("2fa missing", "Two-factor code required.")
-        outcome = await check_second_factor(request, user, body.totpCode)
-        if outcome is not SecondFactor.OK:
-            raise await fail("2fa invalid", CODE_REFUSED[outcome])
-    await accounts_db.record_login(pool, user.id, body.email, ip, agent, True, "ok")
-    return await _new_session(request, user)
+    try:
+        issued = await _users(request).login(body.email, body.password, body.totpCode,
+                                             request_ip(request), agent)
+    except (Unauthenticated, TooManyAttempts) as exc:
+        raise refused(exc) from None
+    return _tokens(issued)
 
 
 @router.post("/auth/refresh")
@@ -429,44 +326,29 @@ async def refresh(request: Request, body: RefreshReq) -> dict[str, Any]:
     Raises:
         ApiError: -1002 (401).
     """
-    creds = _creds(request)
-    pool = ctx(request).pool
-    new = _stdlib_secrets.token_urlsafe(32)
-    expires_ms = (int(time.time()) + creds.refresh_ttl_s) * 1000
-    res = await accounts_db.rotate_refresh(pool, digest(body.refreshToken), digest(new),
-                                           expires_ms)
-    if res.outcome is Refresh.REUSED:
-        raise _unauthorized("Refresh token reused; the session has been revoked.")
-    if res.outcome is not Refresh.OK:
-        raise _unauthorized("Refresh token invalid or expired.")
-    user = await accounts_db.user_by_id(pool, res.user_id)
-    assert user is not None
-    now = int(time.time())
-    return {"accessToken": creds.access_token(user, res.session_id, now),
-            "tokenType": "Bearer", "expiresIn": creds.access_ttl_s, "refreshToken": new,
-            "refreshExpiresIn": creds.refresh_ttl_s}
+    try:
+        return _tokens(await _users(request).refresh(body.refreshToken))
+    except Unauthenticated as exc:
+        raise refused(exc) from None
 
 
 @router.post("/auth/logout")
 async def logout(request: Request, s: Session = Depends(current_session)) -> dict[str, Any]:
     """End this session: its access and refresh tokens stop working now."""
-    await accounts_db.revoke_sessions(ctx(request).pool, user_id=s.user.id,
-                                      session_id=s.session_id, reason="logout")
+    await _users(request).logout(s.user, s.session_id)
     return {"loggedOut": True}
 
 
 @router.post("/auth/logout-all")
 async def logout_all(request: Request, s: Session = Depends(current_session)) -> dict[str, Any]:
-    n = await accounts_db.revoke_sessions(ctx(request).pool, user_id=s.user.id,
-                                          session_id=None, reason="logout everywhere")
+    n = await _users(request).logout(s.user, None)
     return {"loggedOut": True, "sessions": n}
 
 
 # --------------------------------------------------------------------------- user routes
 @router.get("/user/me")
 async def me(request: Request, s: Session = Depends(current_session)) -> dict[str, Any]:
-    doc = await accounts_db.account_doc(ctx(request).pool, s.user.account)
-    assert doc is not None
+    doc = await _accounts(request).account(s.user.account)
     return {"userId": s.user.id, "email": s.user.email, "account": s.user.account,
             "emailVerified": s.user.email_verified, "twoFactor": s.user.totp_enabled,
             "frozen": doc["frozen"]}
@@ -475,7 +357,7 @@ async def me(request: Request, s: Session = Depends(current_session)) -> dict[st
 @router.get("/user/login-history")
 async def history(request: Request, limit: int = Query(default=50, ge=1, le=500),
                   s: Session = Depends(current_session)) -> list[dict[str, Any]]:
-    return await accounts_db.login_history(ctx(request).pool, s.user.id, limit)
+    return await _users(request).login_history(s.user, limit)
 
 
 class CodeReq(BaseModel):
@@ -485,41 +367,31 @@ class CodeReq(BaseModel):
 @router.post("/user/2fa/setup")
 async def totp_setup(request: Request, s: Session = Depends(current_session)) -> dict[str, Any]:
     """A new TOTP secret for the authenticator app (pending until enabled with a code)."""
-    secret = pyotp.random_base32()
-    enc = gateway(request.app).keys.cipher.encrypt(secret)
-    if not await accounts_db.set_totp_pending(ctx(request).pool, s.user.id, enc):
-        raise errors.ApiError(-1100, "Two-factor authentication is already enabled.")
-    uri = pyotp.TOTP(secret, interval=TOTP_STEP_S).provisioning_uri(
-        name=s.user.email, issuer_name=ISSUER)
-    return {"secret": secret, "otpauthUri": uri}
+    try:
+        setup = await _users(request).totp_setup(s.user)
+    except Invalid as exc:
+        raise refused(exc) from None
+    return {"secret": setup.secret, "otpauthUri": setup.uri}
 
 
 @router.post("/user/2fa/enable")
 async def totp_enable(request: Request, body: CodeReq,
                       s: Session = Depends(current_session)) -> dict[str, Any]:
     """Enable 2FA with a first code; answers the recovery codes, this once."""
-    if s.user.totp_enabled or s.user.totp_secret_enc is None:
-        raise errors.ApiError(-1100, "Set up two-factor authentication first.")
-    secret = gateway(request.app).keys.cipher.decrypt(s.user.totp_secret_enc)
-    step = totp_step(secret, body.code.strip(), time.time())
-    codes = new_recovery_codes()
-    if step is None or not await accounts_db.enable_totp(
-        ctx(request).pool, s.user.id, step, [digest(_normal_recovery(c)) for c in codes]
-    ):
-        raise _unauthorized("Two-factor code is not valid.")
-    await _user_audit(request, s.user, "user.2fa.enable", None, {"twoFactor": True})
+    try:
+        codes = await _users(request).totp_enable(_actor(request, s.user), s.user, body.code)
+    except (Invalid, Unauthenticated) as exc:
+        raise refused(exc) from None
     return {"twoFactor": True, "recoveryCodes": codes}
 
 
 @router.post("/user/2fa/disable")
 async def totp_disable(request: Request, body: CodeReq,
                        s: Session = Depends(current_session)) -> dict[str, Any]:
-    if not s.user.totp_enabled:
-        raise errors.ApiError(-1100, "Two-factor authentication is not enabled.")
-    await require_2fa(request, s.user, body.code)
-    await accounts_db.disable_totp(ctx(request).pool, s.user.id)
-    await _user_audit(request, s.user, "user.2fa.disable", {"twoFactor": True},
-                      {"twoFactor": False})
+    try:
+        await _users(request).totp_disable(_actor(request, s.user), s.user, body.code)
+    except (Invalid, Unauthenticated) as exc:
+        raise refused(exc) from None
     return {"twoFactor": False}
 
 
@@ -530,7 +402,7 @@ class UserKeyReq(KeySpec):
 @router.get("/user/api-keys")
 async def my_keys(request: Request, s: Session = Depends(current_session)
                   ) -> list[dict[str, Any]]:
-    keys = await accounts_db.list_keys(ctx(request).pool, s.user.account)
+    keys = await _accounts(request).keys(s.user.account)
     return [apikeys.key_json(k) for k in keys if not k.revoked_ms]
 
 
@@ -542,38 +414,19 @@ async def create_my_key(request: Request, body: UserKeyReq,
     if not s.user.email_verified:
         raise errors.ApiError(-1002, "Email not verified.", 401)
     await require_2fa(request, s.user, body.totpCode)
-    pool = ctx(request).pool
-    async with pool.acquire() as con, con.transaction():
-        rec, secret = await apikeys.issue(con, gateway(request.app).keys.cipher, s.user.account,
-                                          body)
-        await accounts_db.append_audit(con, _user_entry(
-            request, s.user, "user.apikey.create", f"apikey:{rec.api_key}", None,
-            apikeys.key_json(rec)))
+    try:
+        rec, secret = await _accounts(request).create_own_key(
+            _actor(request, s.user), s.user.account, apikeys.key_request(body))
+    except (Invalid, NotFound) as exc:
+        raise apikeys.refusal(exc) from None
     return apikeys.created_json(rec, secret)
 
 
 @router.delete("/user/api-keys/{api_key}")
 async def revoke_my_key(request: Request, api_key: str = FPath(pattern=KEY_ID),
                         s: Session = Depends(current_session)) -> dict[str, Any]:
-    async with ctx(request).pool.acquire() as con, con.transaction():
-        rec = await accounts_db.revoke_key(con, api_key, s.user.account)
-        if rec is None:
-            raise errors.ApiError(-2015, "No such live API key.", 404)
-        before = apikeys.key_json(rec)
-        after = {**before, "revoked": True}
-        await accounts_db.append_audit(con, _user_entry(
-            request, s.user, "user.apikey.revoke", f"apikey:{api_key}", before, after))
-    await gateway(request.app).controls.key_changed(api_key)
-    return after
-
-
-def _user_entry(request: Request, user: UserRow, action: str, target: str, before: Any,
-                after: Any) -> accounts_db.AuditEntry:
-    return accounts_db.AuditEntry(f"user:{user.id}", "User", action, target, before, after,
-                                  request_ip(request))
-
-
-async def _user_audit(request: Request, user: UserRow, action: str, before: Any,
-                      after: Any) -> None:
-    await accounts_db.append_audit(ctx(request).pool, _user_entry(
-        request, user, action, f"user:{user.id}", before, after))
+    try:
+        return await _accounts(request).revoke_own_key(_actor(request, s.user),
+                                                       s.user.account, api_key)
+    except NotFound:
+        raise errors.ApiError(-2015, "No such live API key.", 404) from None

@@ -1,11 +1,12 @@
 """User data stream (Binance listenKey): executionReport and outboundAccountPosition.
 
-Listen keys are random and live in Redis (``adapters/listenkeys.py``), so every gateway
-replica knows every key: ``POST /api/v3/userDataStream`` gives the API key's listen key
-(its live one, renewed, or a new one), ``PUT`` renews it for ``listen_key_ttl_s`` (60
-minutes), ``DELETE`` removes it and closes its sockets on every replica (over
-``control.gateway``). Settlement publishes the account's updates on ``user.<account>``
-after each commit; ``/ws/<listenKey>`` relays them.
+Listen keys are random and live in a store every gateway replica shares (Redis,
+``adapters/listenkeys.py``, behind :class:`ListenKeys`), so every replica knows every
+key: ``POST /api/v3/userDataStream`` gives the API key's listen key (its live one,
+renewed, or a new one), ``PUT`` renews it for ``listen_key_ttl_s`` (60 minutes),
+``DELETE`` removes it and closes its sockets on every replica (over ``control.gateway``).
+Settlement publishes the account's updates on ``user.<account>`` after each commit;
+``/ws/<listenKey>`` relays them (over the bus's core subscriptions, :class:`Subscriber`).
 
 A socket lives only as long as its listen key and its API key. Revoking the key or
 freezing the account closes it at once, on every replica (``control.gateway``, see
@@ -23,7 +24,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, Protocol
@@ -31,9 +31,12 @@ from typing import Any, Final, Protocol
 from fastapi import APIRouter, Depends, Request, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
-from tradeplane.adapters import accounts_db
-from tradeplane.adapters.bus import Bus, user_subject
-from tradeplane.adapters.listenkeys import LISTEN_KEY_LENGTH, ListenKeyError, ListenKeyGrant
+from tradeplane.domain.errors import Unavailable
+from tradeplane.domain.listenkeys import ListenKeyGrant
+
+# Only texts of a listen key's form reach the store (``streams`` asks this module).
+from tradeplane.domain.listenkeys import is_listen_key as is_listen_key
+from tradeplane.domain.market import user_subject
 from tradeplane.gateway import errors
 from tradeplane.gateway.auth import Caller, KeyEntry, api_key_only
 from tradeplane.gateway.context import gateway
@@ -48,17 +51,11 @@ RECHECK_S: Final = 30.0
 #: Wake this long after an expiry, so the expiry has certainly happened.
 _MARGIN_S: Final = 0.01
 QUEUE_LIMIT: Final = 10_000
-_LISTEN_KEY_RE: Final = re.compile(rf"[A-Za-z0-9]{{{LISTEN_KEY_LENGTH}}}")
-
-
-def is_listen_key(text: str) -> bool:
-    """Whether ``text`` has a listen key's form (only such texts reach Redis)."""
-    return _LISTEN_KEY_RE.fullmatch(text) is not None
 
 
 class ListenKeys(Protocol):
     """Where listen keys live (``adapters.listenkeys.ListenKeyStore``). Every method
-    raises ListenKeyError when the store cannot be asked."""
+    raises Unavailable when the store cannot be asked."""
 
     def issue(self, api_key: str, account: int, ttl_ms: int) -> Awaitable[str]: ...
 
@@ -77,6 +74,28 @@ class KeyLookup(Protocol):
     """The API keys (``auth.KeyCache``)."""
 
     async def lookup(self, pool: Any, api_key: str) -> KeyEntry | None: ...
+
+
+class AccountStatus(Protocol):
+    """Whether an account is frozen (``adapters.accountstatus.PgAccountStatus``)."""
+
+    async def frozen(self, account: int) -> bool:
+        """False for a live or unknown account; raises Unavailable when it cannot be
+        read."""
+        ...
+
+
+#: Subscribe ``handler(subject, data)`` to a core subject; returns the unsubscriber.
+Handler = Callable[[str, bytes], Awaitable[None]]
+
+
+class Subscriber(Protocol):
+    """Core (not persisted) subscriptions on the bus (``adapters.bus.Bus``): the user data
+    of an account here, the market-data payloads in ``streams``. Raises Unavailable when
+    the bus cannot take the subscription (or, from the unsubscriber, its removal)."""
+
+    async def subscribe(self, subject: str, handler: Handler) -> Callable[[], Awaitable[None]]:
+        ...
 
 
 def usable(entry: KeyEntry | None, now_ms: int) -> bool:
@@ -110,10 +129,11 @@ class UserStreams:
     """One gateway's listen-key use cases and its open user-stream sockets."""
 
     def __init__(self, store: ListenKeys, keys: KeyLookup, pool: Any, *, ttl_s: float,
-                 recheck_s: float = RECHECK_S) -> None:
+                 accounts: AccountStatus, recheck_s: float = RECHECK_S) -> None:
         self.store = store
         self.keys = keys
-        self.pool = pool
+        self.pool = pool  # passed through to ``keys.lookup``
+        self.accounts = accounts
         self.ttl_ms = int(ttl_s * 1000)
         self.recheck_s = recheck_s
         self._sessions: dict[str, set[UserSession]] = {}
@@ -123,17 +143,17 @@ class UserStreams:
 
     # ------------------------------------------------------------------ REST
     async def create(self, api_key: str, account: int) -> str:
-        """Raises ListenKeyError."""
+        """Raises Unavailable."""
         return await self.store.issue(api_key, account, self.ttl_ms)
 
     async def keepalive(self, listen_key: str, api_key: str) -> bool:
-        """Raises ListenKeyError."""
+        """Raises Unavailable."""
         return is_listen_key(listen_key) and await self.store.extend(listen_key, api_key,
                                                                      self.ttl_ms)
 
     async def delete(self, listen_key: str, api_key: str) -> bool:
         """Remove the listen key and close its sockets here (the caller tells the other
-        replicas). Raises ListenKeyError."""
+        replicas). Raises Unavailable."""
         if not is_listen_key(listen_key) or not await self.store.remove(listen_key, api_key):
             return False
         self.close_listen_key(listen_key)
@@ -142,7 +162,7 @@ class UserStreams:
     # ------------------------------------------------------------------ sockets
     async def open(self, listen_key: str) -> UserSession | None:
         """A session for a live listen key of a usable API key, else None.
-        Raises ListenKeyError."""
+        Raises Unavailable."""
         grant = await self.store.lookup(listen_key) if is_listen_key(listen_key) else None
         if grant is None:
             return None
@@ -173,7 +193,7 @@ class UserStreams:
         None, else the seconds until it must be asked again."""
         try:
             grant = await self.store.lookup(session.listen_key)
-        except ListenKeyError as exc:  # keep the socket; ask again later
+        except Unavailable as exc:  # keep the socket; ask again later
             log.warning("listen-key check failed: %s", exc)
             return self.recheck_s
         entry = None if grant is None else await self.keys.lookup(self.pool, grant.api_key)
@@ -199,21 +219,20 @@ class UserStreams:
                 s.end(expired=True)
         try:
             await self.store.remove_api_key(api_key)
-        except ListenKeyError as exc:  # its sockets re-check; the key is refused anyway
+        except Unavailable as exc:  # its sockets re-check; the key is refused anyway
             log.warning("could not drop the listen key of a revoked key: %s", exc)
 
     async def account_changed(self, account: int) -> None:
         """Frozen (or unfrozen): when frozen, drop the account's listen keys and close
         its sockets here."""
-        doc = await accounts_db.account_doc(self.pool, account)
-        if doc is None or not doc.get("frozen"):
+        if not await self.accounts.frozen(account):
             return
         for s in self.sessions():
             if s.account == account:
                 s.end(expired=True)
         try:
             await self.store.remove_account(account)
-        except ListenKeyError as exc:
+        except Unavailable as exc:
             log.warning("could not drop the listen keys of a frozen account: %s", exc)
 
 
@@ -241,7 +260,7 @@ async def create_stream(request: Request, caller: Caller = Depends(api_key_only)
         raise errors.bad_api_key()
     try:
         return {"listenKey": await users.create(caller.api_key, caller.account)}
-    except ListenKeyError as exc:
+    except Unavailable as exc:
         log.warning("listen key store: %s", exc)
         raise _unavailable() from None
 
@@ -253,7 +272,7 @@ async def keepalive(request: Request, caller: Caller = Depends(api_key_only)) ->
     users = _streams(request)
     try:
         ok = await users.keepalive(caller.params.get("listenKey", ""), caller.api_key)
-    except ListenKeyError as exc:
+    except Unavailable as exc:
         log.warning("listen key store: %s", exc)
         raise _unavailable() from None
     if not ok:
@@ -269,7 +288,7 @@ async def close_stream(request: Request, caller: Caller = Depends(api_key_only))
     listen_key = caller.params.get("listenKey", "")
     try:
         ok = await users.delete(listen_key, caller.api_key)
-    except ListenKeyError as exc:
+    except Unavailable as exc:
         log.warning("listen key store: %s", exc)
         raise _unavailable() from None
     if not ok:
@@ -280,7 +299,7 @@ async def close_stream(request: Request, caller: Caller = Depends(api_key_only))
 
 # --------------------------------------------------------------------------- socket
 async def account_updates(
-    bus: Bus, account: int, on_msg: Callable[[str, bytes], Awaitable[None]]
+    bus: Subscriber, account: int, on_msg: Handler
 ) -> Callable[[], Awaitable[None]]:
     """Hear the account's updates (settlement's executionReport, outboundAccountPosition,
     balanceUpdate) as they are published; returns what stops it."""
@@ -289,7 +308,7 @@ async def account_updates(
 
 async def serve_user_stream(
     websocket: WebSocket, session: UserSession, users: UserStreams, limits: WsLimits,
-    bus: Bus,
+    bus: Subscriber,
 ) -> None:
     """Relay the account's updates (from ``bus``) until the client goes away or the
     session ends (socket already accepted; the session is released at the end)."""

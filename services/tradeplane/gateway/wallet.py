@@ -1,11 +1,13 @@
 """Binance's wallet endpoints (``/sapi/v1/capital/...``) and the withdrawal admin endpoints.
 
-The gateway never talks to a chain node: deposit addresses and address validation come
-from the wallet's watcher by NATS request/reply (``wallet.<NAME>.address``,
+The routes parse and render; the operations are the custody use cases
+(:class:`~tradeplane.usecases.custody.CustodyCases`, ``ctx.custody``), which the wallet
+watcher shares. The gateway never talks to a chain node: deposit addresses and address
+validation come from the wallet's watcher by NATS request/reply (``wallet.<NAME>.address``,
 ``wallet.<NAME>.validate``; see ``wallets/service.py``); deposits and withdrawals are
 read from PostgreSQL. A withdrawal request locks its amount plus the wallet's fee in the
-same transaction that creates it (``wallets_db.request_withdrawal``); every refusal
-happens before, or rolls it back: nothing stays locked.
+same transaction that creates it; every refusal happens before, or rolls it back: nothing
+stays locked.
 
 Which wallet serves a coin: the ``wallets`` row whose asset is the coin (the API's
 ``network`` is the coin itself, as Binance names native networks; the chain name or the
@@ -14,19 +16,17 @@ wallet name are accepted too).
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
-from tradeplane.adapters import db, wallets_db
-from tradeplane.adapters.bus import BusError, request, wallet_request_subject
-from tradeplane.adapters.wallets_db import RequestResult, WithdrawalRow
 from tradeplane.domain.access import AdminAction as A
 from tradeplane.domain.custody import (
     API_WITHDRAW_STATUSES,
@@ -37,8 +37,9 @@ from tradeplane.domain.custody import (
     WalletSpecError,
     WithdrawalStatus,
 )
+from tradeplane.domain.errors import NotFound
 from tradeplane.domain.money import AmountError, fmt_units, to_units
-from tradeplane.gateway import errors, rbac
+from tradeplane.gateway import errors
 from tradeplane.gateway.auth import Caller, signed_read, signed_withdraw
 from tradeplane.gateway.context import GatewayContext, ctx
 from tradeplane.gateway.inputs import (
@@ -52,6 +53,17 @@ from tradeplane.gateway.inputs import (
 )
 from tradeplane.gateway.rbac import AdminIdentity, admin_action
 from tradeplane.gateway.users import require_2fa_for_account
+from tradeplane.usecases.custody import (
+    ADDRESS,
+    CLIENT_ID,
+    DepositQuery,
+    Refusal,
+    WatcherUnavailable,
+    WithdrawalNotMovable,
+    WithdrawalRow,
+    WithdrawQuery,
+    withdrawal_doc,
+)
 
 capital = APIRouter(prefix="/sapi/v1/capital", tags=["wallet"])
 admin_router = APIRouter(prefix="/admin", tags=["admin"])
@@ -63,8 +75,6 @@ log = logging.getLogger("tradeplane.gateway.wallet")
 WATCHER_TIMEOUT_S = 5.0
 MAX_HISTORY = 1000
 NINETY_DAYS_MS = 90 * 24 * 3600 * 1000
-CLIENT_ID = re.compile(r"[A-Za-z0-9._\-]{1,64}")
-ADDRESS = re.compile(r"[A-Za-z0-9]{1,128}")
 TXID = re.compile(r"[0-9A-Fa-f]{1,128}")
 
 
@@ -93,7 +103,7 @@ async def wallet_for(c: GatewayContext, coin: str | None, network: str | None) -
     if not ASSET.fullmatch(coin.upper()):
         raise unknown_coin()
     try:
-        found = await wallets_db.wallets(c.pool, coin.upper())
+        found = await c.custody.wallets(coin.upper())
     except WalletSpecError:
         raise backend_unavailable() from None
     if not found:
@@ -104,29 +114,20 @@ async def wallet_for(c: GatewayContext, coin: str | None, network: str | None) -
     raise errors.ApiError(-4019, "Current asset is not open for withdrawal.")
 
 
-async def ask_watcher(c: GatewayContext, spec: WalletSpec, what: str,
-                      doc: dict[str, Any]) -> dict[str, Any]:
-    """Ask the wallet's watcher (NATS request/reply). Whatever keeps it from answering
-    is logged as one warning naming the wallet: the client only sees -1001.
+@contextmanager
+def watcher_answers(spec: WalletSpec) -> Iterator[None]:
+    """Around a use case that asks the wallet's watcher (NATS request/reply): whatever
+    keeps it from answering is logged as one warning naming the wallet; the client only
+    sees -1001.
 
     Raises:
         ApiError: -1001 (503) when the watcher does not answer or answers an error.
     """
     try:
-        raw = await request(c.bus, wallet_request_subject(spec.name, what),
-                            json.dumps(doc).encode(), WATCHER_TIMEOUT_S)
-        answer = json.loads(raw)
-    except (BusError, ValueError) as exc:
-        log.warning("wallet %s: no answer from its watcher to %r (%s): is `tradeplane "
-                    "wallet-watcher --wallet %s` running?", spec.name, what,
-                    str(exc) or type(exc).__name__, spec.name)
+        yield
+    except WatcherUnavailable as exc:
+        log.warning("wallet %s: %s", spec.name, exc)
         raise backend_unavailable() from None
-    if not isinstance(answer, dict) or "error" in answer:
-        why = answer.get("error") if isinstance(answer, dict) else "not a JSON object"
-        log.warning("wallet %s: its watcher could not answer %r: %s", spec.name, what,
-                    str(why)[:300])
-        raise backend_unavailable()
-    return answer
 
 
 def _coin_filter(params: dict[str, str]) -> str | None:
@@ -179,7 +180,7 @@ def _time_text(ms: int) -> str:
 
 async def _specs(c: GatewayContext) -> dict[str, WalletSpec]:
     try:
-        return {s.name: s for s in await wallets_db.wallets(c.pool)}
+        return {s.name: s for s in await c.custody.wallets()}
     except WalletSpecError:
         raise backend_unavailable() from None
 
@@ -272,8 +273,9 @@ async def all_coins(request: Request, caller: Caller = Depends(signed_read)
             same.append(spec)
     traded = {a for p in c.pairs.values() if p.trading == "enabled" for a in (p.base, p.quote)}
     listed = {a for p in c.pairs.values() for a in (p.base, p.quote)}
-    balances = {a: (free, locked) for a, free, locked in await db.balances(c.pool, caller.account)}
-    held = await wallets_db.withdrawing(c.pool, caller.account)
+    balances = {a: (free, locked)
+                for a, free, locked in await c.custody.balances(caller.account)}
+    held = await c.custody.withdrawing(caller.account)
     coins = sorted(listed | set(networks) | set(balances))
     return [coin_json(coin, networks.get(coin, []), trading=coin in traded,
                       balance=balances.get(coin, (0, 0)), withdrawing=held.get(coin, 0))
@@ -288,10 +290,8 @@ async def deposit_address(request: Request, caller: Caller = Depends(signed_read
     c = ctx(request)
     p = caller.params
     spec = await wallet_for(c, p.get("coin"), p.get("network"))
-    address = await wallets_db.deposit_address(c.pool, spec.name, caller.account)
-    if address is None:
-        answer = await ask_watcher(c, spec, "address", {"account": caller.account})
-        address = str(answer["address"])
+    with watcher_answers(spec):
+        address = await c.custody.deposit_address(spec, caller.account)
     return {"address": address, "coin": spec.asset, "tag": "", "url": ""}
 
 
@@ -305,10 +305,9 @@ async def deposit_history(request: Request, caller: Caller = Depends(signed_read
         s.value for s, code in DEPOSIT_API_STATUS.items() if code == status]
     start, end = _window(p)
     offset, limit = _paging(p)
-    rows = await wallets_db.deposit_history(
-        c.pool, caller.account, asset=_coin_filter(p), statuses=statuses, start_ms=start,
-        end_ms=end, offset=offset, limit=limit,
-        txid=_txid_filter(p))
+    rows = await c.custody.deposit_history(caller.account, DepositQuery(
+        asset=_coin_filter(p), statuses=statuses, start_ms=start, end_ms=end, offset=offset,
+        limit=limit, txid=_txid_filter(p)))
     specs = await _specs(c)
     return [deposit_json(d, specs.get(d.wallet)) for d in rows]
 
@@ -336,36 +335,39 @@ async def withdraw_apply(request: Request, caller: Caller = Depends(signed_withd
     except AmountError:
         raise errors.ApiError(-4021, f"Asset withdrawal must be an {fmt_units(1)} multiple "
                                      f"of {fmt_units(1)}.") from None
-    if amount < spec.withdraw_min:
-        raise errors.ApiError(
-            -4022, f"Not less than the minimum pick-up quantity {fmt_units(spec.withdraw_min)}.")
     client_id = p.get("withdrawOrderId") or None
-    if client_id is not None and not CLIENT_ID.fullmatch(client_id):
-        raise errors.bad_param("withdrawOrderId", client_id)
-    if not ADDRESS.fullmatch(address):
-        raise errors.ApiError(-4033, "Illegal address.")
-    if not await wallets_db.whitelisted(c.pool, caller.account, spec.asset, address,
-                                        required=spec.whitelist_required):
-        raise errors.ApiError(-4035, "This address is not on the whitelist. Please join and "
-                                     "try again.")
-    free = {a: f for a, f, _l in await db.balances(c.pool, caller.account)}.get(spec.asset, 0)
-    if free < amount + spec.withdraw_fee:
-        raise insufficient()
-    answer = await ask_watcher(c, spec, "validate", {"address": address})
-    if not answer.get("valid"):
-        raise errors.ApiError(-4033, "Illegal address.")
-    result, wid = await wallets_db.request_withdrawal(c.pool, spec, caller.account, address,
-                                                      amount, client_id, _now_ms())
-    if result == RequestResult.INSUFFICIENT:
-        raise insufficient()
-    if result == RequestResult.CONFLICT:
-        raise errors.ApiError(-4001, "Invalid operation: withdrawOrderId already used for "
-                                     "another withdrawal.")
-    return {"id": str(wid)}
+    with watcher_answers(spec):
+        done = await c.custody.request_withdrawal(spec, caller.account, address, amount,
+                                                  client_id, _now_ms())
+    if isinstance(done, Refusal):
+        raise refused(done, spec, client_id)
+    return {"id": str(done)}
 
 
 def insufficient() -> errors.ApiError:
     return errors.ApiError(-4026, "You have insufficient balance.")
+
+
+def illegal_address() -> errors.ApiError:
+    return errors.ApiError(-4033, "Illegal address.")
+
+
+def refused(why: Refusal, spec: WalletSpec, client_id: str | None) -> errors.ApiError:
+    """A refused withdrawal (or whitelist entry) as Binance answers it."""
+    if why is Refusal.BELOW_MINIMUM:
+        return errors.ApiError(
+            -4022, f"Not less than the minimum pick-up quantity {fmt_units(spec.withdraw_min)}.")
+    if why is Refusal.BAD_CLIENT_ID:
+        return errors.bad_param("withdrawOrderId", client_id or "")
+    if why is Refusal.ILLEGAL_ADDRESS:
+        return illegal_address()
+    if why is Refusal.NOT_WHITELISTED:
+        return errors.ApiError(-4035, "This address is not on the whitelist. Please join and "
+                                      "try again.")
+    if why is Refusal.INSUFFICIENT:
+        return insufficient()
+    return errors.ApiError(-4001, "Invalid operation: withdrawOrderId already used for "
+                                  "another withdrawal.")
 
 
 @capital.get("/withdraw/history")
@@ -387,29 +389,32 @@ async def withdraw_history(request: Request, caller: Caller = Depends(signed_rea
         raise errors.bad_param("withdrawOrderId", client_id)
     start, end = _window(p)
     offset, limit = _paging(p)
-    rows = await wallets_db.withdraw_history(
-        c.pool, caller.account, asset=_coin_filter(p),
-        statuses=statuses, client_id=client_id, ids=ids,
-        start_ms=start, end_ms=end, offset=offset, limit=limit)
+    rows = await c.custody.withdraw_history(caller.account, WithdrawQuery(
+        asset=_coin_filter(p), statuses=statuses, client_id=client_id, ids=ids,
+        start_ms=start, end_ms=end, offset=offset, limit=limit))
     specs = await _specs(c)
     return [withdrawal_json(w, specs.get(w.wallet)) for w in rows]
 
 
 # --------------------------------------------------------------------------- admin
-def admin_json(w: WithdrawalRow) -> dict[str, Any]:
-    return {"id": w.id, "wallet": w.wallet, "account": w.account, "asset": w.asset,
-            "address": w.address, "amount": fmt_units(w.amount), "fee": fmt_units(w.fee),
-            "status": w.status.value, "txid": w.txid, "confirmations": w.confirmations,
-            "networkFee": None if w.network_fee is None else fmt_units(w.network_fee),
-            "info": w.info, "withdrawOrderId": w.client_id, "createdMs": w.created_ms,
-            "updatedMs": w.updated_ms}
+#: A withdrawal as the admin API lists it (and the audit log records it).
+admin_json = withdrawal_doc
 
 
-async def _not_movable(c: GatewayContext, wid: int) -> errors.ApiError:
-    w = await wallets_db.withdrawal(c.pool, wid)
-    if w is None:
-        return errors.ApiError(-4029, "The withdrawal record does not exist.", 404)
-    return errors.ApiError(-4001, f"Invalid operation: withdrawal {wid} is {w.status.value}.")
+@contextmanager
+def _movable(wid: int) -> Iterator[None]:
+    """Around an admin's move of withdrawal ``wid``: its refusals as error codes.
+
+    Raises:
+        ApiError: -4029 (404) no such withdrawal, -4001 past the point of that move.
+    """
+    try:
+        yield
+    except NotFound:
+        raise errors.ApiError(-4029, "The withdrawal record does not exist.", 404) from None
+    except WithdrawalNotMovable as exc:
+        raise errors.ApiError(
+            -4001, f"Invalid operation: withdrawal {wid} is {exc.status.value}.") from None
 
 
 @admin_router.get("/withdrawals", dependencies=[Depends(admin_action(A.WITHDRAWAL_READ))])
@@ -419,7 +424,7 @@ async def list_withdrawals(request: Request, status: str | None = None, limit: i
         wanted = None if not status else WithdrawalStatus(status.upper())
     except ValueError:
         raise errors.bad_param("status", status or "") from None
-    rows = await wallets_db.all_withdrawals(ctx(request).pool, wanted, max(1, min(limit, 1000)))
+    rows = await ctx(request).custody.all_withdrawals(wanted, max(1, min(limit, 1000)))
     return [admin_json(w) for w in rows]
 
 
@@ -427,13 +432,8 @@ async def list_withdrawals(request: Request, status: str | None = None, limit: i
 async def approve_withdrawal(
     request: Request, wid: PathId, who: AdminIdentity = Depends(admin_action(A.WITHDRAWAL_APPROVE))
 ) -> dict[str, Any]:
-    c = ctx(request)
-    before = await wallets_db.withdrawal(c.pool, wid)
-    w = await wallets_db.approve(c.pool, wid, _now_ms())
-    if w is None or before is None:
-        raise await _not_movable(c, wid)
-    await rbac.audit(c.pool, who, "withdrawal.approve", f"withdrawal:{wid}",
-                     admin_json(before), admin_json(w))
+    with _movable(wid):
+        w = await ctx(request).custody.approve(who.actor, wid, _now_ms())
     return admin_json(w)
 
 
@@ -448,13 +448,9 @@ async def reject_withdrawal(
     who: AdminIdentity = Depends(admin_action(A.WITHDRAWAL_APPROVE)),
 ) -> dict[str, Any]:
     """Refuse a withdrawal not yet being sent (PENDING or APPROVED); its hold goes back."""
-    c = ctx(request)
-    before = await wallets_db.withdrawal(c.pool, wid)
-    w = await wallets_db.reject(c.pool, wid, (body or Rejection()).reason, _now_ms())
-    if w is None or before is None:
-        raise await _not_movable(c, wid)
-    await rbac.audit(c.pool, who, "withdrawal.reject", f"withdrawal:{wid}",
-                     admin_json(before), admin_json(w))
+    with _movable(wid):
+        w = await ctx(request).custody.reject(who.actor, wid, (body or Rejection()).reason,
+                                              _now_ms())
     return admin_json(w)
 
 
@@ -473,17 +469,14 @@ async def whitelist_add(
     that chain first, as for a withdrawal (-4033 otherwise)."""
     c = ctx(request)
     spec = await wallet_for(c, body.asset, None)
-    answer = await ask_watcher(c, spec, "validate", {"address": body.address})
-    if not answer.get("valid"):
-        raise errors.ApiError(-4033, "Illegal address.")
     try:
-        added = await wallets_db.whitelist_add(c.pool, body.account, body.asset,
-                                               body.address)
-    except db.UnknownAccount:
+        with watcher_answers(spec):
+            added = await c.custody.whitelist_add(who.actor, spec, body.account, body.address,
+                                                  body.model_dump())
+    except NotFound:
         raise errors.ApiError(-1100, f"Unknown account {body.account}.") from None
-    if added:
-        await rbac.audit(c.pool, who, "withdrawal.whitelist.add",
-                         f"account:{body.account}", None, body.model_dump())
+    if isinstance(added, Refusal):
+        raise illegal_address()
     return {"added": added, **body.model_dump()}
 
 
@@ -492,11 +485,8 @@ async def whitelist_remove(
     request: Request, body: WhitelistEntry,
     who: AdminIdentity = Depends(admin_action(A.WITHDRAWAL_WHITELIST)),
 ) -> dict[str, Any]:
-    removed = await wallets_db.whitelist_remove(ctx(request).pool, body.account, body.asset,
-                                                body.address)
-    if removed:
-        await rbac.audit(ctx(request).pool, who, "withdrawal.whitelist.remove",
-                         f"account:{body.account}", body.model_dump(), None)
+    removed = await ctx(request).custody.whitelist_remove(
+        who.actor, body.account, body.asset, body.address, body.model_dump())
     return {"removed": removed, **body.model_dump()}
 
 

@@ -23,12 +23,11 @@ from fastapi import WebSocket
 from fastapi.responses import JSONResponse
 from limits import RateLimitItemPerSecond
 
-from tradeplane.adapters.ratelimits import Hit
 from tradeplane.config import Settings
 from tradeplane.domain.access import client_ip, parse_networks
 from tradeplane.domain.errors import TradeplaneError
 from tradeplane.gateway.context import ctx, gateway
-from tradeplane.gateway.ratelimit import NoRateLimits
+from tradeplane.gateway.ratelimit import Hit, NoRateLimits
 
 #: WebSocket close codes (RFC 6455).
 POLICY_VIOLATION = 1008

@@ -13,10 +13,31 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Protocol
 
+from tradeplane.domain.market import (
+    Candle,
+    DepthSnapshot,
+    SymbolWrite,
+    TopOfBook,
+    market_subject,
+)
 from tradeplane.domain.pairs import PairRules
+
+#: The records the service writes and the subject naming are the domain's
+#: (``domain/market.py``), so that the adapters store the very same types.
+__all__ = [
+    "Candle",
+    "DepthSnapshot",
+    "EventHandler",
+    "EventMsg",
+    "MarketBus",
+    "MarketStore",
+    "StoredBook",
+    "SymbolWrite",
+    "TopOfBook",
+    "market_subject",
+]
 
 
 class EventMsg(Protocol):
@@ -39,7 +60,7 @@ EventHandler = Callable[[Sequence[EventMsg]], Awaitable[None]]
 
 class MarketBus(Protocol):
     """The EVENTS stream, read in order from a stream sequence, and core publish for the
-    stream payloads (``md.<SYMBOL>.<stream>``, see :func:`market_subject`)."""
+    stream payloads (``md.<SYMBOL>.<stream>``, see ``domain.market.market_subject``)."""
 
     async def ensure_events(self) -> None: ...
 
@@ -63,15 +84,6 @@ class MarketBus(Protocol):
         ...
 
 
-def market_subject(symbol: str, stream: str) -> str:
-    """The core NATS subject of one symbol's stream payloads, which the gateway's stream
-    relay subscribes to. The same function as ``tradeplane.adapters.bus.market_subject``
-    (a unit test holds them equal); declared here so that the service need not import the
-    adapter for a name."""
-    return f"md.{symbol}.{stream}"
-
-
-
 # --------------------------------------------------------------------------- storage
 class StoredBook(Protocol):
     """The book saved with a resume snapshot, at command sequence ``last_update_id``."""
@@ -84,62 +96,6 @@ class StoredBook(Protocol):
 
     @property
     def asks(self) -> Sequence[tuple[int, int]]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Book:
-    """The book at command sequence ``last_update_id``, best levels first, as ``(price
-    ticks, qty lots)``."""
-
-    last_update_id: int
-    ts: int
-    bids: list[tuple[int, int]]
-    asks: list[tuple[int, int]]
-
-
-@dataclass(frozen=True, slots=True)
-class Top:
-    """Last trade and best levels in ticks and lots; 0 where there is none."""
-
-    seq: int
-    last_price: int
-    last_qty: int
-    bid: int
-    bid_qty: int
-    ask: int
-    ask_qty: int
-
-
-@dataclass(frozen=True, slots=True)
-class Candle:
-    """One candle in units (prices and volumes times 10**8), as the klines table holds it."""
-
-    open_time: int
-    open: int
-    high: int
-    low: int
-    close: int
-    volume: int
-    quote_volume: int
-    trades: int
-    taker_buy_volume: int
-    taker_buy_quote_volume: int
-
-
-@dataclass(slots=True)
-class SymbolWrite:
-    """What one write changes for one symbol; None / empty = leave as is. ``candles`` are
-    ``(interval, candle)`` oldest first: the last one per interval is the current one."""
-
-    symbol: str
-    candles: list[tuple[str, Candle]] = field(default_factory=list)
-    trades: Sequence[bytes] = ()
-    agg_trades: Sequence[bytes] = ()
-    ticker: bytes | None = None
-    avg_price: bytes | None = None
-    book: Book | None = None
-    state: bytes | None = None
-    top: Top | None = None
 
 
 class MarketStore(Protocol):

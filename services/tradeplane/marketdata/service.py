@@ -31,13 +31,13 @@ from tradeplane.domain import codec
 from tradeplane.domain.errors import Unavailable
 from tradeplane.domain.pairs import PairRules
 from tradeplane.marketdata.ports import (
-    Book,
     Candle,
+    DepthSnapshot,
     EventMsg,
     MarketBus,
     MarketStore,
     SymbolWrite,
-    Top,
+    TopOfBook,
     market_subject,
 )
 from tradeplane.marketdata.state import (
@@ -354,10 +354,10 @@ class MarketDataService:
             )
             if snapshot:
                 bids, asks = st.book_levels()
-                w.book = Book(st.seq, st.ts, bids, asks)
+                w.book = DepthSnapshot(st.seq, st.ts, bids, asks)
                 w.state = st.snapshot()
                 top = st.top()
-                w.top = Top(st.seq, top.last_price, top.last_qty, top.bid, top.bid_qty,
+                w.top = TopOfBook(st.seq, top.last_price, top.last_qty, top.bid, top.bid_qty,
                             top.ask, top.ask_qty)
             writes.append(w)
         await self.store.write(writes, position=position)

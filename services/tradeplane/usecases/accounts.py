@@ -13,17 +13,20 @@ from typing import Any, Protocol
 from tradeplane.domain.access import AdminAction, KeyType, Role, check_permissions, parse_networks
 from tradeplane.domain.money import fmt_units
 from tradeplane.domain.signatures import KeyFormatError, ed25519_public_key
-from tradeplane.usecases.audit import Actor, AuditLog
+from tradeplane.usecases.audit import Actor, AuditLog, AuditRecord
 from tradeplane.usecases.errors import Conflict, Invalid, NotFound, NotRequired
 
 #: The break-glass identity of ``TRADEPLANE_ADMIN_TOKEN``: no admin may take its name.
 BOOTSTRAP = "bootstrap"
 ADMIN_TOKEN_PREFIX = "tpa_"
+#: The audit actions of a user's changes to their own keys.
+USER_KEY_CREATE = "user.apikey.create"
+USER_KEY_REVOKE = "user.apikey.revoke"
 
 
 # --------------------------------------------------------------------------- typed rows
 class KeyRow(Protocol):
-    """An API key as the store returns it."""
+    """An API key as listed and audited."""
 
     @property
     def api_key(self) -> str: ...
@@ -43,6 +46,25 @@ class KeyRow(Protocol):
     def created_ms(self) -> int: ...
     @property
     def revoked_ms(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """An API key as the store keeps it: its secret encrypted (HMAC) or its owner's
+    public key (ED25519), with its account's frozen flag."""
+
+    api_key: str
+    account: int
+    key_type: str
+    secret_enc: bytes | None
+    public_key: bytes | None
+    perms: frozenset[str]
+    ip_allow: tuple[str, ...]
+    expires_ms: int
+    frozen: bool
+    label: str
+    created_ms: int
+    revoked_ms: int
 
 
 def key_doc(rec: KeyRow) -> dict[str, Any]:
@@ -84,8 +106,17 @@ class AccountsTx(AuditLog, Protocol):
         """Raises NotFound: no such account."""
         ...
 
-    async def revoke_key(self, api_key: str) -> KeyRow | None:
-        """The live key, now revoked (as it was before); None if none."""
+    async def revoke_key(self, api_key: str, account: int | None = None) -> KeyRow | None:
+        """The live key (of ``account`` when given), now revoked, as it was before; None
+        if there is no such live key."""
+        ...
+
+    async def account_doc(self, account: int) -> dict[str, Any] | None:
+        """The account as the admin API shows it and the audit log records it."""
+        ...
+
+    async def set_frozen(self, account: int, reason: str | None) -> bool:
+        """Freeze (``reason`` given) or unfreeze a user account; False: no such one."""
         ...
 
     async def create_admin(self, name: str, role: str, token_hash: bytes) -> None:
@@ -98,11 +129,42 @@ class AccountsTx(AuditLog, Protocol):
 
 
 class AccountStore(Protocol):
+    """Transactions for changes; reads outside any."""
+
     def transaction(self) -> AbstractAsyncContextManager[AccountsTx]: ...
+
+    async def account(self, account: int) -> dict[str, Any] | None:
+        """As :meth:`AccountsTx.account_doc`."""
+        ...
+
+    async def account_of_email(self, email: str) -> int | None: ...
+
+    async def keys(self, account: int) -> list[KeyRecord]:
+        """Every key of the account, revoked ones included, oldest first."""
+        ...
+
+    async def live_key(self, api_key: str) -> KeyRecord | None:
+        """The key unless revoked (its expiry is the caller's to check)."""
+        ...
+
+    async def admin_of_token(self, token_hash: bytes) -> tuple[str, str] | None:
+        """``(name, role)`` of the live admin identity holding this token."""
+        ...
+
+    async def audit_entries(self, *, from_id: int, limit: int, action: str | None,
+                            actor: str | None, target: str | None) -> list[dict[str, Any]]:
+        """The audit log from ``from_id``, oldest first, filtered."""
+        ...
 
 
 class Cipher(Protocol):
+    """Secrets at rest (API secrets, TOTP secrets)."""
+
     def encrypt(self, plaintext: str) -> bytes: ...
+
+    def decrypt(self, token: bytes) -> str:
+        """Raises SecretUnreadable: not encrypted under this key (or tampered)."""
+        ...
 
 
 class KeyEvents(Protocol):
@@ -110,6 +172,10 @@ class KeyEvents(Protocol):
     key cache's expiry)."""
 
     async def key_revoked(self, api_key: str) -> None: ...
+
+    async def account_changed(self, account: int) -> None:
+        """The account was frozen or unfrozen."""
+        ...
 
 
 # --------------------------------------------------------------------------- helpers
@@ -236,6 +302,108 @@ class Accounts:
                                         {"name": name, "role": str(role)}))
         return token
 
+    # ------------------------------------------------------------------ freezing
+    async def set_frozen(self, actor: Actor, account: int,
+                         reason: str | None) -> dict[str, Any]:
+        """Freeze (``reason`` given) or unfreeze a user account: its keys may still read,
+        but neither trade nor withdraw. Returns the account as it now is; recorded only
+        when it changed.
+
+        Raises:
+            NotFound: no such user account.
+        """
+        action = AdminAction.USER_FREEZE if reason is not None else AdminAction.USER_UNFREEZE
+        async with self.store.transaction() as tx:
+            before = await tx.account_doc(account)
+            if before is None or before["kind"] != "user":
+                raise NotFound(f"Unknown user account {account}.")
+            if before["frozen"] == (reason is not None):
+                return before  # nothing changes: nothing to record
+            await tx.set_frozen(account, reason)
+            after = await tx.account_doc(account)
+            assert after is not None
+            await tx.audit(actor.record(action, f"account:{account}", before, after))
+        if self.events is not None:
+            await self.events.account_changed(account)
+        return after
+
+    # ------------------------------------------------------------------ a user's own keys
+    async def create_own_key(self, actor: Actor, account: int,
+                             spec: KeyRequest) -> tuple[KeyRow, str | None]:
+        """A user's new key for their own account (``actor`` the user); its secret is
+        returned this once.
+
+        Raises: as :func:`issue_key`."""
+        async with self.store.transaction() as tx:
+            rec, secret = await issue_key(tx, self.cipher, account, spec, self.clock())
+            await tx.audit(actor.record(USER_KEY_CREATE, f"apikey:{rec.api_key}", None,
+                                        key_doc(rec)))
+        return rec, secret
+
+    async def revoke_own_key(self, actor: Actor, account: int,
+                             api_key: str) -> dict[str, Any]:
+        """Revoke one of the user's own live keys; returns it as it now is.
+
+        Raises:
+            NotFound: no such live key of that account.
+        """
+        async with self.store.transaction() as tx:
+            rec = await tx.revoke_key(api_key, account)
+            if rec is None:
+                raise NotFound("No such live API key.")
+            before = key_doc(rec)
+            after = {**before, "revoked": True}
+            await tx.audit(actor.record(USER_KEY_REVOKE, f"apikey:{api_key}", before, after))
+        if self.events is not None:
+            await self.events.key_revoked(api_key)
+        return after
+
+    # ------------------------------------------------------------------ reads
+    async def account(self, account: int) -> dict[str, Any]:
+        """Raises NotFound: no such account."""
+        doc = await self.store.account(account)
+        if doc is None:
+            raise NotFound(f"Unknown account {account}.")
+        return doc
+
+    async def account_of_email(self, email: str) -> int:
+        """The account of the user with that email (any case).
+
+        Raises:
+            NotFound: no user with that email.
+        """
+        account = await self.store.account_of_email(email)
+        if account is None:
+            raise NotFound("No user with that email.")
+        return account
+
+    async def keys(self, account: int) -> list[KeyRecord]:
+        """Every key of the account, revoked ones included, oldest first."""
+        return await self.store.keys(account)
+
+    async def admin_of_token(self, token: str) -> tuple[str, Role] | None:
+        """The admin identity (name, role) holding this token, if live."""
+        found = await self.store.admin_of_token(admin_token_hash(token))
+        return None if found is None else (found[0], Role(found[1]))
+
+    async def audit_log(self, *, from_id: int, limit: int, action: str | None = None,
+                        actor: str | None = None,
+                        target: str | None = None) -> list[dict[str, Any]]:
+        """The audit log, oldest first from ``from_id`` (never changed by anyone)."""
+        return await self.store.audit_entries(from_id=from_id, limit=limit, action=action,
+                                              actor=actor, target=target)
+
+    # ------------------------------------------------------------------ the audit path
+    async def record(self, actor: Actor, action: str, target: str, before: Any,
+                     after: Any) -> AuditRecord:
+        """Record a change made in another module's own transaction (a withdrawal's
+        approval, a whitelist entry, a user's 2FA), right after it: the one way such a
+        change reaches the audit log."""
+        rec = actor.record(action, target, before, after)
+        async with self.store.transaction() as tx:
+            await tx.audit(rec)
+        return rec
+
     async def credit(self, actor: Actor, account: int, asset: str, units: int,
                      ref: str) -> bool:
         """Credit funds from the outside world; idempotent by ``ref`` (recorded once).
@@ -255,4 +423,4 @@ class Accounts:
         return applied
 
 
-__all__ = ["Accounts", "Conflict", "KeyRequest", "KeyRow", "issue_key", "key_doc"]
+__all__ = ["Accounts", "Conflict", "KeyRecord", "KeyRequest", "KeyRow", "issue_key", "key_doc"]

@@ -23,12 +23,14 @@ class AuditRecord:
 @dataclass(frozen=True, slots=True)
 class Actor:
     """An identity the use cases act for: an admin behind the admin API (``kind``
-    "admin"), or the operating-system user running the CLI (``kind`` "cli": whoever holds
-    the database credentials holds every power, hence SuperAdmin, and ``ip`` "cli")."""
+    "admin"), the operating-system user running the CLI (``kind`` "cli": whoever holds
+    the database credentials holds every power, hence SuperAdmin, and ``ip`` "cli"), or a
+    user acting on their own account (``kind`` "user", role :data:`USER_ROLE`)."""
 
     kind: str
     name: str
-    role: Role
+    #: An admin :class:`Role`, or :data:`USER_ROLE`.
+    role: str
     ip: str
 
     @property
@@ -39,6 +41,15 @@ class Actor:
     def record(self, action: str, target: str, before: Any, after: Any) -> AuditRecord:
         return AuditRecord(self.label, str(self.role), str(action), target, before, after,
                            self.ip)
+
+
+#: The role a user's own changes are recorded with.
+USER_ROLE = "User"
+
+
+def user_actor(user_id: int, ip: str) -> Actor:
+    """A user acting on their own account (``user:<id>`` in the audit log)."""
+    return Actor("user", str(user_id), USER_ROLE, ip)
 
 
 def cli_actor() -> Actor:

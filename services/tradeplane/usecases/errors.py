@@ -33,3 +33,8 @@ class Conflict(UseCaseError, errors.Conflict):
 class Unavailable(UseCaseError, errors.Unavailable):
     """A system the change must reach (the engine's command log, Kubernetes) did not take
     it; nothing was recorded unless the message says otherwise."""
+
+
+class SecretUnreadable(UseCaseError):
+    """A stored secret does not decrypt with the configured key (a wrong key, or the
+    stored value was tampered with)."""

@@ -15,7 +15,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-from tradeplane.adapters.db import DatabaseError
+from tradeplane.domain.errors import Unavailable
 from tradeplane.wallets.chain import ChainError
 
 #: Longest wait between two failing passes (unless the loop's interval is longer).
@@ -50,7 +50,7 @@ async def run_passes(what: str, step: Callable[[], Awaitable[None]], stop: async
     while not stop.is_set():
         try:
             await step()
-        except (ChainError, DatabaseError) as exc:
+        except (ChainError, Unavailable) as exc:
             delay = backoff.failed()
             if on_failure is not None:
                 on_failure()

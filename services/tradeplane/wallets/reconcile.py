@@ -22,12 +22,11 @@ from dataclasses import asdict, dataclass
 
 from prometheus_client import Gauge
 
-from tradeplane.adapters import wallets_db
-from tradeplane.adapters.db import Pool
 from tradeplane.domain.custody import WalletSpec
 from tradeplane.domain.money import fmt_units
 from tradeplane.wallets.chain import ChainAdapter
 from tradeplane.wallets.loop import run_passes
+from tradeplane.wallets.ports import WalletStore
 
 log = logging.getLogger("tradeplane.wallets.reconcile")
 
@@ -73,24 +72,25 @@ class Reconciliation:
                 f"{fmt_units(self.difference)} {'ok' if self.ok else 'SHORTFALL'}")
 
 
-async def reconcile(spec: WalletSpec, chain: ChainAdapter, pool: Pool, *,
-                    store: bool = True) -> Reconciliation:
+async def reconcile(spec: WalletSpec, chain: ChainAdapter, store: WalletStore, *,
+                    save: bool = True) -> Reconciliation:
     """Compare once, export the metrics, store the result (``wallet_reconciliations``) and
     log an ERROR on a shortfall.
 
     Raises:
         ChainError: the node could not answer.
+        Unavailable: the database did not.
     """
     # The ledger is read after the chain: a deposit credited in between shows as a
     # transient surplus, never as a false shortfall.
     balance = await chain.balance()
-    side = await wallets_db.ledger_side(pool, spec.name, spec.asset)
+    side = await store.ledger_side(spec.name, spec.asset)
     r = Reconciliation(spec.name, spec.asset, balance, side.uncredited, side.ledger_total,
                        side.sent_unfinished)
     DIFFERENCE.labels(spec.name, spec.asset).set(r.difference)
     RECONCILED_OK.labels(spec.name, spec.asset).set(1 if r.ok else 0)
-    if store:
-        await wallets_db.save_reconciliation(pool, spec.name, spec.asset, r.holdings,
+    if save:
+        await store.save_reconciliation(spec.name, spec.asset, r.holdings,
                                              r.liabilities, r.difference, r.ok, asdict(r))
     if r.ok:
         log.info("reconciliation %s", r.describe())
@@ -101,10 +101,10 @@ async def reconcile(spec: WalletSpec, chain: ChainAdapter, pool: Pool, *,
     return r
 
 
-async def run_reconciliation(spec: WalletSpec, chain: ChainAdapter, pool: Pool,
+async def run_reconciliation(spec: WalletSpec, chain: ChainAdapter, store: WalletStore,
                              stop: asyncio.Event, interval_s: float) -> None:
     """Reconcile every ``interval_s`` until ``stop`` (failures logged, retried)."""
     async def one_pass() -> None:
-        await reconcile(spec, chain, pool)
+        await reconcile(spec, chain, store)
 
     await run_passes(f"reconciliation of {spec.name}", one_pass, stop, interval_s, log)

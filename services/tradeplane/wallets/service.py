@@ -15,18 +15,16 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from tradeplane.adapters import db, wallets_db
-from tradeplane.adapters.bus import (
-    Bus,
-    ensure_wallet_stream,
-    serve_requests,
-    wallet_request_subject,
-)
+from tradeplane.adapters import db
+from tradeplane.adapters.bus import Bus
+from tradeplane.adapters.custody import NatsWalletBus, PgCustodyStore
 from tradeplane.config import Settings
 from tradeplane.domain.custody import WalletSpec
+from tradeplane.domain.errors import TradeplaneError
+from tradeplane.usecases.custody import CustodyCases
 from tradeplane.wallets.chain import ChainAdapter, ChainError
+from tradeplane.wallets.ports import CredentialSource, WalletBus, WalletStore
 from tradeplane.wallets.reconcile import run_reconciliation
 from tradeplane.wallets.settings import (
     NodeLogin,
@@ -36,9 +34,6 @@ from tradeplane.wallets.settings import (
 )
 from tradeplane.wallets.watcher import DepositWatcher
 from tradeplane.wallets.withdrawals import WithdrawalProcessor
-
-if TYPE_CHECKING:
-    from tradeplane.adapters.vault import VaultSession
 
 log = logging.getLogger("tradeplane.wallets")
 
@@ -61,32 +56,48 @@ def connect_chain(spec: WalletSpec, login: NodeLogin) -> ChainAdapter:
     ))
 
 
+class ChainAddresses:
+    """The node as the custody use cases' ``AddressSource``: the watcher makes deposit
+    addresses and validates withdrawal addresses on its own chain."""
+
+    def __init__(self, chain: ChainAdapter) -> None:
+        self.chain = chain
+
+    async def new_address(self, wallet: WalletSpec, account: int) -> str:
+        """Raises ChainError."""
+        return await self.chain.deposit_address(account, wallet.asset)
+
+    async def validate_address(self, wallet: WalletSpec, address: str) -> bool:
+        """Raises ChainError."""
+        return await self.chain.validate_address(address)
+
+
 @dataclass
 class Custody:
-    """Everything one wallet-watcher runs (tests build it around a chain of their own)."""
+    """Everything one wallet-watcher runs, over its ports (tests build it around a chain
+    and a store of their own; :func:`custody_over` wires the production adapters)."""
 
     spec: WalletSpec
     chain: ChainAdapter
-    pool: db.Pool
-    bus: Bus | None
+    store: WalletStore
+    bus: WalletBus | None
     settings: WalletSettings
 
     def __post_init__(self) -> None:
-        self.watcher = DepositWatcher(self.spec, self.chain, self.pool, self.bus)
-        self.processor = WithdrawalProcessor(self.spec, self.chain, self.pool,
+        self.watcher = DepositWatcher(self.spec, self.chain, self.store, self.bus)
+        self.processor = WithdrawalProcessor(self.spec, self.chain, self.store,
                                              max_attempts=self.settings.wallet_max_send_attempts)
+        self.cases = CustodyCases(self.store, ChainAddresses(self.chain))
 
     async def serve(self) -> list[Callable[[], Awaitable[None]]]:
         """Create the WALLETS stream and answer the gateway's requests (address,
         validation); returns the unsubscribe coroutines."""
         if self.bus is None:
             return []
-        await ensure_wallet_stream(self.bus)
+        await self.bus.ensure_stream()
         return [
-            await serve_requests(self.bus, wallet_request_subject(self.spec.name, "address"),
-                                 self.on_address),
-            await serve_requests(self.bus, wallet_request_subject(self.spec.name, "validate"),
-                                 self.on_validate),
+            await self.bus.serve(self.spec.name, "address", self.on_address),
+            await self.bus.serve(self.spec.name, "validate", self.on_validate),
         ]
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -98,7 +109,7 @@ class Custody:
             asyncio.create_task(self.watcher.run(stop, s.wallet_scan_interval_s)),
             asyncio.create_task(self.processor.run(
                 stop, s.wallet_withdraw_interval_s, after_pass=self.watcher.announce)),
-            asyncio.create_task(run_reconciliation(self.spec, self.chain, self.pool, stop,
+            asyncio.create_task(run_reconciliation(self.spec, self.chain, self.store, stop,
                                                    s.wallet_reconcile_interval_s)),
         ]
         log.info("wallet %s (%s %s on %s) watching", self.spec.name, self.spec.asset,
@@ -115,18 +126,13 @@ class Custody:
         """``{"account": N}`` -> ``{"address": "..."}`` or ``{"error": "..."}``."""
         try:
             account = int(json.loads(data)["account"])
-            known = await wallets_db.deposit_address(self.pool, self.spec.name, account)
-            if known is not None:
-                return json.dumps({"address": known}).encode()
-            made = await self.chain.deposit_address(account, self.spec.asset)
-            stored = await wallets_db.save_deposit_address(self.pool, self.spec.name, account,
-                                                           made)
+            address = await self.cases.deposit_address(self.spec, account)
             log.info("wallet %s: deposit address for account %d issued", self.spec.name,
                      account)
-            return json.dumps({"address": stored}).encode()
+            return json.dumps({"address": address}).encode()
         except (ValueError, KeyError, TypeError):
             return json.dumps({"error": "bad request"}).encode()
-        except (ChainError, db.DatabaseError) as exc:
+        except TradeplaneError as exc:  # the node, the database, an unknown account
             log.warning("wallet %s: deposit address not issued: %s", self.spec.name, exc)
             return json.dumps({"error": str(exc)}).encode()
 
@@ -134,15 +140,25 @@ class Custody:
         """``{"address": "..."}`` -> ``{"valid": bool}`` or ``{"error": "..."}``."""
         try:
             address = str(json.loads(data)["address"])
-            return json.dumps({"valid": await self.chain.validate_address(address)}).encode()
+            valid = await self.cases.addresses.validate_address(self.spec, address)
+            return json.dumps({"valid": valid}).encode()
         except (ValueError, KeyError, TypeError):
             return json.dumps({"error": "bad request"}).encode()
         except ChainError as exc:
             return json.dumps({"error": str(exc)}).encode()
 
 
+def custody_over(spec: WalletSpec, chain: ChainAdapter, pool: db.Pool, bus: Bus | None,
+                 settings: WalletSettings) -> Custody:
+    """The watcher's composition: custody's ports over PostgreSQL (``pool``) and NATS
+    (``bus``; None: no requests served, no events published)."""
+    return Custody(spec, chain, PgCustodyStore(pool),
+                   None if bus is None else NatsWalletBus(bus), settings)
+
+
 async def run_wallet_watcher(settings: Settings, ws: WalletSettings, wallet: str,
-                             stop: asyncio.Event, vault: VaultSession | None = None) -> None:
+                             stop: asyncio.Event,
+                             vault: CredentialSource | None = None) -> None:
     """``tradeplane wallet-watcher --wallet NAME``.
 
     Raises:
@@ -150,13 +166,13 @@ async def run_wallet_watcher(settings: Settings, ws: WalletSettings, wallet: str
     """
     pool = await db.create_pool(settings.database_url, 4)
     try:
-        spec = await load_spec(pool, wallet, ws)
+        spec = await load_spec(PgCustodyStore(pool), wallet, ws)
         chain = connect_chain(spec, await node_login(spec, ws, vault))
         bus = await Bus.connect(settings.nats_url, name=f"wallet-{wallet}",
                                 replicas=settings.stream_replicas,
                                 dedup_window_s=settings.dedup_window_s)
         try:
-            await Custody(spec, chain, pool, bus, ws).run(stop)
+            await custody_over(spec, chain, pool, bus, ws).run(stop)
         finally:
             await bus.close()
             await chain.close()

@@ -20,19 +20,14 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from tradeplane.adapters import wallets_db
-from tradeplane.adapters.db import Pool
 from tradeplane.domain.custody import WalletSpec, WalletSpecError, wallet_from_spec
-from tradeplane.domain.errors import ConfigurationError
+from tradeplane.domain.errors import ConfigurationError, TradeplaneError
 from tradeplane.secretsource import ENV_PREFIX, SecretSourceError
-
-if TYPE_CHECKING:
-    from tradeplane.adapters.vault import VaultSession
+from tradeplane.wallets.ports import CredentialSource, WalletStore
 
 
 class WalletConfigError(ConfigurationError):
@@ -105,7 +100,7 @@ class NodeLogin:
     password: SecretStr = field(repr=False)
 
 
-async def load_spec(pool: Pool, name: str, ws: WalletSettings) -> WalletSpec:
+async def load_spec(store: WalletStore, name: str, ws: WalletSettings) -> WalletSpec:
     """The wallet's spec: from ``TRADEPLANE_WALLET_CONFIG`` (then stored in the wallets
     table for the gateway), else from the table.
 
@@ -121,10 +116,10 @@ async def load_spec(pool: Pool, name: str, ws: WalletSettings) -> WalletSpec:
             spec = wallet_from_spec(name, doc)
         except (OSError, ValueError) as exc:
             raise WalletConfigError(f"wallet config {ws.wallet_config}: {exc}") from exc
-        await wallets_db.upsert_wallet(pool, spec)
+        await store.upsert_wallet(spec)
         return spec
     try:
-        found = await wallets_db.load_wallet(pool, name)
+        found = await store.load_wallet(name)
     except WalletSpecError as exc:
         raise WalletConfigError(f"wallet {name}: stored spec is invalid: {exc}") from exc
     if found is None:
@@ -135,18 +130,16 @@ async def load_spec(pool: Pool, name: str, ws: WalletSettings) -> WalletSpec:
 
 
 async def node_login(spec: WalletSpec, ws: WalletSettings,
-                     vault: VaultSession | None) -> NodeLogin:
+                     vault: CredentialSource | None) -> NodeLogin:
     """The node's URL (from the spec) and credentials (Vault, else settings).
 
     Raises:
         WalletConfigError: Vault refused or lacks the credentials.
     """
     if vault is not None and spec.vault_path:
-        from tradeplane.adapters.vault import VaultError
-
         try:
             creds = await asyncio.to_thread(vault.read_chain_rpc, spec.vault_path)
-        except VaultError as exc:
+        except TradeplaneError as exc:  # Vault refused, is away, or lacks the keys
             raise WalletConfigError(f"node credentials of {spec.name}: {exc}") from exc
         return NodeLogin(spec.rpc_url, creds.username, creds.password)
     return NodeLogin(spec.rpc_url, ws.chain_rpc_username, ws.chain_rpc_password)

@@ -31,15 +31,14 @@ from collections.abc import Callable
 
 from prometheus_client import Counter, Gauge
 
-from tradeplane.adapters import wallets_db
-from tradeplane.adapters.bus import Bus, BusError, publish_wallet_event
-from tradeplane.adapters.db import Pool
-from tradeplane.adapters.wallets_db import WithdrawalRow
 from tradeplane.domain.custody import DEPOSIT_API_STATUS, DepositChange, DepositRow, WalletSpec
+from tradeplane.domain.errors import Unavailable
 from tradeplane.domain.money import fmt_units
+from tradeplane.usecases.custody import WithdrawalRow
 from tradeplane.wallets import deposits
 from tradeplane.wallets.chain import ChainAdapter
 from tradeplane.wallets.loop import run_passes
+from tradeplane.wallets.ports import WalletBus, WalletStore
 
 log = logging.getLogger("tradeplane.wallets.watcher")
 
@@ -60,11 +59,11 @@ SCAN_ERRORS = Counter("tradeplane_wallet_scan_errors_total", "Failed scan steps"
 class DepositWatcher:
     """Follows one wallet's deposits; see the module docstring."""
 
-    def __init__(self, spec: WalletSpec, chain: ChainAdapter, pool: Pool, bus: Bus | None, *,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, spec: WalletSpec, chain: ChainAdapter, store: WalletStore,
+                 bus: WalletBus | None, *, clock: Callable[[], float] = time.time) -> None:
         self.spec = spec
         self.chain = chain
-        self.pool = pool
+        self.store = store
         self.bus = bus
         self._clock = clock
 
@@ -81,21 +80,21 @@ class DepositWatcher:
         """One scan, its credits and its announcements.
 
         Raises:
-            ChainError, DatabaseError, asyncpg errors: nothing half-done stays (the scan's
+            ChainError, Unavailable: nothing half-done stays (the scan's
                 writes are one transaction; each credit is one transaction).
         """
         spec = self.spec
-        saved = await wallets_db.load_cursor(self.pool, spec.name)
+        saved = await self.store.load_cursor(spec.name)
         tip = await self.chain.tip()
         scan = await self.chain.incoming_since(None if saved is None else saved[0],
                                                spec.horizon)
-        owners = await wallets_db.address_owners(self.pool, spec.name,
+        owners = await self.store.address_owners(spec.name,
                                                  (i.address for i in scan.incoming))
         # A conflicted payment (negative confirmations) counts as not reported.
         seen = {(i.txid, i.index): i for i in scan.incoming
                 if i.address in owners and i.confirmations >= 0}
-        follow = await wallets_db.deposits_to_follow(
-            self.pool, spec.name, spec.chain, list(seen), tip.height - spec.horizon + 1)
+        follow = await self.store.deposits_to_follow(
+            spec.name, spec.chain, list(seen), tip.height - spec.horizon + 1)
         changes: list[DepositChange] = []
         for key, inc in seen.items():
             ch = deposits.observed(follow.get(key), inc, owners[inc.address],
@@ -110,7 +109,7 @@ class DepositWatcher:
             ch = deposits.missing(dep, in_main_chain=on_chain)
             if ch is not None:
                 changes.append(ch)
-        opened = await wallets_db.apply_scan(self.pool, spec, changes, scan.cursor, tip.height,
+        opened = await self.store.apply_scan(spec, changes, scan.cursor, tip.height,
                                              self._now_ms())
         for adj in opened:
             REORG_AFTER_CREDIT.labels(spec.name).inc()
@@ -122,14 +121,14 @@ class DepositWatcher:
                                   "asset": adj.asset, "amount_units": adj.amount}},
             )
         await self.announce()
-        for dep in await wallets_db.deposits_due(self.pool, spec.name):
-            if await wallets_db.credit_deposit(self.pool, dep.id, self._now_ms()):
+        for dep in await self.store.deposits_due(spec.name):
+            if await self.store.credit_deposit(dep.id, self._now_ms()):
                 CREDITED.labels(spec.name).inc()
                 log.info("wallet %s: deposit %s:%d credited %s %s to account %d", spec.name,
                          dep.txid, dep.index, fmt_units(dep.amount), dep.asset, dep.account)
         await self.announce()
         LAST_HEIGHT.labels(spec.name).set(tip.height)
-        PENDING.labels(spec.name).set(await wallets_db.pending_deposits(self.pool, spec.name))
+        PENDING.labels(spec.name).set(await self.store.pending_deposits(spec.name))
 
     async def announce(self) -> None:
         """Publish deposit and withdrawal states not yet announced (the outbox)."""
@@ -137,16 +136,16 @@ class DepositWatcher:
             return
         spec = self.spec
         try:
-            for dep in await wallets_db.unpublished_deposits(self.pool, spec.name):
-                await publish_wallet_event(
-                    self.bus, spec.name, deposit_event(spec, dep),
+            for dep in await self.store.unpublished_deposits(spec.name):
+                await self.bus.publish(
+                    spec.name, deposit_event(spec, dep),
                     f"{dep.chain}:{dep.txid}:{dep.index}:{dep.status.value}")
-                await wallets_db.mark_deposit_published(self.pool, dep.id, dep.status)
-            for w in await wallets_db.unpublished_withdrawals(self.pool, spec.name):
-                await publish_wallet_event(self.bus, spec.name, withdrawal_event(spec, w),
+                await self.store.mark_deposit_published(dep.id, dep.status)
+            for w in await self.store.unpublished_withdrawals(spec.name):
+                await self.bus.publish(spec.name, withdrawal_event(spec, w),
                                            f"wd:{spec.name}:{w.id}:{w.status.value}")
-                await wallets_db.mark_withdrawal_published(self.pool, w.id, w.status)
-        except BusError as exc:  # announced later: the outbox keeps them
+                await self.store.mark_withdrawal_published(w.id, w.status)
+        except Unavailable as exc:  # announced later: the outbox keeps them
             log.warning("wallet %s: events not published yet: %s", spec.name, exc)
 
 

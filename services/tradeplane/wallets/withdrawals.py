@@ -2,8 +2,9 @@
 at the wallet's confirmation count. It runs inside the wallet-watcher process (the only
 one that talks to the node).
 
-Requests are made by the gateway (``wallets_db.request_withdrawal``: the amount plus the
-fee locked in the same transaction; PENDING above the approval threshold, else APPROVED).
+Requests are made by the gateway (``usecases.custody.CustodyCases.request_withdrawal``:
+the amount plus the fee locked in the same transaction; PENDING above the approval
+threshold, else APPROVED).
 Each pass here, in this order:
 
 1. PROCESSING (a send may have been made before a crash): ``find_sent(intent)`` -> txid:
@@ -33,11 +34,9 @@ from enum import Enum
 
 from prometheus_client import Counter, Gauge
 
-from tradeplane.adapters import wallets_db
-from tradeplane.adapters.db import Pool
-from tradeplane.adapters.wallets_db import WithdrawalRow
 from tradeplane.domain.custody import WalletSpec, WithdrawalStatus
 from tradeplane.domain.money import fmt_units
+from tradeplane.usecases.custody import FeeShortfall, WithdrawalRow
 from tradeplane.wallets.chain import (
     ChainAdapter,
     ChainError,
@@ -46,6 +45,7 @@ from tradeplane.wallets.chain import (
     InvalidAddress,
 )
 from tradeplane.wallets.loop import run_passes
+from tradeplane.wallets.ports import WalletStore
 
 log = logging.getLogger("tradeplane.wallets.withdrawals")
 
@@ -74,11 +74,11 @@ class Sent(Enum):
 class WithdrawalProcessor:
     """Sends and completes one wallet's withdrawals; see the module docstring."""
 
-    def __init__(self, spec: WalletSpec, chain: ChainAdapter, pool: Pool, *,
+    def __init__(self, spec: WalletSpec, chain: ChainAdapter, store: WalletStore, *,
                  max_attempts: int = 5, clock: Callable[[], float] = time.time) -> None:
         self.spec = spec
         self.chain = chain
-        self.pool = pool
+        self.store = store
         self.max_attempts = max_attempts
         self._clock = clock
         self._told: set[tuple[int, str]] = set()  # (withdrawal, why it waits) already logged
@@ -103,15 +103,15 @@ class WithdrawalProcessor:
     async def step(self) -> None:
         """One pass: recover PROCESSING, send APPROVED, follow ON_CHAIN."""
         name = self.spec.name
-        for w in await wallets_db.withdrawals_in(self.pool, name, [WithdrawalStatus.PROCESSING]):
+        for w in await self.store.withdrawals_in(name, [WithdrawalStatus.PROCESSING]):
             await self._recover(w)
-        approved = await wallets_db.withdrawals_in(self.pool, name, [WithdrawalStatus.APPROVED])
+        approved = await self.store.withdrawals_in(name, [WithdrawalStatus.APPROVED])
         if approved:
             await self._send_approved(approved)
         else:  # nothing waits (any more): no alert
             HOT_LOW.labels(name).set(0)
             FEE_TOO_LOW.labels(name).set(0)
-        for w in await wallets_db.withdrawals_in(self.pool, name, [WithdrawalStatus.ON_CHAIN]):
+        for w in await self.store.withdrawals_in(name, [WithdrawalStatus.ON_CHAIN]):
             await self._follow(w)
 
     # ------------------------------------------------------------------ sending
@@ -138,7 +138,7 @@ class WithdrawalProcessor:
                            "charged fee %s", self.spec.name, w.id,
                            fmt_units(estimate_cache[w.amount]), fmt_units(w.fee))
                 continue
-            started = await wallets_db.start_processing(self.pool, w.id, self._now_ms())
+            started = await self.store.start_processing(w.id, self._now_ms())
             if started is None:  # rejected meanwhile
                 continue
             sent = await self._send(started)
@@ -157,23 +157,23 @@ class WithdrawalProcessor:
             await self._fail(w, f"invalid address: {exc}")
             return Sent.NO
         except InsufficientFunds as exc:
-            await wallets_db.back_to_approved(self.pool, w.id, f"hot wallet: {exc}", now())
+            await self.store.back_to_approved(w.id, f"hot wallet: {exc}", now())
             log.error("wallet %s: the hot wallet cannot pay withdrawal %d (%s %s): %s",
                       self.spec.name, w.id, fmt_units(w.amount), w.asset, exc)
             return Sent.SHORT
         except ChainUnavailable as exc:
             # Unknown whether the node made it: find_sent decides on the next pass.
-            await wallets_db.note_attempt(self.pool, w.id, f"node unavailable: {exc}", now(),
+            await self.store.note_attempt(w.id, f"node unavailable: {exc}", now(),
                                           count=False)
             log.warning("wallet %s: send of withdrawal %d unconfirmed (%s); will look it up",
                         self.spec.name, w.id, exc)
             return Sent.NO
         except ChainError as exc:
-            await wallets_db.note_attempt(self.pool, w.id, f"node refused: {exc}", now(),
+            await self.store.note_attempt(w.id, f"node refused: {exc}", now(),
                                           count=True)
             log.warning("wallet %s: node refused withdrawal %d: %s", self.spec.name, w.id, exc)
             return Sent.NO
-        if await wallets_db.record_sent(self.pool, w.id, txid, now()):
+        if await self.store.record_sent(w.id, txid, now()):
             WITHDRAWALS.labels(self.spec.name, WithdrawalStatus.ON_CHAIN.value).inc()
             log.info("wallet %s: withdrawal %d sent: %s %s to %s, tx %s", self.spec.name, w.id,
                      fmt_units(w.amount), w.asset, w.address, txid)
@@ -183,7 +183,7 @@ class WithdrawalProcessor:
         """A PROCESSING withdrawal: did the send happen (before a crash, or unanswered)?"""
         txid = await self.chain.find_sent(w.intent)
         if txid is not None:
-            if await wallets_db.record_sent(self.pool, w.id, txid, self._now_ms()):
+            if await self.store.record_sent(w.id, txid, self._now_ms()):
                 WITHDRAWALS.labels(self.spec.name, WithdrawalStatus.ON_CHAIN.value).inc()
                 log.info("wallet %s: withdrawal %d had been sent (tx %s); recorded",
                          self.spec.name, w.id, txid)
@@ -193,14 +193,14 @@ class WithdrawalProcessor:
             return
         balance = await self.chain.balance()
         if balance - w.amount < self.spec.hot_min:
-            await wallets_db.back_to_approved(self.pool, w.id, "hot wallet below minBalance",
+            await self.store.back_to_approved(w.id, "hot wallet below minBalance",
                                               self._now_ms())
             return
         if await self._send(w) is Sent.SHORT:
             HOT_LOW.labels(self.spec.name).set(1)
 
     async def _fail(self, w: WithdrawalRow, info: str) -> None:
-        if await wallets_db.fail(self.pool, w.id, info, self._now_ms()) is not None:
+        if await self.store.fail(w.id, info, self._now_ms()) is not None:
             WITHDRAWALS.labels(self.spec.name, WithdrawalStatus.FAILED.value).inc()
             log.error("wallet %s: withdrawal %d FAILED, %s %s released to account %d: %s",
                       self.spec.name, w.id, fmt_units(w.hold), w.asset, w.account, info)
@@ -215,12 +215,12 @@ class WithdrawalProcessor:
             return
         now = self._now_ms()
         if out.confirmations < self.spec.confirmations:
-            await wallets_db.update_on_chain(self.pool, w.id, max(out.confirmations, 0),
+            await self.store.update_on_chain(w.id, max(out.confirmations, 0),
                                              out.fee, now)
             return
         try:
-            done = await wallets_db.complete(self.pool, w.id, out.confirmations, out.fee, now)
-        except wallets_db.FeeShortfall:
+            done = await self.store.complete(w.id, out.confirmations, out.fee, now)
+        except FeeShortfall:
             log.error("wallet %s: withdrawal %d paid a network fee of %s above its charged "
                       "fee %s and the fee account cannot cover it; it stays ON_CHAIN",
                       self.spec.name, w.id, fmt_units(out.fee), fmt_units(w.fee))

@@ -1,21 +1,23 @@
-"""The gateway's side of the order path: batched holds in PostgreSQL, batched commands
-on each symbol's JetStream stream (with the trace context of the requests, see
-:mod:`tradeplane.msgtrace`). :class:`OrderPath` implements the order use cases' store, history and
-command-log ports (:mod:`tradeplane.usecases.orders`)."""
+"""The order path's adapter: batched holds in PostgreSQL, batched commands on each
+symbol's JetStream stream (with the trace context of the requests, see
+:mod:`tradeplane.msgtrace`). :class:`OrderPath` implements the order use cases' store,
+history and command-log ports (:mod:`tradeplane.usecases.orders`); one per gateway
+process, built by its composition root (``gateway.app.compose``), so the batches gather
+that process's concurrent requests."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from opentelemetry.trace import SpanContext
 
 from tradeplane import msgtrace
 from tradeplane.adapters import db
+from tradeplane.adapters.batching import Batcher, BatcherFailed
 from tradeplane.adapters.bus import Bus, BusError
 from tradeplane.domain import codec
 from tradeplane.domain.model import Command
-from tradeplane.gateway.batching import Batcher
 from tradeplane.usecases.errors import Unavailable
 from tradeplane.usecases.orders import (
     BalanceRow,
@@ -30,14 +32,24 @@ from tradeplane.usecases.orders import (
 
 
 class OrderPath:
+    """``on_failure(name, exc)`` is told when a batcher's worker dies (its requests fail
+    with ``BatcherFailed``; the gateway's composition root stops the gateway)."""
+
     def __init__(self, pool: db.Pool, bus: Bus, *, db_workers: int = 4,
-                 publish_workers: int = 2) -> None:
+                 list_workers: int = 2, publish_workers: int = 2,
+                 on_failure: Callable[[str, BaseException], None] | None = None) -> None:
         self.pool = pool
         self.bus = bus
         self._publish_workers = publish_workers
+        self._on_failure = on_failure
         # One statement over arrays: a request that fails it must fail alone.
         self._holds: Batcher[OrderRequest, tuple[int | None, PlaceResult]] = Batcher(
-            self._place, workers=db_workers, isolate=True)
+            self._place, workers=db_workers, isolate=True, name="order-holds",
+            on_failure=on_failure)
+        # OCO lists alike, in a statement of their own (each list all or nothing).
+        self._list_holds: Batcher[ListRequest, tuple[int | None, list[int], PlaceResult]] = (
+            Batcher(self._place_lists, workers=list_workers, isolate=True,
+                    name="order-list-holds", on_failure=on_failure))
         self._publishers: dict[str, Batcher[tuple[Command, SpanContext | None], int]] = {}
 
     async def place(self, req: OrderRequest) -> tuple[int | None, PlaceResult]:
@@ -54,18 +66,19 @@ class OrderPath:
         pub = self._publishers.get(symbol)
         if pub is None:
             pub = Batcher(lambda items: self._publish(symbol, items),
-                          workers=self._publish_workers, max_batch=512)
+                          workers=self._publish_workers, max_batch=512,
+                          name=f"commands-{symbol}", on_failure=self._on_failure)
             self._publishers[symbol] = pub
         try:
             # Taken here, in the request's task: the batch is published from a worker task.
             return await pub.submit((cmd, msgtrace.sampled_context()))
-        except BusError as exc:
+        except (BusError, BatcherFailed) as exc:
             raise Unavailable(str(exc)) from exc
 
     async def place_list(self, req: ListRequest) -> tuple[int | None, list[int], PlaceResult]:
-        """Lock an OCO list's one hold and create it (one statement of its own: a list's
-        legs and hold are all or nothing, which the batched array statement is not)."""
-        return await db.place_order_list(self.pool, req)
+        """Lock an OCO list's one hold and create it, batched with concurrent lists (one
+        round trip and one commit for the batch; each list all or nothing on its own)."""
+        return await self._list_holds.submit(req)
 
     async def order(self, account: int, symbol: str, order_id: int | None,
                     client_order_id: str | None) -> OrderRow | None:
@@ -117,6 +130,11 @@ class OrderPath:
     ) -> list[tuple[int | None, PlaceResult]]:
         return await db.place_orders(self.pool, reqs)
 
+    async def _place_lists(
+        self, reqs: list[ListRequest]
+    ) -> list[tuple[int | None, list[int], PlaceResult]]:
+        return await db.place_order_lists(self.pool, reqs)
+
     async def _publish(
         self, symbol: str, items: list[tuple[Command, SpanContext | None]]
     ) -> list[int]:
@@ -131,5 +149,6 @@ class OrderPath:
 
     async def close(self) -> None:
         await self._holds.close()
+        await self._list_holds.close()
         for pub in self._publishers.values():
             await pub.close()

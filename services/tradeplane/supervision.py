@@ -1,0 +1,126 @@
+"""Supervision of background work: loops that run beside a process's main work for its
+lifetime, and the backoff of a loop that retries a dependency that is down.
+
+A background task either retries what it is built to retry (its dependency unavailable:
+logged once per :class:`Backoff` step, and it goes on) or dies, and a task that dies takes
+its process down: :class:`BackgroundTasks` hands the first failure to the process's main
+work, which stops and raises it, and :func:`tradeplane.runner.supervised` logs it on one
+CRITICAL line before the process exits non-zero (docs/architecture.md, "Supervision").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+log = logging.getLogger("tradeplane.supervision")
+
+
+class Backoff:
+    """Delays between the tries of a loop whose dependency is unavailable: ``first``,
+    doubled after each failure in a row, at most ``cap``; back to ``first`` after a
+    success."""
+
+    __slots__ = ("_next", "cap", "first")
+
+    def __init__(self, first: float, cap: float) -> None:
+        self.first = first
+        self.cap = cap
+        self._next = first
+
+    def failed(self) -> float:
+        """The delay to wait before the next try (the next failure waits twice as long)."""
+        delay = self._next
+        self._next = min(delay * 2, self.cap)
+        return delay
+
+    def succeeded(self) -> None:
+        self._next = self.first
+
+
+#: Told of the first background task that died (its error carries the task's name in a
+#: note).
+OnFailure = Callable[[BaseException], None]
+
+
+class BackgroundTasks:
+    """Tasks that run for a process's lifetime beside its main work (the gateway's HTTP
+    server). Each is started by the component that owns its loop; the first one that ends
+    with an error (or a failure reported with :meth:`fail`) is :attr:`failure`, and the
+    process's main work learns of it through :meth:`on_failure`, stops and raises it.
+    A task that returns has finished its work (nothing to do): that is not a failure.
+    """
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._watchers: list[OnFailure] = []
+        self._closing = False
+        #: The first failure, None while every task is alive (or has finished cleanly).
+        self.failure: BaseException | None = None
+
+    def start(self, name: str, loop: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run ``loop`` as the task ``name`` until it ends or :meth:`close`."""
+        task = asyncio.create_task(loop, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._ended)
+        return task
+
+    def on_failure(self, watcher: OnFailure) -> None:
+        """Call ``watcher`` with the first failure: at once if there was one already."""
+        self._watchers.append(watcher)
+        if self.failure is not None:
+            watcher(self.failure)
+
+    def fail(self, name: str, exc: BaseException) -> None:
+        """Report that ``name``, a background worker not started here, died of ``exc``."""
+        if self._closing:
+            return
+        exc.add_note(f"background task: {name}")
+        if self.failure is None:
+            self.failure = exc
+            for watcher in self._watchers:
+                watcher(exc)
+        else:  # said, although the first failure is the one the process stops with
+            log.error("background task %s failed too: %s: %s", name, type(exc).__name__,
+                      exc, exc_info=exc)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            if not self._closing:  # cancelled by someone else: it no longer runs
+                self.fail(task.get_name(), asyncio.CancelledError(
+                    f"background task {task.get_name()} was cancelled"))
+            return
+        exc = task.exception()
+        if exc is not None:
+            self.fail(task.get_name(), exc)
+
+    async def close(self) -> None:
+        """Cancel every task and wait for them to end (their errors are not failures
+        any more)."""
+        self._closing = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def alongside(work: Awaitable[None], background: BackgroundTasks) -> None:
+    """Await ``work`` (which the failure of a ``background`` task is expected to stop, by
+    a watcher the caller set); then raise that failure, if there was one.
+
+    Raises:
+        BaseExceptionGroup: a background task died (with ``work``'s own error, if any).
+        BaseException: whatever ``work`` raised, when no background task died.
+    """
+    try:
+        await work
+    except BaseException as exc:
+        if background.failure is None:
+            raise
+        raise BaseExceptionGroup("a background task failed",
+                                 [background.failure, exc]) from None
+    if background.failure is not None:
+        raise BaseExceptionGroup("a background task failed", [background.failure])
