@@ -54,6 +54,7 @@ from starlette.requests import Request
 from starlette.websockets import WebSocketDisconnect
 
 from tradeplane.domain.access import KeyType
+from tradeplane.domain.errors import Unavailable
 from tradeplane.gateway import errors, public, trading, wslimits
 from tradeplane.gateway.auth import Caller, authenticate_payload
 from tradeplane.gateway.context import Gateway, gateway
@@ -500,6 +501,10 @@ class Connection:
         unsub = await account_updates(gw.ctx.bus, caller.account, on_msg)
         sub = _Subscription(session, unsub)
         self.subscriptions[sub_id] = sub
+        if self.closed.is_set():  # the socket went meanwhile: nothing may outlive it
+            await self._drop(sub_id)
+            raise ApiError(-1001, "Internal error; unable to process your request. Please "
+                                  "try again.", 503)
         sub.watcher = asyncio.create_task(self._watch(sub_id, sub))
         return sub_id
 
@@ -512,7 +517,11 @@ class Connection:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(session.ended.wait(), RECHECK_S)
             if not session.ended.is_set():
-                entry = await gw.keys.lookup(gw.ctx.pool, session.api_key)
+                try:
+                    entry = await gw.keys.lookup(gw.ctx.pool, session.api_key)
+                except Unavailable as exc:  # keep the subscription; ask again later
+                    log.warning("API key check failed: %s", exc)
+                    continue
                 if usable(entry, _now_ms()):
                     continue
             if await self._drop(sub_id):
