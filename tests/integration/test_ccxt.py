@@ -9,8 +9,9 @@ gateway's address (``https://api.binance.com/sapi/v1`` -> ``<gateway>/sapi/v1``,
 futures ones likewise): ``load_markets`` also reads the coins (``sapi capital/config/
 getall``, with keys), the margin listings and the futures listings, which we answer (spot
 only: empty); anything we do not serve answers a Binance-style 404 rather than going to
-binance.com. Streams: ``urls['api']['ws']['spot']`` (pro) is ours, every other stream URL
-points at a path we do not serve.
+binance.com. Streams: ``urls['api']['ws']['spot']`` (pro) is ours, and so is the spot
+WebSocket API (``['ws-api']['spot']``); every other stream URL points at a path we do not
+serve.
 """
 
 from __future__ import annotations
@@ -52,8 +53,9 @@ def point_at(ex: Any, base_url: str) -> None:
         for key, value in list(ws.items()):
             if isinstance(value, str):
                 ws[key] = f"{ws_base}/ws" if key in SPOT_WS else f"{ws_base}/unused/{key}"
-            elif isinstance(value, dict):  # ws-api: order entry over WebSocket, not served
-                ws[key] = {k: f"{ws_base}/unused/ws-api/{k}" for k in value}
+            elif isinstance(value, dict):  # ws-api: ours for spot (test_ws_api.py)
+                ws[key] = {k: f"{ws_base}/ws-api/v3" if k == "spot"
+                           else f"{ws_base}/unused/ws-api/{k}" for k in value}
 
 
 class ObservedBinance(ccxtpro.binance):  # type: ignore[misc]

@@ -13,6 +13,8 @@ from tradeplane.domain.model import SCHEMA_VERSION, Event, EventBatch, Side, Tra
 from tradeplane.domain.money import to_units
 from tradeplane.domain.pairs import PairRules
 from tradeplane.marketdata.state import (
+    ALL_MARKET_STREAMS,
+    ALL_MARKETS,
     INTERVALS,
     MINUTE_MS,
     STREAMS,
@@ -96,6 +98,36 @@ def test_depth_cadences_are_independent() -> None:
     slow = json.loads(s.take_depth("1000ms", T0) or b"")
     assert [(d["U"], d["u"]) for d in (fast1, fast2, slow)] == [(1, 1), (2, 2), (1, 2)]
     assert slow["b"] == [["1.00000000", "0.00007000"]]  # the level's latest total
+
+
+def test_partial_depth_sends_the_best_5_10_and_20_levels_with_the_books_seq() -> None:
+    s = MarketState(RULES)
+    s.apply(batch(1, 7, levels=[(Side.BUY, 100 - i, i + 1) for i in range(25)]
+                  + [(Side.SELL, 101 + i, 1) for i in range(3)]))
+    docs = {name: json.loads(p) for name, p in s.take_partial_depth("1000ms")}
+    assert set(docs) == {"depth5", "depth10", "depth20"}
+    assert [len(docs[f"depth{n}"]["bids"]) for n in (5, 10, 20)] == [5, 10, 20]
+    d5 = docs["depth5"]
+    assert d5["lastUpdateId"] == 7 and len(d5["asks"]) == 3
+    assert d5["bids"][0] == ["1.00000000", "0.00001000"]  # best first
+    assert d5["asks"][0] == ["1.01000000", "0.00001000"]
+    assert set(d5) == {"lastUpdateId", "bids", "asks"}
+
+
+def test_fast_partial_depth_only_when_the_book_moved_and_again_after_a_failed_publish(
+) -> None:
+    s = MarketState(RULES)
+    s.apply(batch(1, levels=[(Side.BUY, 100, 5)]))
+    assert [n for n, _ in s.take_partial_depth("100ms")] == [
+        "depth5@100ms", "depth10@100ms", "depth20@100ms"]
+    assert s.take_partial_depth("100ms") == []
+    assert len(s.take_partial_depth("1000ms")) == 3  # the slow cadence: every time
+    assert len(s.take_partial_depth("1000ms")) == 3
+    s.untake_partial_depth("100ms")
+    assert len(s.take_partial_depth("100ms")) == 3
+    s.apply(batch(2, levels=[(Side.BUY, 100, 6)]))
+    [(_, p), *_] = s.take_partial_depth("100ms")
+    assert json.loads(p)["bids"] == [["1.00000000", "0.00006000"]]
 
 
 def test_a_batch_at_or_below_the_applied_seq_is_ignored() -> None:
@@ -342,8 +374,10 @@ def test_restored_state_continues_exactly_like_the_original() -> None:
 
 
 def test_gateway_serves_exactly_the_intervals_and_streams_marketdata_builds() -> None:
+    from tradeplane.gateway import streams
     from tradeplane.gateway.market import KLINE_INTERVALS
-    from tradeplane.gateway.streams import STREAM_KINDS
 
     assert KLINE_INTERVALS == INTERVALS
-    assert STREAM_KINDS == STREAMS
+    assert streams.STREAM_KINDS == STREAMS
+    assert set(ALL_MARKET_STREAMS.values()) == streams.ALL_MARKET_STREAMS
+    assert streams.ALL_MARKETS == ALL_MARKETS

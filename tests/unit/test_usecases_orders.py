@@ -30,8 +30,10 @@ from tradeplane.usecases.orders import (
     OrderQueries,
     OrderRefused,
     OrderRequest,
+    OrderRow,
     Orders,
     OrderSpec,
+    Placed,
     PlaceOco,
     PlaceOrder,
     Refusal,
@@ -238,6 +240,68 @@ async def test_cancel_all_answers_the_orders_it_canceled_or_refuses_when_none() 
     assert mem.log[-1][1] == CancelAll(ACCOUNT, NOW + 1)
     with pytest.raises(OrderRefused):
         await orders.cancel_all(ACCOUNT, "BTCUSDT", NOW + 2)
+
+
+async def test_cancel_replace_settles_the_cancel_before_the_new_order_takes_its_funds(
+) -> None:
+    mem, orders = world(USDT="1000")
+    old = await orders.place(admitted(admit(BTCUSDT, limit(Side.BUY, "60000", "0.01"),
+                                            REF, NOW)))
+    # 0.016 BTC at 60000 = 960 USDT: only there once the old order's 600 are released
+    new = admitted(admit(BTCUSDT, limit(Side.BUY, "60000", "0.016", client_order_id="c2"),
+                         REF, NOW))
+    done = await orders.cancel_replace(ACCOUNT, "BTCUSDT", old.order_id, None, new, NOW + 1,
+                                       allow_failure=False)
+    assert done.complete
+    assert isinstance(done.canceled, OrderRow) and done.canceled.status == Status.CANCELED
+    assert isinstance(done.placed, Placed)
+    assert [type(c) for _, c in mem.log] == [NewOrder, Cancel, NewOrder]
+    assert mem.locked[(ACCOUNT, "USDT")] == to_units("960")
+
+
+async def test_cancel_replace_stops_on_a_failed_cancel_unless_failure_is_allowed() -> None:
+    mem, orders = world(USDT="1000")
+    new = admitted(admit(BTCUSDT, limit(Side.BUY, "60000", "0.01"), REF, NOW))
+    stopped = await orders.cancel_replace(ACCOUNT, "BTCUSDT", 404, None, new, NOW,
+                                          allow_failure=False)
+    assert stopped.placed is None and not stopped.complete
+    assert isinstance(stopped.canceled, Refusal) and stopped.canceled.code == -2011
+    assert mem.log == []
+    allowed = await orders.cancel_replace(ACCOUNT, "BTCUSDT", 404, None, new, NOW,
+                                          allow_failure=True)
+    assert isinstance(allowed.canceled, Refusal) and isinstance(allowed.placed, Placed)
+
+
+async def test_cancel_replace_reports_a_refused_new_order_after_the_cancel() -> None:
+    _, orders = world(USDT="1000")
+    old = await orders.place(admitted(admit(BTCUSDT, limit(Side.BUY, "60000", "0.01"),
+                                            REF, NOW)))
+    poor = admitted(admit(BTCUSDT, limit(Side.BUY, "60000", "1", client_order_id="c2"),
+                          REF, NOW))
+    done = await orders.cancel_replace(ACCOUNT, "BTCUSDT", old.order_id, None, poor, NOW,
+                                       allow_failure=False)
+    assert isinstance(done.canceled, OrderRow)
+    assert isinstance(done.placed, Refusal) and done.placed.outcome == "insufficient"
+    refusal = admit(BTCUSDT, limit(Side.BUY, "60000.001", "0.01"), REF, NOW)  # off the tick
+    assert isinstance(refusal, Refusal)
+    other = await orders.place(admitted(admit(BTCUSDT, limit(Side.BUY, "60000", "0.01"),
+                                              REF, NOW)))
+    done = await orders.cancel_replace(ACCOUNT, "BTCUSDT", other.order_id, None, refusal,
+                                       NOW, allow_failure=False)
+    assert isinstance(done.canceled, OrderRow) and done.placed == refusal
+
+
+async def test_cancel_replace_whose_cancel_is_unknown_raises_rather_than_guess() -> None:
+    mem, orders = world(USDT="1000")
+    old = await orders.place(admitted(admit(BTCUSDT, limit(Side.BUY, "60000", "0.01"),
+                                            REF, NOW)))
+    mem.settles = False
+    new = admitted(admit(BTCUSDT, limit(Side.BUY, "60000", "0.01", client_order_id="c2"),
+                         REF, NOW))
+    with pytest.raises(OrderRefused) as exc:
+        await orders.cancel_replace(ACCOUNT, "BTCUSDT", old.order_id, None, new, NOW,
+                                    allow_failure=True)
+    assert exc.value.refusal.code == -1007
 
 
 async def test_amend_reduces_and_renames_the_order() -> None:

@@ -185,6 +185,27 @@ QUERY_ORDER_EXAMPLE: Final[Schema] = {
     "time": 1700000000000, "updateTime": 1700000000000, "isWorking": True,
 }
 
+#: A new order's parameters (``POST /api/v3/order``, its test and cancel-replace).
+NEW_ORDER_PARAMS: Final = (
+    _symbol(), Param("side", _enum(SIDES), "", True, "BUY"),
+    Param("type", _enum(ORDER_TYPES), "", True, "LIMIT"),
+    Param("timeInForce", _enum(TIME_IN_FORCE), "GTC good till canceled, IOC immediate "
+          "or cancel, FOK fill or kill, GTD good till `goodTillDate`.",
+          example="GTC"),
+    Param("quantity", DECIMAL, "In the base asset.", example="0.01"),
+    Param("quoteOrderQty", DECIMAL, "MARKET only: spend (BUY) or receive (SELL) this "
+          "much quote asset instead of a `quantity`."),
+    Param("price", DECIMAL, "Limit price.", example="50000"),
+    NEW_CLIENT_ID,
+    Param("stopPrice", DECIMAL, "Trigger price of the STOP_LOSS* and TAKE_PROFIT* "
+          "types: the order waits off the book until the last trade price reaches it."),
+    Param("icebergQty", DECIMAL, "Limit-priced GTC orders: show only this much of the "
+          "quantity on the book at a time."),
+    Param("goodTillDate", TIME_MS, "With `timeInForce=GTD`: when the order expires (ms, "
+          "in the future)."),
+    RESP_TYPE, STP,
+)
+
 # --------------------------------------------------------------------------- Binance operations
 BINANCE: Final[dict[tuple[str, str], Op]] = {
     ("GET", "/api/v3/ping"): Op("Test connectivity", "Answers `{}`."),
@@ -287,25 +308,37 @@ BINANCE: Final[dict[tuple[str, str], Op]] = {
         "TAKE_PROFIT_LIMIT `timeInForce`, `quantity`, `price`, `stopPrice`. Prices and "
         "quantities must satisfy the pair's filters (`exchangeInfo`). Counts against the "
         "order rate limits (`X-MBX-ORDER-COUNT-10S`, `-1D`).",
-        (_symbol(), Param("side", _enum(SIDES), "", True, "BUY"),
-         Param("type", _enum(ORDER_TYPES), "", True, "LIMIT"),
-         Param("timeInForce", _enum(TIME_IN_FORCE), "GTC good till canceled, IOC immediate "
-               "or cancel, FOK fill or kill, GTD good till `goodTillDate`.",
-               example="GTC"),
-         Param("quantity", DECIMAL, "In the base asset.", example="0.01"),
-         Param("quoteOrderQty", DECIMAL, "MARKET only: spend (BUY) or receive (SELL) this "
-               "much quote asset instead of a `quantity`."),
-         Param("price", DECIMAL, "Limit price.", example="50000"),
-         NEW_CLIENT_ID,
-         Param("stopPrice", DECIMAL, "Trigger price of the STOP_LOSS* and TAKE_PROFIT* "
-               "types: the order waits off the book until the last trade price reaches it."),
-         Param("icebergQty", DECIMAL, "Limit-priced GTC orders: show only this much of the "
-               "quantity on the book at a time."),
-         Param("goodTillDate", TIME_MS, "With `timeInForce=GTD`: when the order expires (ms, "
-               "in the future)."),
-         RESP_TYPE, STP),
+        NEW_ORDER_PARAMS,
         SIGNED, "trade", waits=True, codes=(*TRADE_CODES, -1100),
         example=ORDER_EXAMPLE),
+    ("POST", "/api/v3/order/test"): Op(
+        "Test new order", "Checks a new order as `POST /api/v3/order` would (every "
+        "parameter, filter and the market's state) without placing it: answers `{}`.",
+        NEW_ORDER_PARAMS, SIGNED, "trade", codes=(*TRADE_CODES, -1100), example={}),
+    ("POST", "/api/v3/order/cancelReplace"): Op(
+        "Cancel an order and replace it",
+        "Cancels an open order (`cancelOrderId` or `cancelOrigClientOrderId`), then places "
+        "a new one from the new order's parameters (as `POST /api/v3/order`). The cancel "
+        "is settled first, so the new order may use the funds the old one held. "
+        "`cancelReplaceMode` STOP_ON_FAILURE: a failed cancel places nothing; "
+        "ALLOW_FAILURE: the new order is placed anyway. When both succeed: "
+        "`cancelResult`, `newOrderResult` (`SUCCESS`), `cancelResponse` (as `DELETE "
+        "/api/v3/order`) and `newOrderResponse` (as `POST /api/v3/order`). Otherwise "
+        "-2022 (HTTP 400: the cancel failed, and the new order was not attempted or failed "
+        "too) or -2021 (HTTP 409: one of them failed) with the same four fields in `data`, "
+        "a failed half as its `{code, msg}`, one not attempted as `NOT_ATTEMPTED`/null. "
+        "Counts as one new order.",
+        (Param("cancelReplaceMode", _enum(["STOP_ON_FAILURE", "ALLOW_FAILURE"]), "", True,
+               "STOP_ON_FAILURE"),
+         Param("cancelOrderId", ID, "The order to cancel (this or "
+               "`cancelOrigClientOrderId`)."),
+         Param("cancelOrigClientOrderId", CLIENT_ID, "The order to cancel, by its client "
+               "order id."),
+         Param("cancelNewClientOrderId", CLIENT_ID, "An id for the cancellation (the "
+               "canceled order's `clientOrderId` in `cancelResponse`)."),
+         *NEW_ORDER_PARAMS),
+        SIGNED, "trade", waits=True,
+        codes=(*TRADE_CODES, -1100, -2011, -2021, -2022)),
     ("GET", "/api/v3/order"): Op(
         "Query order", "An order of yours, open or finished.",
         (_symbol(), *_find_order("query")), SIGNED, "read", codes=(-1102, -1121, -2013),
@@ -476,10 +509,11 @@ BINANCE: Final[dict[tuple[str, str], Op]] = {
 #: Every code the gateway answers, with what it means here (Binance's codes and texts).
 ERROR_CODES: Final[dict[int, str]] = {
     -1000: "Unknown error (HTTP 500), or an administrative change that could not reach a "
-           "component (HTTP 503; call again).",
+           "component (HTTP 503; call again); WebSocket API: a frame that is not JSON.",
     -1001: "Internal error: a wallet did not answer in time; try again.",
     -1002: "User session: no, an invalid or an expired access token; wrong credentials; "
-           "email not verified (HTTP 401).",
+           "email not verified (HTTP 401); WebSocket API: "
+           "`userDataStream.subscribe` before `session.logon`.",
     -1003: "Too much request weight (HTTP 429, with `Retry-After`), banned for repeating "
            "that (HTTP 418), or too many failed logins (HTTP 429).",
     -1007: "Timeout waiting for the backend: the request was accepted but its outcome is "
@@ -489,13 +523,14 @@ ERROR_CODES: Final[dict[int, str]] = {
            "closed (halted pair, kill switch).",
     -1014: "Unsupported order combination.",
     -1015: "Too many new orders (HTTP 429, with `Retry-After`).",
-    -1020: "This operation is not supported: no such path (HTTP 404) or method (405).",
+    -1020: "This operation is not supported: no such path (HTTP 404) or method (405), or "
+           "WebSocket API method.",
     -1021: "Timestamp outside of the `recvWindow`.",
     -1022: "Signature not valid.",
     -1100: "Illegal characters or a value out of range in a parameter (the message names "
            "the legal range); also refusals of the admin and user APIs (HTTP 400, or 404 "
            "for an unknown account or user).",
-    -1101: "Request body too large (HTTP 413).",
+    -1101: "Request body too large (HTTP 413); WebSocket API: too many params.",
     -1102: "A mandatory parameter was not sent, was empty or malformed.",
     -1104: "A non-empty JSON body on a Binance endpoint: send a form body or the query.",
     -1106: "A parameter sent when not required (by the order type).",
@@ -508,6 +543,7 @@ ERROR_CODES: Final[dict[int, str]] = {
     -1128: "Combination of optional parameters invalid.",
     -1130: "Data sent for a parameter is not valid.",
     -1131: "recvWindow must be less than 60000.",
+    -1135: "WebSocket API: `params` is not a JSON object.",
     -1158: "Order type not supported in OCO.",
     -1165: "A limit order in a buy OCO must be below.",
     -1166: "A limit order in a sell OCO must be above.",
@@ -524,6 +560,11 @@ ERROR_CODES: Final[dict[int, str]] = {
     -2014: "API-key format invalid, or no key sent (HTTP 401).",
     -2015: "Invalid API key, IP, or permissions for action (HTTP 401); admin token invalid "
            "(401) or the admin's role may not (403); no such live API key (404).",
+    -2021: "Order cancel-replace partially failed (HTTP 409): one half failed; `data` "
+           "has both outcomes.",
+    -2022: "Order cancel-replace failed (HTTP 400): the cancel failed and the new order "
+           "was not placed or failed too; `data` has both outcomes.",
+    -2035: "WebSocket API: no such User Data Stream subscription on this connection.",
     -2038: "Order amend refused (not a reduction, no change, order type, market closed).",
     -4001: "Invalid operation (withdrawal id already used; withdrawal in a state that "
            "does not allow it).",
@@ -536,6 +577,8 @@ ERROR_CODES: Final[dict[int, str]] = {
     -4033: "Illegal address.",
     -4035: "This address is not on the whitelist.",
     -4047: "Time interval must be within 0-90 days.",
+    -4056: "WebSocket API `session.logon` with an HMAC key: only Ed25519 keys log on; "
+           "sign each request instead.",
 }
 
 ERROR_SCHEMA: Final[Schema] = {
@@ -764,7 +807,12 @@ that: HTTP 418, an IP ban.
 **WebSocket** (not described here): market streams at `/ws/<streams>`, `/ws` and
 `/stream?streams=...` (`<symbol>@depth`, `@depth@100ms`, `@trade`, `@aggTrade`,
 `@kline_<interval>`, `@ticker`, `@bookTicker`; `SUBSCRIBE`/`UNSUBSCRIBE`), the user data
-stream at `/ws/<listenKey>`, as Binance's.
+stream at `/ws/<listenKey>`, as Binance's. The WebSocket API at `/ws-api/v3` is Binance's
+too: requests `{"id", "method", "params"}` answered `{"id", "status", "result" | "error",
+"rateLimits"}`; each method is the REST operation of the same name (`order.place` is
+`POST /api/v3/order`...), with its weight, limits, signature (params sorted by name) and
+codes; `session.logon` (Ed25519 keys) signs for the connection, and
+`userDataStream.subscribe` brings the account's events on the same socket.
 
 **Errors.** HTTP 4xx (5xx when the platform failed) with `{"code": <negative int>, "msg":
 "..."}`, for every refusal and every unknown path or method. The codes:

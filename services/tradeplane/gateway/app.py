@@ -38,6 +38,7 @@ from tradeplane.gateway import (
     users,
     userstream,
     wallet,
+    wsapi,
 )
 from tradeplane.gateway.auth import KeyCache
 from tradeplane.gateway.context import Gateway, GatewayContext, install
@@ -173,7 +174,7 @@ def create_app(settings: Settings, *, wiring: Wiring = compose,
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     for r in (public.router, market.router, trading.router, userstream.router, admin.router,
-              streams.router, wallet.router, sapi.router):
+              streams.router, wallet.router, sapi.router, wsapi.router):
         app.include_router(r)
     app.include_router(users.router)
     app.include_router(ui.router)  # the trading UI's pages and browser sessions

@@ -188,15 +188,30 @@ async def authenticate(
             address not allowed, key expired or account frozen, -1003/-1015 (429/418) over
             a rate limit, -1013 trading stopped by the kill switch.
     """
+    q_payload, q_sig = strip_signature(raw_query)
+    b_payload, b_sig = strip_signature(body)
+    return await authenticate_payload(gw, key, params, q_payload + b_payload, q_sig or b_sig,
+                                      permission, meter=meter)
+
+
+async def authenticate_payload(
+    gw: Gateway, key: str, params: dict[str, str], payload: str, signature: str | None,
+    permission: str, *, meter: Meter | None = None, proven: bool = False,
+) -> Caller:
+    """:func:`authenticate` once the signed payload and the signature are known (the
+    WebSocket API builds them from a request's parameters). ``proven``: the key was proven
+    for this connection (``session.logon``), so a request without a signature is the key's;
+    its timestamp, limits and restrictions are checked all the same.
+
+    Raises:
+        ApiError: as :func:`authenticate`.
+    """
     if not key:
         raise errors.ApiError(-2014, "API-key format invalid.", 401)
     entry = await gw.keys.lookup(None, key)
     if entry is None:
         raise errors.bad_api_key()
-    q_payload, q_sig = strip_signature(raw_query)
-    b_payload, b_sig = strip_signature(body)
-    signature = q_sig or b_sig
-    if not signature:
+    if not signature and not proven:
         raise errors.mandatory("signature")
     ts = optional_int(params, "timestamp")
     if ts is None:
@@ -209,7 +224,7 @@ async def authenticate(
     now = int(time.time() * 1000)
     if ts > now + 1000 or now - ts > window:
         raise errors.timestamp_outside()
-    if not verify(entry.key_type, entry.material, q_payload + b_payload, signature):
+    if signature and not verify(entry.key_type, entry.material, payload, signature):
         raise errors.bad_signature()
     if meter is not None:
         await gw.limiter.charge(meter, key)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
@@ -11,11 +13,21 @@ from tradeplane.domain.errors import TradeplaneError
 class ApiError(TradeplaneError):
     """An error answered to the client in Binance's format."""
 
-    def __init__(self, code: int, msg: str, status: int = 400) -> None:
+    def __init__(self, code: int, msg: str, status: int = 400,
+                 data: dict[str, Any] | None = None) -> None:
         super().__init__(msg)
         self.code = code
         self.msg = msg
         self.status = status
+        #: What Binance adds to some errors (a cancel-replace's two outcomes), or None.
+        self.data = data
+
+    def doc(self) -> dict[str, Any]:
+        """The error's JSON: ``{"code", "msg"}``, and ``data`` when it has some."""
+        out: dict[str, Any] = {"code": self.code, "msg": self.msg}
+        if self.data is not None:
+            out["data"] = self.data
+        return out
 
 
 # The codes and texts clients (ccxt) recognise. The order use cases' refusals carry their
@@ -67,4 +79,4 @@ def bad_api_key() -> ApiError:
 
 async def api_error_handler(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    return JSONResponse({"code": exc.code, "msg": exc.msg}, status_code=exc.status)
+    return JSONResponse(exc.doc(), status_code=exc.status)

@@ -215,20 +215,42 @@ def place_oco(p: dict[str, str], account: int, symbol: str) -> tuple[PlaceOco, s
     return PlaceOco(account, symbol, side, list_cid, above, below, qty, stp), resp_type
 
 
-def order_key(p: dict[str, str]) -> tuple[int | None, str | None]:
-    """``orderId`` or ``origClientOrderId``, at least one.
+def order_key(p: dict[str, str], id_param: str = "orderId",
+              client_param: str = "origClientOrderId") -> tuple[int | None, str | None]:
+    """``orderId`` or ``origClientOrderId`` (a cancel-replace's ``cancelOrderId`` or
+    ``cancelOrigClientOrderId``), at least one.
 
     Raises:
         ApiError: -1102 neither sent, -1100 malformed.
     """
-    oid = optional_int(p, "orderId")
-    cid = optional_client_id(p, "origClientOrderId")
+    oid = optional_int(p, id_param)
+    cid = optional_client_id(p, client_param)
     if oid is None and not cid:
         raise errors.ApiError(
             -1102,
-            "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!",
+            f"Param '{client_param}' or '{id_param}' must be sent, but both were empty/null!",
         )
     return oid, cid
+
+
+#: ``cancelReplaceMode``: whether a refused cancel still places the new order.
+CANCEL_REPLACE_MODES = ("STOP_ON_FAILURE", "ALLOW_FAILURE")
+
+
+def cancel_replace_mode(p: dict[str, str]) -> bool:
+    """``cancelReplaceMode``: True for ALLOW_FAILURE, False for STOP_ON_FAILURE.
+
+    Raises:
+        ApiError: -1102 absent, -1100 any other value.
+    """
+    raw = p.get("cancelReplaceMode")
+    if not raw:
+        raise errors.mandatory("cancelReplaceMode")
+    if raw not in CANCEL_REPLACE_MODES:
+        raise errors.ApiError(
+            -1100, "Illegal characters found in parameter 'cancelReplaceMode'; legal range "
+                   "is 'STOP_ON_FAILURE, ALLOW_FAILURE'.")
+    return raw == "ALLOW_FAILURE"
 
 
 def list_key(p: dict[str, str], client_param: str) -> tuple[int | None, str | None]:

@@ -129,6 +129,8 @@ _FIXED: dict[tuple[str, str], tuple[int, int]] = {
     ("GET", "/api/v3/uiKlines"): (2, 0),
     ("GET", "/api/v3/avgPrice"): (2, 0),
     ("POST", "/api/v3/order"): (1, 1),
+    ("POST", "/api/v3/order/test"): (1, 0),
+    ("POST", "/api/v3/order/cancelReplace"): (1, 1),
     ("DELETE", "/api/v3/order"): (1, 0),
     ("GET", "/api/v3/order"): (4, 0),
     ("DELETE", "/api/v3/openOrders"): (1, 0),
@@ -153,6 +155,7 @@ _FIXED: dict[tuple[str, str], tuple[int, int]] = {
 #: Endpoints whose authentication charges the meter (SIGNED security).
 SIGNED = frozenset({
     ("POST", "/api/v3/order"), ("DELETE", "/api/v3/order"), ("GET", "/api/v3/order"),
+    ("POST", "/api/v3/order/test"), ("POST", "/api/v3/order/cancelReplace"),
     ("DELETE", "/api/v3/openOrders"), ("GET", "/api/v3/openOrders"),
     ("GET", "/api/v3/allOrders"), ("GET", "/api/v3/myTrades"), ("GET", "/api/v3/account"),
     ("PUT", "/api/v3/order/amend/keepPriority"), ("POST", "/api/v3/orderList/oco"),

@@ -51,12 +51,21 @@ QUEUE_LIMIT: Final = 10_000  # frames buffered per connection before it is dropp
 STREAM_KINDS: Final = frozenset({
     "trade", "aggTrade", "ticker", "miniTicker", "bookTicker", "depth", "depth@100ms",
     "kline_1m", "kline_5m", "kline_15m", "kline_1h", "kline_4h", "kline_1d",
+    "depth5", "depth10", "depth20", "depth5@100ms", "depth10@100ms", "depth20@100ms",
 })
-_ALIASES: Final = {"depth@1000ms": "depth"}
+_ALIASES: Final = {"depth@1000ms": "depth", "depth5@1000ms": "depth5",
+                   "depth10@1000ms": "depth10", "depth20@1000ms": "depth20"}
+#: All-market streams (no symbol), published under the pseudo-symbol ``ALL_MARKETS``;
+#: pinned to ``marketdata.state`` by a unit test like ``STREAM_KINDS``.
+ALL_MARKET_STREAMS: Final = frozenset({"!ticker@arr", "!miniTicker@arr"})
+ALL_MARKETS: Final = "all"
 
 
 def stream_subject(name: str, pairs: dict[str, PairRules]) -> str | None:
-    """The NATS subject of a Binance stream name (``btcusdt@depth@100ms``), None if unknown."""
+    """The NATS subject of a Binance stream name (``btcusdt@depth@100ms``,
+    ``!ticker@arr``), None if unknown."""
+    if name in ALL_MARKET_STREAMS:
+        return market_subject(ALL_MARKETS, name)
     symbol, sep, kind = name.partition("@")
     kind = _ALIASES.get(kind, kind)
     if not sep or kind not in STREAM_KINDS or symbol.upper() not in pairs:

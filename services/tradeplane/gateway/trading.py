@@ -32,8 +32,10 @@ from tradeplane.usecases.orders import (
     ListRequest,
     OrderQueries,
     OrderRefused,
+    OrderRequest,
     OrderRow,
     Orders,
+    Placed,
     Refusal,
     Window,
     admit,
@@ -102,43 +104,67 @@ async def place_new_order(gw: Gateway, caller: Caller) -> dict[str, Any]:
         ApiError: every refusal, in Binance's codes.
     """
     started = time.perf_counter()
-    c = gw.ctx
-    rules = c.pair(caller.params.get("symbol"))
+    rules = gw.ctx.pair(caller.params.get("symbol"))
     symbol = rules.symbol
     with tracer.start_as_current_span("order.new", attributes={"symbol": symbol}) as span:
-        spec, resp_type = orderinputs.place_order(caller.params, caller.account, symbol)
-        refs = c.references
-        if spec.order.type == OrderType.MARKET:
-            ref = await refs.market_reference(symbol, spec.side)
-        else:
-            ref = refs.band_reference(symbol)
-        req = admit(rules, spec, ref, _now_ms())
+        req, resp_type = await admit_new_order(gw, rules, caller.params, caller.account)
         if isinstance(req, Refusal):
-            if req.outcome == "filter":
-                ORDERS.labels(symbol, "filter").inc()
             _refused(req)
-        orders = _orders(gw)
         try:
-            placed = await orders.place(req)
+            placed = await _orders(gw).place(req)
         except OrderRefused as exc:
             ORDERS.labels(symbol, exc.refusal.outcome).inc()
             _refused(exc.refusal)
         span.set_attribute("order_id", placed.order_id)
         ACK_SECONDS.observe(time.perf_counter() - started)
         ORDERS.labels(symbol, "accepted").inc()
-        if resp_type == "ACK":
-            return {
-                "symbol": symbol, "orderId": placed.order_id, "orderListId": -1,
-                "clientOrderId": req.client_order_id, "transactTime": req.ts,
-            }
-        try:
-            row = await orders.result(caller.account, symbol, placed)
-            fills = None
-            if resp_type == "FULL":
-                fills = list(await gw.orderpath.trades(symbol, placed.order_id))
-        except OrderRefused as exc:
-            _refused(exc.refusal)
-        return views.order_result(row, rules, fills)
+        return await order_answer(gw, rules, req, placed, resp_type)
+
+
+async def admit_new_order(
+    gw: Gateway, rules: PairRules, params: dict[str, str], account: int
+) -> tuple[OrderRequest | Refusal, str]:
+    """A new order's parameters parsed and admitted against the pair's rules and
+    reference price (a refusal counted as such); and its ``newOrderRespType``.
+
+    Raises:
+        ApiError: a malformed, missing or superfluous parameter.
+    """
+    symbol = rules.symbol
+    spec, resp_type = orderinputs.place_order(params, account, symbol)
+    refs = gw.ctx.references
+    if spec.order.type == OrderType.MARKET:
+        ref = await refs.market_reference(symbol, spec.side)
+    else:
+        ref = refs.band_reference(symbol)
+    req = admit(rules, spec, ref, _now_ms())
+    if isinstance(req, Refusal) and req.outcome == "filter":
+        ORDERS.labels(symbol, "filter").inc()
+    return req, resp_type
+
+
+async def order_answer(gw: Gateway, rules: PairRules, req: OrderRequest, placed: Placed,
+                       resp_type: str) -> dict[str, Any]:
+    """A placed order as ``newOrderRespType`` asks: ACK at once, RESULT and FULL once
+    settlement has applied it.
+
+    Raises:
+        ApiError: the engine rejected it, or -1007 settlement did not answer in time.
+    """
+    symbol = rules.symbol
+    if resp_type == "ACK":
+        return {
+            "symbol": symbol, "orderId": placed.order_id, "orderListId": -1,
+            "clientOrderId": req.client_order_id, "transactTime": req.ts,
+        }
+    try:
+        row = await _orders(gw).result(req.account, symbol, placed)
+        fills = None
+        if resp_type == "FULL":
+            fills = list(await gw.orderpath.trades(symbol, placed.order_id))
+    except OrderRefused as exc:
+        _refused(exc.refusal)
+    return views.order_result(row, rules, fills)
 
 
 # --------------------------------------------------------------------------- cancel / query
@@ -393,3 +419,86 @@ async def cancel_order_list(
     doc = views.order_list_json(lst, legs, time_ms=lst.updated_ms)
     doc["orderReports"] = [_cancel_json(r, rules, new_cid) for r in legs]
     return doc
+
+
+# --------------------------------------------------------------------------- test, cancel-replace
+@router.post("/order/test")
+async def test_order(request: Request, caller: Caller = Depends(signed_trade)) -> dict[str, Any]:
+    """Check a new order as ``POST /api/v3/order`` would (every parameter and pre-trade
+    rule) without placing it (Binance ``POST /api/v3/order/test``): ``{}`` when it would
+    be admitted.
+
+    Raises:
+        ApiError: what placing it would answer before funds are locked.
+    """
+    gw = gateway(request.app)
+    rules = gw.ctx.pair(caller.params.get("symbol"))
+    req, _ = await admit_new_order(gw, rules, caller.params, caller.account)
+    if isinstance(req, Refusal):
+        _refused(req)
+    return {}
+
+
+#: Binance's cancel-replace errors: one half failed (409), or the whole (400).
+_PARTIAL = (-2021, "Order cancel-replace partially failed.", 409)
+_FAILED = (-2022, "Order cancel-replace failed.", 400)
+
+
+@router.post("/order/cancelReplace")
+async def cancel_replace(
+    request: Request, caller: Caller = Depends(signed_trade)
+) -> dict[str, Any]:
+    """Cancel an open order and place a new one in its place (Binance ``POST
+    /api/v3/order/cancelReplace``): ``cancelOrderId`` or ``cancelOrigClientOrderId``, the
+    canceled order's new client id ``cancelNewClientOrderId``, ``cancelReplaceMode``
+    STOP_ON_FAILURE (a refused cancel places nothing) or ALLOW_FAILURE, and the new
+    order's parameters as ``POST /api/v3/order``. The cancel is settled first: the new
+    order may use the funds the old one held.
+
+    Raises:
+        ApiError: a malformed parameter (nothing done); -2022 (400) the cancel failed and
+            the new order was not placed or failed too, -2021 (409) one of the two failed,
+            each with ``data`` holding both outcomes as Binance does; -1007 when a
+            command's fate is unknown.
+    """
+    gw = gateway(request.app)
+    p = caller.params
+    rules = gw.ctx.pair(p.get("symbol"))
+    symbol = rules.symbol
+    allow_failure = orderinputs.cancel_replace_mode(p)
+    oid, cid = orderinputs.order_key(p, "cancelOrderId", "cancelOrigClientOrderId")
+    cancel_cid = optional_client_id(p, "cancelNewClientOrderId")
+    req, resp_type = await admit_new_order(gw, rules, p, caller.account)
+    try:
+        done = await _orders(gw).cancel_replace(caller.account, symbol, oid, cid, req,
+                                                _now_ms(), allow_failure=allow_failure)
+    except OrderRefused as exc:
+        _refused(exc.refusal)
+    cancel_ok = isinstance(done.canceled, OrderRow)
+    cancel_doc = (_cancel_json(done.canceled, rules, cancel_cid)
+                  if isinstance(done.canceled, OrderRow)
+                  else {"code": done.canceled.code, "msg": done.canceled.msg})
+    new_doc: dict[str, Any] | None = None
+    new_ok = False
+    if isinstance(done.placed, Refusal):
+        ORDERS.labels(symbol, done.placed.outcome).inc()
+        new_doc = {"code": done.placed.code, "msg": done.placed.msg}
+    elif done.placed is not None:
+        ORDERS.labels(symbol, "accepted").inc()
+        assert isinstance(req, OrderRequest)
+        try:
+            new_doc = await order_answer(gw, rules, req, done.placed, resp_type)
+            new_ok = True
+        except errors.ApiError as exc:  # placed, then rejected by the engine
+            new_doc = {"code": exc.code, "msg": exc.msg}
+    doc = {
+        "cancelResult": "SUCCESS" if cancel_ok else "FAILURE",
+        "newOrderResult": ("NOT_ATTEMPTED" if done.placed is None
+                           else "SUCCESS" if new_ok else "FAILURE"),
+        "cancelResponse": cancel_doc,
+        "newOrderResponse": new_doc,
+    }
+    if cancel_ok and new_ok:
+        return doc
+    code, msg, status = _PARTIAL if cancel_ok or new_ok else _FAILED
+    raise errors.ApiError(code, msg, status, data=doc)

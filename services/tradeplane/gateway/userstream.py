@@ -98,7 +98,7 @@ class Subscriber(Protocol):
         ...
 
 
-def _usable(entry: KeyEntry | None, now_ms: int) -> bool:
+def usable(entry: KeyEntry | None, now_ms: int) -> bool:
     """A key that may hold a user stream: live, not expired, its account not frozen."""
     if entry is None or entry.policy.frozen:
         return False
@@ -166,10 +166,19 @@ class UserStreams:
         grant = await self.store.lookup(listen_key) if is_listen_key(listen_key) else None
         if grant is None:
             return None
-        if not _usable(await self.keys.lookup(self.pool, grant.api_key), _now_ms()):
+        if not usable(await self.keys.lookup(self.pool, grant.api_key), _now_ms()):
             return None
+        return self._attach(grant)
+
+    def attach(self, name: str, account: int, api_key: str) -> UserSession:
+        """A session without a listen key (a WebSocket API subscription), under a
+        ``name`` of its own: it ends like every other when its API key is revoked or its
+        account frozen, on every replica."""
+        return self._attach(ListenKeyGrant(name, account, api_key, 0))
+
+    def _attach(self, grant: ListenKeyGrant) -> UserSession:
         session = UserSession(grant)
-        self._sessions.setdefault(listen_key, set()).add(session)
+        self._sessions.setdefault(grant.listen_key, set()).add(session)
         return session
 
     def release(self, session: UserSession) -> None:
@@ -189,7 +198,7 @@ class UserStreams:
             return self.recheck_s
         entry = None if grant is None else await self.keys.lookup(self.pool, grant.api_key)
         now = _now_ms()
-        if grant is None or entry is None or not _usable(entry, now):
+        if grant is None or entry is None or not usable(entry, now):
             session.end(expired=True)
             return None
         due_ms = grant.ttl_ms
@@ -247,7 +256,7 @@ async def create_stream(request: Request, caller: Caller = Depends(api_key_only)
 
     Raises -2015 for a frozen account (its streams are closed at freezing)."""
     users = _streams(request)
-    if not _usable(await users.keys.lookup(users.pool, caller.api_key), _now_ms()):
+    if not usable(await users.keys.lookup(users.pool, caller.api_key), _now_ms()):
         raise errors.bad_api_key()
     try:
         return {"listenKey": await users.create(caller.api_key, caller.account)}
@@ -289,6 +298,14 @@ async def close_stream(request: Request, caller: Caller = Depends(api_key_only))
 
 
 # --------------------------------------------------------------------------- socket
+async def account_updates(
+    bus: Subscriber, account: int, on_msg: Handler
+) -> Callable[[], Awaitable[None]]:
+    """Hear the account's updates (settlement's executionReport, outboundAccountPosition,
+    balanceUpdate) as they are published; returns what stops it."""
+    return await bus.subscribe(user_subject(account), on_msg)
+
+
 async def serve_user_stream(
     websocket: WebSocket, session: UserSession, users: UserStreams, limits: WsLimits,
     bus: Subscriber,
@@ -326,7 +343,7 @@ async def serve_user_stream(
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(session.ended.wait(), delay)
 
-    unsub = await bus.subscribe(user_subject(session.account), on_msg)
+    unsub = await account_updates(bus, session.account, on_msg)
     drain = asyncio.create_task(drain_client())
     tasks = [asyncio.create_task(pump()), drain, asyncio.create_task(overflow.wait()),
              asyncio.create_task(session.ended.wait()), asyncio.create_task(watch())]

@@ -41,6 +41,8 @@ from tradeplane.marketdata.ports import (
     market_subject,
 )
 from tradeplane.marketdata.state import (
+    ALL_MARKET_STREAMS,
+    ALL_MARKETS,
     DEPTH_FAST,
     DEPTH_SLOW,
     Kline,
@@ -322,6 +324,14 @@ class MarketDataService:
                         st.untake_depth(speed)  # the next diff carries it: no gap
                         raise
                     n += 1
+                partial = st.take_partial_depth(speed)
+                try:
+                    for name, doc in partial:
+                        await self.bus.publish(market_subject(st.symbol, name), doc)
+                except BaseException:
+                    st.untake_partial_depth(speed)
+                    raise
+                n += len(partial)
             MESSAGES.inc(n)
 
     async def tick(self) -> None:
@@ -339,6 +349,12 @@ class MarketDataService:
             changes = [(st, st.tick(now)) for st in self.states.values()]
             await self._commit([(st, u) for st, u in changes if u], snapshot=False,
                                position=None)
+            for stream, everyone in ALL_MARKET_STREAMS.items():
+                docs = [p for _, u in changes for name, p in u.messages if name == stream]
+                if docs:
+                    await self.bus.publish(market_subject(ALL_MARKETS, everyone),
+                                           b"[" + b",".join(docs) + b"]")
+                    MESSAGES.inc()
 
     # ------------------------------------------------------------------ storing
     async def _commit(

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, Final, Literal
 
 import msgspec
@@ -59,10 +60,23 @@ BOOK_TICKER: Final = "bookTicker"
 DEPTH_SLOW: Final = "depth"  # 1000ms
 DEPTH_FAST: Final = "depth@100ms"
 KLINE_STREAMS: Final = {i: f"kline_{i}" for i in INTERVALS}
+#: Partial book depth (``<symbol>@depth5``, ``@depth10@100ms``...): the top levels.
+PARTIAL_LEVELS: Final = (5, 10, 20)
+PARTIAL_DEPTH: Final[dict[str, dict[int, str]]] = {
+    "1000ms": {n: f"depth{n}" for n in PARTIAL_LEVELS},
+    "100ms": {n: f"depth{n}@100ms" for n in PARTIAL_LEVELS},
+}
 STREAMS: Final = frozenset(
     {TRADE, AGG_TRADE, TICKER, MINI_TICKER, BOOK_TICKER, DEPTH_SLOW, DEPTH_FAST,
-     *KLINE_STREAMS.values()}
+     *KLINE_STREAMS.values(), *(n for by in PARTIAL_DEPTH.values() for n in by.values())}
 )
+#: The all-market streams of the ``@ticker`` and ``@miniTicker`` payloads that changed,
+#: each as one array, and the symbol their subjects name instead of a pair's (pairs'
+#: symbols are upper case).
+ALL_TICKERS: Final = "!ticker@arr"
+ALL_MINI_TICKERS: Final = "!miniTicker@arr"
+ALL_MARKET_STREAMS: Final = {TICKER: ALL_TICKERS, MINI_TICKER: ALL_MINI_TICKERS}
+ALL_MARKETS: Final = "all"
 
 ZERO: Final = "0.00000000"
 
@@ -352,6 +366,8 @@ class MarketState:
         self._changed_klines: dict[tuple[str, int], Kline] = {}
         self._ticker_dirty = True  # the @ticker push is due
         self._doc_dirty = True  # the REST ticker document is due
+        # the book (its seq) last sent as partial depth, per cadence; -1: never
+        self._partial_seq: dict[str, int] = {"100ms": -1, "1000ms": -1}
 
     # ------------------------------------------------------------------ formatting
     def price(self, ticks: int) -> str:
@@ -511,6 +527,26 @@ class MarketState:
         """The payload :meth:`take_depth` last gave for ``speed`` was not published: keep
         its changes for the next one, so clients see no gap in ``U``/``u``."""
         (self._fast if speed == "100ms" else self._slow).untake()
+
+    def take_partial_depth(self, speed: Speed) -> list[tuple[str, bytes]]:
+        """The partial book depth payloads of one cadence (``depth5``, ``depth10``,
+        ``depth20``, with ``@100ms`` at the fast one): Binance's ``{"lastUpdateId", "bids",
+        "asks"}`` with the best levels. The slow cadence sends them every time (a new
+        subscriber's first view within a second), the fast one only when the book moved.
+        A payload not published is sent again after :meth:`untake_partial_depth`."""
+        if speed == "100ms" and self._partial_seq[speed] == self.seq:
+            return []
+        self._partial_seq[speed] = self.seq
+        most = PARTIAL_LEVELS[-1]
+        price, qty = self.price, self.qty
+        bids = [[price(p), qty(q)] for p, q in islice(self.book.bids.items(), most)]
+        asks = [[price(p), qty(q)] for p, q in islice(self.book.asks.items(), most)]
+        return [(name, _enc.encode({"lastUpdateId": self.seq, "bids": bids[:n],
+                                    "asks": asks[:n]}))
+                for n, name in PARTIAL_DEPTH[speed].items()]
+
+    def untake_partial_depth(self, speed: Speed) -> None:
+        self._partial_seq[speed] = -1
 
     def tick(self, now_ms: int) -> Updates:
         """Time passing: close candles whose interval ended, expire the window, push the

@@ -602,6 +602,21 @@ class Amended:
     order_list: ListRow | None
 
 
+@dataclass(frozen=True, slots=True)
+class Replaced:
+    """A cancel-replace's two outcomes: the order as canceled or why the cancel was
+    refused, and the new order as placed, why it was refused, or None when it was not
+    attempted (the cancel failed and failures stop the replace)."""
+
+    canceled: OrderRow | Refusal
+    placed: Placed | Refusal | None
+
+    @property
+    def complete(self) -> bool:
+        """Both halves succeeded."""
+        return isinstance(self.canceled, OrderRow) and isinstance(self.placed, Placed)
+
+
 class Orders:
     """Place, cancel, amend, OCO lists and cancel-all. Every method raises
     :class:`OrderRefused` (Binance's code and words) for each refusal, including
@@ -769,6 +784,42 @@ class Orders:
             assert lst is not None
             legs = (await self.store.list_orders([lst.id]))[lst.id]
         return Amended(row, after, seq, legs, lst)
+
+
+    async def cancel_replace(
+        self, account: int, symbol: str, order_id: int | None, client_order_id: str | None,
+        new: OrderRequest | Refusal, now: int, *, allow_failure: bool,
+    ) -> Replaced:
+        """Cancel an open order, then place ``new`` (admitted by the caller; a
+        :class:`Refusal` when admission refused it) in its place (Binance's
+        ``cancelReplace``). The cancel is settled before the new order is placed, so the
+        new order may use the funds the old one held. When the cancel is refused, the new
+        order is placed only with ``allow_failure`` (``ALLOW_FAILURE``; else
+        ``STOP_ON_FAILURE``: not attempted). A refusal of either half is an outcome, not an
+        error.
+
+        Raises:
+            OrderRefused: -1007 when a command's fate is unknown (the log or settlement did
+                not answer): what happened cannot be reported as an outcome.
+        """
+        canceled: OrderRow | Refusal
+        try:
+            canceled = await self.cancel(account, symbol, order_id, client_order_id, now)
+        except OrderRefused as exc:
+            if exc.refusal is STATUS_UNKNOWN:
+                raise
+            canceled = exc.refusal
+            if not allow_failure:
+                return Replaced(canceled, None)
+        if isinstance(new, Refusal):
+            return Replaced(canceled, new)
+        try:
+            placed: Placed | Refusal = await self.place(new)
+        except OrderRefused as exc:
+            if exc.refusal is STATUS_UNKNOWN:
+                raise
+            placed = exc.refusal
+        return Replaced(canceled, placed)
 
 
 class OrderQueries:
