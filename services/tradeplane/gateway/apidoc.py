@@ -451,6 +451,21 @@ BINANCE: Final[dict[tuple[str, str], Op]] = {
         "USDS-M futures exchange information", "No symbols: spot only."),
     ("GET", "/dapi/v1/exchangeInfo"): Op(
         "COIN-M futures exchange information", "No symbols: spot only."),
+    ("GET", "/sapi/v1/accountSnapshot"): Op(
+        "Daily account snapshot", "Your spot account as it was each UTC day: balances and "
+        "their total in BTC, valued at the books' last prices, the newest `limit` days of "
+        "the window, oldest first. `MARGIN` and `FUTURES` answer no snapshots (spot only).",
+        (Param("type", {"type": "string", "enum": ["SPOT", "MARGIN", "FUTURES"]},
+               "The account type.", True, "SPOT"),
+         *_times("; at most 30 days apart, the last 30 days by default"),
+         Param("limit", {"type": "integer", "minimum": 7, "maximum": 30, "default": 7},
+               "How many days.")),
+        SIGNED, "read", codes=(-1100, -1127, -1128),
+        example={"code": 200, "msg": "", "snapshotVos": [
+            {"type": "spot", "updateTime": 1576281599000,
+             "data": {"totalAssetOfBtc": "0.09942700",
+                      "balances": [{"asset": "BTC", "free": "0.09905021",
+                                    "locked": "0.00000000"}]}}]}),
     ("GET", "/sapi/v1/capital/config/getall"): Op(
         "All coins", "Every coin (traded, with a wallet, or held by you) with your free, "
         "locked and withdrawing balance and its networks: one per wallet, with its fee, "
@@ -510,7 +525,8 @@ BINANCE: Final[dict[tuple[str, str], Op]] = {
 ERROR_CODES: Final[dict[int, str]] = {
     -1000: "Unknown error (HTTP 500), or an administrative change that could not reach a "
            "component (HTTP 503; call again); WebSocket API: a frame that is not JSON.",
-    -1001: "Internal error: a wallet did not answer in time; try again.",
+    -1001: "Internal error: a wallet (or the database, for account snapshots) did not "
+           "answer in time; try again.",
     -1002: "User session: no, an invalid or an expired access token; wrong credentials; "
            "email not verified (HTTP 401); WebSocket API: "
            "`userDataStream.subscribe` before `session.logon`.",
@@ -540,6 +556,7 @@ ERROR_CODES: Final[dict[int, str]] = {
     -1120: "Invalid interval.",
     -1121: "Invalid symbol.",
     -1125: "This listenKey does not exist.",
+    -1127: "More than the allowed time between startTime and endTime.",
     -1128: "Combination of optional parameters invalid.",
     -1130: "Data sent for a parameter is not valid.",
     -1131: "recvWindow must be less than 60000.",
@@ -685,6 +702,7 @@ ADMIN_ACTIONS: Final[dict[tuple[str, str], A]] = {
     ("DELETE", "/admin/kill-switch"): A.KILL_SWITCH,
     ("POST", "/admin/admins"): A.ADMIN_CREATE,
     ("GET", "/admin/audit"): A.AUDIT_READ,
+    ("GET", "/admin/health"): A.HEALTH_READ,
     ("GET", "/admin/withdrawals"): A.WITHDRAWAL_READ,
     ("POST", "/admin/withdrawals/{wid}/approve"): A.WITHDRAWAL_APPROVE,
     ("POST", "/admin/withdrawals/{wid}/reject"): A.WITHDRAWAL_APPROVE,
@@ -710,6 +728,8 @@ SUMMARIES: Final[dict[tuple[str, str], str]] = {
     ("DELETE", "/admin/kill-switch"): "Lift the kill switch",
     ("POST", "/admin/admins"): "Create an admin identity",
     ("GET", "/admin/audit"): "Audit log",
+    ("GET", "/admin/health"): "System health: sequences, lags, ledger verdict, streams",
+    ("GET", "/api/v1/portfolio"): "Portfolio value and P&L over time",
     ("GET", "/admin/withdrawals"): "Withdrawals",
     ("POST", "/admin/withdrawals/{wid}/approve"): "Approve a withdrawal",
     ("POST", "/admin/withdrawals/{wid}/reject"): "Reject a withdrawal",
