@@ -7,8 +7,8 @@ engine's sequence, the lags, the ledger verdict and the streams."""
 from __future__ import annotations
 
 import time
-from decimal import Decimal
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -16,6 +16,7 @@ import pytest
 from tests.support.harness import Platform, Trader, eventually, running_platform
 from tests.support.security import FAST_HASHING, admin_headers
 
+from tradeplane.adapters import db
 from tradeplane.adapters.portfolio_db import PgSnapshotStore
 from tradeplane.domain.pairs import DEMO_PAIRS
 from tradeplane.usecases.portfolio import Portfolio
@@ -93,8 +94,6 @@ async def test_the_portfolio_series_shows_value_and_pnl(
     assert {"time", "value", "pnl"} == set(doc["points"][0])
     # A deposit is not profit: more USDT credited to Ann moves her value, not her P&L.
     before = doc["points"][-1]
-    await plat.pool.execute("SELECT 1")
-    from tradeplane.adapters import db
     await db.credit(plat.pool, ann.account, "USDT", 500_000_000_000, "ann:more")
 
     async def credited() -> dict[str, Any] | None:

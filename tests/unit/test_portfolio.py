@@ -128,7 +128,7 @@ class Reads:
     async def command_seq(self, symbol: str) -> int:
         return 12
 
-    async def engine_seq(self, symbol: str) -> int | None:
+    async def engine_seq(self, symbol: str) -> int:
         return 10
 
     async def settled(self) -> dict[str, int]:

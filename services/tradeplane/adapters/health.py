@@ -24,10 +24,10 @@ class PlatformHealthReads:
     async def command_seq(self, symbol: str) -> int:
         return await self.bus.last_command_seq(symbol)
 
-    async def engine_seq(self, symbol: str) -> int | None:
+    async def engine_seq(self, symbol: str) -> int:
         last = await self.bus.last_event(symbol)
         if last is None:
-            return None
+            return 0  # the engine has not matched a command yet
         try:
             return int(decode_batch(last.data).last_seq)
         except DecodeError as exc:

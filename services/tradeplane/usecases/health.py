@@ -47,8 +47,9 @@ class HealthReads(Protocol):
         """The symbol's command stream's last sequence (0: none)."""
         ...
 
-    async def engine_seq(self, symbol: str) -> int | None:
-        """The last command sequence the symbol's engine has published events for."""
+    async def engine_seq(self, symbol: str) -> int:
+        """The last command sequence the symbol's engine has published events for (0:
+        none yet)."""
         ...
 
     async def settled(self) -> Mapping[str, int]:
