@@ -454,6 +454,7 @@ def test_every_value_is_documented_where_declared() -> None:
     ("config.logLevel=LOUD", "config.logLevel"),
     ("postgresql.url=mysql://db/x", "postgresql.url"),
     ("settlement.replicas=3", "settlement"),
+    ("settlement.snapshotIntervalSeconds=0", "settlement.snapshotIntervalSeconds"),
     ("operator.serviceMonitor=maybe", "operator.serviceMonitor"),
     ("gateway.rateLimits.ordersPer10s=0", "gateway.rateLimits.ordersPer10s"),
     ("gateway.rateLimits.perHour=5", "gateway.rateLimits"),
