@@ -683,6 +683,27 @@ SECURITY_SCHEMES: Final[dict[str, Schema]] = {
     },
 }
 
+#: Our own operations signed like Binance's USER_DATA (an API key and its signature).
+OWN_SIGNED: Final[dict[tuple[str, str], Op]] = {
+    ("GET", "/api/v1/portfolio"): Op(
+        "Portfolio value and P&L over time", "Your account's value in the quote asset "
+        "(USDT) at each snapshot and the P&L from the first one in the window: the change "
+        "in value minus net deposits and withdrawals. `period` `interval` (the default: "
+        "the platform's snapshot interval) or `day`.",
+        (Param("period", {"type": "string", "enum": ["interval", "day"]},
+               "Which snapshots.", False, "interval"),
+         *_times("; at most 366 days apart, the last 366 days by default"),
+         Param("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 1000},
+               "At most this many points (the newest).")),
+        SIGNED, "read", codes=(-1100, -1127, -1128),
+        example={"quote": "USDT", "period": "interval", "intervalMs": 3600000,
+                 "value": "9995.00000000", "pnl": "-5.00000000", "netFlows": "0.00000000",
+                 "points": [{"time": 1764896400000, "value": "10000.00000000",
+                             "pnl": "0.00000000"},
+                            {"time": 1764900000000, "value": "9995.00000000",
+                             "pnl": "-5.00000000"}]}),
+}
+
 # --------------------------------------------------------------------------- admin and users
 #: Each admin operation's action (the permission matrix decides which roles may).
 ADMIN_ACTIONS: Final[dict[tuple[str, str], A]] = {
@@ -729,7 +750,6 @@ SUMMARIES: Final[dict[tuple[str, str], str]] = {
     ("POST", "/admin/admins"): "Create an admin identity",
     ("GET", "/admin/audit"): "Audit log",
     ("GET", "/admin/health"): "System health: sequences, lags, ledger verdict, streams",
-    ("GET", "/api/v1/portfolio"): "Portfolio value and P&L over time",
     ("GET", "/admin/withdrawals"): "Withdrawals",
     ("POST", "/admin/withdrawals/{wid}/approve"): "Approve a withdrawal",
     ("POST", "/admin/withdrawals/{wid}/reject"): "Reject a withdrawal",
@@ -987,6 +1007,8 @@ def describe(generated: Schema) -> Schema:
             key = (method.upper(), path)
             if path.startswith(("/api/v3/", "/sapi/", "/fapi/", "/dapi/")):
                 _binance_operation(key[0], path, BINANCE[key], op)
+            elif key in OWN_SIGNED:
+                _binance_operation(key[0], path, OWN_SIGNED[key], op)
             else:
                 _own_operation(key[0], path, op)
     components = doc.setdefault("components", {})
