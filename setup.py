@@ -15,7 +15,8 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 PYX = "services/tradeplane/domain/_cbook.pyx"
-FALLBACK = "tradeplane: the compiled order book was not built ({}); the pure-Python book will be used"
+FALLBACK = ("tradeplane: the compiled order book was not built ({}); the pure-Python book "
+            "will be used")
 
 
 def _say(msg: str) -> None:

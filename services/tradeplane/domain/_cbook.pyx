@@ -1352,6 +1352,11 @@ cdef class OrderBook:
         data = msgspec.msgpack.encode(self.snapshot())
         return hashlib.blake2b(data, digest_size=32).hexdigest()
 
+    def _set_level_total(self, side, int64_t price, int64_t total):
+        """Corrupt a level's total: for the test that ``debug`` catches it."""
+        cdef _Level level = (self._bids if side == _BUY else self._asks).get(price)
+        level.total = total
+
     def check_invariants(self):
         """Verify the internal structure; O(book size), meant for tests and ``debug``.
 
