@@ -53,4 +53,5 @@ def _extensions() -> list[Extension]:
     return list(cythonize([ext], language_level=3, quiet=True))
 
 
-setup(ext_modules=_extensions(), cmdclass={"build_ext": OptionalBuildExt})
+if __name__ == "__main__":  # (setuptools' build backend runs this file as __main__)
+    setup(ext_modules=_extensions(), cmdclass={"build_ext": OptionalBuildExt})

@@ -86,6 +86,38 @@ cdef extern from *:
     """
     int tp_mul_overflow(int64_t a, int64_t b, int64_t *out) noexcept nogil
 
+cdef extern from "Python.h":
+    ctypedef struct PyMemberDef:
+        const char* name
+        int type
+        Py_ssize_t offset
+    ctypedef struct PyMemberDescrObject:
+        PyMemberDef* d_member
+
+DEF T_OBJECT_EX = 16
+
+
+cdef Py_ssize_t _slot(object tp, str name) except -1:
+    """Where ``tp`` (a msgspec Struct) keeps field ``name``: the offset of its slot, read
+    from the field's member descriptor once, so the hot path reads a command's fields
+    with one load each instead of an attribute lookup."""
+    d = tp.__dict__[name]
+    if type(d) is not _member_descriptor:
+        raise TypeError(f"{tp.__name__}.{name} is not a slot")
+    cdef PyMemberDef* m = (<PyMemberDescrObject*>d).d_member
+    if m.type != T_OBJECT_EX:
+        raise TypeError(f"{tp.__name__}.{name} is not an object slot")
+    return m.offset
+
+
+cdef inline object _get(object obj, Py_ssize_t offset):
+    """Field of a command whose exact type is known (see ``_slot``)."""
+    cdef PyObject* v = (<PyObject**>(<char*><PyObject*>obj + offset))[0]
+    if v == NULL:
+        raise AttributeError("command field not set")
+    return <object>v
+
+
 DEF C_EMPTY = 4611686018427387904  # 1 << 62: the best key of an empty side (as book.py)
 DEF C_NO_LIMIT = 4611686018427387903  # the limit key of a market order
 
@@ -110,6 +142,24 @@ cdef object _RestingOrder = RestingOrder
 cdef object _replace = msgspec.structs.replace
 cdef object _heappush = heapq.heappush
 cdef object _heappop = heapq.heappop
+
+cdef object _member_descriptor = type(Tick.__dict__["ts"])
+cdef Py_ssize_t N_ID = _slot(NewOrder, "order_id")
+cdef Py_ssize_t N_ACCOUNT = _slot(NewOrder, "account")
+cdef Py_ssize_t N_SIDE = _slot(NewOrder, "side")
+cdef Py_ssize_t N_TYPE = _slot(NewOrder, "type")
+cdef Py_ssize_t N_TIF = _slot(NewOrder, "tif")
+cdef Py_ssize_t N_PRICE = _slot(NewOrder, "price")
+cdef Py_ssize_t N_QTY = _slot(NewOrder, "qty")
+cdef Py_ssize_t N_QUOTE = _slot(NewOrder, "quote_qty")
+cdef Py_ssize_t N_BY_QUOTE = _slot(NewOrder, "by_quote")
+cdef Py_ssize_t N_TS = _slot(NewOrder, "ts")
+cdef Py_ssize_t N_ICEBERG = _slot(NewOrder, "iceberg_qty")
+cdef Py_ssize_t N_STP = _slot(NewOrder, "stp")
+cdef Py_ssize_t N_GOOD_TILL = _slot(NewOrder, "good_till")
+cdef Py_ssize_t C_ID = _slot(Cancel, "order_id")
+cdef Py_ssize_t C_ACCOUNT = _slot(Cancel, "account")
+cdef Py_ssize_t C_TS = _slot(Cancel, "ts")
 
 cdef object _EMPTY_OBJ = 1 << 62
 cdef object _BUY = Side.BUY
@@ -542,13 +592,13 @@ cdef class OrderBook:
         if t is _NewOrder:
             out = self._new_order(cmd)
         elif t is _Cancel:
-            x = self._open.get(cmd.order_id)
+            x = self._open.get(_get(cmd, C_ID))
             if (x is not None and type(x) is _Order and self._trading_i != HALTED
                     and (<_Order>x).ext is None
-                    and (<_Order>x).account == <int64_t>cmd.account):
+                    and (<_Order>x).account == <int64_t>_get(cmd, C_ACCOUNT)):
                 o = <_Order>x
                 self._finish_order(o)  # the plain cancel: 30% of traffic
-                out = [_Done(o.oid, o.acct, _CANCELED, _R_NONE, cmd.ts)]
+                out = [_Done(o.oid, o.acct, _CANCELED, _R_NONE, _get(cmd, C_TS))]
             else:
                 out = self._cancel(cmd)
         elif t is _Tick:
@@ -570,14 +620,14 @@ cdef class OrderBook:
         return out
 
     cdef list _new_order(self, cmd):
-        oid = cmd.order_id
+        oid = _get(cmd, N_ID)
         if oid in self._open or oid in self._recent_set:
             return []  # redelivered: its outcome was published the first time
         if self._trading_i != ENABLED:
             self._remember(oid)
             return [_Done(oid, cmd.account, _REJECTED, _R_HALTED, cmd.ts)]
         cdef list events = []
-        cdef int typ = cmd.type
+        cdef int typ = _get(cmd, N_TYPE)
         if typ == T_LIMIT or typ == T_LIMIT_MAKER:
             self._limit(cmd, events)
         elif typ == T_MARKET:
@@ -595,16 +645,16 @@ cdef class OrderBook:
 
     cdef int _limit(self, cmd, list events) except -1:
         """A LIMIT or LIMIT_MAKER order (or a triggered stop-limit, as LIMIT)."""
-        oid = cmd.order_id
-        acct_o = cmd.account
-        ts = cmd.ts
-        side_o = cmd.side
-        price_o = cmd.price
-        qty_o = cmd.qty
+        oid = _get(cmd, N_ID)
+        acct_o = _get(cmd, N_ACCOUNT)
+        ts = _get(cmd, N_TS)
+        side_o = _get(cmd, N_SIDE)
+        price_o = _get(cmd, N_PRICE)
+        qty_o = _get(cmd, N_QTY)
         cdef int64_t price = price_o
         cdef int64_t qty = qty_o
         cdef int side_i = side_o
-        cdef int tif = cmd.tif
+        cdef int tif = _get(cmd, N_TIF)
         cdef _Side opp, own
         cdef int64_t limit_key
         if side_i == BUY:
@@ -619,7 +669,7 @@ cdef class OrderBook:
             self._remember(oid)
             events.append(_Done(oid, acct_o, _REJECTED, _R_NONE, ts))
             return 0
-        cdef int typ = cmd.type
+        cdef int typ = _get(cmd, N_TYPE)
         cdef int64_t acct = acct_o
         cdef int64_t orig_qty = qty
         cdef int64_t stp
@@ -628,7 +678,7 @@ cdef class OrderBook:
                 self._remember(oid)
                 events.append(_Done(oid, acct_o, _REJECTED, _R_WOULD_TAKE, ts))
                 return 0
-            stp = cmd.stp
+            stp = _get(cmd, N_STP)
             if tif == FOK and not self._can_fill(opp, limit_key, qty, acct, stp):
                 self._remember(oid)
                 events.append(_Done(oid, acct_o, _EXPIRED, _R_NO_LIQUIDITY, ts))
@@ -652,7 +702,7 @@ cdef class OrderBook:
             self._remember(oid)
             events.append(_Done(oid, acct_o, _EXPIRED, _R_NO_LIQUIDITY, ts))
             return 0
-        if cmd.iceberg_qty or tif == GTD:
+        if tif == GTD or _get(cmd, N_ICEBERG):
             self._rest(cmd, qty, None, events)
             return 0
         # A plain order rests: most of the traffic.
@@ -823,23 +873,23 @@ cdef class OrderBook:
 
     cdef int _market(self, cmd, list events) except -1:
         """Match a market order (or a triggered stop-market), as ``book.OrderBook._market``."""
-        oid = cmd.order_id
-        acct_o = cmd.account
-        ts = cmd.ts
-        cdef int64_t qty = cmd.qty
-        cdef int64_t quote = cmd.quote_qty
-        cdef bint by_quote = cmd.by_quote
-        if (cmd.price != 0 or qty < 0 or quote < 0 or not (qty or by_quote)
+        oid = _get(cmd, N_ID)
+        acct_o = _get(cmd, N_ACCOUNT)
+        ts = _get(cmd, N_TS)
+        cdef int64_t qty = _get(cmd, N_QTY)
+        cdef int64_t quote = _get(cmd, N_QUOTE)
+        cdef bint by_quote = _get(cmd, N_BY_QUOTE)
+        if (_get(cmd, N_PRICE) != 0 or qty < 0 or quote < 0 or not (qty or by_quote)
                 or (by_quote and not quote)):
             self._remember(oid)
             events.append(_Done(oid, acct_o, _REJECTED, _R_NONE, ts))
             return 0
-        side_o = cmd.side
+        side_o = _get(cmd, N_SIDE)
         cdef _Side opp = self._asks if <int>side_o == BUY else self._bids
         cdef int64_t want = qty if qty else C_EMPTY  # no lot cap: more than any book holds
         cdef int64_t tid = self._next_trade_id
         want = self._match(opp, C_NO_LIMIT, oid, acct_o, acct_o, side_o, ts, want, quote,
-                           cmd.stp, events)
+                           _get(cmd, N_STP), events)
         cdef bint executed = self._next_trade_id != tid
         cdef int why = self._m_why
         cdef bint quote_spent = why == CAP or (quote > 0 and not self._m_quote_left)
