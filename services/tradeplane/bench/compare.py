@@ -40,9 +40,11 @@ each package's own objects. The deviations, printed with the table:
 * Accounts are not modelled by the packages; no cancel in the mix names a wrong account.
 
 Throughput is measured as ``run_book_bench`` does: objects built first, collector frozen
-and disabled, one timed pass over every operation on a fresh book. Our book is timed again
-here, on exactly the commands the packages get, so the ratio compares the same work; with
-``--compare-ops N`` that is the first N operations of the mix (default: all of them).
+and disabled, one timed pass over every operation on a fresh book. Our books (the compiled
+one, when built, and the pure-Python one) are timed again here, on exactly the commands the
+packages get, so the ratios compare the same work; the ratio column is the first of our
+rows (the book the engine runs) over each row. With ``--compare-ops N`` that is the first N
+operations of the mix (default: all of them).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from importlib import metadata
 from types import ModuleType
 from typing import Any, Final
 
+from tradeplane.domain import books
 from tradeplane.domain.book import OrderBook
 from tradeplane.domain.model import (
     Cancel,
@@ -221,10 +224,37 @@ def _timed(steps: list[tuple[Callable[[Any], object], Any]]) -> float:
     return elapsed / 1e9
 
 
-def time_ours(cmds: Sequence[Command], npl: int, symbol: str) -> float:
-    """Seconds for one pass of our book over ``cmds``, timed like the packages."""
-    book = OrderBook(symbol, npl)
+def time_ours(cmds: Sequence[Command], npl: int, symbol: str,
+              book_class: type[OrderBook] = OrderBook) -> float:
+    """Seconds for one pass of our book (``book_class``) over ``cmds``, timed like the
+    packages."""
+    book = book_class(symbol, npl)
     return _timed([(book.process, cmd) for cmd in cmds])
+
+
+def tally_ours(cmds: Sequence[Command], npl: int, symbol: str,
+               book_class: type[OrderBook]) -> Tally:
+    """What ``book_class`` executed on ``cmds`` (an untimed pass), to check it like the
+    packages against the reference."""
+    book = book_class(symbol, npl)
+    trades = lots = notional = 0
+    for cmd in cmds:
+        for ev in book.process(cmd):
+            if type(ev) is Trade:
+                trades += 1
+                lots += ev.qty
+                notional += ev.price * ev.qty
+    return Tally(trades, lots, notional)
+
+
+def our_books() -> list[tuple[str, str, type[OrderBook]]]:
+    """Our implementations as ``(row name, kind, class)``: the compiled book first when it
+    is built (the one the engine runs), then the pure-Python one."""
+    rows = []
+    if books.COMPILED is not None:
+        rows.append(("tradeplane", "Cython (compiled book)", books.COMPILED))
+    rows.append(("tradeplane-py", "pure Python (book.py)", books.select("python")))
+    return rows
 
 
 def _version(dist: str) -> str:
@@ -422,11 +452,13 @@ ADAPTERS: Final[tuple[Adapter, ...]] = (
 # --------------------------------------------------------------------------- report
 def compare(
     cmds: Sequence[Command], npl: int, symbol: str, adapters: Sequence[Adapter] = ADAPTERS
-) -> tuple[Workload, Result, list[Result]]:
-    """Our book and every adapter on ``cmds``: the workload, our row, their rows."""
+) -> tuple[Workload, list[Result], list[Result]]:
+    """Our books and every adapter on ``cmds``: the workload, our rows (``our_books``),
+    their rows."""
     workload = build_workload(cmds, npl, symbol)
-    ours = Result("tradeplane", _version("tradeplane"), "pure Python (this book)",
-                  len(cmds), time_ours(cmds, npl, symbol), workload.reference)
+    ours = [Result(name, _version("tradeplane"), kind, len(cmds),
+                   time_ours(cmds, npl, symbol, cls), tally_ours(cmds, npl, symbol, cls))
+            for name, kind, cls in our_books()]
     return workload, ours, [run_adapter(a, workload) for a in adapters]
 
 
@@ -445,9 +477,10 @@ def check(result: Result, reference: Tally) -> str:
     return "DIFFERS from ours: " + ", ".join(diffs)
 
 
-def format_report(workload: Workload, ours: Result, others: Sequence[Result],
+def format_report(workload: Workload, ours: Sequence[Result], others: Sequence[Result],
                   full_ops: int) -> list[str]:
-    """The comparison table and its notes, one line each."""
+    """The comparison table and its notes, one line each; the ratio column is
+    ``ours[0]`` (the book the engine runs) over each row."""
     scope = ("all" if workload.commands == full_ops
              else f"the first {workload.commands:,} of") + f" {full_ops:,} operations"
     out = [f"same workload through other order books: {scope}, same seed",
@@ -455,14 +488,17 @@ def format_report(workload: Workload, ours: Result, others: Sequence[Result],
     header = ("book", "version", "kind", "ops/s", "ours/theirs", "trades", "check")
     rows = [header]
     missing: list[Result] = []
-    for r in (ours, *others):
+    first = ours[0]
+    for r in (*ours, *others):
         if r.error or r.tally is None:
             missing.append(r)
             continue
-        ratio = ours.ops_per_sec / r.ops_per_sec if r.ops_per_sec else 0.0
+        ratio = first.ops_per_sec / r.ops_per_sec if r.ops_per_sec else 0.0
+        verdict = check(r, workload.reference)
+        if r in ours and r.tally == workload.reference:
+            verdict = "reference"
         rows.append((r.name, r.version, r.kind, f"{r.ops_per_sec:,.0f}", f"{ratio:.2f}x",
-                     f"{r.tally.trades:,}",
-                     "reference" if r is ours else check(r, workload.reference)))
+                     f"{r.tally.trades:,}", verdict))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     for row in rows:
         cells = (c.rjust(w) if 3 <= i <= 5 else c.ljust(w)
