@@ -901,6 +901,7 @@ options (engine):
   --per-msg N         commands per stream message (default 50)
   --commands-at-1 N   scaling run: commands per symbol at 1 command per message
   --nats-sync S       nats-server sync_interval: always (default), default or a duration
+  --book B            the engine's order book: auto (default), compiled or python
 options (e2e):
   --seconds S         closed-loop run length (default 10)
   --conns N           closed-loop connections (default 64)
