@@ -20,12 +20,16 @@ from tradeplane.domain.model import (
     Amend,
     Cancel,
     CancelAll,
+    CancelRejected,
     Command,
+    Done,
     NewOrder,
     NewOrderList,
     OrderType,
+    Reason,
     SetTrading,
     Side,
+    Status,
     StpMode,
     Tick,
     TimeInForce,
@@ -193,3 +197,25 @@ def test_the_benchmark_mix_gives_the_same_events_and_hashes() -> None:
         if i % 5_000 == 0:
             _same_state(spec, compiled, _ids(cmd))
     _same_state(spec, compiled, [])
+
+
+def test_the_compiled_book_rejects_integers_beyond_64_bits_instead_of_raising() -> None:
+    # Its one documented deviation (_cbook.pyx): the codec's unsigned 64-bit integers can
+    # carry such a quantity; the pure-Python book would take it, the compiled one answers.
+    compiled = book_class("compiled")("TEST", 1)
+    huge = 2**64 - 1
+    rest = NewOrder(1, 5, Side.BUY, OrderType.LIMIT, TimeInForce.GTC, 100, 3, 0, False, 1)
+    assert compiled.process(rest) == book_class("python")("TEST", 1).process(rest)
+    too_big = NewOrder(2, 5, Side.SELL, OrderType.LIMIT, TimeInForce.GTC, 100, huge, 0, False, 2)
+    assert compiled.process(too_big) == [Done(2, 5, Status.REJECTED, Reason.NONE, 2)]
+    legs = [NewOrder(3, 5, Side.SELL, OrderType.LIMIT_MAKER, TimeInForce.GTC, 200, huge, 0,
+                     False, 3, list_id=1),
+            NewOrder(4, 5, Side.SELL, OrderType.STOP_LOSS, TimeInForce.GTC, 0, 1, 0, False, 3,
+                     stop_price=90, list_id=1)]
+    assert compiled.process(NewOrderList(1, 5, legs, 3)) == [
+        Done(3, 5, Status.REJECTED, Reason.BAD_LIST, 3),
+        Done(4, 5, Status.REJECTED, Reason.BAD_LIST, 3)]
+    assert compiled.process(Cancel(1, huge, 4)) == [
+        CancelRejected(1, huge, Reason.UNKNOWN_ORDER, 4)]
+    assert compiled.depth(5) == ([(100, 3)], [])
+    compiled.check_invariants()

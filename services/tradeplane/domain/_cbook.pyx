@@ -30,15 +30,19 @@ The rare paths (stops, OCO lists, good-till-date, amends, snapshots) follow ``bo
 line by line over Python objects, as it does (``SortedList`` for the waiting stops, a
 ``heapq`` of expiries).
 
-Values are C ``int64``: a command whose integers do not fit in 64 bits raises
-``OverflowError`` here where ``book.py`` would carry on with Python integers. The codec
-decodes 64-bit integers only, so no command from the log can carry such a value.
+One deviation: prices, quantities, ids and accounts are C ``int64`` here. A ``NewOrder``
+(or a list leg) with an integer field outside the signed 64-bit range, which the codec's
+unsigned 64-bit integers can carry and ``book.py`` would take as a Python ``int``, ends
+``Done(REJECTED, NONE)`` (in a list: every leg ``REJECTED``, ``BAD_LIST``) instead of
+raising on every replay of the log. The gateway's limits keep real orders far below that
+range.
 """
 
 cimport cython
 from libc.stdint cimport int64_t, INT64_MAX
 from libc.stdlib cimport free, malloc, qsort, realloc
 from libc.string cimport memmove
+from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
 
 import hashlib
@@ -595,7 +599,7 @@ cdef class OrderBook:
             x = self._open.get(_get(cmd, C_ID))
             if (x is not None and type(x) is _Order and self._trading_i != HALTED
                     and (<_Order>x).ext is None
-                    and (<_Order>x).account == <int64_t>_get(cmd, C_ACCOUNT)):
+                    and (<_Order>x).acct == _get(cmd, C_ACCOUNT)):
                 o = <_Order>x
                 self._finish_order(o)  # the plain cancel: 30% of traffic
                 out = [_Done(o.oid, o.acct, _CANCELED, _R_NONE, _get(cmd, C_TS))]
@@ -626,6 +630,9 @@ cdef class OrderBook:
         if self._trading_i != ENABLED:
             self._remember(oid)
             return [_Done(oid, cmd.account, _REJECTED, _R_HALTED, cmd.ts)]
+        if not _fits(cmd):
+            self._remember(oid)
+            return [_Done(oid, cmd.account, _REJECTED, _R_NONE, cmd.ts)]
         cdef list events = []
         cdef int typ = _get(cmd, N_TYPE)
         if typ == T_LIMIT or typ == T_LIMIT_MAKER:
@@ -1035,6 +1042,8 @@ cdef class OrderBook:
         acct = cmd.account
         if self._trading_i != ENABLED:
             refusals = [_R_HALTED] * len(legs)
+        elif not all(type(leg) is _NewOrder and _fits(leg) for leg in legs):
+            refusals = [_R_BAD_LIST] * len(legs)  # integers beyond 64 bits: see the module doc
         elif (
             len(legs) != 2
             or len(ids) != 2
@@ -1511,6 +1520,30 @@ cdef class OrderBook:
         _check(len(self._ring) == len(self._recent_set), "dedup record holds an id twice")
         if self._bids.n and self._asks.n:
             _check(-self._bids.best() < self._asks.best(), "book crossed")
+
+
+cdef Py_ssize_t[10] _FIT_SLOTS = [N_ID, N_ACCOUNT, N_SIDE, N_TYPE, N_TIF, N_PRICE, N_QTY,
+                                  N_QUOTE, N_ICEBERG, N_STP]
+
+
+cdef bint _fits(cmd) except -1:
+    """Whether every integer of the NewOrder ``cmd`` the book computes with fits in 64 bits
+    (the compiled book's one deviation from ``book.py``: see the module docstring).
+
+    Raises:
+        TypeError: a field is not an integer.
+    """
+    cdef int overflow = 0
+    cdef Py_ssize_t i
+    cdef PyObject* v
+    for i in range(10):
+        v = (<PyObject**>(<char*><PyObject*>cmd + _FIT_SLOTS[i]))[0]
+        if v == NULL:
+            raise AttributeError("command field not set")
+        PyLong_AsLongLongAndOverflow(<object>v, &overflow)
+        if overflow:
+            return False
+    return True
 
 
 def _arrival_of(key):
