@@ -219,3 +219,26 @@ def test_the_compiled_book_rejects_integers_beyond_64_bits_instead_of_raising() 
         CancelRejected(1, huge, Reason.UNKNOWN_ORDER, 4)]
     assert compiled.depth(5) == ([(100, 3)], [])
     compiled.check_invariants()
+
+
+@pytest.mark.parametrize("recent_limit", [1, 700, 5_000])
+def test_finished_ids_are_remembered_and_forgotten_alike_for_scattered_ids(
+    recent_limit: int,
+) -> None:
+    # The compiled book keeps finished ids in its own hash set: random 63-bit ids (and 0),
+    # finished at once (IOC on an empty side), then redelivered at random, must be
+    # recognised exactly while among the last ``recent_limit``, as by the pure-Python book.
+    rng = random.Random(recent_limit)
+    spec, compiled = _pair(1, recent_limit)
+    sent: list[int] = [0]
+    for ts in range(1, 20_001):
+        if rng.random() < 0.3:
+            oid = rng.choice(sent[-2 * recent_limit:])  # redelivery, recent or forgotten
+        else:
+            oid = rng.choice([rng.randrange(1, 2**63), rng.randrange(1, 4 * recent_limit)])
+            sent.append(oid)
+        cmd = NewOrder(oid, 1, Side.BUY, OrderType.LIMIT, TimeInForce.IOC, 100, 1, 0, False, ts)
+        assert compiled.process(cmd) == spec.process(cmd), (ts, cmd)
+    assert compiled.snapshot().recent == spec.snapshot().recent
+    assert compiled.state_hash() == spec.state_hash()
+    compiled.check_invariants()

@@ -20,7 +20,7 @@ What differs is only the layout, chosen so the common commands run in C:
   ``dict[int, set[int]]`` of ``book.py``;
 * resting orders and waiting stops share one ``dict`` (``_open``), so a new order's
   redelivery test is two lookups (``_open`` and the finished-id set); finished ids are a
-  ring buffer (a ``list``) plus a ``set``;
+  ring of int64 plus an open-addressing hash set of them (``_Recent``);
 * changed levels are recorded in a C array of prices (a flag on the level avoids most
   duplicates; ``take_dirty_levels`` sorts and de-duplicates);
 * events are the ``msgspec`` structs of ``model.py`` built with positional arguments
@@ -34,13 +34,14 @@ One deviation: prices, quantities, ids and accounts are C ``int64`` here. A ``Ne
 (or a list leg) with an integer field outside the signed 64-bit range, which the codec's
 unsigned 64-bit integers can carry and ``book.py`` would take as a Python ``int``, ends
 ``Done(REJECTED, NONE)`` (in a list: every leg ``REJECTED``, ``BAD_LIST``) instead of
-raising on every replay of the log. The gateway's limits keep real orders far below that
-range.
+raising on every replay of the log; an order id beyond 64 bits is not remembered among the
+finished ids either (its redelivery is rejected again), and a snapshot holding one is
+refused. The gateway's limits keep real orders far below that range.
 """
 
 cimport cython
-from libc.stdint cimport int64_t, INT64_MAX
-from libc.stdlib cimport free, malloc, qsort, realloc
+from libc.stdint cimport int64_t, INT64_MAX, uint64_t
+from libc.stdlib cimport calloc, free, malloc, qsort, realloc
 from libc.string cimport memmove
 from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
@@ -166,6 +167,8 @@ cdef Py_ssize_t C_ACCOUNT = _slot(Cancel, "account")
 cdef Py_ssize_t C_TS = _slot(Cancel, "ts")
 
 cdef object _EMPTY_OBJ = 1 << 62
+cdef object _I64_MIN = -(1 << 63)
+cdef object _I64_MAX = (1 << 63) - 1
 cdef object _BUY = Side.BUY
 cdef object _SELL = Side.SELL
 cdef object _LIMIT_T = OrderType.LIMIT
@@ -448,6 +451,151 @@ cdef class _Side:
         return out
 
 
+@cython.final
+cdef class _Recent:
+    """The last ``limit`` finished order ids, oldest first (``book.py``'s deque and set):
+    a ring of int64 plus an open-addressing hash set of them (linear probing, Fibonacci
+    hashing, backward-shift deletion, load at most 1/2). Both grow to their full size as
+    ids arrive, so a book that finishes few orders stays small."""
+    cdef Py_ssize_t limit
+    cdef int64_t* ring
+    cdef Py_ssize_t rcap  # allocated ring entries; ``limit`` once full
+    cdef Py_ssize_t start  # oldest entry once full (0 before)
+    cdef Py_ssize_t n
+    cdef int64_t* tab  # 0: an empty slot; the id 0 itself is ``has_zero``
+    cdef Py_ssize_t mask
+    cdef int shift
+    cdef bint has_zero
+
+    def __cinit__(self, Py_ssize_t limit):
+        self.limit = limit
+        self.rcap = min(limit, 1024)
+        self.ring = <int64_t*>malloc(self.rcap * sizeof(int64_t))
+        if self.ring == NULL:
+            raise MemoryError()
+        self._alloc(2048)
+
+    def __dealloc__(self):
+        free(self.ring)
+        free(self.tab)
+
+    cdef int _alloc(self, Py_ssize_t cap) except -1:
+        self.tab = <int64_t*>calloc(cap, sizeof(int64_t))
+        if self.tab == NULL:
+            raise MemoryError()
+        self.mask = cap - 1
+        self.shift = 64
+        while cap > 1:
+            cap >>= 1
+            self.shift -= 1
+        return 0
+
+    cdef inline Py_ssize_t _slot(self, int64_t k) noexcept:
+        return <Py_ssize_t>((<uint64_t>k * <uint64_t>0x9E3779B97F4A7C15) >> self.shift)
+
+    cdef bint has(self, int64_t k) noexcept:
+        cdef Py_ssize_t i
+        cdef int64_t v
+        if k == 0:
+            return self.has_zero
+        i = self._slot(k)
+        while True:
+            v = self.tab[i]
+            if v == k:
+                return True
+            if v == 0:
+                return False
+            i = (i + 1) & self.mask
+
+    cdef void _insert(self, int64_t k) noexcept:
+        """Put ``k`` (absent) in the set; the caller keeps room."""
+        cdef Py_ssize_t i
+        if k == 0:
+            self.has_zero = True
+            return
+        i = self._slot(k)
+        while self.tab[i] != 0:
+            i = (i + 1) & self.mask
+        self.tab[i] = k
+
+    cdef void _delete(self, int64_t k) noexcept:
+        cdef Py_ssize_t i, j, h
+        cdef int64_t v
+        cdef bint stays
+        if k == 0:
+            self.has_zero = False
+            return
+        i = self._slot(k)
+        while self.tab[i] != k:
+            if self.tab[i] == 0:
+                return  # not there
+            i = (i + 1) & self.mask
+        # Close the hole: move back every later entry of the run whose home slot does not
+        # lie cyclically in (hole, its slot].
+        j = i
+        while True:
+            j = (j + 1) & self.mask
+            v = self.tab[j]
+            if v == 0:
+                break
+            h = self._slot(v)
+            if i <= j:
+                stays = i < h <= j
+            else:
+                stays = h > i or h <= j
+            if not stays:
+                self.tab[i] = v
+                i = j
+        self.tab[i] = 0
+
+    cdef int add(self, int64_t k) except -1:
+        """Remember ``k`` as the newest id, forgetting the oldest when full."""
+        cdef int64_t* ring
+        cdef int64_t* old
+        cdef Py_ssize_t cap, i
+        if self.has(k):
+            return 0  # cannot happen (an id finishes once while remembered); kept single
+        if self.n == self.limit:
+            self._delete(self.ring[self.start])
+            self.ring[self.start] = k
+            self.start += 1
+            if self.start == self.limit:
+                self.start = 0
+        else:
+            if self.n == self.rcap:
+                cap = min(self.limit, self.rcap * 2)
+                ring = <int64_t*>realloc(self.ring, cap * sizeof(int64_t))
+                if ring == NULL:
+                    raise MemoryError()
+                self.ring = ring
+                self.rcap = cap
+            self.ring[self.n] = k
+            self.n += 1
+            if 2 * (self.n + 1) > self.mask + 1:
+                old = self.tab
+                cap = self.mask + 1
+                self._alloc(cap * 2)
+                for i in range(cap):
+                    if old[i] != 0:
+                        self._insert(old[i])
+                free(old)
+        self._insert(k)
+        return 0
+
+    cdef list ids(self):
+        """Oldest first."""
+        cdef Py_ssize_t i
+        return [self.ring[(self.start + i) % self.rcap] for i in range(self.n)]
+
+    cdef Py_ssize_t stored(self) noexcept:
+        """Ids in the set (for the invariant check)."""
+        cdef Py_ssize_t i, count = 1 if self.has_zero else 0
+        for i in range(self.mask + 1):
+            if self.tab[i] != 0:
+                count += 1
+        return count
+
+
 cdef class OrderBook:
     """The order book of one symbol, compiled; see ``tradeplane.domain.book.OrderBook``
     (the specification) and this module's docstring.
@@ -475,9 +623,7 @@ cdef class OrderBook:
     cdef int64_t _trading_i
     cdef int64_t _next_trade_id
     cdef Py_ssize_t _recent_limit
-    cdef list _ring  # finished ids; oldest at _rstart once full
-    cdef Py_ssize_t _rstart
-    cdef set _recent_set
+    cdef _Recent _recent  # finished ids
     # _match's second and third results
     cdef int64_t _m_quote_left
     cdef int _m_why
@@ -508,9 +654,7 @@ cdef class OrderBook:
         self._trading_i = ENABLED
         self._next_trade_id = 1
         self._recent_limit = recent_limit
-        self._ring = []
-        self._rstart = 0
-        self._recent_set = set()
+        self._recent = _Recent(recent_limit)
 
     # ------------------------------------------------------------------ queries
     @property
@@ -625,7 +769,7 @@ cdef class OrderBook:
 
     cdef list _new_order(self, cmd):
         oid = _get(cmd, N_ID)
-        if oid in self._open or oid in self._recent_set:
+        if oid in self._open or self._finished(oid):
             return []  # redelivered: its outcome was published the first time
         if self._trading_i != ENABLED:
             self._remember(oid)
@@ -1036,7 +1180,7 @@ cdef class OrderBook:
     cdef list _new_list(self, cmd):
         legs = cmd.legs
         ids = list(dict.fromkeys(leg.order_id for leg in legs))
-        if any(i in self._open or i in self._recent_set for i in ids):
+        if any(i in self._open or self._finished(i) for i in ids):
             return []  # redelivered
         ts = cmd.ts
         acct = cmd.account
@@ -1298,20 +1442,20 @@ cdef class OrderBook:
         return 0
 
     cdef inline int _remember(self, oid) except -1:
-        cdef list ring = self._ring
-        if len(ring) < self._recent_limit:
-            ring.append(oid)
-        else:
-            self._recent_set.discard(ring[self._rstart])  # the oldest goes
-            ring[self._rstart] = oid
-            self._rstart += 1
-            if self._rstart == self._recent_limit:
-                self._rstart = 0
-        self._recent_set.add(oid)
+        cdef int overflow = 0
+        cdef int64_t k = PyLong_AsLongLongAndOverflow(oid, &overflow)
+        if not overflow:  # beyond 64 bits: not remembered (see the module docstring)
+            self._recent.add(k)
         return 0
 
+    cdef inline bint _finished(self, oid) except -1:
+        """Whether ``oid`` is among the remembered finished ids."""
+        cdef int overflow = 0
+        cdef int64_t k = PyLong_AsLongLongAndOverflow(oid, &overflow)
+        return not overflow and self._recent.has(k)
+
     cdef list _recent_list(self):
-        return self._ring[self._rstart:] + self._ring[:self._rstart]
+        return self._recent.ids()
 
     # ------------------------------------------------------------------ state
     def snapshot(self):
@@ -1348,6 +1492,11 @@ cdef class OrderBook:
         book._next_trade_id = snapshot.next_trade_id
         book._last_price = snapshot.last_price
         for oid in snapshot.recent[-snapshot.recent_limit:]:
+            if not isinstance(oid, int) or not (_I64_MIN <= oid <= _I64_MAX):
+                raise ValueError(f"inconsistent book snapshot: finished id {oid} is beyond "
+                                 "64 bits")
+            if book._finished(oid):
+                raise ValueError("inconsistent book snapshot: dedup record holds an id twice")
             book._remember(oid)
         legs = {}
         cdef _Side own
@@ -1482,7 +1631,7 @@ cdef class OrderBook:
             _check(x.oid == oid, f"order {oid} filed under another id")
             if type(v) is _Order:
                 _check(seen[oid] is v, f"order {oid} index points elsewhere")
-            _check(oid not in self._recent_set, f"order {oid} both open and finished")
+            _check(not self._finished(oid), f"order {oid} both open and finished")
             if x.ext is None:
                 continue
             if x.ext.gtd:
@@ -1515,9 +1664,11 @@ cdef class OrderBook:
             _check(count == (<_Acct>a).count and count == len(ids), f"account {acct} count")
             listed[acct] = ids
         _check(by_account == listed, "account index disagrees")
-        _check(len(self._ring) <= self._recent_limit, "dedup record overflows")
-        _check(set(self._ring) == self._recent_set, "dedup record disagrees")
-        _check(len(self._ring) == len(self._recent_set), "dedup record holds an id twice")
+        recent = self._recent.ids()
+        _check(len(recent) <= self._recent_limit, "dedup record overflows")
+        _check(all(self._recent.has(k) for k in recent), "dedup record disagrees")
+        _check(len(set(recent)) == len(recent) == self._recent.stored(),
+               "dedup record holds an id twice")
         if self._bids.n and self._asks.n:
             _check(-self._bids.best() < self._asks.best(), "book crossed")
 
