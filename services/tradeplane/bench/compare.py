@@ -140,10 +140,17 @@ class Result:
     tally: Tally | None
     error: str = ""
     notes: tuple[str, ...] = field(default=())
+    # CPU time of the same pass (0: not measured): on a shared machine, wall time also
+    # counts the time other processes held the core.
+    cpu_seconds: float = 0.0
 
     @property
     def ops_per_sec(self) -> float:
         return self.ops / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def ops_per_cpu_sec(self) -> float:
+        return self.ops / self.cpu_seconds if self.cpu_seconds > 0 else 0.0
 
 
 # --------------------------------------------------------------------------- workload
@@ -206,28 +213,31 @@ def workload_notes(w: Workload) -> list[str]:
 
 
 # --------------------------------------------------------------------------- timing
-def _timed(steps: list[tuple[Callable[[Any], object], Any]]) -> float:
-    """One pass over ``steps`` with the collector frozen and disabled; seconds."""
+def _timed(steps: list[tuple[Callable[[Any], object], Any]]) -> tuple[float, float]:
+    """One pass over ``steps`` with the collector frozen and disabled: wall seconds and
+    the CPU seconds of this process over the same pass."""
     was_enabled = gc.isenabled()
     gc.collect()
     gc.freeze()
     gc.disable()
     try:
+        cpu_started = time.process_time_ns()
         started = time.perf_counter_ns()
         for fn, arg in steps:
             fn(arg)
         elapsed = time.perf_counter_ns() - started
+        cpu = time.process_time_ns() - cpu_started
     finally:
         if was_enabled:
             gc.enable()
         gc.unfreeze()
-    return elapsed / 1e9
+    return elapsed / 1e9, cpu / 1e9
 
 
 def time_ours(cmds: Sequence[Command], npl: int, symbol: str,
-              book_class: type[OrderBook] = OrderBook) -> float:
-    """Seconds for one pass of our book (``book_class``) over ``cmds``, timed like the
-    packages."""
+              book_class: type[OrderBook] = OrderBook) -> tuple[float, float]:
+    """Wall and CPU seconds for one pass of our book (``book_class``) over ``cmds``, timed
+    like the packages."""
     book = book_class(symbol, npl)
     return _timed([(book.process, cmd) for cmd in cmds])
 
@@ -275,13 +285,13 @@ def run_adapter(adapter: Adapter, workload: Workload) -> Result:
     version = _version(adapter.dist)
     try:
         prepared = adapter.prepare(module, workload.ops)
-        seconds = _timed(prepared.steps)
+        seconds, cpu_seconds = _timed(prepared.steps)
         tally = prepared.tally()
     except Exception as e:  # a third-party book failing is a finding to print, not a crash
         return Result(adapter.name, version, adapter.kind, 0, 0.0, None,
                       f"failed: {type(e).__name__}: {e}")
     return Result(adapter.name, version, adapter.kind, workload.commands, seconds, tally,
-                  notes=adapter.notes)
+                  notes=adapter.notes, cpu_seconds=cpu_seconds)
 
 
 def _import(name: str) -> ModuleType:
@@ -456,9 +466,11 @@ def compare(
     """Our books and every adapter on ``cmds``: the workload, our rows (``our_books``),
     their rows."""
     workload = build_workload(cmds, npl, symbol)
-    ours = [Result(name, _version("tradeplane"), kind, len(cmds),
-                   time_ours(cmds, npl, symbol, cls), tally_ours(cmds, npl, symbol, cls))
-            for name, kind, cls in our_books()]
+    ours = []
+    for name, kind, cls in our_books():
+        seconds, cpu_seconds = time_ours(cmds, npl, symbol, cls)
+        ours.append(Result(name, _version("tradeplane"), kind, len(cmds), seconds,
+                           tally_ours(cmds, npl, symbol, cls), cpu_seconds=cpu_seconds))
     return workload, ours, [run_adapter(a, workload) for a in adapters]
 
 
@@ -484,8 +496,10 @@ def format_report(workload: Workload, ours: Sequence[Result], others: Sequence[R
     scope = ("all" if workload.commands == full_ops
              else f"the first {workload.commands:,} of") + f" {full_ops:,} operations"
     out = [f"same workload through other order books: {scope}, same seed",
-           "(commands translated before timing; our book timed again on the same commands)"]
-    header = ("book", "version", "kind", "ops/s", "ours/theirs", "trades", "check")
+           "(commands translated before timing; our books timed again on the same commands;",
+           " ours/theirs: the first row over each, by wall time and by CPU time of the pass)"]
+    header = ("book", "version", "kind", "ops/s", "ours/theirs", "ops/CPU-s", "(CPU)",
+              "trades", "check")
     rows = [header]
     missing: list[Result] = []
     first = ours[0]
@@ -494,14 +508,17 @@ def format_report(workload: Workload, ours: Sequence[Result], others: Sequence[R
             missing.append(r)
             continue
         ratio = first.ops_per_sec / r.ops_per_sec if r.ops_per_sec else 0.0
+        cpu_ratio = (first.ops_per_cpu_sec / r.ops_per_cpu_sec if r.ops_per_cpu_sec
+                     else 0.0)
         verdict = check(r, workload.reference)
         if r in ours and r.tally == workload.reference:
             verdict = "reference"
         rows.append((r.name, r.version, r.kind, f"{r.ops_per_sec:,.0f}", f"{ratio:.2f}x",
-                     f"{r.tally.trades:,}", verdict))
+                     f"{r.ops_per_cpu_sec:,.0f}", f"{cpu_ratio:.2f}x", f"{r.tally.trades:,}",
+                     verdict))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     for row in rows:
-        cells = (c.rjust(w) if 3 <= i <= 5 else c.ljust(w)
+        cells = (c.rjust(w) if 3 <= i <= 7 else c.ljust(w)
                  for i, (c, w) in enumerate(zip(row, widths, strict=True)))
         out.append(("  " + "  ".join(cells)).rstrip())
     out.extend(f"  {r.name.ljust(widths[0])}  {r.error}" for r in missing)
