@@ -4,8 +4,13 @@ FROM python:3.11-slim AS build
 
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
+# gcc builds the compiled order book (setup.py; the image has the Python headers). Only
+# this stage has it: the runtime stage gets the built module with the venv.
+RUN apt-get update -qq \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
 # Dependencies first (pinned by constraints.txt), so a source change reuses this layer.
-COPY pyproject.toml constraints.txt README.md ./
+COPY pyproject.toml constraints.txt README.md setup.py ./
 COPY services ./services
 COPY operator ./operator
 RUN python -m venv /opt/tradeplane \
