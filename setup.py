@@ -49,8 +49,15 @@ def _extensions() -> list[Extension]:
     except ImportError:
         _say(FALLBACK.format("Cython is not installed"))
         return []
+    if not os.path.exists(PYX):
+        _say(FALLBACK.format(f"{PYX} is missing"))
+        return []
     ext = Extension("tradeplane.domain._cbook", [PYX], extra_compile_args=["-O3"])
-    return list(cythonize([ext], language_level=3, quiet=True))
+    try:
+        return list(cythonize([ext], language_level=3, quiet=True))
+    except Exception as e:  # Cython could not translate it: install without it, loudly
+        _say(FALLBACK.format(f"Cython failed: {type(e).__name__}: {e}"))
+        return []
 
 
 if __name__ == "__main__":  # (setuptools' build backend runs this file as __main__)
