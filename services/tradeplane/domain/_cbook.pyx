@@ -162,6 +162,7 @@ cdef Py_ssize_t N_TS = _slot(NewOrder, "ts")
 cdef Py_ssize_t N_ICEBERG = _slot(NewOrder, "iceberg_qty")
 cdef Py_ssize_t N_STP = _slot(NewOrder, "stp")
 cdef Py_ssize_t N_GOOD_TILL = _slot(NewOrder, "good_till")
+cdef Py_ssize_t N_LIST = _slot(NewOrder, "list_id")
 cdef Py_ssize_t C_ID = _slot(Cancel, "order_id")
 cdef Py_ssize_t C_ACCOUNT = _slot(Cancel, "account")
 cdef Py_ssize_t C_TS = _slot(Cancel, "ts")
@@ -1673,8 +1674,8 @@ cdef class OrderBook:
             _check(-self._bids.best() < self._asks.best(), "book crossed")
 
 
-cdef Py_ssize_t[10] _FIT_SLOTS = [N_ID, N_ACCOUNT, N_SIDE, N_TYPE, N_TIF, N_PRICE, N_QTY,
-                                  N_QUOTE, N_ICEBERG, N_STP]
+cdef Py_ssize_t[11] _FIT_SLOTS = [N_ID, N_ACCOUNT, N_SIDE, N_TYPE, N_TIF, N_PRICE, N_QTY,
+                                  N_QUOTE, N_ICEBERG, N_STP, N_LIST]
 
 
 cdef bint _fits(cmd) except -1:
@@ -1687,7 +1688,7 @@ cdef bint _fits(cmd) except -1:
     cdef int overflow = 0
     cdef Py_ssize_t i
     cdef PyObject* v
-    for i in range(10):
+    for i in range(11):
         v = (<PyObject**>(<char*><PyObject*>cmd + _FIT_SLOTS[i]))[0]
         if v == NULL:
             raise AttributeError("command field not set")
