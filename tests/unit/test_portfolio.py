@@ -4,9 +4,11 @@ net deposits and withdrawals."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from tradeplane.domain.errors import Unavailable
 from tradeplane.domain.money import to_units
 from tradeplane.usecases.health import Health, StreamDepth, Verdict, verdict_status
 from tradeplane.usecases.portfolio import (
@@ -16,6 +18,7 @@ from tradeplane.usecases.portfolio import (
     Period,
     Portfolio,
     Snapshot,
+    SnapshotWorker,
     bucket_of,
     in_btc,
     invested_after,
@@ -164,3 +167,31 @@ async def test_health_reports_lags_and_unknown_parts() -> None:
     assert verdict_status(Verdict(1000, True, ()), 10_000, 5000) == "unknown"
     assert verdict_status(Verdict(1000, False, ("x",)), 2000, 5000) == "violated"
     assert verdict_status(None, 0, 5000) == "unknown"
+
+
+@dataclass
+class FlakyStore(MemoryStore):
+    failures: int = 2
+
+    async def ledger_state(self) -> LedgerState:
+        if self.failures:
+            self.failures -= 1
+            raise Unavailable("PostgreSQL: connection refused")
+        return await super().ledger_state()
+
+
+async def test_the_worker_retries_an_outage_and_then_snapshots() -> None:
+    store = FlakyStore(LedgerState({7: (Balance("USDT", U("5"), 0),)}, {}, {}, {}))
+    worker = SnapshotWorker(Portfolio(store, interval_ms=60_000), lambda: 10 * DAY_MS,
+                            retry_first_s=0.001)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    for _ in range(500):
+        if store.rows:
+            break
+        await asyncio.sleep(0.002)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert store.failures == 0
+    assert {(k[1], k[2]) for k in store.rows} == {(Period.DAY, 10 * DAY_MS),
+                                                   (Period.INTERVAL, 10 * DAY_MS)}

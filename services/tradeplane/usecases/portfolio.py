@@ -247,12 +247,19 @@ class SnapshotWorker:
     the database refuses is retried with backoff (logged each time); any other error is
     a defect and ends the worker (and the process it runs in, which is restarted)."""
 
-    def __init__(self, portfolio: Portfolio, clock: Clock) -> None:
+    def __init__(self, portfolio: Portfolio, clock: Clock, *,
+                 retry_first_s: float = 1.0) -> None:
         self.portfolio = portfolio
         self.clock = clock
+        self.retry_first_s = retry_first_s
 
     async def run(self, stop: asyncio.Event) -> None:
-        delay = 1.0
+        """Take rounds until ``stop``.
+
+        Raises:
+            Exception: a defect in a round (anything but Unavailable).
+        """
+        delay = self.retry_first_s
         while not stop.is_set():
             try:
                 taken = await self.portfolio.round(self.clock())
@@ -261,7 +268,7 @@ class SnapshotWorker:
                 await _sleep_or_stop(stop, delay)
                 delay = min(delay * 2, RETRY_MAX_S)
                 continue
-            delay = 1.0
+            delay = self.retry_first_s
             if taken:
                 log.info("account snapshots taken", extra={"fields": {"snapshots": taken}})
             now = self.clock()
