@@ -740,6 +740,17 @@ async def test_portfolio_value_and_pnl_and_the_health_view(plat: Platform, outbo
             await page.screenshot(path=str(shots / "admin-health-light.png"), full_page=True)
             await page.click("#theme")
             await page.screenshot(path=str(shots / "admin-health-dark.png"), full_page=True)
+
+            # The portfolio at phone width.
+            phone = await browser.new_context(viewport={"width": 390, "height": 844},
+                                              color_scheme="light")
+            small = await watch.page(phone)
+            await small.goto(f"{base}/portfolio")
+            await sign_in(small, "pia@example.com")
+            await expect(small.locator("#pf-value")).to_have_text("9995.00 USDT",
+                                                                  timeout=WAIT_MS)
+            await small.screenshot(path=str(shots / "portfolio-phone-light.png"),
+                                   full_page=True)
         finally:
             await browser.close()
     print(f"screenshots: {shots}")
