@@ -328,6 +328,16 @@ class Settings(VaultSettings):
         description="Seconds between full ledger-invariant checks in settlement (each scans "
         "every posting; the metric tradeplane_ledger_invariant_ok follows it).",
     )
+    snapshot_interval_s: int = Field(
+        default=3600, ge=1, le=86_400,
+        description="Seconds between the account snapshots the portfolio page draws "
+        "(settlement's snapshot worker; daily snapshots, as Binance's accountSnapshot, "
+        "are taken besides). Each round values every account and scans the postings once.",
+    )
+    portfolio_quote: str = Field(
+        default="USDT", pattern=r"^[A-Z0-9]{2,10}$",
+        description="The asset account snapshots are valued in (at the books' last prices).",
+    )
     relay_age_ms: int = Field(
         default=10_000, gt=5_000,
         description="How old (ms) an order still PENDING_NEW must be before settlement's "
@@ -418,7 +428,8 @@ GROUPS: Final[Mapping[Group, tuple[str, ...]]] = {
                        "ws_connections_per_window", "ws_connection_window_s",
                        "listen_key_ttl_s"),
     Group.ENGINE: ("snapshot_every", "book"),
-    Group.SETTLEMENT: ("invariant_check_s", "relay_age_ms"),
+    Group.SETTLEMENT: ("invariant_check_s", "relay_age_ms", "snapshot_interval_s",
+                       "portfolio_quote"),
 }
 
 _COMMON: Final = frozenset({Group.BUS, Group.DATABASE, Group.OBSERVABILITY})

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 from tradeplane.adapters import db
 from tradeplane.adapters.bus import Bus
 from tradeplane.adapters.cache import MarketCache
 from tradeplane.adapters.marketdata import RedisMarketStore
+from tradeplane.adapters.portfolio_db import PgSnapshotStore
 from tradeplane.adapters.settlement import NatsSettlementBus, PgSettlementStore
 from tradeplane.config import Settings
 from tradeplane.domain.errors import ConfigurationError
@@ -18,6 +20,7 @@ from tradeplane.engine.service import Engine
 from tradeplane.gateway.app import serve
 from tradeplane.marketdata.service import MarketDataService
 from tradeplane.settlement.service import RELAY_AGE_MS, RELAY_INTERVAL_S, Settler
+from tradeplane.usecases.portfolio import Portfolio, SnapshotWorker
 
 
 class ConfigError(ConfigurationError):
@@ -84,12 +87,36 @@ def settler(bus: Bus, pool: db.Pool, *, invariant_check_s: float = 60.0,
                    relay_interval_s=relay_interval_s)
 
 
+def snapshot_worker(pool: db.Pool, settings: Settings) -> SnapshotWorker:
+    """The account snapshot worker over PostgreSQL (the portfolio, ``accountSnapshot``)."""
+    portfolio = Portfolio(PgSnapshotStore(pool), quote=settings.portfolio_quote,
+                          interval_ms=settings.snapshot_interval_s * 1000)
+    return SnapshotWorker(portfolio, lambda: int(time.time() * 1000))
+
+
+async def settle_and_snapshot(settings: Settings, bus: Bus, pool: db.Pool,
+                              stop: asyncio.Event) -> None:
+    """The settlement process's work: the settler, and beside it the account snapshot
+    worker. Both read the ledger settlement owns, and only PostgreSQL; the worker needs
+    no process, deployment or restart policy of its own. A defect in either ends both
+    (the process exits and is restarted); the worker retries database outages itself.
+
+    Raises:
+        ExceptionGroup: the settler or the worker died.
+    """
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(settler(bus, pool, invariant_check_s=settings.invariant_check_s,
+                                  relay_age_ms=settings.relay_age_ms).run(stop),
+                          name="settler")
+        tasks.create_task(snapshot_worker(pool, settings).run(stop),
+                          name="account-snapshots")
+
+
 async def run_settlement(settings: Settings, stop: asyncio.Event) -> None:
     pool = await db.create_pool(settings.database_url, settings.db_pool_size)
     bus = await _bus(settings, "settlement")
     try:
-        await settler(bus, pool, invariant_check_s=settings.invariant_check_s,
-                      relay_age_ms=settings.relay_age_ms).run(stop)
+        await settle_and_snapshot(settings, bus, pool, stop)
     finally:
         await bus.close()
         await pool.close()

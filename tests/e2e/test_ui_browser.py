@@ -10,7 +10,9 @@ far-from-market price), sees another account's trade arrive on the tape, toggles
 theme; an admin opens the console. Wallet page (a wallet on the in-memory FakeChain): a
 user with 2FA sees their deposit address as a QR code and the deposit credited, asks a
 withdrawal with the 2FA code, and sees it move once an admin approves it in the console.
-Account page: sign up, verify, 2FA, API keys, log out everywhere.
+Account page: sign up, verify, 2FA, API keys, log out everywhere. Portfolio page: value
+and P&L after a credit and a trade, in both themes; the console's health view shows each
+engine's sequence, live.
 
 Screenshots of each page in both themes go to a temporary folder (printed;
 ``TRADEPLANE_UI_SCREENSHOTS`` names another), not to the repository.
@@ -36,6 +38,7 @@ from playwright.async_api import (
     Request,
     Route,
     async_playwright,
+    expect,
 )
 from tests.support.browser import chromium
 from tests.support.fake_chain import FakeChain
@@ -44,8 +47,10 @@ from tests.support.security import FAST_HASHING, Mailbox, verified_user
 
 from tradeplane.adapters import db, wallets_db
 from tradeplane.adapters.bus import Bus
+from tradeplane.adapters.cipher import SecretCipher
 from tradeplane.domain.custody import wallet_from_spec
 from tradeplane.domain.money import to_units
+from tradeplane.domain.pairs import DEMO_PAIRS
 from tradeplane.wallets.service import custody_over
 from tradeplane.wallets.settings import WalletSettings
 
@@ -64,8 +69,10 @@ def outbox(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 async def plat(nats_url: str, pg_url: str, redis_url: str,
                outbox: Path) -> AsyncIterator[Platform]:
+    # Account snapshots every second, so the portfolio page has points to draw at once.
     async with running_platform(nats_url, pg_url, redis_url, mail_outbox=str(outbox),
-                                admin_token=ADMIN_TOKEN, **FAST_HASHING) as p:
+                                admin_token=ADMIN_TOKEN, snapshot_interval_s=1,
+                                **FAST_HASHING) as p:
         yield p
 
 
@@ -645,4 +652,106 @@ async def test_the_book_follows_binances_sync_rules(plat: Platform) -> None:
     assert got["bids"] == [["10.00", "3.0"], ["8.00", "1.0"]]
     # 305..306 is before snapshot 310 (dropped); 307..311 straddles it (applied).
     assert got["late"] == {"id": 311, "bids": [["10.00", "5.0"], ["6.00", "1.0"]]}
+    watch.check()
+
+
+async def test_portfolio_value_and_pnl_and_the_health_view(plat: Platform, outbox: Path) -> None:
+    """A user credited USDT (a deposit) buys BTC: the portfolio page shows the value and
+    the P&L drawn from the snapshots, updating without a reload; the admin console's
+    health view shows every engine's sequence, the ledger verdict and the streams."""
+    from tradeplane.demo.client import ApiClient
+
+    base = plat.base_url
+    mail = Mailbox(outbox)
+    async with httpx.AsyncClient(base_url=base) as http:
+        pia = await verified_user(http, mail, "pia@example.com", PASSWORD)
+        account = await user_account(http, pia["accessToken"])
+    await fund(plat, account, {"USDT": "10000"})
+    # Pia's own key for the trade (the page signs its reads with the browser's key).
+    secret = "ab" * 32
+    cipher = SecretCipher(plat.settings.secret_key.get_secret_value())
+    key = await db.create_api_key(plat.pool, account, cipher.encrypt(secret), ["read", "trade"])
+    pia_api = ApiClient(base, key, secret)
+    plat.clients.append(pia_api)
+    seller = await plat.trader("pf-seller", {"BTC": "1"})
+    await order(seller, side="SELL", type="LIMIT", timeInForce="GTC", quantity="0.1",
+                price="50000")
+
+    shots = screenshots()
+    watch = Browser(base)
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=chromium(), args=["--no-sandbox"],
+                                           headless=True)
+        try:
+            context = await browser.new_context(viewport={"width": 1280, "height": 800},
+                                                color_scheme="dark")
+            page = await watch.page(context)
+            await page.goto(f"{base}/portfolio")
+            await sign_in(page, "pia@example.com")
+            # The credit first: 10000 USDT, no P&L (a deposit is not profit).
+            # (Polled with locators: the pages' CSP refuses the string evaluation
+            # wait_for_function would need.)
+            await expect(page.locator("#pf-value")).to_have_text("10000.00 USDT",
+                                                                 timeout=WAIT_MS)
+            assert await page.inner_text("#pf-pnl") in ("+0.00 USDT", "-0.00 USDT")
+            # Then a trade: the value moves (the taker pays a fee) without a reload.
+            r = await pia_api.signed("POST", "/api/v3/order", symbol="BTCUSDT", side="BUY",
+                                     type="LIMIT", timeInForce="IOC", quantity="0.1",
+                                     price="50000")
+            assert r.status_code == 200 and r.json()["status"] == "FILLED", r.text
+            await expect(page.locator("#pf-value")).not_to_have_text("10000.00 USDT",
+                                                                     timeout=WAIT_MS)
+            value = await page.inner_text("#pf-value")
+            pnl = await page.inner_text("#pf-pnl")
+            assert value == "9995.00 USDT", value  # 5000 USDT + 0.0999 BTC at 50000
+            assert pnl == "-5.00 USDT", pnl  # the fee: the only change not deposited
+            assert await page.inner_text("#pf-flows") == "+0.00 USDT"
+            assert await page.get_attribute("#pf-pnl", "data-sign") == "down"
+            assert await page.locator("#pf-table tbody tr").count() >= 2
+            assert await page.locator("#pf-value-chart canvas").count() > 0
+            assert await page.locator("#top nav a[aria-current=page]").inner_text() \
+                == "Portfolio"
+            await page.screenshot(path=str(shots / "portfolio-dark.png"), full_page=True)
+            await page.click("#theme")
+            await page.screenshot(path=str(shots / "portfolio-light.png"), full_page=True)
+            await page.click("#pf-day")
+            await expect(page.locator("#pf-note")).to_contain_text("every day",
+                                                                   timeout=WAIT_MS)
+
+            # The console's health view: each engine's sequence, live.
+            await page.goto(f"{base}/admin")
+            await page.fill("#adm-token", ADMIN_TOKEN)
+            await page.click("#adm-signin")
+            for p in DEMO_PAIRS:
+                cell = page.locator(f"#health-engines tr[data-symbol={p.symbol}] .engine-seq")
+                await cell.wait_for(timeout=WAIT_MS)
+            btc = page.locator("#health-engines tr[data-symbol=BTCUSDT] .engine-seq")
+            seen = int(await btc.inner_text())
+            assert seen >= 2  # the seller's order and Pia's at least
+            await page.wait_for_selector("#health-ledger.health-ok", timeout=WAIT_MS)
+            assert (await page.inner_text("#health-ledger")).startswith("ok")
+            await page.wait_for_selector("#health-streams td:text-is('EVENTS')",
+                                         timeout=WAIT_MS)
+            await order(seller, side="SELL", type="LIMIT", timeInForce="GTC",
+                        quantity="0.01", price="60000")
+            # Refreshed live, no reload.
+            await expect(btc).not_to_have_text(str(seen), timeout=WAIT_MS)
+            assert int(await btc.inner_text()) > seen
+            await page.screenshot(path=str(shots / "admin-health-light.png"), full_page=True)
+            await page.click("#theme")
+            await page.screenshot(path=str(shots / "admin-health-dark.png"), full_page=True)
+
+            # The portfolio at phone width.
+            phone = await browser.new_context(viewport={"width": 390, "height": 844},
+                                              color_scheme="light")
+            small = await watch.page(phone)
+            await small.goto(f"{base}/portfolio")
+            await sign_in(small, "pia@example.com")
+            await expect(small.locator("#pf-value")).to_have_text("9995.00 USDT",
+                                                                  timeout=WAIT_MS)
+            await small.screenshot(path=str(shots / "portfolio-phone-light.png"),
+                                   full_page=True)
+        finally:
+            await browser.close()
+    print(f"screenshots: {shots}")
     watch.check()

@@ -46,6 +46,7 @@ ENDPOINTS: list[tuple[str, str, AdminAction, dict[str, Any] | None]] = [
     ("DELETE", "/admin/kill-switch", A.KILL_SWITCH, None),
     ("POST", "/admin/admins", A.ADMIN_CREATE, {"name": "x", "role": "Janitor"}),
     ("GET", "/admin/audit", A.AUDIT_READ, None),
+    ("GET", "/admin/health", A.HEALTH_READ, None),
     ("GET", "/admin/withdrawals", A.WITHDRAWAL_READ, None),
     ("POST", "/admin/withdrawals/{wid}/approve", A.WITHDRAWAL_APPROVE, None),
     ("POST", "/admin/withdrawals/{wid}/reject", A.WITHDRAWAL_APPROVE, None),

@@ -211,6 +211,9 @@ def test_default_install_has_every_part() -> None:
     # Settlement is the ledger's single writer: one replica, stopped before replaced.
     settlement = deployments[f"{FULLNAME}-settlement"]["spec"]
     assert settlement["replicas"] == 1 and settlement["strategy"]["type"] == "Recreate"
+    # ... and takes the account snapshots too (the worker beside the settler).
+    settler = settlement["template"]["spec"]["containers"][0]
+    assert env_of(settler)["TRADEPLANE_SNAPSHOT_INTERVAL_S"] == "3600"
 
 
 def test_processes_get_the_env_secret_and_the_operator_points_at_it() -> None:
@@ -451,6 +454,7 @@ def test_every_value_is_documented_where_declared() -> None:
     ("config.logLevel=LOUD", "config.logLevel"),
     ("postgresql.url=mysql://db/x", "postgresql.url"),
     ("settlement.replicas=3", "settlement"),
+    ("settlement.snapshotIntervalSeconds=0", "settlement.snapshotIntervalSeconds"),
     ("operator.serviceMonitor=maybe", "operator.serviceMonitor"),
     ("gateway.rateLimits.ordersPer10s=0", "gateway.rateLimits.ordersPer10s"),
     ("gateway.rateLimits.perHour=5", "gateway.rateLimits"),

@@ -136,7 +136,7 @@ def api_schema(background: BackgroundPlatform) -> Iterator[Any]:
 
 
 SIGNED_PREFIXES = ("/api/v3/order", "/api/v3/openOrder", "/api/v3/allOrders",
-                   "/api/v3/myTrades", "/api/v3/account", "/sapi/")
+                   "/api/v3/myTrades", "/api/v3/account", "/sapi/", "/api/v1/portfolio")
 EXAMPLES_PER_OPERATION = 12
 
 

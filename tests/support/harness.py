@@ -30,7 +30,7 @@ from tradeplane.domain.pairs import DEMO_PAIRS
 from tradeplane.engine.service import Engine
 from tradeplane.gateway.app import serve
 from tradeplane.marketdata.service import MarketDataService
-from tradeplane.services import settler
+from tradeplane.services import settle_and_snapshot
 
 T = TypeVar("T")
 
@@ -153,7 +153,7 @@ class Platform:
         async def body(stop: asyncio.Event) -> None:
             bus = await _bus(self.settings, "settlement")
             try:
-                await settler(bus, self.pool).run(stop)
+                await settle_and_snapshot(self.settings, bus, self.pool, stop)
             finally:
                 await bus.close()
 

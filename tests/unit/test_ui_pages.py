@@ -22,6 +22,7 @@ from tradeplane.gateway.fastpath import OrderFastPath
 UI = Path(str(ui.UI_DIR))
 STATIC = UI.parent
 PAGES = {"/": "trade.html", "/trade/ETHBTC": "trade.html", "/wallet": "wallet.html",
+         "/portfolio": "portfolio.html",
          "/account": "account.html",
          "/admin": "admin.html"}
 
@@ -93,4 +94,4 @@ async def test_the_browser_session_endpoints_are_documented(http: httpx.AsyncCli
                  "/api/v1/auth/browser-logout"):
         assert "post" in paths[path], path
     # the pages themselves are not API operations
-    assert not {"/", "/wallet", "/account", "/admin", "/trade/{symbol}"} & set(paths)
+    assert not {"/", "/wallet", "/portfolio", "/account", "/admin", "/trade/{symbol}"} & set(paths)

@@ -249,6 +249,30 @@ class Bus:
             raise BusUnavailable(f"command stream of {symbol} not readable: {exc}") from exc
         return int(info.state.last_seq)
 
+    async def stream_depths(self) -> list[tuple[str, int, int, int, int, int]]:
+        """Every JetStream stream as ``(name, messages, bytes, first_seq, last_seq,
+        consumers)``, by name (the admin health view's queue depths).
+
+        Raises:
+            BusUnavailable: the bus did not answer.
+        """
+        async with _translated("stream list"):
+            infos = await self.js.streams_info()
+        out = [(i.config.name or "", int(i.state.messages), int(i.state.bytes),
+                int(i.state.first_seq), int(i.state.last_seq), int(i.state.consumer_count))
+               for i in infos]
+        return sorted(out)
+
+    async def events_last_seq(self) -> int:
+        """The EVENTS stream's last sequence (0: empty).
+
+        Raises:
+            BusUnavailable: the bus did not answer, or there is no EVENTS stream.
+        """
+        async with _translated("EVENTS stream"):
+            info = await self.js.stream_info(EVENTS_STREAM)
+        return int(info.state.last_seq)
+
     # ------------------------------------------------------------------ events
     async def publish_events(
         self, symbol: str, data: bytes, msg_id: str, headers: Headers = None

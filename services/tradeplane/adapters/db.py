@@ -8,6 +8,7 @@ after entry; marketdata alone writes klines.
 from __future__ import annotations
 
 import functools
+import json
 import secrets as _stdlib_secrets
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -947,3 +948,22 @@ def relay_commands(rows: Sequence[asyncpg.Record]) -> list[tuple[str, str, Comma
 async def locked_totals(pool: Pool) -> dict[str, int]:
     rows = await pool.fetch("SELECT asset, sum(locked) AS l FROM balances GROUP BY 1")
     return {r["asset"]: int(r["l"]) for r in rows}
+
+
+# --------------------------------------------------------------------------- ledger verdict
+@_translated
+async def record_verdict(pool: Pool, checked_ms: int, problems: Sequence[str]) -> None:
+    """Keep the last invariant check's verdict (the admin health view reads it)."""
+    await pool.execute(
+        "INSERT INTO ledger_verdict (id, checked_ms, ok, problems) VALUES (1, $1, $2, $3)"
+        " ON CONFLICT (id) DO UPDATE SET checked_ms = EXCLUDED.checked_ms,"
+        " ok = EXCLUDED.ok, problems = EXCLUDED.problems",
+        checked_ms, not problems, json.dumps(list(problems)[:50]),
+    )
+
+
+@_translated
+async def ledger_verdict(pool: Pool) -> tuple[int, bool, str] | None:
+    """``(checked_ms, ok, problems as JSON)`` of the last check, or None."""
+    r = await pool.fetchrow("SELECT checked_ms, ok, problems::text AS p FROM ledger_verdict")
+    return None if r is None else (int(r["checked_ms"]), bool(r["ok"]), str(r["p"]))

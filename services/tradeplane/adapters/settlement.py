@@ -11,6 +11,7 @@ Errors are the adapters' own (``DatabaseUnavailable``, ``BusUnavailable``), both
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -81,7 +82,10 @@ class PgSettlementStore:
         return db.relay_commands(await db.pending_orders(self.pool, older_than_ms))
 
     async def check_invariants(self) -> tuple[dict[str, int], list[str]]:
+        """The per-asset imbalances and the problems found; the verdict is also kept in
+        the database for the admin health view (``ledger_verdict``)."""
         checks, problems = await db.check_invariants(self.pool)
+        await db.record_verdict(self.pool, int(time.time() * 1000), problems)
         return {c.asset: c.balances_total - c.external_net for c in checks}, problems
 
     async def locked_totals(self) -> dict[str, int]:

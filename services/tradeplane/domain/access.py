@@ -144,6 +144,7 @@ class AdminAction(StrEnum):
     WITHDRAWAL_WHITELIST = "withdrawal.whitelist"
     AUDIT_READ = "audit.read"
     ADMIN_CREATE = "admin.create"
+    HEALTH_READ = "health.read"
 
 
 _ALL: Final = frozenset(Role)
@@ -170,6 +171,7 @@ PERMISSION_MATRIX: Final[dict[AdminAction, frozenset[Role]]] = {
     AdminAction.WITHDRAWAL_WHITELIST: _SA_OP,
     AdminAction.AUDIT_READ: frozenset({Role.SUPER_ADMIN, Role.AUDITOR}),
     AdminAction.ADMIN_CREATE: _SA,
+    AdminAction.HEALTH_READ: _ALL,
 }
 
 

@@ -13,6 +13,7 @@ parse, call and answer.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -24,7 +25,7 @@ from tradeplane.domain.access import Role
 from tradeplane.domain.money import AmountError, fmt_units, plain_to_units
 from tradeplane.gateway import apikeys, errors
 from tradeplane.gateway.apikeys import KeySpec
-from tradeplane.gateway.context import gateway
+from tradeplane.gateway.context import ctx, gateway
 from tradeplane.gateway.control import Controls
 from tradeplane.gateway.inputs import (
     INT64_MAX,
@@ -294,3 +295,19 @@ async def audit_log(
     database refuses UPDATE/DELETE/TRUNCATE on it."""
     return await _accounts(request).audit_log(from_id=fromId, limit=limit, action=action,
                                               actor=actor, target=target)
+
+
+# --------------------------------------------------------------------------- health
+@router.get("/health")
+async def health(
+    request: Request, who: AdminIdentity = Depends(admin_action(A.HEALTH_READ))
+) -> dict[str, Any]:
+    """What the system is doing: per symbol the command stream's last sequence, the
+    engine's (its last event batch) and the ledger's (the last one settled), and the lags
+    between them; market
+    data's position in the EVENTS stream and its lag; the last ledger invariant verdict
+    (``unknown`` when none is recent); every JetStream stream's depth. A source that does
+    not answer leaves its fields null and is named in ``errors``: this view never fails
+    because what it watches is down."""
+    c = ctx(request)
+    return await c.health.report(list(c.pairs), int(time.time() * 1000))

@@ -450,6 +450,21 @@ BINANCE: Final[dict[tuple[str, str], Op]] = {
         "USDS-M futures exchange information", "No symbols: spot only."),
     ("GET", "/dapi/v1/exchangeInfo"): Op(
         "COIN-M futures exchange information", "No symbols: spot only."),
+    ("GET", "/sapi/v1/accountSnapshot"): Op(
+        "Daily account snapshot", "Your spot account as it was each UTC day: balances and "
+        "their total in BTC, valued at the books' last prices, the newest `limit` days of "
+        "the window, oldest first. `MARGIN` and `FUTURES` answer no snapshots (spot only).",
+        (Param("type", {"type": "string", "enum": ["SPOT", "MARGIN", "FUTURES"]},
+               "The account type.", True, "SPOT"),
+         *_times("; at most 30 days apart, the last 30 days by default"),
+         Param("limit", {"type": "integer", "minimum": 7, "maximum": 30, "default": 7},
+               "How many days.")),
+        SIGNED, "read", codes=(-1100, -1127, -1128),
+        example={"code": 200, "msg": "", "snapshotVos": [
+            {"type": "spot", "updateTime": 1576281599000,
+             "data": {"totalAssetOfBtc": "0.09942700",
+                      "balances": [{"asset": "BTC", "free": "0.09905021",
+                                    "locked": "0.00000000"}]}}]}),
     ("GET", "/sapi/v1/capital/config/getall"): Op(
         "All coins", "Every coin (traded, with a wallet, or held by you) with your free, "
         "locked and withdrawing balance and its networks: one per wallet, with its fee, "
@@ -509,7 +524,8 @@ BINANCE: Final[dict[tuple[str, str], Op]] = {
 ERROR_CODES: Final[dict[int, str]] = {
     -1000: "Unknown error (HTTP 500), or an administrative change that could not reach a "
            "component (HTTP 503; call again); WebSocket API: a frame that is not JSON.",
-    -1001: "Internal error: a wallet did not answer in time; try again.",
+    -1001: "Internal error: a wallet (or the database, for account snapshots) did not "
+           "answer in time; try again.",
     -1002: "User session: no, an invalid or an expired access token; wrong credentials; "
            "email not verified (HTTP 401); WebSocket API: "
            "`userDataStream.subscribe` before `session.logon`.",
@@ -539,6 +555,7 @@ ERROR_CODES: Final[dict[int, str]] = {
     -1120: "Invalid interval.",
     -1121: "Invalid symbol.",
     -1125: "This listenKey does not exist.",
+    -1127: "More than the allowed time between startTime and endTime.",
     -1128: "Combination of optional parameters invalid.",
     -1130: "Data sent for a parameter is not valid.",
     -1131: "recvWindow must be less than 60000.",
@@ -669,6 +686,27 @@ SECURITY_SCHEMES: Final[dict[str, Schema]] = {
     },
 }
 
+#: Our own operations signed like Binance's USER_DATA (an API key and its signature).
+OWN_SIGNED: Final[dict[tuple[str, str], Op]] = {
+    ("GET", "/api/v1/portfolio"): Op(
+        "Portfolio value and P&L over time", "Your account's value in the quote asset "
+        "(USDT) at each snapshot and the P&L from the first one in the window: the change "
+        "in value minus net deposits and withdrawals. `period` `interval` (the default: "
+        "the platform's snapshot interval) or `day`.",
+        (Param("period", {"type": "string", "enum": ["interval", "day"]},
+               "Which snapshots.", False, "interval"),
+         *_times("; at most 366 days apart, the last 366 days by default"),
+         Param("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 1000},
+               "At most this many points (the newest).")),
+        SIGNED, "read", codes=(-1100, -1127, -1128),
+        example={"quote": "USDT", "period": "interval", "intervalMs": 3600000,
+                 "value": "9995.00000000", "pnl": "-5.00000000", "netFlows": "0.00000000",
+                 "points": [{"time": 1764896400000, "value": "10000.00000000",
+                             "pnl": "0.00000000"},
+                            {"time": 1764900000000, "value": "9995.00000000",
+                             "pnl": "-5.00000000"}]}),
+}
+
 # --------------------------------------------------------------------------- admin and users
 #: Each admin operation's action (the permission matrix decides which roles may).
 ADMIN_ACTIONS: Final[dict[tuple[str, str], A]] = {
@@ -688,6 +726,7 @@ ADMIN_ACTIONS: Final[dict[tuple[str, str], A]] = {
     ("DELETE", "/admin/kill-switch"): A.KILL_SWITCH,
     ("POST", "/admin/admins"): A.ADMIN_CREATE,
     ("GET", "/admin/audit"): A.AUDIT_READ,
+    ("GET", "/admin/health"): A.HEALTH_READ,
     ("GET", "/admin/withdrawals"): A.WITHDRAWAL_READ,
     ("POST", "/admin/withdrawals/{wid}/approve"): A.WITHDRAWAL_APPROVE,
     ("POST", "/admin/withdrawals/{wid}/reject"): A.WITHDRAWAL_APPROVE,
@@ -713,6 +752,7 @@ SUMMARIES: Final[dict[tuple[str, str], str]] = {
     ("DELETE", "/admin/kill-switch"): "Lift the kill switch",
     ("POST", "/admin/admins"): "Create an admin identity",
     ("GET", "/admin/audit"): "Audit log",
+    ("GET", "/admin/health"): "System health: sequences, lags, ledger verdict, streams",
     ("GET", "/admin/withdrawals"): "Withdrawals",
     ("POST", "/admin/withdrawals/{wid}/approve"): "Approve a withdrawal",
     ("POST", "/admin/withdrawals/{wid}/reject"): "Reject a withdrawal",
@@ -971,6 +1011,8 @@ def describe(generated: Schema) -> Schema:
             key = (method.upper(), path)
             if path.startswith(("/api/v3/", "/sapi/", "/fapi/", "/dapi/")):
                 _binance_operation(key[0], path, BINANCE[key], op)
+            elif key in OWN_SIGNED:
+                _binance_operation(key[0], path, OWN_SIGNED[key], op)
             else:
                 _own_operation(key[0], path, op)
     components = doc.setdefault("components", {})

@@ -22,14 +22,17 @@ from tradeplane.adapters.bus import Bus, BusError
 from tradeplane.adapters.cache import MarketCache
 from tradeplane.adapters.cipher import SecretCipher
 from tradeplane.adapters.custody import BusWatchers, PgCustodyStore
+from tradeplane.adapters.health import PlatformHealthReads
 from tradeplane.adapters.listenkeys import ListenKeyStore
 from tradeplane.adapters.marketdata import RedisMarketReads
 from tradeplane.adapters.orderpath import OrderPath
+from tradeplane.adapters.portfolio_db import PgSnapshotStore
 from tradeplane.config import Settings
 from tradeplane.gateway import (
     admin,
     apidoc,
     market,
+    portfolio,
     public,
     sapi,
     streams,
@@ -49,6 +52,8 @@ from tradeplane.gateway.security import start_security
 from tradeplane.gateway.watermarks import Watermarks
 from tradeplane.supervision import BackgroundTasks, Backoff, OnFailure
 from tradeplane.usecases.custody import CustodyCases
+from tradeplane.usecases.health import Health
+from tradeplane.usecases.portfolio import Portfolio
 
 log = logging.getLogger("tradeplane.gateway")
 
@@ -85,6 +90,12 @@ async def _http_error(_r: Request, exc: Exception) -> JSONResponse:
                         headers=exc.headers)
 
 
+def verdict_stale_ms(settings: Settings) -> int:
+    """How old the last ledger verdict may be before the health view calls it unknown:
+    three checks' worth (settlement checks every ``invariant_check_s``), at least 3 min."""
+    return int(max(3 * settings.invariant_check_s, 180.0) * 1000)
+
+
 #: Composes the gateway's services from its settings, and tears them down on exit.
 Wiring = Callable[[Settings], AbstractAsyncContextManager[Gateway]]
 
@@ -111,8 +122,13 @@ async def compose(settings: Settings) -> AsyncIterator[Gateway]:
         stack.push_async_callback(cache.close)
         custody = CustodyCases(PgCustodyStore(pool),
                                BusWatchers(bus, wallet.WATCHER_TIMEOUT_S))
-        c = GatewayContext(settings, pool, bus, ReferencePrices(cache),
-                           await db.load_pairs(pool), custody=custody)
+        c = GatewayContext(
+            settings, pool, bus, ReferencePrices(cache), await db.load_pairs(pool),
+            custody=custody,
+            portfolio=Portfolio(PgSnapshotStore(pool), quote=settings.portfolio_quote,
+                                interval_ms=settings.snapshot_interval_s * 1000),
+            health=Health(PlatformHealthReads(bus, pool, cache),
+                          verdict_stale_ms=verdict_stale_ms(settings)))
         for sym in c.pairs:
             await bus.ensure_symbol(sym)
         marks = Watermarks(lambda: db.settlement_cursors(pool))
@@ -174,7 +190,7 @@ def create_app(settings: Settings, *, wiring: Wiring = compose,
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     for r in (public.router, market.router, trading.router, userstream.router, admin.router,
-              streams.router, wallet.router, sapi.router, wsapi.router):
+              streams.router, wallet.router, sapi.router, portfolio.router, wsapi.router):
         app.include_router(r)
     app.include_router(users.router)
     app.include_router(ui.router)  # the trading UI's pages and browser sessions

@@ -25,6 +25,8 @@ from tradeplane.domain.pairs import PairRules
 from tradeplane.gateway.errors import bad_symbol
 from tradeplane.gateway.references import ReferencePrices
 from tradeplane.usecases.custody import CustodyCases
+from tradeplane.usecases.health import Health
+from tradeplane.usecases.portfolio import Portfolio
 
 if TYPE_CHECKING:  # these modules read the gateway through this one
     from tradeplane.gateway.auth import KeyCache
@@ -51,6 +53,10 @@ class GatewayContext:
     pairs: dict[str, PairRules] = field(default_factory=dict)
     #: Custody's use cases (the /sapi wallet routes and the withdrawal admin routes).
     custody: CustodyCases = field(kw_only=True)
+    #: Account snapshots (accountSnapshot, the portfolio page).
+    portfolio: Portfolio = field(kw_only=True)
+    #: The admin health view.
+    health: Health = field(kw_only=True)
 
     def pair(self, symbol: str | None) -> PairRules:
         """Raises ApiError -1121 for an unknown symbol."""

@@ -146,6 +146,7 @@ _FIXED: dict[tuple[str, str], tuple[int, int]] = {
     ("PUT", "/api/v3/userDataStream"): (2, 0),
     ("DELETE", "/api/v3/userDataStream"): (2, 0),
     ("GET", "/sapi/v1/capital/config/getall"): (10, 0),
+    ("GET", "/sapi/v1/accountSnapshot"): (2400, 0),
     ("GET", "/sapi/v1/margin/isolated/allPairs"): (10, 0),
     ("GET", "/sapi/v1/spot/delist-schedule"): (100, 0),
     ("POST", "/api/v1/auth/login"): (5, 0),

@@ -43,8 +43,8 @@ router = APIRouter(tags=["users"])
 
 UI_DIR: Final = resources.files("tradeplane.gateway") / "static" / "ui"
 #: The pages, by their path (``/trade/{symbol}`` is the trade page too).
-PAGES: Final = {"/": "trade.html", "/wallet": "wallet.html", "/account": "account.html",
-                 "/admin": "admin.html"}
+PAGES: Final = {"/": "trade.html", "/wallet": "wallet.html", "/portfolio": "portfolio.html",
+                 "/account": "account.html", "/admin": "admin.html"}
 _TRADE_PREFIX: Final = "/trade/"
 #: The refresh cookie: sent back only to the session endpoints (``/api/v1/auth/``).
 COOKIE: Final = "tp_refresh"
@@ -83,6 +83,11 @@ async def trade(symbol: str = FPath(pattern=SYMBOL)) -> HTMLResponse:
 @router.get("/wallet", include_in_schema=False)
 async def wallet() -> HTMLResponse:
     return _page("wallet.html")
+
+
+@router.get("/portfolio", include_in_schema=False)
+async def portfolio() -> HTMLResponse:
+    return _page("portfolio.html")
 
 
 @router.get("/account", include_in_schema=False)

@@ -342,6 +342,9 @@ def _ready_env(root: Path, servers: LocalServers, keys: LocalSecrets, http_port:
         "TRADEPLANE_HTTP_PORT": str(http_port),
         # Every listener on loopback: nothing of a laptop's platform faces the network.
         "TRADEPLANE_METRICS_HOST": HOST,
+        # Account snapshots (settlement's worker) every minute: the portfolio page of a
+        # laptop's platform draws something soon (a cluster's default is hourly).
+        "TRADEPLANE_SNAPSHOT_INTERVAL_S": os.environ.get("TRADEPLANE_SNAPSHOT_INTERVAL_S", "60"),
         # Sign-up mail (verification tokens) as JSON files, read them there.
         "TRADEPLANE_MAIL_OUTBOX": os.environ.get("TRADEPLANE_MAIL_OUTBOX", str(root / "mail")),
     }

@@ -1,4 +1,4 @@
-// The admin console: withdrawal approvals, pairs (halt / resume / cancel-only, fees), the
+// The admin console: the health view (live), withdrawal approvals, pairs (halt / resume / cancel-only, fees), the
 // kill switch, users (look up, freeze) and the audit log. Roles are the API's to enforce:
 // a section whose read answers 403 is hidden, an action it refuses says why.
 import { $, connection, h, header, notice, time, trimZeros } from "./common.js";
@@ -47,6 +47,35 @@ async function section(id, load) {
     if (e.status !== 403) notice(`${id.slice(5)}: ${e.message}`, "error");
     return false;
   }
+}
+
+// --------------------------------------------------------------------------- health
+const num = (v) => (v === null || v === undefined ? "unknown" : String(v));
+/** A lag cell: zero is quiet, anything else stands out, unknown says so. */
+const lag = (v) => h("td", { class: v === null ? "health-unknown" : v > 0 ? "health-bad" : "health-ok" }, num(v));
+
+async function loadHealth() {
+  const doc = await read("/admin/health");
+  const ledger = $("#health-ledger");
+  ledger.textContent = doc.ledger.status + (doc.ledger.checkedAt ? ` (checked ${time(doc.ledger.checkedAt, true)})` : "");
+  ledger.className = { ok: "health-ok", violated: "health-bad" }[doc.ledger.status] || "health-unknown";
+  if (doc.ledger.problems.length) ledger.title = doc.ledger.problems.join("\n");
+  const md = doc.marketData;
+  $("#health-md").textContent = md.lag === null ? "unknown"
+    : `${md.lag} event batch(es) (at ${num(md.position)} of ${num(md.eventsSequence)})`;
+  $("#health-md").className = md.lag === null ? "health-unknown" : md.lag > 0 ? "health-bad" : "health-ok";
+  $("#health-engines").replaceChildren(table(
+    ["Symbol", "Commands", "Engine sequence", "Settled", "Engine backlog", "Settlement lag"],
+    doc.engines.map((e) => h("tr", { dataset: { symbol: e.symbol } }, h("td", {}, e.symbol),
+      h("td", {}, num(e.commandSequence)), h("td", { class: "engine-seq" }, num(e.engineSequence)),
+      h("td", {}, num(e.settledSequence)), lag(e.engineBacklog), lag(e.settlementLag))),
+    "No pairs."));
+  $("#health-streams").replaceChildren(table(["Stream", "Messages", "Bytes", "First", "Last", "Consumers"],
+    doc.streams.map((s) => h("tr", {}, h("td", {}, s.name), h("td", {}, s.messages), h("td", {}, s.bytes),
+      h("td", {}, s.firstSequence), h("td", {}, s.lastSequence), h("td", {}, s.consumers))),
+    "No streams."));
+  $("#health-errors").replaceChildren(...doc.errors.map((e) => h("li", {}, e)));
+  $("#health-time").textContent = `updated ${time(doc.time)}`;
 }
 
 // --------------------------------------------------------------------------- withdrawals
@@ -146,6 +175,7 @@ async function loadAudit(ev) {
 
 // --------------------------------------------------------------------------- console
 let poller;
+let healthPoller;
 
 async function open(ev) {
   ev.preventDefault();
@@ -165,12 +195,15 @@ async function open(ev) {
   $("#adm-who").textContent = "console open";
   await refresh();
   poller = setInterval(() => section("#sec-withdrawals", loadWithdrawals), 5000);
+  // The health view is live: the operator watches it move.
+  healthPoller = setInterval(() => section("#sec-health", loadHealth), 2000);
 }
 
 async function refresh() {
   const shown = await Promise.all([
     section("#sec-withdrawals", loadWithdrawals), section("#sec-kill", loadKill),
     section("#sec-pairs", loadPairs), section("#sec-audit", loadAudit),
+    section("#sec-health", loadHealth),
   ]);
   $("#sec-users").hidden = !shown.some(Boolean);
 }
@@ -178,7 +211,8 @@ async function refresh() {
 function close() {
   token = null;
   clearInterval(poller);
-  for (const id of ["#sec-withdrawals", "#sec-kill", "#sec-pairs", "#sec-audit", "#sec-users"]) $(id).hidden = true;
+  clearInterval(healthPoller);
+  for (const id of ["#sec-health", "#sec-withdrawals", "#sec-kill", "#sec-pairs", "#sec-audit", "#sec-users"]) $(id).hidden = true;
   $("#adm-token").disabled = false;
   $("#adm-signin").hidden = false;
   $("#adm-signout").hidden = true;

@@ -158,6 +158,7 @@ export function header(page) {
     h("a", { class: "brand", href: "/" }, "tradeplane"),
     h("nav", { "aria-label": "Pages" },
       link("/", "Trade", "trade"), link("/wallet", "Wallet", "wallet"),
+      link("/portfolio", "Portfolio", "portfolio"),
       link("/account", "Account", "account"),
       link("/admin", "Admin", "admin"), h("a", { href: "/docs" }, "API")),
     h("span", { class: "spacer" }),
