@@ -21,6 +21,7 @@ from tradeplane.adapters.admin_store import PgAccountStore
 from tradeplane.adapters.bus import Bus, BusError
 from tradeplane.adapters.cache import MarketCache
 from tradeplane.adapters.cipher import SecretCipher
+from tradeplane.adapters.convert_db import CacheBooks, PgConvertStore
 from tradeplane.adapters.custody import BusWatchers, PgCustodyStore
 from tradeplane.adapters.listenkeys import ListenKeyStore
 from tradeplane.adapters.marketdata import RedisMarketReads
@@ -29,6 +30,7 @@ from tradeplane.config import Settings
 from tradeplane.gateway import (
     admin,
     apidoc,
+    convert,
     market,
     public,
     sapi,
@@ -48,6 +50,7 @@ from tradeplane.gateway.references import ReferencePrices
 from tradeplane.gateway.security import start_security
 from tradeplane.gateway.watermarks import Watermarks
 from tradeplane.supervision import BackgroundTasks, Backoff, OnFailure
+from tradeplane.usecases.convert import Convert, ConvertSettings
 from tradeplane.usecases.custody import CustodyCases
 
 log = logging.getLogger("tradeplane.gateway")
@@ -141,7 +144,17 @@ async def compose(settings: Settings) -> AsyncIterator[Gateway]:
                       credentials=security.credentials, users=security.users,
                       user_streams=user_streams, watermarks=marks, orderpath=orderpath,
                       stream_hub=hub, market=RedisMarketReads(pool, cache),
-                      background=background)
+                      background=background,
+                      convert=Convert(CacheBooks(cache), PgConvertStore(pool),
+                                      lambda: c.pairs, convert_settings(settings)))
+
+
+def convert_settings(settings: Settings) -> ConvertSettings:
+    """The Convert router's settings from the process's."""
+    bridges = tuple(b.strip().upper() for b in settings.convert_bridges.split(",")
+                    if b.strip())
+    return ConvertSettings(bridges=bridges, spread_bps=settings.convert_spread_bps,
+                           max_book_age_ms=int(settings.convert_max_book_age_s * 1000))
 
 
 def create_app(settings: Settings, *, wiring: Wiring = compose,
@@ -174,7 +187,7 @@ def create_app(settings: Settings, *, wiring: Wiring = compose,
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     for r in (public.router, market.router, trading.router, userstream.router, admin.router,
-              streams.router, wallet.router, sapi.router, wsapi.router):
+              streams.router, wallet.router, sapi.router, wsapi.router, convert.router):
         app.include_router(r)
     app.include_router(users.router)
     app.include_router(ui.router)  # the trading UI's pages and browser sessions
