@@ -6,6 +6,11 @@ ALTER TABLE accounts ADD CONSTRAINT accounts_kind_check
     CHECK (kind IN ('external', 'fees', 'user', 'desk'));
 INSERT INTO accounts (id, name, kind) VALUES (2, 'convert-desk', 'desk');
 
+-- A key may carry the permission to convert (POST /sapi/v1/convert/getQuote, acceptQuote).
+ALTER TABLE api_keys DROP CONSTRAINT api_keys_perms;
+ALTER TABLE api_keys ADD CONSTRAINT api_keys_perms CHECK (
+    cardinality(perms) > 0 AND perms <@ ARRAY['read', 'trade', 'withdraw', 'convert']::TEXT[]);
+
 CREATE SEQUENCE convert_quote_ids START 1;
 CREATE SEQUENCE convert_order_ids START 1;
 
