@@ -205,6 +205,15 @@ def cmd_marketdata(args: argparse.Namespace) -> int:
                        vault=loaded.vault)
 
 
+def cmd_rates(args: argparse.Namespace) -> int:
+    from tradeplane.runner import run_service
+    from tradeplane.services import run_rates
+
+    loaded = _loaded(args)
+    s = loaded.settings
+    return run_service("rates", s, lambda stop: run_rates(s, stop), vault=loaded.vault)
+
+
 def cmd_wallet_watcher(args: argparse.Namespace) -> int:
     from tradeplane.runner import run_service
     from tradeplane.wallets.service import run_wallet_watcher
@@ -1076,6 +1085,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(fn=cmd_matching)
     cmd_parser("settlement", help="ledger settlement").set_defaults(fn=cmd_settlement)
     cmd_parser("marketdata", help="market data").set_defaults(fn=cmd_marketdata)
+    cmd_parser("rates", help="Convert's rates: indicative ratios and index prices"
+               ).set_defaults(fn=cmd_rates)
 
     ww = cmd_parser("wallet-watcher",
                         help="one wallet's deposit watcher, withdrawals and reconciliation")

@@ -327,6 +327,11 @@ class Settings(VaultSettings):
         description="A book the market-data service has not written for this long is "
         "stale: no conversion is quoted through it.",
     )
+    convert_rates_every_s: float = Field(
+        default=1.0, gt=0,
+        description="Seconds between two publications of the rates service (indicative "
+        "ratios and index prices).",
+    )
 
     # ---- engine: the matching engine ----------------------------------------------------
     snapshot_every: int = Field(
@@ -430,7 +435,8 @@ GROUPS: Final[Mapping[Group, tuple[str, ...]]] = {
                        "listen_key_ttl_s"),
     Group.ENGINE: ("snapshot_every",),
     Group.SETTLEMENT: ("invariant_check_s", "relay_age_ms"),
-    Group.CONVERT: ("convert_bridges", "convert_spread_bps", "convert_max_book_age_s"),
+    Group.CONVERT: ("convert_bridges", "convert_spread_bps", "convert_max_book_age_s",
+                    "convert_rates_every_s"),
 }
 
 _COMMON: Final = frozenset({Group.BUS, Group.DATABASE, Group.OBSERVABILITY})
@@ -446,6 +452,7 @@ PROCESS_GROUPS: Final[Mapping[str, frozenset[Group]]] = {
     "settlement": _COMMON | {Group.SETTLEMENT},
     "marketdata": _COMMON | {Group.CACHE},
     "wallet-watcher": _COMMON,
+    "rates": _COMMON | {Group.CACHE, Group.CONVERT},
     # The CLI's account commands (users, API keys, admins, credits): they encrypt secrets.
     "cli-accounts": frozenset({Group.DATABASE, Group.CIPHER}),
 }

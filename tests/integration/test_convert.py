@@ -32,6 +32,8 @@ from tradeplane.demo.client import ApiClient
 from tradeplane.domain.convert import DESK_ACCOUNT
 from tradeplane.domain.market import DepthSnapshot
 from tradeplane.domain.money import to_units
+from tradeplane.rates.service import INDEX_PRICE, STALE_BOOKS
+from tradeplane.services import rates_service
 
 pytestmark = pytest.mark.integration
 
@@ -431,3 +433,19 @@ async def test_trade_flow_pages_with_more_data(plat: Platform) -> None:
     assert set(doc["list"][0]) == {"quoteId", "orderId", "orderStatus", "fromAsset",
                                    "fromAmount", "toAsset", "toAmount", "ratio",
                                    "inverseRatio", "createTime"}
+
+
+async def test_the_rates_service_publishes_what_the_gateway_serves_and_its_metrics(
+    plat: Platform,
+) -> None:
+    cache = await MarketCache.connect(plat.settings.redis_url)
+    try:
+        at = now_ms()
+        await rates_service(plat.pool, cache, plat.settings).round(at)
+    finally:
+        await cache.close()
+    rates = await plat.clients[0].public("/api/v1/convert/rates")
+    assert rates["time"] == at  # the published snapshot, not one computed on request
+    assert rates["index"]["BTC"] == "50000.00000000"
+    assert INDEX_PRICE.labels("ETH", "USDT")._value.get() == 2050.0
+    assert STALE_BOOKS._value.get() == 0

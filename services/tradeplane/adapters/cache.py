@@ -232,6 +232,18 @@ class MarketCache:
         t = await self.top(symbol)
         return None if t is None else t.reference_price()
 
+    # ------------------------------------------------------------------ other documents
+    @_translated
+    async def put_document(self, key: str, value: bytes) -> None:
+        """A document another service publishes beside the market data (Convert's rates:
+        ``convert:rates``)."""
+        await self._r.set(key, value)
+
+    @_translated
+    async def document(self, key: str) -> bytes | None:
+        raw = await self._r.get(key)
+        return None if raw is None else _bytes(raw)
+
     @_translated
     async def current_kline(self, symbol: str, interval: str) -> Candle | None:
         raw = await self._r.hget(_key(symbol, "klines"), interval)  # type: ignore[misc]

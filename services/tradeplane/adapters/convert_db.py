@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
+import msgspec
 
-from tradeplane.adapters.cache import MarketCache
+from tradeplane.adapters.cache import CacheError, MarketCache
 from tradeplane.adapters.db import DRIVER_ERRORS, DatabaseUnavailable, Pool, apply_postings
 from tradeplane.domain.convert import DESK_ACCOUNT, convert_postings
 from tradeplane.domain.market import DepthSnapshot
@@ -25,7 +26,13 @@ from tradeplane.usecases.convert import (
     ConvertOrder,
     NewQuote,
     OrderStatus,
+    Rates,
 )
+
+#: Where the rates service publishes (msgpack of ``(computed ms, Rates)``).
+RATES_KEY = "convert:rates"
+_rates_enc = msgspec.msgpack.Encoder()
+_rates_dec = msgspec.msgpack.Decoder(tuple[int, Rates])
 
 
 class CacheBooks:
@@ -37,6 +44,27 @@ class CacheBooks:
     async def books(self, symbols: Sequence[str]) -> dict[str, DepthSnapshot | None]:
         """Raises CacheError when Redis fails."""
         return {s: await self._cache.depth(s) for s in symbols}
+
+
+class CacheRates:
+    """``RatesSink`` and ``RatesFeed`` in Redis (one key, the latest snapshot)."""
+
+    def __init__(self, cache: MarketCache) -> None:
+        self._cache = cache
+
+    async def publish(self, rates: Rates, now_ms: int) -> None:
+        """Raises CacheError when Redis fails."""
+        await self._cache.put_document(RATES_KEY, _rates_enc.encode((now_ms, rates)))
+
+    async def latest(self) -> tuple[int, Rates] | None:
+        """Raises CacheError when Redis fails or the value is unreadable."""
+        raw = await self._cache.document(RATES_KEY)
+        if raw is None:
+            return None
+        try:
+            return _rates_dec.decode(raw)
+        except msgspec.DecodeError as exc:
+            raise CacheError(f"unreadable rates: {exc}") from exc
 
 
 _ORDER_COLS = ("id, quote_id, account_id, status, from_asset, to_asset, from_amount,"

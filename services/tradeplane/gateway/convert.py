@@ -165,9 +165,10 @@ async def asset_info(request: Request, _caller: Caller = Depends(signed_read)
 async def rates(request: Request) -> dict[str, Any]:
     """Indicative ratios of every convertible pair (best of direct and bridged routes at
     the best prices, fees excluded), the index price of each asset in the index asset,
-    and the books left out as stale. Not Binance's: ours."""
-    r = await _convert(request).rates(_now_ms())
-    return {"indexAsset": r.index_asset,
+    and the books left out as stale, as the rates service last published them (computed
+    here when it has not for 5 s); ``time`` says when. Not Binance's: ours."""
+    at, r = await _convert(request).current_rates(_now_ms())
+    return {"time": at, "indexAsset": r.index_asset,
             "index": {a: fmt_units(v) for a, v in sorted(r.index.items())},
             "pairs": [{"fromAsset": p.from_asset, "toAsset": p.to_asset,
                        "ratio": fmt_units(p.ratio), "via": p.via} for p in r.pairs],

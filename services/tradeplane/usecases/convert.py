@@ -212,6 +212,26 @@ class ConvertStore(Protocol):
         ...
 
 
+class RatesSink(Protocol):
+    """Where the rates service publishes the rates."""
+
+    async def publish(self, rates: Rates, now_ms: int) -> None:
+        """Raises Unavailable when the store cannot be written."""
+        ...
+
+
+class RatesFeed(Protocol):
+    """The rates last published, with when."""
+
+    async def latest(self) -> tuple[int, Rates] | None:
+        """Raises Unavailable when the store cannot be read."""
+        ...
+
+
+#: Published rates older than this are not served; the gateway computes its own.
+RATES_FRESH_MS: Final = 5_000
+
+
 # --------------------------------------------------------------------------- requests
 @dataclass(frozen=True, slots=True)
 class QuoteRequest:
@@ -276,6 +296,8 @@ class Convert:
     store: ConvertStore
     pairs: Callable[[], Mapping[str, PairRules]]
     settings: ConvertSettings = field(default_factory=ConvertSettings)
+    #: The rates service's publications (None: always computed here).
+    published: RatesFeed | None = None
 
     # ------------------------------------------------------------------ routing
     async def _fresh_books(
@@ -378,6 +400,15 @@ class Convert:
                     if t == index_asset:
                         index[f] = best.ratio
         return Rates(tuple(out), index, index_asset, tuple(stale))
+
+    async def current_rates(self, now_ms: int) -> tuple[int, Rates]:
+        """The rates the rates service published, while fresh (``RATES_FRESH_MS``);
+        else computed now. Returns them with when they were computed."""
+        if self.published is not None:
+            got = await self.published.latest()
+            if got is not None and now_ms - got[0] <= RATES_FRESH_MS:
+                return got
+        return now_ms, await self.rates(now_ms)
 
     # ------------------------------------------------------------------ quote
     async def quote(self, req: QuoteRequest, now_ms: int) -> Quote:
