@@ -997,10 +997,11 @@ _DATA_DIR_HELP = (
 
 _BENCH_HELP = """\
 benchmarks:
-  all                 the three below, in turn (default)
+  all                 the four below, in turn (default)
   book                the order book alone: seeded ops (60% limit, 30% cancel, 10% market)
   engine              the engine service: JetStream commands -> durable event batches
   e2e                 durable orders/s through the gateway; ack latency at a fixed rate
+  convert             Convert: firm quotes/s and accepted conversions/s through the gateway
 
 options (all, book):
   --ops N             book: operations (default 1000000)
@@ -1022,6 +1023,10 @@ options (e2e):
   --rate-seconds S    fixed-rate run length (default 10)
   --accounts N        trading accounts (default 500)
   --nats-sync S       JetStream sync_interval (default always)
+  --keep DIR          data folder to keep (default: temporary)
+options (convert):
+  --seconds S         length of each run (default 10)
+  --conns N           concurrent clients, one key each (default 16)
   --keep DIR          data folder to keep (default: temporary)
 
 e.g. tradeplane bench book --no-compare; tradeplane bench engine --symbols 2
@@ -1239,9 +1244,9 @@ def build_parser() -> argparse.ArgumentParser:
     fc.set_defaults(fn=cmd_faucet)
 
     b = sub.add_parser(
-        "bench", help="benchmarks (book, engine, end-to-end); prints figures",
-        usage="tradeplane bench [all|book|engine|e2e] [options]",
-        description="Runs a benchmark (default: all three) in its own temporary servers "
+        "bench", help="benchmarks (book, engine, end-to-end, convert); prints figures",
+        usage="tradeplane bench [all|book|engine|e2e|convert] [options]",
+        description="Runs a benchmark (default: all four) in its own temporary servers "
                     "and prints its figures.",
         epilog=_BENCH_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     b.add_argument("rest", nargs=argparse.REMAINDER, metavar="[which] [options]",

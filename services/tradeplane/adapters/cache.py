@@ -183,6 +183,14 @@ class MarketCache:
         return None if raw is None else _book_dec.decode(_bytes(raw))
 
     @_translated
+    async def depths(self, symbols: Sequence[str]) -> list[DepthSnapshot | None]:
+        """The books of ``symbols`` in one round trip, None where not written."""
+        if not symbols:
+            return []
+        raw = await self._r.mget([_key(s, "book") for s in symbols])
+        return [None if x is None else _book_dec.decode(_bytes(x)) for x in raw]
+
+    @_translated
     async def recent_trades(self, symbol: str, limit: int) -> list[bytes]:
         """Up to ``limit`` latest ``/api/v3/trades`` JSON documents, oldest first."""
         if limit <= 0:

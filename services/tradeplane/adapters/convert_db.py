@@ -43,7 +43,7 @@ class CacheBooks:
 
     async def books(self, symbols: Sequence[str]) -> dict[str, DepthSnapshot | None]:
         """Raises CacheError when Redis fails."""
-        return {s: await self._cache.depth(s) for s in symbols}
+        return dict(zip(symbols, await self._cache.depths(symbols), strict=True))
 
 
 class CacheRates:

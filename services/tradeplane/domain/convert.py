@@ -123,6 +123,15 @@ class RouteFill:
     out_no_fee: int
 
 
+def route_out(legs: Sequence[Leg], amount_in: int) -> int:
+    """The route's output after the taker fees alone (what :func:`fill_route` gives as
+    ``out``, without the rest: the bisection's probe)."""
+    x = amount_in
+    for leg in legs:
+        x = fill_leg(leg, x).out
+    return x
+
+
 def _no_fee(leg: Leg) -> Leg:
     return replace(leg, rules=replace(leg.rules, maker_fee_ppm=0, taker_fee_ppm=0))
 
@@ -254,7 +263,7 @@ def price_to(routes: Sequence[tuple[Leg, ...]], to_amount: int,
     best: Priced | None = None
     for legs in routes:
         def gives(x: int, legs: tuple[Leg, ...] = legs) -> bool:
-            return apply_spread(fill_route(legs, x).out, spread_bps) >= to_amount
+            return apply_spread(route_out(legs, x), spread_bps) >= to_amount
 
         hi = 1
         while not gives(hi):
