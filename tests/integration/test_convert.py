@@ -15,6 +15,7 @@ conversion is a deal with the desk, not an order on the books):
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -449,3 +450,31 @@ async def test_the_rates_service_publishes_what_the_gateway_serves_and_its_metri
     assert rates["index"]["BTC"] == "50000.00000000"
     assert INDEX_PRICE.labels("ETH", "USDT")._value.get() == 2050.0
     assert STALE_BOOKS._value.get() == 0
+
+
+async def test_concurrent_acceptances_of_one_quote_convert_once(plat: Platform) -> None:
+    t = await converter(plat, {"BTC": "0.01"})
+    _, q = await quote(t, fromAsset="BTC", toAsset="USDT", fromAmount="0.01")
+    answers = await asyncio.gather(*(accept(t, q["quoteId"]) for _ in range(6)))
+    assert {s for s, _ in answers} == {200}
+    assert len({a["orderId"] for _, a in answers}) == 1
+    assert await plat.balances(t.account) == {"BTC": (0, 0),
+                                              "USDT": (units(q["toAmount"]), 0)}
+
+
+async def test_concurrent_acceptances_never_take_the_desk_below_zero(plat: Platform) -> None:
+    treasury = await db.create_account(plat.pool, "desk-treasury-2")
+    held = (await desk_balances(plat))["BTC"][0]
+    kept = units("0.015")  # covers one of the two quotes below, not both
+    users = [await converter(plat, {"USDT": "1000"}) for _ in range(2)]
+    quotes = [(await quote(u, fromAsset="USDT", toAsset="BTC", toAmount="0.01"))[1]
+              for u in users]
+    await transfer(plat, DESK_ACCOUNT, treasury, "BTC", held - kept)
+    try:
+        answers = await asyncio.gather(*(accept(u, q["quoteId"])
+                                         for u, q in zip(users, quotes, strict=True)))
+        assert sorted(s for s, _ in answers) == [200, 400]
+        assert [a["code"] for s, a in answers if s == 400] == [-23004]
+        assert (await desk_balances(plat))["BTC"] == (kept - units("0.01"), 0)
+    finally:
+        await transfer(plat, treasury, DESK_ACCOUNT, "BTC", held - kept)
