@@ -85,9 +85,9 @@ async def _load(base: str, keys: list[tuple[str, str]], seconds: float, accept: 
 
         async def signed(key: str, secret: str, path: str, params: dict[str, str]
                          ) -> httpx.Response:
-            params = {**params, "timestamp": str(int(time.time() * 1000)),
-                      "recvWindow": "60000"}
-            return await http.post(path, content=signed_query(secret, params),
+            sent: dict[str, str | int] = {**params, "timestamp": int(time.time() * 1000),
+                                          "recvWindow": 60000}
+            return await http.post(path, content=signed_query(secret, sent),
                                    headers={"X-MBX-APIKEY": key, "Content-Type":
                                             "application/x-www-form-urlencoded"})
 
