@@ -24,6 +24,7 @@ from typing import Any
 import ccxt.async_support as ccxt_async
 import pytest
 from tests.integration.test_ccxt import point_at
+from tests.integration.test_user_stream import user_stream
 from tests.support.harness import Platform, Trader, eventually
 
 from tradeplane.adapters import db
@@ -478,3 +479,22 @@ async def test_concurrent_acceptances_never_take_the_desk_below_zero(plat: Platf
         assert (await desk_balances(plat))["BTC"] == (kept - units("0.01"), 0)
     finally:
         await transfer(plat, treasury, DESK_ACCOUNT, "BTC", held - kept)
+
+
+async def test_an_acceptance_pushes_the_balances_and_the_order_on_the_user_data_stream(
+    plat: Platform,
+) -> None:
+    t = await converter(plat, {"BTC": "0.01"})
+    _, q = await quote(t, fromAsset="BTC", toAsset="USDT", fromAmount="0.01")
+    async with user_stream(plat, t) as stream:
+        status, order = await accept(t, q["quoteId"])
+        assert status == 200
+        position, update = await stream.wait_for(2)
+    assert position["e"] == "outboundAccountPosition"
+    assert position["B"] == [{"a": "BTC", "f": "0.00000000", "l": "0.00000000"},
+                             {"a": "USDT", "f": q["toAmount"], "l": "0.00000000"}]
+    assert update == {"e": "convertOrderUpdate", "E": update["E"],
+                      "orderId": int(order["orderId"]), "quoteId": q["quoteId"],
+                      "status": "CONFIRMED", "orderStatus": "SUCCESS", "fromAsset": "BTC",
+                      "fromAmount": "0.01000000", "toAsset": "USDT",
+                      "toAmount": q["toAmount"], "createTime": order["createTime"]}

@@ -17,10 +17,13 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from tradeplane.adapters.bus import Bus, user_subject
 from tradeplane.adapters.cache import CacheError, MarketCache
 from tradeplane.adapters.db import DRIVER_ERRORS, DatabaseUnavailable, Pool, apply_postings
 from tradeplane.domain.convert import DESK_ACCOUNT, convert_postings
 from tradeplane.domain.market import DepthSnapshot
+from tradeplane.domain.money import fmt_units
+from tradeplane.domain.userevents import account_position, encode
 from tradeplane.usecases.convert import (
     AcceptResult,
     ConvertOrder,
@@ -171,6 +174,17 @@ class PgConvertStore:
             raise DatabaseUnavailable(f"PostgreSQL: {exc}") from exc
         return None if r is None else _order(r)
 
+    async def balances(self, account: int, assets: Sequence[str]
+                       ) -> list[tuple[str, int, int]]:
+        try:
+            rows = await self._pool.fetch(
+                "SELECT asset, available, locked FROM balances"
+                " WHERE account_id = $1 AND asset = ANY($2::text[]) ORDER BY asset",
+                account, list(assets))
+        except DRIVER_ERRORS as exc:
+            raise DatabaseUnavailable(f"PostgreSQL: {exc}") from exc
+        return [(r["asset"], int(r["available"]), int(r["locked"])) for r in rows]
+
     async def history(self, account: int, start_ms: int, end_ms: int, limit: int
                       ) -> list[ConvertOrder]:
         try:
@@ -181,3 +195,24 @@ class PgConvertStore:
         except DRIVER_ERRORS as exc:
             raise DatabaseUnavailable(f"PostgreSQL: {exc}") from exc
         return [_order(r) for r in rows]
+
+
+class BusConvertNotifier:
+    """``ConvertNotifier`` on the account's user-data subject (``user.<account>``), the
+    one settlement publishes on: the new balances as ``outboundAccountPosition``, then our
+    ``convertOrderUpdate`` (the order, status CONFIRMED: acceptance is one transaction)."""
+
+    def __init__(self, bus: Bus) -> None:
+        self._bus = bus
+
+    async def converted(self, order: ConvertOrder, balances: Sequence[tuple[str, int, int]],
+                        now_ms: int) -> None:
+        """Raises BusUnavailable when NATS fails."""
+        subject = user_subject(order.account)
+        await self._bus.publish(subject, encode(account_position(now_ms, now_ms, balances)))
+        await self._bus.publish(subject, encode({
+            "e": "convertOrderUpdate", "E": now_ms, "orderId": order.order_id,
+            "quoteId": str(order.quote_id), "status": "CONFIRMED",
+            "orderStatus": order.status.value, "fromAsset": order.from_asset,
+            "fromAmount": fmt_units(order.from_amount), "toAsset": order.to_asset,
+            "toAmount": fmt_units(order.to_amount), "createTime": order.created_ms}))

@@ -21,7 +21,12 @@ from tradeplane.adapters.admin_store import PgAccountStore
 from tradeplane.adapters.bus import Bus, BusError
 from tradeplane.adapters.cache import MarketCache
 from tradeplane.adapters.cipher import SecretCipher
-from tradeplane.adapters.convert_db import CacheBooks, CacheRates, PgConvertStore
+from tradeplane.adapters.convert_db import (
+    BusConvertNotifier,
+    CacheBooks,
+    CacheRates,
+    PgConvertStore,
+)
 from tradeplane.adapters.custody import BusWatchers, PgCustodyStore
 from tradeplane.adapters.listenkeys import ListenKeyStore
 from tradeplane.adapters.marketdata import RedisMarketReads
@@ -147,7 +152,8 @@ async def compose(settings: Settings) -> AsyncIterator[Gateway]:
                       background=background,
                       convert=Convert(CacheBooks(cache), PgConvertStore(pool),
                                       lambda: c.pairs, convert_settings(settings),
-                                      published=CacheRates(cache)))
+                                      published=CacheRates(cache),
+                                      notifier=BusConvertNotifier(bus)))
 
 
 def convert_settings(settings: Settings) -> ConvertSettings:

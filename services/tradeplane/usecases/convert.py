@@ -37,6 +37,7 @@ from tradeplane.domain.convert import (
     price_to,
     to_minimum,
 )
+from tradeplane.domain.errors import Unavailable
 from tradeplane.domain.market import DepthSnapshot
 from tradeplane.domain.money import UNIT_DECIMALS, UNITS_PER_COIN
 from tradeplane.domain.pairs import PairRules
@@ -211,6 +212,20 @@ class ConvertStore(Protocol):
         """Orders created in ``start_ms..end_ms``, oldest first, at most ``limit``."""
         ...
 
+    async def balances(self, account: int, assets: Sequence[str]
+                       ) -> list[tuple[str, int, int]]:
+        """``(asset, available, locked)`` of the account for ``assets``."""
+        ...
+
+
+class ConvertNotifier(Protocol):
+    """The user data stream: what an accepted conversion tells its account."""
+
+    async def converted(self, order: ConvertOrder, balances: Sequence[tuple[str, int, int]],
+                        now_ms: int) -> None:
+        """Raises Unavailable when the message could not be sent."""
+        ...
+
 
 class RatesSink(Protocol):
     """Where the rates service publishes the rates."""
@@ -298,6 +313,8 @@ class Convert:
     settings: ConvertSettings = field(default_factory=ConvertSettings)
     #: The rates service's publications (None: always computed here).
     published: RatesFeed | None = None
+    #: Where acceptances are told to the account's user data stream (None: nowhere).
+    notifier: ConvertNotifier | None = None
 
     # ------------------------------------------------------------------ routing
     async def _fresh_books(
@@ -469,6 +486,7 @@ class Convert:
         result, order = await self.store.accept(account, quote_id, now_ms)
         if result is AcceptResult.ACCEPTED:
             assert order is not None
+            await self._notify(order, now_ms)
             return order
         code, msg = {
             AcceptResult.UNKNOWN: (ConvertCode.UNKNOWN_QUOTE, "Quote does not exist."),
@@ -478,6 +496,19 @@ class Convert:
                                      "The convert desk cannot cover this amount now."),
         }[result]
         raise _refuse(code, msg)
+
+    async def _notify(self, order: ConvertOrder, now_ms: int) -> None:
+        """Tell the account's user data stream; the conversion is committed whatever
+        happens here, so a stream that cannot be reached loses the message, not the
+        answer (the balances are right on the next ``account`` read)."""
+        if self.notifier is None:
+            return
+        try:
+            balances = await self.store.balances(order.account,
+                                                 (order.from_asset, order.to_asset))
+            await self.notifier.converted(order, balances, now_ms)
+        except Unavailable:
+            return
 
     async def status(self, account: int, *, order_id: int | None = None,
                      quote_id: int | None = None) -> ConvertOrder:
