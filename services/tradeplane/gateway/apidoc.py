@@ -420,8 +420,9 @@ BINANCE: Final[dict[tuple[str, str], Op]] = {
     ("POST", "/api/v3/userDataStream"): Op(
         "Start user data stream",
         "The key's listen key (its live one, renewed, or a new one), valid 60 minutes. "
-        "Connect to `/ws/<listenKey>` for `executionReport`, `outboundAccountPosition` and "
-        "`listenKeyExpired` events.", (), USER_STREAM,
+        "Connect to `/ws/<listenKey>` for `executionReport`, `outboundAccountPosition`, "
+        "`listenKeyExpired` and (ours, after a Convert acceptance) `convertOrderUpdate` "
+        "events.", (), USER_STREAM,
         example={"listenKey": "pqia91ma19a5s61cv6a81va65sdf19v8a65a1a5s61cv6a81va65sdf19v8a65a1"}),
     ("PUT", "/api/v3/userDataStream"): Op(
         "Keep user data stream alive", "Extends the listen key's validity to 60 minutes "
