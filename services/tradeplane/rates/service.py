@@ -2,7 +2,7 @@
 service keeps in Redis, the convertible pairs with their indicative ratios (direct and
 through the bridge assets) and an index price per asset (``usecases.convert``), publishes
 them (``RatesSink``: the gateway's ``/api/v1/convert/rates`` reads them) and shows them as
-metrics. A stale book is left out and counted.
+metrics, with the desk's inventory. A stale book is left out and counted.
 
 While the cache or the database fails it keeps trying with backoff (1 s doubling to
 30 s) and its health gauge says unknown (-1), never a last good value.
@@ -31,6 +31,9 @@ INDEX_PRICE = Gauge("tradeplane_convert_index_price",
                     ["asset", "index"])
 STALE_BOOKS = Gauge("tradeplane_convert_stale_books",
                     "Books left out of the rates as stale; -1 = unknown (not computed)")
+DESK_INVENTORY = Gauge("tradeplane_convert_desk_inventory",
+                       "The convert desk's available balance of an asset (its inventory)",
+                       ["asset"])
 PUBLISHED = Counter("tradeplane_convert_rates_published_total",
                     "Rates snapshots published")
 
@@ -63,6 +66,8 @@ class RatesService:
         STALE_BOOKS.set(len(rates.stale))
         for asset, units in rates.index.items():
             INDEX_PRICE.labels(asset, rates.index_asset).set(units / UNITS_PER_COIN)
+        for asset, available, _locked in await self._convert.desk_inventory():
+            DESK_INVENTORY.labels(asset).set(available / UNITS_PER_COIN)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

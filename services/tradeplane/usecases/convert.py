@@ -418,6 +418,10 @@ class Convert:
                         index[f] = best.ratio
         return Rates(tuple(out), index, index_asset, tuple(stale))
 
+    async def desk_inventory(self) -> list[tuple[str, int, int]]:
+        """The desk's ``(asset, available, locked)`` for every convertible asset."""
+        return await self.store.balances(DESK_ACCOUNT, self.assets())
+
     async def current_rates(self, now_ms: int) -> tuple[int, Rates]:
         """The rates the rates service published, while fresh (``RATES_FRESH_MS``);
         else computed now. Returns them with when they were computed."""
