@@ -113,10 +113,11 @@ async def run_marketdata(settings: Settings, stop: asyncio.Event) -> None:
 def rates_service(pool: db.Pool, cache: MarketCache, settings: Settings) -> RatesService:
     """The rates service over PostgreSQL (pairs, the desk) and Redis (books, rates)."""
     holder: dict[str, Mapping[str, PairRules]] = {"pairs": {}}
-    convert = Convert(CacheBooks(cache), PgConvertStore(pool), lambda: holder["pairs"],
+    store = PgConvertStore(pool)
+    convert = Convert(CacheBooks(cache), store, lambda: holder["pairs"],
                       convert_settings(settings))
     return RatesService(convert, CacheRates(cache), lambda: db.load_pairs(pool), holder,
-                        settings.convert_rates_every_s)
+                        settings.convert_rates_every_s, purge=store)
 
 
 async def run_rates(settings: Settings, stop: asyncio.Event) -> None:

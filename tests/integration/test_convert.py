@@ -453,6 +453,24 @@ async def test_the_rates_service_publishes_what_the_gateway_serves_and_its_metri
     assert STALE_BOOKS._value.get() == 0
 
 
+async def test_unaccepted_quotes_are_purged_an_hour_after_they_expire(plat: Platform) -> None:
+    t = await converter(plat, {"BTC": "0.02"})
+    _, old = await quote(t, fromAsset="BTC", toAsset="USDT", fromAmount="0.01")
+    _, used = await quote(t, fromAsset="BTC", toAsset="USDT", fromAmount="0.01")
+    assert (await accept(t, used["quoteId"]))[0] == 200
+    _, fresh = await quote(t, fromAsset="BTC", toAsset="USDT", fromAmount="0.01")
+    cache = await MarketCache.connect(plat.settings.redis_url)
+    try:  # a round two hours later
+        await rates_service(plat.pool, cache, plat.settings).round(now_ms() + 7_200_000)
+    finally:
+        await cache.close()
+    kept = {r["id"] for r in await plat.pool.fetch("SELECT id FROM convert_quotes")}
+    assert int(old["quoteId"]) not in kept and int(fresh["quoteId"]) not in kept
+    assert int(used["quoteId"]) in kept  # its order refers to it
+    status, err = await accept(t, old["quoteId"])
+    assert (status, err["code"]) == (400, -23006)
+
+
 async def test_concurrent_acceptances_of_one_quote_convert_once(plat: Platform) -> None:
     t = await converter(plat, {"BTC": "0.01"})
     _, q = await quote(t, fromAsset="BTC", toAsset="USDT", fromAmount="0.01")

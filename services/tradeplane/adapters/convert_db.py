@@ -174,6 +174,15 @@ class PgConvertStore:
             raise DatabaseUnavailable(f"PostgreSQL: {exc}") from exc
         return None if r is None else _order(r)
 
+    async def purge_quotes(self, expired_before_ms: int) -> int:
+        try:
+            status = await self._pool.execute(
+                "DELETE FROM convert_quotes WHERE order_id IS NULL AND valid_until_ms < $1",
+                expired_before_ms)
+        except DRIVER_ERRORS as exc:
+            raise DatabaseUnavailable(f"PostgreSQL: {exc}") from exc
+        return int(status.split()[-1])
+
     async def balances(self, account: int, assets: Sequence[str]
                        ) -> list[tuple[str, int, int]]:
         try:

@@ -2,7 +2,8 @@
 service keeps in Redis, the convertible pairs with their indicative ratios (direct and
 through the bridge assets) and an index price per asset (``usecases.convert``), publishes
 them (``RatesSink``: the gateway's ``/api/v1/convert/rates`` reads them) and shows them as
-metrics, with the desk's inventory. A stale book is left out and counted.
+metrics, with the desk's inventory. A stale book is left out and counted. It also keeps
+the quotes table bounded: unaccepted quotes go an hour after they expired.
 
 While the cache or the database fails it keeps trying with backoff (1 s doubling to
 30 s) and its health gauge says unknown (-1), never a last good value.
@@ -22,7 +23,7 @@ from tradeplane.domain.errors import Unavailable
 from tradeplane.domain.money import UNITS_PER_COIN
 from tradeplane.domain.pairs import PairRules
 from tradeplane.supervision import Backoff
-from tradeplane.usecases.convert import Convert, RatesSink
+from tradeplane.usecases.convert import QUOTE_RETENTION_MS, Convert, QuotePurge, RatesSink
 
 log = logging.getLogger("tradeplane.rates")
 
@@ -34,6 +35,8 @@ STALE_BOOKS = Gauge("tradeplane_convert_stale_books",
 DESK_INVENTORY = Gauge("tradeplane_convert_desk_inventory",
                        "The convert desk's available balance of an asset (its inventory)",
                        ["asset"])
+PURGED = Counter("tradeplane_convert_quotes_purged_total",
+                 "Unaccepted quotes deleted an hour after they expired")
 PUBLISHED = Counter("tradeplane_convert_rates_published_total",
                     "Rates snapshots published")
 
@@ -45,7 +48,9 @@ class RatesService:
     """Computes and publishes the rates every ``every_s`` until stopped."""
 
     def __init__(self, convert: Convert, sink: RatesSink, load_pairs: PairLoader,
-                 holder: dict[str, Mapping[str, PairRules]], every_s: float = 1.0) -> None:
+                 holder: dict[str, Mapping[str, PairRules]], every_s: float = 1.0,
+                 purge: QuotePurge | None = None) -> None:
+        self._purge = purge
         self._convert = convert
         self._sink = sink
         self._load_pairs = load_pairs
@@ -68,6 +73,8 @@ class RatesService:
             INDEX_PRICE.labels(asset, rates.index_asset).set(units / UNITS_PER_COIN)
         for asset, available, _locked in await self._convert.desk_inventory():
             DESK_INVENTORY.labels(asset).set(available / UNITS_PER_COIN)
+        if self._purge is not None:
+            PURGED.inc(await self._purge.purge_quotes(now_ms - QUOTE_RETENTION_MS))
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

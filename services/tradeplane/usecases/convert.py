@@ -218,6 +218,14 @@ class ConvertStore(Protocol):
         ...
 
 
+class QuotePurge(Protocol):
+    """Forgets quotes nobody accepted (the store's housekeeping)."""
+
+    async def purge_quotes(self, expired_before_ms: int) -> int:
+        """Delete unaccepted quotes that expired before ``expired_before_ms``; how many."""
+        ...
+
+
 class ConvertNotifier(Protocol):
     """The user data stream: what an accepted conversion tells its account."""
 
@@ -245,6 +253,9 @@ class RatesFeed(Protocol):
 
 #: Published rates older than this are not served; the gateway computes its own.
 RATES_FRESH_MS: Final = 5_000
+#: Unaccepted quotes are kept this long after they expire (then acceptQuote says -23006
+#: rather than -23005), so the quotes table stays bounded.
+QUOTE_RETENTION_MS: Final = 3_600_000
 
 
 # --------------------------------------------------------------------------- requests
@@ -423,11 +434,11 @@ class Convert:
         return await self.store.balances(DESK_ACCOUNT, self.assets())
 
     async def current_rates(self, now_ms: int) -> tuple[int, Rates]:
-        """The rates the rates service published, while fresh (``RATES_FRESH_MS``);
-        else computed now. Returns them with when they were computed."""
+        """The rates the rates service published, while fresh (``RATES_FRESH_MS``; one
+        from a clock ahead of ours is not); else computed now. Returns them with when they were computed."""
         if self.published is not None:
             got = await self.published.latest()
-            if got is not None and now_ms - got[0] <= RATES_FRESH_MS:
+            if got is not None and 0 <= now_ms - got[0] <= RATES_FRESH_MS:
                 return got
         return now_ms, await self.rates(now_ms)
 
