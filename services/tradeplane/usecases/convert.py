@@ -435,7 +435,8 @@ class Convert:
 
     async def current_rates(self, now_ms: int) -> tuple[int, Rates]:
         """The rates the rates service published, while fresh (``RATES_FRESH_MS``; one
-        from a clock ahead of ours is not); else computed now. Returns them with when they were computed."""
+        from a clock ahead of ours is not); else computed now. Returns them with when
+        they were computed."""
         if self.published is not None:
             got = await self.published.latest()
             if got is not None and 0 <= now_ms - got[0] <= RATES_FRESH_MS:
