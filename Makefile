@@ -26,15 +26,18 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 
+# The install also builds the compiled order book (setup.py): a changed .pyx re-installs.
+BOOK_SOURCES := setup.py services/tradeplane/domain/_cbook.pyx
+
 # constraints.txt pins every dependency to the versions the suite was last run with.
 # pip's own progress is shown: a first install downloads a few hundred MB.
-$(RUNTIME_STAMP): pyproject.toml constraints.txt | $(BIN)/python
+$(RUNTIME_STAMP): pyproject.toml constraints.txt $(BOOK_SOURCES) | $(BIN)/python
 	@echo "make: installing tradeplane and its runtime dependencies into $(VENV)"
 	$(BIN)/python -m pip install -c constraints.txt -e .
 	touch $@
 
 # The dev extras include the runtime: one install serves both stamps.
-$(DEV_STAMP): pyproject.toml constraints.txt | $(BIN)/python
+$(DEV_STAMP): pyproject.toml constraints.txt $(BOOK_SOURCES) | $(BIN)/python
 	@echo "make: installing tradeplane with its dev extras into $(VENV)"
 	$(BIN)/python -m pip install -c constraints.txt -e '.[dev]'
 	touch $@ $(RUNTIME_STAMP)

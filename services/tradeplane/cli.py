@@ -998,7 +998,8 @@ _DATA_DIR_HELP = (
 _BENCH_HELP = """\
 benchmarks:
   all                 the four below, in turn (default)
-  book                the order book alone: seeded ops (60% limit, 30% cancel, 10% market)
+  book                the order book alone: seeded ops (60% limit, 30% cancel, 10% market),
+                      the compiled and the pure-Python book side by side
   engine              the engine service: JetStream commands -> durable event batches
   e2e                 durable orders/s through the gateway; ack latency at a fixed rate
   convert             Convert: firm quotes/s and accepted conversions/s through the gateway
@@ -1010,12 +1011,14 @@ options (book):
   --no-compare        skip the same workload through liquibook, cython-orderbook and
                       pyorderbook
   --compare-ops N     compare on the first N operations only (default: all --ops)
+  --book B            both (default), compiled or python: which of our books to measure
 options (engine):
   --symbols N         N > 1: one engine process per symbol, compared with one (default 1)
   --commands N        commands per symbol (default 300000)
   --per-msg N         commands per stream message (default 50)
   --commands-at-1 N   scaling run: commands per symbol at 1 command per message
   --nats-sync S       nats-server sync_interval: always (default), default or a duration
+  --book B            the engine's order book: auto (default), compiled or python
 options (e2e):
   --seconds S         closed-loop run length (default 10)
   --conns N           closed-loop connections (default 64)

@@ -337,6 +337,13 @@ class Settings(VaultSettings):
     snapshot_every: int = Field(
         default=50_000, description="Engine snapshot after this many commands."
     )
+    book: Literal["auto", "compiled", "python"] = Field(
+        default="auto",
+        description="The engine's order book: 'auto' runs the compiled book when it was "
+        "built at install (else the pure-Python one, logged at start), 'python' forces the "
+        "pure-Python book, 'compiled' refuses to start without the compiled one. Both give "
+        "the same events, snapshots and state hashes.",
+    )
 
     # ---- settlement: the settler --------------------------------------------------------
     invariant_check_s: float = Field(
@@ -433,7 +440,7 @@ GROUPS: Final[Mapping[Group, tuple[str, ...]]] = {
     Group.WEBSOCKETS: ("ws_max_message_bytes", "ws_messages_per_second", "ws_max_streams",
                        "ws_connections_per_window", "ws_connection_window_s",
                        "listen_key_ttl_s"),
-    Group.ENGINE: ("snapshot_every",),
+    Group.ENGINE: ("snapshot_every", "book"),
     Group.SETTLEMENT: ("invariant_check_s", "relay_age_ms"),
     Group.CONVERT: ("convert_bridges", "convert_spread_bps", "convert_max_book_age_s",
                     "convert_rates_every_s"),

@@ -8,7 +8,7 @@ import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from tradeplane.config import Settings
 from tradeplane.observability import setup
@@ -48,6 +48,31 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     return out
 
 
+class TokenRenewal(Protocol):
+    """What keeps a secret source's token alive (``adapters.vault.VaultSession``)."""
+
+    async def keep_alive(self, stop: asyncio.Event) -> None: ...
+
+
+async def run_with_renewal(name: str, body: Callable[[asyncio.Event], Awaitable[None]],
+                           stop: asyncio.Event, renewal: TokenRenewal | None) -> None:
+    """``body(stop)`` under :func:`supervised`, with ``renewal.keep_alive(stop)`` beside
+    it as the background task ``vault-token-renewal``: if that dies, ``stop`` is set, and
+    once ``body`` has stopped its error is logged (CRITICAL) and raised.
+
+    Raises:
+        BaseException: whatever ``body`` raised, or the renewal's error.
+    """
+    background = BackgroundTasks()
+    if renewal is not None:
+        background.start("vault-token-renewal", renewal.keep_alive(stop))
+    background.on_failure(lambda _exc: stop.set())
+    try:
+        await supervised(name, alongside(body(stop), background))
+    finally:
+        await background.close()
+
+
 def run_service(
     name: str, settings: Settings, body: Callable[[asyncio.Event], Awaitable[None]],
     *, metrics: bool = True, vault: VaultSession | None = None,
@@ -79,14 +104,7 @@ def run_service(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        background = BackgroundTasks()
-        if vault is not None:
-            background.start("vault-token-renewal", vault.keep_alive(stop))
-        background.on_failure(lambda _exc: stop.set())
-        try:
-            await supervised(name, alongside(body(stop), background))
-        finally:
-            await background.close()
+        await run_with_renewal(name, body, stop, vault)
 
     try:
         import uvloop

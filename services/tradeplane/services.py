@@ -71,7 +71,8 @@ async def run_matching(
     bus = await _bus(settings, f"engine-{symbol}")
     try:
         engine = Engine(bus, rules or pairs[symbol], settings.snapshot_every,
-                        enforce_trading=rules is not None, lease=standby)
+                        enforce_trading=rules is not None, lease=standby,
+                        book=settings.book)
         await engine.run(stop)
     finally:
         await bus.close()

@@ -90,3 +90,12 @@ def test_the_code_is_compiled_in_the_image_so_a_read_only_root_costs_no_start_ti
         "print(len(missing), missing[:5])\n"
     )
     assert run(tradeplane_image, "python3", "-c", script).strip() == "0 []"
+
+
+def test_the_image_runs_the_compiled_order_book(tradeplane_image: str) -> None:
+    # The wheelhouse's own wheel is built where gcc is (tools/wheelhouse.py): the image's
+    # engines run the compiled book, not the fallback.
+    script = ("from tradeplane.domain import books\n"
+              "print(books.select('auto').__module__, repr(books.UNAVAILABLE))\n")
+    assert run(tradeplane_image, "python3", "-c", script).strip() == \
+        "tradeplane.domain._cbook ''"

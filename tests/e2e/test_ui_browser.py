@@ -46,7 +46,7 @@ from tradeplane.adapters import db, wallets_db
 from tradeplane.adapters.bus import Bus
 from tradeplane.domain.custody import wallet_from_spec
 from tradeplane.domain.money import to_units
-from tradeplane.wallets.service import Custody
+from tradeplane.wallets.service import custody_over
 from tradeplane.wallets.settings import WalletSettings
 
 pytestmark = pytest.mark.e2e
@@ -371,7 +371,7 @@ async def test_wallet_deposit_and_withdrawal_approved_in_the_console(
         "withdrawals": {"fee": "0.001", "min": "0.01", "approvalThreshold": "0.1"}})
     await wallets_db.upsert_wallet(plat.pool, spec)
     bus = await Bus.connect(plat.settings.nats_url, name="ui-test-wallet")
-    custody = Custody(spec, chain, plat.pool, bus, WalletSettings())
+    custody = custody_over(spec, chain, plat.pool, bus, WalletSettings())
     unsubscribe = await custody.serve()
     async with httpx.AsyncClient(base_url=base) as http:
         una = await verified_user(http, Mailbox(outbox), "una@example.com", PASSWORD)

@@ -1,7 +1,8 @@
 """The gateway's background tasks are supervised, against real NATS, PostgreSQL and Redis:
 a task whose dependency is unavailable retries with growing delays while the gateway
 keeps serving; a task that dies of anything else shuts the HTTP server down and the
-gateway ends with one CRITICAL line naming the task (the process exits non-zero)."""
+gateway ends with one CRITICAL line naming the task (the process exits non-zero); an order
+batch worker that dies fails its request at once rather than leave it waiting."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ import asyncpg
 import httpx
 import pytest
 from tests.support.harness import eventually, free_port, fresh_database, reset_bus_and_cache
-from tests.support.security import FAST_HASHING
+from tests.support.security import FAST_HASHING, send_signed, signed_payload
 
 from tradeplane.adapters import db
+from tradeplane.adapters.cipher import SecretCipher
 from tradeplane.config import Settings
 from tradeplane.domain.pairs import DEMO_PAIRS, PairConfigError
 from tradeplane.gateway import app
@@ -127,3 +129,35 @@ async def test_a_pair_refresh_whose_database_fails_retries_with_growing_delays_a
         assert not gw.task.done()
     await asyncio.wait_for(gw.task, 15)  # stopped cleanly: no failure to raise
     assert not [r for r in caplog.records if r.levelno == logging.CRITICAL]
+
+
+async def test_an_order_batch_worker_that_dies_fails_its_request_and_stops_the_gateway(
+    settings: Settings, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pool = await db.create_pool(settings.database_url, 1)
+    try:
+        account = await db.create_account(pool, "batcher")
+        secret = "s" * 64
+        key = await db.create_api_key(
+            pool, account, SecretCipher(settings.secret_key.get_secret_value()).encrypt(secret),
+            ["read", "trade"])
+    finally:
+        await pool.close()
+
+    async def one_result_short(_pool: db.Pool, reqs: list[object]) -> list[object]:
+        return []  # a defect: which result is whose is unknown
+
+    async with serving(settings) as gw:
+        monkeypatch.setattr(db, "place_orders", one_result_short)
+        order = {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
+                 "quantity": "0.01", "price": "50000"}
+        async with httpx.AsyncClient(base_url=gw.url) as http:
+            r = await asyncio.wait_for(send_signed(
+                http, "POST", "/api/v3/order", key, signed_payload(order, secret=secret)), 10)
+        # Not left waiting; and since the batch's fate is unknown, neither is the order's.
+        assert r.status_code == 503 and r.json()["code"] == -1007, r.text
+        with pytest.raises(ValueError, match="0 results for a batch of 1"):
+            await asyncio.wait_for(gw.task, 20)
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.CRITICAL]
+    assert len(lines) == 1, lines
+    assert lines[0].endswith("(background task: order-holds)")

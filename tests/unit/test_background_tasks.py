@@ -1,7 +1,7 @@
 """Supervision of background work without servers: a background task that dies is the
 process's failure (never silent), one that returns or is closed is not, a failing
-dependency is retried with doubling delays, and the runner logs a death on one CRITICAL
-line and raises it."""
+dependency is retried with doubling delays, and the runner stops a service whose token
+renewal died, logs it on one CRITICAL line and raises it."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import logging
 import pytest
 from tests.support.harness import eventually
 
-from tradeplane.runner import supervised
-from tradeplane.supervision import BackgroundTasks, Backoff, alongside
+from tradeplane.runner import run_with_renewal
+from tradeplane.supervision import BackgroundTasks, Backoff
 
 
 async def _true(value: bool) -> bool:
@@ -70,23 +70,50 @@ async def test_a_task_cancelled_by_someone_else_is_a_failure() -> None:
     assert isinstance(tasks.failure, asyncio.CancelledError)
 
 
-async def test_work_stopped_by_a_dead_background_task_ends_with_one_critical_line(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    """As ``runner.run_service`` does with the Vault token renewal: the failure stops the
-    work, which ends cleanly, and the runner raises the failure after its CRITICAL line."""
-    stop = asyncio.Event()
-    tasks = BackgroundTasks()
-    tasks.on_failure(lambda _exc: stop.set())
+class BrokenRenewal:
+    """A token renewal that dies of a defect (Vault's own failures it retries)."""
 
-    async def renewal() -> None:
+    async def keep_alive(self, stop: asyncio.Event) -> None:
         await asyncio.sleep(0)
         raise RuntimeError("renew() returned nonsense")
 
-    tasks.start("vault-token-renewal", renewal())
+
+async def test_a_service_whose_token_renewal_dies_stops_with_one_critical_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The renewal's death sets ``stop``: the service's body ends as on SIGTERM, then the
+    runner logs the failure and raises it (the process exits non-zero)."""
+    stopped_cleanly = False
+
+    async def body(stop: asyncio.Event) -> None:
+        nonlocal stopped_cleanly
+        await stop.wait()
+        stopped_cleanly = True
+
     with pytest.raises(RuntimeError, match="nonsense"):
-        await asyncio.wait_for(supervised("settlement", alongside(stop.wait(), tasks)), 5)
-    await tasks.close()
+        await asyncio.wait_for(
+            run_with_renewal("settlement", body, asyncio.Event(), BrokenRenewal()), 5)
+    assert stopped_cleanly
     lines = [r.getMessage() for r in caplog.records if r.levelno == logging.CRITICAL]
     assert lines == ["settlement stopping: a background task failed: RuntimeError: "
                      "renew() returned nonsense (background task: vault-token-renewal)"]
+
+
+async def test_a_service_that_stops_ends_its_token_renewal_without_a_failure() -> None:
+    renewing = asyncio.Event()
+    ended: list[str] = []
+
+    class Renewal:
+        async def keep_alive(self, stop: asyncio.Event) -> None:
+            renewing.set()
+            try:
+                await asyncio.Event().wait()  # renews forever, stop or not
+            except asyncio.CancelledError:
+                ended.append("cancelled")
+                raise
+
+    async def body(stop: asyncio.Event) -> None:
+        await renewing.wait()
+
+    await asyncio.wait_for(run_with_renewal("settlement", body, asyncio.Event(), Renewal()), 5)
+    assert ended == ["cancelled"]

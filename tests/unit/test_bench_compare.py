@@ -73,7 +73,7 @@ def test_a_package_that_raises_is_reported_as_failed(workload: compare.Workload)
     result = compare.run_adapter(Adapter("broken", "gc", "gc", "?", broken), workload)
     assert result.error == "failed: RuntimeError: boom"
     lines = compare.format_report(
-        workload, compare.Result("tradeplane", "0", "ours", SMALL, 1.0, workload.reference),
+        workload, [compare.Result("tradeplane", "0", "ours", SMALL, 1.0, workload.reference)],
         [result], SMALL,
     )
     assert any(line.split() == ["broken", "failed:", "RuntimeError:", "boom"]

@@ -5,6 +5,7 @@ prevention, good-till-date, amend keeping priority, OCO lists. Every book runs w
 from __future__ import annotations
 
 import msgspec
+from book_impls import book_impl  # noqa: F401 - runs every test on both books
 from test_book import NPL, TS, book, done, limit, market, rested, run, trade
 
 from tradeplane.domain import codec

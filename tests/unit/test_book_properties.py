@@ -7,6 +7,7 @@ budget) or ``long`` for a deeper random search, e.g.
 
 from __future__ import annotations
 
+from book_impls import book_impl  # noqa: F401 - runs every test on both books
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference_book import ReferenceBook

@@ -21,7 +21,7 @@ from tradeplane.domain.model import Side
 from tradeplane.domain.pairs import DEMO_PAIRS
 from tradeplane.gateway import market
 from tradeplane.gateway.context import GatewayContext, install
-from tradeplane.gateway.errors import ApiError, api_error_handler
+from tradeplane.gateway.errors import install_handlers
 from tradeplane.gateway.references import ReferencePrices
 
 RULES = DEMO_PAIRS[0]  # BTCUSDT: tick 0.01 USDT, lot 0.00001 BTC
@@ -32,7 +32,7 @@ UNIT = 100_000_000
 def _app(reads: MemoryMarketReads) -> FastAPI:
     app = FastAPI()
     app.include_router(market.router)
-    app.add_exception_handler(ApiError, api_error_handler)
+    install_handlers(app)  # as the gateway's app
     ctx: Any = SimpleNamespace(pairs={p.symbol: p for p in DEMO_PAIRS})
     ctx.pair = functools.partial(GatewayContext.pair, ctx)
     install(app, dataclasses.replace(guard_only(), ctx=ctx, market=reads))
@@ -109,6 +109,30 @@ async def test_a_market_order_without_a_price_in_memory_is_sized_on_the_store_to
     assert await refs.market_reference(SYMBOL, Side.SELL) == 5_000_000
     assert reads.top_reads == 1
     assert refs.band_reference(SYMBOL) == 5_000_000  # kept in memory from then on
+
+
+async def test_a_store_that_does_not_answer_is_a_503_in_binances_format_not_a_plain_500(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    reads = MemoryMarketReads(down=True)
+    transport = httpx.ASGITransport(app=_app(reads))
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+        r = await client.get("/api/v3/depth", params={"symbol": SYMBOL})
+    assert r.status_code == 503
+    assert r.json() == {"code": -1001, "msg": "Internal error; unable to process your "
+                                              "request. Please try again."}
+    assert "market data store down" in caplog.text  # one warning naming what was down
+
+
+async def test_a_defect_in_a_route_is_a_500_in_binances_format() -> None:
+    reads = MemoryMarketReads()
+    reads.books = None  # type: ignore[assignment]  # a defect: the read itself breaks
+    transport = httpx.ASGITransport(app=_app(reads), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+        r = await client.get("/api/v3/depth", params={"symbol": SYMBOL})
+    assert r.status_code == 500
+    assert r.json() == {"code": -1000,
+                        "msg": "An unknown error occurred while processing the request."}
 
 
 async def test_a_store_that_does_not_answer_leaves_the_reference_prices_as_they_were(

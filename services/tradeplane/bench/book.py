@@ -8,16 +8,20 @@ shadow book so that cancels can name orders that are really live at that point:
 * 30 % cancels of a uniformly chosen live order (a limit order instead if none is live);
 * 10 % market orders, 1-10 lots with a funds cap; one in five is by quote.
 
+Both of our books are measured, side by side: the compiled one (``domain/_cbook.pyx``,
+when it was built at install; the engine runs it) and the pure-Python one
+(``domain/book.py``, the specification and fallback); ``--book`` picks one.
+
 Throughput is one timed pass of ``book.process`` over every command on a fresh book, with
 the collector frozen and disabled. Latency is a second pass on another fresh book timing
 *every* command with ``perf_counter_ns``; the median cost of an empty timer pair is
 measured and subtracted, so the percentiles are of ``process`` alone.
 
-Then the same commands go through the order-book packages a Python user could pick instead
-(liquibook, cython-orderbook, pyorderbook; ``bench/compare.py`` says how, and where their
-semantics differ) and a table prints their ops/s, our ratio to each and whether each made
-the same trades as our book. ``--no-compare`` skips it; ``--compare-ops N`` limits it to
-the first N operations.
+Then the same commands go through our books and the order-book packages a Python user
+could pick instead (liquibook, cython-orderbook, pyorderbook; ``bench/compare.py`` says
+how, and where their semantics differ) and a table prints their ops/s, the ratio of the
+book the engine runs to each and whether each made the same trades as our books.
+``--no-compare`` skips it; ``--compare-ops N`` limits it to the first N operations.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import random
 import time
 
 from tradeplane.bench import compare
+from tradeplane.domain import books
 from tradeplane.domain.book import OrderBook
 from tradeplane.domain.model import (
     Cancel,
@@ -108,26 +113,36 @@ def _timer_overhead_ns(samples: int = 100_000) -> int:
     return costs[len(costs) // 2]
 
 
-def run_book_bench(ops: int = 1_000_000, seed: int = 42) -> dict[str, float]:
-    """Run the benchmark; returns ops, seconds, ops_per_sec, p50_us, p99_us, p999_us,
+def run_book_bench(ops: int = 1_000_000, seed: int = 42,
+                   book_class: type[OrderBook] | None = None) -> dict[str, float]:
+    """Run the benchmark on ``book_class`` (default: the book the engine runs, see
+    ``domain.books``); returns ops, seconds, ops_per_sec, ops_per_cpu_sec (ops over the
+    process's CPU time of the same pass: wall time on a busy machine also counts the
+    time other processes held the core), p50_us, p99_us, p999_us,
     max_us, trades and timer_overhead_us (already subtracted from the percentiles)."""
     cmds, trades = generate_ops(ops, seed)
+    return _measure(cmds, trades, book_class or books.select())
+
+
+def _measure(cmds: list[Command], trades: int, book_class: type[OrderBook]) -> dict[str, float]:
     npl = RULES.notional_per_tick_lot
     was_enabled = gc.isenabled()
     gc.collect()
     gc.freeze()
     gc.disable()
     try:
-        book = OrderBook(SYMBOL, npl)
+        book = book_class(SYMBOL, npl)
         process = book.process
+        cpu_started = time.process_time_ns()
         started = time.perf_counter_ns()
         for cmd in cmds:
             process(cmd)
         elapsed = time.perf_counter_ns() - started
+        cpu = time.process_time_ns() - cpu_started
 
         overhead = _timer_overhead_ns()
         clock = time.perf_counter_ns
-        book = OrderBook(SYMBOL, npl)
+        book = book_class(SYMBOL, npl)
         process = book.process
         lat = [0] * len(cmds)
         for i, cmd in enumerate(cmds):
@@ -148,6 +163,7 @@ def run_book_bench(ops: int = 1_000_000, seed: int = 42) -> dict[str, float]:
         "ops": float(n),
         "seconds": elapsed / 1e9,
         "ops_per_sec": n / (elapsed / 1e9),
+        "ops_per_cpu_sec": n / (cpu / 1e9) if cpu else 0.0,
         "p50_us": pct(0.50),
         "p99_us": pct(0.99),
         "p999_us": pct(0.999),
@@ -155,6 +171,29 @@ def run_book_bench(ops: int = 1_000_000, seed: int = 42) -> dict[str, float]:
         "trades": float(trades),
         "timer_overhead_us": overhead / 1000,
     }
+
+
+# (row label, figure, unit) of the printed table
+_FIGURES: list[tuple[str, str, str]] = [
+    ("operations", "ops", ""),
+    ("elapsed", "seconds", "s"),
+    ("throughput", "ops_per_sec", "ops/s"),
+    ("per CPU second", "ops_per_cpu_sec", "ops/s"),
+    ("latency p50", "p50_us", "us"),
+    ("latency p99", "p99_us", "us"),
+    ("latency p99.9", "p999_us", "us"),
+    ("latency max", "max_us", "us"),
+    ("trades", "trades", ""),
+    ("timer overhead", "timer_overhead_us", "us"),
+]
+
+
+def _cell(value: float, unit: str) -> str:
+    if unit == "s":
+        return f"{value:.3f} s"
+    if unit == "us":
+        return f"{value:.3f} us" if value < 0.1 else f"{value:.2f} us"
+    return f"{value:,.0f} {unit}".rstrip()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,23 +205,29 @@ def main(argv: list[str] | None = None) -> int:
                         help="skip the same workload through other order-book packages")
     parser.add_argument("--compare-ops", type=int, default=0, metavar="N",
                         help="compare on the first N operations only (default: all --ops)")
+    parser.add_argument("--book", choices=["both", "compiled", "python"], default="both",
+                        help="which of our books to measure (default: both, side by side)")
     args = parser.parse_args(argv)
-    r = run_book_bench(args.ops, args.seed)
-    rows = [
-        ("operations", f"{r['ops']:,.0f}"),
-        ("elapsed", f"{r['seconds']:.3f} s"),
-        ("throughput", f"{r['ops_per_sec']:,.0f} ops/s"),
-        ("latency p50", f"{r['p50_us']:.2f} us"),
-        ("latency p99", f"{r['p99_us']:.2f} us"),
-        ("latency p99.9", f"{r['p999_us']:.2f} us"),
-        ("latency max", f"{r['max_us']:.2f} us"),
-        ("trades", f"{r['trades']:,.0f}"),
-        ("timer overhead", f"{r['timer_overhead_us']:.3f} us (subtracted)"),
-    ]
-    width = max(len(k) for k, _ in rows)
+    if args.book == "compiled" and books.COMPILED is None:
+        parser.error(books.UNAVAILABLE)
+    chosen = [(name, cls) for name, cls in (("compiled", books.COMPILED),
+                                             ("pure Python", books.select("python")))
+              if cls is not None and args.book in ("both", name.split()[0])]
+    cmds, trades = generate_ops(args.ops, args.seed)
     print(f"order book bench: {SYMBOL}, seed {args.seed}")
-    for k, v in rows:
-        print(f"  {k:<{width}}  {v:>24}", flush=True)
+    if books.COMPILED is None:
+        print(f"  ({books.UNAVAILABLE}: the pure-Python book only)")
+    figures = [(name, _measure(cmds, trades, cls)) for name, cls in chosen]
+    rows = [("", *(name for name, _ in figures))]
+    for label, key, unit in _FIGURES:
+        rows.append((label, *(_cell(r[key], unit) for _, r in figures)))
+    width = max(len(row[0]) for row in rows)
+    for row in rows:
+        print(f"  {row[0]:<{width}}" + "".join(f"  {v:>18}" for v in row[1:]), flush=True)
+    if len(figures) == 2:
+        speedup = figures[0][1]["ops_per_sec"] / figures[1][1]["ops_per_sec"]
+        print(f"  compiled / pure Python: {speedup:.2f}x throughput "
+              "(timer overhead subtracted from the latencies)")
     if not args.no_compare:
         _print_comparison(args.ops, args.compare_ops, args.seed)
     return 0

@@ -40,9 +40,11 @@ each package's own objects. The deviations, printed with the table:
 * Accounts are not modelled by the packages; no cancel in the mix names a wrong account.
 
 Throughput is measured as ``run_book_bench`` does: objects built first, collector frozen
-and disabled, one timed pass over every operation on a fresh book. Our book is timed again
-here, on exactly the commands the packages get, so the ratio compares the same work; with
-``--compare-ops N`` that is the first N operations of the mix (default: all of them).
+and disabled, one timed pass over every operation on a fresh book. Our books (the compiled
+one, when built, and the pure-Python one) are timed again here, on exactly the commands the
+packages get, so the ratios compare the same work; the ratio column is the first of our
+rows (the book the engine runs) over each row. With ``--compare-ops N`` that is the first N
+operations of the mix (default: all of them).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from importlib import metadata
 from types import ModuleType
 from typing import Any, Final
 
+from tradeplane.domain import books
 from tradeplane.domain.book import OrderBook
 from tradeplane.domain.model import (
     Cancel,
@@ -137,10 +140,17 @@ class Result:
     tally: Tally | None
     error: str = ""
     notes: tuple[str, ...] = field(default=())
+    # CPU time of the same pass (0: not measured): on a shared machine, wall time also
+    # counts the time other processes held the core.
+    cpu_seconds: float = 0.0
 
     @property
     def ops_per_sec(self) -> float:
         return self.ops / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def ops_per_cpu_sec(self) -> float:
+        return self.ops / self.cpu_seconds if self.cpu_seconds > 0 else 0.0
 
 
 # --------------------------------------------------------------------------- workload
@@ -203,28 +213,58 @@ def workload_notes(w: Workload) -> list[str]:
 
 
 # --------------------------------------------------------------------------- timing
-def _timed(steps: list[tuple[Callable[[Any], object], Any]]) -> float:
-    """One pass over ``steps`` with the collector frozen and disabled; seconds."""
+def _timed(steps: list[tuple[Callable[[Any], object], Any]]) -> tuple[float, float]:
+    """One pass over ``steps`` with the collector frozen and disabled: wall seconds and
+    the CPU seconds of this process over the same pass."""
     was_enabled = gc.isenabled()
     gc.collect()
     gc.freeze()
     gc.disable()
     try:
+        cpu_started = time.process_time_ns()
         started = time.perf_counter_ns()
         for fn, arg in steps:
             fn(arg)
         elapsed = time.perf_counter_ns() - started
+        cpu = time.process_time_ns() - cpu_started
     finally:
         if was_enabled:
             gc.enable()
         gc.unfreeze()
-    return elapsed / 1e9
+    return elapsed / 1e9, cpu / 1e9
 
 
-def time_ours(cmds: Sequence[Command], npl: int, symbol: str) -> float:
-    """Seconds for one pass of our book over ``cmds``, timed like the packages."""
-    book = OrderBook(symbol, npl)
+def time_ours(cmds: Sequence[Command], npl: int, symbol: str,
+              book_class: type[OrderBook] = OrderBook) -> tuple[float, float]:
+    """Wall and CPU seconds for one pass of our book (``book_class``) over ``cmds``, timed
+    like the packages."""
+    book = book_class(symbol, npl)
     return _timed([(book.process, cmd) for cmd in cmds])
+
+
+def tally_ours(cmds: Sequence[Command], npl: int, symbol: str,
+               book_class: type[OrderBook]) -> Tally:
+    """What ``book_class`` executed on ``cmds`` (an untimed pass), to check it like the
+    packages against the reference."""
+    book = book_class(symbol, npl)
+    trades = lots = notional = 0
+    for cmd in cmds:
+        for ev in book.process(cmd):
+            if type(ev) is Trade:
+                trades += 1
+                lots += ev.qty
+                notional += ev.price * ev.qty
+    return Tally(trades, lots, notional)
+
+
+def our_books() -> list[tuple[str, str, type[OrderBook]]]:
+    """Our implementations as ``(row name, kind, class)``: the compiled book first when it
+    is built (the one the engine runs), then the pure-Python one."""
+    rows = []
+    if books.COMPILED is not None:
+        rows.append(("tradeplane", "Cython (compiled book)", books.COMPILED))
+    rows.append(("tradeplane-py", "pure Python (book.py)", books.select("python")))
+    return rows
 
 
 def _version(dist: str) -> str:
@@ -245,13 +285,13 @@ def run_adapter(adapter: Adapter, workload: Workload) -> Result:
     version = _version(adapter.dist)
     try:
         prepared = adapter.prepare(module, workload.ops)
-        seconds = _timed(prepared.steps)
+        seconds, cpu_seconds = _timed(prepared.steps)
         tally = prepared.tally()
     except Exception as e:  # a third-party book failing is a finding to print, not a crash
         return Result(adapter.name, version, adapter.kind, 0, 0.0, None,
                       f"failed: {type(e).__name__}: {e}")
     return Result(adapter.name, version, adapter.kind, workload.commands, seconds, tally,
-                  notes=adapter.notes)
+                  notes=adapter.notes, cpu_seconds=cpu_seconds)
 
 
 def _import(name: str) -> ModuleType:
@@ -422,11 +462,15 @@ ADAPTERS: Final[tuple[Adapter, ...]] = (
 # --------------------------------------------------------------------------- report
 def compare(
     cmds: Sequence[Command], npl: int, symbol: str, adapters: Sequence[Adapter] = ADAPTERS
-) -> tuple[Workload, Result, list[Result]]:
-    """Our book and every adapter on ``cmds``: the workload, our row, their rows."""
+) -> tuple[Workload, list[Result], list[Result]]:
+    """Our books and every adapter on ``cmds``: the workload, our rows (``our_books``),
+    their rows."""
     workload = build_workload(cmds, npl, symbol)
-    ours = Result("tradeplane", _version("tradeplane"), "pure Python (this book)",
-                  len(cmds), time_ours(cmds, npl, symbol), workload.reference)
+    ours = []
+    for name, kind, cls in our_books():
+        seconds, cpu_seconds = time_ours(cmds, npl, symbol, cls)
+        ours.append(Result(name, _version("tradeplane"), kind, len(cmds), seconds,
+                           tally_ours(cmds, npl, symbol, cls), cpu_seconds=cpu_seconds))
     return workload, ours, [run_adapter(a, workload) for a in adapters]
 
 
@@ -445,27 +489,36 @@ def check(result: Result, reference: Tally) -> str:
     return "DIFFERS from ours: " + ", ".join(diffs)
 
 
-def format_report(workload: Workload, ours: Result, others: Sequence[Result],
+def format_report(workload: Workload, ours: Sequence[Result], others: Sequence[Result],
                   full_ops: int) -> list[str]:
-    """The comparison table and its notes, one line each."""
+    """The comparison table and its notes, one line each; the ratio column is
+    ``ours[0]`` (the book the engine runs) over each row."""
     scope = ("all" if workload.commands == full_ops
              else f"the first {workload.commands:,} of") + f" {full_ops:,} operations"
     out = [f"same workload through other order books: {scope}, same seed",
-           "(commands translated before timing; our book timed again on the same commands)"]
-    header = ("book", "version", "kind", "ops/s", "ours/theirs", "trades", "check")
+           "(commands translated before timing; our books timed again on the same commands;",
+           " ours/theirs: the first row over each, by wall time and by CPU time of the pass)"]
+    header = ("book", "version", "kind", "ops/s", "ours/theirs", "ops/CPU-s", "(CPU)",
+              "trades", "check")
     rows = [header]
     missing: list[Result] = []
-    for r in (ours, *others):
+    first = ours[0]
+    for r in (*ours, *others):
         if r.error or r.tally is None:
             missing.append(r)
             continue
-        ratio = ours.ops_per_sec / r.ops_per_sec if r.ops_per_sec else 0.0
+        ratio = first.ops_per_sec / r.ops_per_sec if r.ops_per_sec else 0.0
+        cpu_ratio = (first.ops_per_cpu_sec / r.ops_per_cpu_sec if r.ops_per_cpu_sec
+                     else 0.0)
+        verdict = check(r, workload.reference)
+        if r in ours and r.tally == workload.reference:
+            verdict = "reference"
         rows.append((r.name, r.version, r.kind, f"{r.ops_per_sec:,.0f}", f"{ratio:.2f}x",
-                     f"{r.tally.trades:,}",
-                     "reference" if r is ours else check(r, workload.reference)))
+                     f"{r.ops_per_cpu_sec:,.0f}", f"{cpu_ratio:.2f}x", f"{r.tally.trades:,}",
+                     verdict))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     for row in rows:
-        cells = (c.rjust(w) if 3 <= i <= 5 else c.ljust(w)
+        cells = (c.rjust(w) if 3 <= i <= 7 else c.ljust(w)
                  for i, (c, w) in enumerate(zip(row, widths, strict=True)))
         out.append(("  " + "  ".join(cells)).rstrip())
     out.extend(f"  {r.name.ljust(widths[0])}  {r.error}" for r in missing)

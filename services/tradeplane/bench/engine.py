@@ -34,7 +34,8 @@ from typing import TypeVar
 
 from tradeplane.adapters.bus import Bus
 from tradeplane.bench.book import generate_ops
-from tradeplane.domain import codec
+from tradeplane.domain import books, codec
+from tradeplane.domain.books import BookChoice
 from tradeplane.domain.model import Command
 from tradeplane.domain.pairs import DEMO_PAIRS, PairRules
 from tradeplane.engine.service import Engine
@@ -63,9 +64,9 @@ async def _fill(bus: Bus, rules: PairRules, ops: list[Command], per_msg: int) ->
     return last
 
 
-async def _drain(bus: Bus, rules: PairRules, last: int) -> None:
+async def _drain(bus: Bus, rules: PairRules, last: int, book: BookChoice = "auto") -> None:
     """Run one engine until it has published the events of command message ``last``."""
-    engine = Engine(bus, rules, snapshot_every=10**12)
+    engine = Engine(bus, rules, snapshot_every=10**12, book=book)
     stop = asyncio.Event()
     task = asyncio.create_task(engine.run(stop))
     while engine.published_seq < last and not task.done():  # noqa: ASYNC110 - plain attribute
@@ -74,13 +75,14 @@ async def _drain(bus: Bus, rules: PairRules, last: int) -> None:
     await task
 
 
-async def _run(url: str, commands: int, per_msg: int, seed: int) -> tuple[float, int, int]:
+async def _run(url: str, commands: int, per_msg: int, seed: int,
+               book: BookChoice = "auto") -> tuple[float, int, int]:
     bus = await Bus.connect(url, name="bench-engine")
     try:
         ops, _ = generate_ops(commands, seed)
         last = await _fill(bus, RULES, ops, per_msg)
         started = time.perf_counter()
-        await _drain(bus, RULES, last)
+        await _drain(bus, RULES, last, book)
         took = time.perf_counter() - started
         info = await bus.js.stream_info("EVENTS")
         return took, len(ops), int(info.state.messages)
@@ -119,7 +121,7 @@ class ScalingRow:
 
 def _engine_process(url: str, rules: PairRules, last: int, commands: int,
                     ready: multiprocessing.Queue[str], go: MpEvent,
-                    out: multiprocessing.Queue[EngineRun]) -> None:
+                    out: multiprocessing.Queue[EngineRun], book: BookChoice = "auto") -> None:
     async def main() -> None:
         bus = await Bus.connect(url, name=f"bench-engine-{rules.symbol}")
         try:
@@ -127,7 +129,7 @@ def _engine_process(url: str, rules: PairRules, last: int, commands: int,
             # Blocking the loop is fine here: nothing else is running in it yet.
             go.wait()
             started, cpu = time.monotonic(), time.process_time()
-            await _drain(bus, rules, last)
+            await _drain(bus, rules, last, book)
             out.put(EngineRun(rules.symbol, commands, started, time.monotonic(),
                               time.process_time() - cpu))
         finally:
@@ -159,7 +161,7 @@ def _cpu_seconds(pid: int | None) -> float:
 
 
 def _scaling_row(url: str, server_pid: int | None, run_id: str, symbols: int,
-                 ops: list[Command], per_msg: int) -> ScalingRow:
+                 ops: list[Command], per_msg: int, book: BookChoice = "auto") -> ScalingRow:
     pairs = [dataclasses.replace(RULES, base=f"B{run_id}X{i}") for i in range(symbols)]
     last = asyncio.run(_fill_all(url, pairs, ops, per_msg))
     ctx = multiprocessing.get_context("spawn")
@@ -167,7 +169,7 @@ def _scaling_row(url: str, server_pid: int | None, run_id: str, symbols: int,
     out: multiprocessing.Queue[EngineRun] = ctx.Queue()
     go = ctx.Event()
     procs = [ctx.Process(target=_engine_process,
-                         args=(url, rules, last, len(ops), ready, go, out), daemon=True)
+                         args=(url, rules, last, len(ops), ready, go, out, book), daemon=True)
              for rules in pairs]
     for proc in procs:
         proc.start()
@@ -205,7 +207,7 @@ def _collect(q: multiprocessing.Queue[T], procs: Sequence[BaseProcess], deadline
 
 
 def _scaling(url: str, server_pid: int | None, sync: str, symbols: int, commands: int,
-             commands_at_1: int, per_msg: int, seed: int) -> None:
+             commands_at_1: int, per_msg: int, seed: int, book: BookChoice = "auto") -> None:
     print(f"engine service scaling: one engine per symbol, each in its own OS process "
           f"({os.cpu_count()} cores, nats-server sync_interval {sync})")
     print("  streams pre-filled with the same seeded mix; engines released together")
@@ -219,7 +221,7 @@ def _scaling(url: str, server_pid: int | None, sync: str, symbols: int, commands
         ops, _ = generate_ops(n, seed)
         base: float | None = None
         for count in dict.fromkeys((1, symbols)):
-            row = _scaling_row(url, server_pid, f"{i}{count}", count, ops, pm)
+            row = _scaling_row(url, server_pid, f"{i}{count}", count, ops, pm, book)
             base = base or row.aggregate
             each = " / ".join(
                 f"{r.rate:,.0f} ({r.cpu / (r.ended - r.started):.0%})" for r in row.runs)
@@ -242,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--commands-at-1", type=int, default=60_000,
                    help="scaling run: commands per symbol at 1 command per message "
                         "(each is one stream message to fill)")
+    p.add_argument("--book", choices=["auto", "compiled", "python"], default="auto",
+                   help="the engine's order book: auto (the compiled one when built), "
+                        "compiled or python (the pure-Python one)")
     args = p.parse_args(argv)
     if args.symbols < 1 or args.per_msg < 1:
         p.error("--symbols and --per-msg must be at least 1")
@@ -251,12 +256,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.symbols > 1:
             _scaling(nats.url, nats.pid, args.nats_sync, args.symbols, args.commands,
-                     args.commands_at_1, args.per_msg, args.seed)
+                     args.commands_at_1, args.per_msg, args.seed, args.book)
             return 0
-        took, n, batches = asyncio.run(_run(nats.url, args.commands, args.per_msg, args.seed))
+        took, n, batches = asyncio.run(_run(nats.url, args.commands, args.per_msg, args.seed,
+                                            args.book))
     finally:
         nats.stop()
-    print("engine service (JetStream commands -> book -> durable event batches), one symbol")
+    impl = books.implementation(books.select(args.book))
+    print("engine service (JetStream commands -> book -> durable event batches), one symbol, "
+          f"{'compiled' if impl == 'compiled' else 'pure-Python'} order book")
     print(f"  commands                  {n:10,d}  ({args.per_msg} per stream message)")
     print(f"  event batches published   {batches:10,d}")
     print(f"  commands/s                {n / took:10,.0f}  ({took:.2f} s)")

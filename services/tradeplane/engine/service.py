@@ -38,7 +38,7 @@ from opentelemetry import trace
 from prometheus_client import Counter, Gauge, Histogram
 
 from tradeplane import msgtrace
-from tradeplane.domain import codec
+from tradeplane.domain import books, codec
 from tradeplane.domain.book import DEFAULT_RECENT_LIMIT, BookSnapshot, OrderBook
 from tradeplane.domain.errors import Conflict, Unavailable
 from tradeplane.domain.model import (
@@ -200,18 +200,34 @@ class Engine:
     ``lease=True`` makes it one of several replicas (hot standby, see the module
     docstring); ``holder`` names it in the lease (default: host, pid and a random tag).
     ``recent_limit``: how many finished order ids a new book remembers (a book restored
-    from a snapshot keeps the snapshot's).
+    from a snapshot keeps the snapshot's). ``book`` chooses the order book implementation
+    (``domain.books.select``): the compiled one when built, unless "python"; which one
+    runs, and why when it is the fallback, is logged here.
+
+    Raises:
+        RuntimeError: ``book`` is "compiled" and the compiled book is not built.
     """
 
     def __init__(self, bus: EngineBus, rules: PairRules, snapshot_every: int = 50_000,
                  *, enforce_trading: bool = False, lease: bool = False,
-                 holder: str = "", recent_limit: int = DEFAULT_RECENT_LIMIT) -> None:
+                 holder: str = "", recent_limit: int = DEFAULT_RECENT_LIMIT,
+                 book: books.BookChoice = "auto") -> None:
         self.bus = bus
         self.rules = rules
         self.symbol = rules.symbol
         self.snapshot_every = snapshot_every
-        self.book = OrderBook(self.symbol, rules.notional_per_tick_lot,
-                              recent_limit=recent_limit)
+        self.book_class = books.select(book)
+        impl = books.implementation(self.book_class)
+        if impl == "compiled":
+            log.info("order book: compiled", extra={"fields": {"symbol": self.symbol}})
+        elif book == "python":
+            log.info("order book: pure Python (TRADEPLANE_BOOK=python)",
+                     extra={"fields": {"symbol": self.symbol}})
+        else:
+            log.warning("order book: pure Python, the fallback: %s", books.UNAVAILABLE,
+                        extra={"fields": {"symbol": self.symbol}})
+        self.book: OrderBook = self.book_class(self.symbol, rules.notional_per_tick_lot,
+                                               recent_limit=recent_limit)
         self.seq = 0  # last command sequence applied to the book
         self.published_seq = 0  # last command sequence covered by a published batch
         self._pending: list[tuple[int, bytes, Headers]] = []
@@ -244,7 +260,7 @@ class Engine:
         raw = await self.bus.load_snapshot(self.symbol)
         if raw:
             snap = codec.decode_as(raw, EngineSnapshot)
-            self.book = OrderBook.restore(snap.book)
+            self.book = self.book_class.restore(snap.book)
             self.seq = snap.seq
         await self._learn_published()
         self._live_from = max(self.published_seq, await self.bus.last_command_seq(self.symbol))

@@ -101,7 +101,6 @@ class Op:
     security: str = NONE
     permission: str = ""  # SIGNED: the key permission it needs (read, trade, withdraw)
     weight: str = ""  # when it depends on the parameters; else route_cost's
-    waits: bool = False  # waits for the ledger: may answer 503 -1007
     codes: tuple[int, ...] = field(default=())  # the 4xx codes beyond the common ones
     example: Any = None  # an answer, as shown in the reference
 
@@ -310,7 +309,7 @@ BINANCE: Final[dict[tuple[str, str], Op]] = {
         "quantities must satisfy the pair's filters (`exchangeInfo`). Counts against the "
         "order rate limits (`X-MBX-ORDER-COUNT-10S`, `-1D`).",
         NEW_ORDER_PARAMS,
-        SIGNED, "trade", waits=True, codes=(*TRADE_CODES, -1100),
+        SIGNED, "trade", codes=(*TRADE_CODES, -1100),
         example=ORDER_EXAMPLE),
     ("POST", "/api/v3/order/test"): Op(
         "Test new order", "Checks a new order as `POST /api/v3/order` would (every "
@@ -338,7 +337,7 @@ BINANCE: Final[dict[tuple[str, str], Op]] = {
          Param("cancelNewClientOrderId", CLIENT_ID, "An id for the cancellation (the "
                "canceled order's `clientOrderId` in `cancelResponse`)."),
          *NEW_ORDER_PARAMS),
-        SIGNED, "trade", waits=True,
+        SIGNED, "trade",
         codes=(*TRADE_CODES, -1100, -2011, -2021, -2022)),
     ("GET", "/api/v3/order"): Op(
         "Query order", "An order of yours, open or finished.",
@@ -349,7 +348,7 @@ BINANCE: Final[dict[tuple[str, str], Op]] = {
         (_symbol(), *_find_order("cancel"),
          Param("newClientOrderId", CLIENT_ID, "An id for this cancellation (answered as "
                "`clientOrderId`).")),
-        SIGNED, "trade", waits=True, codes=(-1102, -1121, -2011)),
+        SIGNED, "trade", codes=(-1102, -1121, -2011)),
     ("PUT", "/api/v3/order/amend/keepPriority"): Op(
         "Amend order (keep priority)",
         "Reduces an open order's quantity without losing its place in the queue; the order "
@@ -357,14 +356,14 @@ BINANCE: Final[dict[tuple[str, str], Op]] = {
         (_symbol(), *_find_order("amend"),
          Param("newQty", DECIMAL, "The new, smaller quantity.", True),
          Param("newClientOrderId", CLIENT_ID, "The order's new client order id.")),
-        SIGNED, "trade", waits=True, codes=(-1013, -1102, -1121, -2013, -2038)),
+        SIGNED, "trade", codes=(-1013, -1102, -1121, -2013, -2038)),
     ("GET", "/api/v3/openOrders"): Op(
         "Open orders", "Your open orders, of one pair or of all.",
         (_symbol(False, "One pair; without it, every pair."),), SIGNED, "read",
         weight="6 with `symbol`, else 80", codes=(-1121,)),
     ("DELETE", "/api/v3/openOrders"): Op(
         "Cancel all open orders", "Cancels every open order of yours on one pair.",
-        (_symbol(),), SIGNED, "trade", waits=True, codes=(-1121, -2011)),
+        (_symbol(),), SIGNED, "trade", codes=(-1121, -2011)),
     ("GET", "/api/v3/allOrders"): Op(
         "All orders", "Your orders on one pair, open or finished, from `orderId` on or "
         "within the times.",
@@ -401,7 +400,7 @@ BINANCE: Final[dict[tuple[str, str], Op]] = {
          *_leg("above", "SELL: LIMIT_MAKER or TAKE_PROFIT*; BUY: STOP_LOSS*."),
          *_leg("below", "SELL: STOP_LOSS*; BUY: LIMIT_MAKER or TAKE_PROFIT*."),
          Param("newOrderRespType", _enum(RESPONSE_TYPES), "Default RESULT."), STP),
-        SIGNED, "trade", waits=True,
+        SIGNED, "trade",
         codes=(*TRADE_CODES, -1158, -1165, -1166, -1168, -1196, -1197, -1198, -1199)),
     ("GET", "/api/v3/orderList"): Op(
         "Query order list", "An OCO list of yours, by `orderListId` or its client id.",
@@ -413,7 +412,7 @@ BINANCE: Final[dict[tuple[str, str], Op]] = {
         (_symbol(), Param("orderListId", ID, "The list (this or `listClientOrderId`)."),
          Param("listClientOrderId", CLIENT_ID, "The list, by its client id."),
          Param("newClientOrderId", CLIENT_ID, "An id for this cancellation.")),
-        SIGNED, "trade", waits=True, codes=(-1102, -1121, -2011)),
+        SIGNED, "trade", codes=(-1102, -1121, -2011)),
     ("GET", "/api/v3/openOrderList"): Op(
         "Open order lists", "Your OCO lists still executing.", (), SIGNED, "read"),
     # ----------------------------------------------------------------------- user data stream
@@ -697,6 +696,10 @@ RESPONSES: Final[dict[str, Schema]] = {
                           "yet. Query before retrying.", -1007,
                           "Timeout waiting for response from backend server. Send status "
                           "unknown; execution status unknown."),
+    "BackendDown": _error("A dependency (database, bus, cache) did not answer: nothing was "
+                          "read; try again.", -1001,
+                          "Internal error; unable to process your request. Please try "
+                          "again."),
 }
 
 # --------------------------------------------------------------------------- security
@@ -983,8 +986,9 @@ def _binance_operation(method: str, path: str, spec: Op, doc: Schema) -> None:
         responses["413"] = {"$ref": "#/components/responses/PayloadTooLarge"}
     responses["418"] = {"$ref": "#/components/responses/Banned"}
     responses["429"] = {"$ref": "#/components/responses/TooManyRequests"}
-    if spec.waits:
-        responses["503"] = {"$ref": "#/components/responses/Unavailable"}
+    # A dependency outage: a read may simply be retried; a change's outcome is unknown.
+    responses["503"] = {"$ref": "#/components/responses/"
+                        + ("BackendDown" if method == "GET" else "Unavailable")}
 
 
 def _own_operation(method: str, path: str, doc: Schema) -> None:

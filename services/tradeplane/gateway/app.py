@@ -49,7 +49,7 @@ from tradeplane.gateway import (
 )
 from tradeplane.gateway.auth import KeyCache
 from tradeplane.gateway.context import Gateway, GatewayContext, install
-from tradeplane.gateway.errors import ApiError, api_error_handler
+from tradeplane.gateway.errors import install_handlers
 from tradeplane.gateway.fastpath import OrderFastPath
 from tradeplane.gateway.references import ReferencePrices
 from tradeplane.gateway.security import start_security
@@ -190,7 +190,7 @@ def create_app(settings: Settings, *, wiring: Wiring = compose,
         telemetry={"tracing": bool(settings.otlp_endpoint), "metrics": False, "logs": False,
                    "operation_spans": False},
     )
-    app.add_exception_handler(ApiError, api_error_handler)
+    install_handlers(app)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     for r in (public.router, market.router, trading.router, userstream.router, admin.router,

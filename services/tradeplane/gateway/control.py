@@ -128,7 +128,7 @@ class Controls:
                 self.halted = await self._flag_on()
             except TradeplaneError as exc:  # the database: keep the last known state
                 delay = backoff.failed()
-                log.warning("kill-switch poll failed; retrying in %.0fs: %s", delay, exc)
+                log.warning("kill-switch poll failed; retrying in %.1fs: %s", delay, exc)
                 continue
             backoff.succeeded()
             delay = every

@@ -24,9 +24,10 @@ from prometheus_client import Counter, Histogram
 from starlette.types import Message, Receive, Scope, Send
 
 from tradeplane.config import Settings
+from tradeplane.domain.errors import Unavailable
 from tradeplane.gateway.auth import authenticate, parse_params
 from tradeplane.gateway.context import gateway
-from tradeplane.gateway.errors import ApiError
+from tradeplane.gateway.errors import ApiError, defect, status_unknown
 from tradeplane.gateway.ratelimit import METER
 from tradeplane.gateway.security import Guard, body_too_large
 from tradeplane.gateway.trading import place_new_order
@@ -148,8 +149,10 @@ class OrderFastPath:
                                         meter=scope.get(METER))
             return 200, await place_new_order(gw, caller)
         except ApiError as exc:
-            return exc.status, {"code": exc.code, "msg": exc.msg}
+            return exc.status, exc.doc()
+        except Unavailable as exc:
+            log.warning("order entry: %s", exc)  # the order may or may not be stored
+            return 503, status_unknown().doc()
         except Exception:
             log.exception("order entry failed")
-            return 500, {"code": -1000,
-                         "msg": "An unknown error occurred while processing the request."}
+            return 500, defect().doc()

@@ -40,7 +40,7 @@ from tradeplane.gateway import ui
 from tradeplane.gateway.auth import KeyCache
 from tradeplane.gateway.context import GatewayContext, GatewayWiringError, gateway
 from tradeplane.gateway.control import Controls, PairControl
-from tradeplane.gateway.errors import ApiError
+from tradeplane.gateway.errors import ApiError, backend_down
 from tradeplane.gateway.ratelimit import (
     METER,
     UNMETERED,
@@ -86,8 +86,7 @@ _EXPOSED = ["X-MBX-USED-WEIGHT-1M", "X-MBX-ORDER-COUNT-10S", "X-MBX-ORDER-COUNT-
 
 
 #: The answer before the gateway's services are wired (its lifespan has not run).
-_NOT_STARTED = (503, {"code": -1001, "msg": "Internal error; unable to process your request. "
-                                            "Please try again."})
+_NOT_STARTED = (503, backend_down().doc())
 
 
 def body_too_large(limit: int) -> tuple[int, dict[str, Any]]:

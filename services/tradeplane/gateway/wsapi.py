@@ -58,7 +58,7 @@ from tradeplane.domain.errors import Unavailable
 from tradeplane.gateway import errors, public, trading, wslimits
 from tradeplane.gateway.auth import Caller, authenticate_payload
 from tradeplane.gateway.context import Gateway, gateway
-from tradeplane.gateway.errors import ApiError, shown
+from tradeplane.gateway.errors import ApiError, defect, shown
 from tradeplane.gateway.inputs import parse_int
 from tradeplane.gateway.ratelimit import Meter
 from tradeplane.gateway.streams import WS_CLIENTS
@@ -431,10 +431,15 @@ class Connection:
                 # refused from memory, uncounted: still an offence towards a ban, as REST's
                 refused = await self.gw.limiter.note_refusal(meter) or exc
             doc = {"id": rid, "status": refused.status, "error": refused.doc()}
+        except Unavailable as exc:  # as REST: a dependency outage is a 503
+            log.warning("WebSocket API %s: %s", label, exc)
+            # only a known method gets this far; a change's outcome is unknown
+            changes = label in METHODS and METHODS[label].permission != "read"
+            down = errors.outage("POST" if changes else "GET")
+            doc = {"id": rid, "status": down.status, "error": down.doc()}
         except Exception:  # a defect: said loudly, answered, and the socket lives on
             log.exception("WebSocket API request failed")
-            doc = {"id": rid, "status": 500, "error": {
-                "code": -1000, "msg": "An unknown error occurred while processing the request."}}
+            doc = {"id": rid, "status": 500, "error": defect().doc()}
         finally:
             if not meter.charged:  # refused before its key was proven: the address pays
                 await self.gw.limiter.charge_after(meter)
