@@ -205,6 +205,15 @@ def cmd_marketdata(args: argparse.Namespace) -> int:
                        vault=loaded.vault)
 
 
+def cmd_rates(args: argparse.Namespace) -> int:
+    from tradeplane.runner import run_service
+    from tradeplane.services import run_rates
+
+    loaded = _loaded(args)
+    s = loaded.settings
+    return run_service("rates", s, lambda stop: run_rates(s, stop), vault=loaded.vault)
+
+
 def cmd_wallet_watcher(args: argparse.Namespace) -> int:
     from tradeplane.runner import run_service
     from tradeplane.wallets.service import run_wallet_watcher
@@ -988,11 +997,12 @@ _DATA_DIR_HELP = (
 
 _BENCH_HELP = """\
 benchmarks:
-  all                 the three below, in turn (default)
+  all                 the four below, in turn (default)
   book                the order book alone: seeded ops (60% limit, 30% cancel, 10% market),
                       the compiled and the pure-Python book side by side
   engine              the engine service: JetStream commands -> durable event batches
   e2e                 durable orders/s through the gateway; ack latency at a fixed rate
+  convert             Convert: firm quotes/s and accepted conversions/s through the gateway
 
 options (all, book):
   --ops N             book: operations (default 1000000)
@@ -1016,6 +1026,10 @@ options (e2e):
   --rate-seconds S    fixed-rate run length (default 10)
   --accounts N        trading accounts (default 500)
   --nats-sync S       JetStream sync_interval (default always)
+  --keep DIR          data folder to keep (default: temporary)
+options (convert):
+  --seconds S         length of each run (default 10)
+  --conns N           concurrent clients, one key each (default 16)
   --keep DIR          data folder to keep (default: temporary)
 
 e.g. tradeplane bench book --no-compare; tradeplane bench engine --symbols 2
@@ -1079,6 +1093,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(fn=cmd_matching)
     cmd_parser("settlement", help="ledger settlement").set_defaults(fn=cmd_settlement)
     cmd_parser("marketdata", help="market data").set_defaults(fn=cmd_marketdata)
+    cmd_parser("rates", help="Convert's rates: indicative ratios and index prices"
+               ).set_defaults(fn=cmd_rates)
 
     ww = cmd_parser("wallet-watcher",
                         help="one wallet's deposit watcher, withdrawals and reconciliation")
@@ -1231,9 +1247,9 @@ def build_parser() -> argparse.ArgumentParser:
     fc.set_defaults(fn=cmd_faucet)
 
     b = sub.add_parser(
-        "bench", help="benchmarks (book, engine, end-to-end); prints figures",
-        usage="tradeplane bench [all|book|engine|e2e] [options]",
-        description="Runs a benchmark (default: all three) in its own temporary servers "
+        "bench", help="benchmarks (book, engine, end-to-end, convert); prints figures",
+        usage="tradeplane bench [all|book|engine|e2e|convert] [options]",
+        description="Runs a benchmark (default: all four) in its own temporary servers "
                     "and prints its figures.",
         epilog=_BENCH_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     b.add_argument("rest", nargs=argparse.REMAINDER, metavar="[which] [options]",

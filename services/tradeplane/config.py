@@ -83,6 +83,7 @@ class Group(StrEnum):
     WEBSOCKETS = "websockets"
     ENGINE = "engine"
     SETTLEMENT = "settlement"
+    CONVERT = "convert"
 
 
 class Settings(VaultSettings):
@@ -310,6 +311,28 @@ class Settings(VaultSettings):
         "last keepalive (Binance's: 60 minutes); then its sockets get listenKeyExpired.",
     )
 
+    # ---- convert: the Convert router (gateway) ----------------------------------------
+    convert_bridges: str = Field(
+        default="USDT,BTC,ETH",
+        description="Assets a two-leg conversion may go through, comma-separated, in "
+        "order of preference; the first is also the index asset of the rates.",
+    )
+    convert_spread_bps: int = Field(
+        default=10, ge=0, lt=10_000,
+        description="The convert desk's spread on every quote, in basis points of the "
+        "output (after the route's taker fees).",
+    )
+    convert_max_book_age_s: float = Field(
+        default=300.0, gt=0,
+        description="A book the market-data service has not written for this long is "
+        "stale: no conversion is quoted through it.",
+    )
+    convert_rates_every_s: float = Field(
+        default=1.0, gt=0,
+        description="Seconds between two publications of the rates service (indicative "
+        "ratios and index prices).",
+    )
+
     # ---- engine: the matching engine ----------------------------------------------------
     snapshot_every: int = Field(
         default=50_000, description="Engine snapshot after this many commands."
@@ -430,6 +453,8 @@ GROUPS: Final[Mapping[Group, tuple[str, ...]]] = {
     Group.ENGINE: ("snapshot_every", "book"),
     Group.SETTLEMENT: ("invariant_check_s", "relay_age_ms", "snapshot_interval_s",
                        "portfolio_quote"),
+    Group.CONVERT: ("convert_bridges", "convert_spread_bps", "convert_max_book_age_s",
+                    "convert_rates_every_s"),
 }
 
 _COMMON: Final = frozenset({Group.BUS, Group.DATABASE, Group.OBSERVABILITY})
@@ -439,11 +464,13 @@ _COMMON: Final = frozenset({Group.BUS, Group.DATABASE, Group.OBSERVABILITY})
 #: than the bus and the database.
 PROCESS_GROUPS: Final[Mapping[str, frozenset[Group]]] = {
     "gateway": _COMMON | {Group.CACHE, Group.HTTP, Group.ADMIN, Group.CIPHER,
-                          Group.SESSIONS, Group.RATE_LIMITS, Group.WEBSOCKETS},
+                          Group.SESSIONS, Group.RATE_LIMITS, Group.WEBSOCKETS,
+                          Group.CONVERT},
     "matching": _COMMON | {Group.ENGINE},
     "settlement": _COMMON | {Group.SETTLEMENT},
     "marketdata": _COMMON | {Group.CACHE},
     "wallet-watcher": _COMMON,
+    "rates": _COMMON | {Group.CACHE, Group.CONVERT},
     # The CLI's account commands (users, API keys, admins, credits): they encrypt secrets.
     "cli-accounts": frozenset({Group.DATABASE, Group.CIPHER}),
 }

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from tradeplane.adapters import db
 from tradeplane.adapters.bus import Bus
 from tradeplane.adapters.cache import MarketCache
+from tradeplane.adapters.convert_db import CacheBooks, CacheRates, PgConvertStore
 from tradeplane.adapters.marketdata import RedisMarketStore
 from tradeplane.adapters.portfolio_db import PgSnapshotStore
 from tradeplane.adapters.settlement import NatsSettlementBus, PgSettlementStore
@@ -17,9 +19,11 @@ from tradeplane.config import Settings
 from tradeplane.domain.errors import ConfigurationError
 from tradeplane.domain.pairs import PairRules, normalize_symbol, rules_from_spec
 from tradeplane.engine.service import Engine
-from tradeplane.gateway.app import serve
+from tradeplane.gateway.app import convert_settings, serve
 from tradeplane.marketdata.service import MarketDataService
+from tradeplane.rates.service import RatesService
 from tradeplane.settlement.service import RELAY_AGE_MS, RELAY_INTERVAL_S, Settler
+from tradeplane.usecases.convert import Convert
 from tradeplane.usecases.portfolio import Portfolio, SnapshotWorker
 
 
@@ -131,4 +135,24 @@ async def run_marketdata(settings: Settings, stop: asyncio.Event) -> None:
     finally:
         await cache.close()
         await bus.close()
+        await pool.close()
+
+
+def rates_service(pool: db.Pool, cache: MarketCache, settings: Settings) -> RatesService:
+    """The rates service over PostgreSQL (pairs, the desk) and Redis (books, rates)."""
+    holder: dict[str, Mapping[str, PairRules]] = {"pairs": {}}
+    store = PgConvertStore(pool)
+    convert = Convert(CacheBooks(cache), store, lambda: holder["pairs"],
+                      convert_settings(settings))
+    return RatesService(convert, CacheRates(cache), lambda: db.load_pairs(pool), holder,
+                        settings.convert_rates_every_s, purge=store)
+
+
+async def run_rates(settings: Settings, stop: asyncio.Event) -> None:
+    pool = await db.create_pool(settings.database_url, 2)
+    cache = await MarketCache.connect(settings.redis_url)
+    try:
+        await rates_service(pool, cache, settings).run(stop)
+    finally:
+        await cache.close()
         await pool.close()

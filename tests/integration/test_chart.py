@@ -196,8 +196,8 @@ def test_every_resource_has_the_standard_labels(scenario: str) -> None:
 def test_default_install_has_every_part() -> None:
     docs = render("default-values.yaml")
     deployments = by_kind(docs, "Deployment")
-    for part in ("operator", "gateway", "settlement", "marketdata", "prometheus", "grafana",
-                 "loki", "jaeger"):
+    for part in ("operator", "gateway", "settlement", "marketdata", "rates", "prometheus",
+                 "grafana", "loki", "jaeger"):
         assert f"{FULLNAME}-{part}" in deployments, part
     assert set(by_kind(docs, "StatefulSet")) == {
         f"{FULLNAME}-nats", f"{FULLNAME}-postgresql", f"{FULLNAME}-redis"}
@@ -227,6 +227,7 @@ def test_processes_get_the_env_secret_and_the_operator_points_at_it() -> None:
     for part, command in (("gateway", ["tradeplane", "gateway"]),
                           ("settlement", ["tradeplane", "settlement"]),
                           ("marketdata", ["tradeplane", "marketdata"]),
+                          ("rates", ["tradeplane", "rates"]),
                           ("operator", ["tradeplane-operator"])):
         c = deployments[f"{FULLNAME}-{part}"]["spec"]["template"]["spec"]["containers"][0]
         assert c["command"] == command
@@ -403,7 +404,7 @@ def test_observability_switches() -> None:
             assert json.loads(text)["uid"].startswith("tradeplane-")
 
     external = render("external-stack-values.yaml")
-    assert len(by_kind(external, "ServiceMonitor")) == 3
+    assert len(by_kind(external, "ServiceMonitor")) == 4  # gateway, settlement, marketdata, rates
     rule = by_kind(external, "PrometheusRule")[FULLNAME]
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     assert rule["spec"] == yaml.safe_load(ALERTS.read_text())

@@ -40,7 +40,8 @@ def test_the_variable_names_are_the_flat_ones(monkeypatch: pytest.MonkeyPatch) -
         "j" * 32, 7, 9)
 
 
-@pytest.mark.parametrize("process", ["matching", "settlement", "marketdata", "wallet-watcher"])
+@pytest.mark.parametrize("process", ["matching", "settlement", "marketdata", "wallet-watcher",
+                                     "rates"])
 def test_processes_without_secrets_start_without_the_gateways(process: str) -> None:
     s = Settings().for_process(process)  # placeholders everywhere, dev mode off
     assert not s.dev_mode

@@ -183,6 +183,14 @@ class MarketCache:
         return None if raw is None else _book_dec.decode(_bytes(raw))
 
     @_translated
+    async def depths(self, symbols: Sequence[str]) -> list[DepthSnapshot | None]:
+        """The books of ``symbols`` in one round trip, None where not written."""
+        if not symbols:
+            return []
+        raw = await self._r.mget([_key(s, "book") for s in symbols])
+        return [None if x is None else _book_dec.decode(_bytes(x)) for x in raw]
+
+    @_translated
     async def recent_trades(self, symbol: str, limit: int) -> list[bytes]:
         """Up to ``limit`` latest ``/api/v3/trades`` JSON documents, oldest first."""
         if limit <= 0:
@@ -231,6 +239,18 @@ class MarketCache:
         """Last trade price in ticks, else the mid of the best bid and ask, else None."""
         t = await self.top(symbol)
         return None if t is None else t.reference_price()
+
+    # ------------------------------------------------------------------ other documents
+    @_translated
+    async def put_document(self, key: str, value: bytes) -> None:
+        """A document another service publishes beside the market data (Convert's rates:
+        ``convert:rates``)."""
+        await self._r.set(key, value)
+
+    @_translated
+    async def document(self, key: str) -> bytes | None:
+        raw = await self._r.get(key)
+        return None if raw is None else _bytes(raw)
 
     @_translated
     async def current_kline(self, symbol: str, interval: str) -> Candle | None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from tradeplane.bench import book, e2e, engine
+from tradeplane.bench import book, convert, e2e, engine
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="tradeplane bench")
-    p.add_argument("which", nargs="?", default="all", choices=["all", "book", "engine", "e2e"])
+    p.add_argument("which", nargs="?", default="all",
+                   choices=["all", "book", "engine", "e2e", "convert"])
     p.add_argument("--ops", type=int, default=1_000_000, help="book: operations")
     p.add_argument("--seed", type=int, default=42)
     args, rest = p.parse_known_args(argv)
@@ -21,4 +22,6 @@ def main(argv: list[str] | None = None) -> int:
         rc |= engine.main(rest if args.which == "engine" else [])
     if args.which in ("all", "e2e"):
         rc |= e2e.main(rest if args.which == "e2e" else [])
+    if args.which in ("all", "convert"):
+        rc |= convert.main(rest if args.which == "convert" else [])
     return rc

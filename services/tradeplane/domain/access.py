@@ -13,8 +13,9 @@ from typing import Final
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # --------------------------------------------------------------------------- API keys
-#: What a key may be used for: reading account data, trading, withdrawing funds.
-KEY_PERMISSIONS: Final = frozenset({"read", "trade", "withdraw"})
+#: What a key may be used for: reading account data, trading, withdrawing funds,
+#: converting one asset into another (``/sapi/v1/convert``).
+KEY_PERMISSIONS: Final = frozenset({"read", "trade", "withdraw", "convert"})
 #: Most addresses one key's allow-list may hold.
 MAX_ALLOWED_NETWORKS: Final = 30
 
@@ -66,12 +67,12 @@ def check_permissions(perms: Iterable[str]) -> list[str]:
     """The permissions, sorted and deduplicated.
 
     Raises:
-        ValueError: none given, or one that is not read/trade/withdraw.
+        ValueError: none given, or one that is not read/trade/withdraw/convert.
     """
     given = sorted(set(perms))
     bad = [p for p in given if p not in KEY_PERMISSIONS]
     if bad or not given:
-        raise ValueError(f"permissions must be some of read, trade, withdraw; got {given}")
+        raise ValueError(f"permissions must be some of read, trade, withdraw, convert; got {given}")
     return given
 
 

@@ -29,6 +29,7 @@ from tradeplane.domain.access import AdminAction as A
 from tradeplane.gateway.inputs import INT64_MAX
 from tradeplane.gateway.market import KLINE_INTERVALS
 from tradeplane.gateway.ratelimit import route_cost
+from tradeplane.usecases.convert import CODES as CONVERT_CODES
 
 Schema = dict[str, Any]
 
@@ -418,8 +419,9 @@ BINANCE: Final[dict[tuple[str, str], Op]] = {
     ("POST", "/api/v3/userDataStream"): Op(
         "Start user data stream",
         "The key's listen key (its live one, renewed, or a new one), valid 60 minutes. "
-        "Connect to `/ws/<listenKey>` for `executionReport`, `outboundAccountPosition` and "
-        "`listenKeyExpired` events.", (), USER_STREAM,
+        "Connect to `/ws/<listenKey>` for `executionReport`, `outboundAccountPosition`, "
+        "`listenKeyExpired` and (ours, after a Convert acceptance) `convertOrderUpdate` "
+        "events.", (), USER_STREAM,
         example={"listenKey": "pqia91ma19a5s61cv6a81va65sdf19v8a65a1a5s61cv6a81va65sdf19v8a65a1"}),
     ("PUT", "/api/v3/userDataStream"): Op(
         "Keep user data stream alive", "Extends the listen key's validity to 60 minutes "
@@ -519,6 +521,65 @@ BINANCE: Final[dict[tuple[str, str], Op]] = {
         SIGNED, "read", codes=(-1100, -4047)),
 }
 
+_CONVERT_ASSET: Final = ASSET
+BINANCE.update({
+    ("GET", "/sapi/v1/convert/exchangeInfo"): Op(
+        "Convert pairs", "Every convertible pair (direct, or through a bridge asset) "
+        "matching `fromAsset` / `toAsset` (both optional), with the from-amount's range "
+        "(the first leg's pair limits) and the to-amount's (its maximum is the convert "
+        "desk's inventory); `fromIsBase` says whether the from-asset is the base of the "
+        "first leg's pair.",
+        (Param("fromAsset", _CONVERT_ASSET, "Only from this asset."),
+         Param("toAsset", _CONVERT_ASSET, "Only to this asset.")), codes=(-1100,),
+        example=[{"fromAsset": "BTC", "toAsset": "USDT", "fromAssetMinAmount": "0.00001000",
+                  "fromAssetMaxAmount": "9000.00000000", "toAssetMinAmount": "5.00000000",
+                  "toAssetMaxAmount": "100000.00000000", "fromIsBase": True}]),
+    ("GET", "/sapi/v1/convert/assetInfo"): Op(
+        "Convert assets", "Every convertible asset and its precision (`fraction`).", (),
+        SIGNED, "read", example=[{"asset": "BTC", "fraction": 8}]),
+    ("POST", "/sapi/v1/convert/getQuote"): Op(
+        "Convert quote", "A firm quote, valid until `validTimestamp`, for exactly one of "
+        "`fromAmount` / `toAmount`, only when your balance covers the from-amount and the "
+        "desk's inventory the to-amount. The router walks the depth of every route "
+        "(direct and through each bridge asset) with the taker fees, takes the best and "
+        "the desk's spread. Beyond Binance's fields: `route` (each leg's book, side, "
+        "amounts, fee, best and worst price), `priceImpact` (a fraction, fees excluded) "
+        "and `fee` (taker fees and spread, in `feeAsset`).",
+        (Param("fromAsset", _CONVERT_ASSET, "The asset you give.", True, "BTC"),
+         Param("toAsset", _CONVERT_ASSET, "The asset you get.", True, "USDT"),
+         Param("fromAmount", DECIMAL, "How much you give (or `toAmount`)."),
+         Param("toAmount", DECIMAL, "How much you get (or `fromAmount`)."),
+         Param("walletType", _enum(["SPOT", "FUNDING", "SPOT_FUNDING"]),
+               "Accepted; every balance here is spot."),
+         Param("validTime", _enum(["10s", "30s", "1m", "2m"]),
+               "How long the quote is firm (default 10s).")),
+        SIGNED, "convert", codes=(-1100, -1102, -1128, -1130, -23001, -23002, -23003,
+                                  -23004, -23007),
+        example={"quoteId": "12", "ratio": "19900.00000000", "inverseRatio": "0.00005025",
+                 "validTimestamp": 1_700_000_010_000, "toAmount": "1990.00000000",
+                 "fromAmount": "0.10000000"}),
+    ("POST", "/sapi/v1/convert/acceptQuote"): Op(
+        "Accept a convert quote", "One ledger transaction against the convert desk: "
+        "`SUCCESS`, or a refusal with nothing changed. Accepting the same quote again "
+        "answers the same order (it is converted once).",
+        (Param("quoteId", {"type": "string", "pattern": "^[0-9]{1,19}$"},
+               "The quote's id.", True),),
+        SIGNED, "convert", codes=(-1100, -1102, -23003, -23004, -23005, -23006),
+        example={"orderId": "7", "createTime": 1_700_000_001_000,
+                 "orderStatus": "SUCCESS"}),
+    ("GET", "/sapi/v1/convert/orderStatus"): Op(
+        "Convert order status", "One of your convert orders, by `orderId` or `quoteId`.",
+        (Param("orderId", {"type": "string", "pattern": "^[0-9]{1,19}$"}, "The order."),
+         Param("quoteId", {"type": "string", "pattern": "^[0-9]{1,19}$"}, "Its quote.")),
+        SIGNED, "read", codes=(-1100, -1102, -23008)),
+    ("GET", "/sapi/v1/convert/tradeFlow"): Op(
+        "Convert trade history", "Your convert orders created in the window, oldest "
+        "first; `moreData` when more exist beyond `limit`.",
+        (*_times("; at most 30 days apart, both required"),
+         Param("limit", _limit(100, 1000), "How many.")),
+        SIGNED, "read", codes=(-1100, -1102, -1127)),
+})
+
 # --------------------------------------------------------------------------- error model
 #: Every code the gateway answers, with what it means here (Binance's codes and texts).
 ERROR_CODES: Final[dict[int, str]] = {
@@ -555,7 +616,8 @@ ERROR_CODES: Final[dict[int, str]] = {
     -1120: "Invalid interval.",
     -1121: "Invalid symbol.",
     -1125: "This listenKey does not exist.",
-    -1127: "More than the allowed time between startTime and endTime.",
+    -1127: "More than the allowed time between `startTime` and `endTime` (30 days for "
+           "Convert and account snapshots), or reversed.",
     -1128: "Combination of optional parameters invalid.",
     -1130: "Data sent for a parameter is not valid.",
     -1131: "recvWindow must be less than 60000.",
@@ -595,6 +657,7 @@ ERROR_CODES: Final[dict[int, str]] = {
     -4047: "Time interval must be within 0-90 days.",
     -4056: "WebSocket API `session.logon` with an HMAC key: only Ed25519 keys log on; "
            "sign each request instead.",
+    **CONVERT_CODES,
 }
 
 ERROR_SCHEMA: Final[Schema] = {
@@ -877,6 +940,10 @@ TAGS: Final[list[Schema]] = [
     {"name": "user data stream", "description": "Listen keys for `/ws/<listenKey>`."},
     {"name": "wallet", "description": "Binance's `/sapi/v1` wallet and status endpoints: "
                                       "coins, deposits, withdrawals, fees."},
+    {"name": "convert", "description": "Binance's Convert API (`/sapi/v1/convert`): swap "
+                                       "any asset for another at the best route through "
+                                       "our books, against the house convert desk; and "
+                                       "our indicative rates."},
     {"name": "users", "description": "Sign-up, login sessions, 2FA and the user's API keys "
                                      "(tradeplane's own API)."},
     {"name": "admin", "description": "Administration (tradeplane's own API): each endpoint "

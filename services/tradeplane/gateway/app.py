@@ -21,6 +21,12 @@ from tradeplane.adapters.admin_store import PgAccountStore
 from tradeplane.adapters.bus import Bus, BusError
 from tradeplane.adapters.cache import MarketCache
 from tradeplane.adapters.cipher import SecretCipher
+from tradeplane.adapters.convert_db import (
+    BusConvertNotifier,
+    CacheBooks,
+    CacheRates,
+    PgConvertStore,
+)
 from tradeplane.adapters.custody import BusWatchers, PgCustodyStore
 from tradeplane.adapters.health import PlatformHealthReads
 from tradeplane.adapters.listenkeys import ListenKeyStore
@@ -31,6 +37,7 @@ from tradeplane.config import Settings
 from tradeplane.gateway import (
     admin,
     apidoc,
+    convert,
     market,
     portfolio,
     public,
@@ -51,6 +58,7 @@ from tradeplane.gateway.references import ReferencePrices
 from tradeplane.gateway.security import start_security
 from tradeplane.gateway.watermarks import Watermarks
 from tradeplane.supervision import BackgroundTasks, Backoff, OnFailure
+from tradeplane.usecases.convert import Convert, ConvertSettings
 from tradeplane.usecases.custody import CustodyCases
 from tradeplane.usecases.health import Health
 from tradeplane.usecases.portfolio import Portfolio
@@ -157,7 +165,19 @@ async def compose(settings: Settings) -> AsyncIterator[Gateway]:
                       credentials=security.credentials, users=security.users,
                       user_streams=user_streams, watermarks=marks, orderpath=orderpath,
                       stream_hub=hub, market=RedisMarketReads(pool, cache),
-                      background=background)
+                      background=background,
+                      convert=Convert(CacheBooks(cache), PgConvertStore(pool),
+                                      lambda: c.pairs, convert_settings(settings),
+                                      published=CacheRates(cache),
+                                      notifier=BusConvertNotifier(bus)))
+
+
+def convert_settings(settings: Settings) -> ConvertSettings:
+    """The Convert router's settings from the process's."""
+    bridges = tuple(b.strip().upper() for b in settings.convert_bridges.split(",")
+                    if b.strip())
+    return ConvertSettings(bridges=bridges, spread_bps=settings.convert_spread_bps,
+                           max_book_age_ms=int(settings.convert_max_book_age_s * 1000))
 
 
 def create_app(settings: Settings, *, wiring: Wiring = compose,
@@ -190,7 +210,8 @@ def create_app(settings: Settings, *, wiring: Wiring = compose,
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     for r in (public.router, market.router, trading.router, userstream.router, admin.router,
-              streams.router, wallet.router, sapi.router, portfolio.router, wsapi.router):
+              streams.router, wallet.router, sapi.router, portfolio.router, wsapi.router,
+              convert.router):
         app.include_router(r)
     app.include_router(users.router)
     app.include_router(ui.router)  # the trading UI's pages and browser sessions

@@ -231,7 +231,7 @@ async def authenticate_payload(
     ip = meter.ip if meter is not None else ""
     if key_refusal(entry.policy, permission, ip, now) is not None:
         raise errors.bad_api_key()
-    if permission == "trade" and gw.controls.halted:
+    if permission in ("trade", "convert") and gw.controls.halted:
         raise errors.ApiError(-1013, "Market is closed.")
     params.pop("signature", None)
     return Caller(entry.record.account, key, entry.policy.perms, params, ip)

@@ -24,6 +24,7 @@ from tradeplane.domain.errors import ConfigurationError
 from tradeplane.domain.pairs import PairRules
 from tradeplane.gateway.errors import bad_symbol
 from tradeplane.gateway.references import ReferencePrices
+from tradeplane.usecases.convert import Convert
 from tradeplane.usecases.custody import CustodyCases
 from tradeplane.usecases.health import Health
 from tradeplane.usecases.portfolio import Portfolio
@@ -104,6 +105,8 @@ class Gateway:
     market: MarketReads
     #: The gateway's background tasks, supervised for the app's lifetime (``app.serve``).
     background: BackgroundTasks
+    #: Convert: quotes through the books, acceptance against the house desk.
+    convert: Convert
 
     def __post_init__(self) -> None:
         missing = [f.name for f in fields(self) if getattr(self, f.name) is None]

@@ -39,6 +39,8 @@ PLAIN_TEXT = r"^[^\x00-\x1f\x7f]*$"
 KEY_ID = r"^[A-Za-z0-9_\-]{1,128}$"
 KEY_ID_RE = re.compile(r"[A-Za-z0-9_\-]{1,128}")
 SYMBOL = r"^[A-Za-z0-9\-]{1,32}$"
+#: An asset name (``BTC``, ``USDT``): letters and digits, as the pairs name them.
+ASSET_RE = re.compile(r"[A-Z0-9]{1,20}")
 #: Binance's client order id alphabet (newClientOrderId, origClientOrderId...).
 CLIENT_ID_RE = re.compile(r"[a-zA-Z0-9\-_]{1,36}")
 _ADDR = r"[^@\s\x00-\x1f\x7f]"
@@ -129,6 +131,32 @@ def client_id(raw: str, name: str) -> str:
             "legal range is '^[a-zA-Z0-9-_]{1,36}$'."
         )
     return raw
+
+
+def asset(raw: str, name: str) -> str:
+    """An asset name, upper case (``btc`` is ``BTC``).
+
+    Raises:
+        ApiError: -1100 when it is not 1-20 ASCII letters and digits.
+    """
+    upper = raw.upper()
+    if not raw.isascii() or not ASSET_RE.fullmatch(upper):
+        raise errors.ApiError(
+            -1100, f"Illegal characters found in parameter '{name}'; legal range is "
+                   "'^[A-Za-z0-9]{1,20}$'.")
+    return upper
+
+
+def optional_asset(params: dict[str, str], name: str) -> str | None:
+    """An asset parameter (see :func:`asset`), None when absent or empty.
+
+    Raises:
+        ApiError: -1100 when malformed.
+    """
+    raw = params.get(name)
+    if not raw:
+        return None
+    return asset(raw, name)
 
 
 def optional_client_id(params: dict[str, str], name: str) -> str | None:

@@ -42,6 +42,7 @@ from tradeplane.adapters import db
 from tradeplane.adapters.cipher import SecretCipher
 from tradeplane.config import Settings
 from tradeplane.demo.marketmaker import API_SECRET_ENV
+from tradeplane.domain.convert import DESK_ACCOUNT
 from tradeplane.domain.errors import Unavailable
 from tradeplane.domain.money import to_units
 from tradeplane.domain.pairs import DEMO_PAIRS
@@ -59,6 +60,8 @@ from tradeplane.platform.supervisor import Command, Supervisor, SupervisorError
 
 DEMO_FUNDS = {"BTC": "10", "ETH": "100", "USDT": "1000000"}
 MM_FUNDS = {"BTC": "1000", "ETH": "10000", "USDT": "100000000"}
+#: The house convert desk's demo inventory (the other side of every conversion).
+DESK_FUNDS = {"BTC": "100", "ETH": "1000", "USDT": "10000000"}
 
 
 @dataclass(frozen=True)
@@ -167,13 +170,16 @@ async def _provision(dsn: str, data_dir: Path, master_key: str) -> dict[str, Cre
             entry = known.get(name)
             if not entry or await db.get_api_key(pool, str(entry["api_key"])) is None:
                 secret = _stdlib_secrets.token_hex(32)
-                key = await db.create_api_key(pool, account, cipher.encrypt(secret),
-                                              ["read", "trade"])
+                perms = ["read", "trade", "convert"] if name == "demo" else ["read", "trade"]
+                key = await db.create_api_key(pool, account, cipher.encrypt(secret), perms)
                 entry = {"api_key": key, "secret": secret}
                 known[name] = entry
             for asset, amount in funds.items():
                 await db.credit(pool, account, asset, to_units(amount), f"{name}-initial-{asset}")
             out[name] = Credentials(account, str(entry["api_key"]), str(entry["secret"]))
+        for asset, amount in DESK_FUNDS.items():
+            await db.credit(pool, DESK_ACCOUNT, asset, to_units(amount),
+                            f"convert-desk-initial-{asset}")
     finally:
         await pool.close()
     _write_private(store, json.dumps(known, indent=2))
@@ -419,12 +425,13 @@ def _run(root: Path, http_port: int, market_maker: bool, chains: bool = True) ->
         metrics = "TRADEPLANE_METRICS_PORT"
         pairs = [p.name for p in DEMO_PAIRS] + custody.pairs
         with _step(f"starting the engines ({', '.join(pairs)}), "
-                   "settlement and market data"):
+                   "settlement, market data and rates"):
             for name in pairs:
                 supervisor.add(f"matching-{name}", _service("matching", "--symbol", name),
                                env, port_env=metrics)
             supervisor.add("settlement", _service("settlement"), env, port_env=metrics)
             supervisor.add("marketdata", _service("marketdata"), env, port_env=metrics)
+            supervisor.add("rates", _service("rates"), env, port_env=metrics)
             for wallet in custody.wallets:
                 supervisor.add(f"wallet-{wallet}", _service("wallet-watcher", "--wallet", wallet),
                                {**env, **custody.env}, port_env=metrics)

@@ -32,11 +32,9 @@ whose order the engine answered for the first time (its hold was taken at entry)
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
-
-import msgspec
 
 from tradeplane.domain.ledger import trade_amounts
 from tradeplane.domain.model import (
@@ -57,6 +55,8 @@ from tradeplane.domain.model import (
 )
 from tradeplane.domain.money import fmt_units
 from tradeplane.domain.pairs import PairRules
+from tradeplane.domain.userevents import account_position as account_position
+from tradeplane.domain.userevents import encode as encode
 
 ZERO: Final = "0.00000000"
 #: Execution id ``I`` = ``first_seq << 20 | event index``: unique per symbol while a batch
@@ -77,7 +77,6 @@ REJECT_REASONS: Final = {
     Reason.HALTED: "MARKET_CLOSED",
 }
 
-_encoder = msgspec.json.Encoder()
 
 
 class Row(Protocol):
@@ -341,19 +340,3 @@ def _report(
     return doc
 
 
-def account_position(
-    now_ms: int, updated_ms: int, balances: Iterable[tuple[str, int, int]]
-) -> dict[str, Any]:
-    """``outboundAccountPosition`` for ``(asset, free, locked)`` balances, in units."""
-    return {
-        "e": "outboundAccountPosition",
-        "E": now_ms,
-        "u": updated_ms,
-        "B": [{"a": a, "f": fmt_units(free), "l": fmt_units(locked)}
-              for a, free, locked in balances],
-    }
-
-
-def encode(doc: dict[str, Any]) -> bytes:
-    """Compact JSON, keys in insertion order (as Binance sends them)."""
-    return _encoder.encode(doc)
