@@ -991,7 +991,9 @@ benchmarks:
   all                 the three below, in turn (default)
   book                the order book alone: seeded ops (60% limit, 30% cancel, 10% market)
   engine              the engine service: JetStream commands -> durable event batches
-  e2e                 durable orders/s through the gateway; ack latency at a fixed rate
+  e2e                 durable orders/s through the gateway (REST and WebSocket API); ack
+                      latency at a fixed rate; per-stage latency; CPU per 1,000 orders
+                      per process
 
 options (all, book):
   --ops N             book: operations (default 1000000)
@@ -1008,11 +1010,15 @@ options (engine):
   --nats-sync S       nats-server sync_interval: always (default), default or a duration
 options (e2e):
   --seconds S         closed-loop run length (default 10)
-  --conns N           closed-loop connections (default 64)
+  --conns N           REST closed-loop connections (default 64)
+  --ws-conns N        WebSocket API sockets (default 8)
+  --ws-window N       WebSocket API requests in flight per socket (default 32)
   --rate R            fixed offered rate, orders/s (default 1000)
   --rate-seconds S    fixed-rate run length (default 10)
   --accounts N        trading accounts (default 500)
   --nats-sync S       JetStream sync_interval (default always)
+  --no-stages         gateway without its stage stamps (their cost out of the figures)
+  --only rest|ws|all  which API to load (default all)
   --keep DIR          data folder to keep (default: temporary)
 
 e.g. tradeplane bench book --no-compare; tradeplane bench engine --symbols 2

@@ -18,9 +18,11 @@ import time
 from array import array
 from typing import Final
 
-#: In order: the request read (before the guard), admitted (authenticated, charged to the
+#: In order: the request read (REST: before the guard; WebSocket API: its frame parsed and
+#: found to be ``order.place``), admitted (authenticated, charged to the
 #: rate limits, parsed and checked against the pair's rules), its hold committed in
-#: PostgreSQL, its command stored in JetStream, the answer handed to the server.
+#: PostgreSQL, its command stored in JetStream, the answer handed to the server (WebSocket
+#: API: queued for the socket's sender).
 STAGES: Final = ("received", "admitted", "held", "published", "acked")
 RECEIVED, ADMITTED, HELD, PUBLISHED, ACKED = range(len(STAGES))
 _N: Final = len(STAGES)

@@ -94,6 +94,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
     cpu0 = time.process_time()
     lat: list[float] = []
     ok = bad = 0
+    statuses: dict[int, int] = {}  # of the refused requests
     if spec["phase"] == "closed":
         it = iter(range(len(reqs)))
         deadline = time.perf_counter() + spec["seconds"]
@@ -103,10 +104,12 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
             for i in it:
                 if time.perf_counter() >= deadline:
                     break
-                if await rt(conn, i) == 200:
+                status = await rt(conn, i)
+                if status == 200:
                     ok += 1
                 else:
                     bad += 1
+                    statuses[status] = statuses.get(status, 0) + 1
 
         started = time.perf_counter()
         await asyncio.gather(*(lane(c) for c in conns for _ in range(window)))
@@ -137,6 +140,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
                 lat.append((time.perf_counter() - at) * 1000)
             else:
                 bad += 1
+                statuses[status] = statuses.get(status, 0) + 1
 
         await asyncio.gather(*(one(i) for i in range(n)))
         took = time.perf_counter() - started
@@ -146,7 +150,8 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
             c[1].close()
         else:
             await c.close()
-    return {"ok": ok, "bad": bad, "seconds": took, "lat_ms": lat, "cpu_s": cpu}
+    return {"ok": ok, "bad": bad, "seconds": took, "lat_ms": lat, "cpu_s": cpu,
+            "statuses": {str(k): v for k, v in statuses.items()}}
 
 
 def main() -> int:
