@@ -1001,7 +1001,9 @@ benchmarks:
   book                the order book alone: seeded ops (60% limit, 30% cancel, 10% market),
                       the compiled and the pure-Python book side by side
   engine              the engine service: JetStream commands -> durable event batches
-  e2e                 durable orders/s through the gateway; ack latency at a fixed rate
+  e2e                 durable orders/s through the gateway (REST and WebSocket API); ack
+                      latency at a fixed rate; per-stage latency; CPU per 1,000 orders
+                      per process
   convert             Convert: firm quotes/s and accepted conversions/s through the gateway
 
 options (all, book):
@@ -1021,11 +1023,15 @@ options (engine):
   --book B            the engine's order book: auto (default), compiled or python
 options (e2e):
   --seconds S         closed-loop run length (default 10)
-  --conns N           closed-loop connections (default 64)
+  --conns N           REST closed-loop connections (default 64)
+  --ws-conns N        WebSocket API sockets (default 8)
+  --ws-window N       WebSocket API requests in flight per socket (default 32)
   --rate R            fixed offered rate, orders/s (default 1000)
   --rate-seconds S    fixed-rate run length (default 10)
   --accounts N        trading accounts (default 500)
   --nats-sync S       JetStream sync_interval (default always)
+  --no-stages         gateway without its stage stamps (their cost out of the figures)
+  --only rest|ws|all  which API to load (default all)
   --keep DIR          data folder to keep (default: temporary)
 options (convert):
   --seconds S         length of each run (default 10)

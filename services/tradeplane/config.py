@@ -134,6 +134,12 @@ class Settings(VaultSettings):
     otlp_endpoint: str = Field(
         default="", description="OTLP/HTTP traces endpoint; empty = tracing exporter off."
     )
+    stage_stamps: int = Field(
+        default=0, ge=0, le=4_000_000,
+        description="The gateway stamps this many latest orders at each stage of the order "
+        "path, read by the benchmark at GET /debug/stages (tradeplane.stagestamps); 0 = "
+        "off. Dev mode only: it is a benchmark's instrument, not a production metric.",
+    )
 
     # ---- http: the gateway's HTTP listener and what it accepts --------------------------
     http_host: str = Field(default="127.0.0.1", description="Gateway bind address.")
@@ -421,10 +427,16 @@ def _session_rules(s: Settings) -> None:
         raise ValueError("TRADEPLANE_ARGON2_MEMORY_KIB must be at least 19456 outside dev mode")
 
 
+def _observability_rules(s: Settings) -> None:
+    if s.stage_stamps:
+        raise ValueError("TRADEPLANE_STAGE_STAMPS is the benchmark's: dev mode only")
+
+
 #: What each group requires outside dev mode (groups without an entry accept any parsed
 #: value).
 _RULES: Final[Mapping[Group, tuple[Callable[[Settings], None], ...]]] = {
     Group.ADMIN: (_admin_rules,),
+    Group.OBSERVABILITY: (_observability_rules,),
     Group.CIPHER: (_cipher_rules,),
     Group.SESSIONS: (_session_rules,),
 }
@@ -435,7 +447,8 @@ GROUPS: Final[Mapping[Group, tuple[str, ...]]] = {
     Group.BUS: ("nats_url", "stream_replicas", "dedup_window_s"),
     Group.DATABASE: ("database_url", "db_pool_size"),
     Group.CACHE: ("redis_url",),
-    Group.OBSERVABILITY: ("log_level", "metrics_port", "metrics_host", "otlp_endpoint"),
+    Group.OBSERVABILITY: ("log_level", "metrics_port", "metrics_host", "otlp_endpoint",
+                          "stage_stamps"),
     Group.HTTP: ("http_host", "http_port", "http_keep_alive_s", "response_timeout_s",
                  "max_body_bytes", "cors_origins", "hsts_max_age_s", "trusted_proxies"),
     Group.ADMIN: ("admin_token", "pair_control", "kube_namespace"),

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from tradeplane import stagestamps
 from tradeplane.adapters import db
 from tradeplane.adapters.accountstatus import PgAccountStatus
 from tradeplane.adapters.admin_store import PgAccountStore
@@ -290,6 +291,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         # uvicorn would believe it from 127.0.0.1.
         proxy_headers=False,
     )
+    stagestamps.enable(settings.stage_stamps)
     server = uvicorn.Server(config)
     # uvicorn handles SIGINT/SIGTERM itself (graceful drain); ``stop`` covers the rest.
     task = asyncio.create_task(server.serve())

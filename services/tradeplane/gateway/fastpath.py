@@ -23,6 +23,7 @@ from opentelemetry import propagate, trace
 from prometheus_client import Counter, Histogram
 from starlette.types import Message, Receive, Scope, Send
 
+from tradeplane import stagestamps
 from tradeplane.config import Settings
 from tradeplane.domain.errors import Unavailable
 from tradeplane.gateway.auth import authenticate, parse_params
@@ -76,6 +77,8 @@ class OrderFastPath:
         route = path if path in self._routes else "other"
         method = scope["method"]
         code = 500
+        if path == "/api/v3/order":
+            stagestamps.received()
 
         async def measured_send(message: Message) -> None:
             nonlocal code
@@ -92,8 +95,21 @@ class OrderFastPath:
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] == "POST" and scope["path"] == "/api/v3/order":
             await self._order(scope, receive, send)
+        elif scope["path"] == "/debug/stages" and stagestamps.enabled():
+            await self._stages(send)
         else:
             await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _stages(send: Send) -> None:
+        """The benchmark's stage stamps (:mod:`tradeplane.stagestamps`), drained."""
+        body = stagestamps.drain()
+        await send({
+            "type": "http.response.start", "status": 200,
+            "headers": [(b"content-type", b"application/octet-stream"),
+                        (b"content-length", str(len(body)).encode())],
+        })
+        await send({"type": "http.response.body", "body": body})
 
     async def _order(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self.traced:
@@ -112,6 +128,7 @@ class OrderFastPath:
     async def _answer(self, scope: Scope, receive: Receive, send: Send) -> int:
         status, doc = await self._handle(scope, receive)
         body = _json.encode(doc)
+        stagestamps.stamp(stagestamps.ACKED)
         await send({
             "type": "http.response.start", "status": status,
             "headers": [(b"content-type", b"application/json"),

@@ -21,6 +21,7 @@ from fastapi import APIRouter, Depends, Request
 from opentelemetry import trace
 from prometheus_client import Counter, Histogram
 
+from tradeplane import stagestamps
 from tradeplane.domain.model import OrderType
 from tradeplane.domain.money import fmt_units
 from tradeplane.domain.pairs import PairRules
@@ -110,6 +111,7 @@ async def place_new_order(gw: Gateway, caller: Caller) -> dict[str, Any]:
         req, resp_type = await admit_new_order(gw, rules, caller.params, caller.account)
         if isinstance(req, Refusal):
             _refused(req)
+        stagestamps.stamp(stagestamps.ADMITTED)
         try:
             placed = await _orders(gw).place(req)
         except OrderRefused as exc:

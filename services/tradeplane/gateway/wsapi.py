@@ -53,6 +53,7 @@ from prometheus_client import Counter, Histogram
 from starlette.requests import Request
 from starlette.websockets import WebSocketDisconnect
 
+from tradeplane import stagestamps
 from tradeplane.domain.access import KeyType
 from tradeplane.domain.errors import Unavailable
 from tradeplane.gateway import errors, public, trading, wslimits
@@ -420,6 +421,8 @@ class Connection:
                 raise ApiError(-1020, f"Unknown method '{shown(req.method)}': this operation "
                                       "is not supported.")
             label = req.method
+            if method.handler is _place:
+                stagestamps.received()
             meter = Meter(self.ip, method.cost(req.params), method.orders,
                           method.security != NONE)
             caller = await self._authorize(req, method, meter)
@@ -445,6 +448,7 @@ class Connection:
                 await self.gw.limiter.charge_after(meter)
         if returns and self.gw.limiter.enforced:
             doc["rateLimits"] = self.rate_limits(meter)
+        stagestamps.stamp(stagestamps.ACKED)
         self.send(doc)
         status = doc["status"]
         WS_API_REQUESTS.labels(label, str(status)).inc()

@@ -20,6 +20,7 @@ from decimal import Decimal
 from enum import IntEnum
 from typing import Protocol
 
+from tradeplane import stagestamps
 from tradeplane.domain.model import (
     STOP_TYPES,
     TERMINAL,
@@ -648,11 +649,14 @@ class Orders:
     async def place(self, req: OrderRequest) -> Placed:
         """Lock the admitted order's hold, create it, append its command."""
         order_id, result = await self.store.place(req)
+        stagestamps.stamp(stagestamps.HELD)
         if result == PlaceResult.DUPLICATE:
             raise OrderRefused(DUPLICATE)
         if order_id is None:
             raise OrderRefused(INSUFFICIENT)
-        return Placed(order_id, await self._send(req.symbol, req.command(order_id)))
+        seq = await self._send(req.symbol, req.command(order_id))
+        stagestamps.stamp(stagestamps.PUBLISHED)
+        return Placed(order_id, seq)
 
     async def result(self, account: int, symbol: str, placed: Placed) -> OrderRow:
         """The order once settlement has applied its command; refused when the engine
