@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 import yaml
 
+from tradeplane.domain.errors import TradeplaneError
 from tradeplane.platform.ports import HOST, free_port
 
 NAMESPACE = "local"
@@ -37,7 +38,7 @@ ALERTMANAGER_BINARIES = ("prometheus-alertmanager", "alertmanager")
 CHART_RULES = Path(__file__).resolve().parents[3] / "charts/tradeplane/rules/alerts.yaml"
 
 
-class MonitoringStartError(RuntimeError):
+class MonitoringStartError(TradeplaneError):
     """Prometheus or Alertmanager did not become ready (its log is named)."""
 
 
