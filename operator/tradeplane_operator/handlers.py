@@ -64,7 +64,10 @@ def configure(kopf_settings: kopf.OperatorSettings, settings: OperatorSettings) 
     kopf_settings.peering.standalone = settings.standalone
     kopf_settings.peering.name = settings.peering
     kopf_settings.peering.mandatory = not settings.standalone
-    kopf_settings.posting.level = logging.WARNING  # Events only for problems
+    # Problems (handler warnings and failures) as Kubernetes Events on the object. kopf
+    # posts log messages only with posting.loggers, off by default in kopf 1.45.
+    kopf_settings.posting.loggers = True
+    kopf_settings.posting.level = logging.WARNING
     kopf_settings.watching.server_timeout = 300
     kopf_settings.batching.error_delays = (1, 2, 5, 10, 30, 60)
     # A deletion waits for a running resync timer to exit before the finalizer goes; poll

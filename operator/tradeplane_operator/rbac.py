@@ -1,17 +1,20 @@
 """Least-privilege RBAC of the operator, as data (the chart templates it; ``operator/rbac.yaml``
 is the rendered default, regenerated with ``python -m tradeplane_operator.rbac``).
 
-What each rule is for:
+What each rule is for (each one is used by the operator in the tests: the API emulator
+records every request it makes, and tests/integration/test_operator.py requires the chart's
+rules to allow each one and every rule to be used by one):
 
 * our custom resources: kopf lists/watches them and patches (finalizer, annotations);
-  ``/status`` for conditions; ``/finalizers`` update so children may set
+  ``/status`` patch for conditions; ``/finalizers`` update so children may set
   ``blockOwnerDeletion`` on an owner reference (OwnerReferencesPermissionEnforcement).
+  Nothing reads one by name: kopf works from its watch.
 * children: get/create/patch/delete by name only; no list/watch (drift repair polls by name).
-* events: kopf posts handler failures as Kubernetes Events.
-* namespaces list/watch: only when serving namespace patterns; cluster-wide mode needs it
-  not, but kopf checks namespaces at startup, so it is kept (read-only).
-* CRD get/list/watch: kopf discovers our resources and reacts when they are (re)installed.
-* kopf peering objects: only when not standalone.
+* events (core v1 only): kopf posts handler warnings and failures as Kubernetes Events.
+* namespaces list/watch: kopf's namespace observer runs in both scopes.
+* CRD list/watch: kopf rescans resources when CRDs are (re)installed.
+* kopf peering objects (list, watch, patch), only when not standalone: KopfPeering in the
+  served namespace, or ClusterKopfPeering when cluster-wide (never both).
 * Secrets: none. The engines receive the Secret by ``envFrom``; the operator never reads it.
 """
 
@@ -26,29 +29,30 @@ GROUP = "trading.tradeplane.io"
 CHILD_VERBS = ["get", "create", "patch", "delete"]
 
 
-def cluster_rules(*, peering: bool = False, service_monitor: bool = True) -> list[dict[str, Any]]:
+def cluster_rules(*, peering: bool = False, service_monitor: bool = True,
+                  cluster_wide: bool = True) -> list[dict[str, Any]]:
     rules: list[dict[str, Any]] = [
         {"apiGroups": [GROUP], "resources": ["tradingpairs", "wallets"],
-         "verbs": ["get", "list", "watch", "patch"]},
+         "verbs": ["list", "watch", "patch"]},
         {"apiGroups": [GROUP], "resources": ["tradingpairs/status", "wallets/status"],
-         "verbs": ["get", "patch"]},
+         "verbs": ["patch"]},
         {"apiGroups": [GROUP], "resources": ["tradingpairs/finalizers", "wallets/finalizers"],
          "verbs": ["update"]},
         {"apiGroups": [""], "resources": ["configmaps", "services"], "verbs": CHILD_VERBS},
         {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": CHILD_VERBS},
         {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": CHILD_VERBS},
-        {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create"]},
-        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
         {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
-         "verbs": ["get", "list", "watch"]},
+         "verbs": ["list", "watch"]},
     ]
     if service_monitor:
         rules.append({"apiGroups": ["monitoring.coreos.com"], "resources": ["servicemonitors"],
                       "verbs": CHILD_VERBS})
     if peering:
         rules.append({"apiGroups": ["kopf.dev"],
-                      "resources": ["clusterkopfpeerings", "kopfpeerings"],
-                      "verbs": ["get", "list", "watch", "patch"]})
+                      "resources": ["clusterkopfpeerings" if cluster_wide else "kopfpeerings"],
+                      "verbs": ["list", "watch", "patch"]})
     return rules
 
 

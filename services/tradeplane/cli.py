@@ -251,7 +251,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     return run_local_platform(
         data_dir=args.data_dir, http_port=args.port, market_maker=not args.no_market_maker,
-        chains=not args.no_chains,
+        chains=not args.no_chains, observability=args.observability,
     )
 
 
@@ -1127,6 +1127,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--no-chains", action="store_true",
                     help="no regtest chain nodes, wallets or LTC/XMR markets (they run when "
                          "Debian's litecoind / monero are installed)")
+    up.add_argument("--observability", action="store_true",
+                    help="also run Prometheus and Alertmanager (Debian's, when installed) "
+                         "scraping every process, with the chart's alert rules")
     up.set_defaults(fn=cmd_up)
 
     cmd_parser("migrate", help="apply database migrations").set_defaults(fn=cmd_migrate)

@@ -10,6 +10,9 @@ the span that processes the message is a child of the first and links to the oth
 ratio sampling, a message rarely holds two sampled orders, so nearly every sampled
 order's trace runs unbroken from the HTTP request to the ledger; without a tracer
 provider nothing is sampled, messages carry no trace headers and consumers start no spans.
+
+An order's context is also stored with it (:func:`stored`): when the outbox relay re-sends
+its command, the re-send is a span of the order's trace and its message carries it on.
 """
 
 from __future__ import annotations
@@ -67,6 +70,13 @@ def incoming(
         for value in headers.get(LINKS, "").split():
             _add_link(links, _parse(value))
     return parent, links
+
+
+def stored() -> str | None:
+    """The current sampled context as a W3C traceparent to keep with a stored record (an
+    order, whose command the outbox relay may re-send later), else None."""
+    sc = sampled_context()
+    return None if sc is None else _format(sc)
 
 
 def _add_link(links: list[Link], sc: SpanContext | None) -> None:

@@ -447,3 +447,48 @@ def test_nothing_up_started_outlives_it_however_it_ends(
         assert code == 0, up.out.read_text()
         assert "tradeplane: stopped." in up.out.read_text()
         assert not (data / "platform.json").exists()
+
+
+async def test_up_with_observability_scrapes_every_process_with_the_charts_rules(
+    data_dir: Path,
+) -> None:
+    """``up --observability``: Debian's Prometheus and Alertmanager start, their URLs are
+    printed, every process is a target that is up, labelled as the chart labels pods, the
+    chart's alert rules are loaded and Prometheus sends to the Alertmanager."""
+    from tradeplane.platform import monitoring
+
+    for names, package in ((monitoring.PROMETHEUS_BINARIES, "prometheus"),
+                           (monitoring.ALERTMANAGER_BINARIES, "prometheus-alertmanager")):
+        if monitoring.find_binary(names) is None:
+            pytest.skip(f"{package} is not installed (Debian's package of that name)")
+    data = data_dir / "tp"
+    up = Up(data, free_port(), "--no-market-maker", "--observability")
+    try:
+        up.banner(timeout=180)
+        text = up.out.read_text()
+        prometheus = re.search(r"^\s+Prometheus\s+(\S+)", text, re.M)
+        alertmanager = re.search(r"^\s+Alertmanager\s+(\S+)", text, re.M)
+        assert prometheus and alertmanager, text
+        async with httpx.AsyncClient(base_url=prometheus[1], timeout=10) as prom:
+            async def all_up() -> list[dict[str, str]]:
+                found = (await prom.get("/api/v1/targets")).json()["data"]["activeTargets"]
+                assert len(found) >= 6 and all(t["health"] == "up" for t in found), found
+                return [t["labels"] for t in found]
+
+            labels = await eventually(all_up, timeout=60)
+            rules = (await prom.get("/api/v1/rules")).json()["data"]["groups"]
+            managers = (await prom.get("/api/v1/alertmanagers")).json()["data"]
+        components = sorted(label["component"] for label in labels)
+        assert components == ["gateway", "marketdata", "matching-engine", "matching-engine",
+                              "matching-engine", "settlement"]
+        assert {label["namespace"] for label in labels} == {"local"}
+        names = {rule["name"] for group in rules for rule in group["rules"]}
+        assert {"TradeplaneEngineDown", "TradeplaneServiceDown"} <= names
+        assert [m["url"] for m in managers["activeAlertmanagers"]] == [
+            f"{alertmanager[1]}/api/v2/alerts"]
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(f"{alertmanager[1]}/-/ready")).status_code == 200
+    finally:
+        rc = up.interrupt()
+    assert rc == 0, up.out.read_text()
+    assert _children_gone(data)

@@ -373,8 +373,9 @@ def test_chart_rbac_is_the_operators_own(scenario: str) -> None:
 
     values = yaml.safe_load((CHART / "ci" / scenario).read_text()) or {}
     peering = bool(values.get("operator", {}).get("peering", {}).get("enabled"))
+    cluster_wide = bool(values.get("operator", {}).get("clusterWide"))
     assert operator_grants(render(scenario)) == rule_triples(
-        rbac.cluster_rules(peering=peering))
+        rbac.cluster_rules(peering=peering, cluster_wide=cluster_wide))
 
 
 def test_observability_switches() -> None:

@@ -24,8 +24,16 @@ import kubernetes_validate
 import nats
 import pytest
 from nats.js.errors import NotFoundError
+from tests.support import rbac
 from tests.support.harness import Platform, eventually, free_port
-from tests.support.k8s_emulator import RunningEmulator, running_operator
+from tests.support.helm import HelmUnavailable
+from tests.support.k8s_emulator import (
+    Access,
+    RunningEmulator,
+    peering_resources,
+    running_emulator,
+    running_operator,
+)
 
 from tradeplane.domain import codec
 from tradeplane.domain.model import SetTrading, TradingState
@@ -182,12 +190,23 @@ async def test_deleted_or_edited_children_are_restored(
             "-p", '{"spec": {"replicas": 3}}')
     kubectl(k8s, "patch", "pdb", children.engine_name("btc-usdt"), "--type", "merge",
             "-p", '{"spec": {"maxUnavailable": 1}}')
+    service = children.metrics_service_name("btc-usdt")
+    selector = (get(k8s, "v1/services", service) or {})["spec"]["selector"]
+    kubectl(k8s, "patch", "service", service, "--type", "json",
+            "-p", '[{"op": "replace", "path": "/spec/selector", "value": {"edited": "x"}}]')
+    kubectl(k8s, "patch", "servicemonitor", children.engine_name("btc-usdt"), "--type",
+            "merge", "-p", '{"spec": {"endpoints": []}}')
 
     async def restored() -> bool:
         dep = engine(k8s) or {}
         pdb = get(k8s, "policy/v1/poddisruptionbudgets", children.engine_name("btc-usdt")) or {}
+        svc = get(k8s, "v1/services", service) or {}
+        monitor = get(k8s, "monitoring.coreos.com/v1/servicemonitors",
+                      children.engine_name("btc-usdt")) or {}
         return dep.get("spec", {}).get("replicas") == 1 and \
-            pdb.get("spec", {}).get("maxUnavailable") == 0
+            pdb.get("spec", {}).get("maxUnavailable") == 0 and \
+            svc.get("spec", {}).get("selector", {}).items() >= selector.items() and \
+            bool(monitor.get("spec", {}).get("endpoints"))
 
     await eventually(restored, timeout=30)
 
@@ -205,8 +224,14 @@ async def test_deleting_the_pair_drains_orders_then_removes_children(
     t = await plat.trader("resting", {"USDT": "100000"})
     order = {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
              "price": "20000", "quantity": "0.5"}
-    resting = (await t.api.signed("POST", "/api/v3/order", **order)).json()
-    assert resting["status"] == "NEW", resting
+
+    async def placed() -> dict[str, Any]:
+        # The gateway learns of the re-enabled pair a moment after the database does.
+        answer: dict[str, Any] = (await t.api.signed("POST", "/api/v3/order", **order)).json()
+        assert answer.get("status") == "NEW", answer
+        return answer
+
+    await eventually(placed, timeout=15)
     assert (await plat.balances(t.account))["USDT"][1] > 0  # funds locked
 
     kubectl(k8s, "delete", "tradingpair", "btc-usdt", "--wait=false")
@@ -285,3 +310,61 @@ async def test_entry_point_runs_with_liveness(k8s: RunningEmulator) -> None:
         proc.send_signal(signal.SIGTERM)
         _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0, err[-2000:]
+
+
+# ------------------------------------------------------------------ RBAC, from what it did
+def peering_accesses(plat: Platform, folder: Path, *, cluster_wide: bool) -> set[Access]:
+    """What the operator does with kopf peering on: a run against a fresh emulator holding
+    the peering object the chart creates, until it has patched it (its keep-alive)."""
+    settings = OperatorSettings(
+        nats_url=plat.settings.nats_url, database_url=plat.settings.database_url,
+        resync_s=0.5, retry_delay_s=0.5, scrape_metrics=False, service_monitor="auto",
+        standalone=False, peering="tradeplane",
+    )
+    with running_emulator(folder) as emu:
+        emu.call(lambda: peering_resources(emu.emulator, "tradeplane", NS))
+        with running_operator(emu.kubeconfig, settings, scope=(),
+                              namespace="" if cluster_wide else NS):
+            async def patched_peering() -> bool:
+                return any(a.group == "kopf.dev" and a.verb == "patch"
+                           for a in emu.accesses())
+            asyncio.run(eventually(patched_peering, timeout=30))
+        return emu.accesses()
+
+
+@pytest.fixture(scope="module")
+def peering_runs(plat: Platform, tmp_path_factory: pytest.TempPathFactory,
+                 ) -> dict[bool, set[Access]]:
+    return {cluster_wide: peering_accesses(plat, tmp_path_factory.mktemp("peer"),
+                                           cluster_wide=cluster_wide)
+            for cluster_wide in (False, True)}
+
+
+@pytest.mark.parametrize(("cluster_wide", "peering"),
+                         [(False, False), (True, False), (False, True), (True, True)],
+                         ids=["namespaced", "cluster-wide", "namespaced-peering",
+                              "cluster-wide-peering"])
+def test_chart_rbac_allows_every_request_the_operator_made_and_nothing_more(
+    k8s: RunningEmulator, peering_runs: dict[bool, set[Access]], cluster_wide: bool,
+    peering: bool,
+) -> None:
+    """Every request the real operator made in this module's story (apply, edit, halt,
+    drift, delete, a wallet, an invalid pair, the entry point), and in a peering run of the
+    same scope, is allowed by the Role/ClusterRole ``helm template`` renders; every rule the
+    chart grants was used by one of them. So the first install on a real cluster meets no
+    403, and the operator holds no permission it does not need."""
+    try:
+        grants = rbac.operator_grants(cluster_wide=cluster_wide, peering=peering)
+    except HelmUnavailable as exc:
+        pytest.skip(str(exc))
+    story = k8s.accesses()
+    assert any(a.resource == "deployments" and a.verb == "create" for a in story)
+    # The story runs one namespace; across all namespaces kopf lists and watches our
+    # resources cluster-wide (the peering run of that scope shows it) instead.
+    if cluster_wide:
+        story = {a for a in story if a.verb not in ("list", "watch") or not a.namespace}
+    made = rbac.in_release_namespace(story | peering_runs[cluster_wide])
+    if not peering:
+        made = {a for a in made if a.group != "kopf.dev"}
+    assert rbac.denied(grants, made) == []
+    assert rbac.unused(grants, made) == []

@@ -11,8 +11,11 @@ import logging
 import time
 from collections import Counter
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
 
 import pytest
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from tests.support.harness import Platform, eventually
 
 from tradeplane.adapters import db
@@ -154,6 +157,88 @@ async def test_an_engine_outage_longer_than_the_relay_age_doubles_no_order(
 
 async def _true(value: bool) -> bool:
     return value
+
+
+class _WhileOn(SpanProcessor):
+    """Passes finished spans to ``inner`` until switched off (the global tracer provider
+    outlives this test's collector)."""
+
+    def __init__(self, inner: SpanProcessor) -> None:
+        self.inner = inner
+        self.on = True
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if self.on:
+            self.inner.on_end(span)
+
+
+async def test_a_resent_order_continues_its_trace_on_a_real_collector(
+    plat: Platform, tmp_path: Path,
+) -> None:
+    """An order whose gateway died between storing it (with its trace context) and
+    publishing it: the relay's re-send is a span of the order's trace, child of the
+    request's span, and the engine's and settlement's spans of the re-sent command follow
+    in the same trace, as rotel (a real OTLP receiver) receives them."""
+    from opentelemetry import trace
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from tests.support.otlp import running_rotel
+    from tests.support.tracing import install_test_tracing
+
+    from tradeplane.adapters.orderpath import OrderPath
+
+    await plat.stop_service("settlement")
+    await _start_settlement(plat)
+    buyer = await plat.trader("relay-traced", {"USDT": "1000"})
+    capture = install_test_tracing()
+    provider = trace.get_tracer_provider()
+    assert isinstance(provider, TracerProvider)
+    with running_rotel(tmp_path) as collector:
+        export = _WhileOn(SimpleSpanProcessor(OTLPSpanExporter(endpoint=collector.endpoint)))
+        provider.add_span_processor(export)
+        capture.switch.on = True
+        try:
+            price = price_to_ticks(RULES, Decimal("30000"))
+            qty = qty_to_lots(RULES, Decimal("0.001"))
+            req = db.OrderRequest(buyer.account, SYMBOL, "relay-traced", Side.BUY,
+                                  OrderType.LIMIT, TimeInForce.GTC, price, qty, 0, False,
+                                  "USDT", RULES.notional(price, qty), int(time.time() * 1000))
+            bus = await _bus(plat, "dying-gateway")
+            path = OrderPath(plat.pool, bus)
+            try:
+                # The gateway's request span; the gateway dies before it publishes.
+                with trace.get_tracer("test").start_as_current_span("POST /api/v3/order") as rq:
+                    order_id, result = await path.place(req)
+            finally:
+                await path.close()
+                await bus.close()
+            assert result == db.PlaceResult.PLACED and order_id is not None
+            request = rq.get_span_context()
+
+            async def resent_and_settled() -> bool:
+                status = await plat.pool.fetchval("SELECT status FROM orders WHERE id = $1",
+                                                  order_id)
+                return bool(status == Status.NEW)
+
+            await eventually(resent_and_settled, timeout=30)
+
+            async def received() -> list[Any]:
+                spans = [s for s in collector.spans()
+                         if s.trace_id == f"{request.trace_id:032x}"]
+                names = {s.name for s in spans}
+                assert {"POST /api/v3/order", "settlement.outbox_resend", "engine.process",
+                        "settlement.apply"} <= names, names
+                return spans
+
+            spans = await eventually(received, timeout=20)
+        finally:
+            capture.switch.on = False
+            export.on = False
+    by_name = {s.name: s for s in spans}
+    resend = by_name["settlement.outbox_resend"]
+    assert resend.parent_id == f"{request.span_id:016x}"
+    assert by_name["engine.process"].parent_id == resend.span_id
 
 
 async def test_an_unreachable_command_stream_holds_up_only_its_own_orders(

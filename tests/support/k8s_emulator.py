@@ -11,10 +11,15 @@ What it lacks, and this module adds:
 * the ``status`` subresource: a status write touches only ``status``, a main write never;
 * ``kind``/``apiVersion``/``resourceVersion`` on lists (kubectl needs them);
 * the resources we use declared for discovery (core ``/api/v1`` included): ours from the CRD
-  files in ``crds/``, plus ConfigMaps, Services, Events, Deployments, PDBs.
+  files in ``crds/``, plus ConfigMaps, Services, Events, Deployments, PDBs, ServiceMonitors,
+  and the CustomResourceDefinitions themselves (ours stored as objects).
 
 Not emulated: garbage collection by ownerReferences, admission, field selectors, server-side
 apply, strategic merge (a strategic patch is applied as a JSON merge patch).
+
+Every request is kept (kmock records them); ``RunningEmulator.accesses`` gives them as RBAC
+sees them (verb, group, resource, subresource, namespace), for the test that the chart's
+RBAC allows exactly what the operator does (tests/integration/test_operator.py).
 """
 
 from __future__ import annotations
@@ -57,6 +62,13 @@ CORE_RESOURCES: dict[str, kmock.ResourceInfo] = {
         shortnames={"pdb"}, subresources={"status"}),
     "events.k8s.io/v1/events": kmock.ResourceInfo(kind="Event", singular="event",
                                                   namespaced=True),
+    # As on a cluster: kopf watches the CRDs (ours are stored as objects), and the
+    # prometheus-operator's ServiceMonitor is installed (the operator's "auto" finds it).
+    "apiextensions.k8s.io/v1/customresourcedefinitions": kmock.ResourceInfo(
+        kind="CustomResourceDefinition", singular="customresourcedefinition",
+        namespaced=False, shortnames={"crd"}),
+    "monitoring.coreos.com/v1/servicemonitors": kmock.ResourceInfo(
+        kind="ServiceMonitor", singular="servicemonitor", namespaced=True),
 }
 VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
 
@@ -255,6 +267,68 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+# ---------------------------------------------------------------------- requests as RBAC sees them
+@dataclass(frozen=True, order=True)
+class Access:
+    """One request as an RBAC authorizer sees it; ``namespace`` is "" for a cluster-scoped
+    object or a request across all namespaces."""
+
+    verb: str
+    group: str
+    resource: str
+    subresource: str
+    namespace: str
+
+
+_KIND_PLURALS = {"TradingPair": ("trading.tradeplane.io", "tradingpairs"),
+                 "Wallet": ("trading.tradeplane.io", "wallets")}
+
+
+def accesses_of(request: Any) -> list[Access]:
+    """The authorization checks an API server makes for ``request``: its own, plus, for a
+    write setting ``blockOwnerDeletion`` on an owner reference, ``update`` on the owner's
+    ``finalizers`` subresource (the OwnerReferencesPermissionEnforcement admission plugin,
+    on by default). Discovery (no resource) needs no rule."""
+    if request.resource is None or request.resource.plural is None:
+        return []
+    method = str(request.method.value if hasattr(request.method, "value") else request.method)
+    method = method.upper()
+    if method == "GET":
+        watching = str(request.params.get("watch", "")).lower() in ("true", "1")
+        verb = "watch" if watching else ("get" if request.name else "list")
+    else:
+        verb = {"POST": "create", "PATCH": "patch", "PUT": "update"}.get(method, "")
+        if method == "DELETE":
+            verb = "delete" if request.name else "deletecollection"
+    namespace = request.namespace or ""
+    found = [Access(verb, request.resource.group or "", request.resource.plural,
+                    request.subresource or "", namespace)]
+    if verb in ("create", "update", "patch") and isinstance(request.data, dict):
+        for ref in (request.data.get("metadata") or {}).get("ownerReferences") or []:
+            if ref.get("blockOwnerDeletion") and ref.get("kind") in _KIND_PLURALS:
+                group, plural = _KIND_PLURALS[ref["kind"]]
+                found.append(Access("update", group, plural, "finalizers", namespace))
+    return found
+
+
+def peering_resources(emulator: FixedEmulator, name: str, namespace: str) -> None:
+    """kopf's peering resources (the chart's CRDs) and the peering object ``name`` of both
+    scopes, as the chart's post-install hook creates it."""
+    emulator.declare({
+        "kopf.dev/v1/kopfpeerings": kmock.ResourceInfo(
+            kind="KopfPeering", singular="kopfpeering", namespaced=True),
+        "kopf.dev/v1/clusterkopfpeerings": kmock.ResourceInfo(
+            kind="ClusterKopfPeering", singular="clusterkopfpeering", namespaced=False),
+    })
+    for plural, kind, scope in (("kopfpeerings", "KopfPeering", namespace),
+                                ("clusterkopfpeerings", "ClusterKopfPeering", None)):
+        meta = {"name": name, "uid": str(uuid.uuid4()), "resourceVersion": "1"}
+        if scope:
+            meta["namespace"] = scope
+        emulator.objects[kmock.resource(f"kopf.dev/v1/{plural}"), scope, name] = {
+            "apiVersion": "kopf.dev/v1", "kind": kind, "metadata": meta}
+
+
 # ---------------------------------------------------------------------- running it
 @dataclass
 class RunningEmulator:
@@ -268,6 +342,18 @@ class RunningEmulator:
         async def go() -> Any:
             return fn()
         return asyncio.run_coroutine_threadsafe(go(), self.loop).result(10)
+
+    def accesses(self, *, exclude_agents: tuple[str, ...] = ("kubectl/",)) -> set[Access]:
+        """Every request served so far as RBAC sees it, except those whose User-Agent
+        starts with one of ``exclude_agents`` (the tests' own kubectl)."""
+        def read() -> set[Access]:
+            return {
+                access for request in self.emulator
+                if not str(request.headers.get("User-Agent", "")).startswith(exclude_agents)
+                for access in accesses_of(request)
+            }
+        result: set[Access] = self.call(read)
+        return result
 
     def get(self, resource: str, namespace: str, name: str) -> dict[str, Any] | None:
         def read() -> dict[str, Any] | None:
@@ -303,6 +389,11 @@ def running_emulator(folder: Path) -> Iterator[RunningEmulator]:
         emulator = FixedEmulator()
         emulator.declare(CORE_RESOURCES)
         emulator.declare(crd_resources())
+        for path in sorted(CRD_DIR.glob("*.yaml")):
+            crd = yaml.safe_load(path.read_text())
+            crd["metadata"].update(uid=str(uuid.uuid4()), resourceVersion="1")
+            emulator.objects[kmock.resource("apiextensions.k8s.io/v1/customresourcedefinitions"),
+                             None, crd["metadata"]["name"]] = crd
         for ns in ("default", "kube-system"):
             emulator.objects[kmock.resource("v1/namespaces"), None, ns] = {
                 "apiVersion": "v1", "kind": "Namespace",
@@ -339,9 +430,11 @@ def running_emulator(folder: Path) -> Iterator[RunningEmulator]:
 
 @contextmanager
 def running_operator(kubeconfig: Path, settings: Any, *, namespace: str = "default",
-                     timeout: float = 30.0) -> Iterator[Any]:
+                     timeout: float = 30.0, scope: tuple[str, ...] = ("--standalone",),
+                     ) -> Iterator[Any]:
     """The real operator (``build_registry``) in kopf's ``KopfRunner`` thread, standalone,
-    watching ``namespace`` of the API at ``kubeconfig``.
+    watching ``namespace`` (every namespace when "") of the API at ``kubeconfig``;
+    ``scope`` is ``--standalone`` or ``--peering NAME``.
 
     ``KUBECONFIG`` is set for the process while it runs: kopf's login and our API adapter
     both read it.
@@ -355,7 +448,8 @@ def running_operator(kubeconfig: Path, settings: Any, *, namespace: str = "defau
     previous = os.environ.get("KUBECONFIG")
     os.environ["KUBECONFIG"] = str(kubeconfig)
     try:
-        with KopfRunner(["run", "--standalone", "--namespace", namespace, "--verbose"],
+        where = ["--all-namespaces"] if namespace == "" else ["--namespace", namespace]
+        with KopfRunner(["run", *scope, *where, "--verbose"],
                         registry=build_registry(settings), timeout=timeout) as runner:
             yield runner
     finally:

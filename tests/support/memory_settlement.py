@@ -77,6 +77,8 @@ class MemoryLedger:
     positions: dict[str, int] = field(default_factory=dict)
     settles: int = 0
     down: bool = False
+    #: relay message id -> the traceparent stored with that order
+    traces: dict[str, str] = field(default_factory=dict)
 
     def _check(self, what: str) -> None:
         if self.down:
@@ -166,6 +168,10 @@ class MemoryLedger:
                 avail, locked = self.balances[(account, asset)]
                 out.setdefault(account, []).append((asset, avail, locked))
         return out
+
+    async def stored_traces(self, msg_ids: Sequence[str]) -> dict[str, str]:
+        self._check("order traces")
+        return {m: self.traces[m] for m in msg_ids if m in self.traces}
 
     async def pending_commands(self, older_than_ms: int) -> list[tuple[str, str, Command]]:
         """Single orders only (no order lists)."""
@@ -267,7 +273,8 @@ class MemorySettlementBus:
         self._check(f"command stream of {symbol}")
         return len(self.commands.get(symbol, []))
 
-    async def publish_command(self, symbol: str, data: bytes, msg_id: str) -> int:
+    async def publish_command(self, symbol: str, data: bytes, msg_id: str,
+                              headers: Mapping[str, str] | None = None) -> int:
         self._check(f"command on {symbol}")
         log = self.commands.setdefault(symbol, [])
         for seq, (seen, _data) in enumerate(log, 1):

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import cel
 import jsonschema
 import kubernetes_validate
 import pytest
@@ -277,10 +278,9 @@ def test_schema_is_structural(kind: str) -> None:
 
 
 # --------------------------------------------------------------------------------------
-# CEL rules. There is no CEL interpreter here: the API server compiles the rules when the
-# CRD is created and evaluates them on writes, neither of which these tests can do. So we
-# check only that each rule is present where it belongs, is well-formed on its face, names
-# fields that exist, and guards optional fields with has() (an absent field is an error).
+# CEL rules: each present where it belongs, well-formed on its face, naming fields that
+# exist and guarding optional ones with has() (an absent field is an error). The rules are
+# also evaluated by a real CEL interpreter, further down ("CEL rules evaluated").
 # --------------------------------------------------------------------------------------
 
 
@@ -458,3 +458,150 @@ def test_schema_rejects(name: str, change: Mutation, keyword: str) -> None:
     change(document)
     errors = list(validator(document["kind"]).iter_errors(document))
     assert keyword in {error.validator for error in errors}, [e.message for e in errors]
+
+
+# --------------------------------------------------------------------------------------
+# CEL rules evaluated. No API server runs here, so the common-expression-language package
+# (cel-rust) evaluates every x-kubernetes-validations rule of the CRD files as the API
+# server would: on the value at the rule's node, when that value is present, after
+# defaulting; a transition rule (one naming oldSelf) only on an update where the old
+# object has the value too. The rules use only standard CEL (has(), matches()), none of
+# Kubernetes' extension libraries, so nothing had to be written for the interpreter.
+# --------------------------------------------------------------------------------------
+
+
+def shipped_rules(kind: str) -> list[tuple[str, str]]:
+    """(path, rule) of every rule in the CRD file the chart and kubectl apply."""
+    crd = yaml.safe_load((ROOT / crd_source.CRD_FILES[kind]).read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return [
+        (path, rule["rule"])
+        for path, node in subschemas(schema)
+        for rule in node.get("x-kubernetes-validations", [])
+    ]
+
+
+_ABSENT = object()
+
+
+def value_at(document: Any, path: str) -> Any:
+    node = document
+    for key in path.strip(".").split("."):
+        if not isinstance(node, dict) or key not in node:
+            return _ABSENT
+        node = node[key]
+    return node
+
+
+def cel_refusals(new: Schema, old: Schema | None = None) -> set[str]:
+    """``path: rule`` of every rule that refuses ``new`` (created, or updated from
+    ``old``); both are defaulted first, as the API server stores them."""
+    kind = new["kind"]
+    new = with_defaults(openapi_schema(kind), new)
+    old = with_defaults(openapi_schema(kind), old) if old is not None else None
+    refused = set()
+    for path, rule in shipped_rules(kind):
+        value = value_at(new, path)
+        if value is _ABSENT:
+            continue
+        context = {"self": value}
+        if re.search(r"\boldSelf\b", rule):
+            old_value = _ABSENT if old is None else value_at(old, path)
+            if old_value is _ABSENT:
+                continue
+            context["oldSelf"] = old_value
+        result = cel.evaluate(rule, context)
+        assert isinstance(result, bool), (path, rule, result)
+        if not result:
+            refused.add(f"{path}: {rule}")
+    return refused
+
+
+def test_every_rule_of_both_crds_is_evaluated() -> None:
+    assert {kind for kind, _ in EXPECTED_RULES} == set(crd_source.CRD_FILES)
+    for kind in crd_source.CRD_FILES:
+        found = {(kind, path, rule) for path, rule in shipped_rules(kind)}
+        expected = {(k, path, rule) for (k, path), rules in EXPECTED_RULES.items()
+                    if k == kind for rule in rules}
+        assert found == expected
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_cel_rules_admit_the_example_created_and_updated_unchanged(name: str) -> None:
+    assert cel_refusals(example(name)) == set()
+    assert cel_refusals(example(name), old=example(name)) == set()
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_cel_rules_admit_changes_to_the_mutable_fields(name: str) -> None:
+    new = example(name)
+    if new["kind"] == "TradingPair":
+        _set("spec.tickSize", "0.5")(new)
+        _set("spec.trading", False)(new)
+    else:
+        _set("spec.confirmations", 99)(new)
+        _set("spec.sweep", {"enabled": True, "address": "cold", "threshold": "7"})(new)
+    assert cel_refusals(new, old=example(name)) == set()
+
+
+PAIR = "tradingpair-eth-btc.yaml"
+LITECOIN = "wallet-litecoin-regtest.yaml"
+MONERO = "wallet-monero-regtest.yaml"
+
+# (example, change, is it an update of the unchanged example, the rules that refuse it)
+CEL_REFUSED: list[tuple[str, Mutation, bool, set[str]]] = [
+    (PAIR, _set("spec.quote", "ETH"), False, {".spec: self.base != self.quote"}),
+    (PAIR, _set("spec.base", "LTC"), True, {".spec.base: self == oldSelf"}),
+    (PAIR, _set("spec.quote", "USDT"), True, {".spec.quote: self == oldSelf"}),
+    # both renamed to the same asset on an update: three rules at once
+    (PAIR, _set("spec", {**example(PAIR)["spec"], "base": "LTC", "quote": "LTC"}), True,
+     {".spec: self.base != self.quote", ".spec.base: self == oldSelf",
+      ".spec.quote: self == oldSelf"}),
+    (PAIR, _set("spec.tickSize", "0.00000"), False, {".spec.tickSize: self.matches('[1-9]')"}),
+    (PAIR, _set("spec.lotSize", "0"), False, {".spec.lotSize: self.matches('[1-9]')"}),
+    (PAIR, _set("spec.minQuantity", "0.000"), False,
+     {".spec.minQuantity: self.matches('[1-9]')"}),
+    (PAIR, _set("spec.maxQuantity", "000"), True, {".spec.maxQuantity: self.matches('[1-9]')"}),
+    (LITECOIN, _set("spec.family", "monero"), False,
+     {".spec: !has(self.family) || (self.chain == 'monero') == (self.family == 'monero')"}),
+    (MONERO, _set("spec.family", "bitcoin"), False,
+     {".spec: !has(self.family) || (self.chain == 'monero') == (self.family == 'monero')"}),
+    (LITECOIN, _set("spec.chain", "bitcoin"), True, {".spec.chain: self == oldSelf"}),
+    (LITECOIN, _set("spec.network", "testnet"), True, {".spec.network: self == oldSelf"}),
+    (LITECOIN, _set("spec.asset", "BTC"), True, {".spec.asset: self == oldSelf"}),
+    (LITECOIN, _set("spec.sweep.enabled", True), False,
+     {".spec.sweep: !self.enabled || (has(self.address) && has(self.threshold))"}),
+    (MONERO, _set("spec.sweep", {"enabled": True, "address": "cold"}), True,
+     {".spec.sweep: !self.enabled || (has(self.address) && has(self.threshold))"}),
+    (LITECOIN, _set("spec.withdrawals", {"min": "0.0"}), False,
+     {".spec.withdrawals.min: self.matches('[1-9]')"}),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "update", "refused"), CEL_REFUSED,
+    ids=[f"{name}-{sorted(refused)}" for name, _, _, refused in CEL_REFUSED],
+)
+def test_cel_rules_refuse(name: str, change: Mutation, update: bool, refused: set[str]) -> None:
+    new = example(name)
+    change(new)
+    assert cel_refusals(new, old=example(name) if update else None) == refused
+    # The change passes the JSON schema: only the CEL rule stands in its way.
+    assert not list(validator(new["kind"]).iter_errors(new))
+
+
+def test_every_cel_rule_refuses_something() -> None:
+    refusing = set().union(*(refused for *_, refused in CEL_REFUSED))
+    every = {f"{path}: {rule}" for kind in crd_source.CRD_FILES
+             for path, rule in shipped_rules(kind)}
+    assert refusing == every
+
+
+@pytest.mark.parametrize(
+    "change",
+    [_set("spec.base", "LTC"), _set("spec.quote", "USDT")],
+)
+def test_immutability_rules_do_not_apply_on_create(change: Mutation) -> None:
+    new = example(PAIR)
+    change(new)
+    assert cel_refusals(new) == set()

@@ -283,9 +283,12 @@ async def balances(pool: Pool, account: int) -> list[tuple[str, int, int]]:
 
 # --------------------------------------------------------------------------- order entry
 async def place_orders(
-    pool: Pool, reqs: Sequence[OrderRequest]
+    pool: Pool, reqs: Sequence[OrderRequest],
+    traceparents: Sequence[str | None] | None = None,
 ) -> list[tuple[int | None, PlaceResult]]:
     """Lock each request's hold and create its order; one round trip, one commit.
+    ``traceparents`` (W3C, one per request, None when not traced) are stored with the
+    orders created, in the same statement (``order_traces``).
 
     Each request stands alone: an insufficient balance or a duplicate client order id
     leaves nothing behind for that request and does not affect the others.
@@ -296,9 +299,12 @@ async def place_orders(
     # (and settlement, which locks the same way) cannot deadlock.
     order = sorted(range(len(reqs)), key=lambda i: (reqs[i].account, reqs[i].hold_asset))
     ordered = [reqs[i] for i in order]
+    traces = [traceparents[i] for i in order] if traceparents else None
+    if traces is not None and not any(traces):
+        traces = None
     for attempt in range(5):
         try:
-            results = await _place_orders(pool, ordered)
+            results = await _place_orders(pool, ordered, traces)
             break
         except asyncpg.DeadlockDetectedError:
             if attempt == 4:
@@ -309,23 +315,48 @@ async def place_orders(
     return out
 
 
+_PLACE = (
+    "place_orders($1::bigint[], $2::text[], $3::text[],"
+    " $4::smallint[], $5::smallint[], $6::smallint[], $7::bigint[], $8::bigint[],"
+    " $9::bigint[], $10::boolean[], $11::text[], $12::bigint[], $13::bigint[],"
+    " $14::bigint[], $15::bigint[], $16::smallint[], $17::bigint[])"
+)
+# The same, storing the trace context of each order created (rows in request order).
+_PLACE_TRACED = (
+    f"WITH placed AS (SELECT p.order_id, p.result, p.pos FROM {_PLACE}"
+    " WITH ORDINALITY AS p(order_id, result, pos)),"
+    " traced AS (INSERT INTO order_traces (order_id, traceparent)"
+    "  SELECT placed.order_id, t.tp FROM placed"
+    "  JOIN unnest($18::text[]) WITH ORDINALITY AS t(tp, pos) USING (pos)"
+    "  WHERE placed.order_id IS NOT NULL AND t.tp IS NOT NULL)"
+    " SELECT order_id, result FROM placed ORDER BY pos"
+)
+
+
 async def _place_orders(
-    pool: Pool, reqs: Sequence[OrderRequest]
+    pool: Pool, reqs: Sequence[OrderRequest], traces: Sequence[str | None] | None = None,
 ) -> list[tuple[int | None, PlaceResult]]:
+    extra: list[Any] = [] if traces is None else [list(traces)]
     rows = await pool.fetch(
-        "SELECT order_id, result FROM place_orders($1::bigint[], $2::text[], $3::text[],"
-        " $4::smallint[], $5::smallint[], $6::smallint[], $7::bigint[], $8::bigint[],"
-        " $9::bigint[], $10::boolean[], $11::text[], $12::bigint[], $13::bigint[],"
-        " $14::bigint[], $15::bigint[], $16::smallint[], $17::bigint[])",
+        f"SELECT order_id, result FROM {_PLACE}" if traces is None else _PLACE_TRACED,
         [r.account for r in reqs], [r.symbol for r in reqs],
         [r.client_order_id for r in reqs], [int(r.side) for r in reqs],
         [int(r.type) for r in reqs], [int(r.tif) for r in reqs], [r.price for r in reqs],
         [r.qty for r in reqs], [r.quote_qty for r in reqs], [r.by_quote for r in reqs],
         [r.hold_asset for r in reqs], [r.hold for r in reqs], [r.ts for r in reqs],
         [r.stop_price for r in reqs], [r.iceberg_qty for r in reqs],
-        [int(r.stp) for r in reqs], [r.good_till for r in reqs],
+        [int(r.stp) for r in reqs], [r.good_till for r in reqs], *extra,
     )
     return [(r["order_id"], PlaceResult(r["result"])) for r in rows]
+
+
+@_translated
+async def order_traces(pool: Pool, order_ids: Sequence[int]) -> dict[int, str]:
+    """The stored trace context (W3C traceparent) of those orders that have one."""
+    rows = await pool.fetch(
+        "SELECT order_id, traceparent FROM order_traces WHERE order_id = ANY($1::bigint[])",
+        list(order_ids))
+    return {int(r["order_id"]): str(r["traceparent"]) for r in rows}
 
 
 async def place_order_list(

@@ -43,7 +43,9 @@ class OrderPath:
         self._publish_workers = publish_workers
         self._on_failure = on_failure
         # One statement over arrays: a request that fails it must fail alone.
-        self._holds: Batcher[OrderRequest, tuple[int | None, PlaceResult]] = Batcher(
+        # Each request with its trace context (taken in the request's task), stored with it.
+        self._holds: Batcher[tuple[OrderRequest, str | None],
+                             tuple[int | None, PlaceResult]] = Batcher(
             self._place, workers=db_workers, isolate=True, name="order-holds",
             on_failure=on_failure)
         # OCO lists alike, in a statement of their own (each list all or nothing).
@@ -54,7 +56,7 @@ class OrderPath:
 
     async def place(self, req: OrderRequest) -> tuple[int | None, PlaceResult]:
         """Lock funds and create the order (batched with concurrent requests)."""
-        return await self._holds.submit(req)
+        return await self._holds.submit((req, msgtrace.stored()))
 
     async def send(self, symbol: str, cmd: Command) -> int:
         """Append ``cmd`` to the symbol's command stream; returns the stored message's
@@ -126,9 +128,10 @@ class OrderPath:
         return await db.order_trades(self.pool, symbol, order_id)
 
     async def _place(
-        self, reqs: list[OrderRequest]
+        self, items: list[tuple[OrderRequest, str | None]]
     ) -> list[tuple[int | None, PlaceResult]]:
-        return await db.place_orders(self.pool, reqs)
+        return await db.place_orders(self.pool, [req for req, _ in items],
+                                     [tp for _, tp in items])
 
     async def _place_lists(
         self, reqs: list[ListRequest]

@@ -81,6 +81,13 @@ class PgSettlementStore:
     async def pending_commands(self, older_than_ms: int) -> list[tuple[str, str, Command]]:
         return db.relay_commands(await db.pending_orders(self.pool, older_than_ms))
 
+    async def stored_traces(self, msg_ids: Sequence[str]) -> dict[str, str]:
+        # Single orders only ("o<id>"): an order list's re-send starts no trace.
+        ids = {int(m[1:]): m for m in msg_ids if m.startswith("o") and m[1:].isdigit()}
+        if not ids:
+            return {}
+        return {ids[i]: tp for i, tp in (await db.order_traces(self.pool, list(ids))).items()}
+
     async def check_invariants(self) -> tuple[dict[str, int], list[str]]:
         """The per-asset imbalances and the problems found; the verdict is also kept in
         the database for the admin health view (``ledger_verdict``)."""
@@ -118,8 +125,10 @@ class NatsSettlementBus:
     async def last_command_seq(self, symbol: str) -> int:
         return await self.bus.last_command_seq(symbol)
 
-    async def publish_command(self, symbol: str, data: bytes, msg_id: str) -> int:
-        return await self.bus.publish_command(symbol, data, msg_id)
+    async def publish_command(self, symbol: str, data: bytes, msg_id: str,
+                              headers: Mapping[str, str] | None = None) -> int:
+        return await self.bus.publish_command(
+            symbol, data, msg_id, dict(headers) if headers else None)
 
     async def watch_pairs(
         self, handler: Callable[[], Awaitable[None]]

@@ -54,6 +54,11 @@ from tradeplane.platform.chains import (
     start_custody,
 )
 from tradeplane.platform.discovery import PLATFORM_FILE, state_pointer
+from tradeplane.platform.monitoring import (
+    LocalMonitoring,
+    MonitoringStartError,
+    start_monitoring,
+)
 from tradeplane.platform.ports import HOST, port_is_free
 from tradeplane.platform.servers import LocalServers, PostgresServer
 from tradeplane.platform.supervisor import Command, Supervisor, SupervisorError
@@ -361,10 +366,12 @@ def _service(*args: str) -> list[str]:
 
 
 def run_local_platform(data_dir: str, http_port: int, market_maker: bool,
-                       chains: bool = True) -> int:
+                       chains: bool = True, observability: bool = False) -> int:
     """Run the platform until a stop signal (exit 0) or a failure (exit 1; 2 when the
     port or the data folder is taken). Prints each step, then the banner once the gateway
-    answers and, with the market maker, every demo book is quoted."""
+    answers and, with the market maker, every demo book is quoted. With
+    ``observability``, Prometheus and Alertmanager scrape every process (when installed:
+    platform/monitoring.py) and their URLs are printed."""
     root = Path(data_dir).absolute()
     root.mkdir(parents=True, exist_ok=True)
     lock = _lock_data_dir(root)
@@ -380,7 +387,7 @@ def run_local_platform(data_dir: str, http_port: int, market_maker: bool,
             return 2
         previous = {sig: signal.signal(sig, _raise_stop) for sig in _STOP_SIGNALS}
         try:
-            return _run(root, http_port, market_maker, chains)
+            return _run(root, http_port, market_maker, chains, observability)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -398,7 +405,8 @@ def _port_problem(port: int) -> str | None:
     return None
 
 
-def _run(root: Path, http_port: int, market_maker: bool, chains: bool = True) -> int:
+def _run(root: Path, http_port: int, market_maker: bool, chains: bool = True,
+         observability: bool = False) -> int:
     logs = root / "logs"
     logs.mkdir(exist_ok=True)
     _write_atomically(state_pointer(os.environ, Path.home()), f"{root}\n")
@@ -407,6 +415,7 @@ def _run(root: Path, http_port: int, market_maker: bool, chains: bool = True) ->
     servers = LocalServers(root, step=_step)
     platform_file = root / PLATFORM_FILE
     chain_nodes = LocalChainNodes(root)
+    monitoring: LocalMonitoring | None = None
     code = 0
     try:
         servers.start()
@@ -455,9 +464,19 @@ def _run(root: Path, http_port: int, market_maker: bool, chains: bool = True) ->
                     "--symbols", *(n.replace("-", "") for n in pairs)),
                     mm_env)
                 _wait_until(_books_quoted(base), "the demo books were not quoted", supervisor)
-        ports = {c.name: c.port for c in supervisor.children
-                 if isinstance(c, Command) and c.port is not None}
+        ports = _metrics_ports(supervisor)
+        if observability:
+            with _step("starting Prometheus and Alertmanager (if installed)"):
+                monitoring, notes = start_monitoring(
+                    root / "monitoring", {**ports, "gateway": http_port})
+            for note in notes:
+                print(f"tradeplane: {note}", flush=True)
         _print_banner(root, base, http_port, creds["demo"], keys, ports, custody)
+        if monitoring is not None:
+            print(f"  Prometheus    {monitoring.prometheus_url}   (alert rules: "
+                  f"{monitoring.rules or 'none'})", flush=True)
+            if monitoring.alertmanager_url:
+                print(f"  Alertmanager  {monitoring.alertmanager_url}", flush=True)
         _write_atomically(platform_file, json.dumps({
             "pid": os.getpid(), "http_port": http_port, "data_dir": str(root),
             "started_ms": int(time.time() * 1000),
@@ -465,10 +484,12 @@ def _run(root: Path, http_port: int, market_maker: bool, chains: bool = True) ->
         supervisor.running()
         while True:
             supervisor.poll()
+            if monitoring is not None:  # a restarted process has a new metrics port
+                monitoring.update({**_metrics_ports(supervisor), "gateway": http_port})
             time.sleep(_POLL_S)
     except StopRequestedError:
         pass
-    except (SupervisorError, StartFailedError, ChainNodeError) as exc:
+    except (SupervisorError, StartFailedError, ChainNodeError, MonitoringStartError) as exc:
         print(f"tradeplane: {exc}", file=sys.stderr, flush=True)
         print(f"tradeplane: logs are in {logs}", file=sys.stderr, flush=True)
         code = 1
@@ -478,11 +499,18 @@ def _run(root: Path, http_port: int, market_maker: bool, chains: bool = True) ->
             signal.signal(sig, signal.SIG_IGN)
         print("tradeplane: stopping ...", flush=True)
         platform_file.unlink(missing_ok=True)
+        if monitoring is not None:
+            monitoring.stop()
         supervisor.stop()
         chain_nodes.stop()
         servers.stop()
     print("tradeplane: stopped.", flush=True)
     return code
+
+
+def _metrics_ports(supervisor: Supervisor) -> dict[str, int]:
+    return {c.name: c.port for c in supervisor.children
+            if isinstance(c, Command) and c.port is not None}
 
 
 def _print_banner(root: Path, base: str, http_port: int, demo: Credentials,

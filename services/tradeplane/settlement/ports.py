@@ -81,6 +81,11 @@ class SettlementStore(Protocol):
         relay may re-send. The message id is the same however often it is re-sent."""
         ...
 
+    async def stored_traces(self, msg_ids: Sequence[str]) -> dict[str, str]:
+        """The trace context (W3C traceparent) stored with the orders of these relay
+        message ids, for those that have one."""
+        ...
+
     async def check_invariants(self) -> tuple[dict[str, int], list[str]]:
         """Per asset, the sum of balances minus the external net credits (0 when sound),
         and the invariants violated (empty: the ledger is sound)."""
@@ -135,9 +140,10 @@ class SettlementBus(Protocol):
         """The symbol's command log's last stream sequence."""
         ...
 
-    async def publish_command(self, symbol: str, data: bytes, msg_id: str) -> int:
-        """Append to the symbol's command log (de-duplicated on ``msg_id``); returns its
-        stream sequence."""
+    async def publish_command(self, symbol: str, data: bytes, msg_id: str,
+                              headers: Mapping[str, str] | None = None) -> int:
+        """Append to the symbol's command log (de-duplicated on ``msg_id``), with
+        ``headers`` (trace context); returns its stream sequence."""
         ...
 
     async def watch_pairs(

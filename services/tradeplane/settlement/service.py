@@ -29,6 +29,7 @@ from tradeplane.domain.model import (
     Amended,
     AmendRejected,
     CancelRejected,
+    Command,
     Done,
     EventBatch,
     Rested,
@@ -339,13 +340,16 @@ class Settler:
         fences: dict[str, int] = {}
         sent = 0
         failed: list[str] = []
+        due = [msg_id for symbol, msg_id, _ in pending
+               if msg_id in self._fences and settled.get(symbol, 0) >= self._fences[msg_id]]
+        traces = await self.store.stored_traces(due) if due else {}
         for symbol, msg_id, cmd in pending:
             fence = self._fences.get(msg_id)
             try:
                 if fence is None:
                     fence = await self.bus.last_command_seq(symbol)
                 elif settled.get(symbol, 0) >= fence:
-                    fence = await self.bus.publish_command(symbol, codec.encode([cmd]), msg_id)
+                    fence = await self._resend(symbol, msg_id, cmd, traces.get(msg_id))
                     RELAYED.labels(symbol).inc()
                     sent += 1
             except Unavailable as exc:
@@ -358,6 +362,24 @@ class Settler:
         if failed:
             raise Unavailable(f"{len(failed)} pending order(s) not handled, first {failed[0]}")
         return sent
+
+    async def _resend(self, symbol: str, msg_id: str, cmd: Command,
+                      traceparent: str | None) -> int:
+        """Publish ``cmd`` again. An order stored with a trace context is re-sent in a span
+        of that trace (``settlement.outbox_resend``, a child of the order's request), and
+        the message carries the span on, so the engine's and settlement's spans of the
+        re-sent command join the order's trace."""
+        data = codec.encode([cmd])
+        if traceparent is None:
+            return await self.bus.publish_command(symbol, data, msg_id)
+        parent, _ = msgtrace.incoming([{msgtrace.TRACEPARENT: traceparent}])
+        with tracer.start_as_current_span(
+            "settlement.outbox_resend", context=parent, kind=trace.SpanKind.PRODUCER,
+            attributes={"messaging.system": "nats", "messaging.message.id": msg_id,
+                        "messaging.destination.name": symbol},
+        ) as span:
+            headers = msgtrace.outgoing([span.get_span_context()])
+            return await self.bus.publish_command(symbol, data, msg_id, headers)
 
     async def _watch_invariants(self, stop: asyncio.Event) -> None:
         """Check the ledger every ``invariant_check_s`` until ``stop``. A check that cannot
