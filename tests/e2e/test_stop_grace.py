@@ -71,7 +71,7 @@ async def test_services_whose_nats_was_killed_stop_within_their_grace_period_on_
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
         for name in procs.procs:  # each was connected, and has noticed
-            _wait_for_log(procs, name, "unexpected EOF", 30)
+            _wait_for_log(procs, name, "nats: encountered error", 30)
         started = time.monotonic()
         for p in procs.procs.values():
             p.send_signal(signal.SIGTERM)
