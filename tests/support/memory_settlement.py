@@ -77,6 +77,10 @@ class MemoryLedger:
     positions: dict[str, int] = field(default_factory=dict)
     settles: int = 0
     down: bool = False
+    lose_commit_answers: int = 0
+    """That many transactions more commit and then raise Unavailable, as when the
+    connection to PostgreSQL goes while its COMMIT is in flight (a server stopped in
+    ``immediate`` mode): committed, and the settler not told."""
 
     def _check(self, what: str) -> None:
         if self.down:
@@ -154,6 +158,9 @@ class MemoryLedger:
         for symbol, state in w.trading.items():
             self.pairs[symbol] = dataclasses.replace(self.pairs[symbol], trading=state)
         self.settles += 1
+        if self.lose_commit_answers > 0:
+            self.lose_commit_answers -= 1
+            raise Unavailable("settlement transaction: connection lost during COMMIT")
         return rows
 
     async def balances_of(
