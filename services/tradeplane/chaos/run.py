@@ -54,7 +54,10 @@ class Options:
     traders: int = 4
     workers: int = 4
     data_dir: Path | None = None
-    """Where the servers keep their data; a temporary folder (removed after) by default."""
+    """Where the servers keep their data and the processes their logs; by default a
+    temporary folder, removed after a clean run. Not under pytest's tmp tree (pytest
+    resets it to 0700 when another session starts: PostgreSQL's unprivileged user is
+    locked out)."""
 
 
 def _say(line: str) -> None:
@@ -308,6 +311,10 @@ class Chaos:
         _say(f"answers: {dict(sorted(load.answers.items()))}")
         print(table(self.outcomes, (*FAULTS, "final")), flush=True)
         ok = clean(self.outcomes)
+        if ok and self.options.data_dir is None:
+            shutil.rmtree(self.root, ignore_errors=True)
+        elif not ok:
+            _say(f"the servers' data and every process's log are in {self.root}")
         _say("no loss, no duplicate, every invariant held" if ok else "FAILED")
         return 0 if ok else 1
 
