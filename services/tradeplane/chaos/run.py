@@ -64,6 +64,10 @@ def _say(line: str) -> None:
     print(f"chaos: {line}", flush=True)
 
 
+#: The probe's order per symbol: a bid 10% under the load's prices (price, quantity).
+_PROBE = {"BTCUSDT": ("54000.00", "0.001"), "ETHUSDT": ("2700.00", "0.01")}
+
+
 class _Probe:
     """A signed order placed again and again until the exchange has taken and settled one
     (its status is no longer PENDING_NEW): how recovery is measured."""
@@ -82,23 +86,25 @@ class _Probe:
             return self.http.request(method, path, content=body, headers=headers)
         return self.http.request(method, f"{path}?{body}", headers=headers)
 
-    def recovered(self, idle: Callable[[float], None]) -> bool:
-        """True once an order was acknowledged and settled; False after the timeout."""
+    def recovered(self, idle: Callable[[float], None], symbol: str = "BTCUSDT") -> bool:
+        """True once an order on ``symbol`` was acknowledged and settled; False after the
+        timeout."""
+        price, qty = _PROBE[symbol]
         deadline = time.monotonic() + RECOVERY_TIMEOUT_S
         oid: int | None = None
         while time.monotonic() < deadline:
             try:
                 if oid is None:
-                    r = self._signed("POST", "/api/v3/order", symbol="BTCUSDT", side="BUY",
-                                     type="LIMIT", timeInForce="GTC", price="55000.00",
-                                     quantity="0.001", newOrderRespType="ACK")
+                    r = self._signed("POST", "/api/v3/order", symbol=symbol, side="BUY",
+                                     type="LIMIT", timeInForce="GTC", price=price,
+                                     quantity=qty, newOrderRespType="ACK")
                     if r.status_code == 200:
                         oid = int(r.json()["orderId"])
                         self.load.acked.add(oid)
                 else:
-                    r = self._signed("GET", "/api/v3/order", symbol="BTCUSDT", orderId=oid)
+                    r = self._signed("GET", "/api/v3/order", symbol=symbol, orderId=oid)
                     if r.status_code == 200 and r.json()["status"] != "PENDING_NEW":
-                        self._signed("DELETE", "/api/v3/order", symbol="BTCUSDT",
+                        self._signed("DELETE", "/api/v3/order", symbol=symbol,
                                      orderId=oid)
                         return True
             except (httpx.HTTPError, ValueError, KeyError):
@@ -207,12 +213,16 @@ class Chaos:
         while returncode() is None and time.monotonic() < deadline:
             self.idle(0.05)
 
-    def inject(self, fault: str) -> list[str]:
-        """Inject ``fault`` and heal what a supervisor would not (the servers); the
-        problems it found itself (a process slow to stop)."""
+    def inject(self, fault: str) -> tuple[str, list[str]]:
+        """Inject ``fault`` and heal what a supervisor would not (the servers). Returns
+        the symbol whose orders show the recovery (the killed engine's), and the problems
+        the injection found itself (a process slow to stop)."""
         problems: list[str] = []
+        symbol = "BTCUSDT"
         if fault == "kill-engine":
-            self._kill(f"matching-{self.rng.choice(PAIRS).name}")
+            pair = self.rng.choice(PAIRS)
+            symbol = pair.symbol
+            self._kill(f"matching-{pair.name}")
         elif fault in ("kill-settlement", "kill-marketdata", "kill-gateway"):
             self._kill(fault.removeprefix("kill-"))
         elif fault == "kill-nats":
@@ -245,7 +255,7 @@ class Chaos:
             self.servers.nats.start()
         else:
             raise ValueError(f"unknown fault {fault}")
-        return problems
+        return symbol, problems
 
     def _stop_all_services(self) -> list[str]:
         """SIGTERM to every engine, settlement and market data; each must exit within
@@ -285,10 +295,10 @@ class Chaos:
         try:
             for n, step in enumerate(plan, 1):
                 self.idle(max(0.0, began + step.at_s - time.monotonic()))
-                _say(f"[{n}/{len(plan)}] {step.fault}")
+                _say(f"[{n}/{len(plan)}] {step.fault} at {time.monotonic() - began:.0f} s")
                 injected = time.monotonic()
-                problems = self.inject(step.fault)
-                recovered = probe.recovered(self.idle)
+                symbol, problems = self.inject(step.fault)
+                recovered = probe.recovered(self.idle, symbol)
                 recovery = time.monotonic() - injected if recovered else None
                 self.idle(2.0)  # load under the recovered platform
                 if not load.pause():
