@@ -26,6 +26,7 @@ from tradeplane.adapters.listenkeys import ListenKeyStore
 from tradeplane.adapters.marketdata import RedisMarketReads
 from tradeplane.adapters.orderpath import OrderPath
 from tradeplane.config import Settings
+from tradeplane.domain.errors import Unavailable
 from tradeplane.gateway import (
     admin,
     apidoc,
@@ -42,7 +43,7 @@ from tradeplane.gateway import (
 )
 from tradeplane.gateway.auth import KeyCache
 from tradeplane.gateway.context import Gateway, GatewayContext, install
-from tradeplane.gateway.errors import ApiError, api_error_handler
+from tradeplane.gateway.errors import ApiError, api_error_handler, unavailable_handler
 from tradeplane.gateway.fastpath import OrderFastPath
 from tradeplane.gateway.references import ReferencePrices
 from tradeplane.gateway.security import start_security
@@ -171,6 +172,8 @@ def create_app(settings: Settings, *, wiring: Wiring = compose,
                    "operation_spans": False},
     )
     app.add_exception_handler(ApiError, api_error_handler)
+    # A store that did not answer (its adapter's Unavailable): 503, not 500.
+    app.add_exception_handler(Unavailable, unavailable_handler)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     for r in (public.router, market.router, trading.router, userstream.router, admin.router,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from tradeplane.domain.errors import TradeplaneError
+
+log = logging.getLogger("tradeplane.gateway")
 
 
 class ApiError(TradeplaneError):
@@ -75,6 +78,25 @@ def bad_signature() -> ApiError:
 
 def bad_api_key() -> ApiError:
     return ApiError(-2015, "Invalid API-key, IP, or permissions for action.", 401)
+
+
+#: What a request whose store (PostgreSQL, NATS, Redis) did not answer gets: 503, Binance's
+#: -1001 ("DISCONNECTED"), so that a client retries rather than give up as on a 500.
+UNAVAILABLE_STATUS = 503
+UNAVAILABLE_DOC: dict[str, Any] = {
+    "code": -1001, "msg": "Internal error; unable to process your request. Please try again."}
+
+
+def unavailable(exc: Exception) -> tuple[int, dict[str, Any]]:
+    """The answer to a request that met ``exc`` (an ``Unavailable``), logged on one
+    line without a traceback: the store's own error says all."""
+    log.warning("a store did not answer: %s: %s", type(exc).__name__, exc)
+    return UNAVAILABLE_STATUS, UNAVAILABLE_DOC
+
+
+async def unavailable_handler(_request: Request, exc: Exception) -> JSONResponse:
+    status, doc = unavailable(exc)
+    return JSONResponse(doc, status_code=status)
 
 
 async def api_error_handler(_request: Request, exc: Exception) -> JSONResponse:

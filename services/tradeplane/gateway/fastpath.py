@@ -24,9 +24,10 @@ from prometheus_client import Counter, Histogram
 from starlette.types import Message, Receive, Scope, Send
 
 from tradeplane.config import Settings
+from tradeplane.domain.errors import Unavailable
 from tradeplane.gateway.auth import authenticate, parse_params
 from tradeplane.gateway.context import gateway
-from tradeplane.gateway.errors import ApiError
+from tradeplane.gateway.errors import ApiError, unavailable
 from tradeplane.gateway.ratelimit import METER
 from tradeplane.gateway.security import Guard, body_too_large
 from tradeplane.gateway.trading import place_new_order
@@ -149,6 +150,8 @@ class OrderFastPath:
             return 200, await place_new_order(gw, caller)
         except ApiError as exc:
             return exc.status, {"code": exc.code, "msg": exc.msg}
+        except Unavailable as exc:  # a store did not answer: retry, as on Binance's -1001
+            return unavailable(exc)
         except Exception:
             log.exception("order entry failed")
             return 500, {"code": -1000,
