@@ -1065,8 +1065,10 @@ def cmd_chaos(args: argparse.Namespace) -> int:
     from tradeplane.chaos.run import Chaos, Options
     from tradeplane.platform.supervisor import SupervisorError
 
-    options = Options(seed=args.seed, duration_s=args.duration, faults=args.faults,
-                      period_s=args.period,
+    soak = args.soak is not None
+    period = args.period if args.period is not None else (60.0 if soak else 20.0)
+    options = Options(seed=args.seed, duration_s=args.soak if soak else args.duration,
+                      faults=args.faults, period_s=period, soak=soak,
                       data_dir=Path(args.data_dir).absolute() if args.data_dir else None)
     try:
         return Chaos(options).run()
@@ -1143,13 +1145,21 @@ def build_parser() -> argparse.ArgumentParser:
                     "duplicated and every invariant held, 1 otherwise.")
     ch.add_argument("--seed", type=_chaos_arg(plan.parse_seed), default=1,
                     help="the schedule's seed (the same seed replays the same faults)")
-    ch.add_argument("--duration", type=_chaos_arg(plan.parse_duration), default=300.0,
-                    help="how long to inject faults: 90s, 5m, 1h (10 s to 24 h; stretched "
-                         "so that each fault is injected at least once)")
+    how_long = ch.add_mutually_exclusive_group()
+    how_long.add_argument("--duration", type=_chaos_arg(plan.parse_duration), default=300.0,
+                          help="how long to inject faults: 90s, 5m, 1h (10 s to 24 h; "
+                               "stretched so that each fault is injected at least once)")
+    how_long.add_argument("--soak", type=_chaos_arg(plan.parse_duration), default=None,
+                          metavar="DURATION",
+                          help="a soak of that long (e.g. 30m): a fault a minute by "
+                               "default, and at the end each process's memory (and its "
+                               "slope) and open descriptors, and the streams' and tables' "
+                               "growth")
     ch.add_argument("--faults", type=_chaos_arg(plan.parse_faults), default=plan.FAULTS,
                     help="all, or some of: " + ", ".join(plan.FAULTS))
-    ch.add_argument("--period", type=_chaos_arg(plan.parse_period), default=20.0,
-                    help="seconds between injections (5 to 600)")
+    ch.add_argument("--period", type=_chaos_arg(plan.parse_period), default=None,
+                    help="seconds between injections (5 to 600; 20 by default, 60 in a "
+                         "soak)")
     ch.add_argument("--data-dir", default="", help="keep the servers' data and the logs "
                     "there (default: a temporary folder)")
     ch.set_defaults(fn=cmd_chaos)

@@ -4,6 +4,7 @@ schedule is the seed's alone and injects every fault, and its table adds up."""
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 
@@ -17,6 +18,7 @@ from tradeplane.chaos.plan import (
     schedule,
 )
 from tradeplane.chaos.report import Outcome, clean, percentile, table
+from tradeplane.chaos.resources import Sampler, slope_per_hour
 from tradeplane.cli import main
 
 
@@ -95,3 +97,23 @@ def test_percentiles_by_nearest_rank() -> None:
     assert percentile([3.0, 1.0, 2.0], 50) == 2.0
     assert percentile([1.0, 2.0, 3.0, 4.0], 100) == 4.0
     assert math.isnan(percentile([], 50))
+
+
+def test_a_memory_slope_is_per_hour_by_least_squares() -> None:
+    assert slope_per_hour([(0.0, 10.0), (1800.0, 15.0), (3600.0, 20.0)]) == 10.0
+    assert math.isnan(slope_per_hour([(5.0, 1.0)]))
+    assert math.isnan(slope_per_hour([(5.0, 1.0), (5.0, 2.0)]))
+
+
+def test_the_sampler_reads_a_live_process_and_skips_a_gone_one() -> None:
+    sampler = Sampler()
+    sampler.sample(0.0, {"me": os.getpid(), "gone": None})
+    sampler.sample(5.0, {"me": os.getpid()})
+    sampler.record_sizes(0.0, {"table orders rows": 10})
+    sampler.record_sizes(120.0, {"table orders rows": 70})
+    [(at, rss, fds, pid), _] = sampler.series["me"].samples
+    assert (at, pid) == (0.0, os.getpid()) and rss > 0 and fds > 0
+    assert "gone" not in sampler.series
+    rows = {line.split()[0]: line.split() for line in sampler.table().splitlines() if line}
+    assert rows["me"][1:3] == ["2", "1"]
+    assert rows["table"][-1] == "30.0"  # 60 rows in 2 minutes

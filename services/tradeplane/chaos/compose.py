@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from tradeplane.adapters import db
-from tradeplane.adapters.bus import Bus, BusError
+from tradeplane.adapters.bus import EVENTS_STREAM, Bus, BusError, command_stream
 from tradeplane.adapters.cache import CacheError, MarketCache
 from tradeplane.adapters.cipher import SecretCipher
 from tradeplane.chaos.load import Trader
@@ -111,6 +111,30 @@ async def check(stores: Stores, acked: Sequence[int], *, settle_timeout: float =
         await _check_holds(pool, out)
     finally:
         await pool.close()
+        await bus.close()
+    return out
+
+
+_TABLES = ("orders", "trades", "postings", "order_lists")
+
+
+async def sizes(stores: Stores) -> dict[str, int]:
+    """Rows of the tables that grow with trading; messages and bytes of each stream."""
+    out: dict[str, int] = {}
+    pool = await db.create_pool(stores.dsn, 1)
+    try:
+        for table in _TABLES:
+            out[f"table {table} rows"] = int(await pool.fetchval(
+                f"SELECT count(*) FROM {table}"))  # the names are _TABLES
+    finally:
+        await pool.close()
+    bus = await Bus.connect(stores.nats_url, name="chaos-sizes")
+    try:
+        for name in (*(command_stream(p.symbol) for p in stores.pairs), EVENTS_STREAM):
+            info = await bus.js.stream_info(name)
+            out[f"stream {name} messages"] = int(info.state.messages)
+            out[f"stream {name} bytes"] = int(info.state.bytes)
+    finally:
         await bus.close()
     return out
 

@@ -24,7 +24,9 @@ from tradeplane.chaos import compose
 from tradeplane.chaos.load import MARKETS, Load, Trader
 from tradeplane.chaos.plan import FAULTS, schedule
 from tradeplane.chaos.report import Outcome, clean, table
+from tradeplane.chaos.resources import Sampler
 from tradeplane.demo.client import signed_query
+from tradeplane.domain.errors import Unavailable
 from tradeplane.domain.pairs import DEMO_PAIRS
 from tradeplane.platform.ports import HOST, free_port
 from tradeplane.platform.servers import LocalServers
@@ -38,6 +40,8 @@ RECOVERY_TIMEOUT_S = 60.0
 #: takes longer to exit on SIGTERM fails the check.
 GRACE_S = 15.0
 _POLL_S = 0.1
+#: Seconds between two samples of the processes' memory and descriptors.
+SAMPLE_S = 5.0
 #: The rate limits, raised: the load speaks from one address as fast as it can.
 _LIMITS = {"TRADEPLANE_IP_WEIGHT_PER_MINUTE": "10000000",
            "TRADEPLANE_KEY_WEIGHT_PER_MINUTE": "10000000",
@@ -53,6 +57,9 @@ class Options:
     """Seconds between injections."""
     traders: int = 4
     workers: int = 4
+    soak: bool = False
+    """A soak: the same, and the processes' memory and descriptors and the stores'
+    growth printed at the end (they are sampled on every run)."""
     data_dir: Path | None = None
     """Where the servers keep their data and the processes their logs; by default a
     temporary folder, removed after a clean run. Not under pytest's tmp tree (pytest
@@ -126,6 +133,9 @@ class Chaos:
         self.outcomes: list[Outcome] = []
         self.base = ""
         self.stores: compose.Stores | None = None
+        self.sampler = Sampler()
+        self._began = time.monotonic()
+        self._sampled = 0.0
 
     # ------------------------------------------------------------------ the platform
     def idle(self, seconds: float) -> None:
@@ -133,10 +143,20 @@ class Chaos:
         deadline = time.monotonic() + seconds
         while True:
             self.supervisor.poll()
+            if time.monotonic() - self._sampled >= SAMPLE_S:
+                self._sample()
             left = deadline - time.monotonic()
             if left <= 0:
                 return
             time.sleep(min(_POLL_S, left))
+
+    def _sample(self) -> None:
+        self._sampled = time.monotonic()
+        pids: dict[str, int | None] = {
+            c.name: c.pid for c in self.supervisor.children if isinstance(c, Command)}
+        for server in self.servers.servers:
+            pids[server.name] = server.pid
+        self.sampler.sample(self._sampled - self._began, pids)
 
     def start(self) -> list[Trader]:
         _say(f"data and logs in {self.root}")
@@ -280,7 +300,13 @@ class Chaos:
     # ------------------------------------------------------------------ the run
     def check(self, load: Load, *, final: bool = False) -> compose.Findings:
         assert self.stores is not None
-        return asyncio.run(compose.check(self.stores, load.acked.all(), final=final))
+        found = asyncio.run(compose.check(self.stores, load.acked.all(), final=final))
+        try:
+            self.sampler.record_sizes(time.monotonic() - self._began,
+                                      asyncio.run(compose.sizes(self.stores)))
+        except Unavailable as exc:
+            found.failures.append(f"sizes of the stores: {exc}")
+        return found
 
     def run(self) -> int:
         opts = self.options
@@ -320,6 +346,8 @@ class Chaos:
             self.stop()
         _say(f"answers: {dict(sorted(load.answers.items()))}")
         print(table(self.outcomes, (*FAULTS, "final")), flush=True)
+        if opts.soak:
+            print("\n" + self.sampler.table(), flush=True)
         ok = clean(self.outcomes)
         if ok and self.options.data_dir is None:
             shutil.rmtree(self.root, ignore_errors=True)
