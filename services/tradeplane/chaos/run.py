@@ -136,6 +136,7 @@ class Chaos:
         self.sampler = Sampler()
         self._began = time.monotonic()
         self._sampled = 0.0
+        self._sampling = False  # from when the platform is up: not its start-up
 
     # ------------------------------------------------------------------ the platform
     def idle(self, seconds: float) -> None:
@@ -143,7 +144,7 @@ class Chaos:
         deadline = time.monotonic() + seconds
         while True:
             self.supervisor.poll()
-            if time.monotonic() - self._sampled >= SAMPLE_S:
+            if self._sampling and time.monotonic() - self._sampled >= SAMPLE_S:
                 self._sample()
             left = deadline - time.monotonic()
             if left <= 0:
@@ -194,6 +195,8 @@ class Chaos:
                 raise SupervisorError(f"the gateway did not answer on {self.base}")
             self.idle(0.2)
         self.supervisor.running()
+        self._began = time.monotonic()
+        self._sampling = True
         self.stores = compose.Stores(self.servers.nats_url, self.servers.pg_url,
                                      self.servers.redis_url, PAIRS)
         return traders
