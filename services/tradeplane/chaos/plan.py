@@ -7,6 +7,8 @@ import random
 import re
 from dataclasses import dataclass
 
+from tradeplane.domain.errors import TradeplaneError
+
 #: Every fault, in the order the table lists them.
 FAULTS: tuple[str, ...] = (
     "kill-engine",          # kill -9 of one engine (its symbol chosen by the seed)
@@ -27,7 +29,7 @@ _DURATION = re.compile(r"([0-9]{1,6})(s|m|h)?")
 _UNIT = {"s": 1, "m": 60, "h": 3600}
 
 
-class OptionError(ValueError):
+class OptionError(TradeplaneError, ValueError):
     """An option of ``tradeplane chaos`` out of its bounds (the CLI exits 2)."""
 
 
