@@ -1070,6 +1070,36 @@ def _interval_arg(text: str) -> float:
     return value
 
 
+def _chaos_arg(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse type from a parser of :mod:`tradeplane.chaos.plan` (exit 2 on error)."""
+
+    def parsed(text: str) -> Any:
+        from tradeplane.chaos.plan import OptionError
+
+        try:
+            return parse(text)
+        except OptionError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parsed
+
+
+def cmd_chaos(args: argparse.Namespace) -> int:
+    from tradeplane.chaos.run import Chaos, Options
+    from tradeplane.platform.supervisor import SupervisorError
+
+    soak = args.soak is not None
+    period = args.period if args.period is not None else (60.0 if soak else 20.0)
+    options = Options(seed=args.seed, duration_s=args.soak if soak else args.duration,
+                      faults=args.faults, period_s=period, soak=soak,
+                      data_dir=Path(args.data_dir).absolute() if args.data_dir else None)
+    try:
+        return Chaos(options).run()
+    except SupervisorError as exc:
+        print(f"tradeplane chaos: {exc}", file=sys.stderr)
+        return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tradeplane", description=__doc__)
     p.add_argument("--dev", action="store_true",
@@ -1131,6 +1161,36 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also run Prometheus and Alertmanager (Debian's, when installed) "
                          "scraping every process, with the chart's alert rules")
     up.set_defaults(fn=cmd_up)
+
+    from tradeplane.chaos import plan
+
+    ch = sub.add_parser(
+        "chaos", help="the local platform under load while faults are injected; checks "
+                      "every invariant after each and prints a table",
+        description="Starts a local platform in its own servers, drives a mixed load from "
+                    "several accounts and injects faults on a seeded schedule: "
+                    + ", ".join(plan.FAULTS) + ". Exits 0 when nothing was lost or "
+                    "duplicated and every invariant held, 1 otherwise.")
+    ch.add_argument("--seed", type=_chaos_arg(plan.parse_seed), default=1,
+                    help="the schedule's seed (the same seed replays the same faults)")
+    how_long = ch.add_mutually_exclusive_group()
+    how_long.add_argument("--duration", type=_chaos_arg(plan.parse_duration), default=300.0,
+                          help="how long to inject faults: 90s, 5m, 1h (10 s to 24 h; "
+                               "stretched so that each fault is injected at least once)")
+    how_long.add_argument("--soak", type=_chaos_arg(plan.parse_duration), default=None,
+                          metavar="DURATION",
+                          help="a soak of that long (e.g. 30m): a fault a minute by "
+                               "default, and at the end each process's memory (and its "
+                               "slope) and open descriptors, and the streams' and tables' "
+                               "growth")
+    ch.add_argument("--faults", type=_chaos_arg(plan.parse_faults), default=plan.FAULTS,
+                    help="all, or some of: " + ", ".join(plan.FAULTS))
+    ch.add_argument("--period", type=_chaos_arg(plan.parse_period), default=None,
+                    help="seconds between injections (5 to 600; 20 by default, 60 in a "
+                         "soak)")
+    ch.add_argument("--data-dir", default="", help="keep the servers' data and the logs "
+                    "there (default: a temporary folder)")
+    ch.set_defaults(fn=cmd_chaos)
 
     cmd_parser("migrate", help="apply database migrations").set_defaults(fn=cmd_migrate)
 

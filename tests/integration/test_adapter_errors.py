@@ -17,7 +17,9 @@ from tradeplane.adapters.bus import Bus, BusError, BusUnavailable, request, wall
 from tradeplane.adapters.cache import CacheError, MarketCache
 from tradeplane.adapters.listenkeys import ListenKeyError, ListenKeyStore
 from tradeplane.domain.errors import TradeplaneError, Unavailable
+from tradeplane.domain.model import OrderType, Side, TimeInForce
 from tradeplane.platform.servers import free_port
+from tradeplane.usecases.orders import OrderRequest
 
 pytestmark = pytest.mark.integration
 
@@ -92,6 +94,9 @@ async def test_postgres_unreachable_is_database_unavailable() -> None:
     _assert_translated(info.value, db.DatabaseUnavailable)
 
 
+_ORDER = OrderRequest(1, "BTCUSDT", "c1", Side.BUY, OrderType.LIMIT, TimeInForce.GTC, 1, 1,
+                      0, False, "USDT", 1, 1)
+
 DB_CALLS: dict[str, Callable[[db.Pool], Awaitable[object]]] = {
     "balances": lambda p: db.balances(p, 1),
     "account_id": lambda p: db.account_id(p, "nobody"),
@@ -105,6 +110,20 @@ DB_CALLS: dict[str, Callable[[db.Pool], Awaitable[object]]] = {
     "accounts_db.get_flag": lambda p: accounts_db.get_flag(p, "kill"),
     "accounts_db.user_by_email": lambda p: accounts_db.user_by_email(p, "a@example.com"),
     "accounts_db.get_key": lambda p: accounts_db.get_key(p, "nokey"),
+    # The order path (found by ``tradeplane chaos``, stop-postgres: the gateway answered
+    # 500, not 503, while PostgreSQL restarted).
+    "place_orders": lambda p: db.place_orders(p, [_ORDER]),
+    "get_order": lambda p: db.get_order(p, 1, "BTCUSDT", 1, None),
+    "open_orders": lambda p: db.open_orders(p, 1, None),
+    "rename_order": lambda p: db.rename_order(p, 1, "a", "b"),
+    "get_order_list": lambda p: db.get_order_list(p, 1, 1, None),
+    "open_order_lists": lambda p: db.open_order_lists(p, 1),
+    "list_orders": lambda p: db.list_orders(p, [1]),
+    "all_orders": lambda p: db.all_orders(p, 1, "BTCUSDT", None, None, None, 10),
+    "order_trades": lambda p: db.order_trades(p, "BTCUSDT", 1),
+    "my_trades": lambda p: db.my_trades(p, 1, "BTCUSDT", None, None, None, None, 10),
+    "recent_public_trades": lambda p: db.recent_public_trades(p, "BTCUSDT", None, 10),
+    "pending_orders": lambda p: db.pending_orders(p, 0),
 }
 
 

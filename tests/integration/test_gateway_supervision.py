@@ -144,7 +144,8 @@ async def test_an_order_batch_worker_that_dies_fails_its_request_and_stops_the_g
     finally:
         await pool.close()
 
-    async def one_result_short(_pool: db.Pool, reqs: list[object]) -> list[object]:
+    async def one_result_short(_pool: db.Pool, reqs: list[object],
+                               _traceparents: object = None) -> list[object]:
         return []  # a defect: which result is whose is unknown
 
     async with serving(settings) as gw:

@@ -79,6 +79,10 @@ class MemoryLedger:
     down: bool = False
     #: relay message id -> the traceparent stored with that order
     traces: dict[str, str] = field(default_factory=dict)
+    lose_commit_answers: int = 0
+    """That many transactions more commit and then raise Unavailable, as when the
+    connection to PostgreSQL goes while its COMMIT is in flight (a server stopped in
+    ``immediate`` mode): committed, and the settler not told."""
 
     def _check(self, what: str) -> None:
         if self.down:
@@ -156,6 +160,9 @@ class MemoryLedger:
         for symbol, state in w.trading.items():
             self.pairs[symbol] = dataclasses.replace(self.pairs[symbol], trading=state)
         self.settles += 1
+        if self.lose_commit_answers > 0:
+            self.lose_commit_answers -= 1
+            raise Unavailable("settlement transaction: connection lost during COMMIT")
         return rows
 
     async def balances_of(

@@ -209,6 +209,34 @@ async def test_run_until_stopped_publishes_and_leaves_a_snapshot() -> None:
     assert restarted.book.state_hash() == _reference(MESSAGES)[1].state_hash()
 
 
+async def test_a_stop_while_the_bus_does_not_answer_ends_without_a_snapshot_soon(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Found by ``tradeplane chaos`` (sigterm-nats-down): an engine whose NATS was gone
+    # waited on its last snapshot until the runner's grace cut it short (10 s).
+    monkeypatch.setattr(service, "STOP_SAVE_S", 0.05)
+    bus = MemoryBus()
+    await _send(bus, MESSAGES)
+    engine = Engine(bus, RULES)
+    stop = asyncio.Event()
+    task = asyncio.create_task(engine.run(stop))
+
+    async def published() -> bool:
+        return bool(bus.batches(SYMBOL))
+
+    await eventually(published, timeout=5, interval=0.001)
+    never = asyncio.Event()
+
+    async def unanswered(_symbol: str, _data: bytes) -> None:
+        await never.wait()
+
+    monkeypatch.setattr(bus, "save_snapshot", unanswered)
+    stop.set()
+
+    await asyncio.wait_for(task, 1.0)  # returned, not raised: the stop was graceful
+    assert bus.snapshots == {}
+
+
 @pytest.fixture
 def fast_lease(monkeypatch: pytest.MonkeyPatch) -> None:
     """Renewals and standby polls every few milliseconds instead of every second."""

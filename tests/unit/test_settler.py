@@ -142,6 +142,30 @@ async def test_a_trade_settles_both_sides_once_and_reports_to_both_accounts() ->
     await sound(ledger)
 
 
+async def test_a_pull_committed_though_its_commit_failed_is_not_applied_again() -> None:
+    # Found by ``tradeplane chaos`` (stop-postgres): the settler kept its own cursor after
+    # the failed commit, retried the committed trade and refused it for ever ("order 1
+    # spends ... but holds 0") until it was restarted.
+    settler, ledger, bus = await started()
+    ledger.place(2, BOB, SYMBOL, Side.SELL, PRICE, QTY, RULES.base, RULES.qty_units(QTY))
+    await settler.handle([bus.append(rested(1, ALICE, Side.BUY, 1))])
+    trade = bus.append(batch(2,
+                             Trade(1, PRICE, QTY, 2, BOB, Side.SELL, 1, ALICE, 1_002),
+                             Done(1, ALICE, Status.FILLED, Reason.NONE, 1_002),
+                             Done(2, BOB, Status.FILLED, Reason.NONE, 1_002)))
+    ledger.lose_commit_answers = 1
+
+    with pytest.raises(Unavailable):
+        await settler.handle([trade])
+    await settler.handle([trade])  # the consumer retries the same message
+
+    assert ledger.settles == 2  # the rest and the trade, each once
+    assert len(ledger.trades) == 1
+    assert ledger.cursor == settler.cursors == {SYMBOL: 2}
+    assert bus.settled[-1] == (SYMBOL, 2)
+    await sound(ledger)
+
+
 async def test_run_consumes_from_the_stored_position_and_stops() -> None:
     settler, ledger, bus = await started()
     msgs = [bus.append(rested(1, ALICE, Side.BUY, 1)), bus.append(canceled(1, ALICE, 2))]

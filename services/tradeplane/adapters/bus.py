@@ -149,9 +149,15 @@ class Bus:
         Raises:
             BusUnavailable: the drain failed or timed out.
         """
-        if not self.nc.is_closed:
-            async with _translated("drain"):
+        if self.nc.is_closed:
+            return
+        async with _translated("drain"):
+            if self.nc.is_connected:
                 await self.nc.drain()
+            else:
+                # Nothing can be drained to a server that is gone, and a drain would wait
+                # for its timeout (30 s): a stop must not wait on NATS.
+                await self.nc.close()
 
     # ------------------------------------------------------------------ topology
     async def ensure_symbol(self, symbol: str) -> None:

@@ -282,6 +282,7 @@ async def balances(pool: Pool, account: int) -> list[tuple[str, int, int]]:
 
 
 # --------------------------------------------------------------------------- order entry
+@_translated
 async def place_orders(
     pool: Pool, reqs: Sequence[OrderRequest],
     traceparents: Sequence[str | None] | None = None,
@@ -388,6 +389,7 @@ async def place_order_list(
     return int(row["list_id"]), [int(i) for i in row["order_ids"]], result
 
 
+@_translated
 async def place_order_lists(
     pool: Pool, reqs: Sequence[ListRequest]
 ) -> list[tuple[int | None, list[int], PlaceResult]]:
@@ -479,6 +481,7 @@ def order_row(r: asyncpg.Record) -> OrderRow:
     )
 
 
+@_translated
 async def get_order(
     pool: Pool, account: int, symbol: str, order_id: int | None, client_order_id: str | None
 ) -> OrderRow | None:
@@ -498,6 +501,7 @@ async def get_order(
     return None if r is None else order_row(r)
 
 
+@_translated
 async def open_orders(pool: Pool, account: int, symbol: str | None) -> list[OrderRow]:
     if symbol is None:
         rows = await pool.fetch(
@@ -514,6 +518,7 @@ async def open_orders(pool: Pool, account: int, symbol: str | None) -> list[Orde
     return [order_row(r) for r in rows]
 
 
+@_translated
 async def rename_order(
     pool: Pool, order_id: int, old_client_id: str, new_client_id: str
 ) -> bool:
@@ -539,6 +544,7 @@ LIST_COLUMNS = (
 )
 
 
+@_translated
 async def get_order_list(
     pool: Pool, account: int, list_id: int | None, list_client_id: str | None,
     symbol: str | None = None,
@@ -560,6 +566,7 @@ async def get_order_list(
     return None if r is None else ListRow(*r)
 
 
+@_translated
 async def open_order_lists(pool: Pool, account: int) -> list[ListRow]:
     rows = await pool.fetch(
         f"SELECT {LIST_COLUMNS} FROM order_lists WHERE account_id = $1"
@@ -569,6 +576,7 @@ async def open_order_lists(pool: Pool, account: int) -> list[ListRow]:
     return [ListRow(*r) for r in rows]
 
 
+@_translated
 async def list_orders(pool: Pool, list_ids: Sequence[int]) -> dict[int, list[OrderRow]]:
     """The orders of each list (in leg order), in one round trip."""
     rows = await pool.fetch(
@@ -603,6 +611,7 @@ async def _history(
     return sorted(rows, key=lambda r: r[key])
 
 
+@_translated
 async def all_orders(
     pool: Pool, account: int, symbol: str, from_id: int | None, start_ms: int | None,
     end_ms: int | None, limit: int,
@@ -622,6 +631,7 @@ TRADE_COLUMNS = (
 )
 
 
+@_translated
 async def order_trades(pool: Pool, symbol: str, order_id: int) -> list[TradeRow]:
     rows = await pool.fetch(
         f"SELECT {TRADE_COLUMNS} FROM trades WHERE symbol = $1"
@@ -631,6 +641,7 @@ async def order_trades(pool: Pool, symbol: str, order_id: int) -> list[TradeRow]
     return [TradeRow(*r) for r in rows]
 
 
+@_translated
 async def my_trades(
     pool: Pool, account: int, symbol: str, order_id: int | None, from_id: int | None,
     start_ms: int | None, end_ms: int | None, limit: int,
@@ -647,6 +658,7 @@ async def my_trades(
     return [TradeRow(*r) for r in rows]
 
 
+@_translated
 async def recent_public_trades(
     pool: Pool, symbol: str, from_id: int | None, limit: int
 ) -> list[asyncpg.Record]:

@@ -86,6 +86,8 @@ TICK_MIN_INTERVAL_MS = 50
 #: The lease bucket's TTL: a lease not renewed for this long is gone (server clock).
 LEASE_TTL_S = 3.0
 LEASE_RENEW_S = 1.0
+#: Seconds a graceful stop gives the bus for the last snapshot and the lease's release.
+STOP_SAVE_S = 3.0
 #: A writer trusts its lease until this long after it *sent* its last successful renewal:
 #: strictly before the server can expire it (LEASE_TTL_S after it stored that renewal).
 LEASE_TRUST_S = LEASE_TTL_S - LEASE_RENEW_S
@@ -332,10 +334,19 @@ class Engine:
             await unsubscribe()
         if self._lease_lost is not None:  # stopped just as the lease went: not ours to save
             raise NotWriter(f"{self.symbol}: lease lost ({self._lease_lost})")
-        # A graceful stop leaves a fresh snapshot: the next start replays nothing.
+        # A graceful stop leaves a fresh snapshot (the next start replays nothing) and hands
+        # the lease over now rather than after its TTL; both are a courtesy, so a bus that
+        # does not take them soon is not waited for (a stop must not wait on NATS).
+        try:
+            await asyncio.wait_for(self._leave_cleanly(), STOP_SAVE_S)
+        except (TimeoutError, Unavailable) as exc:
+            log.warning("stopped without a last snapshot (%s); the next start replays from "
+                        "the previous one", exc or f"no answer within {STOP_SAVE_S:g} s",
+                        extra={"fields": {"symbol": self.symbol, "seq": self.seq}})
+
+    async def _leave_cleanly(self) -> None:
         await self.snapshot()
         if self._lease_rev:
-            # Hand over now rather than after the TTL.
             await self.bus.lease_release(self.symbol, self._lease_rev)
             self._lease_rev = 0
 

@@ -12,6 +12,8 @@ from tradeplane.domain.errors import TradeplaneError, Unavailable
 
 log = logging.getLogger(__name__)
 
+log = logging.getLogger("tradeplane.gateway")
+
 
 class ApiError(TradeplaneError):
     """An error answered to the client in Binance's format."""

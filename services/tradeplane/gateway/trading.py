@@ -22,6 +22,7 @@ from opentelemetry import trace
 from prometheus_client import Counter, Histogram
 
 from tradeplane import stagestamps
+from tradeplane.domain.errors import Unavailable
 from tradeplane.domain.model import OrderType
 from tradeplane.domain.money import fmt_units
 from tradeplane.domain.pairs import PairRules
@@ -130,13 +131,17 @@ async def admit_new_order(
     reference price (a refusal counted as such); and its ``newOrderRespType``.
 
     Raises:
-        ApiError: a malformed, missing or superfluous parameter.
+        ApiError: a malformed, missing or superfluous parameter; -1001 (503) when the
+            market's reference price cannot be read.
     """
     symbol = rules.symbol
     spec, resp_type = orderinputs.place_order(params, account, symbol)
     refs = gw.ctx.references
     if spec.order.type == OrderType.MARKET:
-        ref = await refs.market_reference(symbol, spec.side)
+        try:
+            ref = await refs.market_reference(symbol, spec.side)
+        except Unavailable:  # nothing is stored yet: the client may simply retry
+            raise errors.backend_down() from None
     else:
         ref = refs.band_reference(symbol)
     req = admit(rules, spec, ref, _now_ms())

@@ -137,6 +137,9 @@ class Settler:
         self.relay_interval_s = relay_interval_s
         self.pairs: dict[str, PairRules] = {}
         self.cursors: dict[str, int] = {}
+        # A transaction failed: its COMMIT may have happened all the same (the connection
+        # went while it was in flight), so the cursors are read again before the retry.
+        self._cursors_stale = False
         # The outbox relay's fences, per relay message id of a pending order (or list):
         # a command stream sequence that the original message, if it was ever stored, is
         # at or below (see _relay_round).
@@ -176,9 +179,18 @@ class Settler:
 
     async def _handle(self, msgs: Sequence[EventMessage]) -> None:
         batches = [codec.decode_batch(m.data) for m in msgs]
+        if self._cursors_stale:
+            # What PostgreSQL holds decides what is left to apply, not what we last saw
+            # committed: a batch applied twice would spend its orders' holds twice.
+            self.cursors = await self.store.cursors()
+            self._cursors_stale = False
         todo = [b for b in batches if b.last_seq > self.cursors.get(b.symbol, 0)]
         SKIPPED_BATCHES.inc(len(batches) - len(todo))
-        settled = await self._apply(todo, msgs[-1].seq) if todo else None
+        try:
+            settled = await self._apply(todo, msgs[-1].seq) if todo else None
+        except BaseException:
+            self._cursors_stale = True
+            raise
         marks: dict[str, int] = {}
         for b in batches:
             marks[b.symbol] = max(marks.get(b.symbol, 0), b.last_seq)

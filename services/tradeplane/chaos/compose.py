@@ -1,0 +1,338 @@
+"""The one module of ``tradeplane chaos`` that reaches the stores (its composition root):
+the accounts the load trades with, and the checks run after each fault and at the end.
+
+Every check reads what the exchange keeps (PostgreSQL's ledger and orders, the NATS
+command streams and engine snapshots, Redis' depth) and compares it with a replay of the
+command log through the pure book; a difference is one line of :attr:`Findings.failures`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from tradeplane.adapters import db
+from tradeplane.adapters.bus import EVENTS_STREAM, Bus, BusError, command_stream
+from tradeplane.adapters.cache import CacheError, MarketCache
+from tradeplane.adapters.cipher import SecretCipher
+from tradeplane.chaos.load import Trader
+from tradeplane.domain import codec
+from tradeplane.domain.book import OrderBook
+from tradeplane.domain.model import NewOrder, NewOrderList
+from tradeplane.domain.money import to_units
+from tradeplane.domain.pairs import PairRules
+from tradeplane.engine.service import EngineSnapshot
+
+TRADER_FUNDS = {"BTC": "1000", "ETH": "10000", "USDT": "100000000"}
+_OPEN = (0, 1, 2)
+
+
+async def provision(dsn: str, secret_key: str, pairs: Sequence[PairRules],
+                    traders: int) -> list[Trader]:
+    """The schema and ``pairs``; accounts with trading keys and funds, new ones each run.
+    """
+    pool = await db.create_pool(dsn, 2)
+    cipher = SecretCipher(secret_key)
+    out: list[Trader] = []
+    tag = secrets.token_hex(4)
+    try:
+        await db.migrate(pool)
+        for pair in pairs:
+            await db.upsert_pair(pool, pair)
+        for i in range(traders):
+            name = f"chaos-{tag}-{i}"
+            account = await db.create_account(pool, name)
+            secret = secrets.token_hex(32)
+            key = await db.create_api_key(pool, account, cipher.encrypt(secret),
+                                          ["read", "trade"])
+            for asset, amount in TRADER_FUNDS.items():
+                await db.credit(pool, account, asset, to_units(amount), f"{name}-{asset}")
+            out.append(Trader(account, key, secret))
+    finally:
+        await pool.close()
+    return out
+
+
+@dataclass
+class Findings:
+    """What one check found."""
+
+    lost: int = 0
+    duplicated: int = 0
+    failures: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Stores:
+    nats_url: str
+    dsn: str
+    redis_url: str
+    pairs: Sequence[PairRules]
+
+
+#: How many times a check is taken again when the command logs grew while it ran.
+CHECK_ATTEMPTS = 3
+
+
+async def check(stores: Stores, acked: Sequence[int], *, settle_timeout: float = 60.0,
+                final: bool = False) -> Findings:
+    """Wait until settlement has applied every command, then check everything.
+
+    With ``final`` (the engines were stopped cleanly, so each left a snapshot at its last
+    command), the engines' state hashes are compared with the full replay; otherwise with
+    the replay up to their latest snapshot.
+
+    The load is paused, but a request its client gave up on (a timeout while NATS was
+    down) may still reach a command log, and the outbox relay publishes a killed
+    gateway's pending orders late: when the logs grew while the check ran, what it
+    compared was not one moment, so it is taken again (CHECK_ATTEMPTS times at most).
+    """
+    try:
+        bus = await Bus.connect(stores.nats_url, name="chaos-check")
+    except BusError as exc:
+        return Findings(failures=[f"NATS: {exc}"])
+    pool = await db.create_pool(stores.dsn, 2)
+    try:
+        for _ in range(CHECK_ATTEMPTS):
+            out, lasts = await _check_once(stores, bus, pool, acked, settle_timeout, final)
+            now = {p.symbol: await bus.last_command_seq(p.symbol) for p in stores.pairs}
+            if now == lasts:
+                break
+    finally:
+        await pool.close()
+        await bus.close()
+    return out
+
+
+async def _check_once(stores: Stores, bus: Bus, pool: db.Pool, acked: Sequence[int],
+                      settle_timeout: float, final: bool,
+                      ) -> tuple[Findings, dict[str, int]]:
+    out = Findings()
+    lasts = await _settled(bus, pool, stores.pairs, settle_timeout)
+    if lasts is None:
+        lasts = {p.symbol: await bus.last_command_seq(p.symbol) for p in stores.pairs}
+        cursors = await db.settlement_cursors(pool)
+        out.failures.append(f"not settled within {settle_timeout:g} s: commands "
+                            f"{lasts}, settled {cursors}")
+    await _check_orders(pool, acked, out)
+    new_ids: Counter[int] = Counter()
+    for pair in stores.pairs:
+        book = await _check_replay(bus, pair, lasts[pair.symbol], new_ids, final, out)
+        await _check_open_orders(pool, pair.symbol, book, out)
+        await _check_depth(stores.redis_url, pair.symbol, book, out)
+        await _check_trades(pool, pair.symbol, out)
+    dup = [oid for oid, n in new_ids.items() if n > 1]
+    out.duplicated += len(dup)
+    if dup:
+        out.failures.append(f"orders placed twice in the command log: {dup[:10]}")
+    _, problems = await db.check_invariants(pool)
+    out.failures += [f"ledger: {p}" for p in problems]
+    await _check_holds(pool, out)
+    return out, lasts
+
+
+_TABLES = ("orders", "trades", "postings", "order_lists")
+
+
+async def sizes(stores: Stores) -> dict[str, int]:
+    """Rows of the tables that grow with trading; messages and bytes of each stream."""
+    out: dict[str, int] = {}
+    pool = await db.create_pool(stores.dsn, 1)
+    try:
+        for table in _TABLES:
+            out[f"table {table} rows"] = int(await pool.fetchval(
+                f"SELECT count(*) FROM {table}"))  # the names are _TABLES
+    finally:
+        await pool.close()
+    bus = await Bus.connect(stores.nats_url, name="chaos-sizes")
+    try:
+        for name in (*(command_stream(p.symbol) for p in stores.pairs), EVENTS_STREAM):
+            info = await bus.js.stream_info(name)
+            out[f"stream {name} messages"] = int(info.state.messages)
+            out[f"stream {name} bytes"] = int(info.state.bytes)
+    finally:
+        await bus.close()
+    return out
+
+
+async def _settled(bus: Bus, pool: db.Pool, pairs: Sequence[PairRules],
+                   timeout: float) -> dict[str, int] | None:
+    """Each symbol's last command once settlement has applied every command and no order
+    is pending; None after ``timeout``. The last commands are read again each round: the
+    outbox relay publishes, late, the orders of a gateway killed between storing and
+    publishing them, so the log may grow after the load paused."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lasts = {p.symbol: await bus.last_command_seq(p.symbol) for p in pairs}
+        cursors = await db.settlement_cursors(pool)
+        pending = await pool.fetchval("SELECT count(*) FROM orders WHERE status = 0")
+        if pending == 0 and all(cursors.get(s, 0) >= n for s, n in lasts.items()):
+            again = {p.symbol: await bus.last_command_seq(p.symbol) for p in pairs}
+            if again == lasts:
+                return lasts
+        if time.monotonic() >= deadline:
+            return None
+        await asyncio.sleep(0.2)
+
+
+async def _check_orders(pool: db.Pool, acked: Sequence[int], out: Findings) -> None:
+    """Every acknowledged order exists once, and the engine has seen it."""
+    rows = await pool.fetch("SELECT id, status FROM orders WHERE id = ANY($1::bigint[])",
+                            list(set(acked)))
+    found = {r["id"]: r["status"] for r in rows}
+    missing = [oid for oid in set(acked) if oid not in found]
+    pending = [oid for oid, status in found.items() if status == 0]
+    out.lost += len(missing) + len(pending)
+    if missing:
+        out.failures.append(f"acknowledged orders missing from PostgreSQL: {missing[:10]}")
+    if pending:
+        out.failures.append(f"acknowledged orders never settled: {pending[:10]}")
+    repeated = [oid for oid, n in Counter(acked).items() if n > 1]
+    out.duplicated += len(repeated)
+    if repeated:
+        out.failures.append(f"one order id acknowledged twice: {repeated[:10]}")
+
+
+async def _commands(bus: Bus, symbol: str, last: int) -> list[bytes]:
+    """The symbol's command messages 1..last, in order."""
+    got: list[bytes] = []
+    done = asyncio.Event()
+
+    def on_msg(seq: int, data: bytes, _headers: object) -> None:
+        got.append(data)
+        if seq >= last:
+            done.set()
+
+    if last == 0:
+        return []
+    unsubscribe = await bus.follow_commands(symbol, 1, on_msg)
+    try:
+        await asyncio.wait_for(done.wait(), 60)
+    finally:
+        await unsubscribe()
+    return got[:last]
+
+
+async def _check_replay(bus: Bus, pair: PairRules, last: int, new_ids: Counter[int],
+                        final: bool, out: Findings) -> OrderBook:
+    """Replay the whole command log; the engine's snapshot must hash as the replay at the
+    same command. Returns the replayed book (at ``last``)."""
+    symbol = pair.symbol
+    raw = await bus.load_snapshot(symbol)
+    snap = codec.decode_as(raw, EngineSnapshot) if raw else None
+    if final and (snap is None or snap.seq != last):
+        out.failures.append(f"{symbol}: no snapshot at the last command {last} after a "
+                            f"clean stop (snapshot at {snap.seq if snap else None})")
+    book = OrderBook(symbol, pair.notional_per_tick_lot)
+    try:
+        messages = await _commands(bus, symbol, last)
+    except TimeoutError:
+        out.failures.append(f"{symbol}: the command log could not be read to {last}")
+        return book
+    compared = False
+    for seq, data in enumerate(messages, 1):
+        for cmd in codec.decode_commands(data):
+            if isinstance(cmd, NewOrder):
+                new_ids[cmd.order_id] += 1
+            elif isinstance(cmd, NewOrderList):
+                for leg in cmd.legs:
+                    new_ids[leg.order_id] += 1
+            book.process(cmd)
+        if snap is not None and seq == snap.seq:
+            compared = True
+            live = OrderBook.restore(snap.book).state_hash()
+            if live != book.state_hash():
+                out.failures.append(f"{symbol}: the engine's state at command {seq} "
+                                    "differs from the replay of its log")
+    if snap is not None and snap.seq > 0 and not compared:
+        out.failures.append(f"{symbol}: snapshot at {snap.seq}, past the log's end {last}")
+    return book
+
+
+async def _check_open_orders(pool: db.Pool, symbol: str, book: OrderBook,
+                             out: Findings) -> None:
+    """PostgreSQL's open orders are the book's, with the same quantities left."""
+    snap = book.snapshot()
+    in_book = {o.order_id: o.remaining for o in (*snap.bids, *snap.asks)}
+    in_book.update({s.order_id: s.qty for s in snap.stops})
+    rows = await pool.fetch(
+        "SELECT id, qty - executed AS remaining FROM orders WHERE symbol = $1"
+        " AND status = ANY($2::smallint[])", symbol, list(_OPEN))
+    in_pg = {r["id"]: int(r["remaining"]) for r in rows}
+    if in_pg != in_book:
+        only_pg = sorted(set(in_pg) - set(in_book))[:10]
+        only_book = sorted(set(in_book) - set(in_pg))[:10]
+        differ = sorted(k for k in set(in_pg) & set(in_book) if in_pg[k] != in_book[k])[:10]
+        out.failures.append(f"{symbol}: open orders differ from the book (only in "
+                            f"PostgreSQL {only_pg}, only in the book {only_book}, "
+                            f"quantity differs {differ})")
+
+
+async def _check_depth(redis_url: str, symbol: str, book: OrderBook,
+                       out: Findings) -> None:
+    """Redis' depth (what the API serves) is the book's, level by level."""
+    try:
+        cache = await MarketCache.connect(redis_url)
+    except CacheError as exc:
+        out.failures.append(f"Redis: {exc}")
+        return
+    try:
+        depth = None
+        deadline = time.monotonic() + 10.0
+        bids, asks = book.depth(100_000)
+        while time.monotonic() < deadline:
+            depth = await cache.depth(symbol)
+            if depth is not None and (depth.bids, depth.asks) == (
+                    [tuple(x) for x in bids[:len(depth.bids)]],
+                    [tuple(x) for x in asks[:len(depth.asks)]]) and (
+                    len(depth.bids) == len(bids) or len(depth.bids) >= 100) and (
+                    len(depth.asks) == len(asks) or len(depth.asks) >= 100):
+                return
+            await asyncio.sleep(0.2)
+        what = "none" if depth is None else (
+            f"{len(depth.bids)} bid and {len(depth.asks)} ask levels at update "
+            f"{depth.last_update_id}")
+        out.failures.append(f"{symbol}: Redis depth ({what}) differs from the book "
+                            f"({len(bids)} bid and {len(asks)} ask levels)")
+    except CacheError as exc:
+        out.failures.append(f"Redis: {exc}")
+    finally:
+        await cache.close()
+
+
+async def _check_trades(pool: db.Pool, symbol: str, out: Findings) -> None:
+    """Trade ids run 1..n without a gap or a repeat, and each trade's quantity is
+    executed once on each side."""
+    ids = [r["trade_id"] for r in await pool.fetch(
+        "SELECT trade_id FROM trades WHERE symbol = $1 ORDER BY trade_id", symbol)]
+    if ids != list(range(1, len(ids) + 1)):
+        out.failures.append(f"{symbol}: trade ids are not contiguous from 1")
+    executed = await pool.fetchval(
+        "SELECT coalesce(sum(executed), 0) FROM orders WHERE symbol = $1", symbol)
+    traded = await pool.fetchval(
+        "SELECT coalesce(sum(qty), 0) FROM trades WHERE symbol = $1", symbol)
+    if executed != 2 * traded:
+        out.failures.append(f"{symbol}: orders executed {executed} != twice the trades' "
+                            f"quantity {traded}")
+
+
+async def _check_holds(pool: db.Pool, out: Findings) -> None:
+    """No funds held for a finished order, and none locked without an open order."""
+    held = await pool.fetch(
+        "SELECT id FROM orders WHERE status <> ALL($1::smallint[]) AND hold_remaining <> 0"
+        " LIMIT 10", list(_OPEN))
+    if held:
+        out.failures.append(f"funds still held for finished orders {[r['id'] for r in held]}")
+    stray = await pool.fetch(
+        """SELECT b.account_id, b.asset FROM balances b
+           WHERE b.locked <> 0 AND NOT EXISTS (
+               SELECT 1 FROM orders o WHERE o.account_id = b.account_id
+               AND o.status = ANY($1::smallint[]))
+           LIMIT 10""", list(_OPEN))
+    if stray:
+        out.failures.append("funds locked without an open order: "
+                            + ", ".join(f"{r['account_id']} {r['asset']}" for r in stray))

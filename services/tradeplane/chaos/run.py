@@ -1,0 +1,372 @@
+"""The run: a local platform (embedded NATS, PostgreSQL and Redis; two engines, settlement,
+market data and the gateway as processes under the platform's supervisor), the load, the
+faults of the seeded schedule, a check after each and a last one after a clean stop."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import random
+import secrets
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from tradeplane.chaos import compose
+from tradeplane.chaos.load import MARKETS, Load, Trader
+from tradeplane.chaos.plan import FAULTS, schedule
+from tradeplane.chaos.report import Outcome, clean, table
+from tradeplane.chaos.resources import Sampler
+from tradeplane.demo.client import signed_query
+from tradeplane.domain.errors import Unavailable
+from tradeplane.domain.pairs import DEMO_PAIRS
+from tradeplane.platform.ports import HOST, free_port
+from tradeplane.platform.servers import LocalServers
+from tradeplane.platform.supervisor import Command, RestartPolicy, Supervisor, SupervisorError
+
+#: The books the load trades (one engine each).
+PAIRS = tuple(p for p in DEMO_PAIRS if p.symbol in {m.symbol for m in MARKETS})
+#: How long the platform has to take and settle an order again after a fault.
+RECOVERY_TIMEOUT_S = 60.0
+#: What the supervisor gives a process to stop (``Command.stop_timeout``): a process that
+#: takes longer to exit on SIGTERM fails the check.
+GRACE_S = 15.0
+_POLL_S = 0.1
+#: Seconds between two samples of the processes' memory and descriptors.
+SAMPLE_S = 5.0
+#: The rate limits, raised: the load speaks from one address as fast as it can.
+_LIMITS = {"TRADEPLANE_IP_WEIGHT_PER_MINUTE": "10000000",
+           "TRADEPLANE_KEY_WEIGHT_PER_MINUTE": "10000000",
+           "TRADEPLANE_ORDERS_PER_10S": "1000000", "TRADEPLANE_ORDERS_PER_DAY": "100000000"}
+
+
+@dataclass(frozen=True)
+class Options:
+    seed: int
+    duration_s: float
+    faults: tuple[str, ...]
+    period_s: float = 20.0
+    """Seconds between injections."""
+    traders: int = 4
+    workers: int = 4
+    soak: bool = False
+    """A soak: the same, and the processes' memory and descriptors and the stores'
+    growth printed at the end (they are sampled on every run)."""
+    data_dir: Path | None = None
+    """Where the servers keep their data and the processes their logs; by default a
+    temporary folder, removed after a clean run. Not under pytest's tmp tree (pytest
+    resets it to 0700 when another session starts: PostgreSQL's unprivileged user is
+    locked out)."""
+
+
+def _say(line: str) -> None:
+    print(f"chaos: {line}", flush=True)
+
+
+#: The probe's order per symbol: a bid 10% under the load's prices (price, quantity).
+_PROBE = {"BTCUSDT": ("54000.00", "0.001"), "ETHUSDT": ("2700.00", "0.01")}
+
+
+class _Probe:
+    """A signed order placed again and again until the exchange has taken and settled one
+    (its status is no longer PENDING_NEW): how recovery is measured."""
+
+    def __init__(self, base: str, trader: Trader, load: Load) -> None:
+        self.http = httpx.Client(base_url=base, timeout=3.0)
+        self.trader = trader
+        self.load = load
+
+    def _signed(self, method: str, path: str, **params: str | int) -> httpx.Response:
+        params["timestamp"] = int(time.time() * 1000)
+        body = signed_query(self.trader.secret, params)
+        headers = {"X-MBX-APIKEY": self.trader.api_key}
+        if method == "POST":
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+            return self.http.request(method, path, content=body, headers=headers)
+        return self.http.request(method, f"{path}?{body}", headers=headers)
+
+    def recovered(self, idle: Callable[[float], None], symbol: str = "BTCUSDT") -> bool:
+        """True once an order on ``symbol`` was acknowledged and settled; False after the
+        timeout."""
+        price, qty = _PROBE[symbol]
+        deadline = time.monotonic() + RECOVERY_TIMEOUT_S
+        oid: int | None = None
+        while time.monotonic() < deadline:
+            try:
+                if oid is None:
+                    r = self._signed("POST", "/api/v3/order", symbol=symbol, side="BUY",
+                                     type="LIMIT", timeInForce="GTC", price=price,
+                                     quantity=qty, newOrderRespType="ACK")
+                    if r.status_code == 200:
+                        oid = int(r.json()["orderId"])
+                        self.load.acked.add(oid)
+                else:
+                    r = self._signed("GET", "/api/v3/order", symbol=symbol, orderId=oid)
+                    if r.status_code == 200 and r.json()["status"] != "PENDING_NEW":
+                        self._signed("DELETE", "/api/v3/order", symbol=symbol,
+                                     orderId=oid)
+                        return True
+            except (httpx.HTTPError, ValueError, KeyError):
+                pass
+            idle(0.1)
+        return False
+
+
+class Chaos:
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self.rng = random.Random(options.seed)
+        self.root = options.data_dir or Path(tempfile.mkdtemp(prefix="tradeplane-chaos-"))
+        self.servers = LocalServers(self.root)
+        self.supervisor = Supervisor(
+            self.root / "logs", RestartPolicy(first_delay=0.5, max_delay=4.0,
+                                              max_crashes=10_000, window=60.0),
+            report=lambda line: _say(line.removeprefix("tradeplane: ")))
+        self.outcomes: list[Outcome] = []
+        self.base = ""
+        self.stores: compose.Stores | None = None
+        self.sampler = Sampler()
+        self._began = time.monotonic()
+        self._sampled = 0.0
+        self._sampling = False  # from when the platform is up: not its start-up
+
+    # ------------------------------------------------------------------ the platform
+    def idle(self, seconds: float) -> None:
+        """Wait, restarting the children that exit meanwhile."""
+        deadline = time.monotonic() + seconds
+        while True:
+            self.supervisor.poll()
+            if self._sampling and time.monotonic() - self._sampled >= SAMPLE_S:
+                self._sample()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(_POLL_S, left))
+
+    def _sample(self) -> None:
+        self._sampled = time.monotonic()
+        pids: dict[str, int | None] = {
+            c.name: c.pid for c in self.supervisor.children if isinstance(c, Command)}
+        for server in self.servers.servers:
+            pids[server.name] = server.pid
+        self.sampler.sample(self._sampled - self._began, pids)
+
+    def start(self) -> list[Trader]:
+        _say(f"data and logs in {self.root}")
+        self.servers.start()
+        secret_key = secrets.token_hex(32)
+        traders = asyncio.run(compose.provision(self.servers.pg_url, secret_key, PAIRS,
+                                                self.options.traders + 1))
+        port = free_port()
+        self.base = f"http://{HOST}:{port}"
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("TRADEPLANE_")},
+            **_LIMITS,
+            "TRADEPLANE_DEV_MODE": "1",
+            "TRADEPLANE_NATS_URL": self.servers.nats_url,
+            "TRADEPLANE_DATABASE_URL": self.servers.pg_url,
+            "TRADEPLANE_REDIS_URL": self.servers.redis_url,
+            "TRADEPLANE_SECRET_KEY": secret_key,
+            "TRADEPLANE_ADMIN_TOKEN": secrets.token_hex(32),
+            "TRADEPLANE_JWT_SECRET": secrets.token_hex(32),
+            "TRADEPLANE_HTTP_HOST": HOST,
+            "TRADEPLANE_HTTP_PORT": str(port),
+            "TRADEPLANE_METRICS_HOST": HOST,
+            "TRADEPLANE_METRICS_PORT": "0",
+            # Frequent snapshots: each check compares the latest with the replay.
+            "TRADEPLANE_SNAPSHOT_EVERY": "200",
+        }
+        for pair in PAIRS:
+            self._add(f"matching-{pair.name}", env, "matching", "--symbol", pair.name)
+        self._add("settlement", env, "settlement")
+        self._add("marketdata", env, "marketdata")
+        self._add("gateway", env, "gateway")
+        deadline = time.monotonic() + 60
+        while not self._answers():
+            if time.monotonic() > deadline:
+                raise SupervisorError(f"the gateway did not answer on {self.base}")
+            self.idle(0.2)
+        self.supervisor.running()
+        self._began = time.monotonic()
+        self._sampling = True
+        self.stores = compose.Stores(self.servers.nats_url, self.servers.pg_url,
+                                     self.servers.redis_url, PAIRS)
+        return traders
+
+    def _add(self, name: str, env: dict[str, str], *args: str) -> None:
+        self.supervisor.add(name, [sys.executable, "-m", "tradeplane.cli", *args], env)
+
+    def _answers(self) -> bool:
+        try:
+            return httpx.get(f"{self.base}/api/v3/ping", timeout=1.0).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def command(self, name: str) -> Command:
+        found = next(c for c in self.supervisor.children if c.name == name)
+        assert isinstance(found, Command)
+        return found
+
+    def stop(self) -> None:
+        self.supervisor.stop()
+        self.servers.stop()
+
+    # ------------------------------------------------------------------ the faults
+    def _kill(self, name: str) -> None:
+        pid = self.command(name).pid
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+
+    def _kill_nats(self) -> None:
+        pid = self.servers.nats.pid
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+        self._wait_exit(self.servers.nats.returncode)
+
+    def _wait_exit(self, returncode: Callable[[], int | None]) -> None:
+        deadline = time.monotonic() + 30
+        while returncode() is None and time.monotonic() < deadline:
+            self.idle(0.05)
+
+    def inject(self, fault: str) -> tuple[str, list[str]]:
+        """Inject ``fault`` and heal what a supervisor would not (the servers). Returns
+        the symbol whose orders show the recovery (the killed engine's), and the problems
+        the injection found itself (a process slow to stop)."""
+        problems: list[str] = []
+        symbol = "BTCUSDT"
+        if fault == "kill-engine":
+            pair = self.rng.choice(PAIRS)
+            symbol = pair.symbol
+            self._kill(f"matching-{pair.name}")
+        elif fault in ("kill-settlement", "kill-marketdata", "kill-gateway"):
+            self._kill(fault.removeprefix("kill-"))
+        elif fault == "kill-nats":
+            self._kill_nats()
+            self.idle(1.0)
+            self.servers.nats.start()
+        elif fault == "stop-postgres":
+            pg = self.servers.postgres
+            if pg.pid is not None:
+                os.kill(pg.pid, signal.SIGQUIT)  # pg_ctl stop -m immediate
+            self._wait_exit(pg.returncode)
+            self.idle(1.0)
+            pg.start()
+        elif fault == "kill-redis":
+            redis = self.servers.redis
+            if redis.pid is not None:
+                os.kill(redis.pid, signal.SIGKILL)
+            self._wait_exit(redis.returncode)
+            for path in redis.data_dir.iterdir():  # its data is lost
+                if path.is_dir():
+                    shutil.rmtree(path)
+                elif path.suffix in (".aof", ".rdb"):
+                    path.unlink()
+            self.idle(1.0)
+            redis.start()
+        elif fault == "sigterm-nats-down":
+            self._kill_nats()
+            self.idle(1.0)
+            problems += self._stop_all_services()
+            self.servers.nats.start()
+        else:
+            raise ValueError(f"unknown fault {fault}")
+        return symbol, problems
+
+    def _stop_all_services(self) -> list[str]:
+        """SIGTERM to every engine, settlement and market data; each must exit within
+        GRACE_S (the supervisor restarts them afterwards)."""
+        names = [f"matching-{p.name}" for p in PAIRS] + ["settlement", "marketdata"]
+        started = time.monotonic()
+        for name in names:
+            self.command(name).signal_stop()
+        waiting = set(names)
+        while waiting and time.monotonic() - started < GRACE_S + 5:
+            waiting = {n for n in waiting if self.command(n).returncode() is None}
+            time.sleep(0.05)  # not idle(): the supervisor would restart them meanwhile
+        took = time.monotonic() - started
+        if waiting:
+            for name in waiting:
+                self._kill(name)
+            return [f"{', '.join(sorted(waiting))} still running {took:.1f} s after SIGTERM "
+                    f"with NATS down (grace {GRACE_S:g} s)"]
+        _say(f"every service stopped {took:.1f} s after SIGTERM with NATS down")
+        return []
+
+    # ------------------------------------------------------------------ the run
+    def check(self, load: Load, *, final: bool = False) -> compose.Findings:
+        assert self.stores is not None
+        found = asyncio.run(compose.check(self.stores, load.acked.all(), final=final))
+        try:
+            self.sampler.record_sizes(time.monotonic() - self._began,
+                                      asyncio.run(compose.sizes(self.stores)))
+        except Unavailable as exc:
+            found.failures.append(f"sizes of the stores: {exc}")
+        return found
+
+    def run(self) -> int:
+        opts = self.options
+        plan = schedule(opts.seed, opts.duration_s, opts.faults, opts.period_s)
+        traders = self.start()
+        probe_trader, traders = traders[0], traders[1:]
+        load = Load(self.base, traders, opts.seed, opts.workers)
+        probe = _Probe(self.base, probe_trader, load)
+        load.start()
+        began = time.monotonic()
+        _say(f"load running; {len(plan)} faults to inject (seed {opts.seed})")
+        try:
+            for n, step in enumerate(plan, 1):
+                self.idle(max(0.0, began + step.at_s - time.monotonic()))
+                _say(f"[{n}/{len(plan)}] {step.fault} at {time.monotonic() - began:.0f} s")
+                injected = time.monotonic()
+                symbol, problems = self.inject(step.fault)
+                recovered = probe.recovered(self.idle, symbol)
+                recovery = time.monotonic() - injected if recovered else None
+                self.idle(2.0)  # load under the recovered platform
+                if not load.pause():
+                    problems.append("the load did not pause within 60 s")
+                found = self.check(load)
+                load.resume()
+                outcome = Outcome(step.fault, recovery, load.acked.since_last(), found.lost,
+                                  found.duplicated, problems + found.failures)
+                self.outcomes.append(outcome)
+                _say(f"  recovered in {'-' if recovery is None else f'{recovery:.2f}'} s; "
+                     f"{outcome.acked} acknowledged, {outcome.lost} lost, "
+                     f"{outcome.duplicated} duplicated"
+                     + "".join(f"\n    FAILED {f}" for f in outcome.failures))
+            load.stop()
+            self.outcomes.append(self._final(load))
+        finally:
+            load.stop()
+            probe.http.close()
+            self.stop()
+        _say(f"answers: {dict(sorted(load.answers.items()))}")
+        print(table(self.outcomes, (*FAULTS, "final")), flush=True)
+        if opts.soak:
+            print("\n" + self.sampler.table(), flush=True)
+        ok = clean(self.outcomes)
+        if ok and self.options.data_dir is None:
+            shutil.rmtree(self.root, ignore_errors=True)
+        elif not ok:
+            _say(f"the servers' data and every process's log are in {self.root}")
+        _say("no loss, no duplicate, every invariant held" if ok else "FAILED")
+        return 0 if ok else 1
+
+    def _final(self, load: Load) -> Outcome:
+        """Stop the engines cleanly (each leaves a snapshot at its last command), check
+        everything against the full replay."""
+        for pair in PAIRS:
+            self.command(f"matching-{pair.name}").stop()
+        found = self.check(load, final=True)
+        _say(f"final check: {found.lost} lost, {found.duplicated} duplicated"
+             + "".join(f"\n    FAILED {f}" for f in found.failures))
+        # Not an injection: no recovery to measure.
+        return Outcome("final", math.nan, load.acked.since_last(), found.lost,
+                       found.duplicated, found.failures)
