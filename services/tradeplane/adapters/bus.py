@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +54,9 @@ SNAPSHOT_BUCKET = "ENGINE_SNAPSHOTS"
 LEASE_BUCKET = "ENGINE_LEASES"
 #: JetStream's error code for a failed ``Nats-Expected-Last-Subject-Sequence`` check.
 _WRONG_LAST_SEQUENCE = 10071
+#: A command follower whose consumer delivered nothing for this long while the stream
+#: holds more re-subscribes (longer than nats-py's own recovery: two missed 2 s heartbeats).
+FOLLOW_STALL_S = 6.0
 
 
 class BusError(TradeplaneError):
@@ -216,32 +220,26 @@ class Bus:
         return int(ack.seq)
 
     async def follow_commands(
-        self, symbol: str, start_seq: int, on_msg: Callable[[int, bytes, Headers], None]
+        self, symbol: str, start_seq: int, on_msg: Callable[[int, bytes, Headers], None],
+        *, stall_s: float = FOLLOW_STALL_S, heartbeat_s: float = 2.0,
     ) -> Callable[[], Awaitable[None]]:
         """Deliver every command message from ``start_seq`` on, in order, to
         ``on_msg(seq, data, headers)`` (headers carry the trace context).
 
-        An ordered push consumer: gap-free, no acks (the engine's progress lives in its
-        snapshots and its last published event batch). Returns an unsubscribe coroutine.
+        Exactly the sequences ``start_seq, start_seq + 1, ...``: no gap, no repeat. An
+        ordered push consumer does the delivering (no acks: the engine's progress lives in
+        its snapshots and its last published event batch); the follower checks what it
+        delivers and, should the consumer skip a sequence or go quiet for ``stall_s``
+        while the stream holds more, replaces it with a new one starting at the next
+        sequence it owes (see :class:`_CommandFollower`). Returns an unsubscribe
+        coroutine.
+
+        Raises:
+            BusUnavailable: the first subscription could not be made.
         """
-
-        async def cb(msg: Msg) -> None:
-            on_msg(msg.metadata.sequence.stream, msg.data, msg.headers)
-
-        async with _translated(f"command stream of {symbol}"):
-            sub = await self.js.subscribe(
-                command_subject(symbol),
-                cb=cb,
-                ordered_consumer=True,
-                stream=command_stream(symbol),
-                config=api.ConsumerConfig(
-                    deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
-                    opt_start_seq=max(1, start_seq),
-                ),
-                idle_heartbeat=2.0,
-                pending_msgs_limit=1_000_000,
-            )
-        return _unsubscriber(sub, command_subject(symbol))
+        follower = _CommandFollower(self, symbol, start_seq, on_msg, stall_s, heartbeat_s)
+        await follower.start()
+        return follower.stop
 
     async def last_command_seq(self, symbol: str) -> int:
         """The symbol's command stream's last sequence (0: empty).
@@ -537,6 +535,142 @@ class Bus:
                     replicas=self._replicas,
                 ),
             )
+
+
+class _CommandFollower:
+    """Delivers a command stream from a sequence on, gap-free, across anything that
+    happens to the connection or the server.
+
+    nats-py's ordered consumer is meant to do this alone: it re-creates its consumer
+    when it misses two heartbeats or sees a consumer sequence out of order. Trusting it
+    blindly cost a chaos run 59 acknowledged orders (kill -9 of NATS under load: one
+    engine's consumer never resumed, the engine sat idle with its stream 57 messages
+    ahead until it was restarted). So the follower checks, from what it can see:
+
+    * every delivered stream sequence must be the next one it owes; a repeat is dropped;
+      a gap (a message the library lost) makes it re-subscribe from the one it owes;
+    * every second, when nothing arrived for ``stall_s`` and nothing waits in the
+      subscription's queue, it reads the stream's last sequence; when the stream holds
+      what it owes, the consumer is stalled and is replaced.
+
+    A replacement that fails (NATS still down) is tried again at the next check.
+    """
+
+    def __init__(self, bus: Bus, symbol: str, start_seq: int,
+                 on_msg: Callable[[int, bytes, Headers], None], stall_s: float,
+                 heartbeat_s: float) -> None:
+        self.bus = bus
+        self.symbol = symbol
+        self.next_seq = max(1, start_seq)
+        self.on_msg = on_msg
+        self.stall_s = stall_s
+        self.heartbeat_s = heartbeat_s
+        self.restarts = 0
+        self._sub: Any = None
+        self._last_delivery = time.monotonic()
+        self._gap = False
+        self._gen = 0  # which subscription's messages count
+        self._watch: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._subscribe()
+        self._watch = asyncio.create_task(self._watchdog(), name=f"follow-{self.symbol}")
+
+    async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+            self._watch = None
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            async with _translated(f"unsubscribe from {command_subject(self.symbol)}"):
+                await sub.unsubscribe()
+
+    async def _subscribe(self) -> None:
+        start = self.next_seq
+        self._gen += 1
+        gen = self._gen
+
+        async def cb(msg: Msg) -> None:
+            if gen != self._gen:
+                return  # a replaced subscription's last messages
+            seq = msg.metadata.sequence.stream
+            if seq < self.next_seq:
+                return  # delivered already (the library's own reset re-delivers)
+            if seq > self.next_seq:
+                if not self._gap:
+                    self._gap = True
+                    log.warning("command stream delivered out of order; re-subscribing",
+                                extra={"fields": {"symbol": self.symbol, "expected":
+                                                  self.next_seq, "delivered": seq}})
+                return
+            self.next_seq = seq + 1
+            self._last_delivery = time.monotonic()
+            self.on_msg(seq, msg.data, msg.headers)
+
+        async with _translated(f"command stream of {self.symbol}"):
+            sub = await self.bus.js.subscribe(
+                command_subject(self.symbol),
+                cb=cb,
+                ordered_consumer=True,
+                stream=command_stream(self.symbol),
+                config=api.ConsumerConfig(
+                    deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+                    opt_start_seq=start,
+                ),
+                idle_heartbeat=self.heartbeat_s,
+                pending_msgs_limit=1_000_000,
+            )
+        self._sub = sub
+        self._gap = False
+        self._last_delivery = time.monotonic()
+
+    async def _watchdog(self) -> None:
+        while True:
+            await asyncio.sleep(min(1.0, self.stall_s / 2))
+            try:
+                if self._gap:
+                    await self._skip_removed()
+                    await self._replace("a gap")
+                elif await self._stalled():
+                    await self._replace(f"nothing for {self.stall_s:g} s")
+            except BusUnavailable as exc:  # NATS not back yet: the next round tries again
+                log.info("command stream follower waits for NATS",
+                         extra={"fields": {"symbol": self.symbol, "error": str(exc)}})
+
+    async def _skip_removed(self) -> None:
+        """Messages removed from the stream (a purge, a limit) can be delivered by no
+        consumer: the follower goes on from the stream's first, saying so."""
+        async with _translated(f"command stream of {self.symbol}"):
+            info = await self.bus.js.stream_info(command_stream(self.symbol))
+        first = int(info.state.first_seq)
+        if first > self.next_seq:
+            log.error("commands removed from the stream before they were delivered",
+                      extra={"fields": {"symbol": self.symbol, "from_seq": self.next_seq,
+                                        "to_seq": first - 1}})
+            self.next_seq = first
+
+    async def _stalled(self) -> bool:
+        if time.monotonic() - self._last_delivery < self.stall_s:
+            return False
+        if self._sub is not None and self._sub.pending_msgs:
+            return False  # delivered, waiting for the callback: busy, not stalled
+        if not self.bus.nc.is_connected:
+            return False  # the connection is being re-established: nothing to read yet
+        return await self.bus.last_command_seq(self.symbol) >= self.next_seq
+
+    async def _replace(self, why: str) -> None:
+        old, self._sub = self._sub, None
+        self._gen += 1
+        self.restarts += 1
+        log.warning("command stream follower re-subscribing",
+                    extra={"fields": {"symbol": self.symbol, "from_seq": self.next_seq,
+                                      "why": why, "restarts": self.restarts}})
+        if old is not None:
+            with contextlib.suppress(*_NATS_ERRORS):
+                await old.unsubscribe()
+        await self._subscribe()
 
 
 def _unsubscriber(sub: Any, subject: str) -> Callable[[], Awaitable[None]]:
