@@ -1,5 +1,6 @@
-"""The command follower (``Bus.follow_commands``) delivers a command stream exactly once,
-in order, whatever happens to its consumer: the engine trusts it to see every command.
+"""The command follower (``Bus.follow_commands``) and the event consumer deliver their
+stream exactly once, in order, whatever happens to their consumer: the engine trusts the
+follower to see every command, settlement and market data the consumer every batch.
 
 Real NATS throughout. A chaos run once found an engine whose ordered consumer never
 resumed after NATS was killed: 59 acknowledged orders sat in its stream, unprocessed,
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tradeplane.adapters.bus import Bus, BusError, command_stream
+from tradeplane.adapters.bus import Bus, BusError, StoredMsg, command_stream
 from tradeplane.platform.servers import NatsServer
 
 pytestmark = pytest.mark.asyncio
@@ -146,5 +147,31 @@ async def test_commands_purged_from_the_stream_are_skipped_with_an_error_not_awa
         assert got.seqs == [8, 9, 10]
         assert any("removed from the stream" in r.getMessage() for r in caplog.records)
         await stop()
+    finally:
+        await bus.close()
+
+
+async def test_events_purged_before_a_consumer_read_them_are_skipped_with_an_error(
+    own_nats: NatsServer, caplog: pytest.LogCaptureFixture,
+) -> None:
+    bus = await connected(own_nats.url, "events-purge")
+    try:
+        await bus.ensure_events()
+        last = 0
+        for n in range(1, 11):
+            last = await bus.publish_events_fenced("PURGEUSDT", b"batch %d" % n, f"p{n}", last)
+        await bus.js.purge_stream("EVENTS", seq=8)  # removes 1..7
+        got: list[int] = []
+        stop = asyncio.Event()
+
+        async def handler(msgs: list[StoredMsg]) -> None:
+            got.extend(m.seq for m in msgs)
+            if got[-1] >= 10:
+                stop.set()
+
+        await asyncio.wait_for(bus.consume_events("purge-test", handler, start_seq=6,
+                                                  stop=stop), 15.0)
+        assert got == [8, 9, 10]
+        assert any("removed from the stream" in r.getMessage() for r in caplog.records)
     finally:
         await bus.close()

@@ -396,6 +396,16 @@ class Bus:
                 continue
             caught_up = len(msgs) < batch
             stored = [StoredMsg(m.metadata.sequence.stream, m.data, m.headers) for m in msgs]
+            if stored[0].seq != next_seq or stored[-1].seq - stored[0].seq != len(stored) - 1:
+                # EVENTS' sequences have no holes (evt.* is the whole stream): a consumer
+                # that skips or repeats one is replaced, from the one owed.
+                log.warning("event consumer %s delivered %d..%d, expected from %d; "
+                            "re-creating", name, stored[0].seq, stored[-1].seq, next_seq)
+                with contextlib.suppress(*_NATS_ERRORS):
+                    await psub.unsubscribe()
+                psub = None
+                next_seq = await self._first_kept(EVENTS_STREAM, next_seq)
+                continue
             delay = 0.1
             while True:
                 # Never skip or reorder: retry the same messages until they apply.
@@ -415,6 +425,18 @@ class Bus:
         if psub is not None:
             with contextlib.suppress(*_NATS_ERRORS):
                 await psub.unsubscribe()
+
+    async def _first_kept(self, stream: str, owed: int) -> int:
+        """``owed``, or the stream's first sequence when ``owed`` was removed (a purge, a
+        limit): nothing can deliver it any more, so it is said and skipped."""
+        async with _translated(f"stream {stream}"):
+            info = await self.js.stream_info(stream)
+        first = int(info.state.first_seq)
+        if first <= owed:
+            return owed
+        log.error("messages removed from the stream before they were delivered",
+                  extra={"fields": {"stream": stream, "from_seq": owed, "to_seq": first - 1}})
+        return first
 
     # ------------------------------------------------------------------ core pub/sub
     async def publish(self, subject: str, data: bytes) -> None:
@@ -642,14 +664,7 @@ class _CommandFollower:
     async def _skip_removed(self) -> None:
         """Messages removed from the stream (a purge, a limit) can be delivered by no
         consumer: the follower goes on from the stream's first, saying so."""
-        async with _translated(f"command stream of {self.symbol}"):
-            info = await self.bus.js.stream_info(command_stream(self.symbol))
-        first = int(info.state.first_seq)
-        if first > self.next_seq:
-            log.error("commands removed from the stream before they were delivered",
-                      extra={"fields": {"symbol": self.symbol, "from_seq": self.next_seq,
-                                        "to_seq": first - 1}})
-            self.next_seq = first
+        self.next_seq = await self.bus._first_kept(command_stream(self.symbol), self.next_seq)
 
     async def _stalled(self) -> bool:
         if time.monotonic() - self._last_delivery < self.stall_s:

@@ -372,7 +372,8 @@ class Settler:
         if sent:
             log.info("outbox relayed", extra={"fields": {"commands": sent}})
         if failed:
-            raise Unavailable(f"{len(failed)} pending order(s) not handled, first {failed[0]}")
+            raise Unavailable(f"{len(failed)} pending order(s) not handled: "
+                              + "; ".join(failed[:5]))
         return sent
 
     async def _resend(self, symbol: str, msg_id: str, cmd: Command,
