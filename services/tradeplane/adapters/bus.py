@@ -681,11 +681,25 @@ class _CommandFollower:
         self.restarts += 1
         log.warning("command stream follower re-subscribing",
                     extra={"fields": {"symbol": self.symbol, "from_seq": self.next_seq,
-                                      "why": why, "restarts": self.restarts}})
+                                      "why": why, "restarts": self.restarts,
+                                      "library": _ordered_state(old)}})
         if old is not None:
             with contextlib.suppress(*_NATS_ERRORS):
                 await old.unsubscribe()
         await self._subscribe()
+
+
+def _ordered_state(sub: Any) -> str:
+    """What nats-py's ordered consumer thinks (for the log of a replacement): the stream
+    sequence it last saw, and whether its heartbeat check still runs."""
+    jsi = getattr(getattr(sub, "_sub", sub), "_jsi", None)
+    if jsi is None:
+        return "none"
+    hb = getattr(jsi, "_hbtask", None)
+    hb_state = ("none" if hb is None else "running" if not hb.done()
+                else "cancelled" if hb.cancelled() else f"died: {hb.exception()!r}")
+    return (f"sseq={getattr(jsi, '_sseq', '?')} active={getattr(jsi, '_active', '?')} "
+            f"heartbeat_check={hb_state}")
 
 
 def _unsubscriber(sub: Any, subject: str) -> Callable[[], Awaitable[None]]:
