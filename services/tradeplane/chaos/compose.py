@@ -22,6 +22,7 @@ from tradeplane.adapters.cipher import SecretCipher
 from tradeplane.chaos.load import Trader
 from tradeplane.domain import codec
 from tradeplane.domain.book import OrderBook
+from tradeplane.domain.convert import DESK_ACCOUNT
 from tradeplane.domain.model import NewOrder, NewOrderList
 from tradeplane.domain.money import to_units
 from tradeplane.domain.pairs import PairRules
@@ -29,6 +30,8 @@ from tradeplane.engine.service import EngineSnapshot
 
 TRADER_FUNDS = {"BTC": "1000", "ETH": "10000", "USDT": "100000000"}
 _OPEN = (0, 1, 2)
+#: The house convert desk's inventory: the other side of the load's conversions.
+DESK_FUNDS = {"BTC": "100", "ETH": "1000", "USDT": "10000000"}
 
 
 async def provision(dsn: str, secret_key: str, pairs: Sequence[PairRules],
@@ -48,10 +51,13 @@ async def provision(dsn: str, secret_key: str, pairs: Sequence[PairRules],
             account = await db.create_account(pool, name)
             secret = secrets.token_hex(32)
             key = await db.create_api_key(pool, account, cipher.encrypt(secret),
-                                          ["read", "trade"])
+                                          ["read", "trade", "convert"])
             for asset, amount in TRADER_FUNDS.items():
                 await db.credit(pool, account, asset, to_units(amount), f"{name}-{asset}")
             out.append(Trader(account, key, secret))
+        for asset, amount in DESK_FUNDS.items():  # the other side of the conversions
+            await db.credit(pool, DESK_ACCOUNT, asset, to_units(amount),
+                            f"chaos-{tag}-desk-{asset}")
     finally:
         await pool.close()
     return out
@@ -79,7 +85,7 @@ CHECK_ATTEMPTS = 3
 
 
 async def check(stores: Stores, acked: Sequence[int], *, settle_timeout: float = 60.0,
-                final: bool = False) -> Findings:
+                final: bool = False, converted: Sequence[int] = ()) -> Findings:
     """Wait until settlement has applied every command, then check everything.
 
     With ``final`` (the engines were stopped cleanly, so each left a snapshot at its last
@@ -99,6 +105,7 @@ async def check(stores: Stores, acked: Sequence[int], *, settle_timeout: float =
     try:
         for _ in range(CHECK_ATTEMPTS):
             out, lasts = await _check_once(stores, bus, pool, acked, settle_timeout, final)
+            await _check_conversions(pool, converted, out)
             now = {p.symbol: await bus.last_command_seq(p.symbol) for p in stores.pairs}
             if now == lasts:
                 break
@@ -195,6 +202,27 @@ async def _check_orders(pool: db.Pool, acked: Sequence[int], out: Findings) -> N
     out.duplicated += len(repeated)
     if repeated:
         out.failures.append(f"one order id acknowledged twice: {repeated[:10]}")
+
+
+async def _check_conversions(pool: db.Pool, converted: Sequence[int], out: Findings) -> None:
+    """Every conversion the API accepted exists once, and did not fail afterwards (its
+    two legs are one ledger transaction, which the ledger's invariants check)."""
+    if not converted:
+        return
+    rows = await pool.fetch("SELECT id, status FROM convert_orders WHERE id = ANY($1::bigint[])",
+                            list(set(converted)))
+    found = {r["id"]: r["status"] for r in rows}
+    missing = [cid for cid in set(converted) if cid not in found]
+    failed = [cid for cid, status in found.items() if status == "FAIL"]
+    out.lost += len(missing) + len(failed)
+    if missing:
+        out.failures.append(f"accepted conversions missing from PostgreSQL: {missing[:10]}")
+    if failed:
+        out.failures.append(f"accepted conversions later failed: {failed[:10]}")
+    repeated = [cid for cid, n in Counter(converted).items() if n > 1]
+    out.duplicated += len(repeated)
+    if repeated:
+        out.failures.append(f"one conversion id accepted twice: {repeated[:10]}")
 
 
 async def _commands(bus: Bus, symbol: str, last: int) -> list[bytes]:

@@ -1,10 +1,12 @@
-"""The mixed load: several accounts placing LIMIT and MARKET orders, cancelling, amending
-and placing OCO lists on two books, through the REST API with signed requests (the
-demo client), in a thread of its own so that faults and checks never stall it.
+"""The mixed load: several accounts placing LIMIT and MARKET orders, cancelling, amending,
+placing OCO lists on two books and converting (Convert: a quote, then its acceptance),
+through the REST API with signed requests (the demo client), in a thread of its own so
+that faults and checks never stall it.
 
 An order counts as acknowledged when the gateway answered 200 with its id: from then on
-the exchange owes it. Anything else (a refusal, a 503 while a server is down, a timeout)
-owes nothing and is only counted.
+the exchange owes it; a conversion when ``acceptQuote`` answered 200 with its
+``orderId``. Anything else (a refusal, a 503 while a server is down, a timeout) owes
+nothing and is only counted.
 """
 
 from __future__ import annotations
@@ -84,6 +86,7 @@ class Load:
         self.seed = seed
         self.workers = workers
         self.acked = Acked()
+        self.converted = Acked()
         self.answers: Counter[str] = Counter()
         self._running = threading.Event()
         self._running.set()
@@ -163,6 +166,9 @@ class Load:
                                  orderId=oid, newQty=_smaller(symbol))
             self.answers[f"amend {r.status_code}"] += 1
             return
+        if roll < 0.35:
+            await self._convert(rng, api)
+            return
         market = rng.choice(MARKETS)
         side = rng.choice(("BUY", "SELL"))
         qty = rng.choice(market.qty_steps)
@@ -191,6 +197,23 @@ class Load:
             open_.append((market.symbol, oid))
         if len(open_) > 40:
             del open_[:20]  # forget the oldest: many have filled by now
+
+    async def _convert(self, rng: random.Random, api: ApiClient) -> None:
+        """A small conversion through the house desk, in either direction."""
+        base, amount = rng.choice((("BTC", "0.001"), ("ETH", "0.01")))
+        params: dict[str, str] = (
+            {"fromAsset": "USDT", "toAsset": base, "fromAmount": "20"}
+            if rng.random() < 0.5 else {"fromAsset": base, "toAsset": "USDT",
+                                        "fromAmount": amount})
+        r = await api.signed("POST", "/sapi/v1/convert/getQuote", **params)
+        self.answers[f"quote {r.status_code}"] += 1
+        if r.status_code != 200:
+            return
+        quote = r.json()["quoteId"]
+        r = await api.signed("POST", "/sapi/v1/convert/acceptQuote", quoteId=quote)
+        self.answers[f"convert {r.status_code}"] += 1
+        if r.status_code == 200:
+            self.converted.add(int(r.json()["orderId"]))
 
     def _ack(self, what: str, r: httpx.Response, list_: bool = False) -> list[int]:
         self.answers[f"{what} {r.status_code}"] += 1

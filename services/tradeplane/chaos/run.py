@@ -303,7 +303,8 @@ class Chaos:
     # ------------------------------------------------------------------ the run
     def check(self, load: Load, *, final: bool = False) -> compose.Findings:
         assert self.stores is not None
-        found = asyncio.run(compose.check(self.stores, load.acked.all(), final=final))
+        found = asyncio.run(compose.check(self.stores, load.acked.all(), final=final,
+                                          converted=load.converted.all()))
         try:
             self.sampler.record_sizes(time.monotonic() - self._began,
                                       asyncio.run(compose.sizes(self.stores)))
