@@ -55,8 +55,10 @@ LEASE_BUCKET = "ENGINE_LEASES"
 #: JetStream's error code for a failed ``Nats-Expected-Last-Subject-Sequence`` check.
 _WRONG_LAST_SEQUENCE = 10071
 #: A command follower whose consumer delivered nothing for this long while the stream
-#: holds more re-subscribes (longer than nats-py's own recovery: two missed 2 s heartbeats).
-FOLLOW_STALL_S = 6.0
+#: holds more re-subscribes. Longer than nats-py's own recovery takes after NATS restarts
+#: (its check runs every two 2 s heartbeats, so it re-creates the consumer 4-8 s after the
+#: last delivery), so that the follower steps in only where the library did not.
+FOLLOW_STALL_S = 10.0
 
 
 class BusError(TradeplaneError):
