@@ -17,7 +17,7 @@ from enum import StrEnum
 from typing import ClassVar, Final, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_PLACEHOLDER = "dev-only-change-me"
@@ -333,6 +333,21 @@ class Settings(VaultSettings):
         description="A book the market-data service has not written for this long is "
         "stale: no conversion is quoted through it.",
     )
+    convert_venue: str = Field(
+        default="", pattern=r"^([a-z0-9]{1,32}(=https?://[A-Za-z0-9.:\-\[\]]{1,200})?)?$",
+        description="An external venue the Convert router also quotes through: a ccxt "
+        "exchange id (e.g. binance), optionally '=' and the origin its REST API is served "
+        "at instead (another tradeplane: binance=http://10.0.0.5:8080). Empty: our books "
+        "only.",
+    )
+    convert_venue_api_key: str = Field(
+        default="", max_length=256,
+        description="The desk's API key on the external venue (hedges; reading books "
+        "needs none).",
+    )
+    convert_venue_secret: SecretStr = Field(
+        default=SecretStr(""), description="The secret of convert_venue_api_key."
+    )
     convert_rates_every_s: float = Field(
         default=1.0, gt=0,
         description="Seconds between two publications of the rates service (indicative "
@@ -376,6 +391,17 @@ class Settings(VaultSettings):
         "only delays the re-send of an order whose gateway died between its commit and "
         "its publish.",
     )
+
+    @field_validator("convert_venue")
+    @classmethod
+    def _a_ccxt_exchange(cls, value: str) -> str:
+        exchange_id = value.partition("=")[0]
+        if exchange_id:
+            import ccxt  # only when a venue is configured: a heavy import
+
+            if exchange_id not in ccxt.exchanges:
+                raise ValueError(f"ccxt has no exchange {exchange_id!r}")
+        return value
 
     @model_validator(mode="after")
     def _rules_of_the_groups_checked(self) -> Settings:
@@ -467,7 +493,8 @@ GROUPS: Final[Mapping[Group, tuple[str, ...]]] = {
     Group.SETTLEMENT: ("invariant_check_s", "relay_age_ms", "snapshot_interval_s",
                        "portfolio_quote"),
     Group.CONVERT: ("convert_bridges", "convert_spread_bps", "convert_max_book_age_s",
-                    "convert_rates_every_s"),
+                    "convert_rates_every_s", "convert_venue", "convert_venue_api_key",
+                    "convert_venue_secret"),
 }
 
 _COMMON: Final = frozenset({Group.BUS, Group.DATABASE, Group.OBSERVABILITY})

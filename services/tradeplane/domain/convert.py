@@ -38,6 +38,9 @@ class Leg:
     rules: PairRules
     sell_base: bool
     levels: tuple[Level, ...]
+    #: Where the book is: "" for ours, else an external venue's name (its levels already
+    #: in this pair's ticks and lots).
+    venue: str = ""
 
     @property
     def from_asset(self) -> str:
@@ -209,16 +212,17 @@ def candidate_paths(
 def build_legs(
     shape: Sequence[tuple[PairRules, bool]],
     books: Mapping[str, tuple[Sequence[Level], Sequence[Level]]],
+    venue: str = "",
 ) -> tuple[Leg, ...] | None:
-    """The legs of a route shape over ``books`` (symbol -> (bids, asks)); None when a
-    book of it is missing (stale or never written)."""
+    """The legs of a route shape over ``books`` (symbol -> (bids, asks)) of one venue
+    (``""``: ours); None when a book of it is missing (stale or never written)."""
     legs: list[Leg] = []
     for rules, sell_base in shape:
         book = books.get(rules.symbol)
         if book is None:
             return None
         bids, asks = book
-        legs.append(Leg(rules, sell_base, tuple(bids if sell_base else asks)))
+        legs.append(Leg(rules, sell_base, tuple(bids if sell_base else asks), venue))
     return tuple(legs)
 
 

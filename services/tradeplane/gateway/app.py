@@ -34,6 +34,7 @@ from tradeplane.adapters.listenkeys import ListenKeyStore
 from tradeplane.adapters.marketdata import RedisMarketReads
 from tradeplane.adapters.orderpath import OrderPath
 from tradeplane.adapters.portfolio_db import PgSnapshotStore
+from tradeplane.adapters.venues import CcxtVenue, ccxt_exchange
 from tradeplane.config import Settings
 from tradeplane.gateway import (
     admin,
@@ -170,7 +171,22 @@ async def compose(settings: Settings) -> AsyncIterator[Gateway]:
                       convert=Convert(CacheBooks(cache), PgConvertStore(pool),
                                       lambda: c.pairs, convert_settings(settings),
                                       published=CacheRates(cache),
-                                      notifier=BusConvertNotifier(bus)))
+                                      notifier=BusConvertNotifier(bus),
+                                      venues=await _convert_venues(settings, c, stack)))
+
+
+async def _convert_venues(settings: Settings, c: GatewayContext,
+                          stack: contextlib.AsyncExitStack) -> dict[str, CcxtVenue]:
+    """The external venue the Convert router quotes through too (none by default)."""
+    if not settings.convert_venue:
+        return {}
+    exchange_id, _, origin = settings.convert_venue.partition("=")
+    exchange = ccxt_exchange(exchange_id, base_url=origin or None,
+                             api_key=settings.convert_venue_api_key or None,
+                             secret=settings.convert_venue_secret.get_secret_value() or None)
+    venue = CcxtVenue(exchange_id, exchange, lambda: c.pairs)
+    stack.push_async_callback(venue.close)
+    return {venue.name: venue}
 
 
 def convert_settings(settings: Settings) -> ConvertSettings:

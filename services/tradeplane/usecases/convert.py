@@ -18,6 +18,7 @@ gateway in Binance's ``{"code", "msg"}``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -42,6 +43,8 @@ from tradeplane.domain.market import DepthSnapshot
 from tradeplane.domain.money import UNIT_DECIMALS, UNITS_PER_COIN
 from tradeplane.domain.pairs import PairRules
 from tradeplane.usecases.errors import UseCaseError
+
+log = logging.getLogger("tradeplane.convert")
 
 #: Binance's ``validTime`` values and their length in ms.
 VALID_TIMES: Final[dict[str, int]] = {"10s": 10_000, "30s": 30_000, "1m": 60_000,
@@ -118,6 +121,7 @@ class RouteLeg:
     fee: int  # units of to_asset
     best_price: int  # units of quote per base coin
     worst_price: int  # units
+    venue: str = ""  # where the leg is hedged: "" for our books, else a venue's name
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,12 +330,15 @@ class Convert:
     published: RatesFeed | None = None
     #: Where acceptances are told to the account's user data stream (None: nowhere).
     notifier: ConvertNotifier | None = None
+    #: Other venues whose books are routed through too (name -> their books, in our
+    #: pairs' ticks and lots); our own books are always a venue, named "".
+    venues: Mapping[str, BookSource] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ routing
     async def _fresh_books(
-        self, symbols: Sequence[str], now_ms: int
+        self, symbols: Sequence[str], now_ms: int, source: BookSource | None = None,
     ) -> tuple[dict[str, tuple[Sequence[Level], Sequence[Level]]], list[str]]:
-        raw = await self.books.books(symbols)
+        raw = await (source or self.books).books(symbols)
         fresh: dict[str, tuple[Sequence[Level], Sequence[Level]]] = {}
         stale: list[str] = []
         for sym in symbols:
@@ -361,6 +368,14 @@ class Convert:
         symbols = sorted({r.symbol for s in shapes for r, _ in s})
         fresh, _stale = await self._fresh_books(symbols, now_ms)
         routes = [legs for s in shapes if (legs := build_legs(s, fresh)) is not None]
+        for name, source in self.venues.items():
+            try:
+                theirs, _ = await self._fresh_books(symbols, now_ms, source)
+            except Unavailable as exc:  # a venue down: quote without it, not refuse
+                log.warning("convert venue %s not read: %s", name, exc)
+                continue
+            routes += [legs for s in shapes
+                       if (legs := build_legs(s, theirs, name)) is not None]
         if not routes:
             raise _refuse(ConvertCode.STALE,
                           f"No fresh price to convert {from_asset} to {to_asset} now.")
@@ -481,7 +496,7 @@ class Convert:
             RouteLeg(f.leg.rules.symbol, f.leg.side.name, f.leg.from_asset, f.leg.to_asset,
                      f.used, f.out, f.fee,
                      f.leg.rules.price_units(f.leg.levels[0][0]) if f.leg.levels else 0,
-                     f.leg.rules.price_units(f.worst_price))
+                     f.leg.rules.price_units(f.worst_price), f.leg.venue)
             for f in priced.fill.fills)
         new = NewQuote(req.account, req.from_asset, req.to_asset, priced.from_amount,
                        priced.to_amount, now_ms, now_ms + req.valid_ms, route,
