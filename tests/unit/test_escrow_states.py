@@ -99,7 +99,7 @@ def test_funds_are_in_escrow_exactly_in_the_held_states() -> None:
     def walk(state: DealState, held: int, seen: tuple[DealState, ...]) -> int:
         assert held == (amount if state in HELD_STATES else 0), seen
         paths = 1
-        for (frm, action, party), (to, movement) in ALLOWED.items():
+        for (frm, _action, _party), (to, movement) in ALLOWED.items():
             if frm is not state:
                 continue
             ledger = postings(9, to, movement, SELLER, BUYER, "BTC", amount)
