@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Final, Literal
 
@@ -79,11 +79,13 @@ def _user(caller: Caller) -> Actor:
 
 
 @contextmanager
-def _answered() -> Any:
+def _answered(unknown_status: int = 400) -> Iterator[None]:
+    """Refusals as our codes: HTTP 400 (as Binance answers an unknown order), or
+    ``unknown_status`` for an unknown deal (the admin API's 404)."""
     try:
         yield
     except EscrowRefused as exc:
-        status = 404 if exc.code == EscrowCode.UNKNOWN_DEAL else 400
+        status = unknown_status if exc.code == EscrowCode.UNKNOWN_DEAL else 400
         raise errors.ApiError(exc.code, exc.msg, status) from None
 
 
@@ -279,7 +281,7 @@ async def admin_deals(
 @admin_router.get("/deals/{deal_id}", dependencies=[Depends(admin_action(A.ESCROW_READ))])
 async def admin_deal(request: Request, deal_id: PathId) -> dict[str, Any]:
     """A deal with its history."""
-    with _answered():
+    with _answered(404):
         deal, history = await _escrow(request).deal(None, deal_id)
     return {**deal_json(deal), "history": [transition_json(t) for t in history]}
 
@@ -298,7 +300,7 @@ async def resolve_deal(
     """Resolve a dispute: ``release`` gives the escrowed asset to the buyer
     (RESOLVED_RELEASE), ``refund`` returns it to the seller (RESOLVED_REFUND)."""
     action = Action.RESOLVE_RELEASE if body.outcome == "release" else Action.RESOLVE_REFUND
-    with _answered():
+    with _answered(404):
         moved = await _escrow(request).act(who.actor, None, deal_id, action, _now_ms(),
                                            request_id=body.requestId, note=body.reason)
     return deal_json(moved.deal)
