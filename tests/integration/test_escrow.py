@@ -7,6 +7,8 @@ user-stream events; the ledger's invariants hold after every test."""
 from __future__ import annotations
 
 import asyncio
+import getpass
+import json
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -430,3 +432,68 @@ async def test_bad_transition_inputs_are_answered_with_clear_errors(plat: Platfo
     status, doc = await call(seller, "GET", "/sapi/v1/escrow/deals", state="NOPE")
     assert (status, doc["code"]) == (400, -1100)
     assert await ledger_state(plat, seller.account, buyer.account) == before
+
+
+# --------------------------------------------------------------------------- the CLI
+@pytest.fixture
+def cli_env(plat: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI pointed at the test platform."""
+    monkeypatch.setenv("TRADEPLANE_DATABASE_URL", plat.settings.database_url)
+    monkeypatch.setenv("TRADEPLANE_NATS_URL", plat.settings.nats_url)
+    monkeypatch.setenv("TRADEPLANE_SECRET_KEY", plat.settings.secret_key.get_secret_value())
+    monkeypatch.setenv("TRADEPLANE_DEV_MODE", "1")
+
+
+async def _disputed(plat: Platform) -> tuple[Trader, Trader, int]:
+    seller, buyer, deal_id = await funded(plat)
+    assert (await act(buyer, "paid", deal_id))[0] == 200
+    assert (await act(seller, "dispute", deal_id, reason="no transfer seen"))[0] == 200
+    return seller, buyer, deal_id
+
+
+async def test_the_cli_lists_and_resolves_disputes_leaving_the_api_s_audit_record(
+        plat: Platform, admin: httpx.AsyncClient, cli_env: None,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from tradeplane import cli
+
+    async def run(*argv: str) -> tuple[int, str, str]:
+        code = await asyncio.to_thread(cli.main, list(argv))
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    by_cli_seller, _, by_cli = await _disputed(plat)
+    by_api_seller, _, by_api = await _disputed(plat)
+    code, out, _ = await run("escrow", "list", "--state", "DISPUTED")
+    assert code == 0
+    assert {by_cli, by_api} <= {d["dealId"] for d in json.loads(out)}
+
+    code, _, _ = await run("escrow", "resolve", str(by_cli), "--outcome", "refund",
+                           "--reason", "refund, no transfer")
+    assert code == 0
+    r = await admin.post(f"/admin/escrow/deals/{by_api}/resolve",
+                         json={"outcome": "refund", "reason": "refund, no transfer"})
+    assert r.status_code == 200
+    for seller in (by_cli_seller, by_api_seller):
+        assert await btc(plat, seller.account) == (ONE, 0)
+
+    records = {}
+    for deal_id in (by_cli, by_api):
+        r = await plat.pool.fetchrow(
+            "SELECT actor, role, action, ip, before, after FROM audit_log WHERE target = $1"
+            " ORDER BY id DESC LIMIT 1", f"deal:{deal_id}")
+        before, after = json.loads(r["before"]), json.loads(r["after"])
+        records[deal_id] = (r["actor"], r["ip"], r["role"], r["action"], before["state"],
+                            after["state"], after["note"])
+    assert records[by_cli] == (f"cli:{getpass.getuser()}", "cli", "SuperAdmin",
+                               "escrow.resolve-refund", "DISPUTED", "RESOLVED_REFUND",
+                               "refund, no transfer")
+    assert records[by_api][2:] == records[by_cli][2:]
+    assert records[by_api][0] == "admin:bootstrap"
+
+    code, out, _ = await run("escrow", "show", str(by_cli))
+    assert code == 0 and json.loads(out)["history"][-1]["actor"].startswith("cli:")
+    code, _, err = await run("escrow", "resolve", str(by_cli), "--outcome", "release",
+                             "--reason", "again")
+    assert code == 2  # refused: no longer disputed; nothing moved
+    assert "-24003" in err
+    assert await btc(plat, by_cli_seller.account) == (ONE, 0)
