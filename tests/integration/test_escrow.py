@@ -318,6 +318,18 @@ async def test_opening_again_with_the_same_client_deal_id_answers_the_same_deal(
     assert n == 1
 
 
+async def test_concurrent_openings_with_one_client_deal_id_make_one_deal(
+        plat: Platform) -> None:
+    seller = await party(plat, {"BTC": "1"})
+    buyer = await party(plat)
+    answers = await asyncio.gather(*(open_deal(buyer, seller, clientDealId="racing")
+                                     for _ in range(6)))
+    assert len({a["dealId"] for a in answers}) == 1
+    n = await plat.pool.fetchval("SELECT count(*) FROM escrow_deals WHERE buyer_id = $1",
+                                 buyer.account)
+    assert n == 1
+
+
 # --------------------------------------------------------------------------- the timer
 async def test_the_timer_expires_an_unpaid_funded_deal_and_refunds_the_seller(
         plat: Platform) -> None:

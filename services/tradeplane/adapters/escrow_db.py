@@ -63,17 +63,19 @@ class PgEscrowTx:
         return None if r is None else _deal(r)
 
     async def insert_deal(self, terms: Terms, client_deal_id: str, now_ms: int,
-                          deadline_ms: int | None) -> Deal:
+                          deadline_ms: int | None) -> Deal | None:
+        # A concurrent opening with the same clientDealId: PostgreSQL waits for it and
+        # this inserts nothing (None); the use case then reads the deal it made.
         r = await self.con.fetchrow(
             f"""INSERT INTO escrow_deals ({_DEAL_COLS})
                 VALUES (nextval('escrow_deal_ids'), $1, $2, $3, $4, $5, $6, $7, $8, $9,
                         'CREATED', $10, $11, $11)
+                ON CONFLICT (buyer_id, client_deal_id) DO NOTHING
                 RETURNING {_DEAL_COLS}""",
             terms.seller, terms.buyer, client_deal_id, terms.asset, terms.amount,
             terms.price_asset, terms.price, terms.fund_window_ms, terms.pay_window_ms,
             deadline_ms, now_ms)
-        assert r is not None
-        return _deal(r)
+        return None if r is None else _deal(r)
 
     async def lock_deal(self, deal_id: int) -> Deal | None:
         r = await self.con.fetchrow(

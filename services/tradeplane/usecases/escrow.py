@@ -163,8 +163,9 @@ class EscrowTx(Protocol):
     async def deal_of_client(self, buyer: int, client_deal_id: str) -> Deal | None: ...
 
     async def insert_deal(self, terms: Terms, client_deal_id: str, now_ms: int,
-                          deadline_ms: int | None) -> Deal:
-        """A new CREATED deal (its id from the store)."""
+                          deadline_ms: int | None) -> Deal | None:
+        """A new CREATED deal (its id from the store); None when the buyer's
+        ``client_deal_id`` was taken meanwhile (a concurrent opening)."""
         ...
 
     async def lock_deal(self, deal_id: int) -> Deal | None:
@@ -258,19 +259,20 @@ class Escrow:
         if problem:
             raise _refuse(EscrowCode.BAD_TERMS, problem)
         async with self.store.transaction() as tx:
-            known = await tx.deal_of_client(buyer, client_deal_id)
-            if known is not None:
-                if _terms_of(known) != terms:
-                    raise _refuse(EscrowCode.BAD_TERMS,
-                                  f"clientDealId {client_deal_id} is taken by deal "
-                                  f"{known.deal_id} with other terms.")
-                return known
             if not await tx.is_user(terms.seller):
                 raise _refuse(EscrowCode.BAD_TERMS, f"Unknown seller {terms.seller}.")
             deal = await tx.insert_deal(
                 terms, client_deal_id, now_ms,
                 deadline(DealState.CREATED, now_ms, terms.fund_window_ms,
                          terms.pay_window_ms))
+            if deal is None:
+                known = await tx.deal_of_client(buyer, client_deal_id)
+                assert known is not None  # the conflicting row is committed and stays
+                if _terms_of(known) != terms:
+                    raise _refuse(EscrowCode.BAD_TERMS,
+                                  f"clientDealId {client_deal_id} is taken by deal "
+                                  f"{known.deal_id} with other terms.")
+                return known
             _, tr = await tx.record(deal, DealState.CREATED, deal.deadline_ms, "create",
                                     Party.BUYER.value, actor.label, None, "", now_ms)
             await tx.audit(actor.record("escrow.create", f"deal:{deal.deal_id}", None,
