@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -26,7 +27,7 @@ from tradeplane.adapters.escrow_db import PgEscrowStore
 from tradeplane.demo.client import ApiClient
 from tradeplane.domain.escrow import ESCROW_ACCOUNT
 from tradeplane.domain.money import to_units
-from tradeplane.usecases.escrow import Escrow
+from tradeplane.usecases.escrow import Escrow, EscrowTimer
 
 pytestmark = pytest.mark.integration
 
@@ -509,3 +510,30 @@ async def test_the_cli_lists_and_resolves_disputes_leaving_the_api_s_audit_recor
     assert code == 2  # refused: no longer disputed; nothing moved
     assert "-24003" in err
     assert await btc(plat, by_cli_seller.account) == (ONE, 0)
+
+
+# --------------------------------------------------------------------------- supervision
+async def test_the_timer_retries_a_database_outage_and_dies_loudly_on_a_defect(
+        plat: Platform, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="tradeplane.usecases.escrow")
+    closed = await db.create_pool(plat.settings.database_url, 1)
+    await closed.close()  # every round trip fails: the outage the timer must outlive
+    timer = EscrowTimer(Escrow(PgEscrowStore(closed)), lambda: int(time.time() * 1000),
+                        every_s=0.02, retry_max_s=0.05)
+    stop = asyncio.Event()
+    task = asyncio.create_task(timer.run(stop))
+
+    async def retried() -> bool:
+        return sum("escrow timer: round failed" in r.message for r in caplog.records) >= 3
+
+    await eventually(retried)
+    assert not task.done(), "the timer retries; it keeps running"
+    stop.set()
+    await asyncio.wait_for(task, 5)
+
+    def broken_clock() -> int:
+        raise KeyError("clock")
+
+    defect = EscrowTimer(Escrow(PgEscrowStore(plat.pool)), broken_clock, every_s=0.02)
+    with pytest.raises(KeyError):
+        await asyncio.wait_for(defect.run(asyncio.Event()), 5)
