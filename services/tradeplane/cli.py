@@ -1290,7 +1290,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     k = cmd_parser("key-create", help="create an API key for a user")
     k.add_argument("user")
-    k.add_argument("--permissions", default="read,trade", help="read,trade,withdraw")
+    k.add_argument("--permissions", default="read,trade",
+                   help="some of read,trade,withdraw,convert,escrow")
     k.add_argument("--type", default="HMAC_SHA256", choices=["HMAC_SHA256", "ED25519"])
     k.add_argument("--public-key-file", default="", help="ED25519: the user's public key (PEM)")
     k.add_argument("--ip-allow", default="", help="addresses/CIDRs, comma-separated")
