@@ -9,6 +9,7 @@ import os
 import secrets as _stdlib_secrets
 import shlex
 import sys
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,7 @@ from pydantic import ValidationError
 
 from tradeplane.config import Settings
 from tradeplane.domain.errors import Unavailable
+from tradeplane.domain.escrow import DealState
 from tradeplane.platform.discovery import (
     DATA_DIR_ENV,
     DiscoveryError,
@@ -860,6 +862,60 @@ def cmd_withdraw_whitelist(args: argparse.Namespace) -> int:
     return _run_async(go)
 
 
+def cmd_escrow(args: argparse.Namespace) -> int:
+    """Escrowed deals for admins: ``list`` (``--state OPEN`` / ``DISPUTED``...), ``show``
+    a deal with its history, ``resolve`` a dispute (``--outcome release|refund``) as
+    ``POST /admin/escrow/deals/{id}/resolve``: the same use case, audited as
+    ``cli:<os user>``, told to both parties' user streams."""
+    from tradeplane.adapters.escrow_db import BusEscrowNotifier, PgEscrowStore
+    from tradeplane.domain.escrow import FINAL_STATES, Action
+    from tradeplane.usecases.audit import cli_actor
+    from tradeplane.usecases.escrow import Escrow, EscrowRefused
+
+    reason = getattr(args, "reason", "") or ""
+    if len(reason) > 256 or any(ord(ch) < 32 or ord(ch) == 127 for ch in reason):
+        print("--reason: at most 256 characters, no control characters", file=sys.stderr)
+        return 2
+
+    async def go() -> int:
+        pool = await _db_pool(args)
+        bus = await _bus(args) if args.escrow_cmd == "resolve" else None
+        try:
+            escrow = Escrow(PgEscrowStore(pool),
+                            None if bus is None else BusEscrowNotifier(bus))
+            if args.escrow_cmd == "list":
+                state = (args.state or "").upper()
+                states = (None if not state else
+                          [s for s in DealState if s not in FINAL_STATES] if state == "OPEN"
+                          else [DealState(state)])
+                rows = await escrow.deals(args.account, states, 1, args.limit)
+                print(json.dumps([d.doc() for d in rows]))
+                return 0
+            if args.escrow_cmd == "show":
+                deal, history = await escrow.deal(None, args.deal)
+                print(json.dumps({**deal.doc(), "history": [
+                    {"seq": t.seq, "action": t.action, "actor": t.actor,
+                     "from": t.from_state, "to": t.to_state.value, "note": t.note,
+                     "time": t.at_ms} for t in history]}))
+                return 0
+            action = (Action.RESOLVE_RELEASE if args.outcome == "release"
+                      else Action.RESOLVE_REFUND)
+            moved = await escrow.act(cli_actor(), None, args.deal, action,
+                                     int(time.time() * 1000), request_id=args.request_id,
+                                     note=args.reason)
+            print(json.dumps(moved.deal.doc()))
+            return 0
+        except EscrowRefused as exc:
+            print(f"refused ({exc.code}): {exc.msg}", file=sys.stderr)
+            return 2
+        finally:
+            if bus is not None:
+                await bus.close()
+            await pool.close()
+
+    return _run_async(go)
+
+
 def cmd_faucet(args: argparse.Namespace) -> int:
     """Regtest coins from ``tradeplane up``'s own node to an address: its payer wallet
     pays, then ``--confirm N`` blocks are mined at once (default none: up mines a block
@@ -1234,7 +1290,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     k = cmd_parser("key-create", help="create an API key for a user")
     k.add_argument("user")
-    k.add_argument("--permissions", default="read,trade", help="read,trade,withdraw")
+    k.add_argument("--permissions", default="read,trade",
+                   help="some of read,trade,withdraw,convert,escrow")
     k.add_argument("--type", default="HMAC_SHA256", choices=["HMAC_SHA256", "ED25519"])
     k.add_argument("--public-key-file", default="", help="ED25519: the user's public key (PEM)")
     k.add_argument("--ip-allow", default="", help="addresses/CIDRs, comma-separated")
@@ -1303,6 +1360,26 @@ def build_parser() -> argparse.ArgumentParser:
     wl.add_argument("address")
     wl.add_argument("--remove", action="store_true")
     wl.set_defaults(fn=cmd_withdraw_whitelist)
+
+    es = cmd_parser("escrow", help="escrowed deals: list, show, resolve a dispute (as "
+                                   "the admin API; audited)")
+    es_sub = es.add_subparsers(dest="escrow_cmd", required=True)
+    esl = es_sub.add_parser("list", help="deals, oldest first")
+    esl.add_argument("--state", choices=["OPEN", *(st.value for st in DealState)],
+                     type=str.upper, help="one state, or OPEN (not final)")
+    esl.add_argument("--account", type=int, help="only this account's (seller or buyer)")
+    esl.add_argument("--limit", type=int, default=100, choices=range(1, 1001),
+                     metavar="1..1000")
+    ess = es_sub.add_parser("show", help="a deal and its history")
+    ess.add_argument("deal", type=int)
+    esr = es_sub.add_parser("resolve", help="resolve a DISPUTED deal: release to the "
+                                            "buyer or refund the seller")
+    esr.add_argument("deal", type=int)
+    esr.add_argument("--outcome", choices=["release", "refund"], required=True)
+    esr.add_argument("--reason", required=True)
+    esr.add_argument("--request-id", default=None,
+                     help="the same id again does nothing again")
+    es.set_defaults(fn=cmd_escrow)
 
     fc = cmd_parser("faucet", help="regtest coins from tradeplane up's own node to an "
                                    "address (e.g. your deposit address)")

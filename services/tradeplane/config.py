@@ -382,6 +382,12 @@ class Settings(VaultSettings):
         default="USDT", pattern=r"^[A-Z0-9]{2,10}$",
         description="The asset account snapshots are valued in (at the books' last prices).",
     )
+    escrow_timer_s: float = Field(
+        default=1.0, gt=0, le=60,
+        description="Seconds between the escrow timer's rounds (settlement expires the "
+        "escrowed deals whose deadline passed: unfunded ones, and funded ones not paid in "
+        "time, refunding the seller).",
+    )
     relay_age_ms: int = Field(
         default=10_000, gt=5_000,
         description="How old (ms) an order still PENDING_NEW must be before settlement's "
@@ -491,7 +497,7 @@ GROUPS: Final[Mapping[Group, tuple[str, ...]]] = {
                        "listen_key_ttl_s"),
     Group.ENGINE: ("snapshot_every", "book"),
     Group.SETTLEMENT: ("invariant_check_s", "relay_age_ms", "snapshot_interval_s",
-                       "portfolio_quote"),
+                       "portfolio_quote", "escrow_timer_s"),
     Group.CONVERT: ("convert_bridges", "convert_spread_bps", "convert_max_book_age_s",
                     "convert_rates_every_s", "convert_venue", "convert_venue_api_key",
                     "convert_venue_secret"),

@@ -12,6 +12,7 @@ from tradeplane.adapters import db
 from tradeplane.adapters.bus import Bus
 from tradeplane.adapters.cache import MarketCache
 from tradeplane.adapters.convert_db import CacheBooks, CacheRates, PgConvertStore
+from tradeplane.adapters.escrow_db import BusEscrowNotifier, PgEscrowStore
 from tradeplane.adapters.marketdata import RedisMarketStore
 from tradeplane.adapters.portfolio_db import PgSnapshotStore
 from tradeplane.adapters.settlement import NatsSettlementBus, PgSettlementStore
@@ -24,6 +25,7 @@ from tradeplane.marketdata.service import MarketDataService
 from tradeplane.rates.service import RatesService
 from tradeplane.settlement.service import RELAY_AGE_MS, RELAY_INTERVAL_S, Settler
 from tradeplane.usecases.convert import Convert
+from tradeplane.usecases.escrow import Escrow, EscrowTimer
 from tradeplane.usecases.portfolio import Portfolio, SnapshotWorker
 
 
@@ -98,15 +100,22 @@ def snapshot_worker(pool: db.Pool, settings: Settings) -> SnapshotWorker:
     return SnapshotWorker(portfolio, lambda: int(time.time() * 1000))
 
 
+def escrow_timer(pool: db.Pool, bus: Bus, settings: Settings) -> EscrowTimer:
+    """The escrow timer over PostgreSQL (deals) and NATS (the parties' user streams)."""
+    return EscrowTimer(Escrow(PgEscrowStore(pool), BusEscrowNotifier(bus)),
+                       lambda: int(time.time() * 1000), every_s=settings.escrow_timer_s)
+
+
 async def settle_and_snapshot(settings: Settings, bus: Bus, pool: db.Pool,
                               stop: asyncio.Event) -> None:
     """The settlement process's work: the settler, and beside it the account snapshot
-    worker. Both read the ledger settlement owns, and only PostgreSQL; the worker needs
-    no process, deployment or restart policy of its own. A defect in either ends both
-    (the process exits and is restarted); the worker retries database outages itself.
+    worker and the escrow timer. All read the ledger settlement owns, and only
+    PostgreSQL; the workers need no process, deployment or restart policy of their own.
+    A defect in any ends all (the process exits and is restarted); the workers retry
+    database outages themselves.
 
     Raises:
-        ExceptionGroup: the settler or the worker died.
+        ExceptionGroup: the settler or a worker died.
     """
     async with asyncio.TaskGroup() as tasks:
         tasks.create_task(settler(bus, pool, invariant_check_s=settings.invariant_check_s,
@@ -114,6 +123,7 @@ async def settle_and_snapshot(settings: Settings, bus: Bus, pool: db.Pool,
                           name="settler")
         tasks.create_task(snapshot_worker(pool, settings).run(stop),
                           name="account-snapshots")
+        tasks.create_task(escrow_timer(pool, bus, settings).run(stop), name="escrow-timer")
 
 
 async def run_settlement(settings: Settings, stop: asyncio.Event) -> None:

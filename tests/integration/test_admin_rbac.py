@@ -52,8 +52,12 @@ ENDPOINTS: list[tuple[str, str, AdminAction, dict[str, Any] | None]] = [
     ("POST", "/admin/withdrawals/{wid}/reject", A.WITHDRAWAL_APPROVE, None),
     ("POST", "/admin/withdraw-whitelist", A.WITHDRAWAL_WHITELIST, {"account": "x"}),
     ("DELETE", "/admin/withdraw-whitelist", A.WITHDRAWAL_WHITELIST, {"account": "x"}),
+    ("GET", "/admin/escrow/deals", A.ESCROW_READ, None),
+    ("GET", "/admin/escrow/deals/{deal_id}", A.ESCROW_READ, None),
+    ("POST", "/admin/escrow/deals/{deal_id}/resolve", A.ESCROW_RESOLVE, {"outcome": "x"}),
 ]
-TARGETS = {"account": "424242", "api_key": "no-such-key", "symbol": "NOPE", "wid": "424242"}
+TARGETS = {"account": "424242", "api_key": "no-such-key", "symbol": "NOPE", "wid": "424242",
+           "deal_id": "424242"}
 QUERIES = {"/admin/users": {"email": "nobody@example.com"}, "/admin/api-keys": {"account": 1},
            "/admin/audit": {"action": "nothing.yet"}, "/admin/withdrawals": {"limit": 1}}
 

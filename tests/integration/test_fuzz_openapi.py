@@ -110,7 +110,7 @@ async def _key_for_everything(plat: Platform, account: int) -> tuple[str, str]:
     secret = secrets.token_hex(32)
     cipher = SecretCipher(plat.settings.secret_key.get_secret_value())
     key = await db.create_api_key(plat.pool, account, cipher.encrypt(secret),
-                                  ["read", "trade", "withdraw", "convert"])
+                                  ["read", "trade", "withdraw", "convert", "escrow"])
     return key, secret
 
 

@@ -217,6 +217,9 @@ async def _raw_signed(plat: Platform, t: Trader, method: str, path: str,
     "/admin/users/9223372036854775808", "/admin/users/%C2%B2", "/admin/users/-5",
     "/admin/audit?fromId=9223372036854775808", "/admin/audit?fromId=%EF%BC%91",
     "/admin/api-keys?account=99999999999999999999",
+    "/admin/escrow/deals/9223372036854775808", "/admin/escrow/deals/%C2%B2",
+    "/admin/escrow/deals?fromId=%EF%BC%91", "/admin/escrow/deals?limit=1001",
+    "/admin/escrow/deals?state=%00", "/admin/escrow/deals?state=NOPE",
 ])
 async def test_admin_path_and_query_integers_are_bounded(plat: Platform, path: str) -> None:
     admin = plat.settings.admin_token.get_secret_value()

@@ -17,4 +17,4 @@ def guard_only(limiter: RateLimits | None = None) -> Gateway:
                    controls=unused, credentials=unused, users=unused,
                    user_streams=unused,
                    watermarks=unused, orderpath=unused, stream_hub=unused, market=unused,
-                   background=unused, convert=unused)
+                   background=unused, convert=unused, escrow=unused)

@@ -931,7 +931,8 @@ async def check_invariants(pool: Pool) -> tuple[list[AssetCheck], list[str]]:
         f"account {r['account_id']} {r['asset']}: balance differs from its postings"
         for r in per_account
     ]
-    # Locked funds are held by open orders and by open withdrawals (migration 003).
+    # Locked funds are held by open orders, by open withdrawals (migration 003) and, in
+    # the escrow account (3), by funded deals (migration 009).
     holds = await pool.fetch(
         """WITH h AS (SELECT account_id, asset, sum(held) AS held FROM (
                           SELECT account_id, hold_asset AS asset, hold_remaining AS held
@@ -939,14 +940,17 @@ async def check_invariants(pool: Pool) -> tuple[list[AssetCheck], list[str]]:
                           UNION ALL
                           SELECT account_id, asset, hold FROM withdrawals
                           WHERE status IN ('PENDING', 'APPROVED', 'PROCESSING', 'ON_CHAIN')
+                          UNION ALL
+                          SELECT 3, asset, amount FROM escrow_deals
+                          WHERE state IN ('FUNDED', 'PAID', 'DISPUTED')
                       ) AS x GROUP BY 1, 2)
            SELECT b.account_id, b.asset FROM balances b
            LEFT JOIN h ON h.account_id = b.account_id AND h.asset = b.asset
            WHERE b.locked <> coalesce(h.held, 0)"""
     )
     problems += [
-        f"account {r['account_id']} {r['asset']}: locked differs from open order and"
-        " withdrawal holds"
+        f"account {r['account_id']} {r['asset']}: locked differs from open order,"
+        " withdrawal and escrow holds"
         for r in holds
     ]
     return checks, problems

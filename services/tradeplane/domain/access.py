@@ -14,8 +14,9 @@ IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # --------------------------------------------------------------------------- API keys
 #: What a key may be used for: reading account data, trading, withdrawing funds,
-#: converting one asset into another (``/sapi/v1/convert``).
-KEY_PERMISSIONS: Final = frozenset({"read", "trade", "withdraw", "convert"})
+#: converting one asset into another (``/sapi/v1/convert``), making and moving escrowed
+#: deals (``/sapi/v1/escrow``: a release gives funds to another account).
+KEY_PERMISSIONS: Final = frozenset({"read", "trade", "withdraw", "convert", "escrow"})
 #: Most addresses one key's allow-list may hold.
 MAX_ALLOWED_NETWORKS: Final = 30
 
@@ -67,12 +68,13 @@ def check_permissions(perms: Iterable[str]) -> list[str]:
     """The permissions, sorted and deduplicated.
 
     Raises:
-        ValueError: none given, or one that is not read/trade/withdraw/convert.
+        ValueError: none given, or one that is not read/trade/withdraw/convert/escrow.
     """
     given = sorted(set(perms))
     bad = [p for p in given if p not in KEY_PERMISSIONS]
     if bad or not given:
-        raise ValueError(f"permissions must be some of read, trade, withdraw, convert; got {given}")
+        raise ValueError(f"permissions must be some of read, trade, withdraw, convert, escrow;"
+                         f" got {given}")
     return given
 
 
@@ -146,6 +148,8 @@ class AdminAction(StrEnum):
     AUDIT_READ = "audit.read"
     ADMIN_CREATE = "admin.create"
     HEALTH_READ = "health.read"
+    ESCROW_READ = "escrow.read"
+    ESCROW_RESOLVE = "escrow.resolve"
 
 
 _ALL: Final = frozenset(Role)
@@ -173,6 +177,8 @@ PERMISSION_MATRIX: Final[dict[AdminAction, frozenset[Role]]] = {
     AdminAction.AUDIT_READ: frozenset({Role.SUPER_ADMIN, Role.AUDITOR}),
     AdminAction.ADMIN_CREATE: _SA,
     AdminAction.HEALTH_READ: _ALL,
+    AdminAction.ESCROW_READ: _ALL,
+    AdminAction.ESCROW_RESOLVE: _SA_OP,
 }
 
 

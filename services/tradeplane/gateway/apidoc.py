@@ -26,10 +26,12 @@ from fastapi.staticfiles import StaticFiles
 
 from tradeplane.domain.access import PERMISSION_MATRIX, Role
 from tradeplane.domain.access import AdminAction as A
+from tradeplane.domain.escrow import DealState
 from tradeplane.gateway.inputs import INT64_MAX
 from tradeplane.gateway.market import KLINE_INTERVALS
 from tradeplane.gateway.ratelimit import route_cost
 from tradeplane.usecases.convert import CODES as CONVERT_CODES
+from tradeplane.usecases.escrow import CODES as ESCROW_CODES
 
 Schema = dict[str, Any]
 
@@ -420,8 +422,8 @@ BINANCE: Final[dict[tuple[str, str], Op]] = {
         "Start user data stream",
         "The key's listen key (its live one, renewed, or a new one), valid 60 minutes. "
         "Connect to `/ws/<listenKey>` for `executionReport`, `outboundAccountPosition`, "
-        "`listenKeyExpired` and (ours, after a Convert acceptance) `convertOrderUpdate` "
-        "events.", (), USER_STREAM,
+        "`listenKeyExpired` and (ours) `convertOrderUpdate` after a Convert acceptance and "
+        "`escrowDealUpdate` on each change of an escrowed deal of yours.", (), USER_STREAM,
         example={"listenKey": "pqia91ma19a5s61cv6a81va65sdf19v8a65a1a5s61cv6a81va65sdf19v8a65a1"}),
     ("PUT", "/api/v3/userDataStream"): Op(
         "Keep user data stream alive", "Extends the listen key's validity to 60 minutes "
@@ -580,6 +582,82 @@ BINANCE.update({
         SIGNED, "read", codes=(-1100, -1102, -1127)),
 })
 
+_DEAL_ID: Final = Param("dealId", {"type": "string", "pattern": "^[0-9]{1,19}$"},
+                        "The deal.", True, "7")
+_REQUEST_ID: Final = Param(
+    "requestId", CLIENT_ID, "Your id for this request: the same request again (same deal, "
+    "same id) answers the deal without doing anything again; without one, a repeat meets "
+    "the state the first left (-24003).")
+_DEAL_EXAMPLE: Final[Schema] = {
+    "dealId": 7, "clientDealId": "buy-btc-1", "seller": 1001, "buyer": 1002,
+    "asset": "BTC", "amount": "0.10000000", "priceAsset": "EUR", "price": "5000.00000000",
+    "state": "FUNDED", "deadline": 1_700_001_800_000, "fundTimeout": 900,
+    "payTimeout": 1800, "createTime": 1_700_000_000_000, "updateTime": 1_700_000_000_500,
+    "side": "BUYER"}
+_MOVE_CODES: Final = (-1100, -1102, -24001, -24002, -24003, -24006)
+
+
+def _deal_move(summary: str, text: str, *extra: Param, codes: tuple[int, ...] = ()) -> Op:
+    return Op(summary, text, (_DEAL_ID, _REQUEST_ID, *extra), SIGNED, "escrow",
+              codes=(*_MOVE_CODES, *codes), example=_DEAL_EXAMPLE)
+
+
+BINANCE.update({
+    ("POST", "/sapi/v1/escrow/deal"): Op(
+        "Open an escrowed deal", "Not Binance's: ours. As the buyer, ask account `seller` "
+        "for `amount` of `asset` at `price` of `priceAsset`, paid off the platform. The "
+        "deal is CREATED (nothing locked) until the seller funds it, and expires after "
+        "`fundTimeout` seconds unfunded. States: CREATED, FUNDED, PAID, RELEASED, "
+        "CANCELLED, EXPIRED, DISPUTED, RESOLVED_RELEASE, RESOLVED_REFUND; each change is "
+        "pushed to both parties' user data streams as `escrowDealUpdate`. The same "
+        "`clientDealId` again answers the same deal.",
+        (Param("seller", ID, "The seller's account.", True, 1001),
+         Param("asset", ASSET, "What the seller delivers (held on the platform).", True,
+               "BTC"),
+         Param("amount", DECIMAL, "How much of it.", True, "0.1"),
+         Param("priceAsset", ASSET, "The currency of the price (e.g. `EUR`).", True, "EUR"),
+         Param("price", DECIMAL, "The price of the whole amount, paid off the platform.",
+               True, "5000"),
+         Param("fundTimeout", {"type": "integer", "minimum": 1, "maximum": 2_592_000,
+                               "default": 900},
+               "Seconds the seller has to fund the deal."),
+         Param("payTimeout", {"type": "integer", "minimum": 1, "maximum": 2_592_000,
+                              "default": 1800},
+               "Seconds the buyer has, once funded, to mark it paid; then the asset goes "
+               "back to the seller (EXPIRED)."),
+         Param("clientDealId", CLIENT_ID, "Your id for the deal (unique among yours).")),
+        SIGNED, "escrow", codes=(-1100, -1102, -24005), example={
+            **_DEAL_EXAMPLE, "state": "CREATED"}),
+    ("POST", "/sapi/v1/escrow/deal/fund"): _deal_move(
+        "Fund an escrowed deal", "The seller accepts the deal: `amount` of `asset` moves "
+        "from the seller's available balance into the ledger's escrow account (FUNDED), "
+        "or -24004 and nothing is locked.", codes=(-24004,)),
+    ("POST", "/sapi/v1/escrow/deal/paid"): _deal_move(
+        "Mark an escrowed deal paid", "The buyer says the price was paid (PAID); the "
+        "deal no longer expires."),
+    ("POST", "/sapi/v1/escrow/deal/release"): _deal_move(
+        "Release an escrowed deal", "The seller releases the escrowed asset to the buyer "
+        "(RELEASED): only the seller, from FUNDED or PAID, never while disputed."),
+    ("POST", "/sapi/v1/escrow/deal/cancel"): _deal_move(
+        "Cancel an escrowed deal", "Either side before funding; once funded only the "
+        "buyer, and the asset goes back to the seller (CANCELLED)."),
+    ("POST", "/sapi/v1/escrow/deal/dispute"): _deal_move(
+        "Dispute an escrowed deal", "Either side disputes a PAID deal (DISPUTED): the "
+        "asset stays in escrow until an admin resolves it (release or refund).",
+        Param("reason", {"type": "string", "maxLength": 256}, "Why (recorded).")),
+    ("GET", "/sapi/v1/escrow/deal"): Op(
+        "An escrowed deal", "One of your deals (as seller or buyer) with its history "
+        "(each transition: action, who, states, time).", (_DEAL_ID,), SIGNED, "read",
+        codes=(-1100, -1102, -24001)),
+    ("GET", "/sapi/v1/escrow/deals"): Op(
+        "Your escrowed deals", "Your deals as seller or buyer, oldest first.",
+        (Param("state", {"type": "string", "enum": ["OPEN", *(st.value for st in DealState)]},
+               "One state, or OPEN (not final)."),
+         Param("fromId", ID, "From this deal id on."),
+         Param("limit", _limit(100, 1000), "How many.")),
+        SIGNED, "read", codes=(-1100,)),
+})
+
 # --------------------------------------------------------------------------- error model
 #: Every code the gateway answers, with what it means here (Binance's codes and texts).
 ERROR_CODES: Final[dict[int, str]] = {
@@ -658,6 +736,7 @@ ERROR_CODES: Final[dict[int, str]] = {
     -4056: "WebSocket API `session.logon` with an HMAC key: only Ed25519 keys log on; "
            "sign each request instead.",
     **CONVERT_CODES,
+    **ESCROW_CODES,
 }
 
 ERROR_SCHEMA: Final[Schema] = {
@@ -795,6 +874,9 @@ ADMIN_ACTIONS: Final[dict[tuple[str, str], A]] = {
     ("POST", "/admin/withdrawals/{wid}/reject"): A.WITHDRAWAL_APPROVE,
     ("POST", "/admin/withdraw-whitelist"): A.WITHDRAWAL_WHITELIST,
     ("DELETE", "/admin/withdraw-whitelist"): A.WITHDRAWAL_WHITELIST,
+    ("GET", "/admin/escrow/deals"): A.ESCROW_READ,
+    ("GET", "/admin/escrow/deals/{deal_id}"): A.ESCROW_READ,
+    ("POST", "/admin/escrow/deals/{deal_id}/resolve"): A.ESCROW_RESOLVE,
 }
 
 #: Summaries of our own (non-Binance) operations; FastAPI's are the function names.
@@ -821,6 +903,9 @@ SUMMARIES: Final[dict[tuple[str, str], str]] = {
     ("POST", "/admin/withdrawals/{wid}/reject"): "Reject a withdrawal",
     ("POST", "/admin/withdraw-whitelist"): "Whitelist a withdrawal address",
     ("DELETE", "/admin/withdraw-whitelist"): "Remove a whitelisted address",
+    ("GET", "/admin/escrow/deals"): "Escrowed deals",
+    ("GET", "/admin/escrow/deals/{deal_id}"): "An escrowed deal and its history",
+    ("POST", "/admin/escrow/deals/{deal_id}/resolve"): "Resolve a disputed deal",
     ("POST", "/api/v1/auth/signup"): "Sign up",
     ("POST", "/api/v1/auth/verify-email"): "Verify the email address",
     ("POST", "/api/v1/auth/resend-verification"): "Mail a new verification token",
@@ -866,11 +951,13 @@ BODY_FIELDS: Final[dict[str, dict[str, str]]] = {
     "NewAdmin": {"name": "The admin's name (letters, digits, `_ . @ -`).",
                  "role": "SuperAdmin, Operator, Support or Auditor."},
     "NewKey": {"account": "The account the key trades for.",
-               "permissions": "Some of `read`, `trade`, `withdraw`.",
+               "permissions": "Some of `read`, `trade`, `withdraw`, `convert`, "
+                              "`escrow`.",
                "keyType": "`HMAC_SHA256` (a secret is made and answered once) or `ED25519` "
                           "(send your `publicKey`).",
                "label": "A name for the key."},
-    "UserKeyReq": {"permissions": "Some of `read`, `trade`, `withdraw`.",
+    "UserKeyReq": {"permissions": "Some of `read`, `trade`, `withdraw`, `convert`, "
+                                  "`escrow`.",
                    "keyType": "`HMAC_SHA256` (a secret is made and answered once) or "
                               "`ED25519` (send your `publicKey`).",
                    "label": "A name for the key.",
@@ -883,6 +970,10 @@ BODY_FIELDS: Final[dict[str, dict[str, str]]] = {
     "RefreshReq": {"refreshToken": "The refresh token from login or the last refresh."},
     "CodeReq": {"code": "A current TOTP code (or, to disable, a recovery code)."},
     "Rejection": {"reason": "Why (shown to the user in the withdrawal's `info`)."},
+    "Resolution": {"outcome": "`release` (to the buyer) or `refund` (to the seller).",
+                   "reason": "Why (recorded in the audit log and the deal's history).",
+                   "requestId": "Your id for the request: the same again does nothing "
+                                "again."},
     "WhitelistEntry": {"account": "The user's account.", "asset": "The coin, e.g. `LTC`.",
                        "address": "The address."},
 }
@@ -900,8 +991,8 @@ strings (`"0.01"`), times are milliseconds since the Unix epoch.
 **Security.** NONE: public. USER_STREAM: the `X-MBX-APIKEY` header. SIGNED: the key
 header plus `timestamp`, optional `recvWindow` and `signature` (see the `Signature`
 scheme: HMAC-SHA256 hex or Ed25519 base64 of the query string plus the body). A key has
-permissions (`read`, `trade`, `withdraw`), may be limited to addresses and may expire.
-User endpoints take `Authorization: Bearer <accessToken>`, admin endpoints
+permissions (`read`, `trade`, `withdraw`, `convert`, `escrow`), may be limited to
+addresses and may expire. User endpoints take `Authorization: Bearer <accessToken>`, admin endpoints
 `Authorization: Bearer <admin token>`.
 
 **Rate limits.** Each request weighs what Binance charges (given per operation); 6000 per
@@ -944,6 +1035,10 @@ TAGS: Final[list[Schema]] = [
                                        "any asset for another at the best route through "
                                        "our books, against the house convert desk; and "
                                        "our indicative rates."},
+    {"name": "escrow", "description": "Escrowed deals (ours, `/sapi/v1/escrow`): a buyer "
+                                      "asks a seller for an asset paid off the platform; "
+                                      "the seller's asset waits in the ledger's escrow "
+                                      "account until released, refunded or resolved."},
     {"name": "users", "description": "Sign-up, login sessions, 2FA and the user's API keys "
                                      "(tradeplane's own API)."},
     {"name": "admin", "description": "Administration (tradeplane's own API): each endpoint "

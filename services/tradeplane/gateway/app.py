@@ -29,6 +29,7 @@ from tradeplane.adapters.convert_db import (
     PgConvertStore,
 )
 from tradeplane.adapters.custody import BusWatchers, PgCustodyStore
+from tradeplane.adapters.escrow_db import BusEscrowNotifier, PgEscrowStore
 from tradeplane.adapters.health import PlatformHealthReads
 from tradeplane.adapters.listenkeys import ListenKeyStore
 from tradeplane.adapters.marketdata import RedisMarketReads
@@ -40,6 +41,7 @@ from tradeplane.gateway import (
     admin,
     apidoc,
     convert,
+    escrow,
     market,
     portfolio,
     public,
@@ -62,6 +64,7 @@ from tradeplane.gateway.watermarks import Watermarks
 from tradeplane.supervision import BackgroundTasks, Backoff, OnFailure
 from tradeplane.usecases.convert import Convert, ConvertSettings
 from tradeplane.usecases.custody import CustodyCases
+from tradeplane.usecases.escrow import Escrow
 from tradeplane.usecases.health import Health
 from tradeplane.usecases.portfolio import Portfolio
 
@@ -172,7 +175,8 @@ async def compose(settings: Settings) -> AsyncIterator[Gateway]:
                                       lambda: c.pairs, convert_settings(settings),
                                       published=CacheRates(cache),
                                       notifier=BusConvertNotifier(bus),
-                                      venues=await _convert_venues(settings, c, stack)))
+                                      venues=await _convert_venues(settings, c, stack)),
+                      escrow=Escrow(PgEscrowStore(pool), BusEscrowNotifier(bus)))
 
 
 async def _convert_venues(settings: Settings, c: GatewayContext,
@@ -228,7 +232,7 @@ def create_app(settings: Settings, *, wiring: Wiring = compose,
     app.add_exception_handler(StarletteHTTPException, _http_error)
     for r in (public.router, market.router, trading.router, userstream.router, admin.router,
               streams.router, wallet.router, sapi.router, portfolio.router, wsapi.router,
-              convert.router):
+              convert.router, escrow.router, escrow.admin_router):
         app.include_router(r)
     app.include_router(users.router)
     app.include_router(ui.router)  # the trading UI's pages and browser sessions

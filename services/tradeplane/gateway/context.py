@@ -26,6 +26,7 @@ from tradeplane.gateway.errors import bad_symbol
 from tradeplane.gateway.references import ReferencePrices
 from tradeplane.usecases.convert import Convert
 from tradeplane.usecases.custody import CustodyCases
+from tradeplane.usecases.escrow import Escrow
 from tradeplane.usecases.health import Health
 from tradeplane.usecases.portfolio import Portfolio
 
@@ -107,6 +108,8 @@ class Gateway:
     background: BackgroundTasks
     #: Convert: quotes through the books, acceptance against the house desk.
     convert: Convert
+    #: Escrowed deals (REST, the admin console).
+    escrow: Escrow
 
     def __post_init__(self) -> None:
         missing = [f.name for f in fields(self) if getattr(self, f.name) is None]

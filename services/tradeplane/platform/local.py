@@ -175,7 +175,8 @@ async def _provision(dsn: str, data_dir: Path, master_key: str) -> dict[str, Cre
             entry = known.get(name)
             if not entry or await db.get_api_key(pool, str(entry["api_key"])) is None:
                 secret = _stdlib_secrets.token_hex(32)
-                perms = ["read", "trade", "convert"] if name == "demo" else ["read", "trade"]
+                perms = (["read", "trade", "convert", "escrow"] if name == "demo"
+                         else ["read", "trade"])
                 key = await db.create_api_key(pool, account, cipher.encrypt(secret), perms)
                 entry = {"api_key": key, "secret": secret}
                 known[name] = entry

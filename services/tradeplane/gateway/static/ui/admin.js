@@ -1,4 +1,4 @@
-// The admin console: the health view (live), withdrawal approvals, pairs (halt / resume / cancel-only, fees), the
+// The admin console: the health view (live), withdrawal approvals, escrowed deals (resolve disputes), pairs (halt / resume / cancel-only, fees), the
 // kill switch, users (look up, freeze) and the audit log. Roles are the API's to enforce:
 // a section whose read answers 403 is hidden, an action it refuses says why.
 import { $, connection, h, header, notice, time, trimZeros } from "./common.js";
@@ -91,6 +91,29 @@ async function loadWithdrawals() {
         h("button", { type: "button", class: "reject", onclick: () => act(() => api("POST", `/admin/withdrawals/${w.id}/reject`, { reason: "rejected in the console" }), loadWithdrawals) }, "Reject"),
       ] : []))),
     "Nothing waiting."));
+}
+
+// --------------------------------------------------------------------------- escrowed deals
+/** Resolve a dispute with the reason typed above (it goes to the audit log and the deal's history). */
+async function resolveDeal(d, outcome) {
+  const reason = $("#escrow-reason").value.trim();
+  if (!reason) { notice("Give a reason for the resolution first.", "error"); return; }
+  await act(() => api("POST", `/admin/escrow/deals/${d.dealId}/resolve`, { outcome, reason }), loadEscrow);
+}
+
+async function loadEscrow() {
+  const state = $("#escrow-state").value;
+  const rows = await read(`/admin/escrow/deals?limit=1000${state ? `&state=${state}` : ""}`);
+  $("#escrow-deals").replaceChildren(table(["Id", "Created", "Seller", "Buyer", "Asset", "Amount", "Price", "State", "Deadline", ""],
+    rows.map((d) => h("tr", { dataset: { dealId: d.dealId } }, h("td", {}, d.dealId), h("td", {}, time(d.createTime, true)),
+      h("td", {}, d.seller), h("td", {}, d.buyer), h("td", {}, d.asset), h("td", {}, trimZeros(d.amount)),
+      h("td", {}, `${trimZeros(d.price)} ${d.priceAsset}`), h("td", { class: "deal-state" }, d.state),
+      h("td", {}, d.deadline ? time(d.deadline, true) : "–"),
+      h("td", { class: "actions" }, d.state === "DISPUTED" ? [
+        h("button", { type: "button", class: "release", onclick: () => resolveDeal(d, "release") }, "Release to buyer"),
+        h("button", { type: "button", class: "refund", onclick: () => resolveDeal(d, "refund") }, "Refund seller"),
+      ] : []))),
+    state === "DISPUTED" ? "No open disputes." : "No deals."));
 }
 
 // --------------------------------------------------------------------------- kill switch
@@ -194,14 +217,18 @@ async function open(ev) {
   $("#adm-signout").hidden = false;
   $("#adm-who").textContent = "console open";
   await refresh();
-  poller = setInterval(() => section("#sec-withdrawals", loadWithdrawals), 5000);
+  poller = setInterval(() => {
+    section("#sec-withdrawals", loadWithdrawals);
+    section("#sec-escrow", loadEscrow);
+  }, 5000);
   // The health view is live: the operator watches it move.
   healthPoller = setInterval(() => section("#sec-health", loadHealth), 2000);
 }
 
 async function refresh() {
   const shown = await Promise.all([
-    section("#sec-withdrawals", loadWithdrawals), section("#sec-kill", loadKill),
+    section("#sec-withdrawals", loadWithdrawals), section("#sec-escrow", loadEscrow),
+    section("#sec-kill", loadKill),
     section("#sec-pairs", loadPairs), section("#sec-audit", loadAudit),
     section("#sec-health", loadHealth),
   ]);
@@ -212,7 +239,7 @@ function close() {
   token = null;
   clearInterval(poller);
   clearInterval(healthPoller);
-  for (const id of ["#sec-health", "#sec-withdrawals", "#sec-kill", "#sec-pairs", "#sec-audit", "#sec-users"]) $(id).hidden = true;
+  for (const id of ["#sec-health", "#sec-withdrawals", "#sec-escrow", "#sec-kill", "#sec-pairs", "#sec-audit", "#sec-users"]) $(id).hidden = true;
   $("#adm-token").disabled = false;
   $("#adm-signin").hidden = false;
   $("#adm-signout").hidden = true;
@@ -224,6 +251,7 @@ connection("admin", "live");
 $("#adm-login").addEventListener("submit", open);
 $("#adm-signout").addEventListener("click", close);
 $("#wd-status").addEventListener("change", () => act(loadWithdrawals));
+$("#escrow-state").addEventListener("change", () => act(loadEscrow));
 $("#user-find").addEventListener("submit", findUser);
 $("#audit-filter").addEventListener("submit", (ev) => act(() => loadAudit(ev)));
 $("#kill-on").addEventListener("click", async () => {
