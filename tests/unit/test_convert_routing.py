@@ -15,6 +15,7 @@ from tradeplane.domain.convert import (
     impact_ppm,
     price_from,
     price_to,
+    split_from,
 )
 from tradeplane.domain.ledger import check_balanced
 from tradeplane.domain.money import to_units
@@ -105,3 +106,45 @@ def test_a_conversion_is_one_balanced_transaction_with_the_desk() -> None:
     assert {(a, asset, amt) for _r, a, asset, _b, amt in postings} == {
         (1000, "BTC", -5), (DESK_ACCOUNT, "BTC", 5), (DESK_ACCOUNT, "USDT", -9),
         (1000, "USDT", 9)}
+
+
+# --------------------------------------------------------------------------- splits
+def _asks(*levels: tuple[str, str]) -> tuple[tuple[int, int], ...]:
+    return tuple((to_units(p) // BTCUSDT.tick, to_units(q) // BTCUSDT.lot) for p, q in levels)
+
+
+def _no_min(_leg: Leg) -> int:
+    return 1
+
+
+def test_a_split_across_two_books_gives_more_than_either_book_alone() -> None:
+    # The same thin book at home and at a venue: 0.01 BTC at 50000, then 51000.
+    thin = _asks(("50000", "0.01"), ("51000", "1"))
+    home, venue = (Leg(BTCUSDT, False, thin),), (Leg(BTCUSDT, False, thin, "v"),)
+    alone = price_from([home, venue], to_units("1000"), spread_bps=10)
+    p = split_from([home, venue], to_units("1000"), 10, _no_min)
+    assert alone is not None and p is not None
+    # 500 USDT each buys 0.01 BTC at 50000; less 0.1% taker fee each; less 10 bps
+    assert sorted(f.amount_in for _, f in p.parts) == [to_units("500")] * 2
+    assert p.to_amount == apply_spread(2 * (to_units("0.01") - to_units("0.00001")), 10)
+    assert p.to_amount == to_units("0.01996002") > alone.to_amount
+    assert {legs[0].venue for legs, _ in p.parts} == {"", "v"}
+
+
+def test_routes_over_one_book_are_never_split() -> None:
+    thin = _asks(("50000", "0.01"), ("51000", "1"))
+    once, again = (Leg(BTCUSDT, False, thin),), (Leg(BTCUSDT, False, thin),)
+    p = split_from([once, again], to_units("1000"), 10, _no_min)
+    assert p == price_from([once, again], to_units("1000"), spread_bps=10)
+    assert p is not None and p.others == ()
+
+
+def test_no_split_when_the_other_book_starts_worse_or_a_part_would_be_below_minimum() -> None:
+    home = (Leg(BTCUSDT, False, _asks(("50000", "0.01"), ("51000", "1"))),)
+    worse = (Leg(BTCUSDT, False, _asks(("52000", "1")), "v"),)
+    p = split_from([home, worse], to_units("1000"), 10, _no_min)
+    assert p is not None and p.others == ()
+    thin = _asks(("50000", "0.01"), ("51000", "1"))
+    venue = (Leg(BTCUSDT, False, thin, "v"),)
+    p = split_from([home, venue], to_units("1000"), 10, lambda _leg: to_units("600"))
+    assert p is not None and p.others == ()  # two parts of 600 do not fit in 1000

@@ -102,7 +102,7 @@ class PgConvertStore:
             {"symbol": leg.symbol, "side": leg.side, "fromAsset": leg.from_asset,
              "toAsset": leg.to_asset, "fromAmount": leg.from_amount,
              "toAmount": leg.to_amount, "fee": leg.fee, "bestPrice": leg.best_price,
-             "worstPrice": leg.worst_price, "venue": leg.venue}
+             "worstPrice": leg.worst_price, "venue": leg.venue, "path": leg.path}
             for leg in quote.route]
         try:
             v = await self._pool.fetchval(

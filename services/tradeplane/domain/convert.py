@@ -13,7 +13,7 @@ The conversion itself is a deal between the user and the house convert desk
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from tradeplane.domain.ledger import PPM, Posting, trade_amounts
@@ -175,6 +175,18 @@ def impact_ppm(legs: Sequence[Leg], fill: RouteFill) -> int:
     return max(0, (ideal - fill.out_no_fee) * PPM // ideal)
 
 
+def priced_impact_ppm(priced: Priced) -> int:
+    """:func:`impact_ppm` of a quote, split or not: against the best prices of the route
+    that would give most at them for the whole amount."""
+    if not priced.others:
+        return impact_ppm(priced.legs, priced.fill)
+    ideal = max(ideal_out(legs, priced.from_amount) for legs, _ in priced.parts)
+    if ideal <= 0:
+        return 0
+    got = sum(f.out_no_fee for _, f in priced.parts)
+    return max(0, (ideal - got) * PPM // ideal)
+
+
 def apply_spread(amount: int, spread_bps: int) -> int:
     """The desk's spread taken from an output, rounded down (in the desk's favour)."""
     return amount * (BPS - spread_bps) // BPS
@@ -229,18 +241,25 @@ def build_legs(
 @dataclass(frozen=True, slots=True)
 class Priced:
     """The best route for a request: its legs and fill, what the user gives
-    (``from_amount``) and gets (``to_amount``, after fees and the spread)."""
+    (``from_amount``) and gets (``to_amount``, after fees and the spread). A split
+    quote has ``others``: further routes over other books, each with its share of the
+    input; ``legs``/``fill`` is then the part with the largest input."""
 
     legs: tuple[Leg, ...]
     fill: RouteFill
     from_amount: int
     to_amount: int
+    others: tuple[tuple[tuple[Leg, ...], RouteFill], ...] = ()
+
+    @property
+    def parts(self) -> tuple[tuple[tuple[Leg, ...], RouteFill], ...]:
+        return ((self.legs, self.fill), *self.others)
 
     @property
     def fee(self) -> int:
         """Taker fees and spread, in the to-asset: what fee-free execution at the same
         depth would have given more."""
-        return max(0, self.fill.out_no_fee - self.to_amount)
+        return max(0, sum(f.out_no_fee for _, f in self.parts) - self.to_amount)
 
 
 def price_from(routes: Sequence[tuple[Leg, ...]], from_amount: int,
@@ -254,6 +273,86 @@ def price_from(routes: Sequence[tuple[Leg, ...]], from_amount: int,
         to_amount = apply_spread(f.out, spread_bps)
         if to_amount > 0 and (best is None or to_amount > best.to_amount):
             best = Priced(legs, f, from_amount, to_amount)
+    return best
+
+
+def _at_best(legs: Sequence[Leg]) -> tuple[Leg, ...]:
+    """The legs with their best level as deep as any amount (the route's best rate)."""
+    return tuple(replace(leg, levels=leg.levels[:1] and ((leg.levels[0][0], MAX_UNITS),))
+                 for leg in legs)
+
+
+def _level_ends(leg: Leg) -> list[int]:
+    """The inputs at which a taker walking ``leg`` has just cleared each level."""
+    out: list[int] = []
+    spent = 0
+    for price, qty in leg.levels:
+        spent += qty * leg.rules.lot if leg.sell_base else leg.rules.notional(price, qty)
+        out.append(spent)
+    return out
+
+
+def _books(legs: Sequence[Leg]) -> frozenset[tuple[str, str]]:
+    return frozenset((leg.venue, leg.rules.symbol) for leg in legs)
+
+
+#: The best route is tried in a split with at most this many others (each costs a
+#: ternary search over how the input is shared: the output of two routes over separate
+#: books is concave in the share, but for lot and tick rounding).
+SPLIT_CANDIDATES = 3
+
+
+def split_from(routes: Sequence[tuple[Leg, ...]], from_amount: int, spread_bps: int,
+               min_in: Callable[[Leg], int]) -> Priced | None:
+    """The best of :func:`price_from` and of sharing ``from_amount`` between the best
+    route and another that walks different books (a book walked by both would be counted
+    twice): a split is chosen only when it gives the user more. Each part takes at least
+    ``min_in(first leg)`` (a hedge below a pair's minimum could not be placed)."""
+    single = price_from(routes, from_amount, spread_bps)
+    if single is None:
+        return None
+    # A route can take a share with profit only if its best prices, with its fees, give
+    # more for the whole amount than the best route gives: else no split beats it.
+    rivals = [legs for legs in routes if legs is not single.legs
+              and route_out(_at_best(legs), from_amount) > single.fill.out]
+    if not rivals:
+        return single
+    ranked = sorted(rivals, key=lambda legs: -route_out(legs, from_amount))
+    best = single
+    a = single.legs
+    for b in ranked[:SPLIT_CANDIDATES]:
+        if _books(a) & _books(b):
+            continue
+        lo_a, lo_b = min_in(a[0]), min_in(b[0])
+        if lo_a + lo_b > from_amount:
+            continue
+
+        def total(x: int, b: tuple[Leg, ...] = b) -> int:
+            return route_out(a, x) + route_out(b, from_amount - x)
+
+        lo, hi = lo_a, from_amount - lo_b
+        while hi - lo >= 3:  # a third less each round: ~100 rounds for any amount
+            m1, m2 = lo + (hi - lo) // 3, hi - (hi - lo) // 3
+            if total(m1) < total(m2):
+                lo = m1
+            else:
+                hi = m2
+        # Lots and ticks make the output flat in places, where a ternary search stops
+        # short of an optimum that sits exactly where a first leg clears a level: those
+        # points are candidates too.
+        lo, hi = lo_a, from_amount - lo_b
+        candidates = {*range(lo, hi + 1)} | {
+            y for y in (*_level_ends(a[0]), *(from_amount - e for e in _level_ends(b[0])))
+            if lo <= y <= hi}
+        x = max(sorted(candidates), key=total)
+        fa, fb = fill_route(a, x), fill_route(b, from_amount - x)
+        if fa.out <= 0 or fb.out <= 0:
+            continue
+        to_amount = apply_spread(fa.out + fb.out, spread_bps)
+        if to_amount > best.to_amount:
+            (big, fbig), (small, fsmall) = sorted(((a, fa), (b, fb)),
+                                                  key=lambda p: -p[1].amount_in)
+            best = Priced(big, fbig, from_amount, to_amount, ((small, fsmall),))
     return best
 
 

@@ -108,7 +108,8 @@ def quote_json(q: Quote) -> dict[str, Any]:
              "toAsset": leg.to_asset, "fromAmount": fmt_units(leg.from_amount),
              "toAmount": fmt_units(leg.to_amount), "fee": fmt_units(leg.fee),
              "feeAsset": leg.to_asset, "bestPrice": fmt_units(leg.best_price),
-             "worstPrice": fmt_units(leg.worst_price), "venue": leg.venue or "local"}
+             "worstPrice": fmt_units(leg.worst_price), "venue": leg.venue or "local",
+             "path": leg.path}
             for leg in q.route],
         "priceImpact": format(Decimal(q.impact_ppm).scaleb(-6), "f"),
         "fee": fmt_units(q.fee),

@@ -32,10 +32,10 @@ from tradeplane.domain.convert import (
     build_legs,
     candidate_paths,
     from_limits,
-    impact_ppm,
     indicative_ratio,
-    price_from,
     price_to,
+    priced_impact_ppm,
+    split_from,
     to_minimum,
 )
 from tradeplane.domain.errors import Unavailable
@@ -122,6 +122,7 @@ class RouteLeg:
     best_price: int  # units of quote per base coin
     worst_price: int  # units
     venue: str = ""  # where the leg is hedged: "" for our books, else a venue's name
+    path: int = 0  # which part of a split quote the leg belongs to (legs of one chain)
 
 
 @dataclass(frozen=True, slots=True)
@@ -473,20 +474,22 @@ class Convert:
         spread = self.settings.spread_bps
         priced: Priced | None
         if req.from_amount is not None:
-            priced = price_from(routes, req.from_amount, spread)
+            priced = split_from(routes, req.from_amount, spread,
+                                lambda leg: from_limits(leg.rules, leg.sell_base)[0])
         else:
             assert req.to_amount is not None
             priced = price_to(routes, req.to_amount, spread)
         if priced is None:
             raise _refuse(ConvertCode.AMOUNT_RANGE,
                           "The books cannot fill this amount now.")
-        first, last = priced.legs[0], priced.legs[-1]
-        lo, hi = from_limits(first.rules, first.sell_base)
-        if not lo <= priced.from_amount <= hi:
-            raise _refuse(ConvertCode.AMOUNT_RANGE,
-                          f"fromAmount must be within {lo}..{hi} units.")
-        if priced.to_amount < to_minimum(last.rules, last.sell_base):
-            raise _refuse(ConvertCode.AMOUNT_RANGE, "toAmount is below the minimum.")
+        for legs, fill in priced.parts:  # each part of a split is hedged on its own
+            first, last = legs[0], legs[-1]
+            lo, hi = from_limits(first.rules, first.sell_base)
+            if not lo <= fill.amount_in <= hi:
+                raise _refuse(ConvertCode.AMOUNT_RANGE,
+                              f"fromAmount must be within {lo}..{hi} units.")
+            if fill.out < to_minimum(last.rules, last.sell_base):
+                raise _refuse(ConvertCode.AMOUNT_RANGE, "toAmount is below the minimum.")
         if await self.store.available(req.account, req.from_asset) < priced.from_amount:
             raise _refuse(ConvertCode.INSUFFICIENT, "Insufficient balance.")
         if await self.store.available(DESK_ACCOUNT, req.to_asset) < priced.to_amount:
@@ -496,11 +499,11 @@ class Convert:
             RouteLeg(f.leg.rules.symbol, f.leg.side.name, f.leg.from_asset, f.leg.to_asset,
                      f.used, f.out, f.fee,
                      f.leg.rules.price_units(f.leg.levels[0][0]) if f.leg.levels else 0,
-                     f.leg.rules.price_units(f.worst_price), f.leg.venue)
-            for f in priced.fill.fills)
+                     f.leg.rules.price_units(f.worst_price), f.leg.venue, path)
+            for path, (_, fill) in enumerate(priced.parts) for f in fill.fills)
         new = NewQuote(req.account, req.from_asset, req.to_asset, priced.from_amount,
                        priced.to_amount, now_ms, now_ms + req.valid_ms, route,
-                       impact_ppm(priced.legs, priced.fill), priced.fee)
+                       priced_impact_ppm(priced), priced.fee)
         quote_id = await self.store.save_quote(new)
         return Quote(quote_id, new.account, new.from_asset, new.to_asset, new.from_amount,
                      new.to_amount, new.created_ms, new.valid_until_ms, new.route,
