@@ -27,9 +27,11 @@ from tradeplane.adapters.convert_db import (
     CacheBooks,
     CacheRates,
     PgConvertStore,
+    PgHedgeStore,
 )
 from tradeplane.adapters.custody import BusWatchers, PgCustodyStore
 from tradeplane.adapters.health import PlatformHealthReads
+from tradeplane.adapters.hedge_queue import HedgeJobs
 from tradeplane.adapters.listenkeys import ListenKeyStore
 from tradeplane.adapters.marketdata import RedisMarketReads
 from tradeplane.adapters.orderpath import OrderPath
@@ -140,6 +142,8 @@ async def compose(settings: Settings) -> AsyncIterator[Gateway]:
                           verdict_stale_ms=verdict_stale_ms(settings)))
         for sym in c.pairs:
             await bus.ensure_symbol(sym)
+        hedge_jobs = HedgeJobs(bus)
+        await hedge_jobs.ensure()
         marks = Watermarks(lambda: db.settlement_cursors(pool))
         stack.push_async_callback(await bus.subscribe("settled.*", marks.on_settled))
         keys = KeyCache(SecretCipher(settings.secret_key.get_secret_value()),
@@ -170,7 +174,8 @@ async def compose(settings: Settings) -> AsyncIterator[Gateway]:
                       convert=Convert(CacheBooks(cache), PgConvertStore(pool),
                                       lambda: c.pairs, convert_settings(settings),
                                       published=CacheRates(cache),
-                                      notifier=BusConvertNotifier(bus)))
+                                      notifier=BusConvertNotifier(bus),
+                                      hedges=hedge_jobs, outbox=PgHedgeStore(pool)))
 
 
 def convert_settings(settings: Settings) -> ConvertSettings:
@@ -210,9 +215,10 @@ def create_app(settings: Settings, *, wiring: Wiring = compose,
     install_handlers(app)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    # convert.ws_router before streams.router: /ws/convert/<orderId> is not a market stream.
     for r in (public.router, market.router, trading.router, userstream.router, admin.router,
-              streams.router, wallet.router, sapi.router, portfolio.router, wsapi.router,
-              convert.router):
+              convert.ws_router, streams.router, wallet.router, sapi.router, portfolio.router,
+              wsapi.router, convert.router):
         app.include_router(r)
     app.include_router(users.router)
     app.include_router(ui.router)  # the trading UI's pages and browser sessions
