@@ -34,6 +34,7 @@ from tradeplane.adapters import db
 from tradeplane.adapters.bus import Bus
 from tradeplane.adapters.cache import MarketCache
 from tradeplane.adapters.cipher import SecretCipher
+from tradeplane.adapters.convert_db import PgHedgeStore
 from tradeplane.adapters.hedge_queue import HedgeJobs
 from tradeplane.demo.client import ApiClient
 from tradeplane.domain.convert import DESK_ACCOUNT
@@ -367,6 +368,41 @@ async def test_a_job_redelivered_after_its_worker_was_killed_mid_job_is_not_hedg
     assert await hedge_orders(plat, order_id) == [(3, to_units("0.01") // UNIT_LOTS, 0)]
     desk = await plat.balances(DESK_ACCOUNT)
     assert desk["BTC"] == desk_before["BTC"]
+
+
+async def test_a_conversion_claimed_by_another_worker_is_not_hedged_beside_it(
+    plat: Platform,
+) -> None:
+    """A worker whose delivery outlived ``ack_wait`` still holds the conversion's claim
+    (PostgreSQL advisory lock): the worker given the redelivery places nothing and
+    retries until the claim is released."""
+    t = await converter(plat, {"BTC": "0.01"})
+    counting: list[RefusingPlacement] = []
+
+    def count(inner: HedgePlacement) -> HedgePlacement:
+        counting.append(RefusingPlacement(inner, failures=0))
+        return counting[-1]
+
+    retried = jobs("retried")
+    async with hedger(plat, count):
+        # Claimed before the job exists: the hedger's first deliveries find it held.
+        async with PgHedgeStore(plat.pool).claim(await next_conversion_id(plat)) as mine:
+            assert mine
+            _, order_id = await convert_btc(t)
+
+            async def refused_twice() -> bool:
+                return jobs("retried") - retried >= 2
+
+            await eventually(refused_twice)
+            assert counting[0].calls == 0 and await hedge_orders(plat, order_id) == []
+        await until_routing(t, order_id, "CONFIRMED")
+    assert counting[0].calls == 1 and len(await hedge_orders(plat, order_id)) == 1
+
+
+async def next_conversion_id(plat: Platform) -> int:
+    """The id the next acceptance gets (nothing else converts meanwhile in this module)."""
+    row = await plat.pool.fetchrow("SELECT last_value, is_called FROM convert_order_ids")
+    return int(row["last_value"]) + (1 if row["is_called"] else 0)
 
 
 async def test_a_job_whose_enqueue_was_lost_is_sent_by_the_relay(plat: Platform) -> None:

@@ -5,7 +5,8 @@ the routing states, and the worker's retry / dead-letter decisions."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
 
 import pytest
@@ -74,6 +75,18 @@ class MemoryHedgeStore:
         self.legs = legs
         self.orders: dict[str, list[tuple[Status, int]]] = {}
         self.enqueued = False
+        self.claimed: set[int] = set()
+
+    @contextlib.asynccontextmanager
+    async def claim(self, order_id: int) -> AsyncIterator[bool]:
+        if order_id in self.claimed:
+            yield False
+            return
+        self.claimed.add(order_id)
+        try:
+            yield True
+        finally:
+            self.claimed.discard(order_id)
 
     async def plan(self, order_id: int) -> HedgePlan | None:
         return HedgePlan(self.order, self.legs) if order_id == self.order.order_id else None
@@ -287,3 +300,12 @@ async def test_the_relay_enqueues_what_the_outbox_holds_once() -> None:
     worker = HedgeWorker(hedger(store, MemoryPlacement(store)), jobs)
     assert await worker.relay() == 1 and await worker.relay() == 0
     assert jobs.enqueued == [7] and store.enqueued
+
+
+async def test_a_conversion_another_worker_holds_is_left_to_it() -> None:
+    store = MemoryHedgeStore(ORDER, (SELL_LEG,))
+    placement = MemoryPlacement(store)
+    async with store.claim(7):
+        with pytest.raises(HedgeIncomplete, match="another worker holds it"):
+            await hedger(store, placement).hedge(7, 2_000)
+    assert placement.requests == [] and store.order.routing is RoutingStatus.PENDING

@@ -10,8 +10,9 @@ transaction is rolled back whatever happens in between.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import asyncpg
@@ -218,6 +219,10 @@ class PgConvertStore:
         return [_order(r) for r in rows]
 
 
+#: The advisory-lock class of the hedger's per-conversion claims ("hd").
+_HEDGE_LOCKS = 0x6864
+
+
 class PgHedgeStore:
     """``HedgeStore`` (and ``HedgeOutbox``) in PostgreSQL: the hedge rows of migration 010,
     the quotes' routes, the desk's orders. Every method raises DatabaseUnavailable when a
@@ -225,6 +230,29 @@ class PgHedgeStore:
 
     def __init__(self, pool: Pool) -> None:
         self._pool = pool
+
+    @contextlib.asynccontextmanager
+    async def claim(self, order_id: int) -> AsyncIterator[bool]:
+        """A session advisory lock on the conversion, on a connection held while inside
+        (a dead worker's connection closes and frees it). Raises DatabaseUnavailable."""
+        key = (_HEDGE_LOCKS, order_id % 2**31)  # a shared key only makes a worker wait
+        try:
+            con = await self._pool.acquire()
+        except DRIVER_ERRORS as exc:
+            raise DatabaseUnavailable(f"PostgreSQL: {exc}") from exc
+        try:
+            try:
+                got = bool(await con.fetchval("SELECT pg_try_advisory_lock($1, $2)", *key))
+            except DRIVER_ERRORS as exc:
+                raise DatabaseUnavailable(f"PostgreSQL: {exc}") from exc
+            try:
+                yield got
+            finally:
+                if got:
+                    with contextlib.suppress(*DRIVER_ERRORS):
+                        await con.execute("SELECT pg_advisory_unlock($1, $2)", *key)
+        finally:
+            await self._pool.release(con)
 
     async def plan(self, order_id: int) -> HedgePlan | None:
         try:

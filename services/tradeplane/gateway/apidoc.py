@@ -913,7 +913,9 @@ that: HTTP 418, an IP ban.
 **WebSocket** (not described here): market streams at `/ws/<streams>`, `/ws` and
 `/stream?streams=...` (`<symbol>@depth`, `@depth@100ms`, `@trade`, `@aggTrade`,
 `@kline_<interval>`, `@ticker`, `@bookTicker`; `SUBSCRIBE`/`UNSUBSCRIBE`), the user data
-stream at `/ws/<listenKey>`, as Binance's. The WebSocket API at `/ws-api/v3` is Binance's
+stream at `/ws/<listenKey>`, as Binance's; ours, one convert order's routing states
+(`convertOrderUpdate`, closed at CONFIRMED or FAILED) at
+`/ws/convert/<orderId>?listenKey=<key>`. The WebSocket API at `/ws-api/v3` is Binance's
 too: requests `{"id", "method", "params"}` answered `{"id", "status", "result" | "error",
 "rateLimits"}`; each method is the REST operation of the same name (`order.place` is
 `POST /api/v3/order`...), with its weight, limits, signature (params sorted by name) and

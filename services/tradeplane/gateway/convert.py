@@ -40,6 +40,7 @@ from tradeplane.gateway.inputs import (
     optional_asset,
     optional_int,
 )
+from tradeplane.gateway.userstream import Subscriber
 from tradeplane.usecases.convert import (
     MAX_FLOW_LIMIT,
     MAX_WINDOW_MS,
@@ -348,7 +349,7 @@ async def order_status_stream(websocket: WebSocket, order_id: str) -> None:
         users.release(session)
 
 
-async def _serve_order(websocket: WebSocket, convert: Convert, bus: Any, account: int,
+async def _serve_order(websocket: WebSocket, convert: Convert, bus: Subscriber, account: int,
                        order_id: int, ended: asyncio.Event, limits: wslimits.WsLimits) -> None:
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=ORDER_WS_QUEUE)
     overflow = asyncio.Event()

@@ -8,7 +8,10 @@ Idempotent by conversion: each leg's orders carry the client order id
 :func:`hedge_client_id` (conversion id and leg), and how much of a leg is hedged is read
 from the ledger (the executed lots of the desk's orders with that id), never remembered.
 A redelivered job therefore places only what is still missing, and waits (retries) while
-an earlier delivery's order is still open. A job that cannot finish now raises
+an earlier delivery's order is still open. Two workers never work one conversion at once
+(:meth:`HedgeStore.claim`, a PostgreSQL advisory lock): one whose delivery outlived the
+queue's ``ack_wait`` (paused, partitioned) cannot read "nothing hedged" while the next
+worker's order is in flight. A job that cannot finish now raises
 :class:`HedgeIncomplete`; the worker (``tradeplane.hedger``) redelivers it with exponential
 backoff (:func:`backoff_delay`) and, after ``max_deliveries``, dead-letters it
 (:meth:`Hedger.give_up`: routing state FAILED).
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
@@ -84,6 +88,11 @@ class HedgeStore(Protocol):
     Unavailable when the store cannot be asked."""
 
     async def plan(self, order_id: int) -> HedgePlan | None: ...
+
+    def claim(self, order_id: int) -> AbstractAsyncContextManager[bool]:
+        """Hold the conversion for this worker while inside; True when it got it, False
+        when another worker holds it (released on exit, or when this process dies)."""
+        ...
 
     async def advance(self, order_id: int, to: RoutingStatus,
                       allowed_from: frozenset[RoutingStatus], now_ms: int,
@@ -204,6 +213,13 @@ class Hedger:
             HedgeIncomplete: not done now (retry later); what was filled stays filled.
             Unavailable: the store or the bus failed (retry later).
         """
+        async with self.store.claim(order_id) as mine:
+            if not mine:
+                raise HedgeIncomplete(f"conversion {order_id}: another worker holds it")
+            return await self._hedge(order_id, now_ms)
+
+    async def _hedge(self, order_id: int, now_ms: int
+                     ) -> tuple[HedgeOutcome, ConvertOrder | None]:
         plan = await self.store.plan(order_id)
         if plan is None:
             return HedgeOutcome.UNKNOWN, None
