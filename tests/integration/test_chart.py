@@ -592,7 +592,7 @@ def test_alert_rules_cover_the_failures_that_matter() -> None:
     rules = {r["alert"]: r for r in alert_rules()}
     assert {"TradeplaneEngineDown", "TradeplaneSettlementLag", "TradeplaneMarketDataLag",
             "TradeplaneLedgerImbalance", "TradeplanePairHalted",
-            "TradeplaneOrderErrorRate"} <= set(rules)
+            "TradeplaneOrderErrorRate", "TradeplaneConvertHedgeDeadLettered"} <= set(rules)
     assert rules["TradeplaneLedgerImbalance"]["expr"].strip() == (
         "tradeplane_ledger_invariant_ok == 0")
     for rule in rules.values():
