@@ -436,6 +436,20 @@ async def test_a_job_whose_enqueue_was_lost_is_sent_by_the_relay(plat: Platform)
         "SELECT enqueued FROM convert_hedges WHERE order_id = $1", order_id) is True
 
 
+async def test_the_queues_consumer_follows_the_hedgers_settings(plat: Platform) -> None:
+    bus = await Bus.connect(plat.settings.nats_url, name="consumer-settings")
+    try:
+        for deliveries, wait in ((7, 9.0), (MAX_DELIVERIES, 2.0)):  # then back as it was
+            await HedgeJobs(bus, max_deliveries=deliveries, ack_wait_s=wait).ensure()
+            info = await bus.js.consumer_info("CONVERT_HEDGE", "hedger")
+            assert info.config.max_deliver == deliveries + 1
+            assert info.config.ack_wait == wait
+        stream = await bus.js.stream_info("CONVERT_HEDGE")
+        assert stream.config.retention == "workqueue"
+    finally:
+        await bus.close()
+
+
 # --------------------------------------------------------------------------- status socket
 async def test_the_order_socket_refuses_a_malformed_order_id(plat: Platform) -> None:
     t = await converter(plat, {})

@@ -94,6 +94,17 @@ class HedgeJobs:
             name=DLQ_STREAM, subjects=[DLQ_SUBJECT], retention=api.RetentionPolicy.LIMITS,
             storage=api.StorageType.FILE, num_replicas=self._bus._replicas,
             duplicate_window=self._bus._dedup, max_age=DLQ_MAX_AGE_S))
+        # Created, or updated to this process's settings (max_deliver, ack_wait).
+        try:
+            await self._js.add_consumer(HEDGE_STREAM, self._consumer_config())
+        except _NATS_ERRORS as exc:
+            raise BusUnavailable(f"hedge consumer: {exc}") from exc
+
+    def _consumer_config(self) -> api.ConsumerConfig:
+        return api.ConsumerConfig(
+            durable_name=CONSUMER, ack_policy=api.AckPolicy.EXPLICIT, ack_wait=self._ack_wait,
+            max_deliver=self._max_deliver, max_ack_pending=1000,
+            filter_subject=HEDGE_SUBJECT)
 
     async def enqueue(self, order_id: int) -> None:
         """Raises BusUnavailable: not (provably) stored."""
@@ -108,11 +119,7 @@ class HedgeJobs:
         Raises BusUnavailable."""
         try:
             if self._sub is None:
-                self._sub = await self._js.pull_subscribe(
-                    HEDGE_SUBJECT, durable=CONSUMER, stream=HEDGE_STREAM,
-                    config=api.ConsumerConfig(
-                        ack_policy=api.AckPolicy.EXPLICIT, ack_wait=self._ack_wait,
-                        max_deliver=self._max_deliver, max_ack_pending=1000))
+                self._sub = await self._js.pull_subscribe_bind(CONSUMER, HEDGE_STREAM)
             msgs = await self._sub.fetch(1, timeout=timeout)
         except (NatsTimeout, TimeoutError):
             return None

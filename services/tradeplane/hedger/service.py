@@ -165,6 +165,7 @@ class HedgeWorker:
                 self._backoff.succeeded()
             except Unavailable as exc:
                 UP.set(0)
+                ready = False  # the streams or the consumer may be gone: ensure again
                 delay = self._backoff.failed()
                 log.warning("hedger: %s; retrying in %.1fs", exc, delay)
                 with contextlib.suppress(TimeoutError):
