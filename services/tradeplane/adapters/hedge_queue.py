@@ -139,18 +139,23 @@ class HedgeJobs:
         except _NATS_ERRORS as exc:
             raise BusUnavailable(f"dead letter of hedge job {order_id}: {exc}") from exc
 
-    async def dead_letters(self) -> list[dict[str, object]]:
-        """Every job on the dead-letter stream (operators and tests). Raises
-        BusUnavailable."""
+    async def dead_letters(self, limit: int = 1000) -> list[dict[str, object]]:
+        """The oldest ``limit`` jobs on the dead-letter stream (operators and tests); an
+        unreadable one as ``{"raw": text}``. Raises BusUnavailable."""
         out: list[dict[str, object]] = []
         try:
             info = await self._js.stream_info(DLQ_STREAM)
-            for seq in range(info.state.first_seq, info.state.last_seq + 1):
-                if info.state.messages == 0:
-                    break
+            if info.state.messages == 0:
+                return out
+            last = min(info.state.last_seq, info.state.first_seq + limit - 1)
+            for seq in range(info.state.first_seq, last + 1):
                 raw = await self._js.get_msg(DLQ_STREAM, seq)
-                if raw.data:
+                if not raw.data:
+                    continue
+                try:
                     out.append(json.loads(raw.data))
+                except ValueError:
+                    out.append({"raw": raw.data.decode("utf-8", "replace")[:1000]})
         except _NATS_ERRORS as exc:
             raise BusUnavailable(f"dead-letter stream: {exc}") from exc
         return out

@@ -230,9 +230,9 @@ class ConvertStore(Protocol):
     async def accept(self, account: int, quote_id: int, now_ms: int
                      ) -> tuple[AcceptResult, ConvertOrder | None]:
         """In ONE transaction: take the account's quote (unused, valid at ``now_ms``),
-        check the user's and the desk's available balances, write the balanced postings
-        and the order. A quote already accepted answers its order (ACCEPTED). Anything
-        but ACCEPTED changes nothing."""
+        check the user's and the desk's available balances, write the balanced postings,
+        the order and its hedge job (routing PENDING, not yet enqueued). A quote already
+        accepted answers its order (ACCEPTED). Anything but ACCEPTED changes nothing."""
         ...
 
     async def order(self, account: int, *, order_id: int | None = None,
