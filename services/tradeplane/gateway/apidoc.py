@@ -568,7 +568,10 @@ BINANCE.update({
         example={"orderId": "7", "createTime": 1_700_000_001_000,
                  "orderStatus": "SUCCESS"}),
     ("GET", "/sapi/v1/convert/orderStatus"): Op(
-        "Convert order status", "One of your convert orders, by `orderId` or `quoteId`.",
+        "Convert order status", "One of your convert orders, by `orderId` or `quoteId`. "
+        "`orderStatus` is the user's side (SUCCESS from acceptance on); ours, "
+        "`routingStatus`, is the desk's hedge: PENDING, ROUTING, ROUTING_COMPLETE, "
+        "CONFIRMED or FAILED (followed live on `/ws/convert/<orderId>?listenKey=<key>`).",
         (Param("orderId", {"type": "string", "pattern": "^[0-9]{1,19}$"}, "The order."),
          Param("quoteId", {"type": "string", "pattern": "^[0-9]{1,19}$"}, "Its quote.")),
         SIGNED, "read", codes=(-1100, -1102, -23008)),
