@@ -434,6 +434,9 @@ async def test_a_job_whose_enqueue_was_lost_is_sent_by_the_relay(plat: Platform)
     assert len(await hedge_orders(plat, order_id)) == 1
     assert await plat.pool.fetchval(
         "SELECT enqueued FROM convert_hedges WHERE order_id = $1", order_id) is True
+    # The relay measured the hedge lag before the job was worked: a minute old.
+    lag = REGISTRY.get_sample_value("tradeplane_convert_hedge_oldest_open_seconds")
+    assert lag is not None and 60 <= lag < 120
 
 
 async def test_the_queues_consumer_follows_the_hedgers_settings(plat: Platform) -> None:

@@ -109,6 +109,10 @@ class MemoryHedgeStore:
     async def mark_enqueued(self, order_id: int) -> None:
         self.enqueued = True
 
+    async def oldest_open(self) -> int | None:
+        final = (RoutingStatus.CONFIRMED, RoutingStatus.FAILED)
+        return None if self.order.routing in final else self.order.created_ms
+
 
 class MemoryPlacement:
     """In-memory ``HedgePlacement``: fills ``fill`` lots of each order (all by default)
@@ -309,3 +313,11 @@ async def test_a_conversion_another_worker_holds_is_left_to_it() -> None:
         with pytest.raises(HedgeIncomplete, match="another worker holds it"):
             await hedger(store, placement).hedge(7, 2_000)
     assert placement.requests == [] and store.order.routing is RoutingStatus.PENDING
+
+
+async def test_the_hedge_lag_is_the_age_of_the_oldest_conversion_not_yet_hedged() -> None:
+    store = MemoryHedgeStore(ORDER, (SELL_LEG,))  # accepted at 1_000 ms
+    h = hedger(store, MemoryPlacement(store))
+    assert await h.lag_ms(3_500) == 2_500
+    await h.hedge(7, 4_000)
+    assert await h.lag_ms(5_000) == 0

@@ -305,6 +305,15 @@ class PgHedgeStore:
             raise DatabaseUnavailable(f"PostgreSQL: {exc}") from exc
         return [int(r["order_id"]) for r in rows]
 
+    async def oldest_open(self) -> int | None:
+        try:
+            v = await self._pool.fetchval(
+                "SELECT min(created_ms) FROM convert_hedges"
+                " WHERE status IN ('PENDING', 'ROUTING', 'ROUTING_COMPLETE')")
+        except DRIVER_ERRORS as exc:
+            raise DatabaseUnavailable(f"PostgreSQL: {exc}") from exc
+        return None if v is None else int(v)
+
     async def mark_enqueued(self, order_id: int) -> None:
         try:
             await self._pool.execute(

@@ -10,7 +10,8 @@ queue's ``ack_wait``); a worker killed mid-job leaves it unacknowledged, and the
 gives it to the next worker once ``ack_wait`` has passed (the hedge's idempotency by
 client order id makes that safe). The same loop relays, every ``relay_every_s``, the
 jobs whose post-commit enqueue did not happen (the outbox rows older than
-``relay_age_ms``). While the queue or the database fails it retries with backoff.
+``relay_age_ms``), and measures the hedge lag (the oldest conversion not yet hedged).
+While the queue or the database fails it retries with backoff.
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ LAG = Histogram("tradeplane_convert_hedge_lag_seconds",
                 buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600))
 RELAYED = Counter("tradeplane_convert_hedge_relayed_total",
                   "Hedge jobs enqueued by the relay (their post-commit enqueue failed)")
+OLDEST = Gauge("tradeplane_convert_hedge_oldest_open_seconds",
+               "Age of the oldest conversion whose hedge has not ended (0: none); -1 = "
+               "unknown (the database cannot be read)")
+OLDEST.set(-1)
 UP = Gauge("tradeplane_convert_hedger_up",
            "1 while the hedger reaches its queue and database, 0 while it retries")
 
@@ -140,9 +145,15 @@ class HedgeWorker:
                 await d.working()
 
     async def relay(self) -> int:
-        """Enqueue the jobs left in the outbox. Raises Unavailable."""
-        sent = await self.hedger.relay(self.jobs, _now_ms() - self.relay_age_ms)
-        RELAYED.inc(sent)
+        """Enqueue the jobs left in the outbox, and measure the hedge lag. Raises
+        Unavailable (the lag then reads unknown)."""
+        try:
+            sent = await self.hedger.relay(self.jobs, _now_ms() - self.relay_age_ms)
+            RELAYED.inc(sent)
+            OLDEST.set(await self.hedger.lag_ms(_now_ms()) / 1000)
+        except Unavailable:
+            OLDEST.set(-1)
+            raise
         return sent
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -112,6 +112,10 @@ class HedgeStore(Protocol):
 
     async def mark_enqueued(self, order_id: int) -> None: ...
 
+    async def oldest_open(self) -> int | None:
+        """``created_ms`` of the oldest conversion whose hedge has not ended."""
+        ...
+
 
 class HedgePlacement(Protocol):
     """Places one order and answers it once settled (the normal order path)."""
@@ -272,6 +276,12 @@ class Hedger:
             order_id, RoutingStatus.FAILED,
             frozenset({RoutingStatus.PENDING, RoutingStatus.ROUTING,
                        RoutingStatus.ROUTING_COMPLETE}), now_ms, reason[:500])
+
+    async def lag_ms(self, now_ms: int) -> int:
+        """How long the oldest conversion not yet hedged (nor given up) has waited; 0 when
+        none. Raises Unavailable."""
+        oldest = await self.store.oldest_open()
+        return 0 if oldest is None else max(0, now_ms - oldest)
 
     async def relay(self, queue: HedgeQueue, created_before_ms: int, limit: int = 100) -> int:
         """Enqueue the jobs whose post-commit enqueue did not happen (the outbox); how

@@ -15,3 +15,6 @@ CREATE TABLE convert_hedges (
     error       TEXT NOT NULL DEFAULT '' CHECK (length(error) <= 500)
 );
 CREATE INDEX convert_hedges_unsent ON convert_hedges (created_ms) WHERE NOT enqueued;
+-- The hedge lag: the oldest conversion whose hedge has not ended.
+CREATE INDEX convert_hedges_open ON convert_hedges (created_ms)
+    WHERE status IN ('PENDING', 'ROUTING', 'ROUTING_COMPLETE');
