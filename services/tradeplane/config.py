@@ -347,7 +347,7 @@ class Settings(VaultSettings):
         "trade, in basis points (its limit price: lower for a sale, higher for a purchase).",
     )
     hedge_max_deliveries: int = Field(
-        default=5, ge=1, le=100,
+        default=10, ge=1, le=100,
         description="Deliveries of one hedge job before it goes to the dead-letter stream "
         "CONVERT_HEDGE_DLQ (and the conversion's routing becomes FAILED).",
     )
@@ -357,7 +357,7 @@ class Settings(VaultSettings):
         "after each further failure, at most hedge_backoff_max_s.",
     )
     hedge_backoff_max_s: float = Field(
-        default=60.0, gt=0, le=86_400,
+        default=120.0, gt=0, le=86_400,
         description="The longest redelivery delay of a hedge job.",
     )
     hedge_ack_wait_s: float = Field(

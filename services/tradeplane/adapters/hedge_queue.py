@@ -77,7 +77,7 @@ class HedgeJobs:
     """``HedgeQueue`` (enqueue) and the worker's side (:meth:`next`, :meth:`dead_letter`)
     over one bus connection."""
 
-    def __init__(self, bus: Bus, *, max_deliveries: int = 5, ack_wait_s: float = 30.0) -> None:
+    def __init__(self, bus: Bus, *, max_deliveries: int = 10, ack_wait_s: float = 30.0) -> None:
         self._bus = bus
         self._js: JetStreamContext = bus.js
         self._max_deliver = max_deliveries + 1

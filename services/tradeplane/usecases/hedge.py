@@ -68,10 +68,10 @@ class HedgeSettings:
     #: How far past the quote's worst price a hedge order may trade, in basis points.
     slippage_bps: int = 50
     #: Deliveries of one job before it goes to the dead-letter stream.
-    max_deliveries: int = 5
+    max_deliveries: int = 10
     #: Redelivery delay after the first failed delivery; doubled after each, at most cap.
     backoff_s: float = 1.0
-    backoff_max_s: float = 60.0
+    backoff_max_s: float = 120.0
 
 
 @dataclass(frozen=True, slots=True)
