@@ -207,6 +207,15 @@ def cmd_marketdata(args: argparse.Namespace) -> int:
                        vault=loaded.vault)
 
 
+def cmd_hedger(args: argparse.Namespace) -> int:
+    from tradeplane.runner import run_service
+    from tradeplane.services import run_hedger
+
+    loaded = _loaded(args)
+    s = loaded.settings
+    return run_service("hedger", s, lambda stop: run_hedger(s, stop), vault=loaded.vault)
+
+
 def cmd_rates(args: argparse.Namespace) -> int:
     from tradeplane.runner import run_service
     from tradeplane.services import run_rates
@@ -1187,6 +1196,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmd_parser("marketdata", help="market data").set_defaults(fn=cmd_marketdata)
     cmd_parser("rates", help="Convert's rates: indicative ratios and index prices"
                ).set_defaults(fn=cmd_rates)
+    cmd_parser("hedger", help="Convert desk's hedger: IOC orders on our books from the "
+               "hedge queue (backoff, dead-letter stream)").set_defaults(fn=cmd_hedger)
 
     ww = cmd_parser("wallet-watcher",
                         help="one wallet's deposit watcher, withdrawals and reconciliation")

@@ -84,6 +84,7 @@ class Group(StrEnum):
     ENGINE = "engine"
     SETTLEMENT = "settlement"
     CONVERT = "convert"
+    HEDGE = "hedge"
 
 
 class Settings(VaultSettings):
@@ -354,6 +355,32 @@ class Settings(VaultSettings):
         "ratios and index prices).",
     )
 
+    # ---- hedge: the convert desk's hedger ------------------------------------------------
+    hedge_slippage_bps: int = Field(
+        default=50, ge=0, lt=10_000,
+        description="How far past the quote's worst price on a leg a hedge IOC order may "
+        "trade, in basis points (its limit price: lower for a sale, higher for a purchase).",
+    )
+    hedge_max_deliveries: int = Field(
+        default=10, ge=1, le=100,
+        description="Deliveries of one hedge job before it goes to the dead-letter stream "
+        "CONVERT_HEDGE_DLQ (and the conversion's routing becomes FAILED).",
+    )
+    hedge_backoff_s: float = Field(
+        default=1.0, gt=0, le=3600,
+        description="Redelivery delay after a hedge job's first failed delivery; doubled "
+        "after each further failure, at most hedge_backoff_max_s.",
+    )
+    hedge_backoff_max_s: float = Field(
+        default=120.0, gt=0, le=86_400,
+        description="The longest redelivery delay of a hedge job.",
+    )
+    hedge_ack_wait_s: float = Field(
+        default=30.0, ge=1, le=3600,
+        description="How long a hedge job taken by a worker that stopped answering (killed) "
+        "stays invisible before the queue gives it to another worker.",
+    )
+
     # ---- engine: the matching engine ----------------------------------------------------
     snapshot_every: int = Field(
         default=50_000, description="Engine snapshot after this many commands."
@@ -501,6 +528,8 @@ GROUPS: Final[Mapping[Group, tuple[str, ...]]] = {
     Group.CONVERT: ("convert_bridges", "convert_spread_bps", "convert_max_book_age_s",
                     "convert_rates_every_s", "convert_venue", "convert_venue_api_key",
                     "convert_venue_secret"),
+    Group.HEDGE: ("hedge_slippage_bps", "hedge_max_deliveries", "hedge_backoff_s",
+                  "hedge_backoff_max_s", "hedge_ack_wait_s"),
 }
 
 _COMMON: Final = frozenset({Group.BUS, Group.DATABASE, Group.OBSERVABILITY})
@@ -517,6 +546,7 @@ PROCESS_GROUPS: Final[Mapping[str, frozenset[Group]]] = {
     "marketdata": _COMMON | {Group.CACHE},
     "wallet-watcher": _COMMON,
     "rates": _COMMON | {Group.CACHE, Group.CONVERT},
+    "hedger": _COMMON | {Group.CACHE, Group.HEDGE, Group.CONVERT},
     # The CLI's account commands (users, API keys, admins, credits): they encrypt secrets.
     "cli-accounts": frozenset({Group.DATABASE, Group.CIPHER}),
 }

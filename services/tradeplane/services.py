@@ -3,29 +3,44 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 
 from tradeplane.adapters import db
 from tradeplane.adapters.bus import Bus
 from tradeplane.adapters.cache import MarketCache
-from tradeplane.adapters.convert_db import CacheBooks, CacheRates, PgConvertStore
+from tradeplane.adapters.convert_db import (
+    BusConvertNotifier,
+    CacheBooks,
+    CacheRates,
+    CacheReference,
+    PgConvertStore,
+    PgHedgeStore,
+)
 from tradeplane.adapters.escrow_db import BusEscrowNotifier, PgEscrowStore
+from tradeplane.adapters.hedge_queue import HedgeJobs
 from tradeplane.adapters.marketdata import RedisMarketStore
+from tradeplane.adapters.orderpath import OrderPath
 from tradeplane.adapters.portfolio_db import PgSnapshotStore
 from tradeplane.adapters.settlement import NatsSettlementBus, PgSettlementStore
+from tradeplane.adapters.venues import venue_from_setting
 from tradeplane.config import Settings
-from tradeplane.domain.errors import ConfigurationError
+from tradeplane.domain.errors import ConfigurationError, Unavailable
 from tradeplane.domain.pairs import PairRules, normalize_symbol, rules_from_spec
 from tradeplane.engine.service import Engine
 from tradeplane.gateway.app import convert_settings, serve
+from tradeplane.gateway.watermarks import Watermarks
+from tradeplane.hedger.service import HedgeWorker
 from tradeplane.marketdata.service import MarketDataService
 from tradeplane.rates.service import RatesService
 from tradeplane.settlement.service import RELAY_AGE_MS, RELAY_INTERVAL_S, Settler
 from tradeplane.usecases.convert import Convert
 from tradeplane.usecases.escrow import Escrow, EscrowTimer
+from tradeplane.usecases.hedge import HedgePlacement, Hedger, HedgeSettings, PlaceThroughOrders
+from tradeplane.usecases.orders import Orders
 from tradeplane.usecases.portfolio import Portfolio, SnapshotWorker
 
 
@@ -165,4 +180,70 @@ async def run_rates(settings: Settings, stop: asyncio.Event) -> None:
         await rates_service(pool, cache, settings).run(stop)
     finally:
         await cache.close()
+        await pool.close()
+
+
+def hedge_settings(settings: Settings) -> HedgeSettings:
+    """The hedge use case's settings from the process's."""
+    return HedgeSettings(slippage_bps=settings.hedge_slippage_bps,
+                         max_deliveries=settings.hedge_max_deliveries,
+                         backoff_s=settings.hedge_backoff_s,
+                         backoff_max_s=settings.hedge_backoff_max_s)
+
+
+@contextlib.asynccontextmanager
+async def hedger_parts(
+    settings: Settings, pool: db.Pool, bus: Bus, cache: MarketCache,
+    wrap: Callable[[HedgePlacement], HedgePlacement] | None = None,
+) -> AsyncIterator[HedgeWorker]:
+    """The hedger over PostgreSQL, NATS and Redis: the desk's orders go through the order
+    use cases on an order path of its own, answered once settlement's watermark passes
+    them (as the gateway's). ``wrap`` decorates the placement (tests inject failures
+    there)."""
+    orderpath = OrderPath(pool, bus)
+    marks = Watermarks(lambda: db.settlement_cursors(pool))
+    unsubscribe = await bus.subscribe("settled.*", marks.on_settled)
+    try:
+        for sym in await db.load_pairs(pool):
+            await bus.ensure_symbol(sym)
+        orders = Orders(orderpath, orderpath, marks, settings.response_timeout_s)
+        placement: HedgePlacement = PlaceThroughOrders(orders, CacheReference(cache))
+        if wrap is not None:
+            placement = wrap(placement)
+        jobs = HedgeJobs(bus, max_deliveries=settings.hedge_max_deliveries,
+                         ack_wait_s=settings.hedge_ack_wait_s)
+        pairs: dict[str, Mapping[str, PairRules]] = {"now": await db.load_pairs(pool)}
+
+        async def load_pairs() -> Mapping[str, PairRules]:
+            pairs["now"] = await db.load_pairs(pool)
+            return pairs["now"]
+
+        venue = venue_from_setting(settings.convert_venue, settings.convert_venue_api_key,
+                                   settings.convert_venue_secret.get_secret_value(),
+                                   lambda: pairs["now"])
+        hedger = Hedger(PgHedgeStore(pool), placement, load_pairs,
+                        BusConvertNotifier(bus), hedge_settings(settings),
+                        venues={venue.name: venue} if venue else None)
+        try:
+            yield HedgeWorker(hedger, jobs, ack_wait_s=settings.hedge_ack_wait_s)
+        finally:
+            await jobs.close()
+            if venue is not None:
+                await venue.close()
+    finally:
+        with contextlib.suppress(Unavailable):
+            await unsubscribe()
+        await orderpath.close()
+
+
+async def run_hedger(settings: Settings, stop: asyncio.Event) -> None:
+    pool = await db.create_pool(settings.database_url, 4)
+    bus = await _bus(settings, "hedger")
+    cache = await MarketCache.connect(settings.redis_url)
+    try:
+        async with hedger_parts(settings, pool, bus, cache) as worker:
+            await worker.run(stop)
+    finally:
+        await cache.close()
+        await bus.close()
         await pool.close()

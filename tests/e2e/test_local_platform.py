@@ -415,7 +415,7 @@ def test_nothing_up_started_outlives_it_however_it_ends(
         # Every listener it started is on loopback only, /metrics included.
         metrics = {name: int(p) for name, p in re.findall(r"([\w-]+) :(\d+)", text)}
         assert {"matching-BTC-USDT", "matching-ETH-USDT", "matching-ETH-BTC", "settlement",
-                "marketdata", "rates"} <= set(metrics), text
+                "marketdata", "rates", "hedger"} <= set(metrics), text
         for p in [port, *metrics.values()]:
             assert _listeners(p) == {"0100007F"}, (p, _listeners(p))
         # Where the CLI finds it.

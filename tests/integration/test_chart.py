@@ -52,6 +52,14 @@ WALLET_SERIES = {
     for name in re.findall(r'"(tradeplane_wallet_[a-z0-9_]+)"', path.read_text())
 }
 
+#: The convert desk's series, as the rates service and the hedger define them: labelled
+#: gauges (the desk's inventory per asset) have no sample until those processes run.
+CONVERT_SERIES = {
+    name for path in (ROOT / "services" / "tradeplane" / "rates" / "service.py",
+                      ROOT / "services" / "tradeplane" / "hedger" / "service.py")
+    for name in re.findall(r'"(tradeplane_convert_[a-z0-9_]+)"', path.read_text())
+}
+
 #: The one pod allowed to run as root: Promtail reads the node's /var/log/pods.
 ROOT_PODS = {f"{FULLNAME}-promtail"}
 
@@ -196,8 +204,8 @@ def test_every_resource_has_the_standard_labels(scenario: str) -> None:
 def test_default_install_has_every_part() -> None:
     docs = render("default-values.yaml")
     deployments = by_kind(docs, "Deployment")
-    for part in ("operator", "gateway", "settlement", "marketdata", "rates", "prometheus",
-                 "grafana", "loki", "jaeger"):
+    for part in ("operator", "gateway", "settlement", "marketdata", "rates", "hedger",
+                 "prometheus", "grafana", "loki", "jaeger"):
         assert f"{FULLNAME}-{part}" in deployments, part
     assert set(by_kind(docs, "StatefulSet")) == {
         f"{FULLNAME}-nats", f"{FULLNAME}-postgresql", f"{FULLNAME}-redis"}
@@ -228,6 +236,7 @@ def test_processes_get_the_env_secret_and_the_operator_points_at_it() -> None:
                           ("settlement", ["tradeplane", "settlement"]),
                           ("marketdata", ["tradeplane", "marketdata"]),
                           ("rates", ["tradeplane", "rates"]),
+                          ("hedger", ["tradeplane", "hedger"]),
                           ("operator", ["tradeplane-operator"])):
         c = deployments[f"{FULLNAME}-{part}"]["spec"]["template"]["spec"]["containers"][0]
         assert c["command"] == command
@@ -405,7 +414,8 @@ def test_observability_switches() -> None:
             assert json.loads(text)["uid"].startswith("tradeplane-")
 
     external = render("external-stack-values.yaml")
-    assert len(by_kind(external, "ServiceMonitor")) == 4  # gateway, settlement, marketdata, rates
+    # gateway, settlement, marketdata, rates, hedger
+    assert len(by_kind(external, "ServiceMonitor")) == 5
     rule = by_kind(external, "PrometheusRule")[FULLNAME]
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     assert rule["spec"] == yaml.safe_load(ALERTS.read_text())
@@ -550,6 +560,11 @@ async def test_dashboard_queries_use_only_exported_metrics(busy_platform: Platfo
     custody = {n for n in wanted if n.startswith("tradeplane_wallet_")}
     assert custody <= WALLET_SERIES, sorted(custody - WALLET_SERIES)
     wanted -= custody
+    # The convert desk's panels: series of the rates service and the hedger (their own
+    # tests run them: tests/integration/test_convert*.py).
+    convert = {n for n in wanted if n.startswith("tradeplane_convert_")}
+    assert {n.removesuffix("_bucket") for n in convert} <= CONVERT_SERIES, sorted(convert)
+    wanted -= convert
 
     async def all_there() -> bool:
         missing = wanted - await live_series(busy_platform)
@@ -577,7 +592,7 @@ def test_alert_rules_cover_the_failures_that_matter() -> None:
     rules = {r["alert"]: r for r in alert_rules()}
     assert {"TradeplaneEngineDown", "TradeplaneSettlementLag", "TradeplaneMarketDataLag",
             "TradeplaneLedgerImbalance", "TradeplanePairHalted",
-            "TradeplaneOrderErrorRate"} <= set(rules)
+            "TradeplaneOrderErrorRate", "TradeplaneConvertHedgeDeadLettered"} <= set(rules)
     assert rules["TradeplaneLedgerImbalance"]["expr"].strip() == (
         "tradeplane_ledger_invariant_ok == 0")
     for rule in rules.values():

@@ -434,7 +434,7 @@ async def test_trade_flow_pages_with_more_data(plat: Platform) -> None:
     assert len(doc["list"]) == 2 and doc["moreData"] is True and doc["limit"] == 2
     assert set(doc["list"][0]) == {"quoteId", "orderId", "orderStatus", "fromAsset",
                                    "fromAmount", "toAsset", "toAmount", "ratio",
-                                   "inverseRatio", "createTime"}
+                                   "inverseRatio", "createTime", "routingStatus"}
 
 
 async def test_the_rates_service_publishes_what_the_gateway_serves_and_its_metrics(
@@ -513,6 +513,6 @@ async def test_an_acceptance_pushes_the_balances_and_the_order_on_the_user_data_
                              {"a": "USDT", "f": q["toAmount"], "l": "0.00000000"}]
     assert update == {"e": "convertOrderUpdate", "E": update["E"],
                       "orderId": int(order["orderId"]), "quoteId": q["quoteId"],
-                      "status": "CONFIRMED", "orderStatus": "SUCCESS", "fromAsset": "BTC",
+                      "status": "PENDING", "orderStatus": "SUCCESS", "fromAsset": "BTC",
                       "fromAmount": "0.01000000", "toAsset": "USDT",
                       "toAmount": q["toAmount"], "createTime": order["createTime"]}

@@ -5,24 +5,28 @@ The home instance is started with ``convert_venue=binance=<the venue's URL>``; i
 quote and convert through its gateway with ccxt as on any day. Books:
 
 - home BTCUSDT: bid 0.01 @ 50000, ask 0.01 @ 50010;
-- venue BTCUSDT: bid 0.01 @ 49000, ask 0.02 @ 49900 (cheaper BTC than at home).
+- venue BTCUSDT: bid 0.01 @ 49000, ask 0.03 @ 49900 (cheaper BTC than at home).
 """
 
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import ccxt.async_support as ccxt_async
 import pytest
+from pydantic import SecretStr
 from tests.conftest import data_folder
 from tests.integration.test_ccxt import point_at
 from tests.integration.test_convert import converter
 from tests.support.harness import Platform, Trader, eventually, running_platform
 
 from tradeplane.adapters import db
+from tradeplane.adapters.bus import Bus
+from tradeplane.adapters.cache import MarketCache
 from tradeplane.adapters.venues import CcxtVenue, VenueUnavailable, ccxt_exchange, levels
 from tradeplane.domain.convert import DESK_ACCOUNT
 from tradeplane.domain.model import Side
@@ -30,11 +34,14 @@ from tradeplane.domain.money import to_units
 from tradeplane.domain.pairs import DEMO_PAIRS
 from tradeplane.platform.ports import free_port
 from tradeplane.platform.servers import LocalServers
+from tradeplane.services import hedger_parts
+from tradeplane.usecases.convert import RoutingStatus
+from tradeplane.usecases.hedge import HedgeOutcome
 
 pytestmark = pytest.mark.integration
 
 HOME_BOOK = (("BUY", "50000", "0.01"), ("SELL", "50010", "0.01"))
-VENUE_BOOK = (("BUY", "49000", "0.01"), ("SELL", "49900", "0.02"))
+VENUE_BOOK = (("BUY", "49000", "0.01"), ("SELL", "49900", "0.03"))
 BTCUSDT = next(p for p in DEMO_PAIRS if p.symbol == "BTCUSDT")
 
 
@@ -145,6 +152,37 @@ async def test_a_venue_that_does_not_answer_leaves_quotes_to_our_books(
         await gone.close()
 
 
+async def test_the_hedger_hedges_a_venue_leg_on_the_venue_and_confirms(
+    home: Platform, venue: Platform,
+) -> None:
+    desk = await venue.trader(f"desk-{secrets.token_hex(3)}", {"USDT": "1000"})
+    t = await converter(home, {"USDT": "499"})
+    r = await t.api.signed("POST", "/sapi/v1/convert/getQuote", fromAsset="USDT",
+                           toAsset="BTC", fromAmount="499")
+    assert r.status_code == 200, r.text
+    assert [leg["venue"] for leg in r.json()["route"]] == ["binance"]
+    r = await t.api.signed("POST", "/sapi/v1/convert/acceptQuote", quoteId=r.json()["quoteId"])
+    order_id = int(r.json()["orderId"])
+    settings = home.settings.model_copy(update={
+        "convert_venue_api_key": desk.api_key, "convert_venue_secret": SecretStr(desk.secret)})
+    bus = await Bus.connect(settings.nats_url, name="venue-hedger")
+    cache = await MarketCache.connect(settings.redis_url)
+    try:
+        async with hedger_parts(settings, home.pool, bus, cache) as worker:
+            outcome, order = await worker.hedger.hedge(order_id, int(time.time() * 1000))
+    finally:
+        await cache.close()
+        await bus.close()
+    assert outcome is HedgeOutcome.HEDGED
+    assert order is not None and order.routing is RoutingStatus.CONFIRMED
+
+    async def bought() -> bool:
+        return (await venue.balances(desk.account)).get("BTC", (0, 0))[0] > 0
+
+    await eventually(bought)  # the desk bought the BTC it paid out, there: 0.01 at 49900
+    assert (await venue.balances(desk.account))["BTC"] == (to_units("0.01") - 1000, 0)
+
+
 async def test_a_hedge_on_the_venue_is_an_ioc_order_filled_up_to_its_worst_price_once(
     venue: Platform,
 ) -> None:
@@ -156,24 +194,32 @@ async def test_a_hedge_on_the_venue_is_an_ioc_order_filled_up_to_its_worst_price
         books = await hedger.books(["BTCUSDT"])
         book = books["BTCUSDT"]
         assert book is not None
-        ask = book.asks[0]
-        assert ask == (ticks("49900"), 2000)  # 0.02 BTC in lots
-        # 0.03 BTC wanted at 49950 at worst: the 0.02 offered fills, the rest is cancelled
-        fill = await hedger.hedge("BTCUSDT", Side.BUY, 3000,
-                                  ticks("49950"), "hedge-1")
-        assert (fill.filled_lots, fill.status) == (2000, "expired")
+        price, offered = book.asks[0]
+        assert price == ticks("49900") and offered >= 1000
+        # more than is offered at 49950 at worst: what is offered fills, the rest expires
+        fill = await hedger.hedge("BTCUSDT", Side.BUY, offered + 1000, ticks("49950"),
+                                  "hedge-1")
+        assert (fill.filled_lots, fill.status) == (offered, "expired")
 
         async def settled() -> bool:
             return (await venue.balances(desk.account)).get("BTC", (0, 0))[0] > 0
 
         await eventually(settled)
         balances = await venue.balances(desk.account)
-        assert balances["BTC"] == (to_units("0.02") - to_units("0.00002"), 0)  # taker fee
-        assert balances["USDT"] == (to_units("2000") - to_units("998"), 0)
-        # a retry (the same client id) answers the first order, and places nothing
-        again = await hedger.hedge("BTCUSDT", Side.BUY, 3000, ticks("49950"), "hedge-1")
-        assert again == fill
+        bought = offered * BTCUSDT.lot
+        assert balances["BTC"] == (bought - bought // 1000, 0)  # less the taker fee
+        assert balances["USDT"] == (to_units("2000") - bought * 49900, 0)
+        # a retry (the same client id) finds the first order, fills nothing more (the book
+        # has nothing left at that price) and places one order for the rest, which expires
+        again = await hedger.hedge("BTCUSDT", Side.BUY, offered + 1000, ticks("49950"),
+                                   "hedge-1")
+        assert again.filled_lots == offered
         assert await venue.balances(desk.account) == balances
+        # done already: nothing placed at all
+        assert (await hedger.hedge("BTCUSDT", Side.BUY, offered, ticks("49950"), "hedge-1")
+                ).filled_lots == offered
+        orders = await hedger.exchange.fetch_orders("BTC/USDT")
+        assert sorted(o["clientOrderId"] for o in orders) == ["hedge-1-0", "hedge-1-1"]
     finally:
         await hedger.close()
 

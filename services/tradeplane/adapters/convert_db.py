@@ -10,8 +10,9 @@ transaction is rolled back whatever happens in between.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import asyncpg
@@ -22,7 +23,7 @@ from tradeplane.adapters.cache import CacheError, MarketCache
 from tradeplane.adapters.db import DRIVER_ERRORS, DatabaseUnavailable, Pool, apply_postings
 from tradeplane.domain.convert import DESK_ACCOUNT, convert_postings
 from tradeplane.domain.market import DepthSnapshot
-from tradeplane.domain.money import fmt_units
+from tradeplane.domain.model import Status
 from tradeplane.domain.userevents import account_position, encode
 from tradeplane.usecases.convert import (
     AcceptResult,
@@ -30,7 +31,11 @@ from tradeplane.usecases.convert import (
     NewQuote,
     OrderStatus,
     Rates,
+    RouteLeg,
+    RoutingStatus,
+    order_update,
 )
+from tradeplane.usecases.hedge import HedgePlan
 
 #: Where the rates service publishes (msgpack of ``(computed ms, Rates)``).
 RATES_KEY = "convert:rates"
@@ -72,12 +77,17 @@ class CacheRates:
 
 _ORDER_COLS = ("id, quote_id, account_id, status, from_asset, to_asset, from_amount,"
                " to_amount, created_ms")
+#: An order with its routing state (no hedge row: accepted before hedging, CONFIRMED).
+_ROUTED = ("SELECT o.id, o.quote_id, o.account_id, o.status, o.from_asset, o.to_asset,"
+           " o.from_amount, o.to_amount, o.created_ms,"
+           " coalesce(h.status, 'CONFIRMED') AS routing"
+           " FROM convert_orders o LEFT JOIN convert_hedges h ON h.order_id = o.id")
 
 
 def _order(r: asyncpg.Record) -> ConvertOrder:
     return ConvertOrder(r["id"], r["quote_id"], r["account_id"], OrderStatus(r["status"]),
                         r["from_asset"], r["to_asset"], r["from_amount"], r["to_amount"],
-                        r["created_ms"])
+                        r["created_ms"], RoutingStatus(r["routing"]))
 
 
 class PgConvertStore:
@@ -134,8 +144,7 @@ class PgConvertStore:
         if q is None:
             return AcceptResult.UNKNOWN, None
         if q["order_id"] is not None:  # a retry: the same order, nothing moves again
-            r = await con.fetchrow(
-                f"SELECT {_ORDER_COLS} FROM convert_orders WHERE id = $1", q["order_id"])
+            r = await con.fetchrow(f"{_ROUTED} WHERE o.id = $1", q["order_id"])
             return AcceptResult.ACCEPTED, _order(r)
         if now_ms > q["valid_until_ms"]:
             return AcceptResult.EXPIRED, None
@@ -157,8 +166,13 @@ class PgConvertStore:
             order_id, account, fa, q["from_amount"], ta, q["to_amount"], self._desk))
         r = await con.fetchrow(
             f"""INSERT INTO convert_orders ({_ORDER_COLS})
-                VALUES ($1, $2, $3, 'SUCCESS', $4, $5, $6, $7, $8) RETURNING {_ORDER_COLS}""",
+                VALUES ($1, $2, $3, 'SUCCESS', $4, $5, $6, $7, $8)
+                RETURNING {_ORDER_COLS}, 'PENDING' AS routing""",
             order_id, quote_id, account, fa, ta, q["from_amount"], q["to_amount"], now_ms)
+        # The hedge job, in the conversion's own transaction (the queue's outbox).
+        await con.execute(
+            "INSERT INTO convert_hedges (order_id, status, created_ms, updated_ms)"
+            " VALUES ($1, 'PENDING', $2, $2)", order_id, now_ms)
         await con.execute("UPDATE convert_quotes SET order_id = $1 WHERE id = $2",
                           order_id, quote_id)
         return AcceptResult.ACCEPTED, _order(r)
@@ -168,8 +182,7 @@ class PgConvertStore:
         col, value = ("id", order_id) if order_id is not None else ("quote_id", quote_id)
         try:
             r = await self._pool.fetchrow(
-                f"SELECT {_ORDER_COLS} FROM convert_orders"
-                f" WHERE account_id = $1 AND {col} = $2", account, value)
+                f"{_ROUTED} WHERE o.account_id = $1 AND o.{col} = $2", account, value)
         except DRIVER_ERRORS as exc:
             raise DatabaseUnavailable(f"PostgreSQL: {exc}") from exc
         return None if r is None else _order(r)
@@ -198,18 +211,136 @@ class PgConvertStore:
                       ) -> list[ConvertOrder]:
         try:
             rows = await self._pool.fetch(
-                f"""SELECT {_ORDER_COLS} FROM convert_orders
-                    WHERE account_id = $1 AND created_ms BETWEEN $2 AND $3
-                    ORDER BY created_ms, id LIMIT $4""", account, start_ms, end_ms, limit)
+                f"""{_ROUTED}
+                    WHERE o.account_id = $1 AND o.created_ms BETWEEN $2 AND $3
+                    ORDER BY o.created_ms, o.id LIMIT $4""", account, start_ms, end_ms, limit)
         except DRIVER_ERRORS as exc:
             raise DatabaseUnavailable(f"PostgreSQL: {exc}") from exc
         return [_order(r) for r in rows]
 
 
+#: The advisory-lock class of the hedger's per-conversion claims ("hd").
+_HEDGE_LOCKS = 0x6864
+
+
+class PgHedgeStore:
+    """``HedgeStore`` (and ``HedgeOutbox``) in PostgreSQL: the hedge rows of migration 010,
+    the quotes' routes, the desk's orders. Every method raises DatabaseUnavailable when a
+    round trip fails."""
+
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+
+    @contextlib.asynccontextmanager
+    async def claim(self, order_id: int) -> AsyncIterator[bool]:
+        """A session advisory lock on the conversion, on a connection held while inside
+        (a dead worker's connection closes and frees it). Raises DatabaseUnavailable."""
+        key = (_HEDGE_LOCKS, order_id % 2**31)  # a shared key only makes a worker wait
+        try:
+            con = await self._pool.acquire()
+        except DRIVER_ERRORS as exc:
+            raise DatabaseUnavailable(f"PostgreSQL: {exc}") from exc
+        try:
+            try:
+                got = bool(await con.fetchval("SELECT pg_try_advisory_lock($1, $2)", *key))
+            except DRIVER_ERRORS as exc:
+                raise DatabaseUnavailable(f"PostgreSQL: {exc}") from exc
+            try:
+                yield got
+            finally:
+                if got:
+                    with contextlib.suppress(*DRIVER_ERRORS):
+                        await con.execute("SELECT pg_advisory_unlock($1, $2)", *key)
+        finally:
+            await self._pool.release(con)
+
+    async def plan(self, order_id: int) -> HedgePlan | None:
+        try:
+            r = await self._pool.fetchrow(
+                f"""SELECT x.*, q.route FROM ({_ROUTED} WHERE o.id = $1) x
+                    JOIN convert_quotes q ON q.id = x.quote_id""", order_id)
+        except DRIVER_ERRORS as exc:
+            raise DatabaseUnavailable(f"PostgreSQL: {exc}") from exc
+        if r is None:
+            return None
+        legs = tuple(
+            RouteLeg(leg["symbol"], leg["side"], leg["fromAsset"], leg["toAsset"],
+                     int(leg["fromAmount"]), int(leg["toAmount"]), int(leg["fee"]),
+                     int(leg["bestPrice"]), int(leg["worstPrice"]),
+                     str(leg.get("venue", "")), int(leg.get("path", 0)))
+            for leg in json.loads(r["route"]))
+        return HedgePlan(_order(r), legs)
+
+    async def advance(self, order_id: int, to: RoutingStatus,
+                      allowed_from: frozenset[RoutingStatus], now_ms: int,
+                      error: str = "") -> ConvertOrder | None:
+        try:
+            moved = await self._pool.fetchval(
+                """UPDATE convert_hedges SET status = $2, updated_ms = $3, error = $5
+                   WHERE order_id = $1 AND status = ANY($4::text[]) RETURNING order_id""",
+                order_id, to.value, now_ms, [s.value for s in allowed_from], error)
+            if moved is None:
+                return None
+            r = await self._pool.fetchrow(f"{_ROUTED} WHERE o.id = $1", order_id)
+        except DRIVER_ERRORS as exc:
+            raise DatabaseUnavailable(f"PostgreSQL: {exc}") from exc
+        return None if r is None else _order(r)
+
+    async def leg_orders(self, account: int, symbol: str, client_order_id: str
+                         ) -> list[tuple[Status, int]]:
+        try:
+            rows = await self._pool.fetch(
+                "SELECT status, executed FROM orders"
+                " WHERE account_id = $1 AND symbol = $2 AND client_order_id = $3",
+                account, symbol, client_order_id)
+        except DRIVER_ERRORS as exc:
+            raise DatabaseUnavailable(f"PostgreSQL: {exc}") from exc
+        return [(Status(r["status"]), int(r["executed"])) for r in rows]
+
+    async def unsent(self, created_before_ms: int, limit: int) -> list[int]:
+        try:
+            rows = await self._pool.fetch(
+                "SELECT order_id FROM convert_hedges WHERE NOT enqueued AND created_ms < $1"
+                " ORDER BY created_ms LIMIT $2", created_before_ms, limit)
+        except DRIVER_ERRORS as exc:
+            raise DatabaseUnavailable(f"PostgreSQL: {exc}") from exc
+        return [int(r["order_id"]) for r in rows]
+
+    async def oldest_open(self) -> int | None:
+        try:
+            v = await self._pool.fetchval(
+                "SELECT min(created_ms) FROM convert_hedges"
+                " WHERE status IN ('PENDING', 'ROUTING', 'ROUTING_COMPLETE')")
+        except DRIVER_ERRORS as exc:
+            raise DatabaseUnavailable(f"PostgreSQL: {exc}") from exc
+        return None if v is None else int(v)
+
+    async def mark_enqueued(self, order_id: int) -> None:
+        try:
+            await self._pool.execute(
+                "UPDATE convert_hedges SET enqueued = true WHERE order_id = $1", order_id)
+        except DRIVER_ERRORS as exc:
+            raise DatabaseUnavailable(f"PostgreSQL: {exc}") from exc
+
+
+class CacheReference:
+    """``ReferencePrice`` from the market-data cache (the gateway's band reference: the
+    last trade price, else the mid)."""
+
+    def __init__(self, cache: MarketCache) -> None:
+        self._cache = cache
+
+    async def reference(self, symbol: str) -> int | None:
+        """Raises CacheError when Redis fails."""
+        top = await self._cache.top(symbol)
+        return None if top is None else top.reference_price()
+
+
 class BusConvertNotifier:
-    """``ConvertNotifier`` on the account's user-data subject (``user.<account>``), the
-    one settlement publishes on: the new balances as ``outboundAccountPosition``, then our
-    ``convertOrderUpdate`` (the order, status CONFIRMED: acceptance is one transaction)."""
+    """``ConvertNotifier`` and ``RoutingNotifier`` on the account's user-data subject
+    (``user.<account>``), the one settlement publishes on: at acceptance the new balances
+    as ``outboundAccountPosition``, then our ``convertOrderUpdate`` (status PENDING); then
+    one ``convertOrderUpdate`` per routing state the hedger reaches."""
 
     def __init__(self, bus: Bus) -> None:
         self._bus = bus
@@ -219,9 +350,9 @@ class BusConvertNotifier:
         """Raises BusUnavailable when NATS fails."""
         subject = user_subject(order.account)
         await self._bus.publish(subject, encode(account_position(now_ms, now_ms, balances)))
-        await self._bus.publish(subject, encode({
-            "e": "convertOrderUpdate", "E": now_ms, "orderId": order.order_id,
-            "quoteId": str(order.quote_id), "status": "CONFIRMED",
-            "orderStatus": order.status.value, "fromAsset": order.from_asset,
-            "fromAmount": fmt_units(order.from_amount), "toAsset": order.to_asset,
-            "toAmount": fmt_units(order.to_amount), "createTime": order.created_ms}))
+        await self._bus.publish(subject, encode(order_update(order, now_ms)))
+
+    async def routed(self, order: ConvertOrder, now_ms: int) -> None:
+        """Raises BusUnavailable when NATS fails."""
+        await self._bus.publish(user_subject(order.account),
+                                encode(order_update(order, now_ms)))

@@ -44,7 +44,8 @@ class VenueUnavailable(Unavailable):
 
 @dataclass(frozen=True, slots=True)
 class VenueFill:
-    """What a hedge order on a venue did: its id there and the lots it filled."""
+    """Where a hedge on a venue stands: its last order's id and status there, and the
+    lots filled over all its orders."""
 
     order_id: str
     filled_lots: int
@@ -76,6 +77,18 @@ def ccxt_exchange(exchange_id: str, *, base_url: str | None = None,
             if isinstance(value, str):
                 api[key] = _ORIGIN.sub(origin, value)
     return ex
+
+
+def venue_from_setting(spec: str, api_key: str, secret: str,
+                       pairs: Callable[[], Mapping[str, PairRules]]) -> CcxtVenue | None:
+    """The venue the ``convert_venue`` setting names (``<ccxt id>[=<origin>]``), or None
+    when it is empty."""
+    if not spec:
+        return None
+    exchange_id, _, origin = spec.partition("=")
+    exchange = ccxt_exchange(exchange_id, base_url=origin or None, api_key=api_key or None,
+                             secret=secret or None)
+    return CcxtVenue(exchange_id, exchange, pairs)
 
 
 def _ticks(rules: PairRules, price: Decimal, rounding: str) -> int:
@@ -152,34 +165,49 @@ class CcxtVenue:
 
     async def hedge(self, symbol: str, side: Side, lots: int, worst_price_ticks: int,
                     client_id: str) -> VenueFill:
-        """An IOC limit order on the venue: ``lots`` of ``symbol`` at ``worst_price_ticks``
-        or better, under ``client_id``. Idempotent: the venue is asked first for an order
-        with that client id (a retry whose first attempt reached the venue), and that
-        order is the answer if there is one; a venue lets a client id be reused once its
-        order is closed, so its refusal of a duplicate would not be enough.
+        """Bring the venue's fills under ``client_id`` up to ``lots`` of ``symbol``, with
+        IOC limit orders at ``worst_price_ticks`` or better; returns the lots filled so
+        far over all of them.
+
+        Idempotent: the attempts are ``<client_id>-0``, ``-1``, ...; each call first asks
+        the venue for them in turn (a retry whose order reached the venue finds it) and
+        places the next one only for what they left unfilled. (A venue lets a closed
+        order's client id be reused, so its refusal of a duplicate would not be enough.)
 
         Raises:
-            VenueUnavailable: not placed, or not known whether it was.
+            VenueUnavailable: not placed, or not known whether it was; or an attempt is
+                still open on the venue (an IOC order should not be).
             ValueError: ``symbol`` is not one of our pairs.
         """
         rules = self.pairs().get(symbol)
         if rules is None:
             raise ValueError(f"unknown symbol {symbol}")
         market = self._market(rules)
+        done = attempt = 0
+        last: dict[str, Any] | None = None
         try:
-            try:
-                order = await self.exchange.fetch_order(
-                    None, market, {"origClientOrderId": client_id})
-            except ccxt_async.OrderNotFound:
-                order = await self.exchange.create_order(
+            while True:
+                try:
+                    found = await self.exchange.fetch_order(
+                        None, market, {"origClientOrderId": f"{client_id}-{attempt}"})
+                except ccxt_async.OrderNotFound:
+                    break
+                if found.get("status") == "open":
+                    raise VenueUnavailable(f"venue {self.name}: hedge order "
+                                           f"{client_id}-{attempt} is still open")
+                done += _lots(rules, Decimal(str(found.get("filled") or 0)))
+                last, attempt = found, attempt + 1
+            if done < lots:
+                last = await self.exchange.create_order(
                     market, "limit", "buy" if side is Side.BUY else "sell",
-                    fmt_units(rules.lot * lots), fmt_units(rules.tick * worst_price_ticks),
-                    {"timeInForce": "IOC", "newClientOrderId": client_id})
+                    fmt_units(rules.lot * (lots - done)),
+                    fmt_units(rules.tick * worst_price_ticks),
+                    {"timeInForce": "IOC", "newClientOrderId": f"{client_id}-{attempt}"})
+                done += _lots(rules, Decimal(str(last.get("filled") or 0)))
         except ccxt_async.BaseError as exc:
             raise VenueUnavailable(f"venue {self.name}: {type(exc).__name__} {exc}") from exc
-        filled = Decimal(str(order.get("filled") or 0))
-        return VenueFill(str(order.get("id")), _lots(rules, filled),
-                         str(order.get("status") or ""))
+        return VenueFill(str(last.get("id")) if last else "", done,
+                         str(last.get("status") or "") if last else "")
 
     async def close(self) -> None:
         await self.exchange.close()

@@ -570,7 +570,10 @@ BINANCE.update({
         example={"orderId": "7", "createTime": 1_700_000_001_000,
                  "orderStatus": "SUCCESS"}),
     ("GET", "/sapi/v1/convert/orderStatus"): Op(
-        "Convert order status", "One of your convert orders, by `orderId` or `quoteId`.",
+        "Convert order status", "One of your convert orders, by `orderId` or `quoteId`. "
+        "`orderStatus` is the user's side (SUCCESS from acceptance on); ours, "
+        "`routingStatus`, is the desk's hedge: PENDING, ROUTING, ROUTING_COMPLETE, "
+        "CONFIRMED or FAILED (followed live on `/ws/convert/<orderId>?listenKey=<key>`).",
         (Param("orderId", {"type": "string", "pattern": "^[0-9]{1,19}$"}, "The order."),
          Param("quoteId", {"type": "string", "pattern": "^[0-9]{1,19}$"}, "Its quote.")),
         SIGNED, "read", codes=(-1100, -1102, -23008)),
@@ -1004,7 +1007,9 @@ that: HTTP 418, an IP ban.
 **WebSocket** (not described here): market streams at `/ws/<streams>`, `/ws` and
 `/stream?streams=...` (`<symbol>@depth`, `@depth@100ms`, `@trade`, `@aggTrade`,
 `@kline_<interval>`, `@ticker`, `@bookTicker`; `SUBSCRIBE`/`UNSUBSCRIBE`), the user data
-stream at `/ws/<listenKey>`, as Binance's. The WebSocket API at `/ws-api/v3` is Binance's
+stream at `/ws/<listenKey>`, as Binance's; ours, one convert order's routing states
+(`convertOrderUpdate`, closed at CONFIRMED or FAILED) at
+`/ws/convert/<orderId>?listenKey=<key>`. The WebSocket API at `/ws-api/v3` is Binance's
 too: requests `{"id", "method", "params"}` answered `{"id", "status", "result" | "error",
 "rateLimits"}`; each method is the REST operation of the same name (`order.place` is
 `POST /api/v3/order`...), with its weight, limits, signature (params sorted by name) and

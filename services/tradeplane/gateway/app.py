@@ -27,15 +27,17 @@ from tradeplane.adapters.convert_db import (
     CacheBooks,
     CacheRates,
     PgConvertStore,
+    PgHedgeStore,
 )
 from tradeplane.adapters.custody import BusWatchers, PgCustodyStore
 from tradeplane.adapters.escrow_db import BusEscrowNotifier, PgEscrowStore
 from tradeplane.adapters.health import PlatformHealthReads
+from tradeplane.adapters.hedge_queue import HedgeJobs
 from tradeplane.adapters.listenkeys import ListenKeyStore
 from tradeplane.adapters.marketdata import RedisMarketReads
 from tradeplane.adapters.orderpath import OrderPath
 from tradeplane.adapters.portfolio_db import PgSnapshotStore
-from tradeplane.adapters.venues import CcxtVenue, ccxt_exchange
+from tradeplane.adapters.venues import CcxtVenue, venue_from_setting
 from tradeplane.config import Settings
 from tradeplane.gateway import (
     admin,
@@ -144,6 +146,8 @@ async def compose(settings: Settings) -> AsyncIterator[Gateway]:
                           verdict_stale_ms=verdict_stale_ms(settings)))
         for sym in c.pairs:
             await bus.ensure_symbol(sym)
+        hedge_jobs = HedgeJobs(bus)
+        await hedge_jobs.ensure()
         marks = Watermarks(lambda: db.settlement_cursors(pool))
         stack.push_async_callback(await bus.subscribe("settled.*", marks.on_settled))
         keys = KeyCache(SecretCipher(settings.secret_key.get_secret_value()),
@@ -175,20 +179,19 @@ async def compose(settings: Settings) -> AsyncIterator[Gateway]:
                                       lambda: c.pairs, convert_settings(settings),
                                       published=CacheRates(cache),
                                       notifier=BusConvertNotifier(bus),
-                                      venues=await _convert_venues(settings, c, stack)),
+                                      venues=await _convert_venues(settings, c, stack),
+                                      hedges=hedge_jobs, outbox=PgHedgeStore(pool)),
                       escrow=Escrow(PgEscrowStore(pool), BusEscrowNotifier(bus)))
 
 
 async def _convert_venues(settings: Settings, c: GatewayContext,
                           stack: contextlib.AsyncExitStack) -> dict[str, CcxtVenue]:
     """The external venue the Convert router quotes through too (none by default)."""
-    if not settings.convert_venue:
+    venue = venue_from_setting(settings.convert_venue, settings.convert_venue_api_key,
+                               settings.convert_venue_secret.get_secret_value(),
+                               lambda: c.pairs)
+    if venue is None:
         return {}
-    exchange_id, _, origin = settings.convert_venue.partition("=")
-    exchange = ccxt_exchange(exchange_id, base_url=origin or None,
-                             api_key=settings.convert_venue_api_key or None,
-                             secret=settings.convert_venue_secret.get_secret_value() or None)
-    venue = CcxtVenue(exchange_id, exchange, lambda: c.pairs)
     stack.push_async_callback(venue.close)
     return {venue.name: venue}
 
@@ -230,9 +233,10 @@ def create_app(settings: Settings, *, wiring: Wiring = compose,
     install_handlers(app)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    # convert.ws_router before streams.router: /ws/convert/<orderId> is not a market stream.
     for r in (public.router, market.router, trading.router, userstream.router, admin.router,
-              streams.router, wallet.router, sapi.router, portfolio.router, wsapi.router,
-              convert.router, escrow.router, escrow.admin_router):
+              convert.ws_router, streams.router, wallet.router, sapi.router, portfolio.router,
+              wsapi.router, convert.router, escrow.router, escrow.admin_router):
         app.include_router(r)
     app.include_router(users.router)
     app.include_router(ui.router)  # the trading UI's pages and browser sessions

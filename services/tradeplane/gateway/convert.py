@@ -6,19 +6,32 @@ that reads; ``getQuote`` and ``acceptQuote`` a key with the permission ``convert
 own rates endpoint (``/api/v1/convert/rates``) shows the indicative ratios and the index
 price per asset. Refusals are our own codes (``usecases.convert.CODES``) in Binance's
 ``{"code", "msg"}``; every parameter is bounded here, before the use case sees it.
+
+``orderStatus`` and ``tradeFlow`` rows carry, besides Binance's fields, ``routingStatus``:
+the desk's side (PENDING, ROUTING, ROUTING_COMPLETE, CONFIRMED, FAILED). The same states
+are pushed as ``convertOrderUpdate`` on the user data stream and on the per-order socket
+``/ws/convert/<orderId>?listenKey=<key>`` (:func:`order_status_stream`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import logging
+import re
 import time
 from decimal import Decimal
-from typing import Any, NoReturn
+from typing import Any, Final, NoReturn
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, WebSocket
 from prometheus_client import Counter
+from starlette.websockets import WebSocketDisconnect
 
+from tradeplane.domain.errors import Unavailable
+from tradeplane.domain.market import user_subject
 from tradeplane.domain.money import AmountError, fmt_units, to_units
-from tradeplane.gateway import errors
+from tradeplane.gateway import errors, wslimits
 from tradeplane.gateway.auth import Caller, signed, signed_read
 from tradeplane.gateway.context import gateway
 from tradeplane.gateway.inputs import (
@@ -27,6 +40,7 @@ from tradeplane.gateway.inputs import (
     optional_asset,
     optional_int,
 )
+from tradeplane.gateway.userstream import Subscriber
 from tradeplane.usecases.convert import (
     MAX_FLOW_LIMIT,
     MAX_WINDOW_MS,
@@ -36,10 +50,16 @@ from tradeplane.usecases.convert import (
     ConvertRefused,
     Quote,
     QuoteRequest,
+    RoutingStatus,
+    order_update,
     ratio_units,
 )
 
+log = logging.getLogger("tradeplane.gateway.convert")
+
 router = APIRouter(tags=["convert"])
+#: The per-order status socket (registered before the market streams' ``/ws/<path>``).
+ws_router = APIRouter()
 
 CONVERSIONS = Counter("tradeplane_convert_total", "Convert requests by step and outcome",
                       ["step", "outcome"])
@@ -130,6 +150,7 @@ def order_json(o: ConvertOrder) -> dict[str, Any]:
         "ratio": _ratio(o.to_amount, o.from_amount),
         "inverseRatio": _ratio(o.from_amount, o.to_amount),
         "createTime": o.created_ms,
+        "routingStatus": o.routing.value,
     }
 
 
@@ -275,3 +296,143 @@ async def trade_flow(request: Request, caller: Caller = Depends(signed_read)
     rows, more = await _convert(request).history(caller.account, start, end, limit)
     return {"list": [order_json(o) for o in rows], "startTime": start, "endTime": end,
             "limit": limit, "moreData": more}
+
+
+# --------------------------------------------------------------------------- status socket
+#: The longest a per-order status socket stays open (a hedge ends well before; a job
+#: being retried with backoff may not, and the client reconnects or polls orderStatus).
+ORDER_WS_MAX_S: Final = 600.0
+#: Messages of the account's stream waiting to be looked at; more and the socket closes.
+ORDER_WS_QUEUE: Final = 256
+_ORDER_ID = re.compile(r"[1-9][0-9]{0,18}")
+_RANK: Final = {s.value: i for i, s in enumerate(RoutingStatus)}
+_FINAL: Final = {RoutingStatus.CONFIRMED.value, RoutingStatus.FAILED.value}
+
+
+async def _ws_refuse(websocket: WebSocket, code: int, msg: str, close: int = 1008) -> None:
+    """Answer in the API's ``{"code", "msg"}`` and close the socket."""
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+        await websocket.send_text(json.dumps({"code": code, "msg": msg}))
+        await websocket.close(code=close, reason=msg[:120])
+
+
+@ws_router.websocket("/ws/convert/{order_id}")
+async def order_status_stream(websocket: WebSocket, order_id: str) -> None:
+    """One convert order's routing states, ``/ws/convert/<orderId>?listenKey=<key>``: the
+    order as it is now, then each ``convertOrderUpdate`` it goes through, closed (1000)
+    once it is CONFIRMED or FAILED, or after ``ORDER_WS_MAX_S``. Authenticated as the user
+    data stream is (a live listen key; the socket closes when its key is revoked or its
+    account frozen). Refusals are sent as ``{"code", "msg"}``, then the socket closes
+    (1008): -1100 a malformed orderId, -1125 no such listen key, -23008 no such order of
+    this account."""
+    if not await wslimits.admit(websocket):
+        return
+    await websocket.accept()
+    if not _ORDER_ID.fullmatch(order_id) or int(order_id) >= 2**63:
+        await _ws_refuse(websocket, -1100, "Illegal characters found in parameter "
+                                           "'orderId'; legal range is '^[0-9]{1,19}$'.")
+        return
+    gw = gateway(websocket.app)
+    users = gw.user_streams
+    try:
+        session = await users.open(websocket.query_params.get("listenKey", ""))
+    except Unavailable as exc:
+        log.warning("listen key store: %s", exc)
+        await websocket.close(code=1013)
+        return
+    if session is None:
+        await _ws_refuse(websocket, -1125, "This listenKey does not exist.")
+        return
+    try:
+        await _serve_order(websocket, gw.convert, gw.ctx.bus, session.account, int(order_id),
+                           session.ended, wslimits.WsLimits.of(gw.ctx.settings))
+    finally:
+        users.release(session)
+
+
+async def _serve_order(websocket: WebSocket, convert: Convert, bus: Subscriber, account: int,
+                       order_id: int, ended: asyncio.Event, limits: wslimits.WsLimits) -> None:
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=ORDER_WS_QUEUE)
+    overflow = asyncio.Event()
+
+    async def on_msg(_subject: str, data: bytes) -> None:
+        if b'"convertOrderUpdate"' not in data:
+            return
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            return
+        if doc.get("orderId") != order_id:
+            return
+        try:
+            queue.put_nowait(doc)
+        except asyncio.QueueFull:
+            overflow.set()
+
+    try:
+        # Subscribed before the order is read: no transition falls between the two.
+        unsub = await bus.subscribe(user_subject(account), on_msg)
+    except Unavailable:
+        await websocket.close(code=1013)
+        return
+    try:
+        try:
+            order = await convert.status(account, order_id=order_id)
+        except ConvertRefused as exc:
+            await _ws_refuse(websocket, exc.code, exc.msg)
+            return
+        except Unavailable:
+            await websocket.close(code=1011)
+            return
+        sent = order.routing.value
+        await websocket.send_text(json.dumps(order_update(order, _now_ms()),
+                                             separators=(",", ":")))
+        if sent in _FINAL:
+            await websocket.close(code=1000)
+            return
+        await _relay(websocket, queue, sent, ended, overflow, limits)
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        pass  # the client went away
+    finally:
+        with contextlib.suppress(Unavailable):
+            await unsub()
+
+
+async def _relay(websocket: WebSocket, queue: asyncio.Queue[dict[str, Any]], sent: str,
+                 ended: asyncio.Event, overflow: asyncio.Event,
+                 limits: wslimits.WsLimits) -> None:
+    """Forward the order's later states (never one it is already past) until final."""
+
+    async def forward() -> None:
+        rank = _RANK[sent]
+        while True:
+            doc = await queue.get()
+            status = str(doc.get("status", ""))
+            if _RANK.get(status, -1) <= rank:
+                continue
+            rank = _RANK[status]
+            await websocket.send_text(json.dumps(doc, separators=(",", ":")))
+            if status in _FINAL:
+                return
+
+    async def drain() -> None:
+        inbound = wslimits.Inbound(websocket, limits)
+        with contextlib.suppress(wslimits.Violation):
+            while await inbound.next() is not None:
+                pass  # this socket takes no requests
+
+    done_forward = asyncio.create_task(forward())
+    others = [asyncio.create_task(drain()), asyncio.create_task(ended.wait()),
+              asyncio.create_task(overflow.wait())]
+    try:
+        await asyncio.wait([done_forward, *others], timeout=ORDER_WS_MAX_S,
+                           return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in (done_forward, *others):
+            t.cancel()
+        await asyncio.gather(done_forward, *others, return_exceptions=True)
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+        if overflow.is_set():
+            await websocket.close(code=wslimits.POLICY_VIOLATION, reason="Too slow a reader.")
+        else:
+            await websocket.close(code=1000)

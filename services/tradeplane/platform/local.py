@@ -435,13 +435,14 @@ def _run(root: Path, http_port: int, market_maker: bool, chains: bool = True,
         metrics = "TRADEPLANE_METRICS_PORT"
         pairs = [p.name for p in DEMO_PAIRS] + custody.pairs
         with _step(f"starting the engines ({', '.join(pairs)}), "
-                   "settlement, market data and rates"):
+                   "settlement, market data, rates and the hedger"):
             for name in pairs:
                 supervisor.add(f"matching-{name}", _service("matching", "--symbol", name),
                                env, port_env=metrics)
             supervisor.add("settlement", _service("settlement"), env, port_env=metrics)
             supervisor.add("marketdata", _service("marketdata"), env, port_env=metrics)
             supervisor.add("rates", _service("rates"), env, port_env=metrics)
+            supervisor.add("hedger", _service("hedger"), env, port_env=metrics)
             for wallet in custody.wallets:
                 supervisor.add(f"wallet-{wallet}", _service("wallet-watcher", "--wallet", wallet),
                                {**env, **custody.env}, port_env=metrics)

@@ -11,6 +11,9 @@ the best route through our books, and accept it atomically against the house des
 - **Acceptance** (:meth:`Convert.accept`): one ledger transaction (``ConvertStore.accept``)
   gives the user's from-amount to the desk and the desk's to-amount to the user, or
   nothing at all; a quote is accepted once, and accepting it again answers the same order.
+  The same transaction records the desk's hedge job (routing state PENDING, an outbox
+  row); after the commit it is put on the hedge queue (:class:`HedgeQueue`), which the
+  hedger works off (``usecases.hedge``).
 
 Refusals are :class:`ConvertRefused` with our own codes (:data:`CODES`), answered by the
 gateway in Binance's ``{"code", "msg"}``.
@@ -22,7 +25,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 from tradeplane.domain.convert import (
     DESK_ACCOUNT,
@@ -40,7 +43,7 @@ from tradeplane.domain.convert import (
 )
 from tradeplane.domain.errors import Unavailable
 from tradeplane.domain.market import DepthSnapshot
-from tradeplane.domain.money import UNIT_DECIMALS, UNITS_PER_COIN
+from tradeplane.domain.money import UNIT_DECIMALS, UNITS_PER_COIN, fmt_units
 from tradeplane.domain.pairs import PairRules
 from tradeplane.usecases.errors import UseCaseError
 
@@ -107,6 +110,22 @@ class OrderStatus(StrEnum):
     FAIL = "FAIL"
 
 
+class RoutingStatus(StrEnum):
+    """Where the desk's side of a conversion is (the status stream's ``status``). The
+    user's side is final at acceptance whatever this says: ``orderStatus`` is SUCCESS in
+    every routing state, FAILED included (the desk then carries the position itself)."""
+
+    PENDING = "PENDING"  # accepted: the user's side settled, the hedge job recorded
+    ROUTING = "ROUTING"  # the hedger took the job: IOC orders on our books
+    ROUTING_COMPLETE = "ROUTING_COMPLETE"  # every leg's hedge filled and settled
+    CONFIRMED = "CONFIRMED"  # final: settled for the user and the desk's hedge done
+    FAILED = "FAILED"  # final: the hedge gave up (dead-letter stream, alert)
+
+
+#: The routing states after which nothing changes.
+FINAL_ROUTING: Final = frozenset({RoutingStatus.CONFIRMED, RoutingStatus.FAILED})
+
+
 # --------------------------------------------------------------------------- records
 @dataclass(frozen=True, slots=True)
 class RouteLeg:
@@ -170,6 +189,19 @@ class ConvertOrder:
     from_amount: int
     to_amount: int
     created_ms: int
+    #: The desk's side (a conversion from before hedging existed reads CONFIRMED).
+    routing: RoutingStatus = RoutingStatus.CONFIRMED
+
+
+def order_update(order: ConvertOrder, now_ms: int) -> dict[str, Any]:
+    """The user-stream event of a convert order in its routing state (``convertOrderUpdate``:
+    ``status`` the routing state, ``orderStatus`` Binance's), as the bus and the per-order
+    WebSocket send it."""
+    return {"e": "convertOrderUpdate", "E": now_ms, "orderId": order.order_id,
+            "quoteId": str(order.quote_id), "status": order.routing.value,
+            "orderStatus": order.status.value, "fromAsset": order.from_asset,
+            "fromAmount": fmt_units(order.from_amount), "toAsset": order.to_asset,
+            "toAmount": fmt_units(order.to_amount), "createTime": order.created_ms}
 
 
 class AcceptResult(StrEnum):
@@ -203,9 +235,9 @@ class ConvertStore(Protocol):
     async def accept(self, account: int, quote_id: int, now_ms: int
                      ) -> tuple[AcceptResult, ConvertOrder | None]:
         """In ONE transaction: take the account's quote (unused, valid at ``now_ms``),
-        check the user's and the desk's available balances, write the balanced postings
-        and the order. A quote already accepted answers its order (ACCEPTED). Anything
-        but ACCEPTED changes nothing."""
+        check the user's and the desk's available balances, write the balanced postings,
+        the order and its hedge job (routing PENDING, not yet enqueued). A quote already
+        accepted answers its order (ACCEPTED). Anything but ACCEPTED changes nothing."""
         ...
 
     async def order(self, account: int, *, order_id: int | None = None,
@@ -237,6 +269,23 @@ class ConvertNotifier(Protocol):
     async def converted(self, order: ConvertOrder, balances: Sequence[tuple[str, int, int]],
                         now_ms: int) -> None:
         """Raises Unavailable when the message could not be sent."""
+        ...
+
+
+class HedgeQueue(Protocol):
+    """The desk's hedge jobs (a JetStream work queue): one job per conversion."""
+
+    async def enqueue(self, order_id: int) -> None:
+        """Store the job; a second enqueue of one conversion within the de-duplication
+        window is stored once. Raises Unavailable when it was not (provably) stored."""
+        ...
+
+
+class HedgeOutbox(Protocol):
+    """The store's record of which hedge jobs the queue has taken."""
+
+    async def mark_enqueued(self, order_id: int) -> None:
+        """Raises Unavailable."""
         ...
 
 
@@ -334,6 +383,9 @@ class Convert:
     #: Other venues whose books are routed through too (name -> their books, in our
     #: pairs' ticks and lots); our own books are always a venue, named "".
     venues: Mapping[str, BookSource] = field(default_factory=dict)
+    #: Where the desk's hedge jobs go after the commit (None: the hedger's relay sends them).
+    hedges: HedgeQueue | None = None
+    outbox: HedgeOutbox | None = None
 
     # ------------------------------------------------------------------ routing
     async def _fresh_books(
@@ -520,6 +572,7 @@ class Convert:
         result, order = await self.store.accept(account, quote_id, now_ms)
         if result is AcceptResult.ACCEPTED:
             assert order is not None
+            await self._enqueue(order)
             await self._notify(order, now_ms)
             return order
         code, msg = {
@@ -530,6 +583,20 @@ class Convert:
                                      "The convert desk cannot cover this amount now."),
         }[result]
         raise _refuse(code, msg)
+
+    async def _enqueue(self, order: ConvertOrder) -> None:
+        """Put the hedge job on the queue now. The job's outbox row was committed with the
+        conversion, so a queue that cannot be reached delays the hedge (the hedger's relay
+        sends it), never loses it; a retried acceptance enqueues again, which the queue
+        de-duplicates and the hedger would find already done."""
+        if self.hedges is None or order.routing in FINAL_ROUTING:
+            return
+        try:
+            await self.hedges.enqueue(order.order_id)
+            if self.outbox is not None:
+                await self.outbox.mark_enqueued(order.order_id)
+        except Unavailable:
+            return
 
     async def _notify(self, order: ConvertOrder, now_ms: int) -> None:
         """Tell the account's user data stream; the conversion is committed whatever
