@@ -15,8 +15,16 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import msgspec
+
 from tradeplane.adapters import db
-from tradeplane.adapters.bus import EVENTS_STREAM, Bus, BusError, command_stream
+from tradeplane.adapters.bus import (
+    EVENTS_STREAM,
+    Bus,
+    BusError,
+    StoredMsg,
+    command_stream,
+)
 from tradeplane.adapters.cache import CacheError, MarketCache
 from tradeplane.adapters.cipher import SecretCipher
 from tradeplane.chaos.load import Trader
@@ -25,7 +33,7 @@ from tradeplane.domain.book import OrderBook
 from tradeplane.domain.model import NewOrder, NewOrderList
 from tradeplane.domain.money import to_units
 from tradeplane.domain.pairs import PairRules
-from tradeplane.engine.service import EngineSnapshot
+from tradeplane.engine.service import WRITER_HEADER, EngineSnapshot, LeaseRecord
 
 TRADER_FUNDS = {"BTC": "1000", "ETH": "10000", "USDT": "100000000"}
 _OPEN = (0, 1, 2)
@@ -125,6 +133,7 @@ async def _check_once(stores: Stores, bus: Bus, pool: db.Pool, acked: Sequence[i
         await _check_open_orders(pool, pair.symbol, book, out)
         await _check_depth(stores.redis_url, pair.symbol, book, out)
         await _check_trades(pool, pair.symbol, out)
+    await _check_batches(bus, stores.pairs, lasts, out)
     dup = [oid for oid, n in new_ids.items() if n > 1]
     out.duplicated += len(dup)
     if dup:
@@ -251,6 +260,108 @@ async def _check_replay(bus: Bus, pair: PairRules, last: int, new_ids: Counter[i
     if snap is not None and snap.seq > 0 and not compared:
         out.failures.append(f"{symbol}: snapshot at {snap.seq}, past the log's end {last}")
     return book
+
+
+class _BatchHead(msgspec.Struct):
+    """The part of an encoded ``EventBatch`` the batch check reads (events skipped)."""
+
+    symbol: str
+    first_seq: int
+    last_seq: int
+
+
+async def _event_batches(bus: Bus) -> list[tuple[str, int, int, str]]:
+    """Every batch in EVENTS, in stream order, as ``(symbol, first command, last command,
+    writer)`` (the writer: its ``Tp-Writer`` header, "" without a lease).
+
+    Raises:
+        BusError: the bus did not answer.
+        TimeoutError: EVENTS was not read to its end within 60 s.
+    """
+    end = await bus.events_last_seq()
+    got: list[tuple[str, int, int, str]] = []
+    if end == 0:
+        return got
+    stop = asyncio.Event()
+
+    async def take(msgs: list[StoredMsg]) -> None:
+        for m in msgs:
+            head = codec.decode_as(m.data, _BatchHead)
+            got.append((head.symbol, head.first_seq, head.last_seq,
+                        (m.headers or {}).get(WRITER_HEADER, "")))
+            if m.seq >= end:
+                stop.set()
+
+    await asyncio.wait_for(bus.consume_events("chaos-check", take, stop=stop), 60)
+    return got
+
+
+async def _check_batches(bus: Bus, pairs: Sequence[PairRules], lasts: dict[str, int],
+                         out: Findings) -> None:
+    """Each symbol's event batches follow one another through its command log: none
+    covers a command twice or out of order, none skips one, none goes past the log's end;
+    and once an engine took the writing over (hot standby), the one it replaced (fenced,
+    or paused and woken) appended no batch again."""
+    try:
+        batches = await _event_batches(bus)
+    except (BusError, TimeoutError) as exc:
+        out.failures.append(f"EVENTS could not be read: {exc or 'no end within 60 s'}")
+        return
+    ends: dict[str, int] = {}
+    writers: dict[str, str] = {}
+    replaced: dict[str, set[str]] = {}
+    for symbol, first, last, writer in batches:
+        end = ends.get(symbol, 0)
+        if first != end + 1:
+            what = "again or out of order" if first <= end else "skipping commands"
+            out.failures.append(f"{symbol}: an event batch for commands {first}..{last} "
+                                f"follows one ending at {end} ({what})")
+        ends[symbol] = max(end, last)
+        current = writers.get(symbol)
+        if writer and writer != current:
+            if writer in replaced.get(symbol, set()):
+                out.failures.append(f"{symbol}: {writer} appended commands {first}..{last} "
+                                    "after another engine had taken over from it")
+            if current:
+                replaced.setdefault(symbol, set()).add(current)
+            writers[symbol] = writer
+    for pair in pairs:
+        if ends.get(pair.symbol, 0) > lasts[pair.symbol]:
+            out.failures.append(f"{pair.symbol}: event batches go to command "
+                                f"{ends[pair.symbol]}, past the log's end "
+                                f"{lasts[pair.symbol]}")
+
+
+async def lease_holder(stores: Stores, symbol: str) -> str | None:
+    """Who holds the symbol's engine lease (hot standby): its ``holder``
+    (``host:pid:tag``), or None when nobody does.
+
+    Raises:
+        BusError: the bus did not answer.
+    """
+    bus = await Bus.connect(stores.nats_url, name="chaos-lease")
+    try:
+        raw = await bus.lease_value(symbol)
+    finally:
+        await bus.close()
+    return msgspec.json.decode(raw, type=LeaseRecord).holder if raw else None
+
+
+async def stream_leaders(stores: Stores) -> dict[str, str | None]:
+    """The server leading each symbol's command stream (by symbol) and EVENTS (as
+    ``"EVENTS"``) on a NATS cluster; None for one without a leader (an election).
+
+    Raises:
+        BusError: the bus did not answer.
+    """
+    bus = await Bus.connect(stores.nats_url, name="chaos-leaders")
+    try:
+        out = {p.symbol: await bus.stream_leader(command_stream(p.symbol))
+               for p in stores.pairs}
+        out[EVENTS_STREAM] = await bus.stream_leader(EVENTS_STREAM)
+        return out
+    finally:
+        await bus.close()
 
 
 async def _check_open_orders(pool: db.Pool, symbol: str, book: OrderBook,
