@@ -48,7 +48,8 @@ def data_dir() -> Iterator[Path]:
 
 
 def _schedule(data_dir: Path, capsys: pytest.CaptureFixture[str],
-              faults: tuple[str, ...], *, nats_cluster: bool = False) -> None:
+              faults: tuple[str, ...], *, nats_cluster: bool = False,
+              min_acked: int = 500) -> None:
     chaos = Chaos(Options(seed=17, duration_s=10.0, faults=faults, period_s=5.0,
                           traders=3, workers=3, data_dir=data_dir,
                           nats_cluster=nats_cluster))
@@ -59,7 +60,7 @@ def _schedule(data_dir: Path, capsys: pytest.CaptureFixture[str],
         print("\n" + table(chaos.outcomes, (*faults, "final")))
     injected = {o.fault for o in chaos.outcomes}
     assert injected == {*faults, "final"}
-    assert sum(o.acked for o in chaos.outcomes) > 500, "the load did not run"
+    assert sum(o.acked for o in chaos.outcomes) > min_acked, "the load did not run"
     for o in chaos.outcomes:
         assert (o.fault, o.lost, o.duplicated, o.failures) == (o.fault, 0, 0, [])
         assert o.recovery_s is not None, f"{o.fault}: not recovered"
@@ -76,7 +77,10 @@ def test_every_fault_under_load_loses_nothing_duplicates_nothing_breaks_no_invar
 def test_a_nats_node_and_a_stream_leader_killed_under_load_lose_nothing(
     data_dir: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
-    _schedule(data_dir, capsys, CLUSTER_FAULTS, nats_cluster=True)
+    # Fewer orders than on one server: every append is stored (fsynced) by two nodes of
+    # three sharing this machine's disk before its ack, and each fault stops the
+    # appends of the streams it takes the leader of until a new one is elected.
+    _schedule(data_dir, capsys, CLUSTER_FAULTS, nats_cluster=True, min_acked=200)
 
 
 @pytest.mark.xfail(strict=False, reason="open defect (issue 17): after kill-nats under "

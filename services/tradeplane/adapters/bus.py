@@ -277,16 +277,31 @@ class Bus:
                for i in infos]
         return sorted(out)
 
-    async def stream_leader(self, stream: str) -> str | None:
-        """The name of the server leading ``stream``'s replicas (on a cluster); None when
-        it has no leader now (an election) or runs on a lone server.
+    async def stream_leaders(self) -> dict[str, str | None]:
+        """Every JetStream stream (key-value buckets and object stores included, as
+        ``KV_<bucket>`` and ``OBJ_<bucket>``) with the name of the server leading its
+        replicas on a cluster; None when it has no leader now (an election) or runs on a
+        lone server.
 
         Raises:
-            BusUnavailable: the bus did not answer, or there is no such stream.
+            BusUnavailable: the bus did not answer.
         """
-        async with _translated(f"stream {stream}"):
-            info = await self.js.stream_info(stream)
-        return info.cluster.leader if info.cluster is not None and info.cluster.leader else None
+        async with _translated("stream list"):
+            infos = await self.js.streams_info()
+        return {i.config.name or "": (i.cluster.leader or None) if i.cluster else None
+                for i in infos}
+
+    async def step_down(self, stream: str | None) -> None:
+        """Ask the leader of ``stream``'s replicas (None: of the JetStream meta group) to
+        hand its leadership to another server; the new one is elected at once.
+
+        Raises:
+            BusUnavailable: the bus did not answer, or refused.
+        """
+        subject = ("$JS.API.META.LEADER.STEPDOWN" if stream is None
+                   else f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}")
+        async with _translated(f"step down of {stream or 'the meta leader'}"):
+            await self.nc.request(subject, b"{}", timeout=5.0)
 
     async def events_last_seq(self) -> int:
         """The EVENTS stream's last sequence (0: empty).

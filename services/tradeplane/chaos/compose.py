@@ -168,6 +168,25 @@ async def sizes(stores: Stores) -> dict[str, int]:
     return out
 
 
+async def wait_settled(stores: Stores, timeout: float) -> bool:
+    """Wait until settlement has applied every command and no order is pending; False
+    after ``timeout`` (or when a store does not answer)."""
+    try:
+        bus = await Bus.connect(stores.nats_url, name="chaos-settled")
+    except BusError:
+        return False
+    try:
+        pool = await db.create_pool(stores.dsn, 1)
+        try:
+            return await _settled(bus, pool, stores.pairs, timeout) is not None
+        finally:
+            await pool.close()
+    except (BusError, db.DatabaseError):
+        return False
+    finally:
+        await bus.close()
+
+
 async def _settled(bus: Bus, pool: db.Pool, pairs: Sequence[PairRules],
                    timeout: float) -> dict[str, int] | None:
     """Each symbol's last command once settlement has applied every command and no order
@@ -348,20 +367,39 @@ async def lease_holder(stores: Stores, symbol: str) -> str | None:
 
 
 async def stream_leaders(stores: Stores) -> dict[str, str | None]:
-    """The server leading each symbol's command stream (by symbol) and EVENTS (as
-    ``"EVENTS"``) on a NATS cluster; None for one without a leader (an election).
+    """The server leading each stream on a NATS cluster (None: an election), by the
+    stream's name; :func:`command_stream_name` names a symbol's command stream.
 
     Raises:
         BusError: the bus did not answer.
     """
     bus = await Bus.connect(stores.nats_url, name="chaos-leaders")
     try:
-        out = {p.symbol: await bus.stream_leader(command_stream(p.symbol))
-               for p in stores.pairs}
-        out[EVENTS_STREAM] = await bus.stream_leader(EVENTS_STREAM)
-        return out
+        return await bus.stream_leaders()
     finally:
         await bus.close()
+
+
+async def step_down(stores: Stores, streams: Sequence[str], meta: bool) -> None:
+    """Ask the leaders of ``streams`` (and with ``meta`` the JetStream meta leader) to
+    hand their leadership over.
+
+    Raises:
+        BusError: the bus did not answer.
+    """
+    bus = await Bus.connect(stores.nats_url, name="chaos-step-down")
+    try:
+        for name in streams:
+            await bus.step_down(name)
+        if meta:
+            await bus.step_down(None)
+    finally:
+        await bus.close()
+
+
+def command_stream_name(symbol: str) -> str:
+    """The name of ``symbol``'s command stream."""
+    return command_stream(symbol)
 
 
 async def _check_open_orders(pool: db.Pool, symbol: str, book: OrderBook,

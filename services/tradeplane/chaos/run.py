@@ -5,6 +5,7 @@ faults of the seeded schedule, a check after each and a last one after a clean s
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import math
 import os
@@ -18,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 
@@ -32,6 +34,8 @@ from tradeplane.domain.pairs import DEMO_PAIRS
 from tradeplane.platform.ports import HOST, free_port
 from tradeplane.platform.servers import LocalServers, NatsServer, ServerStartError
 from tradeplane.platform.supervisor import Command, RestartPolicy, Supervisor, SupervisorError
+
+T = TypeVar("T")
 
 #: The books the load trades (one engine each).
 PAIRS = tuple(p for p in DEMO_PAIRS if p.symbol in {m.symbol for m in MARKETS})
@@ -160,6 +164,10 @@ class Chaos:
         self._later: list[tuple[float, Callable[[], None]]] = []
         #: What must hold once the injection's effects are over (each returns problems).
         self._settles: list[Callable[[], list[str]]] = []
+        #: When the fault struck (recovery is measured from it): when the injection
+        #: began, or the moment of the kill or SIGSTOP when it first had to prepare (make
+        #: a node lead nothing, find the writer).
+        self.injected_at = time.monotonic()
         self.supervisor = Supervisor(
             self.root / "logs", RestartPolicy(first_delay=0.5, max_delay=4.0,
                                               max_crashes=10_000, window=60.0),
@@ -318,6 +326,7 @@ class Chaos:
         command = self.command(name)
         pid, starts = command.pid, command.starts
         assert pid is not None
+        self.injected_at = time.monotonic()
         os.kill(pid, signal.SIGSTOP)
         _say(f"  {name} (pid {pid}, the writer) stopped for {PAUSE_S:g} s")
         woken: list[float] = []
@@ -345,6 +354,7 @@ class Chaos:
     def _kill_node(self, node: NatsServer, why: str) -> list[str]:
         """kill -9 of one NATS node; started again on its store NODE_DOWN_S later, and it
         must catch up (healthy) within SETTLE_S."""
+        self.injected_at = time.monotonic()
         if node.pid is not None:
             os.kill(node.pid, signal.SIGKILL)
         self._wait_exit(node.returncode)
@@ -376,15 +386,42 @@ class Chaos:
         return []
 
     def _leaders(self) -> dict[str, str | None]:
-        """The server leading each command stream (by symbol) and EVENTS, once every one
-        has a leader (30 s at most)."""
+        """The server leading each stream, once every one has a leader (30 s at most)."""
         assert self.stores is not None
         deadline = time.monotonic() + 30
         while True:
-            leaders = asyncio.run(compose.stream_leaders(self.stores))
+            try:
+                leaders = asyncio.run(compose.stream_leaders(self.stores))
+            except Unavailable:
+                leaders = {"": None}
             if all(leaders.values()) or time.monotonic() >= deadline:
                 return leaders
             self.idle(0.2)
+
+    def _lead_nothing(self, node: NatsServer) -> list[str]:
+        """Make ``node`` a follower of every stream and of the meta group: each leader
+        it is asked to step down (a new one is elected among the others at once), a few
+        times if the election falls on it again. What it still leads after that."""
+        assert self.stores is not None
+        cluster = self.servers.nats_cluster
+        assert cluster is not None
+        others = [n for n in cluster.nodes if n is not node]
+        led: list[str] = []
+        for _ in range(10):
+            led = [s for s, lead in self._leaders().items() if lead == node.server_name]
+            meta = next((m for m in (n.meta_leader() for n in others) if m), None)
+            if meta == node.server_name:
+                led.append("the meta group")
+            if not led:
+                return []
+            try:
+                asyncio.run(compose.step_down(
+                    self.stores, [s for s in led if s != "the meta group"],
+                    meta=meta == node.server_name))
+            except Unavailable as exc:
+                _say(f"  step down refused: {exc}")
+            self.idle(0.5)
+        return led
 
     def settle(self) -> list[str]:
         """Run what is still due of the last injection (waiting for it), then what must
@@ -416,27 +453,23 @@ class Chaos:
             self._kill_nats()
             self.idle(1.0)
             self.servers.nats.start()
-        elif fault in ("kill-nats-node", "kill-stream-leader"):
+        elif fault == "kill-stream-leader":
             cluster = self.servers.nats_cluster
             assert cluster is not None
             symbol = self.rng.choice(PAIRS).symbol
-            leaders = self._leaders()
-            if fault == "kill-stream-leader":
-                lead = leaders[symbol]
-                if lead is None:
-                    return symbol, [f"the command stream of {symbol} has no leader"]
-                problems += self._kill_node(cluster.node(lead),
-                                            f"leader of {symbol}'s command stream")
-            else:
-                # A node leading no command stream nor EVENTS when there is one; else
-                # one that at least does not lead the symbol's.
-                idle_nodes = [n for n in cluster.nodes
-                              if n.server_name not in leaders.values()]
-                others = [n for n in cluster.nodes if n.server_name != leaders[symbol]]
-                node = self.rng.choice(idle_nodes or others)
-                problems += self._kill_node(
-                    node, "leading no command stream nor EVENTS" if idle_nodes
-                    else f"a follower of {symbol}'s command stream")
+            lead = self._leaders().get(compose.command_stream_name(symbol))
+            if lead is None:
+                return symbol, [f"the command stream of {symbol} has no leader"]
+            problems += self._kill_node(cluster.node(lead),
+                                        f"leader of {symbol}'s command stream")
+        elif fault == "kill-nats-node":
+            cluster = self.servers.nats_cluster
+            assert cluster is not None
+            symbol = self.rng.choice(PAIRS).symbol
+            node = self.rng.choice(cluster.nodes)
+            still = self._lead_nothing(node)
+            problems += self._kill_node(node, "leading no stream" if not still else
+                                        f"still leading {', '.join(still)}")
         elif fault == "stop-postgres":
             pg = self.servers.postgres
             if pg.pid is not None:
@@ -487,9 +520,31 @@ class Chaos:
         return []
 
     # ------------------------------------------------------------------ the run
+    def _meanwhile(self, work: Callable[[], T], *, supervise: bool = True) -> T:
+        """``work()`` in a thread while this one keeps supervising (:meth:`idle`): a
+        process that crashes during a check (an engine whose bus was still electing a
+        leader) is restarted, as it would be in production, instead of being left down
+        until the check gives up on settlement. Not ``supervise``: only wait (the final
+        check, whose engines were stopped on purpose).
+
+        Raises:
+            Exception: whatever ``work`` raised.
+        """
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="chaos") as pool:
+            done = pool.submit(work)
+            while not done.done():
+                if supervise:
+                    self.idle(_POLL_S)
+                else:
+                    time.sleep(_POLL_S)
+            return done.result()
+
     def check(self, load: Load, *, final: bool = False) -> compose.Findings:
         assert self.stores is not None
-        found = asyncio.run(compose.check(self.stores, load.acked.all(), final=final))
+        stores, acked = self.stores, load.acked.all()
+        found = self._meanwhile(
+            lambda: asyncio.run(compose.check(stores, acked, final=final)),
+            supervise=not final)
         try:
             self.sampler.record_sizes(time.monotonic() - self._began,
                                       asyncio.run(compose.sizes(self.stores)))
@@ -511,10 +566,10 @@ class Chaos:
             for n, step in enumerate(plan, 1):
                 self.idle(max(0.0, began + step.at_s - time.monotonic()))
                 _say(f"[{n}/{len(plan)}] {step.fault} at {time.monotonic() - began:.0f} s")
-                injected = time.monotonic()
+                self.injected_at = time.monotonic()
                 symbol, problems = self.inject(step.fault)
                 recovered = probe.recovered(self.idle, symbol)
-                recovery = time.monotonic() - injected if recovered else None
+                recovery = time.monotonic() - self.injected_at if recovered else None
                 problems += self.settle()
                 self.idle(2.0)  # load under the recovered platform
                 if not load.pause():
@@ -548,7 +603,13 @@ class Chaos:
 
     def _final(self, load: Load) -> Outcome:
         """Stop the engines cleanly (each leaves a snapshot at its last command), check
-        everything against the full replay."""
+        everything against the full replay. First, still supervising, settlement must
+        have caught up: an engine restarting after the last fault would otherwise be
+        stopped before it applied the last commands."""
+        assert self.stores is not None
+        stores = self.stores
+        if not self._meanwhile(lambda: asyncio.run(compose.wait_settled(stores, 60.0))):
+            _say("not settled 60 s after the load stopped; stopping the engines anyway")
         for pair in PAIRS:
             names = self.engines[pair.symbol]
             writer = self._writer(pair.symbol) if len(names) > 1 else None

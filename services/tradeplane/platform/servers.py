@@ -369,6 +369,21 @@ class NatsServer(_Server):
             f"{cluster}"
         )
 
+    def meta_leader(self) -> str | None:
+        """The server this node sees leading the JetStream meta group (``/jsz``); None
+        when it sees none, or has no monitoring port or does not answer."""
+        if self.monitor_port is None:
+            return None
+        url = f"http://{HOST}:{self.monitor_port}/jsz"
+        try:
+            with urllib.request.urlopen(url, timeout=1.0) as answer:
+                jsz = json.loads(answer.read())
+        except (OSError, ValueError):
+            return None
+        meta = jsz.get("meta_cluster") if isinstance(jsz, dict) else None
+        leader = meta.get("leader") if isinstance(meta, dict) else None
+        return leader if isinstance(leader, str) and leader else None
+
     def healthy(self) -> bool:
         """True when the monitoring endpoint's ``/healthz`` says ok: JetStream is up, its
         meta group has a leader and every stream and consumer this node holds a replica
