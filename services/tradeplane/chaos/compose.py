@@ -317,15 +317,24 @@ async def _event_batches(bus: Bus) -> list[tuple[str, int, int, str]]:
 
 async def _check_batches(bus: Bus, pairs: Sequence[PairRules], lasts: dict[str, int],
                          out: Findings) -> None:
-    """Each symbol's event batches follow one another through its command log: none
-    covers a command twice or out of order, none skips one, none goes past the log's end;
-    and once an engine took the writing over (hot standby), the one it replaced (fenced,
-    or paused and woken) appended no batch again."""
+    """EVENTS read to its end and judged by :func:`batch_failures`."""
     try:
         batches = await _event_batches(bus)
     except (BusError, TimeoutError) as exc:
         out.failures.append(f"EVENTS could not be read: {exc or 'no end within 60 s'}")
         return
+    out.failures += batch_failures(batches, {p.symbol: lasts[p.symbol] for p in pairs})
+
+
+def batch_failures(batches: Sequence[tuple[str, int, int, str]],
+                   lasts: dict[str, int]) -> list[str]:
+    """What is wrong with EVENTS' batches (``(symbol, first command, last command,
+    writer)`` in stream order) given each symbol's last command: each symbol's batches
+    must follow one another through its command log, none covering a command twice or
+    out of order, none skipping one, none past the log's end; and once an engine took
+    the writing over (hot standby), the one it replaced (fenced, or paused and woken)
+    must append no batch again."""
+    failures: list[str] = []
     ends: dict[str, int] = {}
     writers: dict[str, str] = {}
     replaced: dict[str, set[str]] = {}
@@ -333,22 +342,22 @@ async def _check_batches(bus: Bus, pairs: Sequence[PairRules], lasts: dict[str, 
         end = ends.get(symbol, 0)
         if first != end + 1:
             what = "again or out of order" if first <= end else "skipping commands"
-            out.failures.append(f"{symbol}: an event batch for commands {first}..{last} "
-                                f"follows one ending at {end} ({what})")
+            failures.append(f"{symbol}: an event batch for commands {first}..{last} "
+                            f"follows one ending at {end} ({what})")
         ends[symbol] = max(end, last)
         current = writers.get(symbol)
         if writer and writer != current:
             if writer in replaced.get(symbol, set()):
-                out.failures.append(f"{symbol}: {writer} appended commands {first}..{last} "
-                                    "after another engine had taken over from it")
+                failures.append(f"{symbol}: {writer} appended commands {first}..{last} "
+                                "after another engine had taken over from it")
             if current:
                 replaced.setdefault(symbol, set()).add(current)
             writers[symbol] = writer
-    for pair in pairs:
-        if ends.get(pair.symbol, 0) > lasts[pair.symbol]:
-            out.failures.append(f"{pair.symbol}: event batches go to command "
-                                f"{ends[pair.symbol]}, past the log's end "
-                                f"{lasts[pair.symbol]}")
+    for symbol, last in lasts.items():
+        if ends.get(symbol, 0) > last:
+            failures.append(f"{symbol}: event batches go to command {ends[symbol]}, "
+                            f"past the log's end {last}")
+    return failures
 
 
 async def lease_holder(stores: Stores, symbol: str) -> str | None:
