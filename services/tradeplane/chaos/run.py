@@ -1,6 +1,7 @@
-"""The run: a local platform (embedded NATS, PostgreSQL and Redis; two engines, settlement,
-market data and the gateway as processes under the platform's supervisor), the load, the
-faults of the seeded schedule, a check after each and a last one after a clean stop."""
+"""The run: a local platform (embedded NATS, or three clustered NATS nodes, PostgreSQL and
+Redis; an engine per symbol, or two with hot standby, settlement, market data and the
+gateway as processes under the platform's supervisor), the load, the faults of the seeded
+schedule, a check after each and a last one after a clean stop."""
 
 from __future__ import annotations
 
