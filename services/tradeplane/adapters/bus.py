@@ -291,17 +291,17 @@ class Bus:
         return {i.config.name or "": (i.cluster.leader or None) if i.cluster else None
                 for i in infos}
 
-    async def step_down(self, stream: str | None) -> None:
-        """Ask the leader of ``stream``'s replicas (None: of the JetStream meta group) to
-        hand its leadership to another server; the new one is elected at once.
+    async def step_down(self, stream: str) -> None:
+        """Ask the leader of ``stream``'s replicas to hand its leadership to another
+        server; the new one is elected at once. (The meta group's leader takes such a
+        request from the system account only.)
 
         Raises:
             BusUnavailable: the bus did not answer, or refused.
         """
-        subject = ("$JS.API.META.LEADER.STEPDOWN" if stream is None
-                   else f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}")
-        async with _translated(f"step down of {stream or 'the meta leader'}"):
-            await self.nc.request(subject, b"{}", timeout=5.0)
+        async with _translated(f"step down of {stream}'s leader"):
+            await self.nc.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", b"{}",
+                                  timeout=5.0)
 
     async def events_last_seq(self) -> int:
         """The EVENTS stream's last sequence (0: empty).

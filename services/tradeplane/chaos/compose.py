@@ -389,9 +389,8 @@ async def stream_leaders(stores: Stores) -> dict[str, str | None]:
         await bus.close()
 
 
-async def step_down(stores: Stores, streams: Sequence[str], meta: bool) -> None:
-    """Ask the leaders of ``streams`` (and with ``meta`` the JetStream meta leader) to
-    hand their leadership over.
+async def step_down(stores: Stores, streams: Sequence[str]) -> None:
+    """Ask the leaders of ``streams`` to hand their leadership over.
 
     Raises:
         BusError: the bus did not answer.
@@ -400,8 +399,6 @@ async def step_down(stores: Stores, streams: Sequence[str], meta: bool) -> None:
     try:
         for name in streams:
             await bus.step_down(name)
-        if meta:
-            await bus.step_down(None)
     finally:
         await bus.close()
 

@@ -399,30 +399,28 @@ class Chaos:
                 return leaders
             self.idle(0.2)
 
-    def _lead_nothing(self, node: NatsServer) -> list[str]:
-        """Make ``node`` a follower of every stream and of the meta group: each leader
-        it is asked to step down (a new one is elected among the others at once), a few
-        times if the election falls on it again. What it still leads after that."""
+    def _follower(self) -> tuple[NatsServer, list[str]]:
+        """A node (the seed's choice) made a follower of everything: not the meta group's
+        leader (which steps down for the system account only, so it is not chosen), and
+        each stream leader it holds asked to step down (a new one is elected among the
+        others at once), again if the election falls on it. Returns it and what it still
+        leads after ten rounds."""
         assert self.stores is not None
         cluster = self.servers.nats_cluster
         assert cluster is not None
-        others = [n for n in cluster.nodes if n is not node]
+        meta = next((m for m in (n.meta_leader() for n in cluster.nodes) if m), None)
+        node = self.rng.choice([n for n in cluster.nodes if n.server_name != meta])
         led: list[str] = []
         for _ in range(10):
             led = [s for s, lead in self._leaders().items() if lead == node.server_name]
-            meta = next((m for m in (n.meta_leader() for n in others) if m), None)
-            if meta == node.server_name:
-                led.append("the meta group")
             if not led:
-                return []
+                break
             try:
-                asyncio.run(compose.step_down(
-                    self.stores, [s for s in led if s != "the meta group"],
-                    meta=meta == node.server_name))
+                asyncio.run(compose.step_down(self.stores, led))
             except Unavailable as exc:
                 _say(f"  step down refused: {exc}")
             self.idle(0.5)
-        return led
+        return node, led
 
     def settle(self) -> list[str]:
         """Run what is still due of the last injection (waiting for it), then what must
@@ -464,12 +462,9 @@ class Chaos:
             problems += self._kill_node(cluster.node(lead),
                                         f"leader of {symbol}'s command stream")
         elif fault == "kill-nats-node":
-            cluster = self.servers.nats_cluster
-            assert cluster is not None
             symbol = self.rng.choice(PAIRS).symbol
-            node = self.rng.choice(cluster.nodes)
-            still = self._lead_nothing(node)
-            problems += self._kill_node(node, "leading no stream" if not still else
+            node, still = self._follower()
+            problems += self._kill_node(node, "leading nothing" if not still else
                                         f"still leading {', '.join(still)}")
         elif fault == "stop-postgres":
             pg = self.servers.postgres
