@@ -1150,14 +1150,21 @@ def _chaos_arg(parse: Callable[[str], Any]) -> Callable[[str], Any]:
 
 
 def cmd_chaos(args: argparse.Namespace) -> int:
+    from tradeplane.chaos.plan import OptionError, for_bus
     from tradeplane.chaos.run import Chaos, Options
     from tradeplane.platform.supervisor import SupervisorError
 
     soak = args.soak is not None
     period = args.period if args.period is not None else (60.0 if soak else 20.0)
+    try:
+        faults = for_bus(args.faults, args.nats_cluster)
+    except OptionError as exc:
+        print(f"tradeplane chaos: {exc}", file=sys.stderr)
+        return 2
     options = Options(seed=args.seed, duration_s=args.soak if soak else args.duration,
-                      faults=args.faults, period_s=period, soak=soak,
-                      data_dir=Path(args.data_dir).absolute() if args.data_dir else None)
+                      faults=faults, period_s=period, soak=soak,
+                      data_dir=Path(args.data_dir).absolute() if args.data_dir else None,
+                      nats_cluster=args.nats_cluster, standby=args.standby or None)
     try:
         return Chaos(options).run()
     except SupervisorError as exc:
@@ -1236,8 +1243,10 @@ def build_parser() -> argparse.ArgumentParser:
                       "every invariant after each and prints a table",
         description="Starts a local platform in its own servers, drives a mixed load from "
                     "several accounts and injects faults on a seeded schedule: "
-                    + ", ".join(plan.FAULTS) + ". Exits 0 when nothing was lost or "
-                    "duplicated and every invariant held, 1 otherwise.")
+                    + ", ".join(plan.FAULTS) + "; with --nats-cluster, "
+                    + ", ".join(plan.CLUSTER_FAULTS) + " instead of "
+                    + " and ".join(plan.SINGLE_NATS_FAULTS) + ". Exits 0 when nothing was "
+                    "lost or duplicated and every invariant held, 1 otherwise.")
     ch.add_argument("--seed", type=_chaos_arg(plan.parse_seed), default=1,
                     help="the schedule's seed (the same seed replays the same faults)")
     how_long = ch.add_mutually_exclusive_group()
@@ -1250,8 +1259,14 @@ def build_parser() -> argparse.ArgumentParser:
                                "default, and at the end each process's memory (and its "
                                "slope) and open descriptors, and the streams' and tables' "
                                "growth")
-    ch.add_argument("--faults", type=_chaos_arg(plan.parse_faults), default=plan.FAULTS,
-                    help="all, or some of: " + ", ".join(plan.FAULTS))
+    ch.add_argument("--faults", type=_chaos_arg(plan.parse_faults), default=plan.ALL_FAULTS,
+                    help="all (those the bus has), or some of: " + ", ".join(plan.ALL_FAULTS))
+    ch.add_argument("--nats-cluster", action="store_true",
+                    help="the bus as three clustered nats-server nodes on loopback, the "
+                         "streams with three replicas, every process given the three URLs")
+    ch.add_argument("--standby", action="store_true",
+                    help="each engine as two replicas with --standby (hot standby); on "
+                         "anyway when pause-engine is injected")
     ch.add_argument("--period", type=_chaos_arg(plan.parse_period), default=None,
                     help="seconds between injections (5 to 600; 20 by default, 60 in a "
                          "soak)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -18,8 +19,10 @@ import pytest
 import redis.asyncio as aioredis
 from nats.js.api import ConsumerConfig
 
+from tradeplane.adapters.bus import Bus, BusUnavailable
 from tradeplane.platform.servers import (
     LocalServers,
+    NatsCluster,
     NatsServer,
     PostgresServer,
     RedisServer,
@@ -277,3 +280,40 @@ def _running(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+async def test_a_three_node_cluster_keeps_a_replicated_stream_through_its_leader_s_kill(
+    tmp_path: Path,
+) -> None:
+    cluster = NatsCluster(tmp_path / "cluster")
+    await asyncio.to_thread(cluster.start)
+    try:
+        bus = await Bus.connect(cluster.url, name="test", replicas=3)  # every node's URL
+        try:
+            await bus.ensure_symbol("TESTUSDT")
+            assert await bus.publish_command("TESTUSDT", b"one", "m1") == 1
+            leader = (await bus.stream_leaders())["CMD_TESTUSDT"]
+            assert leader is not None
+            node = cluster.node(leader)
+            assert node.pid is not None and node.healthy()
+            os.kill(node.pid, signal.SIGKILL)
+
+            deadline = time.monotonic() + 30
+            while True:  # the two left elect a leader; the client moves over if need be
+                try:
+                    seq = await bus.publish_command("TESTUSDT", b"two", "m2")
+                    break
+                except BusUnavailable:
+                    assert time.monotonic() < deadline, "no leader elected in 30 s"
+                    await asyncio.sleep(0.2)
+            assert seq == 2
+            assert (await bus.stream_leaders())["CMD_TESTUSDT"] not in (None, leader)
+
+            await asyncio.to_thread(cluster.restart, node)  # on its store; caught up
+            assert node.healthy()
+            assert await bus.last_command_seq("TESTUSDT") == 2
+        finally:
+            await bus.close()
+    finally:
+        cluster.stop()
+    assert all(n.pid is None for n in cluster.nodes)

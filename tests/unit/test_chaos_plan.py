@@ -9,8 +9,12 @@ import os
 import pytest
 
 from tradeplane.chaos.plan import (
+    ALL_FAULTS,
+    CLUSTER_FAULTS,
     FAULTS,
+    SINGLE_NATS_FAULTS,
     OptionError,
+    for_bus,
     parse_duration,
     parse_faults,
     parse_period,
@@ -35,8 +39,28 @@ def test_a_duration_out_of_bounds_or_malformed_is_refused(text: str) -> None:
 
 
 def test_faults_all_or_a_list_in_the_tables_order() -> None:
-    assert parse_faults("all") == FAULTS
+    assert parse_faults("all") == ALL_FAULTS
     assert parse_faults("kill-redis,kill-engine") == ("kill-engine", "kill-redis")
+    assert parse_faults("kill-stream-leader,pause-engine") == ("pause-engine",
+                                                               "kill-stream-leader")
+
+
+def test_all_faults_are_those_the_bus_has_and_another_bus_s_fault_is_refused() -> None:
+    assert for_bus(ALL_FAULTS, nats_cluster=False) == FAULTS
+    cluster = for_bus(ALL_FAULTS, nats_cluster=True)
+    assert set(cluster) == (set(FAULTS) - set(SINGLE_NATS_FAULTS)) | set(CLUSTER_FAULTS)
+    assert for_bus(("pause-engine",), nats_cluster=True) == ("pause-engine",)
+    with pytest.raises(OptionError, match="kill-nats-node cannot be injected on one NATS"):
+        for_bus(("kill-engine", "kill-nats-node"), nats_cluster=False)
+    with pytest.raises(OptionError, match="kill-nats cannot be injected on a NATS cluster"):
+        for_bus(("kill-nats",), nats_cluster=True)
+
+
+def test_a_cluster_fault_without_the_cluster_exits_2_with_the_reason(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["chaos", "--faults", "kill-stream-leader"]) == 2
+    assert "kill-stream-leader cannot be injected on one NATS" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("text", ["", "kill-engine,kill-engine", "kill-everything",
@@ -74,10 +98,10 @@ def test_the_same_seed_gives_the_same_schedule_and_every_fault_at_least_once() -
     one = schedule(7, 60.0, FAULTS, 20.0)
     assert one == schedule(7, 60.0, FAULTS, 20.0)
     assert one != schedule(8, 60.0, FAULTS, 20.0)
-    assert {i.fault for i in one} == set(FAULTS)  # stretched: 3 periods, 8 faults
+    assert {i.fault for i in one} == set(FAULTS)  # stretched: 3 periods, 9 faults
     assert [i.at_s for i in one] == sorted(i.at_s for i in one)
-    long = schedule(7, 40 * 20.0, FAULTS, 20.0)
-    assert len(long) == 40
+    long = schedule(7, 5 * len(FAULTS) * 20.0, FAULTS, 20.0)
+    assert len(long) == 5 * len(FAULTS)
     assert all(sum(i.fault == f for i in long) == 5 for f in FAULTS)
 
 

@@ -32,6 +32,7 @@ from nats.js import JetStreamContext, api
 from nats.js.errors import (
     APIError,
     BadRequestError,
+    KeyNotFoundError,
     KeyWrongLastSequenceError,
     NotFoundError,
     ObjectNotFoundError,
@@ -139,14 +140,21 @@ class Bus:
     async def connect(
         cls, url: str, *, name: str, replicas: int = 1, dedup_window_s: float = 600.0
     ) -> Bus:
-        """Raises BusError when the server cannot be reached."""
+        """``url``: one server's, or a cluster's nodes' comma-separated (the client connects
+        to one of them and moves to another when it goes).
+
+        Raises:
+            BusError: no server can be reached.
+        """
+        servers = [u.strip() for u in url.split(",") if u.strip()]
         try:
             nc = await nats.connect(
-                url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+                servers, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
                 pending_size=64 * 1024 * 1024,
             )
         except _CONNECT_ERRORS as exc:
-            raise BusUnavailable(f"cannot connect to NATS at {redacted(url)}: {exc}") from exc
+            where = ",".join(redacted(u) for u in servers)
+            raise BusUnavailable(f"cannot connect to NATS at {where}: {exc}") from exc
         return cls(nc, nc.jetstream(timeout=10.0), replicas, dedup_window_s)
 
     async def close(self) -> None:
@@ -268,6 +276,32 @@ class Bus:
                 int(i.state.first_seq), int(i.state.last_seq), int(i.state.consumer_count))
                for i in infos]
         return sorted(out)
+
+    async def stream_leaders(self) -> dict[str, str | None]:
+        """Every JetStream stream (key-value buckets and object stores included, as
+        ``KV_<bucket>`` and ``OBJ_<bucket>``) with the name of the server leading its
+        replicas on a cluster; None when it has no leader now (an election) or runs on a
+        lone server.
+
+        Raises:
+            BusUnavailable: the bus did not answer.
+        """
+        async with _translated("stream list"):
+            infos = await self.js.streams_info()
+        return {i.config.name or "": (i.cluster.leader or None) if i.cluster else None
+                for i in infos}
+
+    async def step_down(self, stream: str) -> None:
+        """Ask the leader of ``stream``'s replicas to hand its leadership to another
+        server; the new one is elected at once. (The meta group's leader takes such a
+        request from the system account only.)
+
+        Raises:
+            BusUnavailable: the bus did not answer, or refused.
+        """
+        async with _translated(f"step down of {stream}'s leader"):
+            await self.nc.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", b"{}",
+                                  timeout=5.0)
 
     async def events_last_seq(self) -> int:
         """The EVENTS stream's last sequence (0: empty).
@@ -525,6 +559,21 @@ class Bus:
                 raise BusUnavailable(f"lease of {symbol}: {exc}") from exc
         except _NATS_ERRORS as exc:
             raise BusUnavailable(f"lease of {symbol}: {exc}") from exc
+
+    async def lease_value(self, symbol: str) -> bytes | None:
+        """The symbol's lease as its holder last wrote it; None when nobody holds it
+        (never taken, released, expired, or no lease bucket).
+
+        Raises:
+            BusUnavailable: the bus did not answer.
+        """
+        async with _translated(f"lease of {symbol}"):
+            try:
+                kv = self._leases or await self.js.key_value(LEASE_BUCKET)
+                entry = await kv.get(symbol)
+            except (NotFoundError, KeyNotFoundError):  # the bucket, or the key
+                return None
+        return bytes(entry.value) if entry.value else None
 
     def _lease_bucket(self) -> KeyValue:
         if self._leases is None:

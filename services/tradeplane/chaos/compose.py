@@ -15,8 +15,16 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import msgspec
+
 from tradeplane.adapters import db
-from tradeplane.adapters.bus import EVENTS_STREAM, Bus, BusError, command_stream
+from tradeplane.adapters.bus import (
+    EVENTS_STREAM,
+    Bus,
+    BusError,
+    StoredMsg,
+    command_stream,
+)
 from tradeplane.adapters.cache import CacheError, MarketCache
 from tradeplane.adapters.cipher import SecretCipher
 from tradeplane.chaos.load import Trader
@@ -26,7 +34,7 @@ from tradeplane.domain.convert import DESK_ACCOUNT
 from tradeplane.domain.model import NewOrder, NewOrderList
 from tradeplane.domain.money import to_units
 from tradeplane.domain.pairs import PairRules
-from tradeplane.engine.service import EngineSnapshot
+from tradeplane.engine.service import WRITER_HEADER, EngineSnapshot, LeaseRecord
 
 TRADER_FUNDS = {"BTC": "1000", "ETH": "10000", "USDT": "100000000"}
 _OPEN = (0, 1, 2)
@@ -132,6 +140,7 @@ async def _check_once(stores: Stores, bus: Bus, pool: db.Pool, acked: Sequence[i
         await _check_open_orders(pool, pair.symbol, book, out)
         await _check_depth(stores.redis_url, pair.symbol, book, out)
         await _check_trades(pool, pair.symbol, out)
+    await _check_batches(bus, stores.pairs, lasts, out)
     dup = [oid for oid, n in new_ids.items() if n > 1]
     out.duplicated += len(dup)
     if dup:
@@ -164,6 +173,25 @@ async def sizes(stores: Stores) -> dict[str, int]:
     finally:
         await bus.close()
     return out
+
+
+async def wait_settled(stores: Stores, timeout: float) -> bool:
+    """Wait until settlement has applied every command and no order is pending; False
+    after ``timeout`` (or when a store does not answer)."""
+    try:
+        bus = await Bus.connect(stores.nats_url, name="chaos-settled")
+    except BusError:
+        return False
+    try:
+        pool = await db.create_pool(stores.dsn, 1)
+        try:
+            return await _settled(bus, pool, stores.pairs, timeout) is not None
+        finally:
+            await pool.close()
+    except (BusError, db.DatabaseError):
+        return False
+    finally:
+        await bus.close()
 
 
 async def _settled(bus: Bus, pool: db.Pool, pairs: Sequence[PairRules],
@@ -279,6 +307,133 @@ async def _check_replay(bus: Bus, pair: PairRules, last: int, new_ids: Counter[i
     if snap is not None and snap.seq > 0 and not compared:
         out.failures.append(f"{symbol}: snapshot at {snap.seq}, past the log's end {last}")
     return book
+
+
+class _BatchHead(msgspec.Struct):
+    """The part of an encoded ``EventBatch`` the batch check reads (events skipped)."""
+
+    symbol: str
+    first_seq: int
+    last_seq: int
+
+
+async def _event_batches(bus: Bus) -> list[tuple[str, int, int, str]]:
+    """Every batch in EVENTS, in stream order, as ``(symbol, first command, last command,
+    writer)`` (the writer: its ``Tp-Writer`` header, "" without a lease).
+
+    Raises:
+        BusError: the bus did not answer.
+        TimeoutError: EVENTS was not read to its end within 60 s.
+    """
+    end = await bus.events_last_seq()
+    got: list[tuple[str, int, int, str]] = []
+    if end == 0:
+        return got
+    stop = asyncio.Event()
+
+    async def take(msgs: list[StoredMsg]) -> None:
+        for m in msgs:
+            head = codec.decode_as(m.data, _BatchHead)
+            got.append((head.symbol, head.first_seq, head.last_seq,
+                        (m.headers or {}).get(WRITER_HEADER, "")))
+            if m.seq >= end:
+                stop.set()
+
+    await asyncio.wait_for(bus.consume_events("chaos-check", take, stop=stop), 60)
+    return got
+
+
+async def _check_batches(bus: Bus, pairs: Sequence[PairRules], lasts: dict[str, int],
+                         out: Findings) -> None:
+    """EVENTS read to its end and judged by :func:`batch_failures`."""
+    try:
+        batches = await _event_batches(bus)
+    except (BusError, TimeoutError) as exc:
+        out.failures.append(f"EVENTS could not be read: {exc or 'no end within 60 s'}")
+        return
+    out.failures += batch_failures(batches, {p.symbol: lasts[p.symbol] for p in pairs})
+
+
+def batch_failures(batches: Sequence[tuple[str, int, int, str]],
+                   lasts: dict[str, int]) -> list[str]:
+    """What is wrong with EVENTS' batches (``(symbol, first command, last command,
+    writer)`` in stream order) given each symbol's last command: each symbol's batches
+    must follow one another through its command log, none covering a command twice or
+    out of order, none skipping one, none past the log's end; and once an engine took
+    the writing over (hot standby), the one it replaced (fenced, or paused and woken)
+    must append no batch again."""
+    failures: list[str] = []
+    ends: dict[str, int] = {}
+    writers: dict[str, str] = {}
+    replaced: dict[str, set[str]] = {}
+    for symbol, first, last, writer in batches:
+        end = ends.get(symbol, 0)
+        if first != end + 1:
+            what = "again or out of order" if first <= end else "skipping commands"
+            failures.append(f"{symbol}: an event batch for commands {first}..{last} "
+                            f"follows one ending at {end} ({what})")
+        ends[symbol] = max(end, last)
+        current = writers.get(symbol)
+        if writer and writer != current:
+            if writer in replaced.get(symbol, set()):
+                failures.append(f"{symbol}: {writer} appended commands {first}..{last} "
+                                "after another engine had taken over from it")
+            if current:
+                replaced.setdefault(symbol, set()).add(current)
+            writers[symbol] = writer
+    for symbol, last in lasts.items():
+        if ends.get(symbol, 0) > last:
+            failures.append(f"{symbol}: event batches go to command {ends[symbol]}, "
+                            f"past the log's end {last}")
+    return failures
+
+
+async def lease_holder(stores: Stores, symbol: str) -> str | None:
+    """Who holds the symbol's engine lease (hot standby): its ``holder``
+    (``host:pid:tag``), or None when nobody does.
+
+    Raises:
+        BusError: the bus did not answer.
+    """
+    bus = await Bus.connect(stores.nats_url, name="chaos-lease")
+    try:
+        raw = await bus.lease_value(symbol)
+    finally:
+        await bus.close()
+    return msgspec.json.decode(raw, type=LeaseRecord).holder if raw else None
+
+
+async def stream_leaders(stores: Stores) -> dict[str, str | None]:
+    """The server leading each stream on a NATS cluster (None: an election), by the
+    stream's name; :func:`command_stream_name` names a symbol's command stream.
+
+    Raises:
+        BusError: the bus did not answer.
+    """
+    bus = await Bus.connect(stores.nats_url, name="chaos-leaders")
+    try:
+        return await bus.stream_leaders()
+    finally:
+        await bus.close()
+
+
+async def step_down(stores: Stores, streams: Sequence[str]) -> None:
+    """Ask the leaders of ``streams`` to hand their leadership over.
+
+    Raises:
+        BusError: the bus did not answer.
+    """
+    bus = await Bus.connect(stores.nats_url, name="chaos-step-down")
+    try:
+        for name in streams:
+            await bus.step_down(name)
+    finally:
+        await bus.close()
+
+
+def command_stream_name(symbol: str) -> str:
+    """The name of ``symbol``'s command stream."""
+    return command_stream(symbol)
 
 
 async def _check_open_orders(pool: db.Pool, symbol: str, book: OrderBook,

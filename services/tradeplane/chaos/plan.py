@@ -20,7 +20,20 @@ FAULTS: tuple[str, ...] = (
     "kill-redis",           # kill -9 of Redis, its data deleted, restarted empty
     "sigterm-nats-down",    # NATS killed, then SIGTERM to the engines, settlement and
                             # market data: each must exit within its grace period
+    "pause-engine",         # the writing engine of one symbol (two run, hot standby)
+                            # stopped with SIGSTOP past its lease, then SIGCONT: the
+                            # standby takes over, the woken one is fenced
 )
+#: The faults of a clustered bus (``--nats-cluster``: three nodes, streams with three
+#: replicas), in the order the table lists them after FAULTS.
+CLUSTER_FAULTS: tuple[str, ...] = (
+    "kill-nats-node",       # kill -9 of a node leading no command stream, restarted later
+    "kill-stream-leader",   # kill -9 of the node leading one symbol's command stream
+                            # (chosen by the seed), restarted later
+)
+#: The faults of a lone NATS server: a cluster has no such single point to kill.
+SINGLE_NATS_FAULTS: tuple[str, ...] = ("kill-nats", "sigterm-nats-down")
+ALL_FAULTS: tuple[str, ...] = FAULTS + CLUSTER_FAULTS
 
 MIN_DURATION_S = 10.0
 MAX_DURATION_S = 24 * 3600.0
@@ -50,22 +63,40 @@ def parse_duration(text: str) -> float:
 
 
 def parse_faults(text: str) -> tuple[str, ...]:
-    """``"all"`` or a comma-separated list of fault names, each once, in FAULTS' order.
+    """``"all"`` (ALL_FAULTS; :func:`for_bus` keeps those the bus has) or a
+    comma-separated list of fault names, each once, in ALL_FAULTS' order.
 
     Raises:
         OptionError: an unknown name, a repeated one, or none.
     """
     text = text.strip()
     if text == "all":
-        return FAULTS
+        return ALL_FAULTS
     names = [n.strip() for n in text[:1000].split(",")]
-    unknown = [n for n in names if n not in FAULTS]
+    unknown = [n for n in names if n not in ALL_FAULTS]
     if unknown:
         raise OptionError(f"unknown fault {unknown[0][:40]!r}; known: all, "
-                          + ", ".join(FAULTS))
+                          + ", ".join(ALL_FAULTS))
     if len(set(names)) != len(names):
         raise OptionError("a fault is named twice")
-    return tuple(f for f in FAULTS if f in names)
+    return tuple(f for f in ALL_FAULTS if f in names)
+
+
+def for_bus(faults: tuple[str, ...], nats_cluster: bool) -> tuple[str, ...]:
+    """``faults`` checked against the bus: a lone server has no cluster faults, a cluster
+    none of a lone server's. ALL_FAULTS (``all``) becomes every fault the bus has.
+
+    Raises:
+        OptionError: a fault the bus cannot have.
+    """
+    other = SINGLE_NATS_FAULTS if nats_cluster else CLUSTER_FAULTS
+    if faults == ALL_FAULTS:
+        return tuple(f for f in faults if f not in other)
+    wrong = [f for f in faults if f in other]
+    if wrong:
+        where = "a NATS cluster" if nats_cluster else "one NATS server (see --nats-cluster)"
+        raise OptionError(f"{wrong[0]} cannot be injected on {where}")
+    return faults
 
 
 def parse_period(text: str) -> float:

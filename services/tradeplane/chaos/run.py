@@ -1,10 +1,13 @@
-"""The run: a local platform (embedded NATS, PostgreSQL and Redis; two engines, settlement,
-market data and the gateway as processes under the platform's supervisor), the load, the
-faults of the seeded schedule, a check after each and a last one after a clean stop."""
+"""The run: a local platform (embedded NATS, or three clustered NATS nodes, PostgreSQL and
+Redis; an engine per symbol, or two with hot standby, settlement, market data and the
+gateway as processes under the platform's supervisor), the load, the faults of the seeded
+schedule, a check after each and a last one after a clean stop."""
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import math
 import os
 import random
@@ -17,20 +20,23 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 
 from tradeplane.chaos import compose
 from tradeplane.chaos.load import MARKETS, Load, Trader
-from tradeplane.chaos.plan import FAULTS, schedule
+from tradeplane.chaos.plan import ALL_FAULTS, schedule
 from tradeplane.chaos.report import Outcome, clean, table
 from tradeplane.chaos.resources import Sampler
 from tradeplane.demo.client import signed_query
 from tradeplane.domain.errors import Unavailable
 from tradeplane.domain.pairs import DEMO_PAIRS
 from tradeplane.platform.ports import HOST, free_port
-from tradeplane.platform.servers import LocalServers
+from tradeplane.platform.servers import LocalServers, NatsServer, ServerStartError
 from tradeplane.platform.supervisor import Command, RestartPolicy, Supervisor, SupervisorError
+
+T = TypeVar("T")
 
 #: The books the load trades (one engine each).
 PAIRS = tuple(p for p in DEMO_PAIRS if p.symbol in {m.symbol for m in MARKETS})
@@ -42,6 +48,17 @@ GRACE_S = 15.0
 _POLL_S = 0.1
 #: Seconds between two samples of the processes' memory and descriptors.
 SAMPLE_S = 5.0
+#: How long pause-engine keeps the writer stopped: past its lease's TTL (3 s) and the
+#: bus's timeouts (an event batch's publish waits 10 s), so that when it wakes every
+#: deadline it had has passed.
+PAUSE_S = 12.0
+#: How long a killed NATS node stays down before it is started again on its store.
+NODE_DOWN_S = 5.0
+#: How long a woken writer has to notice that it was replaced and exit, and a restarted
+#: NATS node to catch up (healthy: every replica it holds current).
+SETTLE_S = 30.0
+#: Nodes of the clustered bus (--nats-cluster), and its streams' replicas.
+CLUSTER_NODES = 3
 #: The rate limits, raised: the load speaks from one address as fast as it can.
 _LIMITS = {"TRADEPLANE_IP_WEIGHT_PER_MINUTE": "10000000",
            "TRADEPLANE_KEY_WEIGHT_PER_MINUTE": "10000000",
@@ -65,6 +82,17 @@ class Options:
     temporary folder, removed after a clean run. Not under pytest's tmp tree (pytest
     resets it to 0700 when another session starts: PostgreSQL's unprivileged user is
     locked out)."""
+    nats_cluster: bool = False
+    """The bus as three clustered nats-server nodes, the streams with three replicas
+    and every process given the three URLs (plan.CLUSTER_FAULTS need it)."""
+    standby: bool | None = None
+    """Each symbol's engine as two replicas with ``--standby`` (hot standby); None: when
+    pause-engine is among the faults (it needs a standby to take over)."""
+
+    @property
+    def engine_replicas(self) -> int:
+        standby = self.standby if self.standby is not None else "pause-engine" in self.faults
+        return 2 if standby else 1
 
 
 def _say(line: str) -> None:
@@ -125,7 +153,22 @@ class Chaos:
         self.options = options
         self.rng = random.Random(options.seed)
         self.root = options.data_dir or Path(tempfile.mkdtemp(prefix="tradeplane-chaos-"))
-        self.servers = LocalServers(self.root)
+        self.servers = LocalServers(
+            self.root, nats_nodes=CLUSTER_NODES if options.nats_cluster else 1)
+        #: Each symbol's engine processes (two with hot standby).
+        self.engines: dict[str, list[str]] = {
+            p.symbol: ([f"matching-{p.name}"] if options.engine_replicas == 1 else
+                       [f"matching-{p.name}-{i + 1}" for i in range(options.engine_replicas)])
+            for p in PAIRS}
+        #: What is due later during an injection (``(monotonic time, action)``), run by
+        #: :meth:`idle`: the SIGCONT of a paused engine, the restart of a NATS node.
+        self._later: list[tuple[float, Callable[[], None]]] = []
+        #: What must hold once the injection's effects are over (each returns problems).
+        self._settles: list[Callable[[], list[str]]] = []
+        #: When the fault struck (recovery is measured from it): when the injection
+        #: began, or the moment of the kill or SIGSTOP when it first had to prepare (make
+        #: a node lead nothing, find the writer).
+        self.injected_at = time.monotonic()
         self.supervisor = Supervisor(
             self.root / "logs", RestartPolicy(first_delay=0.5, max_delay=4.0,
                                               max_crashes=10_000, window=60.0),
@@ -146,6 +189,10 @@ class Chaos:
             self.supervisor.poll()
             if self._sampling and time.monotonic() - self._sampled >= SAMPLE_S:
                 self._sample()
+            due = [a for a in self._later if a[0] <= time.monotonic()]
+            for item in due:
+                self._later.remove(item)
+                item[1]()
             left = deadline - time.monotonic()
             if left <= 0:
                 return
@@ -155,8 +202,12 @@ class Chaos:
         self._sampled = time.monotonic()
         pids: dict[str, int | None] = {
             c.name: c.pid for c in self.supervisor.children if isinstance(c, Command)}
+        nodes = self.servers.nats_nodes
         for server in self.servers.servers:
             pids[server.name] = server.pid
+        if len(nodes) > 1:
+            pids.pop("nats", None)
+            pids.update({f"nats-{i + 1}": node.pid for i, node in enumerate(nodes)})
         self.sampler.sample(self._sampled - self._began, pids)
 
     def start(self) -> list[Trader]:
@@ -183,9 +234,14 @@ class Chaos:
             "TRADEPLANE_METRICS_PORT": "0",
             # Frequent snapshots: each check compares the latest with the replay.
             "TRADEPLANE_SNAPSHOT_EVERY": "200",
+            "TRADEPLANE_STREAM_REPLICAS": str(len(self.servers.nats_nodes)),
         }
+        standby = ("--standby",) if self.options.engine_replicas > 1 else ()
         for pair in PAIRS:
-            self._add(f"matching-{pair.name}", env, "matching", "--symbol", pair.name)
+            for name in self.engines[pair.symbol]:
+                self._add(name, env, "matching", "--symbol", pair.name, *standby)
+                if standby:  # the first replica takes the lease, the others stand by
+                    self._wait_writer(pair.symbol)
         self._add("settlement", env, "settlement")
         self._add("marketdata", env, "marketdata")
         self._add("gateway", env, "gateway")
@@ -236,22 +292,180 @@ class Chaos:
         while returncode() is None and time.monotonic() < deadline:
             self.idle(0.05)
 
+    def _writer(self, symbol: str) -> str | None:
+        """The engine process holding the symbol's lease (hot standby), by the pid its
+        holder name carries (``host:pid:tag``); None when nobody holds it."""
+        stores = compose.Stores(self.servers.nats_url, "", "", PAIRS)
+        try:
+            holder = asyncio.run(compose.lease_holder(stores, symbol))
+        except Unavailable:
+            return None
+        pid = holder.split(":")[-2] if holder and holder.count(":") >= 2 else ""
+        return next((n for n in self.engines[symbol]
+                     if pid.isdigit() and self.command(n).pid == int(pid)), None)
+
+    def _wait_writer(self, symbol: str, timeout: float = 60.0) -> str:
+        """Wait until one of the symbol's engines holds its lease; its process name.
+
+        Raises:
+            SupervisorError: none did within ``timeout``.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            name = self._writer(symbol)
+            if name is not None:
+                return name
+            self.idle(0.2)
+        raise SupervisorError(f"no engine of {symbol} took its lease within {timeout:g} s")
+
+    def _pause_engine(self, symbol: str) -> list[str]:
+        """SIGSTOP the symbol's writer; SIGCONT it PAUSE_S later. Once woken it must find
+        itself replaced and exit (NotWriter), and the supervisor start it again."""
+        name = self._writer(symbol)
+        if name is None:
+            return [f"{symbol}: no engine held the lease to pause"]
+        command = self.command(name)
+        pid, starts = command.pid, command.starts
+        assert pid is not None
+        self.injected_at = time.monotonic()
+        os.kill(pid, signal.SIGSTOP)
+        _say(f"  {name} (pid {pid}, the writer) stopped for {PAUSE_S:g} s")
+        woken: list[float] = []
+
+        def wake() -> None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+            woken.append(time.monotonic())
+
+        def stepped_down() -> list[str]:
+            deadline = time.monotonic() + SETTLE_S
+            while command.starts == starts and command.pid == pid:
+                if time.monotonic() >= deadline:
+                    return [f"{name}: still running {SETTLE_S:g} s after it woke from "
+                            "its pause, though another engine had taken its lease"]
+                self.idle(0.05)
+            _say(f"  {name} exited {time.monotonic() - woken[0]:.2f} s after it woke "
+                 f"(code {command.returncode()}); restarted as a standby")
+            return []
+
+        self._later.append((time.monotonic() + PAUSE_S, wake))
+        self._settles.append(stepped_down)
+        return []
+
+    def _kill_node(self, node: NatsServer, why: str) -> list[str]:
+        """kill -9 of one NATS node; started again on its store NODE_DOWN_S later, and it
+        must catch up (healthy) within SETTLE_S."""
+        self.injected_at = time.monotonic()
+        if node.pid is not None:
+            os.kill(node.pid, signal.SIGKILL)
+        self._wait_exit(node.returncode)
+        _say(f"  NATS node {node.server_name} ({why}) killed; back in {NODE_DOWN_S:g} s")
+        problems: list[str] = []
+        restarted: list[float] = []
+
+        def restart() -> None:
+            restarted.append(time.monotonic())
+            try:
+                node.start()
+            except ServerStartError as exc:
+                problems.append(f"NATS node {node.server_name} did not start again: {exc}")
+
+        def caught_up() -> list[str]:
+            deadline = time.monotonic() + SETTLE_S
+            while not problems and not node.healthy():
+                if time.monotonic() >= deadline:
+                    return [f"NATS node {node.server_name} not caught up {SETTLE_S:g} s "
+                            "after its restart"]
+                self.idle(0.1)
+            if not problems:
+                _say(f"  NATS node {node.server_name} caught up "
+                     f"{time.monotonic() - restarted[0]:.2f} s after its restart")
+            return problems
+
+        self._later.append((time.monotonic() + NODE_DOWN_S, restart))
+        self._settles.append(caught_up)
+        return []
+
+    def _leaders(self) -> dict[str, str | None]:
+        """The server leading each stream, once every one has a leader (30 s at most)."""
+        assert self.stores is not None
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                leaders = asyncio.run(compose.stream_leaders(self.stores))
+            except Unavailable:
+                leaders = {"": None}
+            if all(leaders.values()) or time.monotonic() >= deadline:
+                return leaders
+            self.idle(0.2)
+
+    def _follower(self) -> tuple[NatsServer, list[str]]:
+        """A node (the seed's choice) made a follower of everything: not the meta group's
+        leader (which steps down for the system account only, so it is not chosen), and
+        each stream leader it holds asked to step down (a new one is elected among the
+        others at once), again if the election falls on it. Returns it and what it still
+        leads after ten rounds."""
+        assert self.stores is not None
+        cluster = self.servers.nats_cluster
+        assert cluster is not None
+        meta = next((m for m in (n.meta_leader() for n in cluster.nodes) if m), None)
+        node = self.rng.choice([n for n in cluster.nodes if n.server_name != meta])
+        led: list[str] = []
+        for _ in range(10):
+            led = [s for s, lead in self._leaders().items() if lead == node.server_name]
+            if not led:
+                break
+            try:
+                asyncio.run(compose.step_down(self.stores, led))
+            except Unavailable as exc:
+                _say(f"  step down refused: {exc}")
+            self.idle(0.5)
+        return node, led
+
+    def settle(self) -> list[str]:
+        """Run what is still due of the last injection (waiting for it), then what must
+        hold once its effects are over; the problems found."""
+        while self._later:
+            self.idle(max(0.0, min(t for t, _ in self._later) - time.monotonic()))
+        settles, self._settles = self._settles, []
+        return [p for settle in settles for p in settle()]
+
     def inject(self, fault: str) -> tuple[str, list[str]]:
-        """Inject ``fault`` and heal what a supervisor would not (the servers). Returns
-        the symbol whose orders show the recovery (the killed engine's), and the problems
-        the injection found itself (a process slow to stop)."""
+        """Inject ``fault`` and heal what a supervisor would not (the servers), now or
+        later (:meth:`settle`). Returns the symbol whose orders show the recovery (the
+        killed or paused engine's, the killed stream leader's), and the problems the
+        injection found itself (a process slow to stop)."""
         problems: list[str] = []
         symbol = "BTCUSDT"
         if fault == "kill-engine":
             pair = self.rng.choice(PAIRS)
             symbol = pair.symbol
-            self._kill(f"matching-{pair.name}")
+            names = self.engines[symbol]
+            # With a standby, the writer: the one whose death needs a takeover.
+            self._kill((self._writer(symbol) or names[0]) if len(names) > 1 else names[0])
+        elif fault == "pause-engine":
+            symbol = self.rng.choice(PAIRS).symbol
+            problems += self._pause_engine(symbol)
         elif fault in ("kill-settlement", "kill-marketdata", "kill-gateway"):
             self._kill(fault.removeprefix("kill-"))
         elif fault == "kill-nats":
             self._kill_nats()
             self.idle(1.0)
             self.servers.nats.start()
+        elif fault == "kill-stream-leader":
+            cluster = self.servers.nats_cluster
+            assert cluster is not None
+            symbol = self.rng.choice(PAIRS).symbol
+            lead = self._leaders().get(compose.command_stream_name(symbol))
+            if lead is None:
+                return symbol, [f"the command stream of {symbol} has no leader"]
+            problems += self._kill_node(cluster.node(lead),
+                                        f"leader of {symbol}'s command stream")
+        elif fault == "kill-nats-node":
+            symbol = self.rng.choice(PAIRS).symbol
+            node, still = self._follower()
+            problems += self._kill_node(node, "leading nothing" if not still else
+                                        f"still leading {', '.join(still)}")
         elif fault == "stop-postgres":
             pg = self.servers.postgres
             if pg.pid is not None:
@@ -283,7 +497,8 @@ class Chaos:
     def _stop_all_services(self) -> list[str]:
         """SIGTERM to every engine, settlement and market data; each must exit within
         GRACE_S (the supervisor restarts them afterwards)."""
-        names = [f"matching-{p.name}" for p in PAIRS] + ["settlement", "marketdata"]
+        names = [n for p in PAIRS for n in self.engines[p.symbol]]
+        names += ["settlement", "marketdata"]
         started = time.monotonic()
         for name in names:
             self.command(name).signal_stop()
@@ -301,10 +516,32 @@ class Chaos:
         return []
 
     # ------------------------------------------------------------------ the run
+    def _meanwhile(self, work: Callable[[], T], *, supervise: bool = True) -> T:
+        """``work()`` in a thread while this one keeps supervising (:meth:`idle`): a
+        process that crashes during a check (an engine whose bus was still electing a
+        leader) is restarted, as it would be in production, instead of being left down
+        until the check gives up on settlement. Not ``supervise``: only wait (the final
+        check, whose engines were stopped on purpose).
+
+        Raises:
+            Exception: whatever ``work`` raised.
+        """
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="chaos") as pool:
+            done = pool.submit(work)
+            while not done.done():
+                if supervise:
+                    self.idle(_POLL_S)
+                else:
+                    time.sleep(_POLL_S)
+            return done.result()
+
     def check(self, load: Load, *, final: bool = False) -> compose.Findings:
         assert self.stores is not None
-        found = asyncio.run(compose.check(self.stores, load.acked.all(), final=final,
-                                          converted=load.converted.all()))
+        stores, acked, converted = self.stores, load.acked.all(), load.converted.all()
+        found = self._meanwhile(
+            lambda: asyncio.run(compose.check(stores, acked, final=final,
+                                              converted=converted)),
+            supervise=not final)
         try:
             self.sampler.record_sizes(time.monotonic() - self._began,
                                       asyncio.run(compose.sizes(self.stores)))
@@ -326,10 +563,11 @@ class Chaos:
             for n, step in enumerate(plan, 1):
                 self.idle(max(0.0, began + step.at_s - time.monotonic()))
                 _say(f"[{n}/{len(plan)}] {step.fault} at {time.monotonic() - began:.0f} s")
-                injected = time.monotonic()
+                self.injected_at = time.monotonic()
                 symbol, problems = self.inject(step.fault)
                 recovered = probe.recovered(self.idle, symbol)
-                recovery = time.monotonic() - injected if recovered else None
+                recovery = time.monotonic() - self.injected_at if recovered else None
+                problems += self.settle()
                 self.idle(2.0)  # load under the recovered platform
                 if not load.pause():
                     problems.append("the load did not pause within 60 s")
@@ -349,7 +587,7 @@ class Chaos:
             probe.http.close()
             self.stop()
         _say(f"answers: {dict(sorted(load.answers.items()))}")
-        print(table(self.outcomes, (*FAULTS, "final")), flush=True)
+        print(table(self.outcomes, (*ALL_FAULTS, "final")), flush=True)
         if opts.soak:
             print("\n" + self.sampler.table(), flush=True)
         ok = clean(self.outcomes)
@@ -362,9 +600,19 @@ class Chaos:
 
     def _final(self, load: Load) -> Outcome:
         """Stop the engines cleanly (each leaves a snapshot at its last command), check
-        everything against the full replay."""
+        everything against the full replay. First, still supervising, settlement must
+        have caught up: an engine restarting after the last fault would otherwise be
+        stopped before it applied the last commands."""
+        assert self.stores is not None
+        stores = self.stores
+        if not self._meanwhile(lambda: asyncio.run(compose.wait_settled(stores, 60.0))):
+            _say("not settled 60 s after the load stopped; stopping the engines anyway")
         for pair in PAIRS:
-            self.command(f"matching-{pair.name}").stop()
+            names = self.engines[pair.symbol]
+            writer = self._writer(pair.symbol) if len(names) > 1 else None
+            # The standbys first: the writer's stop then hands the lease to nobody.
+            for name in sorted(names, key=lambda n: n == writer):
+                self.command(name).stop()
         found = self.check(load, final=True)
         _say(f"final check: {found.lost} lost, {found.duplicated} duplicated"
              + "".join(f"\n    FAILED {f}" for f in found.failures))

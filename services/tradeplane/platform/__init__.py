@@ -5,6 +5,7 @@ Started from pip wheels by :mod:`tradeplane.platform.servers`; nothing runs on i
 
 from tradeplane.platform.servers import (
     LocalServers,
+    NatsCluster,
     NatsServer,
     PostgresServer,
     RedisServer,
@@ -14,6 +15,7 @@ from tradeplane.platform.servers import (
 
 __all__ = [
     "LocalServers",
+    "NatsCluster",
     "NatsServer",
     "PostgresServer",
     "RedisServer",

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,7 @@ from tradeplane.platform.supervisor import ChildStartError, die_with_parent
 
 __all__ = [
     "LocalServers",
+    "NatsCluster",
     "NatsServer",
     "PostgresServer",
     "RedisServer",
@@ -318,6 +320,15 @@ class NatsServer(_Server):
     such as ``"1s"``."""
     max_payload: str = "8MB"
     """Largest message the server accepts."""
+    server_name: str = "tradeplane"
+    """The server's name: unique in a cluster, and what stream info names a leader by."""
+    cluster_port: int | None = None
+    """A node of a cluster (:class:`NatsCluster`): the port its routes listen on. None: a
+    server on its own."""
+    routes: tuple[int, ...] = ()
+    """The cluster ports of every node (its own among them: NATS skips a route to itself)."""
+    monitor_port: int | None = None
+    """The HTTP monitoring port (``/healthz``, ``/jsz``); None: none."""
 
     name: ClassVar[str] = "nats"
     title: ClassVar[str] = "NATS"
@@ -337,16 +348,55 @@ class NatsServer(_Server):
 
     def _prepare(self) -> None:
         sync = "" if self.sync == "default" else f"  sync_interval: {self.sync}\n"
+        monitor = ("" if self.monitor_port is None
+                   else f"http: {json.dumps(f'{HOST}:{self.monitor_port}')}\n")
+        cluster = "" if self.cluster_port is None else (
+            "cluster {\n"
+            f"  name: {NatsCluster.NAME}\n"
+            f"  listen: {json.dumps(f'{HOST}:{self.cluster_port}')}\n"
+            f"  routes: {json.dumps([f'nats-route://{HOST}:{p}' for p in self.routes])}\n"
+            "}\n")
         self.config_path.write_text(
             "# Written by tradeplane.platform.servers on every start; edits are lost.\n"
-            f"server_name: tradeplane\n"
+            f"server_name: {json.dumps(self.server_name)}\n"
             f"listen: {json.dumps(f'{HOST}:{self.port}')}\n"
+            f"{monitor}"
             f"max_payload: {self.max_payload}\n"
             "jetstream {\n"
             f"  store_dir: {json.dumps(str(self.data_dir))}\n"
             f"{sync}"
             "}\n"
+            f"{cluster}"
         )
+
+    def meta_leader(self) -> str | None:
+        """The server this node sees leading the JetStream meta group (``/jsz``); None
+        when it sees none, or has no monitoring port or does not answer."""
+        if self.monitor_port is None:
+            return None
+        url = f"http://{HOST}:{self.monitor_port}/jsz"
+        try:
+            with urllib.request.urlopen(url, timeout=1.0) as answer:
+                jsz = json.loads(answer.read())
+        except (OSError, ValueError):
+            return None
+        meta = jsz.get("meta_cluster") if isinstance(jsz, dict) else None
+        leader = meta.get("leader") if isinstance(meta, dict) else None
+        return leader if isinstance(leader, str) and leader else None
+
+    def healthy(self) -> bool:
+        """True when the monitoring endpoint's ``/healthz`` says ok: JetStream is up, its
+        meta group has a leader and every stream and consumer this node holds a replica
+        of has caught up. False without a monitoring port.
+        """
+        if self.monitor_port is None:
+            return False
+        url = f"http://{HOST}:{self.monitor_port}/healthz"
+        try:
+            with urllib.request.urlopen(url, timeout=1.0) as answer:
+                return bool(answer.status == 200)
+        except (OSError, ValueError):  # refused, 503 (HTTPError is an OSError), garbled
+            return False
 
     def _command(self) -> list[str]:
         return [str(_find_binary("nats-server")), "-c", str(self.config_path)]
@@ -361,6 +411,98 @@ class NatsServer(_Server):
         except ValueError:
             return False
         return isinstance(info, dict) and info.get("jetstream") is True
+
+
+class NatsCluster:
+    """``size`` nats-server nodes clustered on loopback, JetStream on each: the bus as a
+    production cluster runs it, for streams with several replicas
+    (``TRADEPLANE_STREAM_REPLICAS``). Node ``i`` keeps its data in ``data_dir/node<i>``
+    and is named ``tradeplane-<i>`` (what stream info calls a leader); each has a
+    monitoring port for ``/healthz``. Clients are given every node's URL (:attr:`url`).
+    """
+
+    NAME: ClassVar[str] = "tradeplane"
+    """The cluster's name."""
+
+    def __init__(self, data_dir: Path | str, *, size: int = 3, port: int | None = None,
+                 sync: str = "always", start_timeout: float = 60.0) -> None:
+        """``port``: the first node's client port (the others' are free ones).
+
+        Raises:
+            ValueError: fewer than 3 nodes (no quorum survives the loss of one).
+        """
+        if size < 3:
+            raise ValueError(f"a NATS cluster needs at least 3 nodes, not {size}")
+        self.data_dir = Path(data_dir).absolute()
+        self.start_timeout = start_timeout
+        taken: set[int] = set()
+
+        def pick(wanted: int | None = None) -> int:
+            chosen = wanted if wanted is not None else free_port(avoid=frozenset(taken))
+            taken.add(chosen)
+            return chosen
+
+        clients = [pick(port)] + [pick() for _ in range(size - 1)]
+        routes = tuple(pick() for _ in range(size))
+        self.nodes: tuple[NatsServer, ...] = tuple(
+            NatsServer(self.data_dir / f"node{i + 1}", port=clients[i], sync=sync,
+                       server_name=f"{self.NAME}-{i + 1}", cluster_port=routes[i],
+                       routes=routes, monitor_port=pick(), start_timeout=start_timeout)
+            for i in range(size))
+
+    @property
+    def url(self) -> str:
+        """Every node's URL, comma-separated (as NATS clients take a server list)."""
+        return ",".join(node.url for node in self.nodes)
+
+    def node(self, server_name: str) -> NatsServer:
+        """The node called ``server_name``.
+
+        Raises:
+            KeyError: no such node.
+        """
+        for node in self.nodes:
+            if node.server_name == server_name:
+                return node
+        raise KeyError(server_name)
+
+    def start(self) -> None:
+        """Start every node and wait until each is healthy (a JetStream meta leader
+        elected, every replica current); if one fails, stop them all.
+
+        Raises:
+            ServerStartError: a node did not start, or the cluster did not form in time.
+        """
+        try:
+            for node in self.nodes:
+                node.start()
+            self.wait_healthy(self.nodes)
+        except BaseException:
+            self.stop()
+            raise
+
+    def restart(self, node: NatsServer) -> None:
+        """Start ``node`` again on its store and wait until it has caught up.
+
+        Raises:
+            ServerStartError: it did not start, or did not catch up in time.
+        """
+        node.start()
+        self.wait_healthy((node,))
+
+    def wait_healthy(self, nodes: tuple[NatsServer, ...]) -> None:
+        """Raises ServerStartError: a node of ``nodes`` not healthy within the timeout."""
+        for node in nodes:
+            if not _deadline_poll(node.healthy, self.start_timeout):
+                raise ServerStartError(
+                    f"NATS node {node.server_name} not healthy after "
+                    f"{self.start_timeout:g}s; log {node.log_path}:\n"
+                    f"{_log_tail(node.log_path, 0)}")
+
+    def stop(self) -> None:
+        """Stop every node (the last ones first)."""
+        for node in reversed(self.nodes):
+            node.stop()
 
 
 @dataclass
@@ -738,6 +880,10 @@ class LocalServers:
 
     Use as a context manager, or call :meth:`start` and :meth:`stop`. With ``step``, each
     server starts inside ``step(what)`` (``tradeplane up`` prints its progress that way).
+
+    ``nats_nodes`` > 1 (3 at least) runs NATS as a :class:`NatsCluster` under
+    ``nats-cluster`` instead of one server: :attr:`nats` is then its first node and
+    :attr:`nats_url` lists every node.
     """
 
     def __init__(
@@ -748,6 +894,7 @@ class LocalServers:
         pg_port: int | None = None,
         redis_port: int | None = None,
         nats_sync: str = "always",
+        nats_nodes: int = 1,
         pg_synchronous_commit: bool = True,
         database: str = "tradeplane",
         step: Callable[[str], contextlib.AbstractContextManager[None]] | None = None,
@@ -756,6 +903,8 @@ class LocalServers:
         self._step = step or _quiet_step
         self._requested = {"nats": nats_port, "postgres": pg_port, "redis": redis_port}
         self._nats_sync = nats_sync
+        self._nats_nodes = nats_nodes
+        self._cluster: NatsCluster | None = None
         self._pg_synchronous_commit = pg_synchronous_commit
         self._database = database
         self._servers: tuple[NatsServer, PostgresServer, RedisServer] | None = None
@@ -786,8 +935,23 @@ class LocalServers:
         return self._started()[2]
 
     @property
+    def nats_cluster(self) -> NatsCluster | None:
+        """The NATS cluster when started with ``nats_nodes`` > 1 (``nats`` is its first
+        node), else None."""
+        self._started()
+        return self._cluster
+
+    @property
+    def nats_nodes(self) -> tuple[NatsServer, ...]:
+        """Every NATS server: the cluster's nodes, or the one server."""
+        cluster = self.nats_cluster
+        return cluster.nodes if cluster is not None else (self.nats,)
+
+    @property
     def nats_url(self) -> str:
-        return self.nats.url
+        """The NATS server's URL; a cluster's every node's, comma-separated."""
+        cluster = self.nats_cluster
+        return cluster.url if cluster is not None else self.nats.url
 
     @property
     def pg_url(self) -> str:
@@ -811,8 +975,13 @@ class LocalServers:
         PostgresServer.stop_leftover(pg_dir)
         RedisServer.stop_leftover(redis_dir)
         ports = self._choose_ports()
+        cluster = None
+        if self._nats_nodes > 1:
+            cluster = NatsCluster(self.data_dir / "nats-cluster", size=self._nats_nodes,
+                                  port=ports["nats"], sync=self._nats_sync)
         servers = (
-            NatsServer(nats_dir, port=ports["nats"], sync=self._nats_sync),
+            cluster.nodes[0] if cluster is not None
+            else NatsServer(nats_dir, port=ports["nats"], sync=self._nats_sync),
             PostgresServer(
                 pg_dir,
                 port=ports["postgres"],
@@ -821,13 +990,18 @@ class LocalServers:
             ),
             RedisServer(redis_dir, port=ports["redis"]),
         )
-        started: list[_Server] = []
+        started: list[_Server | NatsCluster] = []
         try:
             for server in servers:
                 what = f"starting {server.title}"
                 if isinstance(server, PostgresServer) and not (
                         server.pgdata / "PG_VERSION").exists():
                     what = "PostgreSQL: creating the cluster (first start) and starting it"
+                if cluster is not None and server is cluster.nodes[0]:
+                    with self._step(f"starting NATS ({len(cluster.nodes)}-node cluster)"):
+                        cluster.start()
+                    started.append(cluster)
+                    continue
                 with self._step(what):
                     server.start()
                 started.append(server)
@@ -836,12 +1010,16 @@ class LocalServers:
                 running.stop()
             raise
         self._servers = servers
+        self._cluster = cluster
 
     def stop(self) -> None:
         """Stop the servers in reverse order of start."""
         servers, self._servers = self._servers, None
+        cluster, self._cluster = self._cluster, None
         for server in reversed(servers or ()):
             server.stop()
+        if cluster is not None:
+            cluster.stop()
 
     def __enter__(self) -> LocalServers:
         self.start()
