@@ -75,7 +75,6 @@ def test_a_nats_node_and_a_stream_leader_killed_under_load_lose_nothing(
     _schedule(data_dir, capsys, CLUSTER_FAULTS, nats_cluster=True, min_acked=200)
 
 
-
 def test_the_checks_count_an_acknowledged_order_the_exchange_lacks_and_a_broken_ledger(
     data_dir: Path,
 ) -> None:
