@@ -1085,13 +1085,21 @@ def _chaos_arg(parse: Callable[[str], Any]) -> Callable[[str], Any]:
 
 
 def cmd_chaos(args: argparse.Namespace) -> int:
+    from tradeplane.chaos.disk import can_mount
     from tradeplane.chaos.run import Chaos, Options
     from tradeplane.platform.supervisor import SupervisorError
 
     soak = args.soak is not None
     period = args.period if args.period is not None else (60.0 if soak else 20.0)
+    faults = args.faults
+    if "disk-full" in faults and not can_mount():
+        faults = tuple(f for f in faults if f != "disk-full")
+        print("tradeplane chaos: disk-full left out: it mounts a small filesystem for the "
+              "JetStream store, which needs root", file=sys.stderr)
+        if not faults:
+            return 2
     options = Options(seed=args.seed, duration_s=args.soak if soak else args.duration,
-                      faults=args.faults, period_s=period, soak=soak,
+                      faults=faults, period_s=period, soak=soak,
                       data_dir=Path(args.data_dir).absolute() if args.data_dir else None)
     try:
         return Chaos(options).run()

@@ -20,6 +20,10 @@ FAULTS: tuple[str, ...] = (
     "kill-redis",           # kill -9 of Redis, its data deleted, restarted empty
     "sigterm-nats-down",    # NATS killed, then SIGTERM to the engines, settlement and
                             # market data: each must exit within its grace period
+    "disk-full",            # the JetStream store's own filesystem filled under load, then
+                            # freed (chaos/disk.py; needs root to mount it)
+    "slow-consumer",        # settlement or market data stopped and continued in a duty
+                            # cycle under load; the backlog's drain measured (chaos/slow.py)
 )
 
 MIN_DURATION_S = 10.0

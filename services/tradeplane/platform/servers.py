@@ -29,6 +29,8 @@ import subprocess
 import sys
 import sysconfig
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +58,7 @@ _LEFTOVER_STOP_TIMEOUT = 30.0
 _MAX_SOCKET_PATH = 107
 _SQL_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _NATS_DURATION = re.compile(r"\d+(ms|s|m|h)")
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 class ServerStartError(ChildStartError):
@@ -318,6 +321,8 @@ class NatsServer(_Server):
     such as ``"1s"``."""
     max_payload: str = "8MB"
     """Largest message the server accepts."""
+    monitor_port: int = field(default_factory=free_port)
+    """Loopback port of its monitoring endpoint (``/healthz``): :meth:`store_error`."""
 
     name: ClassVar[str] = "nats"
     title: ClassVar[str] = "NATS"
@@ -342,6 +347,7 @@ class NatsServer(_Server):
             f"server_name: tradeplane\n"
             f"listen: {json.dumps(f'{HOST}:{self.port}')}\n"
             f"max_payload: {self.max_payload}\n"
+            f"http: {json.dumps(f'{HOST}:{self.monitor_port}')}\n"
             "jetstream {\n"
             f"  store_dir: {json.dumps(str(self.data_dir))}\n"
             f"{sync}"
@@ -361,6 +367,34 @@ class NatsServer(_Server):
         except ValueError:
             return False
         return isinstance(info, dict) and info.get("jetstream") is True
+
+    def store_error(self, timeout: float = 1.0) -> str | None:
+        """Why the server must be restarted, or None: a stream whose store failed a
+        write (the disk was full), which the server never clears itself — it answers
+        no publish to that stream until restarted, even once the space is back
+        (``/healthz`` names it; Kubernetes' liveness probe restarts the pod on the same
+        answer). None too while the server is down or does not answer: its exit is the
+        supervisor's concern, not this check's.
+        """
+        if self.pid is None:
+            return None
+        url = f"http://{HOST}:{self.monitor_port}/healthz"
+        try:
+            # No proxy from the environment: the endpoint is on loopback.
+            with _NO_PROXY.open(url, timeout=timeout):
+                return None  # 200: healthy
+        except urllib.error.HTTPError as exc:  # 503: the body says why
+            body = exc.read(65536)
+        except OSError:
+            return None
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            return None
+        error = doc.get("error") if isinstance(doc, dict) else None
+        if isinstance(error, str) and "write error" in error:
+            return error[:500]
+        return None
 
 
 @dataclass
