@@ -1085,6 +1085,7 @@ def _chaos_arg(parse: Callable[[str], Any]) -> Callable[[str], Any]:
 
 
 def cmd_chaos(args: argparse.Namespace) -> int:
+    from tradeplane.chaos.clock import PACKAGE, libfaketime
     from tradeplane.chaos.disk import can_mount
     from tradeplane.chaos.run import Chaos, Options
     from tradeplane.platform.supervisor import SupervisorError
@@ -1096,8 +1097,12 @@ def cmd_chaos(args: argparse.Namespace) -> int:
         faults = tuple(f for f in faults if f != "disk-full")
         print("tradeplane chaos: disk-full left out: it mounts a small filesystem for the "
               "JetStream store, which needs root", file=sys.stderr)
-        if not faults:
-            return 2
+    if "clock-skew" in faults and libfaketime() is None:
+        faults = tuple(f for f in faults if f != "clock-skew")
+        print(f"tradeplane chaos: clock-skew left out: it needs Debian's {PACKAGE}",
+              file=sys.stderr)
+    if not faults:
+        return 2
     options = Options(seed=args.seed, duration_s=args.soak if soak else args.duration,
                       faults=faults, period_s=period, soak=soak,
                       data_dir=Path(args.data_dir).absolute() if args.data_dir else None)

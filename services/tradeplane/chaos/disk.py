@@ -20,8 +20,9 @@ SIZE_MB = 256
 _CHUNK = 1 << 20
 #: The file that fills the filesystem.
 FILLER = "chaos-filler"
-#: How long the disk stays full, under load.
-HOLD_S = 4.0
+#: How long the disk stays full under load, besides the order asked for meanwhile (which
+#: the gateway answers after its 5 s wait for JetStream).
+HOLD_S = 2.0
 #: How long NATS' health may take to name the broken stream once the space is back.
 HEAL_TIMEOUT_S = 3.0
 
@@ -99,10 +100,12 @@ class SmallFilesystem:
 
 
 def fill_hold_free(fs: SmallFilesystem, nats: NatsServer, idle: Callable[[float], None],
-                   ask: Callable[[], tuple[int, str]], hold_s: float = HOLD_S,
+                   ask: Callable[[], tuple[int, str]], freed: Callable[[float], None],
+                   hold_s: float = HOLD_S,
                    heal_timeout_s: float = HEAL_TIMEOUT_S) -> list[str]:
     """The fault: fill the store's filesystem under load, ask for an order while it is
-    full (``ask`` returns the gateway's status and body), free it, and restart NATS the
+    full (``ask`` returns the gateway's status and body), free it (``freed`` is told
+    when, by ``time.monotonic()``), and restart NATS the
     way the platform's supervisor does (``Supervisor.add_liveness`` with
     ``NatsServer.store_error``) once its health names a stream that failed a write.
     Returns the problems found: an answer other than a clear refusal, or a store that
@@ -119,6 +122,7 @@ def fill_hold_free(fs: SmallFilesystem, nats: NatsServer, idle: Callable[[float]
                         "(expected 503 with -1007/-1001, or 200)")
     idle(hold_s / 2)
     fs.free()
+    freed(time.monotonic())
     deadline = time.monotonic() + heal_timeout_s
     broken: str | None = None
     while time.monotonic() < deadline:

@@ -24,6 +24,8 @@ FAULTS: tuple[str, ...] = (
                             # freed (chaos/disk.py; needs root to mount it)
     "slow-consumer",        # settlement or market data stopped and continued in a duty
                             # cycle under load; the backlog's drain measured (chaos/slow.py)
+    "clock-skew",           # the gateway or an engine run with its clock 90 s off, then
+                            # on the true time again (libfaketime; chaos/clock.py)
 )
 
 MIN_DURATION_S = 10.0

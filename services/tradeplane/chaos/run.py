@@ -20,9 +20,9 @@ from pathlib import Path
 
 import httpx
 
-from tradeplane.chaos import compose, disk, slow
+from tradeplane.chaos import clock, compose, disk, slow
 from tradeplane.chaos.load import MARKETS, Load, Trader
-from tradeplane.chaos.plan import FAULTS, schedule
+from tradeplane.chaos.plan import FAULTS, OptionError, schedule
 from tradeplane.chaos.report import Outcome, clean, table
 from tradeplane.chaos.resources import Sampler
 from tradeplane.demo.client import signed_query
@@ -157,6 +157,7 @@ class Chaos:
         self.probe: _Probe | None = None
         self.figures: list[str] = []
         """Figures a fault measured beyond the table's (printed after it)."""
+        self._freed_at: float | None = None
         self.sampler = Sampler()
         self._began = time.monotonic()
         self._sampled = 0.0
@@ -185,6 +186,9 @@ class Chaos:
 
     def start(self) -> list[Trader]:
         _say(f"data and logs in {self.root}")
+        if "clock-skew" in self.options.faults and clock.libfaketime() is None:
+            raise OptionError(f"clock-skew needs Debian's {clock.PACKAGE} (.ci/run "
+                              "installs it)")
         if "disk-full" in self.options.faults:
             self.disk = disk.SmallFilesystem(self.root / "nats")
             self.disk.mount()
@@ -314,7 +318,7 @@ class Chaos:
         elif fault == "disk-full":
             assert self.disk is not None and self.probe is not None
             problems += disk.fill_hold_free(self.disk, self.servers.nats, self.idle,
-                                            self.probe.ask)
+                                            self.probe.ask, self._freed)
         elif fault == "slow-consumer":
             assert self.stores is not None and self.probe is not None
             name = self.rng.choice(compose.CONSUMERS)
@@ -322,9 +326,20 @@ class Chaos:
                                                 self.idle, self.probe.ask, self.stores)
             problems += found
             self.figures.append(figures)
+        elif fault == "clock-skew":
+            assert self.probe is not None
+            pair = self.rng.choice(PAIRS)
+            name = self.rng.choice(("gateway", f"matching-{pair.name}"))
+            symbol = pair.symbol if name != "gateway" else symbol
+            problems += clock.skew(self.command(name),
+                                   self.rng.choice((1, -1)) * clock.SKEW_S, self.idle,
+                                   self.probe.ask, gateway=name == "gateway")
         else:
             raise ValueError(f"unknown fault {fault}")
         return symbol, problems
+
+    def _freed(self, at: float) -> None:
+        self._freed_at = at
 
     def _stop_all_services(self) -> list[str]:
         """SIGTERM to every engine, settlement and market data; each must exit within
@@ -375,6 +390,11 @@ class Chaos:
                 symbol, problems = self.inject(step.fault)
                 recovered = probe.recovered(self.idle, symbol)
                 recovery = time.monotonic() - injected if recovered else None
+                if self._freed_at is not None and recovered:
+                    self.figures.append(f"disk-full: orders taken and settled again "
+                                        f"{time.monotonic() - self._freed_at:.2f} s after "
+                                        "the space was freed")
+                self._freed_at = None
                 self.idle(2.0)  # load under the recovered platform
                 if not load.pause():
                     problems.append("the load did not pause within 60 s")

@@ -17,10 +17,12 @@ from tradeplane.chaos import compose
 from tradeplane.domain.errors import Unavailable
 
 #: How long the consumer is throttled.
-THROTTLE_S = 6.0
-#: One cycle: this long stopped, then ``RUN_S`` running (it runs a tenth of the time).
-STOPPED_S = 0.9
-RUN_S = 0.1
+THROTTLE_S = 8.0
+#: One cycle: this long stopped, then ``RUN_S`` running (2% of the time: both consumers
+#: apply a batch far faster than the load makes one, so a gentler throttle leaves no
+#: backlog worth the name).
+STOPPED_S = 1.0
+RUN_S = 0.02
 #: Longest acceptable drain once the throttle ends.
 DRAIN_TIMEOUT_S = 60.0
 
@@ -57,8 +59,8 @@ def slow_consumer(consumer: str, pid: Callable[[], int | None],
                   idle: Callable[[float], None], ask: Callable[[], tuple[int, str]],
                   stores: compose.Stores) -> tuple[list[str], str]:
     """The fault: throttle ``consumer`` (one of compose.CONSUMERS) under load, place an
-    order meanwhile (``ask``: the gateway must acknowledge it), then, with the consumer
-    stopped once more, read its backlog, let it go and time the backlog's drain. Returns
+    order meanwhile (``ask``: the gateway must acknowledge it), then, at the end of one
+    more stopped spell, read its backlog, let it go and time the backlog's drain. Returns
     the problems found, and the figures in one line."""
     problems: list[str] = []
     cycles = throttle(pid, idle, THROTTLE_S / 2)
@@ -71,6 +73,7 @@ def slow_consumer(consumer: str, pid: Callable[[], int | None],
     try:
         _signal(target, signal.SIGSTOP)
         try:
+            idle(STOPPED_S)  # a last stopped spell: the backlog is read at its end
             last, backlog = asyncio.run(compose.backlog(stores, consumer))
         finally:
             _signal(target, signal.SIGCONT)
