@@ -19,7 +19,6 @@ from tradeplane.config import Settings
 from tradeplane.domain.errors import ConfigurationError
 from tradeplane.domain.pairs import PairRules, normalize_symbol, rules_from_spec
 from tradeplane.engine.service import Engine
-from tradeplane.gateway.app import convert_settings, serve
 from tradeplane.marketdata.service import MarketDataService
 from tradeplane.rates.service import RatesService
 from tradeplane.settlement.service import RELAY_AGE_MS, RELAY_INTERVAL_S, Settler
@@ -37,6 +36,11 @@ async def _bus(settings: Settings, name: str) -> Bus:
 
 
 async def run_gateway(settings: Settings, stop: asyncio.Event) -> None:
+    # Imported here, not at the top: the engines, settlement and market data need not
+    # load the web stack, which took most of an engine's restart after a kill (tradeplane
+    # bench recovery).
+    from tradeplane.gateway.app import serve
+
     await serve(settings, stop)
 
 
@@ -140,6 +144,8 @@ async def run_marketdata(settings: Settings, stop: asyncio.Event) -> None:
 
 def rates_service(pool: db.Pool, cache: MarketCache, settings: Settings) -> RatesService:
     """The rates service over PostgreSQL (pairs, the desk) and Redis (books, rates)."""
+    from tradeplane.gateway.app import convert_settings  # see run_gateway
+
     holder: dict[str, Mapping[str, PairRules]] = {"pairs": {}}
     store = PgConvertStore(pool)
     convert = Convert(CacheBooks(cache), store, lambda: holder["pairs"],
