@@ -41,4 +41,9 @@ def test_the_engine_killed_with_the_most_to_replay_is_back_and_the_figure_printe
     # The worst case was made: one message (50 commands) short of the next snapshot.
     assert 5_000 - 50 <= int(behind.group(1).replace(",", "")) < 5_000
     assert f"its events stored {back:.2f} s after the kill" in out
-    assert "engine recovered" in out  # the restarted engine's own log line
+    # The split, from the restarted engine's own "engine recovered" log line.
+    split = re.search(r"snapshot restored ([0-9.]+) s; the ([0-9,]+) commands replayed and "
+                      r"the new one processed and stored (-?[0-9.]+) s", out)
+    assert split is not None, out
+    assert abs(float(split.group(1)) + float(split.group(3)) - back) < 0.02
+    assert split.group(2) == behind.group(1)
