@@ -130,7 +130,8 @@ def test_a_child_its_liveness_check_calls_broken_is_stopped_and_restarted(
         clock.now += 0.1
         sup.poll()  # the second check says broken: stopped, restarted after the backoff
         assert child.returncode() is not None
-        assert any("server is broken (stream X: write error)" in line for line in lines)
+        assert any("server was stopped: it runs but is broken (stream X: write error); "
+                   "restarting in 1 s" in line for line in lines), lines
         clock.now += 1.0
         sup.poll()
         assert child.starts == 2 and child.pid not in (None, first)

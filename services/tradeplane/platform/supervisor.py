@@ -341,14 +341,16 @@ class Supervisor:
             reason = check()
             if reason is None:
                 continue
-            self._report(f"tradeplane: {name} is broken ({reason}); restarting it")
             watch.child.stop()
-            self._crashed(watch, watch.child.returncode(), now)
+            self._crashed(watch, watch.child.returncode(), now,
+                          f"was stopped: it runs but is broken ({reason})")
 
-    def _crashed(self, watch: _Watch, code: int | None, now: float) -> None:
+    def _crashed(self, watch: _Watch, code: int | None, now: float,
+                 exited: str | None = None) -> None:
         child = watch.child
         watch.last_code = code
-        exited = f"exited with code {code}" if code is not None else "did not start"
+        if exited is None:
+            exited = f"exited with code {code}" if code is not None else "did not start"
         if not self._running:
             raise ExitedDuringStartError(
                 f"{child.name} {exited} while the platform was starting; "
