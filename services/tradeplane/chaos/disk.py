@@ -17,6 +17,9 @@ from tradeplane.platform.servers import NatsServer
 #: The tmpfs' size: far more than a run's streams need (a 5-minute run leaves a few MB),
 #: little enough to fill in a fraction of a second.
 SIZE_MB = 256
+#: A soak's: its streams grow for hours, and nats-server caps its store at 75% of the
+#: space it finds at start.
+SOAK_SIZE_MB = 2048
 _CHUNK = 1 << 20
 #: The file that fills the filesystem.
 FILLER = "chaos-filler"

@@ -190,7 +190,8 @@ class Chaos:
             raise OptionError(f"clock-skew needs Debian's {clock.PACKAGE} (.ci/run "
                               "installs it)")
         if "disk-full" in self.options.faults:
-            self.disk = disk.SmallFilesystem(self.root / "nats")
+            self.disk = disk.SmallFilesystem(
+                self.root / "nats", disk.SOAK_SIZE_MB if self.options.soak else disk.SIZE_MB)
             self.disk.mount()
             _say(f"the JetStream store on a {self.disk.size_mb} MiB tmpfs of its own")
         try:
