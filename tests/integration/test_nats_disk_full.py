@@ -1,7 +1,9 @@
 """nats-server on a full disk, for real: a stream that failed a write stays broken after
 the space is back (nats-server never clears it: every publish to it goes unanswered), its
 health names it, and the supervisor's liveness check restarts the server, which mends it
-with every message acknowledged before the disk filled still there.
+with every message acknowledged before the disk filled still there. And a publish that the
+broken server took, never to answer, is given up soon after NATS is back, not at the end
+of its timeout.
 
 The disk is a small tmpfs mounted over the server's data folder, so this needs root (as CI
 runs); elsewhere it is skipped, saying so."""
@@ -16,6 +18,7 @@ import nats
 import pytest
 from nats.errors import TimeoutError as NatsTimeout
 
+from tradeplane.adapters.bus import RECONNECT_GRACE_S, Bus, BusUnavailable
 from tradeplane.chaos.disk import SmallFilesystem, can_mount
 from tradeplane.platform.servers import NatsServer
 from tradeplane.platform.supervisor import RestartPolicy, Supervisor
@@ -91,3 +94,42 @@ def test_a_stream_broken_by_a_full_disk_is_named_and_mended_by_the_liveness_rest
     finally:
         supervisor.stop()
         disk.unmount()
+
+
+def test_an_event_publish_the_lost_server_took_is_given_up_soon_after_nats_is_back(
+    tmp_path: Path,
+) -> None:
+    disk = SmallFilesystem(tmp_path / "nats", size_mb=32)
+    disk.mount()
+    server = NatsServer(disk.path)
+    server.start()
+
+    async def scenario() -> tuple[float, float]:
+        bus = await Bus.connect(server.url, name="test-disk-full")
+        try:
+            await bus.ensure_events()
+            await bus.publish_events("BTCUSDT", b"x" * 100, "before")
+            disk.fill()
+            started = time.monotonic()
+            pending = asyncio.ensure_future(
+                bus.publish_events("BTCUSDT", b"x" * 8192, "during"))
+            await asyncio.sleep(1.0)
+            assert not pending.done(), "a write on a full disk was answered"
+            disk.free()
+            await asyncio.to_thread(server.stop)
+            await asyncio.to_thread(server.start)
+            back = time.monotonic()
+            with pytest.raises(BusUnavailable):
+                await pending
+            return back - started, time.monotonic() - back
+        finally:
+            await bus.close()
+
+    try:
+        before, after = asyncio.run(scenario())
+    finally:
+        server.stop()
+        disk.unmount()
+    # The reconnection (0.5 s apart) and the grace; not the rest of the 10 s timeout.
+    assert after < RECONNECT_GRACE_S + 1.5, (before, after)
+    assert before + after < 9.0, (before, after)
