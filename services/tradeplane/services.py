@@ -8,6 +8,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tradeplane.adapters import db
 from tradeplane.adapters.bus import Bus
@@ -26,14 +27,10 @@ from tradeplane.adapters.marketdata import RedisMarketStore
 from tradeplane.adapters.orderpath import OrderPath
 from tradeplane.adapters.portfolio_db import PgSnapshotStore
 from tradeplane.adapters.settlement import NatsSettlementBus, PgSettlementStore
-from tradeplane.adapters.venues import venue_from_setting
 from tradeplane.config import Settings
 from tradeplane.domain.errors import ConfigurationError, Unavailable
 from tradeplane.domain.pairs import PairRules, normalize_symbol, rules_from_spec
 from tradeplane.engine.service import Engine
-from tradeplane.gateway.app import convert_settings, serve
-from tradeplane.gateway.watermarks import Watermarks
-from tradeplane.hedger.service import HedgeWorker
 from tradeplane.marketdata.service import MarketDataService
 from tradeplane.rates.service import RatesService
 from tradeplane.settlement.service import RELAY_AGE_MS, RELAY_INTERVAL_S, Settler
@@ -42,6 +39,9 @@ from tradeplane.usecases.escrow import Escrow, EscrowTimer
 from tradeplane.usecases.hedge import HedgePlacement, Hedger, HedgeSettings, PlaceThroughOrders
 from tradeplane.usecases.orders import Orders
 from tradeplane.usecases.portfolio import Portfolio, SnapshotWorker
+
+if TYPE_CHECKING:
+    from tradeplane.hedger.service import HedgeWorker
 
 
 class ConfigError(ConfigurationError):
@@ -54,6 +54,11 @@ async def _bus(settings: Settings, name: str) -> Bus:
 
 
 async def run_gateway(settings: Settings, stop: asyncio.Event) -> None:
+    # Imported here, not at the top: the engines, settlement and market data need not
+    # load the web stack, which took most of an engine's restart after a kill (tradeplane
+    # bench recovery).
+    from tradeplane.gateway.app import serve
+
     await serve(settings, stop)
 
 
@@ -165,6 +170,8 @@ async def run_marketdata(settings: Settings, stop: asyncio.Event) -> None:
 
 def rates_service(pool: db.Pool, cache: MarketCache, settings: Settings) -> RatesService:
     """The rates service over PostgreSQL (pairs, the desk) and Redis (books, rates)."""
+    from tradeplane.gateway.app import convert_settings  # see run_gateway
+
     holder: dict[str, Mapping[str, PairRules]] = {"pairs": {}}
     store = PgConvertStore(pool)
     convert = Convert(CacheBooks(cache), store, lambda: holder["pairs"],
@@ -200,6 +207,10 @@ async def hedger_parts(
     use cases on an order path of its own, answered once settlement's watermark passes
     them (as the gateway's). ``wrap`` decorates the placement (tests inject failures
     there)."""
+    from tradeplane.adapters.venues import venue_from_setting  # ccxt: a heavy import
+    from tradeplane.gateway.watermarks import Watermarks  # see run_gateway
+    from tradeplane.hedger.service import HedgeWorker
+
     orderpath = OrderPath(pool, bus)
     marks = Watermarks(lambda: db.settlement_cursors(pool))
     unsubscribe = await bus.subscribe("settled.*", marks.on_settled)

@@ -98,7 +98,7 @@ def test_the_same_seed_gives_the_same_schedule_and_every_fault_at_least_once() -
     one = schedule(7, 60.0, FAULTS, 20.0)
     assert one == schedule(7, 60.0, FAULTS, 20.0)
     assert one != schedule(8, 60.0, FAULTS, 20.0)
-    assert {i.fault for i in one} == set(FAULTS)  # stretched: 3 periods, 9 faults
+    assert {i.fault for i in one} == set(FAULTS)  # stretched: 3 periods, more faults
     assert [i.at_s for i in one] == sorted(i.at_s for i in one)
     long = schedule(7, 5 * len(FAULTS) * 20.0, FAULTS, 20.0)
     assert len(long) == 5 * len(FAULTS)
@@ -141,3 +141,17 @@ def test_the_sampler_reads_a_live_process_and_skips_a_gone_one() -> None:
     rows = {line.split()[0]: line.split() for line in sampler.table().splitlines() if line}
     assert rows["me"][1:3] == ["2", "1"]
     assert rows["table"][-1] == "30.0"  # 60 rows in 2 minutes
+
+
+def test_faults_this_machine_cannot_inject_are_left_out_saying_why(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Stand-ins for a machine without root and without Debian's libfaketime.
+    monkeypatch.setattr("tradeplane.chaos.disk.can_mount", lambda: False)
+    monkeypatch.setattr("tradeplane.chaos.clock.libfaketime", lambda: None)
+
+    assert main(["chaos", "--faults", "disk-full,clock-skew"]) == 2
+
+    err = capsys.readouterr().err
+    assert "disk-full left out" in err and "needs root" in err
+    assert "clock-skew left out" in err and "libfaketime" in err

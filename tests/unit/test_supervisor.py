@@ -103,6 +103,49 @@ def test_a_crashed_child_is_restarted_only_after_its_backoff(tmp_path: Path) -> 
         sup.stop()
 
 
+def test_a_child_its_liveness_check_calls_broken_is_stopped_and_restarted(
+    tmp_path: Path,
+) -> None:
+    clock, lines = Clock(), []
+    sup = Supervisor(tmp_path, RestartPolicy(first_delay=1, max_delay=30, max_crashes=10),
+                     clock=clock, report=_quiet(lines))
+    child = sup.add("server", SLEEP, dict(os.environ))
+    verdicts: list[str | None] = [None, "stream X: write error"]
+    checks: list[float] = []
+
+    def check() -> str | None:
+        checks.append(clock.now)
+        return verdicts.pop(0) if verdicts else None
+
+    sup.add_liveness("server", check, every=5.0)
+    sup.poll()
+    assert checks == [], "checked while the platform was starting"
+    sup.running()
+    try:
+        sup.poll()
+        clock.now += 4.9
+        sup.poll()
+        assert checks == [1000.0], "checked again before its period"
+        first = child.pid
+        clock.now += 0.1
+        sup.poll()  # the second check says broken: stopped, restarted after the backoff
+        assert child.returncode() is not None
+        assert any("server was stopped: it runs but is broken (stream X: write error); "
+                   "restarting in 1 s" in line for line in lines), lines
+        clock.now += 1.0
+        sup.poll()
+        assert child.starts == 2 and child.pid not in (None, first)
+        assert child.returncode() is None
+    finally:
+        sup.stop()
+
+
+def test_a_liveness_check_is_only_for_a_supervised_child(tmp_path: Path) -> None:
+    sup = Supervisor(tmp_path, report=_quiet([]))
+    with pytest.raises(KeyError):
+        sup.add_liveness("nobody", lambda: None)
+
+
 def test_a_crash_loop_gives_up_with_a_message_naming_the_log(tmp_path: Path) -> None:
     sup = Supervisor(tmp_path, RestartPolicy(first_delay=0.01, max_crashes=3, window=60),
                      report=_quiet([]))

@@ -98,6 +98,29 @@ class LeaseTaken(BusError, Conflict):
     """The lease is held by someone else, or changed since the caller last wrote it."""
 
 
+#: How long a JetStream ack is still awaited once the connection has come back (see
+#: ``Bus._acked``).
+RECONNECT_GRACE_S = 2.0
+
+
+class Reconnects:
+    """The connection's reconnections, for ``Bus._acked`` to hear of the next one."""
+
+    def __init__(self) -> None:
+        self._next: asyncio.Future[None] | None = None
+
+    async def reconnected(self) -> None:
+        if self._next is not None and not self._next.done():
+            self._next.set_result(None)
+        self._next = None
+
+    async def next(self) -> None:
+        """Return at the next reconnection."""
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._next)
+
+
 def command_stream(symbol: str) -> str:
     return f"CMD_{symbol}"
 
@@ -129,12 +152,14 @@ class StoredMsg:
 class Bus:
     """One NATS connection with its JetStream context."""
 
-    def __init__(self, nc: Client, js: JetStreamContext, replicas: int, dedup_window_s: float):
+    def __init__(self, nc: Client, js: JetStreamContext, replicas: int, dedup_window_s: float,
+                 reconnects: Reconnects | None = None):
         self.nc = nc
         self.js = js
         self._replicas = replicas
         self._dedup = dedup_window_s
         self._leases: KeyValue | None = None
+        self._reconnects = reconnects or Reconnects()
 
     @classmethod
     async def connect(
@@ -147,15 +172,16 @@ class Bus:
             BusError: no server can be reached.
         """
         servers = [u.strip() for u in url.split(",") if u.strip()]
+        reconnects = Reconnects()
         try:
             nc = await nats.connect(
                 servers, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-                pending_size=64 * 1024 * 1024,
+                pending_size=64 * 1024 * 1024, reconnected_cb=reconnects.reconnected,
             )
         except _CONNECT_ERRORS as exc:
             where = ",".join(redacted(u) for u in servers)
             raise BusUnavailable(f"cannot connect to NATS at {where}: {exc}") from exc
-        return cls(nc, nc.jetstream(timeout=10.0), replicas, dedup_window_s)
+        return cls(nc, nc.jetstream(timeout=10.0), replicas, dedup_window_s, reconnects)
 
     async def close(self) -> None:
         """Drain and close the connection (idempotent).
@@ -323,8 +349,8 @@ class Bus:
             BusError: the batch is not stored.
         """
         try:
-            ack = await self.js.publish(
-                event_subject(symbol), data, headers=_with_id(msg_id, headers), timeout=10.0
+            ack = await self._acked(
+                event_subject(symbol), data, _with_id(msg_id, headers), timeout=10.0
             )
         except _NATS_ERRORS as exc:
             raise BusUnavailable(f"events not stored for {symbol}: {exc}") from exc
@@ -344,7 +370,7 @@ class Bus:
         hdrs = _with_id(msg_id, headers)
         hdrs["Nats-Expected-Last-Subject-Sequence"] = str(expect_last)
         try:
-            ack = await self.js.publish(event_subject(symbol), data, headers=hdrs, timeout=10.0)
+            ack = await self._acked(event_subject(symbol), data, hdrs, timeout=10.0)
         except APIError as exc:
             if exc.err_code == _WRONG_LAST_SEQUENCE:
                 raise Fenced(f"events of {symbol} were appended by another writer") from exc
@@ -352,6 +378,34 @@ class Bus:
         except _NATS_ERRORS as exc:
             raise BusUnavailable(f"events not stored for {symbol}: {exc}") from exc
         return int(ack.seq)
+
+    async def _acked(self, subject: str, data: bytes, headers: dict[str, str],
+                     timeout: float) -> api.PubAck:
+        """``js.publish``, except that once the connection has come back while the ack is
+        awaited, the ack gets RECONNECT_GRACE_S more rather than the rest of ``timeout``:
+        a publish the lost server took is never answered by the new one (found by
+        ``tradeplane chaos``, disk-full: an engine waited out its 10 s after NATS was back,
+        most of the platform's recovery), while one still buffered in the client is sent
+        on reconnect and answered at once. Cut short, it is not known to be stored, as
+        after a timeout: the engine restarts and recovers, the message id de-duplicating.
+
+        Raises:
+            NatsTimeout: no ack within ``timeout``, or within the grace after a reconnect.
+            APIError, and the other errors of ``js.publish``.
+        """
+        came_back = asyncio.ensure_future(self._reconnects.next())
+        pub = asyncio.ensure_future(
+            self.js.publish(subject, data, headers=headers, timeout=timeout))
+        try:
+            await asyncio.wait({pub, came_back}, return_when=asyncio.FIRST_COMPLETED)
+            if not pub.done():
+                await asyncio.wait({pub}, timeout=RECONNECT_GRACE_S)
+                if not pub.done():
+                    raise NatsTimeout
+            return pub.result()
+        finally:
+            came_back.cancel()
+            pub.cancel()
 
     async def last_event(self, symbol: str) -> StoredMsg | None:
         """The symbol's last event batch with its EVENTS stream sequence, or None.

@@ -151,7 +151,7 @@ async def _fill_all(url: str, symbols: list[PairRules], ops: list[Command],
     return last
 
 
-def _cpu_seconds(pid: int | None) -> float:
+def cpu_seconds(pid: int | None) -> float:
     """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``; 0 elsewhere)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -176,10 +176,10 @@ def _scaling_row(url: str, server_pid: int | None, run_id: str, symbols: int,
     try:
         deadline = time.monotonic() + PROCESS_TIMEOUT_S
         _collect(ready, procs, deadline)
-        server_cpu = _cpu_seconds(server_pid)
+        server_cpu = cpu_seconds(server_pid)
         go.set()
         runs = _collect(out, procs, deadline)
-        server_cpu = _cpu_seconds(server_pid) - server_cpu
+        server_cpu = cpu_seconds(server_pid) - server_cpu
     finally:
         for proc in procs:
             proc.join(timeout=10)

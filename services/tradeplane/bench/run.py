@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from tradeplane.bench import book, convert, e2e, engine
+from tradeplane.bench import book, convert, e2e, engine, recovery
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="tradeplane bench")
     p.add_argument("which", nargs="?", default="all",
-                   choices=["all", "book", "engine", "e2e", "convert"])
+                   choices=["all", "book", "engine", "e2e", "convert", "recovery"])
     p.add_argument("--ops", type=int, default=1_000_000, help="book: operations")
     p.add_argument("--seed", type=int, default=42)
     args, rest = p.parse_known_args(argv)
@@ -24,4 +24,6 @@ def main(argv: list[str] | None = None) -> int:
         rc |= e2e.main(rest if args.which == "e2e" else [])
     if args.which in ("all", "convert"):
         rc |= convert.main(rest if args.which == "convert" else [])
+    if args.which in ("all", "recovery"):
+        rc |= recovery.main(rest if args.which == "recovery" else [])
     return rc

@@ -519,3 +519,63 @@ async def _check_holds(pool: db.Pool, out: Findings) -> None:
     if stray:
         out.failures.append("funds locked without an open order: "
                             + ", ".join(f"{r['account_id']} {r['asset']}" for r in stray))
+
+
+#: The consumers of the EVENTS stream whose progress :func:`drain` follows, and where
+#: each keeps its position (the last stream sequence it applied).
+CONSUMERS = ("settlement", "marketdata")
+
+
+async def _position(consumer: str, pool: db.Pool, cache: MarketCache) -> int:
+    if consumer == "settlement":
+        return await db.consumer_position(pool, consumer)
+    return await cache.position() or 0
+
+
+def _consumer(consumer: str) -> None:
+    if consumer not in CONSUMERS:
+        raise ValueError(f"not a consumer of EVENTS: {consumer}")
+
+
+async def backlog(stores: Stores, consumer: str) -> tuple[int, int]:
+    """The EVENTS stream's last sequence, and how many of its events the consumer has
+    yet to apply.
+
+    Raises:
+        ValueError: not one of CONSUMERS.
+        Unavailable: a store did not answer.
+    """
+    _consumer(consumer)
+    bus = await Bus.connect(stores.nats_url, name="chaos-backlog")
+    pool = await db.create_pool(stores.dsn, 1)
+    cache = await MarketCache.connect(stores.redis_url)
+    try:
+        last = await bus.events_last_seq()
+        return last, max(0, last - await _position(consumer, pool, cache))
+    finally:
+        await cache.close()
+        await pool.close()
+        await bus.close()
+
+
+async def drained(stores: Stores, consumer: str, target: int, since: float,
+                  timeout: float = 60.0) -> float | None:
+    """Seconds from ``since`` (``time.monotonic()``) until the consumer has applied the
+    EVENTS stream up to ``target``; None when not within ``timeout`` of ``since``.
+
+    Raises:
+        ValueError: not one of CONSUMERS.
+        Unavailable: a store did not answer.
+    """
+    _consumer(consumer)
+    pool = await db.create_pool(stores.dsn, 1)
+    cache = await MarketCache.connect(stores.redis_url)
+    try:
+        while time.monotonic() - since < timeout:
+            if await _position(consumer, pool, cache) >= target:
+                return time.monotonic() - since
+            await asyncio.sleep(0.02)
+        return None
+    finally:
+        await cache.close()
+        await pool.close()

@@ -23,6 +23,12 @@ FAULTS: tuple[str, ...] = (
     "pause-engine",         # the writing engine of one symbol (two run, hot standby)
                             # stopped with SIGSTOP past its lease, then SIGCONT: the
                             # standby takes over, the woken one is fenced
+    "disk-full",            # the JetStream store's own filesystem filled under load, then
+                            # freed (chaos/disk.py; needs root to mount it)
+    "slow-consumer",        # settlement or market data stopped and continued in a duty
+                            # cycle under load; the backlog's drain measured (chaos/slow.py)
+    "clock-skew",           # the gateway or an engine run with its clock 90 s off, then
+                            # on the true time again (libfaketime; chaos/clock.py)
 )
 #: The faults of a clustered bus (``--nats-cluster``: three nodes, streams with three
 #: replicas), in the order the table lists them after FAULTS.

@@ -24,9 +24,9 @@ from typing import TypeVar
 
 import httpx
 
-from tradeplane.chaos import compose
+from tradeplane.chaos import clock, compose, disk, slow
 from tradeplane.chaos.load import MARKETS, Load, Trader
-from tradeplane.chaos.plan import ALL_FAULTS, schedule
+from tradeplane.chaos.plan import ALL_FAULTS, OptionError, schedule
 from tradeplane.chaos.report import Outcome, clean, table
 from tradeplane.chaos.resources import Sampler
 from tradeplane.demo.client import signed_query
@@ -99,6 +99,9 @@ def _say(line: str) -> None:
     print(f"chaos: {line}", flush=True)
 
 
+#: How long :meth:`_Probe.ask` waits for an answer: more than the gateway's wait for
+#: JetStream's acknowledgement (5 s, ``Bus.publish_command``), after which it says -1007.
+ASK_TIMEOUT_S = 10.0
 #: The probe's order per symbol: a bid 10% under the load's prices (price, quantity).
 _PROBE = {"BTCUSDT": ("54000.00", "0.001"), "ETHUSDT": ("2700.00", "0.01")}
 
@@ -112,14 +115,31 @@ class _Probe:
         self.trader = trader
         self.load = load
 
-    def _signed(self, method: str, path: str, **params: str | int) -> httpx.Response:
+    def _signed(self, method: str, path: str, timeout: float = 3.0,
+                **params: str | int) -> httpx.Response:
         params["timestamp"] = int(time.time() * 1000)
         body = signed_query(self.trader.secret, params)
         headers = {"X-MBX-APIKEY": self.trader.api_key}
         if method == "POST":
             headers["Content-Type"] = "application/x-www-form-urlencoded"
-            return self.http.request(method, path, content=body, headers=headers)
-        return self.http.request(method, f"{path}?{body}", headers=headers)
+            return self.http.request(method, path, content=body, headers=headers,
+                                     timeout=timeout)
+        return self.http.request(method, f"{path}?{body}", headers=headers,
+                                 timeout=timeout)
+
+    def ask(self, symbol: str = "BTCUSDT") -> tuple[int, str]:
+        """One order, once: the gateway's status and body (an acknowledged one is owed,
+        and counted so); 0 and the error when no answer came."""
+        price, qty = _PROBE[symbol]
+        try:
+            r = self._signed("POST", "/api/v3/order", symbol=symbol, side="BUY",
+                             type="LIMIT", timeInForce="GTC", price=price, quantity=qty,
+                             newOrderRespType="ACK", timeout=ASK_TIMEOUT_S)
+            if r.status_code == 200:
+                self.load.acked.add(int(r.json()["orderId"]))
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            return 0, f"{type(exc).__name__}: {exc}"
+        return r.status_code, r.text
 
     def recovered(self, idle: Callable[[float], None], symbol: str = "BTCUSDT") -> bool:
         """True once an order on ``symbol`` was acknowledged and settled; False after the
@@ -176,6 +196,11 @@ class Chaos:
         self.outcomes: list[Outcome] = []
         self.base = ""
         self.stores: compose.Stores | None = None
+        self.disk: disk.SmallFilesystem | None = None
+        self.probe: _Probe | None = None
+        self.figures: list[str] = []
+        """Figures a fault measured beyond the table's (printed after it)."""
+        self._freed_at: float | None = None
         self.sampler = Sampler()
         self._began = time.monotonic()
         self._sampled = 0.0
@@ -212,7 +237,20 @@ class Chaos:
 
     def start(self) -> list[Trader]:
         _say(f"data and logs in {self.root}")
-        self.servers.start()
+        if "clock-skew" in self.options.faults and clock.libfaketime() is None:
+            raise OptionError(f"clock-skew needs Debian's {clock.PACKAGE} (.ci/run "
+                              "installs it)")
+        if "disk-full" in self.options.faults:
+            self.disk = disk.SmallFilesystem(
+                self.root / "nats", disk.SOAK_SIZE_MB if self.options.soak else disk.SIZE_MB)
+            self.disk.mount()
+            _say(f"the JetStream store on a {self.disk.size_mb} MiB tmpfs of its own")
+        try:
+            self.servers.start()
+        except BaseException:
+            if self.disk is not None:
+                self.disk.unmount()
+            raise
         secret_key = secrets.token_hex(32)
         traders = asyncio.run(compose.provision(self.servers.pg_url, secret_key, PAIRS,
                                                 self.options.traders + 1))
@@ -274,6 +312,8 @@ class Chaos:
     def stop(self) -> None:
         self.supervisor.stop()
         self.servers.stop()
+        if self.disk is not None:
+            self.disk.unmount()
 
     # ------------------------------------------------------------------ the faults
     def _kill(self, name: str) -> None:
@@ -490,9 +530,31 @@ class Chaos:
             self.idle(1.0)
             problems += self._stop_all_services()
             self.servers.nats.start()
+        elif fault == "disk-full":
+            assert self.disk is not None and self.probe is not None
+            problems += disk.fill_hold_free(self.disk, self.servers.nats, self.idle,
+                                            self.probe.ask, self._freed)
+        elif fault == "slow-consumer":
+            assert self.stores is not None and self.probe is not None
+            name = self.rng.choice(compose.CONSUMERS)
+            found, figures = slow.slow_consumer(name, lambda: self.command(name).pid,
+                                                self.idle, self.probe.ask, self.stores)
+            problems += found
+            self.figures.append(figures)
+        elif fault == "clock-skew":
+            assert self.probe is not None
+            pair = self.rng.choice(PAIRS)
+            name = self.rng.choice(("gateway", f"matching-{pair.name}"))
+            symbol = pair.symbol if name != "gateway" else symbol
+            problems += clock.skew(self.command(name),
+                                   self.rng.choice((1, -1)) * clock.SKEW_S, self.idle,
+                                   self.probe.ask, gateway=name == "gateway")
         else:
             raise ValueError(f"unknown fault {fault}")
         return symbol, problems
+
+    def _freed(self, at: float) -> None:
+        self._freed_at = at
 
     def _stop_all_services(self) -> list[str]:
         """SIGTERM to every engine, settlement and market data; each must exit within
@@ -555,7 +617,7 @@ class Chaos:
         traders = self.start()
         probe_trader, traders = traders[0], traders[1:]
         load = Load(self.base, traders, opts.seed, opts.workers)
-        probe = _Probe(self.base, probe_trader, load)
+        probe = self.probe = _Probe(self.base, probe_trader, load)
         load.start()
         began = time.monotonic()
         _say(f"load running; {len(plan)} faults to inject (seed {opts.seed})")
@@ -568,6 +630,11 @@ class Chaos:
                 recovered = probe.recovered(self.idle, symbol)
                 recovery = time.monotonic() - self.injected_at if recovered else None
                 problems += self.settle()
+                if self._freed_at is not None and recovered:
+                    self.figures.append(f"disk-full: orders taken and settled again "
+                                        f"{time.monotonic() - self._freed_at:.2f} s after "
+                                        "the space was freed")
+                self._freed_at = None
                 self.idle(2.0)  # load under the recovered platform
                 if not load.pause():
                     problems.append("the load did not pause within 60 s")
@@ -588,6 +655,8 @@ class Chaos:
             self.stop()
         _say(f"answers: {dict(sorted(load.answers.items()))}")
         print(table(self.outcomes, (*ALL_FAULTS, "final")), flush=True)
+        for line in self.figures:
+            print(line, flush=True)
         if opts.soak:
             print("\n" + self.sampler.table(), flush=True)
         ok = clean(self.outcomes)

@@ -422,6 +422,9 @@ def _run(root: Path, http_port: int, market_maker: bool, chains: bool = True,
         servers.start()
         for server in servers.servers:
             supervisor.adopt(server)
+        # A full disk leaves a JetStream stream refusing every write until nats-server
+        # restarts, even once the space is back.
+        supervisor.add_liveness(servers.nats.name, servers.nats.store_error)
         keys = local_secrets(root)
         with _step("migrations, demo markets and accounts"):
             creds = asyncio.run(_provision(servers.pg_url, root, keys.secret_key))

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -58,6 +59,7 @@ _LEFTOVER_STOP_TIMEOUT = 30.0
 _MAX_SOCKET_PATH = 107
 _SQL_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _NATS_DURATION = re.compile(r"\d+(ms|s|m|h)")
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 class ServerStartError(ChildStartError):
@@ -327,8 +329,9 @@ class NatsServer(_Server):
     server on its own."""
     routes: tuple[int, ...] = ()
     """The cluster ports of every node (its own among them: NATS skips a route to itself)."""
-    monitor_port: int | None = None
-    """The HTTP monitoring port (``/healthz``, ``/jsz``); None: none."""
+    monitor_port: int = field(default_factory=free_port)
+    """Loopback port of its HTTP monitoring endpoint (``/healthz``, ``/jsz``):
+    :meth:`healthy`, :meth:`meta_leader`, :meth:`store_error`."""
 
     name: ClassVar[str] = "nats"
     title: ClassVar[str] = "NATS"
@@ -348,8 +351,6 @@ class NatsServer(_Server):
 
     def _prepare(self) -> None:
         sync = "" if self.sync == "default" else f"  sync_interval: {self.sync}\n"
-        monitor = ("" if self.monitor_port is None
-                   else f"http: {json.dumps(f'{HOST}:{self.monitor_port}')}\n")
         cluster = "" if self.cluster_port is None else (
             "cluster {\n"
             f"  name: {NatsCluster.NAME}\n"
@@ -360,8 +361,8 @@ class NatsServer(_Server):
             "# Written by tradeplane.platform.servers on every start; edits are lost.\n"
             f"server_name: {json.dumps(self.server_name)}\n"
             f"listen: {json.dumps(f'{HOST}:{self.port}')}\n"
-            f"{monitor}"
             f"max_payload: {self.max_payload}\n"
+            f"http: {json.dumps(f'{HOST}:{self.monitor_port}')}\n"
             "jetstream {\n"
             f"  store_dir: {json.dumps(str(self.data_dir))}\n"
             f"{sync}"
@@ -372,8 +373,6 @@ class NatsServer(_Server):
     def meta_leader(self) -> str | None:
         """The server this node sees leading the JetStream meta group (``/jsz``); None
         when it sees none, or has no monitoring port or does not answer."""
-        if self.monitor_port is None:
-            return None
         url = f"http://{HOST}:{self.monitor_port}/jsz"
         try:
             with urllib.request.urlopen(url, timeout=1.0) as answer:
@@ -387,10 +386,8 @@ class NatsServer(_Server):
     def healthy(self) -> bool:
         """True when the monitoring endpoint's ``/healthz`` says ok: JetStream is up, its
         meta group has a leader and every stream and consumer this node holds a replica
-        of has caught up. False without a monitoring port.
+        of has caught up.
         """
-        if self.monitor_port is None:
-            return False
         url = f"http://{HOST}:{self.monitor_port}/healthz"
         try:
             with urllib.request.urlopen(url, timeout=1.0) as answer:
@@ -411,6 +408,34 @@ class NatsServer(_Server):
         except ValueError:
             return False
         return isinstance(info, dict) and info.get("jetstream") is True
+
+    def store_error(self, timeout: float = 1.0) -> str | None:
+        """Why the server must be restarted, or None: a stream whose store failed a
+        write (the disk was full), which the server never clears itself — it answers
+        no publish to that stream until restarted, even once the space is back
+        (``/healthz`` names it; Kubernetes' liveness probe restarts the pod on the same
+        answer). None too while the server is down or does not answer: its exit is the
+        supervisor's concern, not this check's.
+        """
+        if self.pid is None:
+            return None
+        url = f"http://{HOST}:{self.monitor_port}/healthz"
+        try:
+            # No proxy from the environment: the endpoint is on loopback.
+            with _NO_PROXY.open(url, timeout=timeout):
+                return None  # 200: healthy
+        except urllib.error.HTTPError as exc:  # 503: the body says why
+            body = exc.read(65536)
+        except OSError:
+            return None
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            return None
+        error = doc.get("error") if isinstance(doc, dict) else None
+        if isinstance(error, str) and "write error" in error:
+            return error[:500]
+        return None
 
 
 class NatsCluster:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import math
 import os
 import signal
 import subprocess
@@ -245,6 +246,8 @@ class Supervisor:
         self._report = report or (lambda line: print(line, file=sys.stderr, flush=True))
         self._watches: dict[str, _Watch] = {}
         self._running = False
+        self._liveness: dict[str, tuple[Callable[[], str | None], float]] = {}
+        self._checked: dict[str, float] = {}
 
     def add(
         self,
@@ -279,6 +282,20 @@ class Supervisor:
         child.start()
         self._watches[child.name] = _Watch(child)
 
+    def add_liveness(self, name: str, check: Callable[[], str | None],
+                     every: float = 5.0) -> None:
+        """Kubernetes' liveness probe, here: every ``every`` seconds while the child
+        ``name`` runs (and the platform is up), ``check()``; a reason back means it runs
+        but is broken in a way only a restart mends, so it is stopped and restarted as
+        if it had crashed (the same backoff, the same count).
+
+        Raises:
+            KeyError: no child of that name.
+        """
+        if name not in self._watches:
+            raise KeyError(name)
+        self._liveness[name] = (check, every)
+
     @property
     def children(self) -> list[Child]:
         """The supervised children, in the order they were added."""
@@ -311,11 +328,29 @@ class Supervisor:
                 except ChildStartError as exc:
                     self._report(f"tradeplane: {exc}")
                     self._crashed(watch, watch.last_code, now)
+        if self._running:
+            self._probe(now)
 
-    def _crashed(self, watch: _Watch, code: int | None, now: float) -> None:
+    def _probe(self, now: float) -> None:
+        for name, (check, every) in self._liveness.items():
+            watch = self._watches[name]
+            if (watch.restart_at is not None or watch.child.returncode() is not None
+                    or now - self._checked.get(name, -math.inf) < every):
+                continue
+            self._checked[name] = now
+            reason = check()
+            if reason is None:
+                continue
+            watch.child.stop()
+            self._crashed(watch, watch.child.returncode(), now,
+                          f"was stopped: it runs but is broken ({reason})")
+
+    def _crashed(self, watch: _Watch, code: int | None, now: float,
+                 exited: str | None = None) -> None:
         child = watch.child
         watch.last_code = code
-        exited = f"exited with code {code}" if code is not None else "did not start"
+        if exited is None:
+            exited = f"exited with code {code}" if code is not None else "did not start"
         if not self._running:
             raise ExitedDuringStartError(
                 f"{child.name} {exited} while the platform was starting; "
