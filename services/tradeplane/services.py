@@ -34,6 +34,7 @@ from tradeplane.engine.service import Engine
 from tradeplane.marketdata.service import MarketDataService
 from tradeplane.rates.service import RatesService
 from tradeplane.settlement.service import RELAY_AGE_MS, RELAY_INTERVAL_S, Settler
+from tradeplane.supervision import loop_watchdog
 from tradeplane.usecases.convert import Convert
 from tradeplane.usecases.escrow import Escrow, EscrowTimer
 from tradeplane.usecases.hedge import HedgePlacement, Hedger, HedgeSettings, PlaceThroughOrders
@@ -98,7 +99,8 @@ async def run_matching(
         engine = Engine(bus, rules or pairs[symbol], settings.snapshot_every,
                         enforce_trading=rules is not None, lease=standby,
                         book=settings.book)
-        await engine.run(stop)
+        async with loop_watchdog(f"engine {symbol}"):
+            await engine.run(stop)
     finally:
         await bus.close()
 

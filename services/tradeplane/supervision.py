@@ -11,8 +11,14 @@ CRITICAL line before the process exits non-zero (docs/architecture.md, "Supervis
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+import os
+import sys
+import threading
+import time
+import traceback
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 log = logging.getLogger("tradeplane.supervision")
@@ -130,3 +136,52 @@ async def alongside(work: Awaitable[None], background: BackgroundTasks) -> None:
                                  [background.failure, exc]) from None
     if background.failure is not None:
         raise BaseExceptionGroup("a background task failed", [background.failure])
+
+
+#: How long a process's event loop may go without running a beat of :func:`loop_watchdog`
+#: before the process is ended (a loop that blocked: nothing it owns can make progress).
+LOOP_STALL_S = 30.0
+
+
+@contextlib.asynccontextmanager
+async def loop_watchdog(name: str, stall_s: float = LOOP_STALL_S,
+                        exit_code: int = 70) -> AsyncIterator[None]:
+    """While inside: a task beats every second on the running loop, and a thread ends the
+    process (CRITICAL line with every thread's stack, then ``os._exit(exit_code)``) when no
+    beat came for ``stall_s``. For crash-only processes (an engine recovers from its
+    snapshot and log): a loop blocked for that long is dead to its work, and a restart is
+    the way back. A soak once saw an engine give no sign of life for 95 s after NATS
+    restarted, its orders unprocessed, then exit on a bus timeout; the stacks this logs say
+    where such a loop is stuck.
+    """
+    last = [time.monotonic()]
+    done = threading.Event()
+
+    async def beat() -> None:
+        while True:
+            last[0] = time.monotonic()
+            await asyncio.sleep(1.0)
+
+    def watch() -> None:
+        while not done.wait(1.0):
+            quiet = time.monotonic() - last[0]
+            if quiet >= stall_s:
+                frames = sys._current_frames()
+                stacks = "\n".join(
+                    f"thread {ident}:\n" + "".join(traceback.format_stack(frame))
+                    for ident, frame in frames.items())
+                log.critical("%s: event loop blocked for %.0f s; exiting to be restarted\n%s",
+                             name, quiet, stacks)
+                logging.shutdown()
+                os._exit(exit_code)
+
+    task = asyncio.create_task(beat(), name=f"{name}-loop-beat")
+    thread = threading.Thread(target=watch, name=f"{name}-loop-watchdog", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -175,3 +175,4 @@ async def test_events_purged_before_a_consumer_read_them_are_skipped_with_an_err
         assert any("removed from the stream" in r.getMessage() for r in caplog.records)
     finally:
         await bus.close()
+

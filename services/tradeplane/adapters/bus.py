@@ -248,9 +248,11 @@ class Bus:
             BusError: not stored (no stream, timeout).
         """
         try:
-            ack = await self.js.publish(
+            # The whole call within 5 s (the outbox relay's safety rests on it), not only
+            # the wait for the ack nats-py times: see _acked.
+            ack = await asyncio.wait_for(self.js.publish(
                 command_subject(symbol), data, headers=_with_id(msg_id, headers), timeout=5.0
-            )
+            ), 5.0)
         except _NATS_ERRORS as exc:  # timeouts, no stream, connection loss: all "not stored"
             raise BusUnavailable(f"command not stored on {symbol}: {exc}") from exc
         return int(ack.seq)
@@ -397,7 +399,14 @@ class Bus:
         pub = asyncio.ensure_future(
             self.js.publish(subject, data, headers=headers, timeout=timeout))
         try:
-            await asyncio.wait({pub, came_back}, return_when=asyncio.FIRST_COMPLETED)
+            # ``timeout`` bounds the whole call, not only the wait for the ack that nats-py
+            # times: the client can block before it (its outgoing queue full behind a
+            # stalled socket) and a soak once saw an engine sit 95 s in such a publish
+            # after NATS restarted, its orders unprocessed.
+            await asyncio.wait({pub, came_back}, timeout=timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
+            if not pub.done() and not came_back.done():
+                raise NatsTimeout
             if not pub.done():
                 await asyncio.wait({pub}, timeout=RECONNECT_GRACE_S)
                 if not pub.done():
@@ -676,9 +685,9 @@ class _CommandFollower:
 
     * every delivered stream sequence must be the next one it owes; a repeat is dropped;
       a gap (a message the library lost) makes it re-subscribe from the one it owes;
-    * every second, when nothing arrived for ``stall_s`` and nothing waits in the
-      subscription's queue, it reads the stream's last sequence; when the stream holds
-      what it owes, the consumer is stalled and is replaced.
+    * every second, when nothing was handed over for ``stall_s``, it reads the stream's
+      last sequence; when the stream holds what it owes, the consumer is stalled and is
+      replaced.
 
     A replacement that fails (NATS still down) is tried again at the next check.
     """
@@ -774,8 +783,9 @@ class _CommandFollower:
     async def _stalled(self) -> bool:
         if time.monotonic() - self._last_delivery < self.stall_s:
             return False
-        if self._sub is not None and self._sub.pending_msgs:
-            return False  # delivered, waiting for the callback: busy, not stalled
+        # Messages waiting in the subscription's queue do not make it busy: its callback
+        # only hands them over, and this check runs on the same loop, so a queue not
+        # served for stall_s is a stalled subscription too.
         if not self.bus.nc.is_connected:
             return False  # the connection is being re-established: nothing to read yet
         return await self.bus.last_command_seq(self.symbol) >= self.next_seq
