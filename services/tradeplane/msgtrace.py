@@ -32,6 +32,15 @@ MAX_LINKS = 100
 _propagator = TraceContextTextMapPropagator()
 
 
+def tracing() -> bool:
+    """Whether a tracer provider is installed (``observability.setup_tracing``, or a
+    test's). Without one every span is the API's no-op span and no context is sampled:
+    the order path then starts none (a no-op span costs several times this check,
+    measured)."""
+    return not isinstance(trace.get_tracer_provider(),
+                          trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+
+
 def sampled_context() -> SpanContext | None:
     """The current span's context if it is sampled (worth propagating), else None."""
     sc = trace.get_current_span().get_span_context()

@@ -272,9 +272,10 @@ class MemorySettlementBus:
         self._check(f"settled.{symbol}")
         self.settled.append((symbol, seq))
 
-    async def publish_user(self, account: int, data: bytes) -> None:
-        self._check(f"user.{account}")
-        self.user.append((account, data))
+    async def publish_users(self, updates: Sequence[tuple[int, bytes]]) -> None:
+        for account, data in updates:
+            self._check(f"user.{account}")
+            self.user.append((account, data))
 
     async def last_command_seq(self, symbol: str) -> int:
         self._check(f"command stream of {symbol}")

@@ -80,6 +80,10 @@ class MemoryMarketBus:
             raise Down(f"publish on {subject}: memory bus down")
         self.published.append((subject, data))
 
+    async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        for subject, data in messages:
+            await self.publish(subject, data)
+
     def subjects(self) -> list[str]:
         return [s for s, _ in self.published]
 

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -543,6 +543,16 @@ class Bus:
         outgoing buffer is full."""
         async with _translated(f"publish on {subject}"):
             await self.nc.publish(subject, data)
+
+    async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        """Core publishes of ``(subject, data)``, in order (each at most once): one error
+        translation for all. Raises BusUnavailable as :meth:`publish`; the messages
+        before the failing one are sent."""
+        if not messages:
+            return
+        async with _translated(f"publish on {messages[0][0]} and {len(messages) - 1} more"):
+            for subject, data in messages:
+                await self.nc.publish(subject, data)
 
     async def subscribe(
         self, subject: str, handler: Callable[[str, bytes], Awaitable[None]]

@@ -119,8 +119,8 @@ class NatsSettlementBus:
     async def publish_settled(self, symbol: str, seq: int) -> None:
         await self.bus.publish(settled_subject(symbol), str(seq).encode())
 
-    async def publish_user(self, account: int, data: bytes) -> None:
-        await self.bus.publish(user_subject(account), data)
+    async def publish_users(self, updates: Sequence[tuple[int, bytes]]) -> None:
+        await self.bus.publish_many([(user_subject(a), data) for a, data in updates])
 
     async def last_command_seq(self, symbol: str) -> int:
         return await self.bus.last_command_seq(symbol)

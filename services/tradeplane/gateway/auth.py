@@ -118,8 +118,15 @@ def parse_params(raw_query: str, body: str, content_type: str) -> dict[str, str]
         raise errors.ApiError(-1104, "Not all sent parameters were read; expected form.")
     params: dict[str, str] = {}
     for raw in (body, raw_query):
-        for k, v in parse_qsl(raw, keep_blank_values=True):
-            params[k] = v
+        if "%" in raw or "+" in raw:
+            params.update(parse_qsl(raw, keep_blank_values=True))
+            continue
+        # Nothing to decode (a signed order's usual text): what parse_qsl gives, without
+        # its per-field unquoting (a third of a new order's parsing time, measured).
+        for field in raw.split("&"):
+            if field:
+                name, _, value = field.partition("=")
+                params[name] = value
     return params
 
 

@@ -31,7 +31,7 @@ import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Final, NamedTuple, Protocol
 from urllib.parse import parse_qsl
 
 from limits import RateLimitItem, RateLimitItemPerDay, RateLimitItemPerMinute
@@ -236,7 +236,7 @@ class LocalCounts:
         self._subjects: set[str] = set()
         self._soon = asyncio.Event()
 
-    def charge(self, hits: list[Hit], subjects: list[str]) -> tuple[list[int], int]:
+    def charge(self, hits: Sequence[Hit], subjects: Sequence[str]) -> tuple[list[int], int]:
         now = time.monotonic()
         counts = []
         for h in hits:
@@ -321,6 +321,19 @@ class LocalCounts:
                          if c.pending or c.inflight or (c.resets_at and c.resets_at > now)}
 
 
+class _Plan(NamedTuple):
+    """One kind of request's charge (:meth:`Limiter._plan`); never mutated."""
+
+    hits: tuple[Hit, ...]
+    subjects: tuple[str, ...]
+    over: tuple[str, ...]
+    blocks: tuple[str, ...]
+
+
+#: Charge plans a limiter keeps (one per address, key, weight and order count seen).
+PLANS_KEPT = 10_000
+
+
 class Limiter:
     #: Whether requests are counted (see :class:`NoRateLimits`).
     enforced: Final = True
@@ -340,6 +353,7 @@ class Limiter:
         # subject -> monotonic deadline: refused without asking Redis.
         self._banned: dict[str, float] = {}  # 418
         self._limited: dict[str, float] = {}  # 429
+        self._plans: dict[tuple[str, str | None, int, int], _Plan] = {}
 
     async def run(self) -> None:
         """Sync local counts with Redis (batched mode); runs until cancelled."""
@@ -347,8 +361,15 @@ class Limiter:
             await self.local.run()
 
     # ------------------------------------------------------------------ charging
-    async def charge(self, meter: Meter, key: str | None = None) -> None:
-        """Charge the request to its address (and key). Raises ApiError 429/418."""
+    def _plan(self, meter: Meter, key: str | None) -> _Plan:
+        """What a request of this address, key, weight and order count is charged: its
+        hits, the subjects that may be banned, whom each hit's excess refuses and who,
+        if blocked, refuses it. The same for every request alike, so kept
+        (``_plans``): a new order's charge is then a few dictionary operations."""
+        ident = (meter.ip, key, meter.weight, meter.orders)
+        plan = self._plans.get(ident)
+        if plan is not None:
+            return plan
         ip_s = f"ip:{meter.ip}"
         subjects = [ip_s] + ([f"key:{key}"] if key else [])  # may be banned
         hits = [Hit(self.ip_weight, ("ip", meter.ip), meter.weight)]
@@ -363,6 +384,15 @@ class Limiter:
                          Hit(self.orders_day, ("key", key), meter.orders)]
                 over += [f"orders:{key}"] * 2
                 blocks = [*subjects, over[-1]]
+        if len(self._plans) >= PLANS_KEPT:  # bounded: start again
+            self._plans.clear()
+        plan = self._plans[ident] = _Plan(tuple(hits), tuple(subjects), tuple(over),
+                                          tuple(blocks))
+        return plan
+
+    async def charge(self, meter: Meter, key: str | None = None) -> None:
+        """Charge the request to its address (and key). Raises ApiError 429/418."""
+        hits, subjects, over, blocks = self._plan(meter, key)
         self._refuse_if_blocked(meter, blocks)
         meter.charged = True
         if self.local is not None:
@@ -440,7 +470,7 @@ class Limiter:
         """Refuse (ApiError 429/418) an address known to be over a limit or banned."""
         self._refuse_if_blocked(meter, [f"ip:{meter.ip}"])
 
-    def _refuse_if_blocked(self, meter: Meter, subjects: list[str]) -> None:
+    def _refuse_if_blocked(self, meter: Meter, subjects: Sequence[str]) -> None:
         if not (self._banned or self._limited):
             return
         now = time.monotonic()

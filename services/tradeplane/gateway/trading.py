@@ -21,7 +21,7 @@ from fastapi import APIRouter, Depends, Request
 from opentelemetry import trace
 from prometheus_client import Counter, Histogram
 
-from tradeplane import stagestamps
+from tradeplane import msgtrace, stagestamps
 from tradeplane.domain.errors import Unavailable
 from tradeplane.domain.model import OrderType
 from tradeplane.domain.money import fmt_units
@@ -107,21 +107,29 @@ async def place_new_order(gw: Gateway, caller: Caller) -> dict[str, Any]:
     """
     started = time.perf_counter()
     rules = gw.ctx.pair(caller.params.get("symbol"))
+    if not msgtrace.tracing():
+        return await _place_new_order(gw, caller, rules, started, None)
+    with tracer.start_as_current_span("order.new", attributes={"symbol": rules.symbol}) as span:
+        return await _place_new_order(gw, caller, rules, started, span)
+
+
+async def _place_new_order(gw: Gateway, caller: Caller, rules: PairRules, started: float,
+                           span: trace.Span | None) -> dict[str, Any]:
     symbol = rules.symbol
-    with tracer.start_as_current_span("order.new", attributes={"symbol": symbol}) as span:
-        req, resp_type = await admit_new_order(gw, rules, caller.params, caller.account)
-        if isinstance(req, Refusal):
-            _refused(req)
-        stagestamps.stamp(stagestamps.ADMITTED)
-        try:
-            placed = await _orders(gw).place(req)
-        except OrderRefused as exc:
-            ORDERS.labels(symbol, exc.refusal.outcome).inc()
-            _refused(exc.refusal)
+    req, resp_type = await admit_new_order(gw, rules, caller.params, caller.account)
+    if isinstance(req, Refusal):
+        _refused(req)
+    stagestamps.stamp(stagestamps.ADMITTED)
+    try:
+        placed = await _orders(gw).place(req)
+    except OrderRefused as exc:
+        ORDERS.labels(symbol, exc.refusal.outcome).inc()
+        _refused(exc.refusal)
+    if span is not None:
         span.set_attribute("order_id", placed.order_id)
-        ACK_SECONDS.observe(time.perf_counter() - started)
-        ORDERS.labels(symbol, "accepted").inc()
-        return await order_answer(gw, rules, req, placed, resp_type)
+    ACK_SECONDS.observe(time.perf_counter() - started)
+    ORDERS.labels(symbol, "accepted").inc()
+    return await order_answer(gw, rules, req, placed, resp_type)
 
 
 async def admit_new_order(

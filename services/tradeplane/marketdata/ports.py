@@ -83,6 +83,11 @@ class MarketBus(Protocol):
         """At most once; raises Unavailable when the connection cannot take it."""
         ...
 
+    async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        """``(subject, data)`` messages, in order, each as :meth:`publish`; those before
+        one that raises are sent."""
+        ...
+
 
 # --------------------------------------------------------------------------- storage
 class StoredBook(Protocol):

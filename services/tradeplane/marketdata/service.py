@@ -382,14 +382,10 @@ class MarketDataService:
                             top.ask, top.ask_qty)
             writes.append(w)
         await self.store.write(writes, position=position)
-        n = 0
-        publish = self.bus.publish
-        for st, u in changes:
-            sym = st.symbol
-            for stream, payload in u.messages:
-                await publish(market_subject(sym, stream), payload)
-            n += len(u.messages)
-        MESSAGES.inc(n)
+        out = [(market_subject(st.symbol, stream), payload)
+               for st, u in changes for stream, payload in u.messages]
+        await self.bus.publish_many(out)
+        MESSAGES.inc(len(out))
 
 
 def _candle(rules: PairRules, k: Kline) -> Candle:

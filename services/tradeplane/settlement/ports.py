@@ -132,8 +132,9 @@ class SettlementBus(Protocol):
         """Tell the gateways the symbol is settled up to command sequence ``seq``."""
         ...
 
-    async def publish_user(self, account: int, data: bytes) -> None:
-        """One user data stream update of ``account`` (at most once)."""
+    async def publish_users(self, updates: Sequence[tuple[int, bytes]]) -> None:
+        """User data stream updates, ``(account, data)``, in this order (each at most
+        once)."""
         ...
 
     async def last_command_seq(self, symbol: str) -> int:

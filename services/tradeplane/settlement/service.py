@@ -258,15 +258,17 @@ class Settler:
             updates = reports.user_updates(s.batches, s.rules, s.rows, now)
             touched = s.settlement.balance_deltas().keys() | updates.entered
             balances = await self.store.balances_of(touched)
+            out: list[tuple[int, bytes]] = []
             for account in updates.reports.keys() | balances.keys():
                 for doc in updates.reports.get(account, ()):
-                    await self.bus.publish_user(account, reports.encode(doc))
+                    out.append((account, reports.encode(doc)))
                 held = balances.get(account)
                 if held:
                     position = reports.account_position(
                         now, updates.updated_ms.get(account, now), held
                     )
-                    await self.bus.publish_user(account, reports.encode(position))
+                    out.append((account, reports.encode(position)))
+            await self.bus.publish_users(out)
         except Unavailable as exc:
             log.warning("user data stream publish failed: %s", exc)
         except Exception:  # a defect, said loudly; never raised: the ledger is committed
