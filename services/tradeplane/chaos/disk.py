@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tradeplane.domain.errors import TradeplaneError
 from tradeplane.platform.servers import NatsServer
 
 #: The tmpfs' size: far more than a run's streams need (a 5-minute run leaves a few MB),
@@ -34,7 +35,7 @@ def say(line: str) -> None:
     print(f"chaos: {line}", flush=True)
 
 
-class MountError(OSError):
+class MountError(TradeplaneError, OSError):
     """The small filesystem could not be mounted (not root, or no tmpfs)."""
 
 

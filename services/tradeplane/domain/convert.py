@@ -340,10 +340,10 @@ def split_from(routes: Sequence[tuple[Leg, ...]], from_amount: int, spread_bps: 
         # Lots and ticks make the output flat in places, where a ternary search stops
         # short of an optimum that sits exactly where a first leg clears a level: those
         # points are candidates too.
-        lo, hi = lo_a, from_amount - lo_b
+        first, last = lo_a, from_amount - lo_b
         candidates = {*range(lo, hi + 1)} | {
             y for y in (*_level_ends(a[0]), *(from_amount - e for e in _level_ends(b[0])))
-            if lo <= y <= hi}
+            if first <= y <= last}
         x = max(sorted(candidates), key=total)
         fa, fb = fill_route(a, x), fill_route(b, from_amount - x)
         if fa.out <= 0 or fb.out <= 0:

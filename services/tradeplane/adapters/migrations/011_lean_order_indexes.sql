@@ -1,4 +1,4 @@
--- tradeplane ledger schema v9: one index fewer to maintain per order written.
+-- tradeplane ledger schema v11: one index fewer to maintain per order written.
 --
 -- orders_open (account_id, symbol) WHERE status IN (0, 1, 2) is the leading part of
 -- orders_open_client_id (account_id, symbol, client_order_id) under the same predicate
