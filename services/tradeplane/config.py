@@ -430,8 +430,11 @@ class Settings(VaultSettings):
     def _a_ccxt_exchange(cls, value: str) -> str:
         exchange_id = value.partition("=")[0]
         if exchange_id:
-            import ccxt  # only when a venue is configured: a heavy import
-
+            try:
+                import ccxt  # only when a venue is configured: the optional extra
+            except ImportError:
+                raise ValueError("an external venue needs ccxt: install tradeplane with "
+                                 "its 'venues' extra") from None
             if exchange_id not in ccxt.exchanges:
                 raise ValueError(f"ccxt has no exchange {exchange_id!r}")
         return value

@@ -209,7 +209,6 @@ async def hedger_parts(
     use cases on an order path of its own, answered once settlement's watermark passes
     them (as the gateway's). ``wrap`` decorates the placement (tests inject failures
     there)."""
-    from tradeplane.adapters.venues import venue_from_setting  # ccxt: a heavy import
     from tradeplane.gateway.watermarks import Watermarks  # see run_gateway
     from tradeplane.hedger.service import HedgeWorker
 
@@ -231,9 +230,14 @@ async def hedger_parts(
             pairs["now"] = await db.load_pairs(pool)
             return pairs["now"]
 
-        venue = venue_from_setting(settings.convert_venue, settings.convert_venue_api_key,
-                                   settings.convert_venue_secret.get_secret_value(),
-                                   lambda: pairs["now"])
+        venue = None
+        if settings.convert_venue:  # ccxt only then: it is the optional extra ``venues``
+            from tradeplane.adapters.venues import venue_from_setting
+
+            venue = venue_from_setting(settings.convert_venue,
+                                       settings.convert_venue_api_key,
+                                       settings.convert_venue_secret.get_secret_value(),
+                                       lambda: pairs["now"])
         hedger = Hedger(PgHedgeStore(pool), placement, load_pairs,
                         BusConvertNotifier(bus), hedge_settings(settings),
                         venues={venue.name: venue} if venue else None)

@@ -307,7 +307,14 @@ async def test_a_three_node_cluster_keeps_a_replicated_stream_through_its_leader
                     assert time.monotonic() < deadline, "no leader elected in 30 s"
                     await asyncio.sleep(0.2)
             assert seq == 2
-            assert (await bus.stream_leaders())["CMD_TESTUSDT"] not in (None, leader)
+            while True:  # listing streams asks the meta group, which may be electing too
+                try:
+                    leaders = await bus.stream_leaders()
+                    break
+                except BusUnavailable:
+                    assert time.monotonic() < deadline, "no stream list in 30 s"
+                    await asyncio.sleep(0.2)
+            assert leaders["CMD_TESTUSDT"] not in (None, leader)
 
             await asyncio.to_thread(cluster.restart, node)  # on its store; caught up
             assert node.healthy()

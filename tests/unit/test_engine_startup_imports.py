@@ -22,3 +22,19 @@ def test_the_services_module_loads_no_web_stack_for_an_engine() -> None:
                           env=dict(os.environ), timeout=120, check=True)
 
     assert done.stdout.strip() == ""
+
+
+_GATEWAY_PROBE = """
+import sys
+import tradeplane.gateway.app, tradeplane.hedger.service, tradeplane.services
+print(",".join(m for m in ("ccxt", "tradeplane.adapters.venues") if m in sys.modules))
+"""
+
+
+def test_ccxt_is_loaded_only_where_an_external_venue_is_configured() -> None:
+    # ccxt is the optional extra ``venues``: the image does not carry it, so the gateway
+    # and the hedger must start without it (a container test once found them not).
+    done = subprocess.run([sys.executable, "-c", _GATEWAY_PROBE], capture_output=True,
+                          text=True, env=dict(os.environ), timeout=120, check=True)
+
+    assert done.stdout.strip() == ""

@@ -544,7 +544,11 @@ class Chaos:
         elif fault == "clock-skew":
             assert self.probe is not None
             pair = self.rng.choice(PAIRS)
-            name = self.rng.choice(("gateway", f"matching-{pair.name}"))
+            engines = self.engines[pair.symbol]
+            # With a standby, the writer: the replica whose clock could matter.
+            engine = ((self._writer(pair.symbol) or engines[0]) if len(engines) > 1
+                      else engines[0])
+            name = self.rng.choice(("gateway", engine))
             symbol = pair.symbol if name != "gateway" else symbol
             problems += clock.skew(self.command(name),
                                    self.rng.choice((1, -1)) * clock.SKEW_S, self.idle,

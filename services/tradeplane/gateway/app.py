@@ -37,7 +37,6 @@ from tradeplane.adapters.listenkeys import ListenKeyStore
 from tradeplane.adapters.marketdata import RedisMarketReads
 from tradeplane.adapters.orderpath import OrderPath
 from tradeplane.adapters.portfolio_db import PgSnapshotStore
-from tradeplane.adapters.venues import CcxtVenue, venue_from_setting
 from tradeplane.config import Settings
 from tradeplane.gateway import (
     admin,
@@ -64,7 +63,7 @@ from tradeplane.gateway.references import ReferencePrices
 from tradeplane.gateway.security import start_security
 from tradeplane.gateway.watermarks import Watermarks
 from tradeplane.supervision import BackgroundTasks, Backoff, OnFailure
-from tradeplane.usecases.convert import Convert, ConvertSettings
+from tradeplane.usecases.convert import BookSource, Convert, ConvertSettings
 from tradeplane.usecases.custody import CustodyCases
 from tradeplane.usecases.escrow import Escrow
 from tradeplane.usecases.health import Health
@@ -185,8 +184,13 @@ async def compose(settings: Settings) -> AsyncIterator[Gateway]:
 
 
 async def _convert_venues(settings: Settings, c: GatewayContext,
-                          stack: contextlib.AsyncExitStack) -> dict[str, CcxtVenue]:
+                          stack: contextlib.AsyncExitStack) -> dict[str, BookSource]:
     """The external venue the Convert router quotes through too (none by default)."""
+    if not settings.convert_venue:
+        return {}
+    # ccxt only where a venue is configured: it is the optional extra ``venues``.
+    from tradeplane.adapters.venues import venue_from_setting
+
     venue = venue_from_setting(settings.convert_venue, settings.convert_venue_api_key,
                                settings.convert_venue_secret.get_secret_value(),
                                lambda: c.pairs)
