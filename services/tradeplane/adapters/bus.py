@@ -716,6 +716,7 @@ class _CommandFollower:
         self._last_delivery = time.monotonic()
         self._gap = False
         self._gen = 0  # which subscription's messages count
+        self._stopped = False
         self._watch: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -723,10 +724,14 @@ class _CommandFollower:
         self._watch = asyncio.create_task(self._watchdog(), name=f"follow-{self.symbol}")
 
     async def stop(self) -> None:
+        self._stopped = True
         if self._watch is not None:
+            # Not awaited to the end: a cancellation can be lost in a round trip that
+            # completes at that moment (``asyncio.wait_for`` in Python 3.11 swallows it),
+            # and a stop must not hang on it (an engine fenced after a pause once stayed
+            # up, its run ended, waiting here). The flag ends the loop at its next turn.
             self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
+            await asyncio.wait({self._watch}, timeout=2.0)
             self._watch = None
         sub, self._sub = self._sub, None
         if sub is not None:
@@ -773,8 +778,10 @@ class _CommandFollower:
         self._last_delivery = time.monotonic()
 
     async def _watchdog(self) -> None:
-        while True:
+        while not self._stopped:
             await asyncio.sleep(min(1.0, self.stall_s / 2))
+            if self._stopped:
+                return
             try:
                 if self._gap:
                     await self._skip_removed()
@@ -811,7 +818,8 @@ class _CommandFollower:
         if old is not None:
             with contextlib.suppress(*_NATS_ERRORS):
                 await old.unsubscribe()
-        await self._subscribe()
+        if not self._stopped:
+            await self._subscribe()
 
 
 def _ordered_state(sub: Any) -> str:
