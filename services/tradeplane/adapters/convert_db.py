@@ -20,7 +20,13 @@ import msgspec
 
 from tradeplane.adapters.bus import Bus, user_subject
 from tradeplane.adapters.cache import CacheError, MarketCache
-from tradeplane.adapters.db import DRIVER_ERRORS, DatabaseUnavailable, Pool, apply_postings
+from tradeplane.adapters.db import (
+    DRIVER_ERRORS,
+    DatabaseUnavailable,
+    Pool,
+    apply_postings,
+    balances,
+)
 from tradeplane.domain.convert import DESK_ACCOUNT, convert_postings
 from tradeplane.domain.market import DepthSnapshot
 from tradeplane.domain.model import Status
@@ -198,14 +204,7 @@ class PgConvertStore:
 
     async def balances(self, account: int, assets: Sequence[str]
                        ) -> list[tuple[str, int, int]]:
-        try:
-            rows = await self._pool.fetch(
-                "SELECT asset, available, locked FROM balances"
-                " WHERE account_id = $1 AND asset = ANY($2::text[]) ORDER BY asset",
-                account, list(assets))
-        except DRIVER_ERRORS as exc:
-            raise DatabaseUnavailable(f"PostgreSQL: {exc}") from exc
-        return [(r["asset"], int(r["available"]), int(r["locked"])) for r in rows]
+        return await balances(self._pool, account, assets)
 
     async def history(self, account: int, start_ms: int, end_ms: int, limit: int
                       ) -> list[ConvertOrder]:

@@ -273,12 +273,20 @@ async def apply_postings(con: Conn, postings: list[Posting]) -> None:
 
 
 @_translated
-async def balances(pool: Pool, account: int) -> list[tuple[str, int, int]]:
-    rows = await pool.fetch(
-        "SELECT asset, available, locked FROM balances WHERE account_id = $1 ORDER BY asset",
-        account,
-    )
-    return [(r["asset"], r["available"], r["locked"]) for r in rows]
+async def balances(pool: Pool, account: int, assets: Sequence[str] | None = None
+                   ) -> list[tuple[str, int, int]]:
+    """The account's ``(asset, available, locked)``, assets sorted; of ``assets`` only
+    when given."""
+    if assets is None:
+        rows = await pool.fetch(
+            "SELECT asset, available, locked FROM balances WHERE account_id = $1"
+            " ORDER BY asset", account)
+    else:
+        rows = await pool.fetch(
+            "SELECT asset, available, locked FROM balances"
+            " WHERE account_id = $1 AND asset = ANY($2::text[]) ORDER BY asset",
+            account, list(assets))
+    return [(r["asset"], int(r["available"]), int(r["locked"])) for r in rows]
 
 
 # --------------------------------------------------------------------------- order entry

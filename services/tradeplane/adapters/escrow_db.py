@@ -16,7 +16,14 @@ import asyncpg
 
 from tradeplane.adapters import accounts_db
 from tradeplane.adapters.bus import Bus, user_subject
-from tradeplane.adapters.db import DRIVER_ERRORS, Conn, DatabaseUnavailable, Pool, apply_postings
+from tradeplane.adapters.db import (
+    DRIVER_ERRORS,
+    Conn,
+    DatabaseUnavailable,
+    Pool,
+    apply_postings,
+    balances,
+)
 from tradeplane.domain.escrow import DealState, Terms
 from tradeplane.domain.ledger import Posting
 from tradeplane.domain.money import fmt_units
@@ -179,14 +186,7 @@ class PgEscrowStore:
 
     async def balances(self, account: int, assets: Sequence[str]
                        ) -> list[tuple[str, int, int]]:
-        try:
-            rows = await self._pool.fetch(
-                "SELECT asset, available, locked FROM balances"
-                " WHERE account_id = $1 AND asset = ANY($2::text[]) ORDER BY asset",
-                account, list(assets))
-        except DRIVER_ERRORS as exc:
-            raise DatabaseUnavailable(f"PostgreSQL: {exc}") from exc
-        return [(r["asset"], int(r["available"]), int(r["locked"])) for r in rows]
+        return await balances(self._pool, account, assets)
 
 
 def deal_event(deal: Deal, transition: Transition) -> dict[str, object]:
