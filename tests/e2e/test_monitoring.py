@@ -53,6 +53,16 @@ NO_DATA_HERE = {
     # The desk's inventory is published by the rates service, which these pods do not
     # include (tests/integration/test_convert.py reads it from a running one).
     "max by (asset) (tradeplane_convert_desk_inventory)",
+    # Likewise the hedger (tests/integration/test_convert_hedge.py runs it, with metrics).
+    "sum by (outcome) (rate(tradeplane_convert_hedge_jobs_total[$__rate_interval]))",
+    "sum(rate(tradeplane_convert_hedge_deliveries_total[$__rate_interval]))",
+    "sum(rate(tradeplane_convert_hedge_redeliveries_total[$__rate_interval]))",
+    "histogram_quantile(0.5, sum by (le) "
+    "(rate(tradeplane_convert_hedge_lag_seconds_bucket[$__rate_interval])))",
+    "histogram_quantile(0.99, sum by (le) "
+    "(rate(tradeplane_convert_hedge_lag_seconds_bucket[$__rate_interval])))",
+    "max(tradeplane_convert_hedge_oldest_open_seconds)",
+    "min(tradeplane_convert_hedger_up)",
 }
 
 
