@@ -214,22 +214,28 @@ async def _settled(bus: Bus, pool: db.Pool, pairs: Sequence[PairRules],
         await asyncio.sleep(0.2)
 
 
+def _owed(what: str, ids: Sequence[int], status: dict[int, object], unfinished: object,
+          unfinished_says: str, out: Findings) -> None:
+    """Each id the API acknowledged (``ids``, as often as acknowledged) exists once in
+    ``status`` and is not in the ``unfinished`` state."""
+    missing = [i for i in set(ids) if i not in status]
+    bad = [i for i, st in status.items() if st == unfinished]
+    out.lost += len(missing) + len(bad)
+    if missing:
+        out.failures.append(f"acknowledged {what} missing from PostgreSQL: {missing[:10]}")
+    if bad:
+        out.failures.append(f"acknowledged {what} {unfinished_says}: {bad[:10]}")
+    repeated = [i for i, n in Counter(ids).items() if n > 1]
+    out.duplicated += len(repeated)
+    if repeated:
+        out.failures.append(f"one {what} id acknowledged twice: {repeated[:10]}")
+
+
 async def _check_orders(pool: db.Pool, acked: Sequence[int], out: Findings) -> None:
     """Every acknowledged order exists once, and the engine has seen it."""
     rows = await pool.fetch("SELECT id, status FROM orders WHERE id = ANY($1::bigint[])",
                             list(set(acked)))
-    found = {r["id"]: r["status"] for r in rows}
-    missing = [oid for oid in set(acked) if oid not in found]
-    pending = [oid for oid, status in found.items() if status == 0]
-    out.lost += len(missing) + len(pending)
-    if missing:
-        out.failures.append(f"acknowledged orders missing from PostgreSQL: {missing[:10]}")
-    if pending:
-        out.failures.append(f"acknowledged orders never settled: {pending[:10]}")
-    repeated = [oid for oid, n in Counter(acked).items() if n > 1]
-    out.duplicated += len(repeated)
-    if repeated:
-        out.failures.append(f"one order id acknowledged twice: {repeated[:10]}")
+    _owed("orders", acked, {r["id"]: r["status"] for r in rows}, 0, "never settled", out)
 
 
 async def _check_conversions(pool: db.Pool, converted: Sequence[int], out: Findings) -> None:
@@ -239,18 +245,8 @@ async def _check_conversions(pool: db.Pool, converted: Sequence[int], out: Findi
         return
     rows = await pool.fetch("SELECT id, status FROM convert_orders WHERE id = ANY($1::bigint[])",
                             list(set(converted)))
-    found = {r["id"]: r["status"] for r in rows}
-    missing = [cid for cid in set(converted) if cid not in found]
-    failed = [cid for cid, status in found.items() if status == "FAIL"]
-    out.lost += len(missing) + len(failed)
-    if missing:
-        out.failures.append(f"accepted conversions missing from PostgreSQL: {missing[:10]}")
-    if failed:
-        out.failures.append(f"accepted conversions later failed: {failed[:10]}")
-    repeated = [cid for cid, n in Counter(converted).items() if n > 1]
-    out.duplicated += len(repeated)
-    if repeated:
-        out.failures.append(f"one conversion id accepted twice: {repeated[:10]}")
+    _owed("conversions", converted, {r["id"]: r["status"] for r in rows}, "FAIL",
+          "later failed", out)
 
 
 async def _commands(bus: Bus, symbol: str, last: int) -> list[bytes]:
