@@ -523,11 +523,6 @@ async def set_pair_fees(con: Conn, symbol: str, maker_ppm: int, taker_ppm: int) 
 
 
 @_translated
-async def set_pair_trading(con: Conn, symbol: str, trading: str) -> None:
-    await con.execute("UPDATE pairs SET trading = $2 WHERE symbol = $1", symbol, trading)
-
-
-@_translated
 async def pair_states(con: Conn | Pool) -> dict[str, str]:
     rows = await con.fetch("SELECT symbol, trading FROM pairs ORDER BY symbol")
     return {r["symbol"]: r["trading"] for r in rows}

@@ -37,7 +37,7 @@ class PgPairsTx:
         return PairRow(doc["symbol"], doc["trading"], doc["makerFeePpm"], doc["takerFeePpm"])
 
     async def set_trading(self, symbol: str, state: str) -> None:
-        await accounts_db.set_pair_trading(self.con, symbol, state)
+        await db.set_pair_trading(self.con, symbol, state)
 
     async def set_fees(self, symbol: str, maker_ppm: int, taker_ppm: int) -> None:
         await accounts_db.set_pair_fees(self.con, symbol, maker_ppm, taker_ppm)

@@ -65,7 +65,9 @@ class PgSettlementStore:
                 w = settle(orders)
                 await db.write_settlement(con, w.settlement, orders.values(),
                                           dict(w.cursors), w.position)
-                for symbol, state in w.trading.items():
+                # In symbol order, as every writer of pairs rows locks them: in a batch's
+                # order, a halt here and the kill switch's release deadlocked.
+                for symbol, state in sorted(w.trading.items()):
                     await db.set_pair_trading(con, symbol, state)
         except (OSError, TimeoutError, asyncpg.PostgresError,
                 asyncpg.InterfaceError) as exc:

@@ -224,7 +224,7 @@ class Pairs:
             states = await tx.trading_states()
             if kill is not None:
                 states.update(kill.pairs)
-                for symbol, state in states.items():
+                for symbol, state in sorted(states.items()):  # the order rows are locked in
                     await tx.set_trading(symbol, state)
                 await tx.set_kill_switch(None)
                 await tx.audit(actor.record(AdminAction.KILL_SWITCH, "platform", kill.doc(),
