@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import nats
 import nats.errors
@@ -100,7 +100,11 @@ class LeaseTaken(BusError, Conflict):
 
 #: How long a JetStream ack is still awaited once the connection has come back (see
 #: ``Bus._acked``).
+T = TypeVar("T")
+
 RECONNECT_GRACE_S = 2.0
+#: The whole read of a snapshot (its bucket found or made, its chunks fetched).
+SNAPSHOT_TIMEOUT_S = 30.0
 
 
 class Reconnects:
@@ -383,38 +387,49 @@ class Bus:
 
     async def _acked(self, subject: str, data: bytes, headers: dict[str, str],
                      timeout: float) -> api.PubAck:
-        """``js.publish``, except that once the connection has come back while the ack is
-        awaited, the ack gets RECONNECT_GRACE_S more rather than the rest of ``timeout``:
-        a publish the lost server took is never answered by the new one (found by
-        ``tradeplane chaos``, disk-full: an engine waited out its 10 s after NATS was back,
-        most of the platform's recovery), while one still buffered in the client is sent
-        on reconnect and answered at once. Cut short, it is not known to be stored, as
-        after a timeout: the engine restarts and recovers, the message id de-duplicating.
+        """``js.publish`` bounded by :meth:`_answered`.
 
         Raises:
             NatsTimeout: no ack within ``timeout``, or within the grace after a reconnect.
             APIError, and the other errors of ``js.publish``.
         """
+        return await self._answered(
+            self.js.publish(subject, data, headers=headers, timeout=timeout), timeout)
+
+    async def _answered(self, call: Awaitable[T], timeout: float) -> T:
+        """``call`` (a request to JetStream), except that once the connection has come
+        back while its answer is awaited, it gets RECONNECT_GRACE_S more rather than the
+        rest of ``timeout``: a request the lost server took is never answered by the new
+        one (found by ``tradeplane chaos``: after disk-full an engine waited out its 10 s
+        publish once NATS was back, most of the platform's recovery; with a NATS cluster
+        an engine starting when its node was killed waited 10 s for its snapshot), while
+        one still buffered in the client is sent on reconnect and answered at once. Cut
+        short, a publish is not known to be stored, as after a timeout: the engine
+        restarts and recovers, the message id de-duplicating.
+
+        Raises:
+            NatsTimeout: no answer within ``timeout``, or within the grace after a
+                reconnect.
+        """
         came_back = asyncio.ensure_future(self._reconnects.next())
-        pub = asyncio.ensure_future(
-            self.js.publish(subject, data, headers=headers, timeout=timeout))
+        answer = asyncio.ensure_future(call)
         try:
-            # ``timeout`` bounds the whole call, not only the wait for the ack that nats-py
-            # times: the client can block before it (its outgoing queue full behind a
-            # stalled socket) and a soak once saw an engine sit 95 s in such a publish
-            # after NATS restarted, its orders unprocessed.
-            await asyncio.wait({pub, came_back}, timeout=timeout,
+            # ``timeout`` bounds the whole call, not only the wait for the answer that
+            # nats-py times: the client can block before it (its outgoing queue full
+            # behind a stalled socket) and a soak once saw an engine sit 95 s in such a
+            # publish after NATS restarted, its orders unprocessed.
+            await asyncio.wait({answer, came_back}, timeout=timeout,
                                return_when=asyncio.FIRST_COMPLETED)
-            if not pub.done() and not came_back.done():
+            if not answer.done() and not came_back.done():
                 raise NatsTimeout
-            if not pub.done():
-                await asyncio.wait({pub}, timeout=RECONNECT_GRACE_S)
-                if not pub.done():
+            if not answer.done():
+                await asyncio.wait({answer}, timeout=RECONNECT_GRACE_S)
+                if not answer.done():
                     raise NatsTimeout
-            return pub.result()
+            return answer.result()
         finally:
             came_back.cancel()
-            pub.cancel()
+            answer.cancel()
 
     async def last_event(self, symbol: str) -> StoredMsg | None:
         """The symbol's last event batch with its EVENTS stream sequence, or None.
@@ -663,11 +678,14 @@ class Bus:
     async def load_snapshot(self, symbol: str) -> bytes | None:
         """The symbol's snapshot, or None. Raises BusUnavailable: no answer."""
         async with _translated(f"snapshot of {symbol}"):
-            store = await self._snapshots()
-            try:
-                res = await store.get(symbol)
-            except (ObjectNotFoundError, NotFoundError):
-                return None
+            return await self._answered(self._load_snapshot(symbol), SNAPSHOT_TIMEOUT_S)
+
+    async def _load_snapshot(self, symbol: str) -> bytes | None:
+        store = await self._snapshots()
+        try:
+            res = await store.get(symbol)
+        except (ObjectNotFoundError, NotFoundError):
+            return None
         return bytes(res.data or b"")
 
     async def _snapshots(self) -> ObjectStore:

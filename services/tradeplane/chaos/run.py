@@ -622,6 +622,14 @@ class Chaos:
         probe_trader, traders = traders[0], traders[1:]
         load = Load(self.base, traders, opts.seed, opts.workers)
         probe = self.probe = _Probe(self.base, probe_trader, load)
+        # Ready first, as a readiness probe would have it: every engine has recovered
+        # (the gateway answers before); a fault must not find the platform still starting
+        # (in CI a NATS node killed then cost an engine its 10 s snapshot read).
+        for pair in PAIRS:
+            if not probe.recovered(self.idle, pair.symbol):
+                self.stop()
+                raise SupervisorError(f"{pair.symbol} took no order within "
+                                      f"{RECOVERY_TIMEOUT_S:.0f} s of the start")
         load.start()
         began = time.monotonic()
         _say(f"load running; {len(plan)} faults to inject (seed {opts.seed})")
