@@ -54,6 +54,7 @@ class FakeChain:
     unavailable: bool = False
     sends: list[str] = field(default_factory=list)  # txids of every send made, in order
     scans: list[str | None] = field(default_factory=list)  # cursors asked for
+    rebroadcasts: list[str] = field(default_factory=list)  # txids handed to it again
     _fail_next_send: tuple[Exception, bool] | None = None
 
     # ------------------------------------------------------------------ test controls
@@ -95,6 +96,11 @@ class FakeChain:
         """The next ``send`` raises ``error``: before making the transaction, or after
         (the node made it, the answer got lost)."""
         self._fail_next_send = (error, after_sending)
+
+    def forget(self, txid: str) -> None:
+        """The node loses ``txid`` from its mempool, its wallet keeps it (a node killed
+        before relaying it, resubmitting it before it caught up with the chain)."""
+        self.mempool.remove(txid)
 
     def height_of(self, txid: str) -> int | None:
         for height, h in enumerate(self.blocks):
@@ -177,6 +183,14 @@ class FakeChain:
         height = self.height_of(txid)
         confs = 0 if height is None else len(self.blocks) - height
         return Outgoing(txid, confs, tx.fee, None if height is None else self.blocks[height])
+
+    async def rebroadcast(self, txid: str) -> bool:
+        self._up()
+        if self.height_of(txid) is not None or txid in self.mempool:
+            return False
+        self.mempool.append(txid)
+        self.rebroadcasts.append(txid)
+        return True
 
     async def balance(self) -> int:
         """Confirmed receipts to our addresses minus everything our sends spent."""

@@ -144,6 +144,28 @@ async def test_a_send_whose_answer_was_lost_is_found_by_its_intent_not_sent_agai
     assert store.withdrawals[wid].status == WithdrawalStatus.ON_CHAIN
 
 
+async def test_a_send_the_node_lost_from_its_mempool_is_handed_again_and_completes_once(
+) -> None:
+    # Found by `tradeplane chaos` (chain-node-down): litecoind killed just after two
+    # sends, restarted; its wallet resubmitted them before it had the blocks holding
+    # their inputs, so they stayed in its wallet only: ON_CHAIN for good, never mined.
+    c, store, _bus, chain = custody()
+    wid = await funded_withdrawal(c, store, chain, "1")
+    await c.processor.step()
+    [txid] = chain.sends
+    chain.forget(txid)
+    chain.mine(CONFIRMATIONS)  # without it
+    await c.processor.step()
+    assert chain.rebroadcasts == [txid] and txid in chain.mempool
+    assert store.withdrawals[wid].status == WithdrawalStatus.ON_CHAIN
+    await c.processor.step()  # in the mempool now: not handed again
+    assert chain.rebroadcasts == [txid]
+    chain.mine(CONFIRMATIONS)
+    await c.processor.step()
+    w = store.withdrawals[wid]
+    assert (w.status, w.txid, chain.sends) == (WithdrawalStatus.COMPLETED, txid, [txid])
+
+
 async def test_a_withdrawal_above_the_threshold_is_not_sent_before_its_approval() -> None:
     c, store, _bus, chain = custody()
     wid = await funded_withdrawal(c, store, chain, "5.5")

@@ -272,6 +272,28 @@ class BitcoinRpc:
                         fee=-self._units(tx["fee"]),
                         block_hash=str(tx["blockhash"]) if confirmations > 0 else None)
 
+    async def rebroadcast(self, txid: str) -> bool:
+        """``getmempoolentry``; not there and unconfirmed: ``sendrawtransaction`` of the
+        wallet's copy (the wallet sees it in the mempool at once).
+
+        Raises:
+            ChainError: the node refused it; ``txid`` is not this wallet's.
+        """
+        try:
+            await self.call("getmempoolentry", {"txid": txid}, wallet=False)
+            return False
+        except RpcError as e:
+            if e.code != RPC_INVALID_ADDRESS_OR_KEY:  # Transaction not in mempool
+                raise
+        tx = await self.call("gettransaction", {"txid": txid})
+        if int(tx.get("confirmations", 0)) != 0:
+            return False
+        try:
+            await self.call("sendrawtransaction", {"hexstring": tx["hex"]}, wallet=False)
+        except RpcError as e:
+            raise ChainError(f"{self._where}: {txid} refused again: {e.message}") from e
+        return True
+
     async def balance(self) -> int:
         """``getbalances``' trusted balance: confirmed coins plus the change of our own
         unconfirmed sends (spendable by Bitcoin Core); not unconfirmed receipts."""

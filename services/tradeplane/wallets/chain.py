@@ -124,6 +124,19 @@ class ChainAdapter(Protocol):
         """Confirmations and fee of a send; None when the node no longer knows it."""
         ...
 
+    async def rebroadcast(self, txid: str) -> bool:
+        """Hand an unconfirmed send of ours to the network again if the node's mempool
+        does not hold it (a node killed before it relayed the send forgets its mempool,
+        and one that resubmits its wallet's sends while it catches up with the chain
+        finds their inputs missing: the send then waits in the wallet, unknown to the
+        network). True when it was handed again; False when there was nothing to do
+        (in the mempool, confirmed) or the adapter cannot.
+
+        Raises:
+            ChainError: the node refused it (an input missing or spent elsewhere).
+        """
+        ...
+
     async def balance(self) -> int:
         """The wallet's confirmed spendable balance in units."""
         ...

@@ -213,6 +213,8 @@ class WithdrawalProcessor:
             log.error("wallet %s: the node does not know withdrawal %d's tx %s any more; "
                       "it stays ON_CHAIN for an operator", self.spec.name, w.id, w.txid)
             return
+        if out.confirmations == 0:
+            await self._keep_on_network(w.id, w.txid)
         now = self._now_ms()
         if out.confirmations < self.spec.confirmations:
             await self.store.update_on_chain(w.id, max(out.confirmations, 0),
@@ -229,6 +231,29 @@ class WithdrawalProcessor:
             WITHDRAWALS.labels(self.spec.name, WithdrawalStatus.COMPLETED.value).inc()
             log.info("wallet %s: withdrawal %d completed (%d confirmations, network fee %s)",
                      self.spec.name, w.id, out.confirmations, fmt_units(out.fee))
+
+    async def _keep_on_network(self, wid: int, txid: str) -> None:
+        """An unconfirmed send must be in the node's mempool: a node killed before it
+        relayed the send, then resubmitting it before it had caught up with the chain
+        (its inputs missing), keeps it in its wallet only, and nobody would ever mine
+        it (the withdrawal ON_CHAIN for good, its funds locked, the hot wallet's change
+        missing from reconciliation). Handed to the node again on every pass until it
+        confirms.
+
+        Raises:
+            ChainUnavailable: the node did not answer.
+        """
+        try:
+            if await self.chain.rebroadcast(txid):
+                log.warning("wallet %s: withdrawal %d's tx %s was in no mempool; handed to "
+                            "the node again", self.spec.name, wid, txid)
+        except ChainUnavailable:
+            raise
+        except ChainError as exc:
+            self._once(wid, "rebroadcast", logging.ERROR,
+                       "wallet %s: withdrawal %d's tx %s is in no mempool and the node "
+                       "refuses it (retried every pass): %s", self.spec.name, wid, txid,
+                       exc)
 
     def _once(self, wid: int, why: str, level: int, msg: str, *args: object) -> None:
         """Log why a withdrawal waits once, not on every pass (the gauge stays up)."""
