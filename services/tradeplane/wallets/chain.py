@@ -125,12 +125,14 @@ class ChainAdapter(Protocol):
         ...
 
     async def rebroadcast(self, txid: str) -> bool:
-        """Hand an unconfirmed send of ours to the network again if the node's mempool
-        does not hold it (a node killed before it relayed the send forgets its mempool,
-        and one that resubmits its wallet's sends while it catches up with the chain
-        finds their inputs missing: the send then waits in the wallet, unknown to the
-        network). True when it was handed again; False when there was nothing to do
-        (in the mempool, confirmed) or the adapter cannot.
+        """Hand an unconfirmed send of ours to the network again, as the network may not
+        have it: not in the node's mempool (a node killed before it relayed the send
+        forgets its mempool, and one that resubmits its wallet's sends while it catches
+        up with the chain finds their inputs missing: the send then waits in the wallet
+        only), or in it but not relayed (a restarted node puts its wallet's sends back
+        in its mempool without announcing them to its peers). True when it was handed
+        again; False when there was nothing to do (confirmed, just sent) or the adapter
+        cannot.
 
         Raises:
             ChainError: the node refused it (an input missing or spent elsewhere).
