@@ -106,6 +106,28 @@ async def test_a_scan_with_the_store_down_is_unavailable_and_the_next_one_catche
     assert [d.status for d in store.deposits.values()] == [DepositStatus.CREDITED]
 
 
+async def test_a_wallet_that_lost_track_of_a_credited_deposit_rescans_and_opens_no_adjustment(
+) -> None:
+    # Found by `tradeplane chaos` (chain-node-down): litecoind killed -9 came back with
+    # its wallet reporting confirmed deposits as unconfirmed though their blocks were on
+    # the main chain; the watcher took it for a reorganisation after the credit (an
+    # adjustment each, a false alarm) and the hot wallet could not spend them.
+    c, store, _bus, chain = custody()
+    txid = await deposited(c, chain, to_units("1"))
+    [dep] = store.deposits.values()
+    assert dep.status == DepositStatus.CREDITED and dep.credited_hash is not None
+    chain.lose_track(txid)
+    await c.watcher.step()
+    assert chain.rescans == [dep.credited_hash]
+    assert store.adjustments == []
+    await c.watcher.step()  # on the rescanned wallet
+    [after] = store.deposits.values()
+    assert (after.status, after.block_hash, after.credited_hash) == (
+        DepositStatus.CREDITED, dep.credited_hash, dep.credited_hash)
+    assert chain.rescans == [dep.credited_hash] and store.adjustments == []
+    assert store.held(ALICE, "LTC") == (to_units("1"), 0)
+
+
 # --------------------------------------------------------------------------- withdrawals
 async def funded_withdrawal(c: Custody, store: MemoryCustodyStore, chain: FakeChain,
                             amount: str) -> int:

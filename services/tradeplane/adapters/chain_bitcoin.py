@@ -337,6 +337,18 @@ class BitcoinRpc:
             raise ChainError(f"{self._where}: {txid} refused again: {e.message}") from e
         return True
 
+    async def rescan(self, block_hash: str) -> bool:
+        """``rescanblockchain`` from the block's height to the tip (it waits for the
+        end: quick from a recent block; ``timeout_s`` bounds it).
+
+        Raises:
+            ChainError: an unknown block; as :meth:`call`.
+        """
+        header = await self.call("getblockheader", {"blockhash": block_hash, "verbose": True},
+                                 wallet=False)
+        await self.call("rescanblockchain", {"start_height": int(header["height"])})
+        return True
+
     async def balance(self) -> int:
         """``getbalances``' trusted balance: confirmed coins plus the change of our own
         unconfirmed sends (spendable by Bitcoin Core); not unconfirmed receipts."""

@@ -326,6 +326,12 @@ class MoneroWalletRpc:
         confirmations, which the withdrawal processor logs."""
         return False
 
+    async def rescan(self, block_hash: str) -> bool:
+        """Not done: monero-wallet-rpc rescans only from the wallet's restore height
+        (``rescan_blockchain``, every block since), too heavy to run from the watcher.
+        Always False."""
+        return False
+
     async def balance(self) -> int:
         """The account's balance, rounded down to units: every confirmed output, locked
         or not, plus the change of our own pending sends. Monero locks received outputs

@@ -139,6 +139,17 @@ class ChainAdapter(Protocol):
         """
         ...
 
+    async def rescan(self, block_hash: str) -> bool:
+        """Have the node's wallet read the chain again from ``block_hash`` on (a node
+        killed with -9 may come back with a wallet that holds a confirmed payment as
+        unconfirmed, though its block is on the main chain). True when it did; False
+        when the adapter cannot.
+
+        Raises:
+            ChainError: the node refused (an unknown block).
+        """
+        ...
+
     async def balance(self) -> int:
         """The wallet's confirmed spendable balance in units."""
         ...
