@@ -1157,10 +1157,12 @@ def _chaos_arg(parse: Callable[[str], Any]) -> Callable[[str], Any]:
 
 
 def cmd_chaos(args: argparse.Namespace) -> int:
+    from tradeplane.chaos import plan
     from tradeplane.chaos.clock import PACKAGE, libfaketime
     from tradeplane.chaos.disk import can_mount
     from tradeplane.chaos.plan import OptionError, for_bus
     from tradeplane.chaos.run import Chaos, Options
+    from tradeplane.platform.chains import LITECOIN_PACKAGE, ChainNodeError, find_binary
     from tradeplane.platform.supervisor import SupervisorError
 
     soak = args.soak is not None
@@ -1178,6 +1180,13 @@ def cmd_chaos(args: argparse.Namespace) -> int:
         faults = tuple(f for f in faults if f != "clock-skew")
         print(f"tradeplane chaos: clock-skew left out: it needs Debian's {PACKAGE}",
               file=sys.stderr)
+    if any(f in plan.CHAIN_FAULTS for f in faults):
+        try:
+            find_binary("litecoind", LITECOIN_PACKAGE)
+        except ChainNodeError as exc:
+            faults = tuple(f for f in faults if f not in plan.CHAIN_FAULTS)
+            print(f"tradeplane chaos: {', '.join(plan.CHAIN_FAULTS)} left out: {exc}",
+                  file=sys.stderr)
     if not faults:
         return 2
     options = Options(seed=args.seed, duration_s=args.soak if soak else args.duration,
@@ -1186,7 +1195,7 @@ def cmd_chaos(args: argparse.Namespace) -> int:
                       nats_cluster=args.nats_cluster, standby=args.standby or None)
     try:
         return Chaos(options).run()
-    except SupervisorError as exc:
+    except (SupervisorError, ChainNodeError) as exc:
         print(f"tradeplane chaos: {exc}", file=sys.stderr)
         return 1
 
@@ -1262,7 +1271,9 @@ def build_parser() -> argparse.ArgumentParser:
                       "every invariant after each and prints a table",
         description="Starts a local platform in its own servers, drives a mixed load from "
                     "several accounts and injects faults on a seeded schedule: "
-                    + ", ".join(plan.FAULTS) + "; with --nats-cluster, "
+                    + ", ".join(plan.FAULTS) + "; on a regtest litecoind with its "
+                    "wallet watcher, deposits and withdrawals in the load: "
+                    + ", ".join(plan.CHAIN_FAULTS) + "; with --nats-cluster, "
                     + ", ".join(plan.CLUSTER_FAULTS) + " instead of "
                     + " and ".join(plan.SINGLE_NATS_FAULTS) + ". Exits 0 when nothing was "
                     "lost or duplicated and every invariant held, 1 otherwise.")

@@ -18,7 +18,7 @@ import pytest
 from tradeplane.adapters import db
 from tradeplane.adapters.bus import Bus
 from tradeplane.chaos.load import Acked, Load
-from tradeplane.chaos.plan import CLUSTER_FAULTS, FAULTS
+from tradeplane.chaos.plan import CHAIN_FAULTS, CLUSTER_FAULTS, FAULTS
 from tradeplane.chaos.report import table
 from tradeplane.chaos.run import PAIRS, Chaos, Options
 from tradeplane.domain import codec
@@ -41,7 +41,7 @@ def data_dir() -> Iterator[Path]:
 
 def _schedule(data_dir: Path, capsys: pytest.CaptureFixture[str],
               faults: tuple[str, ...], *, nats_cluster: bool = False,
-              min_acked: int = 500) -> None:
+              min_acked: int = 500) -> Chaos:
     chaos = Chaos(Options(seed=17, duration_s=10.0, faults=faults, period_s=5.0,
                           traders=3, workers=3, data_dir=data_dir,
                           nats_cluster=nats_cluster))
@@ -57,6 +57,7 @@ def _schedule(data_dir: Path, capsys: pytest.CaptureFixture[str],
         assert (o.fault, o.lost, o.duplicated, o.failures) == (o.fault, 0, 0, [])
         assert o.recovery_s is not None, f"{o.fault}: not recovered"
     assert code == 0
+    return chaos
 
 
 def test_every_fault_under_load_loses_nothing_duplicates_nothing_breaks_no_invariant(
@@ -64,6 +65,21 @@ def test_every_fault_under_load_loses_nothing_duplicates_nothing_breaks_no_invar
 ) -> None:
     # pause-engine is among them: every engine runs as two replicas (hot standby).
     _schedule(data_dir, capsys, FAULTS)
+
+
+def test_a_killed_watcher_a_reorg_with_a_double_spend_and_a_dead_node_lose_and_repeat_nothing(
+    data_dir: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The wallet watcher on a regtest litecoind, deposits and withdrawals in the load;
+    # after each fault (and at the end) each payment confirmed is credited exactly once,
+    # the double-spent one never, each withdrawal broadcast exactly once and completed,
+    # and the wallet reconciles to exactly 0 (compose.check_custody).
+    chaos = _schedule(data_dir, capsys, CHAIN_FAULTS)
+
+    assert chaos.chain_load is not None
+    answers = chaos.chain_load.answers
+    assert answers["deposit paid"] >= 10, answers
+    assert len(chaos.chain_load.withdrawals.all()) >= 10, answers
 
 
 def test_a_nats_node_and_a_stream_leader_killed_under_load_lose_nothing(

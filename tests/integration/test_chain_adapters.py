@@ -231,6 +231,30 @@ async def test_send_is_found_by_its_intent_and_reports_confirmations_and_fee(
     assert await ltc.outgoing("00" * 32) is None
 
 
+async def test_a_send_spends_no_coin_below_the_wallet_s_confirmations(
+        litecoin_node: LitecoinNode) -> None:
+    # Found by `tradeplane chaos` (chain-reorg): a withdrawal spending the change of a
+    # send in a block that was then reorganised away became an orphan no peer relayed;
+    # one spending a deposit not credited yet would be invalid once it is spent again.
+    ltc = litecoin_node.adapter(wallet=litecoin_node.create_wallet(), spend_min_conf=2)
+    try:
+        await fund(ltc, litecoin_node, COIN)  # one confirmation
+        intent = f"wd-{secrets.token_hex(8)}"
+        with pytest.raises(InsufficientFunds):
+            await ltc.send(litecoin_node.payer_address, COIN // 10, intent)
+        assert await ltc.find_sent(intent) is None
+        litecoin_node.mine(1)  # two: spendable, and unlocked after the refusal
+        txid = await ltc.send(litecoin_node.payer_address, COIN // 10, intent)
+        assert await ltc.find_sent(intent) == txid
+        # Its change (no confirmation) is not spent by the next send; nothing stays
+        # locked once a send is done.
+        with pytest.raises(InsufficientFunds):
+            await ltc.send(litecoin_node.payer_address, COIN // 10, f"{intent}-2")
+        assert await ltc.call("listlockunspent") == []
+    finally:
+        await ltc.close()
+
+
 async def test_send_to_a_bad_address_or_beyond_the_balance_sends_nothing(
         ltc: BitcoinRpc, litecoin_node: LitecoinNode) -> None:
     await fund(ltc, litecoin_node, COIN)

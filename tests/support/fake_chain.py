@@ -54,6 +54,9 @@ class FakeChain:
     unavailable: bool = False
     sends: list[str] = field(default_factory=list)  # txids of every send made, in order
     scans: list[str | None] = field(default_factory=list)  # cursors asked for
+    rebroadcasts: list[str] = field(default_factory=list)  # txids handed to it again
+    untracked: set[str] = field(default_factory=set)  # confirmed, reported unconfirmed
+    rescans: list[str] = field(default_factory=list)  # blocks the wallet rescanned from
     _fail_next_send: tuple[Exception, bool] | None = None
 
     # ------------------------------------------------------------------ test controls
@@ -96,6 +99,16 @@ class FakeChain:
         (the node made it, the answer got lost)."""
         self._fail_next_send = (error, after_sending)
 
+    def lose_track(self, txid: str) -> None:
+        """The node's wallet reports ``txid`` unconfirmed though its block is on the main
+        chain (litecoind killed -9 can come back so), until it is made to rescan."""
+        self.untracked.add(txid)
+
+    def forget(self, txid: str) -> None:
+        """The node loses ``txid`` from its mempool, its wallet keeps it (a node killed
+        before relaying it, resubmitting it before it caught up with the chain)."""
+        self.mempool.remove(txid)
+
     def height_of(self, txid: str) -> int | None:
         for height, h in enumerate(self.blocks):
             if txid in self.block_txs.get(h, []):
@@ -128,6 +141,8 @@ class FakeChain:
                 continue
             if height is not None and height <= since:
                 continue
+            if txid in self.untracked:
+                height = None
             for index, (address, amount) in enumerate(tx.outputs):
                 if address not in ours:
                     continue
@@ -177,6 +192,20 @@ class FakeChain:
         height = self.height_of(txid)
         confs = 0 if height is None else len(self.blocks) - height
         return Outgoing(txid, confs, tx.fee, None if height is None else self.blocks[height])
+
+    async def rescan(self, block_hash: str) -> bool:
+        self._up()
+        self.rescans.append(block_hash)
+        self.untracked.clear()
+        return True
+
+    async def rebroadcast(self, txid: str) -> bool:
+        self._up()
+        if self.height_of(txid) is not None or txid in self.mempool:
+            return False
+        self.mempool.append(txid)
+        self.rebroadcasts.append(txid)
+        return True
 
     async def balance(self) -> int:
         """Confirmed receipts to our addresses minus everything our sends spent."""

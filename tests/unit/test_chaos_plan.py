@@ -10,6 +10,7 @@ import pytest
 
 from tradeplane.chaos.plan import (
     ALL_FAULTS,
+    CHAIN_FAULTS,
     CLUSTER_FAULTS,
     FAULTS,
     SINGLE_NATS_FAULTS,
@@ -46,9 +47,10 @@ def test_faults_all_or_a_list_in_the_tables_order() -> None:
 
 
 def test_all_faults_are_those_the_bus_has_and_another_bus_s_fault_is_refused() -> None:
-    assert for_bus(ALL_FAULTS, nats_cluster=False) == FAULTS
+    assert for_bus(ALL_FAULTS, nats_cluster=False) == FAULTS + CHAIN_FAULTS
     cluster = for_bus(ALL_FAULTS, nats_cluster=True)
-    assert set(cluster) == (set(FAULTS) - set(SINGLE_NATS_FAULTS)) | set(CLUSTER_FAULTS)
+    assert set(cluster) == ((set(FAULTS) - set(SINGLE_NATS_FAULTS)) | set(CHAIN_FAULTS)
+                            | set(CLUSTER_FAULTS))
     assert for_bus(("pause-engine",), nats_cluster=True) == ("pause-engine",)
     with pytest.raises(OptionError, match="kill-nats-node cannot be injected on one NATS"):
         for_bus(("kill-engine", "kill-nats-node"), nats_cluster=False)

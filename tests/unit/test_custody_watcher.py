@@ -106,6 +106,28 @@ async def test_a_scan_with_the_store_down_is_unavailable_and_the_next_one_catche
     assert [d.status for d in store.deposits.values()] == [DepositStatus.CREDITED]
 
 
+async def test_a_wallet_that_lost_track_of_a_credited_deposit_rescans_and_opens_no_adjustment(
+) -> None:
+    # Found by `tradeplane chaos` (chain-node-down): litecoind killed -9 came back with
+    # its wallet reporting confirmed deposits as unconfirmed though their blocks were on
+    # the main chain; the watcher took it for a reorganisation after the credit (an
+    # adjustment each, a false alarm) and the hot wallet could not spend them.
+    c, store, _bus, chain = custody()
+    txid = await deposited(c, chain, to_units("1"))
+    [dep] = store.deposits.values()
+    assert dep.status == DepositStatus.CREDITED and dep.credited_hash is not None
+    chain.lose_track(txid)
+    await c.watcher.step()
+    assert chain.rescans == [dep.credited_hash]
+    assert store.adjustments == []
+    await c.watcher.step()  # on the rescanned wallet
+    [after] = store.deposits.values()
+    assert (after.status, after.block_hash, after.credited_hash) == (
+        DepositStatus.CREDITED, dep.credited_hash, dep.credited_hash)
+    assert chain.rescans == [dep.credited_hash] and store.adjustments == []
+    assert store.held(ALICE, "LTC") == (to_units("1"), 0)
+
+
 # --------------------------------------------------------------------------- withdrawals
 async def funded_withdrawal(c: Custody, store: MemoryCustodyStore, chain: FakeChain,
                             amount: str) -> int:
@@ -142,6 +164,28 @@ async def test_a_send_whose_answer_was_lost_is_found_by_its_intent_not_sent_agai
     await c.processor.step()
     assert len(chain.sends) == 1
     assert store.withdrawals[wid].status == WithdrawalStatus.ON_CHAIN
+
+
+async def test_a_send_the_node_lost_from_its_mempool_is_handed_again_and_completes_once(
+) -> None:
+    # Found by `tradeplane chaos` (chain-node-down): litecoind killed just after two
+    # sends, restarted; its wallet resubmitted them before it had the blocks holding
+    # their inputs, so they stayed in its wallet only: ON_CHAIN for good, never mined.
+    c, store, _bus, chain = custody()
+    wid = await funded_withdrawal(c, store, chain, "1")
+    await c.processor.step()
+    [txid] = chain.sends
+    chain.forget(txid)
+    chain.mine(CONFIRMATIONS)  # without it
+    await c.processor.step()
+    assert chain.rebroadcasts == [txid] and txid in chain.mempool
+    assert store.withdrawals[wid].status == WithdrawalStatus.ON_CHAIN
+    await c.processor.step()  # in the mempool now: not handed again
+    assert chain.rebroadcasts == [txid]
+    chain.mine(CONFIRMATIONS)
+    await c.processor.step()
+    w = store.withdrawals[wid]
+    assert (w.status, w.txid, chain.sends) == (WithdrawalStatus.COMPLETED, txid, [txid])
 
 
 async def test_a_withdrawal_above_the_threshold_is_not_sent_before_its_approval() -> None:

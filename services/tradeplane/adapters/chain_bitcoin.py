@@ -16,7 +16,12 @@ implements :class:`tradeplane.wallets.chain.ChainAdapter`:
   the send, so the node needs no ``-fallbackfee``.
 * sends: ``sendtoaddress`` with ``comment`` = the intent. Bitcoin Core writes the comment
   into the wallet transaction in the same step that commits it, so a send is never
-  untagged: ``find_sent`` searches ``listtransactions`` for it after a crash.
+  untagged: ``find_sent`` searches ``listtransactions`` for it after a crash. With
+  ``spend_min_conf``, the coins with fewer confirmations are locked (``lockunspent``)
+  for the send's duration, so that it spends none a reorganisation can take away.
+* rebroadcast: an unconfirmed send handed to the node again (``sendrawtransaction``),
+  as a restarted node neither relays its wallet's sends nor keeps those it could not
+  put back in its mempool.
 
 Amounts: JSON numbers are parsed as Decimal (never float); a coin has 8 decimals like our
 units, so conversion is exact and an amount with more decimals is refused.
@@ -25,8 +30,10 @@ units, so conversion is exact and an amount with more decimals is refused.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import math
+import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -58,8 +65,12 @@ RPC_WALLET_ERROR = -4
 RPC_WALLET_INSUFFICIENT_FUNDS = -6
 RPC_WALLET_INVALID_LABEL_NAME = -11  # getaddressesbylabel: no address has the label yet
 RPC_IN_WARMUP = -28
+RPC_VERIFY_ALREADY_IN_CHAIN = -27
 
 _LISTTRANSACTIONS_PAGE = 500
+#: Seconds a send stays in the mempool before :meth:`BitcoinRpc.rebroadcast` announces
+#: it to the node's peers again.
+UNBROADCAST_GRACE_S = 5
 _SATS_PER_COIN = Decimal(10) ** 8
 
 
@@ -84,6 +95,12 @@ class BitcoinRpcConfig:
     """vbytes of a typical send (one P2WPKH input, two outputs), for ``estimate_fee``."""
     address_type: str = ""
     """``getnewaddress``'s address type; empty: the node's ``-addresstype`` (bech32)."""
+    spend_min_conf: int = 0
+    """Sends spend only coins with at least this many confirmations (the wallet's
+    deposit confirmations): a coin in a block a reorganisation can still take away (a
+    deposit not credited yet, which may be spent again elsewhere; the change of a send
+    in such a block) would leave the send invalid, or an orphan no peer relays, and the
+    withdrawal never confirmed. 0: whatever the node's wallet chooses."""
     timeout_s: float = 30.0
 
 
@@ -229,6 +246,7 @@ class BitcoinRpc:
             params["fee_rate"] = self.cfg.fallback_fee_rate
         else:
             params["conf_target"] = self.cfg.conf_target
+        young = await self._lock_young()
         try:
             return str(await self.call("sendtoaddress", params))
         except RpcError as e:
@@ -238,6 +256,23 @@ class BitcoinRpc:
                     e.code == RPC_WALLET_ERROR and "insufficient funds" in e.message.lower()):
                 raise InsufficientFunds(f"{self._where}: {e.message}") from e
             raise
+        finally:
+            if young:
+                # Locks live in the node's memory only: a node that died took them along.
+                with contextlib.suppress(ChainUnavailable):
+                    await self.call("lockunspent", {"unlock": True, "transactions": young})
+
+    async def _lock_young(self) -> list[dict[str, Any]]:
+        """Lock the wallet's coins with fewer than ``spend_min_conf`` confirmations
+        (so that the next send cannot choose them); the locked outpoints."""
+        if self.cfg.spend_min_conf <= 0:
+            return []
+        unspent = await self.call("listunspent", {
+            "minconf": 0, "maxconf": self.cfg.spend_min_conf - 1})
+        young = [{"txid": str(u["txid"]), "vout": int(u["vout"])} for u in unspent]
+        if young:
+            await self.call("lockunspent", {"unlock": False, "transactions": young})
+        return young
 
     async def find_sent(self, intent: str) -> str | None:
         """Newest first through ``listtransactions``, a page at a time."""
@@ -271,6 +306,48 @@ class BitcoinRpc:
         return Outgoing(txid=txid, confirmations=max(0, confirmations),
                         fee=-self._units(tx["fee"]),
                         block_hash=str(tx["blockhash"]) if confirmations > 0 else None)
+
+    async def rebroadcast(self, txid: str) -> bool:
+        """Unconfirmed, and not in the mempool or in it for UNBROADCAST_GRACE_S:
+        ``sendrawtransaction`` of the wallet's copy, which (re)enters the mempool and
+        announces it to every peer connected now that is not known to have it. Why: a
+        restarted node puts its wallet's unconfirmed sends back in its mempool without
+        relaying them (Bitcoin Core's wallet relays them again only after 30 minutes
+        or more), and leaves out those whose inputs it has not caught up with.
+
+        Raises:
+            ChainError: the node refused it; ``txid`` is not this wallet's.
+        """
+        try:
+            entry = await self.call("getmempoolentry", {"txid": txid}, wallet=False)
+        except RpcError as e:
+            if e.code != RPC_INVALID_ADDRESS_OR_KEY:  # Transaction not in mempool
+                raise
+        else:
+            if time.time() - int(entry.get("time", 0)) < UNBROADCAST_GRACE_S:
+                return False
+        tx = await self.call("gettransaction", {"txid": txid})
+        if int(tx.get("confirmations", 0)) != 0:
+            return False
+        try:
+            await self.call("sendrawtransaction", {"hexstring": tx["hex"]}, wallet=False)
+        except RpcError as e:
+            if e.code == RPC_VERIFY_ALREADY_IN_CHAIN:  # confirmed meanwhile
+                return False
+            raise ChainError(f"{self._where}: {txid} refused again: {e.message}") from e
+        return True
+
+    async def rescan(self, block_hash: str) -> bool:
+        """``rescanblockchain`` from the block's height to the tip (it waits for the
+        end: quick from a recent block; ``timeout_s`` bounds it).
+
+        Raises:
+            ChainError: an unknown block; as :meth:`call`.
+        """
+        header = await self.call("getblockheader", {"blockhash": block_hash, "verbose": True},
+                                 wallet=False)
+        await self.call("rescanblockchain", {"start_height": int(header["height"])})
+        return True
 
     async def balance(self) -> int:
         """``getbalances``' trusted balance: confirmed coins plus the change of our own

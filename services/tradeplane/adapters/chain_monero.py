@@ -319,6 +319,19 @@ class MoneroWalletRpc:
         return Outgoing(txid=txid, confirmations=confirmations,
                         fee=-(-int(t["fee"]) // PICONERO_PER_UNIT), block_hash=block_hash)
 
+    async def rebroadcast(self, txid: str) -> bool:
+        """Not done: monero-wallet-rpc has no call that relays a transaction it already
+        sent (``relay_tx`` takes the metadata a ``do_not_relay`` transfer returns, which
+        is not kept). Always False: a send the daemon lost stays ON_CHAIN with no
+        confirmations, which the withdrawal processor logs."""
+        return False
+
+    async def rescan(self, block_hash: str) -> bool:
+        """Not done: monero-wallet-rpc rescans only from the wallet's restore height
+        (``rescan_blockchain``, every block since), too heavy to run from the watcher.
+        Always False."""
+        return False
+
     async def balance(self) -> int:
         """The account's balance, rounded down to units: every confirmed output, locked
         or not, plus the change of our own pending sends. Monero locks received outputs

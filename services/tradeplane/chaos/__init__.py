@@ -7,6 +7,9 @@ a seeded schedule, with the exchange's invariants checked after each fault and a
 - :mod:`~tradeplane.chaos.load`: the load, through the REST API with signed requests;
 - :mod:`~tradeplane.chaos.compose`: the one module that reaches the stores (PostgreSQL,
   NATS, Redis): the accounts it trades with, and the checks;
+- :mod:`~tradeplane.chaos.custody`: the regtest chain (the network's litecoind and the
+  exchange's), the deposits and withdrawals of the load, chain-reorg and the custody
+  check (its stores' side in compose);
 - :mod:`~tradeplane.chaos.disk`, :mod:`~tradeplane.chaos.slow`,
   :mod:`~tradeplane.chaos.clock`: the faults that take more than a signal (a full disk, a
   throttled consumer, a skewed clock);

@@ -12,12 +12,13 @@ import asyncio
 import secrets
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 
-from tradeplane.adapters import db
+from tradeplane.adapters import db, wallets_db
 from tradeplane.adapters.bus import (
     EVENTS_STREAM,
     Bus,
@@ -27,14 +28,23 @@ from tradeplane.adapters.bus import (
 )
 from tradeplane.adapters.cache import CacheError, MarketCache
 from tradeplane.adapters.cipher import SecretCipher
+from tradeplane.adapters.custody import PgCustodyStore
 from tradeplane.chaos.load import Trader
 from tradeplane.domain import codec
 from tradeplane.domain.book import OrderBook
 from tradeplane.domain.convert import DESK_ACCOUNT
+from tradeplane.domain.custody import (
+    WalletSpec,
+    WithdrawalStatus,
+    deposit_ref,
+    wallet_from_spec,
+)
 from tradeplane.domain.model import NewOrder, NewOrderList
 from tradeplane.domain.money import to_units
 from tradeplane.domain.pairs import PairRules
 from tradeplane.engine.service import WRITER_HEADER, EngineSnapshot, LeaseRecord
+from tradeplane.wallets.chain import ChainAdapter
+from tradeplane.wallets.reconcile import reconcile
 
 TRADER_FUNDS = {"BTC": "1000", "ETH": "10000", "USDT": "100000000"}
 _OPEN = (0, 1, 2)
@@ -43,8 +53,9 @@ DESK_FUNDS = {"BTC": "100", "ETH": "1000", "USDT": "10000000"}
 
 
 async def provision(dsn: str, secret_key: str, pairs: Sequence[PairRules],
-                    traders: int) -> list[Trader]:
-    """The schema and ``pairs``; accounts with trading keys and funds, new ones each run.
+                    traders: int, *, withdraw: bool = False) -> list[Trader]:
+    """The schema and ``pairs``; accounts with trading keys and funds, new ones each run;
+    with ``withdraw``, keys that may withdraw too (the custody load's).
     """
     pool = await db.create_pool(dsn, 2)
     cipher = SecretCipher(secret_key)
@@ -59,7 +70,8 @@ async def provision(dsn: str, secret_key: str, pairs: Sequence[PairRules],
             account = await db.create_account(pool, name)
             secret = secrets.token_hex(32)
             key = await db.create_api_key(pool, account, cipher.encrypt(secret),
-                                          ["read", "trade", "convert"])
+                                          ["read", "trade", "convert",
+                                           *(["withdraw"] if withdraw else [])])
             for asset, amount in TRADER_FUNDS.items():
                 await db.credit(pool, account, asset, to_units(amount), f"{name}-{asset}")
             out.append(Trader(account, key, secret))
@@ -575,3 +587,190 @@ async def drained(stores: Stores, consumer: str, target: int, since: float,
     finally:
         await cache.close()
         await pool.close()
+
+
+# ------------------------------------------------------------------ custody
+async def provision_wallet(dsn: str, name: str, doc: Mapping[str, Any]) -> WalletSpec:
+    """The wallet ``name`` of spec ``doc`` in the wallets table (where its watcher and the
+    gateway read it)."""
+    spec = wallet_from_spec(name, dict(doc))
+    pool = await db.create_pool(dsn, 1)
+    try:
+        await wallets_db.upsert_wallet(pool, spec)
+    finally:
+        await pool.close()
+    return spec
+
+
+async def deposit_block(dsn: str, wallet: str, txid: str) -> str | None:
+    """The block the watcher last saw the deposit ``txid`` in (None: not seen in one)."""
+    pool = await db.create_pool(dsn, 1)
+    try:
+        found = await pool.fetchval(
+            "SELECT block_hash FROM deposits WHERE wallet = $1 AND txid = $2 LIMIT 1",
+            wallet, txid)
+    finally:
+        await pool.close()
+    return None if found is None else str(found)
+
+
+async def credited(dsn: str, wallet: str, txid: str) -> bool:
+    """Whether the deposit ``txid`` is credited."""
+    pool = await db.create_pool(dsn, 1)
+    try:
+        return bool(await pool.fetchval(
+            "SELECT count(*) FROM deposits WHERE wallet = $1 AND txid = $2"
+            " AND status = 'CREDITED'", wallet, txid))
+    finally:
+        await pool.close()
+
+
+async def wait_processing(dsn: str, wallet: str, timeout: float) -> bool:
+    """Poll until a withdrawal of ``wallet`` is PROCESSING (its send about to be made or
+    being made); False after ``timeout``."""
+    pool = await db.create_pool(dsn, 1)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if await pool.fetchval(
+                    "SELECT count(*) FROM withdrawals WHERE wallet = $1 AND status = $2",
+                    wallet, WithdrawalStatus.PROCESSING.value):
+                return True
+            await asyncio.sleep(0.005)
+        return False
+    finally:
+        await pool.close()
+
+
+@dataclass(frozen=True)
+class CustodyWork:
+    """What the wallet watcher still has to do."""
+
+    deposits: int
+    """Deposits seen and not yet credited nor dropped."""
+    withdrawals: int
+    """Withdrawals not yet COMPLETED, FAILED or REJECTED."""
+    scanned: int
+    """The chain height of its last scan (-1: none yet)."""
+
+
+async def custody_work(dsn: str, wallet: str) -> CustodyWork:
+    pool = await db.create_pool(dsn, 1)
+    try:
+        r = await pool.fetchrow(
+            """SELECT
+                 (SELECT count(*) FROM deposits WHERE wallet = $1
+                  AND status IN ('PENDING', 'CONFIRMED')) AS deposits,
+                 (SELECT count(*) FROM withdrawals WHERE wallet = $1
+                  AND status NOT IN ('COMPLETED', 'FAILED', 'REJECTED')) AS withdrawals,
+                 (SELECT coalesce(max(height), -1) FROM wallet_cursors
+                  WHERE wallet = $1) AS scanned""", wallet)
+        assert r is not None
+        return CustodyWork(int(r["deposits"]), int(r["withdrawals"]), int(r["scanned"]))
+    finally:
+        await pool.close()
+
+
+@dataclass(frozen=True)
+class Payment:
+    """A payment of the payer to one of the wallet's deposit addresses, as the payer's
+    wallet sees it now."""
+
+    txid: str
+    index: int
+    address: str
+    amount: int
+    confirmations: int
+    """Negative: a conflicting transaction is on the main chain (it was spent again)."""
+
+
+async def deposit_addresses(dsn: str, wallet: str) -> set[str]:
+    pool = await db.create_pool(dsn, 1)
+    try:
+        return {str(r["address"]) for r in await pool.fetch(
+            "SELECT address FROM deposit_addresses WHERE wallet = $1", wallet)}
+    finally:
+        await pool.close()
+
+
+async def check_custody(dsn: str, spec: WalletSpec, chain: ChainAdapter,
+                        payments: Sequence[Payment], sends: Mapping[str, set[str]],
+                        acked: Sequence[int]) -> Findings:
+    """Once the watcher has nothing left to do (every payment confirmed or gone, every
+    withdrawal finished): each payment confirmed enough is credited exactly once with its
+    amount and one spent again elsewhere never; no deposit is credited that no payment
+    made; each acknowledged withdrawal exists and is COMPLETED, and each withdrawal was
+    broadcast exactly once (``sends``: the hot wallet's send txids by their comment, the
+    withdrawal's intent; any other send is reported); custody's ledger invariants hold
+    and the reconciliation is exactly 0."""
+    out = Findings()
+    pool = await db.create_pool(dsn, 2)
+    try:
+        rows = await pool.fetch(
+            "SELECT ref, amount FROM credits WHERE ref LIKE $1",
+            f"deposit:{spec.chain}:%")
+        credits = {str(r["ref"]): int(r["amount"]) for r in rows}
+        paid: set[str] = set()
+        for p in payments:
+            ref = deposit_ref(spec.chain, p.txid, p.index)
+            paid.add(ref)
+            got = credits.get(ref)
+            if p.confirmations >= spec.confirmations:
+                if got is None:
+                    out.lost += 1
+                    out.failures.append(f"deposit {p.txid}:{p.index} ({p.confirmations} "
+                                        "confirmations) never credited")
+                elif got != p.amount:
+                    out.failures.append(f"deposit {p.txid}:{p.index} credited {got}, "
+                                        f"paid {p.amount}")
+            elif p.confirmations < 0:
+                if got is not None:
+                    out.duplicated += 1
+                    out.failures.append(f"deposit {p.txid}:{p.index} credited though it "
+                                        "was spent again elsewhere (gone from the chain)")
+            else:
+                out.failures.append(f"deposit {p.txid}:{p.index} still has "
+                                    f"{p.confirmations} confirmations after settling")
+        extra = sorted(set(credits) - paid)
+        if extra:
+            out.duplicated += len(extra)
+            out.failures.append(f"deposits credited that no payment made: {extra[:5]}")
+        rows = await pool.fetch(
+            "SELECT id, status, intent, txid, info FROM withdrawals WHERE wallet = $1",
+            spec.name)
+        known = {int(r["id"]) for r in rows}
+        missing = sorted(set(acked) - known)
+        if missing:
+            out.lost += len(missing)
+            out.failures.append(f"withdrawals acknowledged but not stored: {missing[:10]}")
+        intents = set()
+        for r in rows:
+            intents.add(str(r["intent"]))
+            txids = sends.get(str(r["intent"]), set())
+            if r["status"] != WithdrawalStatus.COMPLETED.value:
+                out.failures.append(f"withdrawal {r['id']} is {r['status']} after settling "
+                                    f"({r['info'] or 'no info'})")
+            if len(txids) > 1:
+                out.duplicated += 1
+                out.failures.append(f"withdrawal {r['id']} broadcast {len(txids)} times: "
+                                    f"{sorted(txids)}")
+            elif r["status"] in (WithdrawalStatus.ON_CHAIN.value,
+                                 WithdrawalStatus.COMPLETED.value) and (
+                    txids != {r["txid"]}):
+                out.lost += 1
+                out.failures.append(f"withdrawal {r['id']} recorded as sent in "
+                                    f"{r['txid']}, the hot wallet sent {sorted(txids)}")
+        strays = sorted(set(sends) - intents)
+        if strays:
+            out.failures.append("sends of the hot wallet for no withdrawal: " + ", ".join(
+                f"{c or '(no comment)'} {sorted(sends[c])[:5]}" for c in strays[:5]))
+        out.failures += [f"custody: {p}" for p in await wallets_db.custody_problems(pool)]
+        adjustments = await wallets_db.open_adjustments(pool, spec.name)
+        if adjustments:
+            out.failures.append(f"{len(adjustments)} reorganisation adjustments open")
+        rec = await reconcile(spec, chain, PgCustodyStore(pool), save=False)
+        if rec.difference != 0:
+            out.failures.append(f"reconciliation is not 0: {rec.describe()}")
+    finally:
+        await pool.close()
+    return out

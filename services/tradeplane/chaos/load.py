@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from tradeplane.demo.client import ApiClient
+from tradeplane.demo.client import ApiClient, signed_query
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,31 @@ class Trader:
     account: int
     api_key: str
     secret: str
+
+
+class SignedHttp:
+    """One trader's signed REST requests, synchronous (the recovery probe's and the
+    custody load's, each from its own thread)."""
+
+    def __init__(self, base: str, trader: Trader, timeout: float = 3.0) -> None:
+        self.http = httpx.Client(base_url=base, timeout=timeout)
+        self.trader = trader
+
+    def request(self, method: str, path: str, timeout: float | None = None,
+                **params: str | int) -> httpx.Response:
+        """Raises: httpx.HTTPError."""
+        params["timestamp"] = int(time.time() * 1000)
+        body = signed_query(self.trader.secret, params)
+        headers = {"X-MBX-APIKEY": self.trader.api_key}
+        wait = self.http.timeout if timeout is None else httpx.Timeout(timeout)
+        if method == "POST":
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+            return self.http.request(method, path, content=body, headers=headers,
+                                     timeout=wait)
+        return self.http.request(method, f"{path}?{body}", headers=headers, timeout=wait)
+
+    def close(self) -> None:
+        self.http.close()
 
 
 def _price(cents: int) -> str:

@@ -30,6 +30,16 @@ FAULTS: tuple[str, ...] = (
     "clock-skew",           # the gateway or an engine run with its clock 90 s off, then
                             # on the true time again (libfaketime; chaos/clock.py)
 )
+#: The faults of custody (a regtest litecoind, its wallet watcher, deposits and
+#: withdrawals in the load: chaos/custody.py), in the order the table lists them after
+#: FAULTS. Litecoin only: a Monero regtest chain takes minutes to start and its outputs
+#: unlock after 10 blocks.
+CHAIN_FAULTS: tuple[str, ...] = (
+    "kill-watcher",         # kill -9 of the wallet watcher under deposits and withdrawals
+    "chain-reorg",          # a block holding deposits invalidated, one of them spent
+                            # again elsewhere (a double spend), a longer branch mined
+    "chain-node-down",      # kill -9 of litecoind during withdrawals, restarted later
+)
 #: The faults of a clustered bus (``--nats-cluster``: three nodes, streams with three
 #: replicas), in the order the table lists them after FAULTS.
 CLUSTER_FAULTS: tuple[str, ...] = (
@@ -39,7 +49,7 @@ CLUSTER_FAULTS: tuple[str, ...] = (
 )
 #: The faults of a lone NATS server: a cluster has no such single point to kill.
 SINGLE_NATS_FAULTS: tuple[str, ...] = ("kill-nats", "sigterm-nats-down")
-ALL_FAULTS: tuple[str, ...] = FAULTS + CLUSTER_FAULTS
+ALL_FAULTS: tuple[str, ...] = FAULTS + CHAIN_FAULTS + CLUSTER_FAULTS
 
 MIN_DURATION_S = 10.0
 MAX_DURATION_S = 24 * 3600.0

@@ -24,14 +24,15 @@ from typing import TypeVar
 
 import httpx
 
-from tradeplane.chaos import clock, compose, disk, slow
-from tradeplane.chaos.load import MARKETS, Load, Trader
-from tradeplane.chaos.plan import ALL_FAULTS, OptionError, schedule
+from tradeplane.chaos import clock, compose, custody, disk, slow
+from tradeplane.chaos.load import MARKETS, Load, SignedHttp, Trader
+from tradeplane.chaos.plan import ALL_FAULTS, CHAIN_FAULTS, OptionError, schedule
 from tradeplane.chaos.report import Outcome, clean, table
 from tradeplane.chaos.resources import Sampler
-from tradeplane.demo.client import signed_query
+from tradeplane.domain.custody import WalletSpec
 from tradeplane.domain.errors import Unavailable
 from tradeplane.domain.pairs import DEMO_PAIRS
+from tradeplane.platform.chains import ChainNodeError, LitecoindProcess, LitecoinNode
 from tradeplane.platform.ports import HOST, free_port
 from tradeplane.platform.servers import LocalServers, NatsServer, ServerStartError
 from tradeplane.platform.supervisor import Command, RestartPolicy, Supervisor, SupervisorError
@@ -89,6 +90,16 @@ class Options:
     """Each symbol's engine as two replicas with ``--standby`` (hot standby); None: when
     pause-engine is among the faults (it needs a standby to take over)."""
 
+    chains: bool | None = None
+    """A regtest litecoind, the exchange's wallet on it and its watcher, with deposits
+    and withdrawals in the load (chaos/custody.py); None: when a chain fault is among
+    the faults."""
+
+    @property
+    def with_chains(self) -> bool:
+        return self.chains if self.chains is not None else any(
+            f in CHAIN_FAULTS for f in self.faults)
+
     @property
     def engine_replicas(self) -> int:
         standby = self.standby if self.standby is not None else "pause-engine" in self.faults
@@ -111,21 +122,12 @@ class _Probe:
     (its status is no longer PENDING_NEW): how recovery is measured."""
 
     def __init__(self, base: str, trader: Trader, load: Load) -> None:
-        self.http = httpx.Client(base_url=base, timeout=3.0)
-        self.trader = trader
+        self.api = SignedHttp(base, trader)
         self.load = load
 
     def _signed(self, method: str, path: str, timeout: float = 3.0,
                 **params: str | int) -> httpx.Response:
-        params["timestamp"] = int(time.time() * 1000)
-        body = signed_query(self.trader.secret, params)
-        headers = {"X-MBX-APIKEY": self.trader.api_key}
-        if method == "POST":
-            headers["Content-Type"] = "application/x-www-form-urlencoded"
-            return self.http.request(method, path, content=body, headers=headers,
-                                     timeout=timeout)
-        return self.http.request(method, f"{path}?{body}", headers=headers,
-                                 timeout=timeout)
+        return self.api.request(method, path, timeout, **params)
 
     def ask(self, symbol: str = "BTCUSDT") -> tuple[int, str]:
         """One order, once: the gateway's status and body (an acknowledged one is owed,
@@ -205,6 +207,15 @@ class Chaos:
         self._began = time.monotonic()
         self._sampled = 0.0
         self._sampling = False  # from when the platform is up: not its start-up
+        #: With chains: the regtest network's node (the payer's, which mines) and the
+        #: exchange's (the hot wallet's), their RPC as the main thread's, the load's
+        #: deposits and withdrawals and the wallet's spec.
+        self.network: LitecoindProcess | None = None
+        self.litecoind: LitecoindProcess | None = None
+        self.payer: LitecoinNode | None = None
+        self.node: LitecoinNode | None = None
+        self.chain_load: custody.ChainLoad | None = None
+        self.wallet: WalletSpec | None = None
 
     # ------------------------------------------------------------------ the platform
     def idle(self, seconds: float) -> None:
@@ -233,6 +244,9 @@ class Chaos:
         if len(nodes) > 1:
             pids.pop("nats", None)
             pids.update({f"nats-{i + 1}": node.pid for i, node in enumerate(nodes)})
+        if self.litecoind is not None and self.network is not None:
+            pids["litecoind"] = self.litecoind.pid
+            pids["litecoind-network"] = self.network.pid
         self.sampler.sample(self._sampled - self._began, pids)
 
     def start(self) -> list[Trader]:
@@ -247,13 +261,18 @@ class Chaos:
             _say(f"the JetStream store on a {self.disk.size_mb} MiB tmpfs of its own")
         try:
             self.servers.start()
+            if self.options.with_chains:
+                self._start_chain()
         except BaseException:
-            if self.disk is not None:
-                self.disk.unmount()
+            self.stop()
             raise
         secret_key = secrets.token_hex(32)
         traders = asyncio.run(compose.provision(self.servers.pg_url, secret_key, PAIRS,
-                                                self.options.traders + 1))
+                                                self.options.traders + 1,
+                                                withdraw=self.options.with_chains))
+        if self.node is not None:
+            self.wallet = asyncio.run(compose.provision_wallet(
+                self.servers.pg_url, custody.WALLET, custody.wallet_doc(self.node)))
         port = free_port()
         self.base = f"http://{HOST}:{port}"
         env = {
@@ -282,6 +301,9 @@ class Chaos:
                     self._wait_writer(pair.symbol)
         self._add("settlement", env, "settlement")
         self._add("marketdata", env, "marketdata")
+        if self.node is not None:
+            self._add(custody.PROCESS, {**env, **custody.watcher_env(self.node)},
+                      "wallet-watcher", "--wallet", custody.WALLET)
         self._add("gateway", env, "gateway")
         deadline = time.monotonic() + 60
         while not self._answers():
@@ -294,6 +316,26 @@ class Chaos:
         self.stores = compose.Stores(self.servers.nats_url, self.servers.pg_url,
                                      self.servers.redis_url, PAIRS)
         return traders
+
+    def _start_chain(self) -> None:
+        """The network's litecoind, then the exchange's as its peer, at its tip.
+
+        Raises:
+            ChainNodeError: one did not start, or did not sync within 60 s.
+        """
+        p2p = free_port()
+        self.network = LitecoindProcess(self.root / "litecoin-network", p2p_port=p2p)
+        self.payer = self.network.start()
+        self.litecoind = LitecoindProcess(self.root / "litecoin", peer=f"{HOST}:{p2p}")
+        self.node = self.litecoind.start()
+        deadline = time.monotonic() + 60
+        while self.node.height() != self.payer.height():
+            if time.monotonic() >= deadline:
+                raise ChainNodeError("the exchange's litecoind did not sync with the "
+                                     "network's within 60 s")
+            time.sleep(0.1)
+        _say(f"litecoind (regtest): the network's on {self.payer.url}, the exchange's "
+             f"on {self.node.url}")
 
     def _add(self, name: str, env: dict[str, str], *args: str) -> None:
         self.supervisor.add(name, [sys.executable, "-m", "tradeplane.cli", *args], env)
@@ -311,6 +353,9 @@ class Chaos:
 
     def stop(self) -> None:
         self.supervisor.stop()
+        for node in (self.litecoind, self.network):
+            if node is not None:
+                node.stop()
         self.servers.stop()
         if self.disk is not None:
             self.disk.unmount()
@@ -553,9 +598,47 @@ class Chaos:
             problems += clock.skew(self.command(name),
                                    self.rng.choice((1, -1)) * clock.SKEW_S, self.idle,
                                    self.probe.ask, gateway=name == "gateway")
+        elif fault == "kill-watcher":
+            self._kill(custody.PROCESS)
+        elif fault == "chain-reorg":
+            assert self.chain_load is not None and self.payer is not None
+            problems += self.chain_load.reorg(self.payer, self.idle)
+        elif fault == "chain-node-down":
+            problems += self._chain_node_down()
         else:
             raise ValueError(f"unknown fault {fault}")
         return symbol, problems
+
+    def _chain_node_down(self) -> list[str]:
+        """Withdrawals requested, the exchange's litecoind killed (-9) as soon as one is
+        being sent (or after 3 s), started again on its folder NODE_DOWN_S later (it
+        gets the blocks it forgot from the network): the watcher must send each
+        withdrawal exactly once, and lose none."""
+        assert self.chain_load is not None and self.litecoind is not None
+        litecoind, stores = self.litecoind, self.stores
+        assert stores is not None
+        ids = self.chain_load.withdraw_now(3)
+        sending = self._meanwhile(lambda: asyncio.run(
+            compose.wait_processing(stores.dsn, custody.WALLET, 3.0)))
+        self.injected_at = time.monotonic()
+        litecoind.kill()
+        _say(f"  litecoind killed ({len(ids)} withdrawals just requested; "
+             f"{'one being sent' if sending else 'none being sent'}); back in "
+             f"{NODE_DOWN_S:g} s")
+        problems: list[str] = []
+
+        def restart() -> None:
+            try:
+                litecoind.start()
+            except ChainNodeError as exc:
+                problems.append(f"litecoind did not start again: {exc}")
+
+        def answered() -> list[str]:
+            return problems
+
+        self._later.append((time.monotonic() + NODE_DOWN_S, restart))
+        self._settles.append(answered)
+        return []
 
     def _freed(self, at: float) -> None:
         self._freed_at = at
@@ -608,6 +691,20 @@ class Chaos:
             lambda: asyncio.run(compose.check(stores, acked, final=final,
                                               converted=converted)),
             supervise=not final)
+        chain_load, payer, node, wallet = self.chain_load, self.payer, self.node, self.wallet
+        if chain_load is not None and payer is not None and node is not None \
+                and wallet is not None:
+            # Connections of its own: the check runs in another thread.
+            network, exchange = payer.copy(), node.copy()
+            try:
+                held = self._meanwhile(lambda: chain_load.check(network, exchange, wallet),
+                                       supervise=not final)
+            finally:
+                network.close()
+                exchange.close()
+            found.lost += held.lost
+            found.duplicated += held.duplicated
+            found.failures += held.failures
         try:
             self.sampler.record_sizes(time.monotonic() - self._began,
                                       asyncio.run(compose.sizes(self.stores)))
@@ -619,6 +716,11 @@ class Chaos:
         opts = self.options
         plan = schedule(opts.seed, opts.duration_s, opts.faults, opts.period_s)
         traders = self.start()
+        if self.payer is not None:
+            assert self.stores is not None
+            self.chain_load = custody.ChainLoad(self.base, self.payer, traders, opts.seed,
+                                                self.stores.dsn)
+            self.chain_load.prepare(self.payer, self.idle)
         probe_trader, traders = traders[0], traders[1:]
         load = Load(self.base, traders, opts.seed, opts.workers)
         probe = self.probe = _Probe(self.base, probe_trader, load)
@@ -631,6 +733,8 @@ class Chaos:
                 raise SupervisorError(f"{pair.symbol} took no order within "
                                       f"{RECOVERY_TIMEOUT_S:.0f} s of the start")
         load.start()
+        if self.chain_load is not None:
+            self.chain_load.start()
         began = time.monotonic()
         _say(f"load running; {len(plan)} faults to inject (seed {opts.seed})")
         try:
@@ -639,7 +743,12 @@ class Chaos:
                 _say(f"[{n}/{len(plan)}] {step.fault} at {time.monotonic() - began:.0f} s")
                 self.injected_at = time.monotonic()
                 symbol, problems = self.inject(step.fault)
-                recovered = probe.recovered(self.idle, symbol)
+                if step.fault in CHAIN_FAULTS:  # deposits credited again
+                    assert self.chain_load is not None and self.payer is not None
+                    recovered = self.chain_load.credited_again(self.payer, self.idle,
+                                                               RECOVERY_TIMEOUT_S)
+                else:
+                    recovered = probe.recovered(self.idle, symbol)
                 recovery = time.monotonic() - self.injected_at if recovered else None
                 problems += self.settle()
                 if self._freed_at is not None and recovered:
@@ -650,8 +759,12 @@ class Chaos:
                 self.idle(2.0)  # load under the recovered platform
                 if not load.pause():
                     problems.append("the load did not pause within 60 s")
+                if self.chain_load is not None and not self.chain_load.pause():
+                    problems.append("the chain load did not pause within 60 s")
                 found = self.check(load)
                 load.resume()
+                if self.chain_load is not None:
+                    self.chain_load.resume()
                 outcome = Outcome(step.fault, recovery, load.acked.since_last(), found.lost,
                                   found.duplicated, problems + found.failures)
                 self.outcomes.append(outcome)
@@ -660,13 +773,21 @@ class Chaos:
                      f"{outcome.duplicated} duplicated"
                      + "".join(f"\n    FAILED {f}" for f in outcome.failures))
             load.stop()
+            if self.chain_load is not None:
+                self.chain_load.stop()
             self.outcomes.append(self._final(load))
         finally:
             load.stop()
-            probe.http.close()
+            if self.chain_load is not None:
+                self.chain_load.stop()
+            probe.api.close()
             self.stop()
         _say(f"answers: {dict(sorted(load.answers.items()))}")
+        if self.chain_load is not None:
+            _say(f"custody: {dict(sorted(self.chain_load.answers.items()))}")
         print(table(self.outcomes, (*ALL_FAULTS, "final")), flush=True)
+        if self.chain_load is not None:
+            print(self.chain_load.summary, flush=True)
         for line in self.figures:
             print(line, flush=True)
         if opts.soak:

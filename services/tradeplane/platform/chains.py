@@ -60,6 +60,7 @@ __all__ = [
     "ChainNodeError",
     "ChainNodeUnavailable",
     "LitecoinNode",
+    "LitecoindProcess",
     "LocalChainNodes",
     "LocalChains",
     "LocalCustody",
@@ -319,6 +320,88 @@ class LitecoinNode:
         self._rpc.clear()
 
 
+class LitecoindProcess:
+    """One ``litecoind -regtest`` on ``folder``, started and stopped, or killed and started
+    again on the same folder and ports (``tradeplane chaos``' chain-node-down): wallets
+    ``hot`` and ``payer`` are loaded at each start, and unless ``peer`` is given at least
+    120 blocks are mined to the payer at the first.
+
+    Alone it listens to no peer. With ``p2p_port`` it accepts peers on that port of the
+    loopback; with ``peer`` (``host:port``) it connects to that node only and takes its
+    chain from it (a node killed with -9 forgets the blocks it had not flushed, as any
+    node does, and gets them again from its peer, as on a real network). Loopback peers
+    relay transactions at once (``noban``: no trickle delay).
+    """
+
+    def __init__(self, folder: Path, *, rpc_port: int = 0, user: str = "tradeplane",
+                 password: str = "", p2p_port: int | None = None,
+                 peer: str | None = None) -> None:
+        self.binary = find_binary("litecoind", LITECOIN_PACKAGE)
+        self.folder = folder
+        self.user = user
+        self.password = password or secrets.token_hex(16)
+        self.rpc_port = _port(rpc_port)
+        self.p2p_port = p2p_port
+        self.peer = peer
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.node = LitecoinNode(url=f"http://{HOST}:{self.rpc_port}", user=self.user,
+                                 password=self.password, folder=folder)
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.proc is None or self.proc.poll() is not None else self.proc.pid
+
+    def start(self) -> LitecoinNode:
+        """Start it (it must not be running) and wait until it answers with its wallets
+        loaded; returns its node.
+
+        Raises:
+            ChainNodeError: it did not start.
+        """
+        self.folder.mkdir(parents=True, exist_ok=True)
+        args = [
+            self.binary, "-regtest", f"-datadir={self.folder}", "-server=1", "-listen=0",
+            "-dnsseed=0", "-discover=0", "-upnp=0", "-printtoconsole=0", "-txindex=0",
+            f"-rpcbind={HOST}", f"-rpcallowip={HOST}", f"-rpcport={self.rpc_port}",
+            f"-rpcuser={self.user}", f"-rpcpassword={self.password}", "-vbparams=mweb:-2:0",
+        ]
+        if self.p2p_port is not None:
+            args[args.index("-listen=0")] = "-listen=1"
+            args += [f"-bind={HOST}", f"-port={self.p2p_port}"]
+        if self.peer is not None:
+            args.append(f"-connect={self.peer}")
+        if self.p2p_port is not None or self.peer is not None:
+            args += [f"-whitelist=noban@{HOST}", "-debug=mempoolrej"]
+        self.proc = proc = _start(args, self.folder / "litecoind.out")
+        node = self.node
+        node.close()  # connections to a previous process
+        _wait_until(lambda: node.rpc("getblockchaininfo") is not None, proc, "litecoind",
+                    self.folder / "litecoind.out", node.log)
+        node.open_wallet(node.wallet)
+        node.open_wallet(node.payer_wallet)
+        missing = LITECOIN_START_BLOCKS - node.height()
+        if missing > 0 and self.peer is None:
+            node.mine(missing)
+        return node
+
+    def kill(self) -> None:
+        """kill -9, and wait for it to be gone."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.node.close()
+
+    def stop(self) -> None:
+        """Stop it cleanly (it flushes its chain and wallets); killed if it takes more
+        than STOP_TIMEOUT_S."""
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ChainNodeError):
+                self.node.rpc("stop")
+        self.node.close()
+        if self.proc is not None:
+            _stop(self.proc)
+
+
 @contextlib.contextmanager
 def running_litecoind(folder: Path, *, rpc_port: int = 0, user: str = "tradeplane",
                       password: str = "") -> Iterator[LitecoinNode]:
@@ -329,33 +412,11 @@ def running_litecoind(folder: Path, *, rpc_port: int = 0, user: str = "tradeplan
     Raises:
         ChainNodeError: litecoind missing, or it did not start.
     """
-    binary = find_binary("litecoind", LITECOIN_PACKAGE)
-    folder.mkdir(parents=True, exist_ok=True)
-    password = password or secrets.token_hex(16)
-    rpc_port = _port(rpc_port)
-    args = [
-        binary, "-regtest", f"-datadir={folder}", "-server=1", "-listen=0", "-dnsseed=0",
-        "-discover=0", "-upnp=0", "-printtoconsole=0", "-txindex=0",
-        f"-rpcbind={HOST}", f"-rpcallowip={HOST}", f"-rpcport={rpc_port}",
-        f"-rpcuser={user}", f"-rpcpassword={password}", "-vbparams=mweb:-2:0",
-    ]
-    proc = _start(args, folder / "litecoind.out")
-    node = LitecoinNode(url=f"http://{HOST}:{rpc_port}", user=user, password=password,
-                        folder=folder)
+    process = LitecoindProcess(folder, rpc_port=rpc_port, user=user, password=password)
     try:
-        _wait_until(lambda: node.rpc("getblockchaininfo") is not None, proc, "litecoind",
-                    folder / "litecoind.out", node.log)
-        node.open_wallet(node.wallet)
-        node.open_wallet(node.payer_wallet)
-        missing = LITECOIN_START_BLOCKS - node.height()
-        if missing > 0:
-            node.mine(missing)
-        yield node
+        yield process.start()
     finally:
-        with contextlib.suppress(ChainNodeError):
-            node.rpc("stop")
-        node.close()
-        _stop(proc)
+        process.stop()
 
 
 # ======================================================================================

@@ -124,6 +124,32 @@ class ChainAdapter(Protocol):
         """Confirmations and fee of a send; None when the node no longer knows it."""
         ...
 
+    async def rebroadcast(self, txid: str) -> bool:
+        """Hand an unconfirmed send of ours to the network again, as the network may not
+        have it: not in the node's mempool (a node killed before it relayed the send
+        forgets its mempool, and one that resubmits its wallet's sends while it catches
+        up with the chain finds their inputs missing: the send then waits in the wallet
+        only), or in it but not relayed (a restarted node puts its wallet's sends back
+        in its mempool without announcing them to its peers). True when it was handed
+        again; False when there was nothing to do (confirmed, just sent) or the adapter
+        cannot.
+
+        Raises:
+            ChainError: the node refused it (an input missing or spent elsewhere).
+        """
+        ...
+
+    async def rescan(self, block_hash: str) -> bool:
+        """Have the node's wallet read the chain again from ``block_hash`` on (a node
+        killed with -9 may come back with a wallet that holds a confirmed payment as
+        unconfirmed, though its block is on the main chain). True when it did; False
+        when the adapter cannot.
+
+        Raises:
+            ChainError: the node refused (an unknown block).
+        """
+        ...
+
     async def balance(self) -> int:
         """The wallet's confirmed spendable balance in units."""
         ...

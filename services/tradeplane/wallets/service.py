@@ -53,6 +53,8 @@ def connect_chain(spec: WalletSpec, login: NodeLogin) -> ChainAdapter:
     return BitcoinRpc(BitcoinRpcConfig(
         url=login.url, username=login.username, password=login.password,
         wallet=spec.rpc_wallet, chain=spec.chain, asset=spec.asset,
+        # Withdrawals spend only coins as confirmed as a deposit before its credit.
+        spend_min_conf=spec.confirmations,
     ))
 
 

@@ -31,12 +31,18 @@ from collections.abc import Callable
 
 from prometheus_client import Counter, Gauge
 
-from tradeplane.domain.custody import DEPOSIT_API_STATUS, DepositChange, DepositRow, WalletSpec
+from tradeplane.domain.custody import (
+    DEPOSIT_API_STATUS,
+    DepositChange,
+    DepositRow,
+    DepositStatus,
+    WalletSpec,
+)
 from tradeplane.domain.errors import Unavailable
 from tradeplane.domain.money import fmt_units
 from tradeplane.usecases.custody import WithdrawalRow
 from tradeplane.wallets import deposits
-from tradeplane.wallets.chain import ChainAdapter
+from tradeplane.wallets.chain import ChainAdapter, Incoming
 from tradeplane.wallets.loop import run_passes
 from tradeplane.wallets.ports import WalletBus, WalletStore
 
@@ -53,6 +59,10 @@ REORG_AFTER_CREDIT = Counter(
     "Credited deposits whose block left the main chain (each one an adjustment to review)",
     ["wallet"],
 )
+WALLET_LOST_TRACK = Counter(
+    "tradeplane_wallet_lost_track_total",
+    "Scans that found the node's wallet reporting credited deposits outside blocks still on "
+    "the main chain (the wallet was made to rescan)", ["wallet"])
 SCAN_ERRORS = Counter("tradeplane_wallet_scan_errors_total", "Failed scan steps", ["wallet"])
 
 
@@ -96,6 +106,8 @@ class DepositWatcher:
         follow = await self.store.deposits_to_follow(
             spec.name, spec.chain, list(seen), tip.height - spec.horizon + 1)
         changes: list[DepositChange] = []
+        if await self._lost_track(seen, follow):
+            return  # scanned again next step, on a wallet that read the chain again
         for key, inc in seen.items():
             ch = deposits.observed(follow.get(key), inc, owners[inc.address],
                                    spec.confirmations)
@@ -129,6 +141,41 @@ class DepositWatcher:
         await self.announce()
         LAST_HEIGHT.labels(spec.name).set(tip.height)
         PENDING.labels(spec.name).set(await self.store.pending_deposits(spec.name))
+
+    async def _lost_track(self, seen: dict[tuple[str, int], Incoming],
+                          follow: dict[tuple[str, int], DepositRow]) -> bool:
+        """True (the wallet rescanned) when the node's wallet reports a credited deposit
+        outside the block it was credited in while that block is still on the main
+        chain: a payment cannot be in two blocks of one chain, so it is the wallet that
+        lost track (litecoind killed -9 came back with confirmed payments as
+        unconfirmed), not a reorganisation: no adjustment, the wallet reads the chain
+        again from the earliest such block. Found by ``tradeplane chaos``
+        (chain-node-down).
+
+        Raises:
+            ChainError: the node could not answer or rescan.
+        """
+        lost: list[DepositRow] = []
+        for key, inc in seen.items():
+            dep = follow.get(key)
+            if (dep is not None and dep.status == DepositStatus.CREDITED
+                    and dep.credited_hash is not None and inc.block_hash != dep.credited_hash
+                    and await self.chain.in_main_chain(dep.credited_hash)):
+                lost.append(dep)
+        if not lost:
+            return False
+        first = min(lost, key=lambda d: d.height if d.height is not None else -1)
+        assert first.credited_hash is not None
+        rescanned = await self.chain.rescan(first.credited_hash)
+        WALLET_LOST_TRACK.labels(self.spec.name).inc()
+        log.error(
+            "wallet %s: the node's wallet reports %d credited deposits outside the blocks "
+            "they were credited in, which are on the main chain (first %s:%d, block %s): "
+            "the wallet lost track, not a reorganisation; %s", self.spec.name, len(lost),
+            first.txid, first.index, first.credited_hash,
+            "it read the chain again from there" if rescanned
+            else "this adapter cannot rescan: rescan the wallet by hand")
+        return rescanned
 
     async def announce(self) -> None:
         """Publish deposit and withdrawal states not yet announced (the outbox)."""

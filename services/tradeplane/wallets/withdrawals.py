@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from enum import Enum
@@ -61,6 +62,9 @@ HOT_HIGH = Gauge("tradeplane_wallet_hot_wallet_high",
 FEE_TOO_LOW = Gauge("tradeplane_wallet_withdraw_fee_below_network",
                     "1 while the network fee estimate exceeds the charged withdrawal fee "
                     "(approved withdrawals wait)", ["wallet"])
+#: Seconds between two hands of one unconfirmed send to the node
+#: (:meth:`WithdrawalProcessor._keep_on_network`).
+REBROADCAST_EVERY_S = 10.0
 PROCESSOR_ERRORS = Counter("tradeplane_wallet_withdraw_errors_total",
                            "Failed withdrawal processor passes", ["wallet"])
 
@@ -82,6 +86,7 @@ class WithdrawalProcessor:
         self.max_attempts = max_attempts
         self._clock = clock
         self._told: set[tuple[int, str]] = set()  # (withdrawal, why it waits) already logged
+        self._handed: dict[int, float] = {}  # withdrawal -> when its send was last handed
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -213,6 +218,8 @@ class WithdrawalProcessor:
             log.error("wallet %s: the node does not know withdrawal %d's tx %s any more; "
                       "it stays ON_CHAIN for an operator", self.spec.name, w.id, w.txid)
             return
+        if out.confirmations == 0:
+            await self._keep_on_network(w.id, w.txid)
         now = self._now_ms()
         if out.confirmations < self.spec.confirmations:
             await self.store.update_on_chain(w.id, max(out.confirmations, 0),
@@ -225,10 +232,43 @@ class WithdrawalProcessor:
                       "fee %s and the fee account cannot cover it; it stays ON_CHAIN",
                       self.spec.name, w.id, fmt_units(out.fee), fmt_units(w.fee))
             return
+        self._handed.pop(w.id, None)
         if done is not None:
             WITHDRAWALS.labels(self.spec.name, WithdrawalStatus.COMPLETED.value).inc()
             log.info("wallet %s: withdrawal %d completed (%d confirmations, network fee %s)",
                      self.spec.name, w.id, out.confirmations, fmt_units(out.fee))
+
+    async def _keep_on_network(self, wid: int, txid: str) -> None:
+        """An unconfirmed send must be on the network: a node killed before it relayed
+        the send, then resubmitting it before it had caught up with the chain (its
+        inputs missing), keeps it in its wallet only; a restarted node puts its
+        wallet's sends back in its mempool without announcing them to its peers
+        (Bitcoin Core's wallet does 30 minutes or more later). Either way nobody mines
+        it meanwhile (the withdrawal ON_CHAIN, its funds locked, the hot wallet's change
+        missing from reconciliation). Handed to the node again (at most every
+        REBROADCAST_EVERY_S; :meth:`ChainAdapter.rebroadcast` says when it is due)
+        until it confirms.
+
+        Raises:
+            ChainUnavailable: the node did not answer.
+        """
+        now = time.monotonic()
+        if now - self._handed.get(wid, -math.inf) < REBROADCAST_EVERY_S:
+            return
+        try:
+            if await self.chain.rebroadcast(txid):
+                self._handed[wid] = now
+                self._once(wid, "rebroadcast", logging.WARNING,
+                           "wallet %s: withdrawal %d's tx %s still unconfirmed; handed to "
+                           "the node again (every %g s until it confirms)",
+                           self.spec.name, wid, txid, REBROADCAST_EVERY_S)
+        except ChainUnavailable:
+            raise
+        except ChainError as exc:
+            self._once(wid, "refused again", logging.ERROR,
+                       "wallet %s: withdrawal %d's tx %s is in no mempool and the node "
+                       "refuses it (retried every pass): %s", self.spec.name, wid, txid,
+                       exc)
 
     def _once(self, wid: int, why: str, level: int, msg: str, *args: object) -> None:
         """Log why a withdrawal waits once, not on every pass (the gauge stays up)."""
