@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tradeplane.adapters.bus import RECONNECT_GRACE_S, Bus, BusUnavailable
-from tradeplane.platform.servers import NatsServer
+from tradeplane.adapters.bus import EVENTS_STREAM, RECONNECT_GRACE_S, Bus, BusUnavailable
+from tradeplane.platform.servers import NatsCluster, NatsServer
 
 pytestmark = pytest.mark.integration
 
@@ -58,3 +58,44 @@ def test_a_snapshot_read_the_lost_server_took_ends_soon_after_the_reconnection(
         server.stop()
     # The reconnection (0.5 s apart) and the grace; not the rest of the 10 s timeout.
     assert given_up < RECONNECT_GRACE_S + 1.5, given_up
+
+
+def test_an_event_publish_waits_out_the_election_of_a_killed_stream_leader(
+    tmp_path: Path,
+) -> None:
+    # Three nodes, EVENTS with three replicas; the client on a node that does not lead it.
+    # Killing the leader leaves the stream's subject with no responder until another is
+    # elected: the publish is tried again meanwhile (nothing was stored), and is stored
+    # once, where before the engine gave up at once (and exited, to meet the same
+    # election on its restart).
+    cluster = NatsCluster(tmp_path / "cluster")
+    cluster.start()
+
+    async def scenario() -> tuple[int, int]:
+        probe = await Bus.connect(cluster.url, name="test-leader", replicas=3)
+        try:
+            await probe.ensure_events()
+            info = await probe.js.stream_info(EVENTS_STREAM)
+            assert info.cluster is not None and info.cluster.leader is not None
+            leader = cluster.node(info.cluster.leader)
+        finally:
+            await probe.close()
+        other = next(n for n in cluster.nodes if n is not leader)
+        bus = await Bus.connect(other.url, name="test-election", replicas=3)
+        try:
+            first = await bus.publish_events("BTCUSDT", b"before", "before")
+            pid = leader.pid
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+            stored = await bus.publish_events("BTCUSDT", b"during", "during")
+            again = await bus.publish_events("BTCUSDT", b"during", "during")
+            assert again == stored  # the message id: stored once
+            return first, stored
+        finally:
+            await bus.close()
+
+    try:
+        first, stored = asyncio.run(scenario())
+    finally:
+        cluster.stop()
+    assert stored == first + 1

@@ -34,6 +34,7 @@ from nats.js.errors import (
     BadRequestError,
     KeyNotFoundError,
     KeyWrongLastSequenceError,
+    NoStreamResponseError,
     NotFoundError,
     ObjectNotFoundError,
 )
@@ -103,6 +104,10 @@ class LeaseTaken(BusError, Conflict):
 T = TypeVar("T")
 
 RECONNECT_GRACE_S = 2.0
+#: Between two tries of a publish no stream leader answered (a cluster electing one).
+ELECTION_RETRY_S = 0.25
+#: The longest wait for one try of a publish to replicated streams.
+CLUSTER_TRY_S = 2.0
 #: The whole read of a snapshot (its bucket found or made, its chunks fetched).
 SNAPSHOT_TIMEOUT_S = 30.0
 
@@ -252,11 +257,9 @@ class Bus:
             BusError: not stored (no stream, timeout).
         """
         try:
-            # The whole call within 5 s (the outbox relay's safety rests on it), not only
-            # the wait for the ack nats-py times: see _acked.
-            ack = await asyncio.wait_for(self.js.publish(
-                command_subject(symbol), data, headers=_with_id(msg_id, headers), timeout=5.0
-            ), 5.0)
+            # The whole call within 5 s (the outbox relay's safety rests on it).
+            ack = await self._acked(command_subject(symbol), data, _with_id(msg_id, headers),
+                                    timeout=5.0)
         except _NATS_ERRORS as exc:  # timeouts, no stream, connection loss: all "not stored"
             raise BusUnavailable(f"command not stored on {symbol}: {exc}") from exc
         return int(ack.seq)
@@ -387,14 +390,35 @@ class Bus:
 
     async def _acked(self, subject: str, data: bytes, headers: dict[str, str],
                      timeout: float) -> api.PubAck:
-        """``js.publish`` bounded by :meth:`_answered`.
+        """``js.publish`` within ``timeout`` as a whole, each try bounded by
+        :meth:`_answered`. With replicated streams (a cluster), a publish no stream leader
+        answered, or did not answer within CLUSTER_TRY_S, is tried again every
+        ELECTION_RETRY_S until the deadline: the leader was lost and another is being
+        elected (1-7 s here), and a try the lost leader took is never answered. Every
+        publish carries its message id, so a try that was stored after all makes the next
+        one answer with the same sequence, storing nothing twice. ``tradeplane chaos
+        --nats-cluster`` found every engine exiting on it when the leader of EVENTS was
+        killed, each restart met by the same election: 7-12 s before orders were matched
+        again.
 
         Raises:
             NatsTimeout: no ack within ``timeout``, or within the grace after a reconnect.
+            NoStreamResponseError: no stream took it (one server: no such stream).
             APIError, and the other errors of ``js.publish``.
         """
-        return await self._answered(
-            self.js.publish(subject, data, headers=headers, timeout=timeout), timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            left = deadline - loop.time()
+            if self._replicas > 1:  # one taken by the lost leader goes unanswered
+                left = min(left, CLUSTER_TRY_S)
+            try:
+                return await self._answered(
+                    self.js.publish(subject, data, headers=headers, timeout=left), left)
+            except (NoStreamResponseError, NatsTimeout):
+                if self._replicas == 1 or deadline - loop.time() <= ELECTION_RETRY_S:
+                    raise
+            await asyncio.sleep(ELECTION_RETRY_S)
 
     async def _answered(self, call: Awaitable[T], timeout: float) -> T:
         """``call`` (a request to JetStream), except that once the connection has come
@@ -411,6 +435,7 @@ class Bus:
             NatsTimeout: no answer within ``timeout``, or within the grace after a
                 reconnect.
         """
+        deadline = asyncio.get_running_loop().time() + timeout
         came_back = asyncio.ensure_future(self._reconnects.next())
         answer = asyncio.ensure_future(call)
         try:
@@ -423,7 +448,8 @@ class Bus:
             if not answer.done() and not came_back.done():
                 raise NatsTimeout
             if not answer.done():
-                await asyncio.wait({answer}, timeout=RECONNECT_GRACE_S)
+                left = deadline - asyncio.get_running_loop().time()
+                await asyncio.wait({answer}, timeout=max(0.0, min(RECONNECT_GRACE_S, left)))
                 if not answer.done():
                     raise NatsTimeout
             return answer.result()
