@@ -17,7 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from tradeplane.adapters.bus import EVENTS_STREAM, RECONNECT_GRACE_S, Bus, BusUnavailable
+from tradeplane.adapters.bus import (
+    EVENTS_STREAM,
+    RECONNECT_GRACE_S,
+    Bus,
+    BusUnavailable,
+    StoredMsg,
+)
 from tradeplane.platform.servers import NatsCluster, NatsServer
 
 pytestmark = pytest.mark.integration
@@ -99,3 +105,39 @@ def test_an_event_publish_waits_out_the_election_of_a_killed_stream_leader(
     finally:
         cluster.stop()
     assert stored == first + 1
+
+
+def test_an_event_consumer_that_cannot_be_made_yet_is_tried_again_not_given_up(
+    tmp_path: Path,
+) -> None:
+    # As while a cluster elects EVENTS' leader: the consumer cannot be made for a while
+    # (here: the stream does not exist yet). Settlement exited on the first failure and
+    # met the same election on its restart.
+    server = NatsServer(tmp_path / "nats")
+    server.start()
+
+    async def scenario() -> list[bytes]:
+        bus = await Bus.connect(server.url, name="test-consumer")
+        got: list[bytes] = []
+        stop = asyncio.Event()
+
+        async def handler(msgs: list[StoredMsg]) -> None:
+            got.extend(m.data for m in msgs)
+            stop.set()
+
+        try:
+            consuming = asyncio.ensure_future(
+                bus.consume_events("test", handler, stop=stop))
+            await asyncio.sleep(1.5)
+            assert not consuming.done(), "gave up on the first failure"
+            await bus.ensure_events()
+            await bus.publish_events("BTCUSDT", b"first", "first")
+            await asyncio.wait_for(consuming, 10)
+            return got
+        finally:
+            await bus.close()
+
+    try:
+        assert asyncio.run(scenario()) == [b"first"]
+    finally:
+        server.stop()

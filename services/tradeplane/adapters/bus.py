@@ -108,6 +108,8 @@ RECONNECT_GRACE_S = 2.0
 ELECTION_RETRY_S = 0.25
 #: The longest wait for one try of a publish to replicated streams.
 CLUSTER_TRY_S = 2.0
+#: How long an event consumer that cannot be made is tried again before giving up.
+CONSUMER_RETRY_S = 15.0
 #: The whole read of a snapshot (its bucket found or made, its chunks fetched).
 SNAPSHOT_TIMEOUT_S = 30.0
 
@@ -494,31 +496,32 @@ class Bus:
         applied together with its own writes (exactly-once by construction) and passes
         ``last + 1`` here after a restart. No acks, so no out-of-order redelivery; a failing
         handler gets the same messages again until it succeeds.
+
+        Raises:
+            BusUnavailable: no consumer could be made for CONSUMER_RETRY_S.
         """
         next_seq = max(1, start_seq)
         psub: JetStreamContext.PullSubscription | None = None
         loop = asyncio.get_running_loop()
         last_handled = 0.0
+        lost_at = loop.time()  # when there was last no consumer
         while not stop.is_set():
             if linger:
                 wait = last_handled + linger - loop.time()
                 if wait > 0:
                     await asyncio.sleep(wait)
             if psub is None:
-                async with _translated("event consumer"):
-                    psub = await self.js.pull_subscribe(
-                        "evt.*",
-                        durable=None,
-                        stream=EVENTS_STREAM,
-                        config=api.ConsumerConfig(
-                            name=f"{name}-{next_seq}-{id(self) & 0xFFFF:x}",
-                            ack_policy=api.AckPolicy.NONE,
-                            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
-                            opt_start_seq=next_seq,
-                            inactive_threshold=300.0,
-                            max_waiting=1,
-                        ),
-                    )
+                try:
+                    psub = await self._event_consumer(name, next_seq)
+                except BusUnavailable as exc:
+                    # A cluster electing a leader for EVENTS (or its meta group) answers
+                    # nothing for a few seconds: tried again here, not by a restart.
+                    if loop.time() - lost_at > CONSUMER_RETRY_S:
+                        raise
+                    log.warning("event consumer %s not created (%s); trying again", name,
+                                exc)
+                    await asyncio.sleep(0.5)
+                    continue
             try:
                 msgs = await psub.fetch(batch, timeout=0.5)
             except (NatsTimeout, TimeoutError):
@@ -529,7 +532,7 @@ class Bus:
                 log.warning("event consumer %s lost (%s); re-creating", name, exc)
                 with contextlib.suppress(*_NATS_ERRORS):
                     await psub.unsubscribe()
-                psub = None
+                psub, lost_at = None, loop.time()
                 await asyncio.sleep(0.2)
                 continue
             if not msgs:
@@ -543,7 +546,7 @@ class Bus:
                             "re-creating", name, stored[0].seq, stored[-1].seq, next_seq)
                 with contextlib.suppress(*_NATS_ERRORS):
                     await psub.unsubscribe()
-                psub = None
+                psub, lost_at = None, loop.time()
                 next_seq = await self._first_kept(EVENTS_STREAM, next_seq)
                 continue
             delay = 0.1
@@ -565,6 +568,28 @@ class Bus:
         if psub is not None:
             with contextlib.suppress(*_NATS_ERRORS):
                 await psub.unsubscribe()
+
+    async def _event_consumer(self, name: str, next_seq: int
+                              ) -> JetStreamContext.PullSubscription:
+        """A pull consumer of EVENTS from ``next_seq``, without acks.
+
+        Raises:
+            BusUnavailable: not created.
+        """
+        async with _translated("event consumer"):
+            return await self.js.pull_subscribe(
+                "evt.*",
+                durable=None,
+                stream=EVENTS_STREAM,
+                config=api.ConsumerConfig(
+                    name=f"{name}-{next_seq}-{id(self) & 0xFFFF:x}",
+                    ack_policy=api.AckPolicy.NONE,
+                    deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+                    opt_start_seq=next_seq,
+                    inactive_threshold=300.0,
+                    max_waiting=1,
+                ),
+            )
 
     async def _first_kept(self, stream: str, owed: int) -> int:
         """``owed``, or the stream's first sequence when ``owed`` was removed (a purge, a
