@@ -21,6 +21,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from tradeplane.chaos.report import say
 from tradeplane.platform.supervisor import Command
 
 #: How far the skewed clock is off: well outside the largest recvWindow (60 s).
@@ -32,10 +33,6 @@ START_TIMEOUT_S = 20.0
 _LIB_GLOB = "/usr/lib/*/faketime/libfaketime.so.1"
 #: The Debian package that ships it (installed by .ci/run).
 PACKAGE = "libfaketime"
-
-
-def say(line: str) -> None:
-    print(f"chaos: {line}", flush=True)
 
 
 def libfaketime() -> Path | None:

@@ -42,6 +42,7 @@ from pydantic import SecretStr
 
 from tradeplane.chaos import compose
 from tradeplane.chaos.load import Acked, SignedHttp, Trader
+from tradeplane.chaos.report import say
 from tradeplane.domain.custody import WalletSpec
 from tradeplane.domain.errors import Unavailable
 from tradeplane.domain.money import fmt_units, to_units
@@ -82,10 +83,6 @@ STEP_S = 0.25
 SETTLE_S = 60.0
 #: How long it has to see chain-reorg's deposit in its block.
 SEEN_S = 15.0
-
-
-def _say(line: str) -> None:
-    print(f"chaos: {line}", flush=True)
 
 
 def wallet_doc(node: LitecoinNode) -> dict[str, Any]:
@@ -299,7 +296,7 @@ class ChainLoad:
             other = str(node.rpc("getnewaddress", wallet=node.payer_wallet))
             try:
                 spent = double_spend(node, txid, other)
-                _say(f"  block {block[:16]}… invalidated; deposit {txid[:16]}… spent again "
+                say(f"  block {block[:16]}… invalidated; deposit {txid[:16]}… spent again "
                      f"in block {spent[:16]}…")
             except ChainNodeError as exc:
                 problems.append(f"chain-reorg: the double spend of {txid} was refused: {exc}")

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tradeplane.chaos.report import say
 from tradeplane.domain.errors import TradeplaneError
 from tradeplane.platform.servers import NatsServer
 
@@ -29,10 +30,6 @@ FILLER = "chaos-filler"
 HOLD_S = 2.0
 #: How long NATS' health may take to name the broken stream once the space is back.
 HEAL_TIMEOUT_S = 3.0
-
-
-def say(line: str) -> None:
-    print(f"chaos: {line}", flush=True)
 
 
 class MountError(TradeplaneError, OSError):

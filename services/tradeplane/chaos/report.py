@@ -7,6 +7,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 
+def say(line: str) -> None:
+    """A line of the run's narrative, as it happens."""
+    print(f"chaos: {line}", flush=True)
+
+
 @dataclass
 class Outcome:
     """One injection: how long the platform took to take (and settle) an order again,

@@ -27,7 +27,7 @@ import httpx
 from tradeplane.chaos import clock, compose, custody, disk, slow
 from tradeplane.chaos.load import MARKETS, Load, SignedHttp, Trader
 from tradeplane.chaos.plan import ALL_FAULTS, CHAIN_FAULTS, OptionError, schedule
-from tradeplane.chaos.report import Outcome, clean, table
+from tradeplane.chaos.report import Outcome, clean, say, table
 from tradeplane.chaos.resources import Sampler
 from tradeplane.domain.custody import WalletSpec
 from tradeplane.domain.errors import Unavailable
@@ -104,10 +104,6 @@ class Options:
     def engine_replicas(self) -> int:
         standby = self.standby if self.standby is not None else "pause-engine" in self.faults
         return 2 if standby else 1
-
-
-def _say(line: str) -> None:
-    print(f"chaos: {line}", flush=True)
 
 
 #: How long :meth:`_Probe.ask` waits for an answer: more than the gateway's wait for
@@ -194,7 +190,7 @@ class Chaos:
         self.supervisor = Supervisor(
             self.root / "logs", RestartPolicy(first_delay=0.5, max_delay=4.0,
                                               max_crashes=10_000, window=60.0),
-            report=lambda line: _say(line.removeprefix("tradeplane: ")))
+            report=lambda line: say(line.removeprefix("tradeplane: ")))
         self.outcomes: list[Outcome] = []
         self.base = ""
         self.stores: compose.Stores | None = None
@@ -250,7 +246,7 @@ class Chaos:
         self.sampler.sample(self._sampled - self._began, pids)
 
     def start(self) -> list[Trader]:
-        _say(f"data and logs in {self.root}")
+        say(f"data and logs in {self.root}")
         if "clock-skew" in self.options.faults and clock.libfaketime() is None:
             raise OptionError(f"clock-skew needs Debian's {clock.PACKAGE} (.ci/run "
                               "installs it)")
@@ -258,7 +254,7 @@ class Chaos:
             self.disk = disk.SmallFilesystem(
                 self.root / "nats", disk.SOAK_SIZE_MB if self.options.soak else disk.SIZE_MB)
             self.disk.mount()
-            _say(f"the JetStream store on a {self.disk.size_mb} MiB tmpfs of its own")
+            say(f"the JetStream store on a {self.disk.size_mb} MiB tmpfs of its own")
         try:
             self.servers.start()
             if self.options.with_chains:
@@ -334,7 +330,7 @@ class Chaos:
                 raise ChainNodeError("the exchange's litecoind did not sync with the "
                                      "network's within 60 s")
             time.sleep(0.1)
-        _say(f"litecoind (regtest): the network's on {self.payer.url}, the exchange's "
+        say(f"litecoind (regtest): the network's on {self.payer.url}, the exchange's "
              f"on {self.node.url}")
 
     def _add(self, name: str, env: dict[str, str], *args: str) -> None:
@@ -414,7 +410,7 @@ class Chaos:
         assert pid is not None
         self.injected_at = time.monotonic()
         os.kill(pid, signal.SIGSTOP)
-        _say(f"  {name} (pid {pid}, the writer) stopped for {PAUSE_S:g} s")
+        say(f"  {name} (pid {pid}, the writer) stopped for {PAUSE_S:g} s")
         woken: list[float] = []
 
         def wake() -> None:
@@ -429,7 +425,7 @@ class Chaos:
                     return [f"{name}: still running {SETTLE_S:g} s after it woke from "
                             "its pause, though another engine had taken its lease"]
                 self.idle(0.05)
-            _say(f"  {name} exited {time.monotonic() - woken[0]:.2f} s after it woke "
+            say(f"  {name} exited {time.monotonic() - woken[0]:.2f} s after it woke "
                  f"(code {command.returncode()}); restarted as a standby")
             return []
 
@@ -444,7 +440,7 @@ class Chaos:
         if node.pid is not None:
             os.kill(node.pid, signal.SIGKILL)
         self._wait_exit(node.returncode)
-        _say(f"  NATS node {node.server_name} ({why}) killed; back in {NODE_DOWN_S:g} s")
+        say(f"  NATS node {node.server_name} ({why}) killed; back in {NODE_DOWN_S:g} s")
         problems: list[str] = []
         restarted: list[float] = []
 
@@ -463,7 +459,7 @@ class Chaos:
                             "after its restart"]
                 self.idle(0.1)
             if not problems:
-                _say(f"  NATS node {node.server_name} caught up "
+                say(f"  NATS node {node.server_name} caught up "
                      f"{time.monotonic() - restarted[0]:.2f} s after its restart")
             return problems
 
@@ -503,7 +499,7 @@ class Chaos:
             try:
                 asyncio.run(compose.step_down(self.stores, led))
             except Unavailable as exc:
-                _say(f"  step down refused: {exc}")
+                say(f"  step down refused: {exc}")
             self.idle(0.5)
         return node, led
 
@@ -622,7 +618,7 @@ class Chaos:
             compose.wait_processing(stores.dsn, custody.WALLET, 3.0)))
         self.injected_at = time.monotonic()
         litecoind.kill()
-        _say(f"  litecoind killed ({len(ids)} withdrawals just requested; "
+        say(f"  litecoind killed ({len(ids)} withdrawals just requested; "
              f"{'one being sent' if sending else 'none being sent'}); back in "
              f"{NODE_DOWN_S:g} s")
         problems: list[str] = []
@@ -661,7 +657,7 @@ class Chaos:
                 self._kill(name)
             return [f"{', '.join(sorted(waiting))} still running {took:.1f} s after SIGTERM "
                     f"with NATS down (grace {GRACE_S:g} s)"]
-        _say(f"every service stopped {took:.1f} s after SIGTERM with NATS down")
+        say(f"every service stopped {took:.1f} s after SIGTERM with NATS down")
         return []
 
     # ------------------------------------------------------------------ the run
@@ -736,11 +732,11 @@ class Chaos:
         if self.chain_load is not None:
             self.chain_load.start()
         began = time.monotonic()
-        _say(f"load running; {len(plan)} faults to inject (seed {opts.seed})")
+        say(f"load running; {len(plan)} faults to inject (seed {opts.seed})")
         try:
             for n, step in enumerate(plan, 1):
                 self.idle(max(0.0, began + step.at_s - time.monotonic()))
-                _say(f"[{n}/{len(plan)}] {step.fault} at {time.monotonic() - began:.0f} s")
+                say(f"[{n}/{len(plan)}] {step.fault} at {time.monotonic() - began:.0f} s")
                 self.injected_at = time.monotonic()
                 symbol, problems = self.inject(step.fault)
                 if step.fault in CHAIN_FAULTS:  # deposits credited again
@@ -768,7 +764,7 @@ class Chaos:
                 outcome = Outcome(step.fault, recovery, load.acked.since_last(), found.lost,
                                   found.duplicated, problems + found.failures)
                 self.outcomes.append(outcome)
-                _say(f"  recovered in {'-' if recovery is None else f'{recovery:.2f}'} s; "
+                say(f"  recovered in {'-' if recovery is None else f'{recovery:.2f}'} s; "
                      f"{outcome.acked} acknowledged, {outcome.lost} lost, "
                      f"{outcome.duplicated} duplicated"
                      + "".join(f"\n    FAILED {f}" for f in outcome.failures))
@@ -782,9 +778,9 @@ class Chaos:
                 self.chain_load.stop()
             probe.api.close()
             self.stop()
-        _say(f"answers: {dict(sorted(load.answers.items()))}")
+        say(f"answers: {dict(sorted(load.answers.items()))}")
         if self.chain_load is not None:
-            _say(f"custody: {dict(sorted(self.chain_load.answers.items()))}")
+            say(f"custody: {dict(sorted(self.chain_load.answers.items()))}")
         print(table(self.outcomes, (*ALL_FAULTS, "final")), flush=True)
         if self.chain_load is not None:
             print(self.chain_load.summary, flush=True)
@@ -796,8 +792,8 @@ class Chaos:
         if ok and self.options.data_dir is None:
             shutil.rmtree(self.root, ignore_errors=True)
         elif not ok:
-            _say(f"the servers' data and every process's log are in {self.root}")
-        _say("no loss, no duplicate, every invariant held" if ok else "FAILED")
+            say(f"the servers' data and every process's log are in {self.root}")
+        say("no loss, no duplicate, every invariant held" if ok else "FAILED")
         return 0 if ok else 1
 
     def _final(self, load: Load) -> Outcome:
@@ -808,7 +804,7 @@ class Chaos:
         assert self.stores is not None
         stores = self.stores
         if not self._meanwhile(lambda: asyncio.run(compose.wait_settled(stores, 60.0))):
-            _say("not settled 60 s after the load stopped; stopping the engines anyway")
+            say("not settled 60 s after the load stopped; stopping the engines anyway")
         for pair in PAIRS:
             names = self.engines[pair.symbol]
             writer = self._writer(pair.symbol) if len(names) > 1 else None
@@ -816,7 +812,7 @@ class Chaos:
             for name in sorted(names, key=lambda n: n == writer):
                 self.command(name).stop()
         found = self.check(load, final=True)
-        _say(f"final check: {found.lost} lost, {found.duplicated} duplicated"
+        say(f"final check: {found.lost} lost, {found.duplicated} duplicated"
              + "".join(f"\n    FAILED {f}" for f in found.failures))
         # Not an injection: no recovery to measure.
         return Outcome("final", math.nan, load.acked.since_last(), found.lost,

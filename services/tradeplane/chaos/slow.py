@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 
 from tradeplane.chaos import compose
+from tradeplane.chaos.report import say
 from tradeplane.domain.errors import Unavailable
 
 #: How long the consumer is throttled.
@@ -25,10 +26,6 @@ STOPPED_S = 1.0
 RUN_S = 0.02
 #: Longest acceptable drain once the throttle ends.
 DRAIN_TIMEOUT_S = 60.0
-
-
-def say(line: str) -> None:
-    print(f"chaos: {line}", flush=True)
 
 
 def _signal(pid: int | None, sig: signal.Signals) -> None:
