@@ -22,6 +22,7 @@ from tradeplane.adapters.bus import (
     RECONNECT_GRACE_S,
     Bus,
     BusUnavailable,
+    Fenced,
     StoredMsg,
 )
 from tradeplane.platform.servers import NatsCluster, NatsServer
@@ -139,5 +140,32 @@ def test_an_event_consumer_that_cannot_be_made_yet_is_tried_again_not_given_up(
 
     try:
         assert asyncio.run(scenario()) == [b"first"]
+    finally:
+        server.stop()
+
+
+def test_a_fenced_event_batch_tried_again_after_it_was_stored_is_refused_not_stored_twice(
+    tmp_path: Path,
+) -> None:
+    # What a cluster's retry meets when its first try was stored but not answered: a plain
+    # publish is answered with the same sequence (above); a fenced batch is refused as
+    # fenced (its expected last sequence moved on), on which the engine exits and recovers.
+    server = NatsServer(tmp_path / "nats")
+    server.start()
+
+    async def scenario() -> tuple[int, int]:
+        bus = await Bus.connect(server.url, name="test-fenced-repeat")
+        try:
+            await bus.ensure_events()
+            seq = await bus.publish_events_fenced("BTCUSDT", b"batch", "batch-1", 0)
+            with pytest.raises(Fenced):
+                await bus.publish_events_fenced("BTCUSDT", b"batch", "batch-1", 0)
+            info = await bus.js.stream_info(EVENTS_STREAM)
+            return seq, int(info.state.messages)
+        finally:
+            await bus.close()
+
+    try:
+        assert asyncio.run(scenario()) == (1, 1)
     finally:
         server.stop()

@@ -99,10 +99,10 @@ class LeaseTaken(BusError, Conflict):
     """The lease is held by someone else, or changed since the caller last wrote it."""
 
 
-#: How long a JetStream ack is still awaited once the connection has come back (see
-#: ``Bus._acked``).
 T = TypeVar("T")
 
+#: How long a JetStream answer is still awaited once the connection has come back (see
+#: ``Bus._answered``).
 RECONNECT_GRACE_S = 2.0
 #: Between two tries of a publish no stream leader answered (a cluster electing one).
 ELECTION_RETRY_S = 0.25
@@ -396,9 +396,11 @@ class Bus:
         :meth:`_answered`. With replicated streams (a cluster), a publish no stream leader
         answered, or did not answer within CLUSTER_TRY_S, is tried again every
         ELECTION_RETRY_S until the deadline: the leader was lost and another is being
-        elected (1-7 s here), and a try the lost leader took is never answered. Every
-        publish carries its message id, so a try that was stored after all makes the next
-        one answer with the same sequence, storing nothing twice. ``tradeplane chaos
+        elected (1-7 s here), and a try the lost leader took is never answered. Nothing is
+        stored twice: every publish carries its message id, so when a try was stored after
+        all, the next one is answered with the same sequence, or, for a fenced event
+        batch, refused as fenced (its expected last sequence has moved on), on which the
+        engine exits and recovers from the stream as after any lost writer. ``tradeplane chaos
         --nats-cluster`` found every engine exiting on it when the leader of EVENTS was
         killed, each restart met by the same election: 7-12 s before orders were matched
         again.
